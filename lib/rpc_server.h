@@ -1,0 +1,74 @@
+/*
+ * RPC server on an nng rep0 socket. Serves any number of protobuf services
+ * registered by their protobuf-c service descriptor, plus the built-in
+ * /webshop.v1.Reflection/ListServices. Requests are handled concurrently: a
+ * configurable number of nng contexts, each with its own aio, driven by a
+ * pool of worker threads. Each request is an RpcRequest (rpc.proto); the
+ * server finds the method, refuses work whose deadline has passed
+ * (DEADLINE_EXCEEDED), unpacks the payload (INVALID_ARGUMENT if it cannot),
+ * calls the handler, and answers an RpcResponse. Calls, errors and latency
+ * are counted per method in the metrics registry.
+ */
+#ifndef WS_RPC_SERVER_H
+#define WS_RPC_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "err.h"
+#include "metrics.h"
+#include "rpc.h"
+
+typedef struct ws_rpc_server ws_rpc_server;
+typedef struct ws_rpc_call ws_rpc_call; /* one call in progress */
+
+/* A method handler. Runs on a server worker thread, possibly concurrently
+ * with other calls to the same or other methods. req is the unpacked request
+ * (owned by the server). On WS_RPC_OK the handler sets *resp to a message of
+ * the method's output type, allocated -- with everything it points to -- by
+ * malloc, so that the server can free it with
+ * protobuf_c_message_free_unpacked(resp, NULL) after packing. On any other
+ * code *resp must be left NULL; the handler may describe the failure with
+ * ws_rpc_call_set_message(). */
+typedef ws_rpc_code (*ws_rpc_handler_fn)(void *ctx, const ProtobufCMessage *req,
+                                         ProtobufCMessage **resp /* OUT */,
+                                         ws_rpc_call *call);
+
+typedef struct ws_rpc_server_opts {
+    const char *url;        /* "tcp://127.0.0.1:7001", "ipc://...", "inproc://..." */
+    int contexts;           /* concurrent requests in flight; 0 = 16 */
+    int workers;            /* handler threads; 0 = 4 */
+    size_t max_msg;         /* cap on a request; 0 = WS_RPC_DEFAULT_MAX_MSG */
+    ws_metrics *metrics;    /* registry for per-method metrics; NULL = default */
+} ws_rpc_server_opts;
+
+/* Create a server (not yet listening). *out owns it; close with
+ * ws_rpc_server_close(). WS_EINVAL for a bad option, WS_ENOMEM. */
+ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out /* OUT */);
+
+/* Register every method of svc. handlers[i] serves svc->methods[i] (NULL
+ * answers UNIMPLEMENTED); ctx is passed to each. Call before start. The
+ * descriptor and handlers array must outlive the server. WS_EEXIST if the
+ * service is already registered. */
+ws_err ws_rpc_server_register(ws_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                              const ws_rpc_handler_fn *handlers, void *ctx);
+
+/* Listen on the URL and start serving. WS_EUNAVAIL if the address cannot
+ * be bound (in use). */
+ws_err ws_rpc_server_start(ws_rpc_server *srv);
+
+/* Stop accepting, let in-flight handlers finish, close the socket, free.
+ * srv may be NULL. Must not be called from a handler. */
+void ws_rpc_server_close(ws_rpc_server *srv);
+
+/* Inside a handler: set the status message sent with a non-OK code. */
+void ws_rpc_call_set_message(ws_rpc_call *call, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Inside a handler: milliseconds left before the caller's deadline, or -1
+ * if the call has none. */
+int64_t ws_rpc_call_remaining_ms(const ws_rpc_call *call);
+
+#endif
