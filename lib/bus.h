@@ -9,8 +9,17 @@
  * counted and dropped. Publishing encodes in the configured format, sets the
  * MQTT v5 content-type property, and can wait for the broker's PUBACK.
  *
- * Threads: libmosquitto's network thread (mosquitto_loop_start) runs the
- * subscription handlers and the async publish callbacks, one at a time.
+ * Metrics (in opts->metrics): webshop_bus_published_total{topic},
+ * webshop_bus_acked_total, webshop_bus_publish_refused_total,
+ * webshop_bus_received_total{topic}, webshop_bus_undecodable_total{topic},
+ * webshop_bus_handler_failed_total{topic} (topic = the subscription filter),
+ * webshop_bus_redelivered_total, webshop_bus_reconnects_total and the gauge
+ * webshop_bus_connected.
+ *
+ * Threads: the bus's own network thread (a loop around mosquitto_loop(),
+ * which gives millisecond reconnect backoff and re-sends the CONNECT
+ * properties on every reconnect) runs the subscription handlers and the
+ * async publish callbacks, one at a time.
  */
 #ifndef WS_BUS_H
 #define WS_BUS_H
@@ -36,7 +45,8 @@ typedef struct ws_bus_opts {
     int port;                /* broker port; 0 = 1883 */
     const char *client_id;   /* fixed id; required for a persistent session */
     bool clean_start;        /* true = forget the session (tools); default false */
-    uint32_t session_expiry; /* seconds the broker keeps the session; 0 = 1 day */
+    uint32_t session_expiry; /* seconds the broker keeps the session; 0 = 1 day,
+                                or 0 = none when clean_start */
     const char *username;    /* NULL = anonymous */
     const char *password;
     ws_bus_format format;    /* how this client publishes */
@@ -50,7 +60,11 @@ typedef struct ws_bus_opts {
 typedef struct ws_bus_msg_info {
     const char *topic;
     bool json;        /* payload was JSON */
-    bool redelivered; /* MQTT DUP flag set */
+    bool redelivered; /* a redelivery: libmosquitto does not expose the DUP
+                         flag, so this means "same packet id and same topic
+                         and payload as a message received on an earlier
+                         connection" (the broker resends only after a
+                         reconnect) */
 } ws_bus_msg_info;
 
 /* Subscription handler: msg is decoded, owned by the bus, valid only during
@@ -80,17 +94,24 @@ ws_err ws_bus_start(ws_bus *bus);
 /* True while connected to the broker (CONNACK received). Any thread. */
 bool ws_bus_connected(const ws_bus *bus);
 
-/* Block until connected or timeout_ms passes: WS_OK or WS_ETIMEDOUT. */
+/* Block until ready or timeout_ms passes: connected and every subscription
+ * made so far acknowledged (SUBACK) on this connection, so a message
+ * published after it returns WS_OK reaches the handlers. WS_OK,
+ * WS_ETIMEDOUT, or WS_ECLOSED while closing. */
 ws_err ws_bus_wait_connected(ws_bus *bus, uint32_t timeout_ms);
 
 /* Publish msg at QoS 1 on topic and wait for the PUBACK. WS_OK when the
  * broker acknowledged; WS_EUNAVAIL when not connected; WS_ETIMEDOUT when
  * deadline_ms passed first (the message may still be delivered: QoS 1 is at
- * least once). Any thread except the network thread. */
+ * least once; a connection lost meanwhile is resumed and the message resent
+ * by libmosquitto); WS_ECLOSED when the bus closed first; WS_EAUTH,
+ * WS_EBUSY, WS_ETOOBIG or WS_EPROTO when the broker's PUBACK carries an
+ * error reason code. Any thread except the network thread (WS_EINVAL). */
 ws_err ws_bus_publish(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
                       uint32_t deadline_ms);
 
-/* The same with an already-encoded payload (sent as-is). */
+/* The same with an already-encoded payload (sent as-is; content type
+ * application/json when its first non-blank byte is '{'). */
 ws_err ws_bus_publish_raw(ws_bus *bus, const char *topic, const void *payload, size_t len,
                           uint32_t deadline_ms);
 
@@ -100,8 +121,10 @@ ws_err ws_bus_publish_raw(ws_bus *bus, const char *topic, const void *payload, s
 ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
                             ws_bus_publish_cb cb, void *ctx);
 
-/* Disconnect, stop the network thread, fail pending async publishes with
- * WS_ECLOSED, free. bus may be NULL. Not from the network thread. */
+/* Disconnect, stop the network thread, fail pending publishes with
+ * WS_ECLOSED (sync waiters wake up and are waited for; async callbacks run
+ * on the closing thread), free. bus may be NULL. Not from the network
+ * thread. */
 void ws_bus_close(ws_bus *bus);
 
 #endif

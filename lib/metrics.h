@@ -20,7 +20,8 @@ typedef struct ws_gauge ws_gauge;         /* set / add, may go down */
 typedef struct ws_histogram ws_histogram; /* observations into buckets */
 
 /* The process-wide default registry, created on first use; never NULL
- * unless out of memory. Freed by ws_metrics_free(ws_metrics_default()). */
+ * unless out of memory. Freed by ws_metrics_free(ws_metrics_default());
+ * the next call then creates a fresh one. */
 ws_metrics *ws_metrics_default(void);
 
 /* A new, empty registry; NULL on ENOMEM. */
@@ -34,8 +35,10 @@ void ws_metrics_free(ws_metrics *m);
  * ("webshop_rpc_calls_total"), help its HELP text, labels a NULL or a
  * label set in Prometheus syntax without braces ("method=\"GetOrder\",code=\"OK\"").
  * The same name with the same labels returns the same pointer. All strings
- * are copied. Returns NULL on ENOMEM or if name is already registered as
- * another type. Thread-safe. */
+ * are copied. Returns NULL on ENOMEM, if name is already registered as
+ * another type, or if name, labels or bounds are malformed (a histogram may
+ * not carry an "le" label). A histogram found again keeps its first bounds;
+ * a name found again keeps its first help. Thread-safe. */
 ws_counter *ws_counter_get(ws_metrics *m, const char *name, const char *help,
                            const char *labels);
 ws_gauge *ws_gauge_get(ws_metrics *m, const char *name, const char *help,

@@ -28,18 +28,22 @@ typedef struct ws_migration {
 } ws_migration;
 
 typedef struct ws_store_opts {
-    const char *path;         /* database file; ":memory:" allowed */
-    const char *synchronous;  /* "OFF", "NORMAL" (default), "FULL", "EXTRA" */
-    int busy_timeout_ms;      /* 0 = 5000 */
-    int txn_retries;          /* extra attempts on SQLITE_BUSY; 0 = 10 */
-    int readonly;             /* open read-only, apply no migration */
+    const char *path;        /* database file; ":memory:" allowed */
+    const char *synchronous; /* "OFF", "NORMAL" (default), "FULL", "EXTRA" */
+    int busy_timeout_ms;     /* 0 = 5000; < 0 = never wait (BUSY at once) */
+    int txn_retries;         /* extra attempts on SQLITE_BUSY; 0 = 10; < 0 = none */
+    int readonly;            /* open read-only, apply no migration; with n > 0
+                                the version must equal the last migration */
 } ws_store_opts;
 
 /* Open the database and bring its schema to the last of migrations[0..n)
  * (n may be 0). All pending migrations run in one transaction: if one fails
  * the database stays at its old version and WS_ESTORE is returned. A
- * database newer than the last migration is refused (WS_ESTORE). On success
- * *out owns the connection. */
+ * database newer than the last migration is refused (WS_ESTORE). A file
+ * database must really be in WAL mode afterwards. WS_EINVAL for a bad
+ * synchronous value or a migration list that is not versions 1..n in order.
+ * Migration SQL runs inside that transaction, so it must not BEGIN or COMMIT
+ * itself. Failures are logged. On success *out owns the connection. */
 ws_err ws_store_open(const ws_store_opts *opts, const ws_migration *migrations, size_t n,
                      ws_store **out /* OUT */);
 
@@ -49,21 +53,31 @@ void ws_store_close(ws_store *s);
 /* The raw connection, for what the helpers do not cover. */
 sqlite3 *ws_store_db(ws_store *s);
 
-/* PRAGMA user_version. */
+/* PRAGMA user_version; -1 (logged) if it cannot be read. */
 int ws_store_version(ws_store *s);
 
 /* A prepared statement for sql, cached by its text: reset and with bindings
- * cleared, ready to bind. Owned by the store (do not finalize). Returns
- * WS_ESTORE with the SQLite message logged when sql does not compile. */
+ * cleared, ready to bind. Owned by the store (do not finalize). Step it to
+ * SQLITE_DONE or sqlite3_reset() it when done: outside a transaction a
+ * statement left between rows holds a read snapshot open. sql must be one
+ * statement (WS_EINVAL otherwise). Returns WS_ESTORE with the SQLite message
+ * logged when sql does not compile. */
 ws_err ws_store_stmt(ws_store *s, const char *sql, sqlite3_stmt **out /* OUT */);
 
 /* Run fn(s, ctx) inside BEGIN IMMEDIATE ... COMMIT. If fn returns non-WS_OK
  * the transaction is rolled back and that error returned. If BEGIN or COMMIT
- * meets SQLITE_BUSY, the whole transaction (fn included) is retried up to
- * opts.txn_retries times with a short backoff, then WS_EBUSY. fn must
- * therefore have no effects outside the database. */
+ * meets SQLITE_BUSY, or fn returns WS_EBUSY (a statement met BUSY), the whole
+ * transaction (fn included) is retried up to opts.txn_retries times with a
+ * short randomised backoff, then WS_EBUSY. fn must therefore have no effects
+ * outside the database. Cached statements fn left mid-rows are reset before
+ * COMMIT/ROLLBACK. Not nestable: WS_EINVAL inside an open transaction. */
 typedef ws_err (*ws_store_txn_fn)(ws_store *s, void *ctx);
 ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx);
+
+/* How many times ws_store_txn has retried a transaction after SQLITE_BUSY
+ * (at BEGIN, in fn, or at COMMIT) since open; for metrics and tests. Unlike
+ * the rest of the API it may be called from any thread. */
+unsigned long ws_store_busy_retries(const ws_store *s);
 
 /* Execute SQL with no result rows (one or more statements). */
 ws_err ws_store_exec(ws_store *s, const char *sql);

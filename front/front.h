@@ -1,0 +1,34 @@
+/*
+ * The front's wiring, shared by main.c and the route handlers: the RPC
+ * clients of both backends, the bus, the catalog cache and the settings the
+ * handlers need. Built once by main.c; read-only afterwards (the objects it
+ * points to are thread-safe).
+ */
+#ifndef FRONT_FRONT_H
+#define FRONT_FRONT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "catalog_cache.h"
+#include "metrics.h"
+#include "place_order.h"
+#include "rpc_client.h"
+
+typedef struct front {
+    ws_rpc_client *inventory; /* not owned */
+    ws_rpc_client *orders;    /* not owned */
+    ws_bus *bus;              /* not owned */
+    catalog_cache *catalog;   /* not owned */
+    ws_metrics *metrics;      /* not owned */
+    uint32_t rpc_deadline_ms;     /* reads */
+    uint32_t publish_deadline_ms; /* wait for PUBACK */
+    size_t max_body;              /* POST /order body cap */
+    place_order_limits limits;
+    const char *openapi; /* the OpenAPI document (JSON), or NULL */
+    size_t openapi_len;
+    int access_log; /* one log line per request */
+} front;
+
+#endif

@@ -1,0 +1,240 @@
+/*
+ * webshop-front: the JSON/HTTP gateway. Wires flags, the RPC clients of
+ * inventory and orders, the bus, the catalog cache and the HTTP server, then
+ * waits for SIGTERM or SIGINT. No business logic here: see routes.c.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "openapi_doc.h"
+#include "routes.h"
+#include "webshop/v1/events.pb-c.h"
+
+#ifndef WEBSHOP_VERSION
+#define WEBSHOP_VERSION "0.1.0"
+#endif
+
+static const char *const front_formats[] = {"protobuf", "json", NULL};
+static const char *const front_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const front_schemes[] = {"tcp", "tcp4", "tcp6", "ipc", NULL};
+
+typedef struct front_cfg {
+    const char *http_host;
+    int http_port;
+    int64_t http_threads;
+    int64_t request_timeout_ms;
+    const char *inventory_url;
+    const char *orders_url;
+    const char *broker;
+    const char *client_id;
+    int bus_format;
+    const char *username;
+    const char *password;
+    int64_t rpc_deadline_ms;
+    int64_t publish_deadline_ms;
+    int64_t max_body;
+    int64_t max_items;
+    int64_t max_count;
+    const char *tls_cert;
+    bool access_log;
+    int log_level;
+} front_cfg;
+
+/* Invalidate the catalog cache on every stock change. */
+static ws_err front_on_stock_changed(void *ctx, const ProtobufCMessage *msg,
+                                     const ws_bus_msg_info *info)
+{
+    (void)msg;
+    (void)info;
+    catalog_cache_invalidate(ctx);
+    return WS_OK;
+}
+
+int main(int argc, char **argv)
+{
+    front_cfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    const ws_config_option opts[] = {
+        {.name = "http-host", .type = WS_CONFIG_STRING, .def = "127.0.0.1",
+         .help = "HTTP listen address", .target.str = &cfg.http_host},
+        {.name = "http-port", .type = WS_CONFIG_PORT, .def = "8080", .help = "HTTP listen port",
+         .target.i = &cfg.http_port},
+        {.name = "http-threads", .type = WS_CONFIG_INT, .def = "64", .min = 1, .max = 1024,
+         .help = "HTTP worker threads = concurrent connections served",
+         .target.i64 = &cfg.http_threads},
+        {.name = "request-timeout", .type = WS_CONFIG_DURATION, .def = "10s", .min = 100,
+         .max = 600000, .help = "time a client has to send a whole request",
+         .target.i64 = &cfg.request_timeout_ms},
+        {.name = "inventory-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7101",
+         .help = "RPC address of the inventory service", .target.str = &cfg.inventory_url,
+         .choices = front_schemes},
+        {.name = "orders-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7201",
+         .help = "RPC address of the order service", .target.str = &cfg.orders_url,
+         .choices = front_schemes},
+        {.name = "broker", .type = WS_CONFIG_HOSTPORT, .def = "127.0.0.1:1883",
+         .help = "MQTT broker", .target.str = &cfg.broker},
+        {.name = "client-id", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "MQTT client id (default: webshop-front-<pid>)", .target.str = &cfg.client_id},
+        {.name = "bus-format", .type = WS_CONFIG_ENUM, .def = "protobuf",
+         .help = "payload format of published events", .target.i = &cfg.bus_format,
+         .choices = front_formats},
+        {.name = "username", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "MQTT username", .target.str = &cfg.username},
+        {.name = "password", .type = WS_CONFIG_STRING, .def = NULL, .help = "MQTT password",
+         .target.str = &cfg.password, .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        {.name = "rpc-deadline", .type = WS_CONFIG_DURATION, .def = "2s", .min = 1,
+         .max = 60000, .help = "deadline of a read RPC", .target.i64 = &cfg.rpc_deadline_ms},
+        {.name = "publish-deadline", .type = WS_CONFIG_DURATION, .def = "2s", .min = 1,
+         .max = 60000, .help = "how long a write waits for the broker's PUBACK",
+         .target.i64 = &cfg.publish_deadline_ms},
+        {.name = "max-body", .type = WS_CONFIG_SIZE, .def = "64KiB", .min = 64,
+         .max = 16 << 20, .help = "largest request body", .target.i64 = &cfg.max_body},
+        {.name = "max-items", .type = WS_CONFIG_INT, .def = "100", .min = 1, .max = 10000,
+         .help = "most items in one order", .target.i64 = &cfg.max_items},
+        {.name = "max-count", .type = WS_CONFIG_INT, .def = "1000", .min = 1, .max = 1000000,
+         .help = "most units of one item", .target.i64 = &cfg.max_count},
+        {.name = "tls-cert", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "PEM file with certificate and key: serve HTTPS", .target.str = &cfg.tls_cert},
+        {.name = "access-log", .type = WS_CONFIG_BOOL, .def = "true",
+         .help = "log one line per request", .target.b = &cfg.access_log},
+        {.name = "log-level", .type = WS_CONFIG_ENUM, .def = "info", .help = "least level logged",
+         .target.i = &cfg.log_level, .choices = front_levels},
+    };
+    ws_config *conf = ws_config_new("webshop-front", WEBSHOP_VERSION,
+                                    "The webshop's JSON/HTTP gateway.", opts,
+                                    sizeof(opts) / sizeof(opts[0]));
+    if (conf == NULL) {
+        fprintf(stderr, "webshop-front: out of memory\n");
+        return 1;
+    }
+    switch (ws_config_parse(conf, argc, argv, NULL)) {
+    case WS_CONFIG_OK:
+        break;
+    case WS_CONFIG_EXIT:
+        ws_config_free(conf);
+        return 0;
+    default:
+        fprintf(stderr, "webshop-front: %s\n", ws_config_error(conf));
+        ws_config_free(conf);
+        return 2;
+    }
+    ws_log_set_service("front");
+    ws_log_set_level((ws_log_level)cfg.log_level);
+
+    /* Block the stop signals in every thread; main waits for them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    ws_metrics *metrics = ws_metrics_default();
+    ws_rpc_client *inventory = NULL;
+    ws_rpc_client *orders = NULL;
+    ws_bus *bus = NULL;
+    ws_http *http = NULL;
+    catalog_cache *catalog = catalog_cache_new();
+    char host[256];
+    int port = 0;
+    char client_id[64];
+    ws_err err;
+
+    if (catalog == NULL || metrics == NULL) {
+        ws_log_error("startup_failed", "reason=%s", "out of memory");
+        goto fail;
+    }
+    const char *inv_urls[] = {cfg.inventory_url};
+    ws_rpc_client_opts co = {.urls = inv_urls, .n_urls = 1, .metrics = metrics};
+    if ((err = ws_rpc_client_open(&co, &inventory)) != WS_OK) {
+        ws_log_error("startup_failed", "what=inventory_client err=%s", ws_strerror(err));
+        goto fail;
+    }
+    const char *ord_urls[] = {cfg.orders_url};
+    co.urls = ord_urls;
+    if ((err = ws_rpc_client_open(&co, &orders)) != WS_OK) {
+        ws_log_error("startup_failed", "what=orders_client err=%s", ws_strerror(err));
+        goto fail;
+    }
+    if (ws_config_hostport_split(cfg.broker, host, sizeof(host), &port) != 0) {
+        ws_log_error("startup_failed", "what=broker value=%s", cfg.broker);
+        goto fail;
+    }
+    if (cfg.client_id == NULL) {
+        snprintf(client_id, sizeof(client_id), "webshop-front-%ld", (long)getpid());
+    } else {
+        snprintf(client_id, sizeof(client_id), "%s", cfg.client_id);
+    }
+    /* The front keeps no session: it publishes, and its one subscription
+     * only invalidates a cache. Every replica has its own id. */
+    ws_bus_opts bo = {.host = host,
+                      .port = port,
+                      .client_id = client_id,
+                      .clean_start = true,
+                      .username = cfg.username,
+                      .password = cfg.password,
+                      .format = cfg.bus_format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF,
+                      .metrics = metrics};
+    if ((err = ws_bus_open(&bo, &bus)) != WS_OK) {
+        ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
+        goto fail;
+    }
+    if ((err = ws_bus_subscribe(bus, "inventory/stock-changed",
+                                &webshop__v1__stock_changed__descriptor, front_on_stock_changed,
+                                catalog)) != WS_OK ||
+        (err = ws_bus_start(bus)) != WS_OK) {
+        ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
+        goto fail;
+    }
+
+    front f = {.inventory = inventory,
+               .orders = orders,
+               .bus = bus,
+               .catalog = catalog,
+               .metrics = metrics,
+               .rpc_deadline_ms = (uint32_t)cfg.rpc_deadline_ms,
+               .publish_deadline_ms = (uint32_t)cfg.publish_deadline_ms,
+               .max_body = (size_t)cfg.max_body,
+               .limits = {.max_items = (int)cfg.max_items, .max_count = (int)cfg.max_count},
+               .openapi = webshop_v1_front_openapi_json,
+               .openapi_len = webshop_v1_front_openapi_json_len,
+               .access_log = cfg.access_log};
+    ws_http_opts ho = {.host = cfg.http_host,
+                       .port = cfg.http_port,
+                       .threads = (int)cfg.http_threads,
+                       .request_timeout_ms = (int)cfg.request_timeout_ms,
+                       .tls_cert = cfg.tls_cert};
+    if ((err = ws_http_open(&ho, &http)) != WS_OK) {
+        ws_log_error("startup_failed", "what=http host=%s port=%d err=%s", cfg.http_host,
+                     cfg.http_port, ws_strerror(err));
+        goto fail;
+    }
+    routes_install(http, &f);
+    ws_log_info("started", "http=%s://%s:%d inventory=%s orders=%s broker=%s",
+                cfg.tls_cert != NULL ? "https" : "http", cfg.http_host, ws_http_port(http),
+                cfg.inventory_url, cfg.orders_url, cfg.broker);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    ws_log_info("stopping", "signal=%d", sig);
+    rc = 0;
+fail:
+    ws_http_close(http); /* first: no handler may run past this */
+    ws_bus_close(bus);
+    ws_rpc_client_close(orders);
+    ws_rpc_client_close(inventory);
+    catalog_cache_free(catalog);
+    ws_metrics_free(ws_metrics_default());
+    ws_config_free(conf);
+    if (rc == 0) {
+        ws_log_info("stopped", NULL);
+    }
+    return rc;
+}

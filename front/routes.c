@@ -1,0 +1,440 @@
+/*
+ * The front's HTTP routes; see routes.h. Handlers run on civetweb worker
+ * threads; everything they touch through `front` is thread-safe.
+ */
+#include "routes.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <civetweb.h>
+
+#include "json.h"
+#include "log.h"
+#include "order_id.h"
+#include "webshop/v1/events.pb-c.h"
+#include "webshop/v1/front.pb-c.h"
+#include "webshop/v1/inventory.rpc.h"
+#include "webshop/v1/order.rpc.h"
+#include "webshop/v1/rpc.rpc.h"
+
+#define TOPIC_ORDER_SEND "public-front/order-send"
+#define TOPIC_ORDER_CANCELED "public-front/order-canceled"
+#define RETRY_AFTER "Retry-After: 1\r\n"
+
+int routes_http_status(ws_rpc_code code)
+{
+    switch (code) {
+    case WS_RPC_OK:
+        return 200;
+    case WS_RPC_INVALID_ARGUMENT:
+    case WS_RPC_OUT_OF_RANGE:
+    case WS_RPC_FAILED_PRECONDITION:
+        return 400;
+    case WS_RPC_NOT_FOUND:
+        return 404;
+    case WS_RPC_ALREADY_EXISTS:
+    case WS_RPC_ABORTED:
+        return 409;
+    case WS_RPC_RESOURCE_EXHAUSTED:
+        return 429;
+    case WS_RPC_UNIMPLEMENTED:
+        return 501;
+    case WS_RPC_UNAVAILABLE:
+    case WS_RPC_CANCELLED:
+        return 503;
+    case WS_RPC_DEADLINE_EXCEEDED:
+        return 504;
+    case WS_RPC_UNAUTHENTICATED:
+        return 401;
+    case WS_RPC_PERMISSION_DENIED:
+        return 403;
+    default:
+        return 500;
+    }
+}
+
+/* Count and log one finished request. */
+static void routes_observe(front *f, const char *route, const char *method, const char *path,
+                           int status, double started)
+{
+    char labels[128];
+    double secs = ws_now_seconds() - started;
+    snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\"", route, status);
+    ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
+                                  "HTTP requests by route and status", labels));
+    snprintf(labels, sizeof(labels), "route=\"%s\"", route);
+    ws_histogram_observe(ws_histogram_get(f->metrics, "webshop_http_request_duration_seconds",
+                                          "HTTP request latency by route", labels, NULL, 0),
+                         secs);
+    if (f->access_log) {
+        ws_log_info("http_request", "method=%s path=%s route=%s status=%d ms=%.3f", method,
+                    path, route, status, secs * 1000.0);
+    }
+}
+
+/* Answer an RPC failure with the status that fits and a JSON error. */
+static int routes_reply_rpc_error(struct mg_connection *conn, ws_rpc_code code,
+                                  const char *what, const char *msg)
+{
+    int status = routes_http_status(code);
+    const char *extra = status == 503 ? RETRY_AFTER : NULL;
+    return ws_http_reply_error(conn, status, ws_rpc_code_name(code), extra, "%s: %s", what,
+                               msg[0] != '\0' ? msg : ws_rpc_code_name(code));
+}
+
+static int routes_reply_message(struct mg_connection *conn, int status,
+                                const ProtobufCMessage *m, unsigned flags, const char *extra)
+{
+    ws_buf b;
+    ws_buf_init(&b, 0);
+    if (ws_json_encode(m, flags, &b) != WS_OK) {
+        ws_buf_fini(&b);
+        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "cannot encode the response");
+    }
+    int rc = ws_http_reply(conn, status, "application/json", b.data, b.len, extra);
+    ws_buf_fini(&b);
+    return rc;
+}
+
+static int routes_method_not_allowed(struct mg_connection *conn, const char *allow)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+    return ws_http_reply_error(conn, 405, "METHOD_NOT_ALLOWED", extra,
+                               "method not allowed; allowed: %s", allow);
+}
+
+/* ---- GET /inventory ---------------------------------------------------- */
+
+/* Fetch the catalog over RPC and render the JSON array the API answers. */
+static ws_rpc_code routes_catalog_fetch(front *f, ws_buf *out, char *msg, size_t msg_len)
+{
+    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
+    Webshop__V1__GetCatalogResponse *resp = NULL;
+    ws_rpc_code code = webshop_v1_inventory_get_catalog_ex(f->inventory, &req, &resp,
+                                                           f->rpc_deadline_ms, msg, msg_len);
+    if (code != WS_RPC_OK) {
+        return code;
+    }
+    ws_err err = ws_buf_putc(out, '[');
+    for (size_t i = 0; i < resp->n_products && err == WS_OK; i++) {
+        if (i > 0) {
+            err = ws_buf_putc(out, ',');
+        }
+        if (err == WS_OK) {
+            err = ws_json_encode(&resp->products[i]->base, WS_JSON_DEFAULTS, out);
+        }
+    }
+    if (err == WS_OK) {
+        err = ws_buf_putc(out, ']');
+    }
+    webshop__v1__get_catalog_response__free_unpacked(resp, NULL);
+    if (err != WS_OK) {
+        snprintf(msg, msg_len, "cannot render the catalog");
+        return WS_RPC_INTERNAL;
+    }
+    return WS_RPC_OK;
+}
+
+static int routes_inventory(struct mg_connection *conn, void *ctx)
+{
+    front *f = ctx;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    double t0 = ws_now_seconds();
+    int status;
+    if (strcmp(ri->request_method, "GET") != 0 && strcmp(ri->request_method, "HEAD") != 0) {
+        status = routes_method_not_allowed(conn, "GET");
+        goto done;
+    }
+    catalog_snapshot *s = catalog_cache_get(f->catalog);
+    if (s == NULL) {
+        uint64_t gen = catalog_cache_generation(f->catalog);
+        char msg[WS_RPC_MSG_LEN] = "";
+        ws_buf b;
+        ws_buf_init(&b, 0);
+        ws_rpc_code code = routes_catalog_fetch(f, &b, msg, sizeof(msg));
+        if (code != WS_RPC_OK) {
+            ws_buf_fini(&b);
+            status = routes_reply_rpc_error(conn, code, "inventory", msg);
+            goto done;
+        }
+        size_t len = 0;
+        char *body = ws_buf_steal(&b, &len);
+        s = body != NULL ? catalog_cache_put(f->catalog, gen, body, len) : NULL;
+        if (s == NULL) {
+            status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
+            goto done;
+        }
+    }
+    char extra[64];
+    snprintf(extra, sizeof(extra), "ETag: %s\r\n", s->etag);
+    const char *inm = ws_http_header(conn, "If-None-Match");
+    if (inm != NULL && (strstr(inm, s->etag) != NULL || strcmp(inm, "*") == 0)) {
+        status = ws_http_reply(conn, 304, NULL, NULL, 0, extra);
+    } else {
+        status = ws_http_reply(conn, 200, "application/json", s->body,
+                               strcmp(ri->request_method, "HEAD") == 0 ? 0 : s->len, extra);
+    }
+    catalog_snapshot_release(f->catalog, s);
+done:
+    routes_observe(f, "/inventory", ri->request_method, ri->local_uri, status, t0);
+    return status;
+}
+
+/* ---- /order and /order/{id} --------------------------------------------- */
+
+static bool routes_json_content_type(const char *ct)
+{
+    if (ct == NULL) {
+        return false;
+    }
+    size_t n = strlen("application/json");
+    if (strncasecmp(ct, "application/json", n) != 0) {
+        return false;
+    }
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static int routes_place_order(struct mg_connection *conn, front *f)
+{
+    if (!routes_json_content_type(ws_http_header(conn, "Content-Type"))) {
+        return ws_http_reply_error(conn, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
+                                   "Content-Type must be application/json");
+    }
+    char id[ORDER_ID_LEN];
+    const char *key = ws_http_header(conn, "Idempotency-Key");
+    if (key != NULL) {
+        if (!order_id_from_key(key, id)) {
+            return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+                                       "Idempotency-Key: must be 1..%d printable ASCII characters",
+                                       ORDER_ID_MAX_KEY);
+        }
+    } else {
+        order_id_new(id);
+    }
+
+    ws_buf body;
+    ws_buf_init(&body, 0);
+    ws_err err = ws_http_read_body(conn, f->max_body, &body);
+    if (err == WS_ETOOBIG) {
+        ws_buf_fini(&body);
+        return ws_http_reply_error(conn, 413, "PAYLOAD_TOO_LARGE", "Connection: close\r\n",
+                                   "body: larger than %zu bytes", f->max_body);
+    }
+    if (err != WS_OK) {
+        ws_buf_fini(&body);
+        return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "body: incomplete");
+    }
+    char msg[256];
+    Webshop__V1__OrderSent *ev = NULL;
+    int rc = place_order_parse(body.data != NULL ? body.data : "", body.len, id, &f->limits,
+                               &ev, msg, sizeof(msg));
+    ws_buf_fini(&body);
+    if (rc != 0) {
+        return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "%s", msg);
+    }
+    err = ws_bus_publish(f->bus, TOPIC_ORDER_SEND, &ev->base, f->publish_deadline_ms);
+    webshop__v1__order_sent__free_unpacked(ev, NULL);
+    if (err == WS_EUNAVAIL) {
+        return ws_http_reply_error(conn, 503, "UNAVAILABLE", RETRY_AFTER,
+                                   "broker unavailable; retry with the same Idempotency-Key");
+    }
+    if (err == WS_ETIMEDOUT) {
+        return ws_http_reply_error(conn, 504, "DEADLINE_EXCEEDED", RETRY_AFTER,
+                                   "broker did not acknowledge in time; retry with the same "
+                                   "Idempotency-Key");
+    }
+    if (err != WS_OK) {
+        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "publish failed: %s",
+                                   ws_strerror(err));
+    }
+    Webshop__V1__PlaceOrderResponse resp = WEBSHOP__V1__PLACE_ORDER_RESPONSE__INIT;
+    resp.order_id = id;
+    char extra[96];
+    snprintf(extra, sizeof(extra), "Location: /order/%s\r\n", id);
+    return routes_reply_message(conn, 201, &resp.base, 0, extra);
+}
+
+static int routes_get_order(struct mg_connection *conn, front *f, const char *id)
+{
+    Webshop__V1__GetOrderRequest req = WEBSHOP__V1__GET_ORDER_REQUEST__INIT;
+    Webshop__V1__GetOrderResponse *resp = NULL;
+    char msg[WS_RPC_MSG_LEN] = "";
+    req.id = (char *)id;
+    ws_rpc_code code =
+        webshop_v1_orders_get_order_ex(f->orders, &req, &resp, f->rpc_deadline_ms, msg,
+                                       sizeof(msg));
+    if (code != WS_RPC_OK) {
+        if (code == WS_RPC_NOT_FOUND) {
+            return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "order %s not found", id);
+        }
+        return routes_reply_rpc_error(conn, code, "orders", msg);
+    }
+    int rc;
+    if (resp->order == NULL) {
+        rc = ws_http_reply_error(conn, 502, "INTERNAL", NULL, "orders: empty answer");
+    } else {
+        rc = routes_reply_message(conn, 200, &resp->order->base, WS_JSON_DEFAULTS, NULL);
+    }
+    webshop__v1__get_order_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int routes_cancel_order(struct mg_connection *conn, front *f, const char *id)
+{
+    Webshop__V1__CancelOrder ev = WEBSHOP__V1__CANCEL_ORDER__INIT;
+    ev.order_id = (char *)id;
+    ws_err err = ws_bus_publish(f->bus, TOPIC_ORDER_CANCELED, &ev.base, f->publish_deadline_ms);
+    if (err == WS_EUNAVAIL) {
+        return ws_http_reply_error(conn, 503, "UNAVAILABLE", RETRY_AFTER, "broker unavailable");
+    }
+    if (err == WS_ETIMEDOUT) {
+        return ws_http_reply_error(conn, 504, "DEADLINE_EXCEEDED", RETRY_AFTER,
+                                   "broker did not acknowledge in time");
+    }
+    if (err != WS_OK) {
+        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "publish failed: %s",
+                                   ws_strerror(err));
+    }
+    Webshop__V1__CancelOrderResponse resp = WEBSHOP__V1__CANCEL_ORDER_RESPONSE__INIT;
+    resp.order_id = (char *)id;
+    return routes_reply_message(conn, 202, &resp.base, 0, NULL);
+}
+
+static int routes_order(struct mg_connection *conn, void *ctx)
+{
+    front *f = ctx;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    const char *path = ri->local_uri != NULL ? ri->local_uri : "";
+    const char *method = ri->request_method;
+    double t0 = ws_now_seconds();
+    const char *route;
+    int status;
+
+    if (strcmp(path, "/order") == 0 || strcmp(path, "/order/") == 0) {
+        route = "/order";
+        if (strcmp(method, "POST") != 0) {
+            status = routes_method_not_allowed(conn, "POST");
+        } else {
+            status = routes_place_order(conn, f);
+        }
+        goto done;
+    }
+    route = "/order/{id}";
+    const char *id = path + strlen("/order/");
+    if (strncmp(path, "/order/", 7) != 0 || strchr(id, '/') != NULL) {
+        route = "other";
+        status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
+        goto done;
+    }
+    bool get = strcmp(method, "GET") == 0;
+    bool del = strcmp(method, "DELETE") == 0;
+    if (!get && !del) {
+        status = routes_method_not_allowed(conn, "GET, DELETE");
+        goto done;
+    }
+    if (!order_id_valid(id)) {
+        status = ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+                                     "id: expected a UUID like "
+                                     "123e4567-e89b-12d3-a456-426614174000");
+        goto done;
+    }
+    char lower[ORDER_ID_LEN];
+    for (size_t i = 0; i < ORDER_ID_LEN; i++) {
+        lower[i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] - 'A' + 'a' : id[i]);
+    }
+    status = get ? routes_get_order(conn, f, lower) : routes_cancel_order(conn, f, lower);
+done:
+    routes_observe(f, route, method, path, status, t0);
+    return status;
+}
+
+/* ---- health, metrics, OpenAPI ------------------------------------------- */
+
+static int routes_healthz(struct mg_connection *conn, void *ctx)
+{
+    (void)ctx;
+    static const char ok[] = "{\"status\":\"ok\"}";
+    return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+}
+
+/* Ask a backend's reflection service: cheap, touches no database. */
+static void routes_ready_check(ws_rpc_client *c, uint32_t deadline_ms,
+                               Webshop__V1__HealthCheck *check, const char *name, bool *ok)
+{
+    Webshop__V1__ListServicesRequest req = WEBSHOP__V1__LIST_SERVICES_REQUEST__INIT;
+    Webshop__V1__ListServicesResponse *resp = NULL;
+    ws_rpc_code code = webshop_v1_reflection_list_services(c, &req, &resp, deadline_ms);
+    check->name = (char *)name;
+    if (code == WS_RPC_OK) {
+        webshop__v1__list_services_response__free_unpacked(resp, NULL);
+        check->status = "ok";
+    } else {
+        check->status = (char *)ws_rpc_code_name(code);
+        *ok = false;
+    }
+}
+
+static int routes_readyz(struct mg_connection *conn, void *ctx)
+{
+    front *f = ctx;
+    bool ok = true;
+    Webshop__V1__HealthCheck checks[3];
+    Webshop__V1__HealthCheck *ptrs[3];
+    for (int i = 0; i < 3; i++) {
+        webshop__v1__health_check__init(&checks[i]);
+        ptrs[i] = &checks[i];
+    }
+    checks[0].name = "broker";
+    checks[0].status = ws_bus_connected(f->bus) ? "ok" : "UNAVAILABLE";
+    ok = ws_bus_connected(f->bus);
+    uint32_t deadline = f->rpc_deadline_ms < 1000 ? f->rpc_deadline_ms : 1000;
+    routes_ready_check(f->inventory, deadline, &checks[1], "inventory", &ok);
+    routes_ready_check(f->orders, deadline, &checks[2], "orders", &ok);
+    Webshop__V1__HealthResponse resp = WEBSHOP__V1__HEALTH_RESPONSE__INIT;
+    resp.status = ok ? "ok" : "unavailable";
+    resp.n_checks = 3;
+    resp.checks = ptrs;
+    return routes_reply_message(conn, ok ? 200 : 503, &resp.base, 0, ok ? NULL : RETRY_AFTER);
+}
+
+static int routes_metrics(struct mg_connection *conn, void *ctx)
+{
+    front *f = ctx;
+    return ws_http_reply_metrics(conn, f->metrics);
+}
+
+static int routes_openapi(struct mg_connection *conn, void *ctx)
+{
+    front *f = ctx;
+    if (f->openapi == NULL) {
+        return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no OpenAPI document built");
+    }
+    return ws_http_reply(conn, 200, "application/json", f->openapi, f->openapi_len, NULL);
+}
+
+static int routes_not_found(struct mg_connection *conn, void *ctx)
+{
+    front *f = ctx;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    double t0 = ws_now_seconds();
+    int status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s",
+                                     ri->local_uri != NULL ? ri->local_uri : "?");
+    routes_observe(f, "other", ri->request_method, ri->local_uri, status, t0);
+    return status;
+}
+
+void routes_install(ws_http *h, front *f)
+{
+    ws_http_route(h, "/", routes_not_found, f);
+    ws_http_route(h, "/inventory$", routes_inventory, f);
+    ws_http_route(h, "/order", routes_order, f);
+    ws_http_route(h, "/healthz$", routes_healthz, f);
+    ws_http_route(h, "/readyz$", routes_readyz, f);
+    ws_http_route(h, "/metrics$", routes_metrics, f);
+    ws_http_route(h, "/openapi.json$", routes_openapi, f);
+}

@@ -1,0 +1,155 @@
+/*
+ * Bus handlers of the inventory (see events.h): decode is done by the bus,
+ * the decision by stock.c; this file only calls it, kicks the relay, logs
+ * and counts. A handler's failure cannot cause a redelivery (libmosquitto
+ * acknowledged the message before the callback), so a store error is logged
+ * and counted, and the order service's re-send heals it.
+ */
+#include "events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "stock.h"
+
+#define EVENTS_METRIC "webshop_inventory_events_total"
+#define EVENTS_HELP   "Events handled by the inventory, by event and result"
+
+struct inv_events {
+    ws_store *store;          /* owned; bus network thread only */
+    ws_outbox_relay *relay;   /* not owned */
+    bool crash_after_reserve; /* fault point armed */
+    ws_counter *sent[5];      /* by inv_order_action */
+    ws_counter *sent_failed;
+    ws_counter *canceled[3]; /* by inv_cancel_action */
+    ws_counter *canceled_failed;
+};
+
+static const char *const events_order_results[] = {
+    [INV_ORDER_RESERVED] = "reserved",   [INV_ORDER_REJECTED] = "rejected",
+    [INV_ORDER_DUPLICATE] = "duplicate", [INV_ORDER_TOMBSTONED] = "tombstoned",
+    [INV_ORDER_BAD_ID] = "bad_order_id",
+};
+
+static const char *const events_cancel_results[] = {
+    [INV_CANCEL_RELEASED] = "released",
+    [INV_CANCEL_TOMBSTONED] = "tombstoned",
+    [INV_CANCEL_NOOP] = "noop",
+};
+
+static ws_counter *events_counter(ws_metrics *m, const char *event, const char *result)
+{
+    char labels[96];
+    snprintf(labels, sizeof(labels), "event=\"%s\",result=\"%s\"", event, result);
+    return ws_counter_get(m, EVENTS_METRIC, EVENTS_HELP, labels);
+}
+
+static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
+                                       const ws_bus_msg_info *info)
+{
+    inv_events *ev = ctx;
+    const Webshop__V1__OrderSent *o = (const Webshop__V1__OrderSent *)msg;
+    inv_order_outcome out;
+    ws_err err = inv_stock_order_sent(ev->store, o, &out);
+    if (err != WS_OK && err != WS_EINVAL) {
+        ws_counter_inc(ev->sent_failed);
+        ws_log_error("order_sent_failed", "order_id=%s error=%s", o->order_id,
+                     ws_errname(err));
+        return err;
+    }
+    ws_counter_inc(ev->sent[out.action]);
+#ifdef WS_FAULT_POINTS
+    if (ev->crash_after_reserve && out.action == INV_ORDER_RESERVED) {
+        ws_log_warn("fault_point", "name=crash_after_reserve_commit order_id=%s",
+                    o->order_id);
+        _exit(9);
+    }
+#endif
+    ws_outbox_relay_kick(ev->relay);
+    ws_log(err == WS_OK ? WS_LOG_INFO : WS_LOG_WARN, "order_sent",
+           "order_id=%s result=%s reason=%s items=%zu queued=%zu json=%d redelivered=%d",
+           o->order_id, events_order_results[out.action], out.reason, out.n_items,
+           out.n_queued, info->json, info->redelivered);
+    return err;
+}
+
+static ws_err events_order_canceled_handle(void *ctx, const ProtobufCMessage *msg,
+                                           const ws_bus_msg_info *info)
+{
+    inv_events *ev = ctx;
+    const Webshop__V1__OrderCanceled *c = (const Webshop__V1__OrderCanceled *)msg;
+    inv_cancel_outcome out;
+    ws_err err = inv_stock_order_canceled(ev->store, c, &out);
+    if (err != WS_OK) {
+        ws_counter_inc(ev->canceled_failed);
+        ws_log(err == WS_EINVAL ? WS_LOG_WARN : WS_LOG_ERROR, "order_canceled_failed",
+               "order_id=%s error=%s", c->order_id, ws_errname(err));
+        return err;
+    }
+    ws_counter_inc(ev->canceled[out.action]);
+    if (out.n_queued > 0) {
+        ws_outbox_relay_kick(ev->relay);
+    }
+    ws_log_info("order_canceled",
+                "order_id=%s result=%s queued=%zu json=%d redelivered=%d", c->order_id,
+                events_cancel_results[out.action], out.n_queued, info->json,
+                info->redelivered);
+    return WS_OK;
+}
+
+ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
+{
+    if (opts == NULL || opts->store == NULL || out == NULL) {
+        return WS_EINVAL;
+    }
+    inv_events *ev = calloc(1, sizeof(*ev));
+    if (ev == NULL) {
+        return WS_ENOMEM;
+    }
+    ws_metrics *m = opts->metrics ? opts->metrics : ws_metrics_default();
+    for (int i = 0; i < 5; i++) {
+        ev->sent[i] = events_counter(m, "order_sent", events_order_results[i]);
+    }
+    ev->sent_failed = events_counter(m, "order_sent", "failed");
+    for (int i = 0; i < 3; i++) {
+        ev->canceled[i] = events_counter(m, "order_canceled", events_cancel_results[i]);
+    }
+    ev->canceled_failed = events_counter(m, "order_canceled", "failed");
+#ifdef WS_FAULT_POINTS
+    const char *fault = getenv("WEBSHOP_FAULT");
+    ev->crash_after_reserve =
+        fault != NULL && strcmp(fault, "crash_after_reserve_commit") == 0;
+    if (ev->crash_after_reserve) {
+        ws_log_warn("fault_point_armed", "name=crash_after_reserve_commit");
+    }
+#endif
+    ev->store = opts->store;
+    ev->relay = opts->relay;
+    *out = ev;
+    return WS_OK;
+}
+
+ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
+{
+    ws_err err =
+        ws_bus_subscribe(bus, INV_TOPIC_ORDER_SENT, &webshop__v1__order_sent__descriptor,
+                         events_order_sent_handle, ev);
+    if (err != WS_OK) {
+        return err;
+    }
+    return ws_bus_subscribe(bus, INV_TOPIC_ORDER_CANCELED,
+                            &webshop__v1__order_canceled__descriptor,
+                            events_order_canceled_handle, ev);
+}
+
+void inv_events_close(inv_events *ev)
+{
+    if (ev == NULL) {
+        return;
+    }
+    ws_store_close(ev->store);
+    free(ev);
+}

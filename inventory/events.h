@@ -1,0 +1,38 @@
+/*
+ * The inventory's event consumers: OrderSent (public-front/order-send) and
+ * OrderCanceled (order/order-canceled) from the bus, each handled by the
+ * domain module in one transaction whose outbox rows the relay is then
+ * kicked to publish. One log line and one counter per handled event.
+ *
+ * Threads: the handlers run on the bus network thread, one at a time, so
+ * one store connection serves them all.
+ */
+#ifndef INV_EVENTS_H
+#define INV_EVENTS_H
+
+#include "bus.h"
+#include "metrics.h"
+#include "outbox.h"
+#include "store.h"
+
+typedef struct inv_events inv_events;
+
+typedef struct inv_events_opts {
+    ws_store *store;        /* the handlers' connection; owned on success */
+    ws_outbox_relay *relay; /* kicked after each commit; not owned; may be NULL */
+    ws_metrics *metrics;    /* NULL = default registry */
+} inv_events_opts;
+
+/* Create the consumers. With fault points compiled in (WS_FAULT_POINTS),
+ * WEBSHOP_FAULT=crash_after_reserve_commit makes the process _exit(9) right
+ * after a reservation commits, before the relay is kicked. */
+ws_err inv_events_open(const inv_events_opts *opts, inv_events **out /* OUT */);
+
+/* Subscribe both topics on bus (before or after ws_bus_start). */
+ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus);
+
+/* Close the store, free. ev may be NULL. The bus must be closed first (no
+ * handler may be running or come later). */
+void inv_events_close(inv_events *ev);
+
+#endif

@@ -1,0 +1,18 @@
+/*
+ * The inventory's database schema, as numbered migrations for ws_store_open:
+ * products (with the stock ever added, so re-seeding can tell moved stock
+ * from seeded stock), reservations (one row per order id, whose status is
+ * reserved, rejected, released or tombstoned -- a cancel that came before
+ * its order) with their items, and the generic outbox table.
+ */
+#ifndef INV_SCHEMA_H
+#define INV_SCHEMA_H
+
+#include <stddef.h>
+
+#include "store.h"
+
+/* The migrations, in version order; *n (OUT) is their count. Static data. */
+const ws_migration *inv_schema_migrations(size_t *n /* OUT */);
+
+#endif

@@ -1,0 +1,1099 @@
+/*
+ * The MQTT v5 event bus over libmosquitto 2.0 (see bus.h for the contract).
+ *
+ * The bus runs its own network thread around mosquitto_loop() instead of
+ * mosquitto_loop_start(), for three reasons: libmosquitto's built-in
+ * reconnect delay has a granularity of whole seconds (the contract is
+ * 100 ms doubling to 5 s); every (re)connect goes through
+ * mosquitto_connect_bind_v5() with our CONNECT properties, so the session
+ * expiry interval is sent on every reconnect whatever the library version
+ * (eclipse/mosquitto #1846); and close can wake the backoff sleep at once.
+ *
+ * Locking: bus->mu guards the subscription list, the publish waiters and the
+ * connection state. It is taken inside libmosquitto callbacks (which hold
+ * only libmosquitto's callback mutex) and held by publishers across
+ * mosquitto_publish_v5() so that the PUBACK callback can never look for a
+ * message id before its waiter is registered. User handlers and async
+ * publish callbacks always run with bus->mu released.
+ *
+ * libmosquitto sends a QoS 1 PUBACK before calling on_message, and its
+ * public message struct does not carry the DUP flag, so redeliveries are
+ * recognised by their packet id and payload: a message whose (id, hash of
+ * topic and payload) matches one received on an earlier connection is a
+ * redelivery (the broker may only resend after a reconnect).
+ */
+#include "bus.h"
+
+#include <errno.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "json.h"
+#include "log.h"
+
+#define BUS_DEFAULT_HOST          "127.0.0.1"
+#define BUS_DEFAULT_PORT          1883
+#define BUS_DEFAULT_KEEPALIVE     30
+#define BUS_DEFAULT_EXPIRY        86400u
+#define BUS_DEFAULT_MAX_PAYLOAD   (256u * 1024u)
+#define BUS_DEFAULT_MAX_INFLIGHT  1000
+#define BUS_BACKOFF_MIN_MS        100
+#define BUS_BACKOFF_MAX_MS        5000
+#define BUS_LOOP_TIMEOUT_MS       100
+#define BUS_RECENT                256
+#define BUS_CONTENT_TYPE_PROTOBUF "application/x-protobuf"
+#define BUS_CONTENT_TYPE_JSON     "application/json"
+
+/* One subscription; never freed before the bus. */
+typedef struct bus_sub {
+    char *topic;
+    const ProtobufCMessageDescriptor *desc;
+    ws_bus_handler_fn fn;
+    void *ctx;
+    int mid;            /* of the SUBSCRIBE that carries it; -1 none */
+    uint64_t acked_gen; /* connection generation of its SUBACK */
+    ws_counter *received;
+    ws_counter *undecodable;
+    ws_counter *failed;
+    struct bus_sub *next;
+} bus_sub;
+
+/* Per-topic publish counter, looked up once. */
+typedef struct bus_topic_counter {
+    char *topic;
+    ws_counter *published;
+    struct bus_topic_counter *next;
+} bus_topic_counter;
+
+/* A publish waiting for its PUBACK. Sync waiters live on the publisher's
+ * stack; async ones are malloc'ed and freed by whoever completes them. */
+typedef struct bus_waiter {
+    int mid;
+    bool done;
+    ws_err result;
+    ws_bus_publish_cb cb; /* NULL for a sync waiter */
+    void *ctx;
+    struct bus_waiter *next;
+} bus_waiter;
+
+typedef struct bus_recent {
+    int mid;
+    uint64_t hash;
+    uint64_t gen;
+} bus_recent;
+
+struct ws_bus {
+    struct mosquitto *mosq;
+    char *host;
+    int port;
+    int keepalive;
+    ws_bus_format format;
+    size_t max_payload;
+    int max_inflight;
+    mosquitto_property *connect_props; /* owned; sent on every connect */
+
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool closing;
+    atomic_bool connected;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond;           /* connection, SUBACK, PUBACK and close events */
+    uint64_t gen;                  /* ++ on each CONNACK success (mu) */
+    bool ever_connected;           /* (mu) */
+    bus_sub *subs;                 /* (mu) append only */
+    bus_waiter *waiters;           /* (mu) */
+    int n_async;                   /* async waiters outstanding (mu) */
+    int n_sync;                    /* threads inside a sync publish (mu) */
+    bus_topic_counter *topics;     /* (mu) */
+    bus_recent recent[BUS_RECENT]; /* network thread only */
+    size_t recent_next;
+
+    ws_metrics *metrics;
+    ws_counter *acked;
+    ws_counter *redelivered;
+    ws_counter *reconnects;
+    ws_counter *publish_failed;
+    ws_gauge *connected_gauge;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static pthread_once_t bus_lib_once = PTHREAD_ONCE_INIT;
+
+static void bus_lib_init_once(void)
+{
+    mosquitto_lib_init();
+}
+
+static ws_err bus_err_from_mosq(int rc)
+{
+    switch (rc) {
+    case MOSQ_ERR_SUCCESS:
+        return WS_OK;
+    case MOSQ_ERR_NOMEM:
+        return WS_ENOMEM;
+    case MOSQ_ERR_INVAL:
+    case MOSQ_ERR_MALFORMED_UTF8:
+    case MOSQ_ERR_DUPLICATE_PROPERTY:
+    case MOSQ_ERR_QOS_NOT_SUPPORTED:
+        return WS_EINVAL;
+    case MOSQ_ERR_NO_CONN:
+    case MOSQ_ERR_CONN_LOST:
+    case MOSQ_ERR_CONN_REFUSED:
+        return WS_EUNAVAIL;
+    case MOSQ_ERR_PAYLOAD_SIZE:
+    case MOSQ_ERR_OVERSIZE_PACKET:
+        return WS_ETOOBIG;
+    case MOSQ_ERR_AUTH:
+    case MOSQ_ERR_ACL_DENIED:
+        return WS_EAUTH;
+    case MOSQ_ERR_ERRNO:
+        return ws_err_from_errno(errno);
+    case MOSQ_ERR_PROTOCOL:
+    case MOSQ_ERR_MALFORMED_PACKET:
+        return WS_EPROTO;
+    default:
+        return WS_EINTERNAL;
+    }
+}
+
+/* An MQTT v5 PUBACK reason code as ws_err; codes below 0x80 are success
+ * (0x10 "no matching subscribers" included). */
+static ws_err bus_err_from_reason(int reason)
+{
+    if (reason < 0x80) {
+        return WS_OK;
+    }
+    switch (reason) {
+    case 0x87: /* not authorized */
+        return WS_EAUTH;
+    case 0x97: /* quota exceeded */
+        return WS_EBUSY;
+    case 0x95: /* packet too large */
+        return WS_ETOOBIG;
+    case 0x90: /* topic name invalid */
+    case 0x99: /* payload format invalid */
+        return WS_EINVAL;
+    default:
+        return WS_EPROTO;
+    }
+}
+
+static char *bus_strdup(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+/* topic="<escaped>" for a Prometheus label set. */
+static char *bus_topic_label(const char *topic)
+{
+    ws_buf b;
+    ws_buf_init(&b, 0);
+    ws_err err = ws_buf_puts(&b, "topic=\"");
+    for (const char *p = topic; err == WS_OK && *p != '\0'; p++) {
+        if (*p == '\\' || *p == '"') {
+            err = ws_buf_putc(&b, '\\');
+            if (err == WS_OK) {
+                err = ws_buf_putc(&b, *p);
+            }
+        } else if (*p == '\n') {
+            err = ws_buf_puts(&b, "\\n");
+        } else {
+            err = ws_buf_putc(&b, *p);
+        }
+    }
+    if (err == WS_OK) {
+        err = ws_buf_putc(&b, '"');
+    }
+    if (err != WS_OK) {
+        ws_buf_fini(&b);
+        return NULL;
+    }
+    return ws_buf_steal(&b, NULL);
+}
+
+static ws_counter *bus_topic_counter_get(ws_bus *bus, const char *name, const char *help,
+                                         const char *topic)
+{
+    char *labels = bus_topic_label(topic);
+    if (labels == NULL) {
+        return NULL;
+    }
+    ws_counter *c = ws_counter_get(bus->metrics, name, help, labels);
+    free(labels);
+    return c;
+}
+
+static uint64_t bus_hash(const char *topic, const void *payload, size_t len)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)topic; *p != '\0'; p++) {
+        h = (h ^ *p) * 1099511628211ull;
+    }
+    h = (h ^ 0xff) * 1099511628211ull;
+    const unsigned char *q = payload;
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ q[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+static bool bus_is_json(const void *payload, size_t len)
+{
+    const unsigned char *p = payload;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n') {
+            continue;
+        }
+        return p[i] == '{';
+    }
+    return false;
+}
+
+static void bus_deadline(struct timespec *ts, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Remove w from the waiter list (mu held); false if it is not there. */
+static bool bus_waiter_unlink(ws_bus *bus, bus_waiter *w)
+{
+    for (bus_waiter **pp = &bus->waiters; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- libmosquitto callbacks (network thread) ---------------------------- */
+
+static void bus_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
+                           const mosquitto_property *props)
+{
+    (void)props;
+    ws_bus *bus = obj;
+    if (rc != 0) {
+        ws_log_warn("bus_connect_refused", "reason=%d text=%s", rc,
+                    mosquitto_reason_string(rc));
+        return;
+    }
+    pthread_mutex_lock(&bus->mu);
+    bus->gen++;
+    if (bus->ever_connected) {
+        ws_counter_inc(bus->reconnects);
+    }
+    bus->ever_connected = true;
+    /* Renew every subscription, even when the broker kept the session. */
+    int n = 0;
+    for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+        n++;
+    }
+    if (n > 0) {
+        char **topics = calloc((size_t)n, sizeof(*topics));
+        int mid = -1;
+        int src = MOSQ_ERR_NOMEM;
+        if (topics != NULL) {
+            int i = 0;
+            for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+                topics[i++] = s->topic;
+            }
+            src = mosquitto_subscribe_multiple(mosq, &mid, n, topics, 1, 0, NULL);
+            free(topics);
+        }
+        if (src != MOSQ_ERR_SUCCESS) {
+            ws_log_error("bus_resubscribe_failed", "error=%s", mosquitto_strerror(src));
+            mid = -1;
+        }
+        for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+            s->mid = mid;
+        }
+    }
+    atomic_store(&bus->connected, true);
+    ws_gauge_set(bus->connected_gauge, 1);
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->mu);
+    ws_log_info("bus_connected", "host=%s port=%d session_present=%d", bus->host,
+                bus->port, (flags & 1) != 0);
+}
+
+static void bus_on_disconnect(struct mosquitto *mosq, void *obj, int rc,
+                              const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    ws_bus *bus = obj;
+    pthread_mutex_lock(&bus->mu);
+    bool was = atomic_exchange(&bus->connected, false);
+    ws_gauge_set(bus->connected_gauge, 0);
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->mu);
+    if (was && !atomic_load(&bus->closing)) {
+        ws_log_warn("bus_disconnected", "reason=%d", rc);
+    }
+}
+
+static void bus_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int qos_count,
+                             const int *granted_qos, const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    ws_bus *bus = obj;
+    pthread_mutex_lock(&bus->mu);
+    int i = 0;
+    for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+        if (s->mid != mid) {
+            continue;
+        }
+        /* The granted QoS list is in the order of the SUBSCRIBE's topics;
+         * a resubscribe carries every sub in list order. */
+        int granted = i < qos_count ? granted_qos[i] : 1;
+        if (granted >= 0x80) {
+            ws_log_error("bus_subscribe_refused", "topic=%s reason=%d", s->topic,
+                         granted);
+        }
+        s->acked_gen = bus->gen;
+        s->mid = -1;
+        i++;
+    }
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->mu);
+}
+
+static void bus_on_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
+                           const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    ws_bus *bus = obj;
+    ws_err result = bus_err_from_reason(reason);
+    if (result == WS_OK) {
+        ws_counter_inc(bus->acked);
+    } else {
+        ws_counter_inc(bus->publish_failed);
+        ws_log_warn("bus_publish_refused", "mid=%d reason=%d", mid, reason);
+    }
+    bus_waiter *async = NULL;
+    pthread_mutex_lock(&bus->mu);
+    for (bus_waiter *w = bus->waiters; w != NULL; w = w->next) {
+        if (w->mid != mid) {
+            continue;
+        }
+        bus_waiter_unlink(bus, w);
+        if (w->cb != NULL) {
+            async = w;
+            bus->n_async--;
+        } else {
+            w->done = true;
+            w->result = result;
+            pthread_cond_broadcast(&bus->cond);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&bus->mu);
+    if (async != NULL) {
+        async->cb(async->ctx, result);
+        free(async);
+    }
+}
+
+/* Decode payload as sub's type; NULL when undecodable. */
+static ProtobufCMessage *bus_decode(ws_bus *bus, const bus_sub *sub, const void *payload,
+                                    size_t len, bool json)
+{
+    if (json) {
+        ws_json_limits limits = {.max_bytes = bus->max_payload, .max_depth = 0};
+        ws_json_error jerr = {{0}};
+        ProtobufCMessage *msg = NULL;
+        ws_err err = ws_json_decode(sub->desc, payload, len, &limits, &msg, &jerr);
+        if (err != WS_OK) {
+            ws_log_warn("bus_undecodable", "topic=%s format=json error=%s detail=%s",
+                        sub->topic, ws_errname(err), jerr.text);
+            return NULL;
+        }
+        return msg;
+    }
+    ProtobufCMessage *msg = protobuf_c_message_unpack(sub->desc, NULL, len, payload);
+    if (msg == NULL) {
+        ws_log_warn("bus_undecodable", "topic=%s format=protobuf len=%zu", sub->topic,
+                    len);
+    }
+    return msg;
+}
+
+/* Redelivery test and bookkeeping (network thread only). */
+static bool bus_recent_seen(ws_bus *bus, int mid, uint64_t hash, uint64_t gen)
+{
+    bool dup = false;
+    for (size_t i = 0; i < BUS_RECENT; i++) {
+        const bus_recent *r = &bus->recent[i];
+        if (r->gen != 0 && r->gen < gen && r->mid == mid && r->hash == hash) {
+            dup = true;
+            break;
+        }
+    }
+    bus->recent[bus->recent_next] = (bus_recent){.mid = mid, .hash = hash, .gen = gen};
+    bus->recent_next = (bus->recent_next + 1) % BUS_RECENT;
+    return dup;
+}
+
+static void bus_on_message(struct mosquitto *mosq, void *obj,
+                           const struct mosquitto_message *m,
+                           const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    ws_bus *bus = obj;
+    size_t len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
+    bool json = bus_is_json(m->payload, len);
+
+    /* Collect the matching subscriptions under the lock, dispatch without
+     * it (nodes live as long as the bus). */
+    bus_sub *small[16];
+    bus_sub **match = small;
+    size_t n_match = 0;
+    pthread_mutex_lock(&bus->mu);
+    uint64_t gen = bus->gen;
+    size_t n_subs = 0;
+    for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+        n_subs++;
+    }
+    if (n_subs > sizeof(small) / sizeof(small[0])) {
+        match = malloc(n_subs * sizeof(*match));
+    }
+    if (match != NULL) {
+        for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+            bool hit = false;
+            if (mosquitto_topic_matches_sub(s->topic, m->topic, &hit) ==
+                    MOSQ_ERR_SUCCESS &&
+                hit) {
+                match[n_match++] = s;
+            }
+        }
+    }
+    pthread_mutex_unlock(&bus->mu);
+    if (match == NULL) {
+        ws_log_error("bus_dropped", "topic=%s error=WS_ENOMEM", m->topic);
+        return;
+    }
+
+    bool redelivered = false;
+    if (m->qos > 0) {
+        redelivered =
+            bus_recent_seen(bus, m->mid, bus_hash(m->topic, m->payload, len), gen);
+        if (redelivered) {
+            ws_counter_inc(bus->redelivered);
+        }
+    }
+    ws_bus_msg_info info = {.topic = m->topic, .json = json, .redelivered = redelivered};
+
+    for (size_t i = 0; i < n_match; i++) {
+        bus_sub *s = match[i];
+        ws_counter_inc(s->received);
+        if (len > bus->max_payload) {
+            ws_counter_inc(s->undecodable);
+            ws_log_warn("bus_payload_too_large", "topic=%s len=%zu max=%zu", m->topic,
+                        len, bus->max_payload);
+            continue;
+        }
+        ProtobufCMessage *msg = bus_decode(bus, s, m->payload, len, json);
+        if (msg == NULL) {
+            ws_counter_inc(s->undecodable);
+            continue;
+        }
+        ws_err err = s->fn(s->ctx, msg, &info);
+        if (err != WS_OK) {
+            ws_counter_inc(s->failed);
+            ws_log_warn("bus_handler_failed", "topic=%s error=%s", m->topic,
+                        ws_errname(err));
+        }
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    if (match != small) {
+        free(match);
+    }
+    bool matched = n_match > 0;
+    if (!matched) {
+        ws_log_debug("bus_unmatched", "topic=%s", m->topic);
+    }
+}
+
+static void bus_on_log(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+    (void)mosq;
+    (void)obj;
+    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) {
+        ws_log_warn("bus_mosquitto", "text=%s", str);
+    }
+}
+
+/* ---- network thread ----------------------------------------------------- */
+
+/* Sleep ms or until close; true if closing. */
+static bool bus_backoff_sleep(ws_bus *bus, int ms)
+{
+    struct timespec ts;
+    bus_deadline(&ts, (uint32_t)ms);
+    pthread_mutex_lock(&bus->mu);
+    while (!atomic_load(&bus->closing)) {
+        if (pthread_cond_timedwait(&bus->cond, &bus->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bus->mu);
+    return atomic_load(&bus->closing);
+}
+
+static void *bus_thread_main(void *arg)
+{
+    ws_bus *bus = arg;
+    int backoff = BUS_BACKOFF_MIN_MS;
+    while (!atomic_load(&bus->closing)) {
+        pthread_mutex_lock(&bus->mu);
+        uint64_t gen_before = bus->gen;
+        pthread_mutex_unlock(&bus->mu);
+
+        int rc = mosquitto_connect_bind_v5(bus->mosq, bus->host, bus->port,
+                                           bus->keepalive, NULL, bus->connect_props);
+        if (rc == MOSQ_ERR_SUCCESS) {
+            while (!atomic_load(&bus->closing)) {
+                rc = mosquitto_loop(bus->mosq, BUS_LOOP_TIMEOUT_MS, 1);
+                if (rc != MOSQ_ERR_SUCCESS) {
+                    break;
+                }
+            }
+        }
+        if (atomic_load(&bus->closing)) {
+            break;
+        }
+        /* A connection that got as far as CONNACK restarts the backoff. */
+        pthread_mutex_lock(&bus->mu);
+        bool got_connack = bus->gen != gen_before;
+        pthread_mutex_unlock(&bus->mu);
+        if (got_connack) {
+            backoff = BUS_BACKOFF_MIN_MS;
+        }
+        ws_log_debug("bus_connect_retry", "error=%s delay_ms=%d", mosquitto_strerror(rc),
+                     backoff);
+        if (bus_backoff_sleep(bus, backoff)) {
+            break;
+        }
+        backoff = backoff * 2 > BUS_BACKOFF_MAX_MS ? BUS_BACKOFF_MAX_MS : backoff * 2;
+    }
+    /* Say goodbye properly so the broker keeps the session without a will
+     * and logs a clean disconnect; bounded. */
+    if (atomic_load(&bus->connected)) {
+        if (mosquitto_disconnect_v5(bus->mosq, 0, NULL) == MOSQ_ERR_SUCCESS) {
+            for (int i = 0; i < 20; i++) {
+                if (mosquitto_loop(bus->mosq, 50, 1) != MOSQ_ERR_SUCCESS) {
+                    break;
+                }
+            }
+        }
+    }
+    atomic_store(&bus->connected, false);
+    ws_gauge_set(bus->connected_gauge, 0);
+    return NULL;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out)
+{
+    if (opts == NULL || out == NULL) {
+        return WS_EINVAL;
+    }
+    if (!opts->clean_start && (opts->client_id == NULL || opts->client_id[0] == '\0')) {
+        return WS_EINVAL; /* a persistent session needs a fixed id */
+    }
+    if (opts->format != WS_BUS_PROTOBUF && opts->format != WS_BUS_JSON) {
+        return WS_EINVAL;
+    }
+    pthread_once(&bus_lib_once, bus_lib_init_once);
+
+    ws_bus *bus = calloc(1, sizeof(*bus));
+    if (bus == NULL) {
+        return WS_ENOMEM;
+    }
+    ws_err err = WS_ENOMEM;
+    bus->host = bus_strdup(opts->host != NULL ? opts->host : BUS_DEFAULT_HOST);
+    if (bus->host == NULL) {
+        goto fail_bus;
+    }
+    bus->port = opts->port > 0 ? opts->port : BUS_DEFAULT_PORT;
+    bus->keepalive = opts->keepalive > 0 ? opts->keepalive : BUS_DEFAULT_KEEPALIVE;
+    bus->format = opts->format;
+    bus->max_payload =
+        opts->max_payload > 0 ? opts->max_payload : BUS_DEFAULT_MAX_PAYLOAD;
+    bus->max_inflight =
+        opts->max_inflight > 0 ? opts->max_inflight : BUS_DEFAULT_MAX_INFLIGHT;
+    if (bus->max_inflight > 65535) {
+        bus->max_inflight = 65535;
+    }
+    bus->metrics = opts->metrics != NULL ? opts->metrics : ws_metrics_default();
+    atomic_init(&bus->closing, false);
+    atomic_init(&bus->connected, false);
+
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int prc = pthread_cond_init(&bus->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (prc != 0) {
+        goto fail_host;
+    }
+    if (pthread_mutex_init(&bus->mu, NULL) != 0) {
+        goto fail_cond;
+    }
+
+    uint32_t expiry =
+        opts->session_expiry > 0 ? opts->session_expiry : BUS_DEFAULT_EXPIRY;
+    if (mosquitto_property_add_int32(
+            &bus->connect_props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+            opts->clean_start && opts->session_expiry == 0 ? 0 : expiry) !=
+        MOSQ_ERR_SUCCESS) {
+        goto fail_mu;
+    }
+    /* Ask the broker not to send more than we accept (headroom for the
+     * topic and properties); the payload check in on_message stays. */
+    size_t max_packet = bus->max_payload + 65536 + 1024;
+    if (max_packet > 268435455u) {
+        max_packet = 268435455u;
+    }
+    if (mosquitto_property_add_int32(&bus->connect_props, MQTT_PROP_MAXIMUM_PACKET_SIZE,
+                                     (uint32_t)max_packet) != MOSQ_ERR_SUCCESS) {
+        goto fail_props;
+    }
+
+    bus->mosq = mosquitto_new(opts->client_id, opts->clean_start, bus);
+    if (bus->mosq == NULL) {
+        err = errno == EINVAL ? WS_EINVAL : WS_ENOMEM;
+        goto fail_props;
+    }
+    mosquitto_int_option(bus->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(bus->mosq, MOSQ_OPT_SEND_MAXIMUM, bus->max_inflight);
+    mosquitto_int_option(bus->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, bus->max_inflight);
+    mosquitto_int_option(bus->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_threaded_set(bus->mosq, true);
+    if (opts->username != NULL) {
+        int rc = mosquitto_username_pw_set(bus->mosq, opts->username, opts->password);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            err = bus_err_from_mosq(rc);
+            goto fail_mosq;
+        }
+    }
+    mosquitto_connect_v5_callback_set(bus->mosq, bus_on_connect);
+    mosquitto_disconnect_v5_callback_set(bus->mosq, bus_on_disconnect);
+    mosquitto_subscribe_v5_callback_set(bus->mosq, bus_on_subscribe);
+    mosquitto_publish_v5_callback_set(bus->mosq, bus_on_publish);
+    mosquitto_message_v5_callback_set(bus->mosq, bus_on_message);
+    mosquitto_log_callback_set(bus->mosq, bus_on_log);
+
+    bus->acked = ws_counter_get(bus->metrics, "webshop_bus_acked_total",
+                                "QoS 1 publishes acknowledged by the broker", NULL);
+    bus->redelivered = ws_counter_get(bus->metrics, "webshop_bus_redelivered_total",
+                                      "Messages received again after a reconnect", NULL);
+    bus->reconnects = ws_counter_get(bus->metrics, "webshop_bus_reconnects_total",
+                                     "Connections to the broker after the first", NULL);
+    bus->publish_failed =
+        ws_counter_get(bus->metrics, "webshop_bus_publish_refused_total",
+                       "Publishes the broker refused with an error reason code", NULL);
+    bus->connected_gauge = ws_gauge_get(bus->metrics, "webshop_bus_connected",
+                                        "1 while connected to the broker", NULL);
+    ws_gauge_set(bus->connected_gauge, 0);
+    *out = bus;
+    return WS_OK;
+
+fail_mosq:
+    mosquitto_destroy(bus->mosq);
+fail_props:
+    mosquitto_property_free_all(&bus->connect_props);
+fail_mu:
+    pthread_mutex_destroy(&bus->mu);
+fail_cond:
+    pthread_cond_destroy(&bus->cond);
+fail_host:
+    free(bus->host);
+fail_bus:
+    free(bus);
+    return err;
+}
+
+ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
+                        const ProtobufCMessageDescriptor *desc, ws_bus_handler_fn fn,
+                        void *ctx)
+{
+    if (bus == NULL || topic == NULL || desc == NULL || fn == NULL) {
+        return WS_EINVAL;
+    }
+    if (mosquitto_sub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
+        return WS_EINVAL;
+    }
+    bus_sub *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return WS_ENOMEM;
+    }
+    s->topic = strdup(topic);
+    if (s->topic == NULL) {
+        free(s);
+        return WS_ENOMEM;
+    }
+    s->desc = desc;
+    s->fn = fn;
+    s->ctx = ctx;
+    s->mid = -1;
+    s->received = bus_topic_counter_get(bus, "webshop_bus_received_total",
+                                        "Messages received per subscription", topic);
+    s->undecodable = bus_topic_counter_get(bus, "webshop_bus_undecodable_total",
+                                           "Messages dropped as undecodable", topic);
+    s->failed = bus_topic_counter_get(bus, "webshop_bus_handler_failed_total",
+                                      "Messages whose handler returned an error", topic);
+
+    pthread_mutex_lock(&bus->mu);
+    bus_sub **tail = &bus->subs;
+    while (*tail != NULL) {
+        tail = &(*tail)->next;
+    }
+    ws_err err = WS_OK;
+    if (atomic_load(&bus->connected)) {
+        int mid = -1;
+        int rc = mosquitto_subscribe_v5(bus->mosq, &mid, topic, 1, 0, NULL);
+        if (rc == MOSQ_ERR_SUCCESS) {
+            s->mid = mid;
+        } else if (rc != MOSQ_ERR_NO_CONN) {
+            err = bus_err_from_mosq(rc);
+        }
+        /* NO_CONN: the next on_connect subscribes it. */
+    }
+    if (err == WS_OK) {
+        *tail = s;
+    }
+    pthread_mutex_unlock(&bus->mu);
+    if (err != WS_OK) {
+        free(s->topic);
+        free(s);
+    }
+    return err;
+}
+
+ws_err ws_bus_start(ws_bus *bus)
+{
+    if (bus == NULL) {
+        return WS_EINVAL;
+    }
+    if (bus->thread_started) {
+        return WS_EINVAL;
+    }
+    int rc = pthread_create(&bus->thread, NULL, bus_thread_main, bus);
+    if (rc != 0) {
+        return ws_err_from_errno(rc);
+    }
+    bus->thread_started = true;
+    return WS_OK;
+}
+
+bool ws_bus_connected(const ws_bus *bus)
+{
+    return bus != NULL && atomic_load(&((ws_bus *)bus)->connected);
+}
+
+/* Connected and every subscription acknowledged on this connection (mu). */
+static bool bus_ready_locked(ws_bus *bus)
+{
+    if (!atomic_load(&bus->connected)) {
+        return false;
+    }
+    for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
+        if (s->acked_gen != bus->gen) {
+            return false;
+        }
+    }
+    return true;
+}
+
+ws_err ws_bus_wait_connected(ws_bus *bus, uint32_t timeout_ms)
+{
+    if (bus == NULL) {
+        return WS_EINVAL;
+    }
+    struct timespec ts;
+    bus_deadline(&ts, timeout_ms);
+    ws_err err = WS_OK;
+    pthread_mutex_lock(&bus->mu);
+    while (!bus_ready_locked(bus)) {
+        if (atomic_load(&bus->closing)) {
+            err = WS_ECLOSED;
+            break;
+        }
+        if (pthread_cond_timedwait(&bus->cond, &bus->mu, &ts) == ETIMEDOUT) {
+            err = bus_ready_locked(bus) ? WS_OK : WS_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bus->mu);
+    return err;
+}
+
+/* Encode msg in the bus's format into a malloc'ed payload. */
+static ws_err bus_encode(ws_bus *bus, const ProtobufCMessage *msg, void **out,
+                         size_t *len)
+{
+    if (bus->format == WS_BUS_JSON) {
+        ws_buf b;
+        ws_buf_init(&b, 0);
+        ws_err err = ws_json_encode(msg, WS_JSON_CAMEL, &b);
+        if (err != WS_OK) {
+            ws_buf_fini(&b);
+            return err;
+        }
+        *out = ws_buf_steal(&b, len);
+        return *out != NULL ? WS_OK : WS_ENOMEM;
+    }
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *p = malloc(n > 0 ? n : 1);
+    if (p == NULL) {
+        return WS_ENOMEM;
+    }
+    protobuf_c_message_pack(msg, p);
+    *out = p;
+    *len = n;
+    return WS_OK;
+}
+
+/* The publish counter for topic (looked up once per topic; mu held). */
+static ws_counter *bus_published_counter(ws_bus *bus, const char *topic)
+{
+    for (bus_topic_counter *t = bus->topics; t != NULL; t = t->next) {
+        if (strcmp(t->topic, topic) == 0) {
+            return t->published;
+        }
+    }
+    bus_topic_counter *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return NULL;
+    }
+    t->topic = strdup(topic);
+    if (t->topic == NULL) {
+        free(t);
+        return NULL;
+    }
+    t->published = bus_topic_counter_get(bus, "webshop_bus_published_total",
+                                         "QoS 1 messages handed to the broker", topic);
+    t->next = bus->topics;
+    bus->topics = t;
+    return t->published;
+}
+
+/* Hand payload to libmosquitto at QoS 1 and register w under its message
+ * id, all under mu so the PUBACK cannot overtake the registration. */
+static ws_err bus_send_locked(ws_bus *bus, const char *topic, const void *payload,
+                              size_t len, bool json, bus_waiter *w)
+{
+    if (atomic_load(&bus->closing)) {
+        return WS_ECLOSED;
+    }
+    if (!atomic_load(&bus->connected)) {
+        return WS_EUNAVAIL;
+    }
+    if (len > (size_t)INT32_MAX) {
+        return WS_ETOOBIG;
+    }
+    mosquitto_property *props = NULL;
+    int rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
+                                           json ? BUS_CONTENT_TYPE_JSON
+                                                : BUS_CONTENT_TYPE_PROTOBUF);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        return bus_err_from_mosq(rc);
+    }
+    int mid = 0;
+    rc = mosquitto_publish_v5(bus->mosq, &mid, topic, (int)len, payload, 1, false, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        return bus_err_from_mosq(rc);
+    }
+    ws_counter_inc(bus_published_counter(bus, topic));
+    w->mid = mid;
+    w->next = bus->waiters;
+    bus->waiters = w;
+    return WS_OK;
+}
+
+static ws_err bus_publish_wait(ws_bus *bus, const char *topic, const void *payload,
+                               size_t len, bool json, uint32_t deadline_ms)
+{
+    if (bus->thread_started && pthread_equal(pthread_self(), bus->thread)) {
+        return WS_EINVAL; /* the PUBACK would wait for this very thread */
+    }
+    struct timespec ts;
+    bus_deadline(&ts, deadline_ms);
+    bus_waiter w = {.mid = -1};
+    pthread_mutex_lock(&bus->mu);
+    ws_err err = bus_send_locked(bus, topic, payload, len, json, &w);
+    if (err != WS_OK) {
+        pthread_mutex_unlock(&bus->mu);
+        return err;
+    }
+    bus->n_sync++;
+    while (!w.done) {
+        if (pthread_cond_timedwait(&bus->cond, &bus->mu, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (w.done) {
+        err = w.result;
+    } else {
+        bus_waiter_unlink(bus, &w);
+        err = WS_ETIMEDOUT;
+    }
+    bus->n_sync--;
+    pthread_cond_broadcast(&bus->cond); /* close may wait for n_sync == 0 */
+    pthread_mutex_unlock(&bus->mu);
+    return err;
+}
+
+ws_err ws_bus_publish(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
+                      uint32_t deadline_ms)
+{
+    if (bus == NULL || topic == NULL || msg == NULL) {
+        return WS_EINVAL;
+    }
+    if (!atomic_load(&bus->connected)) {
+        return WS_EUNAVAIL;
+    }
+    void *payload = NULL;
+    size_t len = 0;
+    ws_err err = bus_encode(bus, msg, &payload, &len);
+    if (err != WS_OK) {
+        return err;
+    }
+    err = bus_publish_wait(bus, topic, payload, len, bus->format == WS_BUS_JSON,
+                           deadline_ms);
+    free(payload);
+    return err;
+}
+
+ws_err ws_bus_publish_raw(ws_bus *bus, const char *topic, const void *payload, size_t len,
+                          uint32_t deadline_ms)
+{
+    if (bus == NULL || topic == NULL || (payload == NULL && len > 0)) {
+        return WS_EINVAL;
+    }
+    return bus_publish_wait(bus, topic, payload, len, bus_is_json(payload, len),
+                            deadline_ms);
+}
+
+ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
+                            ws_bus_publish_cb cb, void *ctx)
+{
+    if (bus == NULL || topic == NULL || msg == NULL || cb == NULL) {
+        return WS_EINVAL;
+    }
+    if (!atomic_load(&bus->connected)) {
+        return WS_EUNAVAIL;
+    }
+    bus_waiter *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return WS_ENOMEM;
+    }
+    w->cb = cb;
+    w->ctx = ctx;
+    void *payload = NULL;
+    size_t len = 0;
+    ws_err err = bus_encode(bus, msg, &payload, &len);
+    if (err != WS_OK) {
+        free(w);
+        return err;
+    }
+    pthread_mutex_lock(&bus->mu);
+    if (bus->n_async >= bus->max_inflight) {
+        err = WS_EBUSY;
+    } else {
+        err = bus_send_locked(bus, topic, payload, len, bus->format == WS_BUS_JSON, w);
+        if (err == WS_OK) {
+            bus->n_async++;
+        }
+    }
+    pthread_mutex_unlock(&bus->mu);
+    free(payload);
+    if (err != WS_OK) {
+        free(w);
+    }
+    return err;
+}
+
+void ws_bus_close(ws_bus *bus)
+{
+    if (bus == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&bus->mu);
+    atomic_store(&bus->closing, true);
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->mu);
+    if (bus->thread_started) {
+        pthread_join(bus->thread, NULL);
+    }
+
+    /* No callback runs any more. Fail what still waits for a PUBACK: sync
+     * publishers wake with WS_ECLOSED (and are waited for, since their
+     * waiters live on their stacks), async ones get their callback here. */
+    pthread_mutex_lock(&bus->mu);
+    bus_waiter *async = NULL;
+    while (bus->waiters != NULL) {
+        bus_waiter *w = bus->waiters;
+        bus->waiters = w->next;
+        if (w->cb != NULL) {
+            w->next = async;
+            async = w;
+        } else {
+            w->done = true;
+            w->result = WS_ECLOSED;
+        }
+    }
+    bus->n_async = 0;
+    pthread_cond_broadcast(&bus->cond);
+    while (bus->n_sync > 0) {
+        pthread_cond_wait(&bus->cond, &bus->mu);
+    }
+    pthread_mutex_unlock(&bus->mu);
+    while (async != NULL) {
+        bus_waiter *w = async;
+        async = w->next;
+        w->cb(w->ctx, WS_ECLOSED);
+        free(w);
+    }
+
+    mosquitto_destroy(bus->mosq);
+    mosquitto_property_free_all(&bus->connect_props);
+    while (bus->subs != NULL) {
+        bus_sub *s = bus->subs;
+        bus->subs = s->next;
+        free(s->topic);
+        free(s);
+    }
+    while (bus->topics != NULL) {
+        bus_topic_counter *t = bus->topics;
+        bus->topics = t->next;
+        free(t->topic);
+        free(t);
+    }
+    ws_gauge_set(bus->connected_gauge, 0);
+    pthread_mutex_destroy(&bus->mu);
+    pthread_cond_destroy(&bus->cond);
+    free(bus->host);
+    free(bus);
+}

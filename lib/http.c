@@ -1,0 +1,273 @@
+/*
+ * civetweb wrapper; see http.h.
+ */
+#include "http.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <civetweb.h>
+
+#include "log.h"
+
+struct ws_http {
+    struct mg_context *ctx; /* owned */
+    int port;               /* bound port, read once at start */
+    bool access_log;
+    ws_metrics *metrics; /* for ws_http_route_basics; not owned */
+};
+
+static int http_log_message(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    ws_log_warn("http_server", "msg=%s", message);
+    return 1; /* handled: civetweb writes nothing itself */
+}
+
+ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
+{
+    char ports[300];
+    char threads[16];
+    char timeout[16];
+    char keepalive[16];
+    const char *host = opts->host != NULL ? opts->host : "127.0.0.1";
+    bool tls = opts->tls_cert != NULL && opts->tls_cert[0] != '\0';
+    bool v6 = strchr(host, ':') != NULL;
+
+    snprintf(ports, sizeof(ports), v6 ? "[%s]:%d%s" : "%s:%d%s", host, opts->port,
+             tls ? "s" : "");
+    snprintf(threads, sizeof(threads), "%d", opts->threads > 0 ? opts->threads : 32);
+    snprintf(timeout, sizeof(timeout), "%d",
+             opts->request_timeout_ms > 0 ? opts->request_timeout_ms : 10000);
+    snprintf(keepalive, sizeof(keepalive), "%d",
+             opts->keep_alive_ms > 0 ? opts->keep_alive_ms : 5000);
+
+    const char *options[32];
+    int n = 0;
+    options[n++] = "listening_ports";
+    options[n++] = ports;
+    options[n++] = "num_threads";
+    options[n++] = threads;
+    options[n++] = "request_timeout_ms";
+    options[n++] = timeout;
+    options[n++] = "enable_keep_alive";
+    options[n++] = "yes";
+    options[n++] = "keep_alive_timeout_ms";
+    options[n++] = keepalive;
+    /* Header block cap: requests with more header bytes are refused. */
+    options[n++] = "max_request_size";
+    options[n++] = "16384";
+    options[n++] = "enable_directory_listing";
+    options[n++] = "no";
+    if (tls) {
+        options[n++] = "ssl_certificate";
+        options[n++] = opts->tls_cert;
+        options[n++] = "ssl_protocol_version";
+        options[n++] = "4"; /* TLS 1.2 and newer */
+    }
+    options[n] = NULL;
+
+    ws_http *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        return WS_ENOMEM;
+    }
+    h->access_log = opts->access_log;
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof(cb));
+    cb.log_message = http_log_message;
+    mg_init_library(tls ? MG_FEATURES_TLS : 0);
+    h->ctx = mg_start(&cb, h, options);
+    if (h->ctx == NULL) {
+        ws_log_error("http_start_failed", "listen=%s", ports);
+        mg_exit_library();
+        free(h);
+        return tls ? WS_EINVAL : WS_EUNAVAIL;
+    }
+    struct mg_server_port sp[4];
+    int np = mg_get_server_ports(h->ctx, 4, sp);
+    h->port = np > 0 ? sp[0].port : opts->port;
+    *out = h;
+    return WS_OK;
+}
+
+void ws_http_route(ws_http *h, const char *uri, ws_http_handler_fn fn, void *ctx)
+{
+    mg_set_request_handler(h->ctx, uri, (mg_request_handler)fn, ctx);
+}
+
+int ws_http_port(const ws_http *h)
+{
+    return h->port;
+}
+
+void ws_http_close(ws_http *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    mg_stop(h->ctx);
+    mg_exit_library();
+    free(h);
+}
+
+static const char *http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+int ws_http_reply(struct mg_connection *conn, int status, const char *content_type,
+                  const void *body, size_t len, const char *extra_headers)
+{
+    /* One write for headers and a small body: fewer syscalls, and
+     * civetweb's keep-alive only needs a correct Content-Length. */
+    char head[1024];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "%s%s%s"
+                     "Cache-Control: no-store\r\n"
+                     "%s"
+                     "\r\n",
+                     status, http_reason(status), status == 304 ? (size_t)0 : len,
+                     content_type != NULL ? "Content-Type: " : "",
+                     content_type != NULL ? content_type : "", content_type != NULL ? "\r\n" : "",
+                     extra_headers != NULL ? extra_headers : "");
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        return 500;
+    }
+    if (status != 304 && len > 0 && len <= 8192) {
+        char stack[1024 + 8192];
+        memcpy(stack, head, (size_t)n);
+        memcpy(stack + n, body, len);
+        mg_write(conn, stack, (size_t)n + len);
+    } else {
+        mg_write(conn, head, (size_t)n);
+        if (status != 304 && len > 0) {
+            mg_write(conn, body, len);
+        }
+    }
+    return status;
+}
+
+int ws_http_reply_error(struct mg_connection *conn, int status, const char *code,
+                        const char *extra_headers, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+
+    ws_buf b;
+    ws_buf_init(&b, 0);
+    ws_buf_puts(&b, "{\"code\":\"");
+    ws_buf_puts(&b, code);
+    ws_buf_puts(&b, "\",\"message\":\"");
+    for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\') {
+            ws_buf_putc(&b, '\\');
+            ws_buf_putc(&b, (char)*p);
+        } else if (*p < 0x20) {
+            ws_buf_printf(&b, "\\u%04x", *p);
+        } else {
+            ws_buf_putc(&b, (char)*p);
+        }
+    }
+    ws_buf_puts(&b, "\"}");
+    int rc = ws_http_reply(conn, status, "application/json", b.data != NULL ? b.data : "",
+                           b.len, extra_headers);
+    ws_buf_fini(&b);
+    return rc;
+}
+
+ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (ri->content_length > 0 && (unsigned long long)ri->content_length > max) {
+        return WS_ETOOBIG;
+    }
+    char chunk[4096];
+    for (;;) {
+        int n = mg_read(conn, chunk, sizeof(chunk));
+        if (n < 0) {
+            return WS_EIO;
+        }
+        if (n == 0) {
+            break;
+        }
+        if (out->len + (size_t)n > max) {
+            return WS_ETOOBIG;
+        }
+        ws_err err = ws_buf_append(out, chunk, (size_t)n);
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    if (ri->content_length > 0 && out->len != (size_t)ri->content_length) {
+        return WS_EIO;
+    }
+    return WS_OK;
+}
+
+const char *ws_http_header(const struct mg_connection *conn, const char *name)
+{
+    return mg_get_header(conn, name);
+}
+
+int ws_http_reply_metrics(struct mg_connection *conn, ws_metrics *m)
+{
+    ws_buf b;
+    ws_buf_init(&b, 0);
+    if (ws_metrics_render(m, &b) != WS_OK) {
+        ws_buf_fini(&b);
+        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "cannot render metrics");
+    }
+    int rc = ws_http_reply(conn, 200, "text/plain; version=0.0.4; charset=utf-8",
+                           b.data != NULL ? b.data : "", b.len, NULL);
+    ws_buf_fini(&b);
+    return rc;
+}
+
+static int http_metrics_handler(struct mg_connection *conn, void *ctx)
+{
+    ws_http *h = ctx;
+    return ws_http_reply_metrics(conn, h->metrics);
+}
+
+static int http_healthz_handler(struct mg_connection *conn, void *ctx)
+{
+    (void)ctx;
+    static const char ok[] = "{\"status\":\"ok\"}";
+    return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+}
+
+void ws_http_route_basics(ws_http *h, ws_metrics *m)
+{
+    h->metrics = m != NULL ? m : ws_metrics_default();
+    ws_http_route(h, "/metrics$", http_metrics_handler, h);
+    ws_http_route(h, "/healthz$", http_healthz_handler, h);
+}

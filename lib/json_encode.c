@@ -1,0 +1,419 @@
+/*
+ * The encoding half of the proto3 JSON mapping: walks a protobuf-c message
+ * by its descriptor and appends compact JSON straight into a ws_buf. 64-bit
+ * integers are written as strings, floats in their shortest round-trip form
+ * (or "NaN", "Infinity", "-Infinity"), bytes as standard padded base64,
+ * enums by name, maps as objects, and fields holding their default value
+ * are left out unless WS_JSON_DEFAULTS asks for them. A failed encode leaves
+ * the buffer as it found it.
+ */
+#include "json.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_int.h"
+
+/* Deeper than any sane message; guards against a cyclic message graph. */
+#define JSON_ENC_MAX_DEPTH 100
+
+static ws_err json_enc_message(ws_buf *b, const ProtobufCMessage *m, unsigned flags,
+                               int depth);
+
+static ws_err json_enc_string(ws_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!ws__json_utf8_valid(s, n)) {
+        return WS_EINVAL;
+    }
+    ws_err err = ws_buf_putc(b, '"');
+    size_t run = 0; /* start of the pending run of bytes needing no escape */
+    for (size_t i = 0; i < n && err == WS_OK; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[7];
+        size_t esc_len = 0;
+        size_t skip = 1;
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            esc_len = 2;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xf];
+            esc_len = 6;
+        } else if (c == 0xe2 && i + 2 < n && (unsigned char)s[i + 1] == 0x80 &&
+                   ((unsigned char)s[i + 2] == 0xa8 || (unsigned char)s[i + 2] == 0xa9)) {
+            /* U+2028 and U+2029 are valid JSON but end a line in JavaScript. */
+            memcpy(esc, (unsigned char)s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
+            esc_len = 6;
+            skip = 3;
+        }
+        if (esc_len == 0) {
+            continue;
+        }
+        err = ws_buf_append(b, s + run, i - run);
+        if (err == WS_OK) {
+            err = ws_buf_append(b, esc, esc_len);
+        }
+        i += skip - 1;
+        run = i + 1;
+    }
+    if (err == WS_OK) {
+        err = ws_buf_append(b, s + run, n - run);
+    }
+    if (err == WS_OK) {
+        err = ws_buf_putc(b, '"');
+    }
+    return err;
+}
+
+static ws_err json_enc_base64(ws_buf *b, const uint8_t *p, size_t n)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (n > (SIZE_MAX - 3) / 4 * 3) {
+        return WS_ETOOBIG;
+    }
+    ws_err err = ws_buf_reserve(b, (n + 2) / 3 * 4 + 2);
+    if (err != WS_OK) {
+        return err;
+    }
+    char *o = b->data + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = '\0';
+    return WS_OK;
+}
+
+/* Shortest decimal text that reads back as the same float or double. */
+static ws_err json_enc_real(ws_buf *b, double v, int is_float)
+{
+    if (isnan(v)) {
+        return ws_buf_puts(b, "\"NaN\"");
+    }
+    if (isinf(v)) {
+        return ws_buf_puts(b, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+    }
+    if (v == 0) {
+        /* "-0" would read back as the integer 0 in many parsers. */
+        return ws_buf_puts(b, signbit(v) ? "-0.0" : "0");
+    }
+    char text[40];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(text, sizeof text, "%.*g", prec, v);
+        if (is_float ? strtof(text, NULL) == (float)v : strtod(text, NULL) == v) {
+            break;
+        }
+    }
+    return ws_buf_puts(b, text);
+}
+
+static ws_err json_enc_enum(ws_buf *b, const ProtobufCEnumDescriptor *ed, int v,
+                            unsigned flags)
+{
+    if ((flags & WS_JSON_ENUM_INTS) == 0) {
+        const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, v);
+        if (ev != NULL) {
+            /* Enum value names are identifiers; no escaping needed. */
+            return ws_buf_printf(b, "\"%s\"", ev->name);
+        }
+    }
+    return ws_buf_printf(b, "%d", v);
+}
+
+/* One value of the field's type at p. */
+static ws_err json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const void *p,
+                             unsigned flags, int depth)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        return ws_buf_printf(b, "%" PRId32, *(const int32_t *)p);
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        return ws_buf_printf(b, "%" PRIu32, *(const uint32_t *)p);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        return ws_buf_printf(b, "\"%" PRId64 "\"", *(const int64_t *)p);
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return ws_buf_printf(b, "\"%" PRIu64 "\"", *(const uint64_t *)p);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return json_enc_real(b, *(const float *)p, 1);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return json_enc_real(b, *(const double *)p, 0);
+    case PROTOBUF_C_TYPE_BOOL:
+        return ws_buf_puts(b, *(const protobuf_c_boolean *)p ? "true" : "false");
+    case PROTOBUF_C_TYPE_ENUM:
+        return json_enc_enum(b, f->descriptor, *(const int *)p, flags);
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        return s == NULL ? ws_buf_puts(b, "\"\"") : json_enc_string(b, s, strlen(s));
+    }
+    case PROTOBUF_C_TYPE_BYTES: {
+        const ProtobufCBinaryData *bd = p;
+        return json_enc_base64(b, bd->data, bd->len);
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+        if (sub == NULL) {
+            return ws_buf_puts(b, "{}");
+        }
+        return json_enc_message(b, sub, flags, depth + 1);
+    }
+    }
+    return WS_EINVAL;
+}
+
+/* A map key: always a JSON string. */
+static ws_err json_enc_map_key(ws_buf *b, const ProtobufCFieldDescriptor *kf,
+                               const void *p)
+{
+    switch (kf->type) {
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        return s == NULL ? ws_buf_puts(b, "\"\"") : json_enc_string(b, s, strlen(s));
+    }
+    case PROTOBUF_C_TYPE_BOOL:
+        return ws_buf_puts(b, *(const protobuf_c_boolean *)p ? "\"true\"" : "\"false\"");
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return json_enc_value(b, kf, p, 0, 0); /* already quoted */
+    default: {
+        ws_err err = ws_buf_putc(b, '"');
+        if (err == WS_OK) {
+            err = json_enc_value(b, kf, p, 0, 0);
+        }
+        return err == WS_OK ? ws_buf_putc(b, '"') : err;
+    }
+    }
+}
+
+static ws_err json_enc_map(ws_buf *b, const ProtobufCFieldDescriptor *f, const void *arr,
+                           size_t n, unsigned flags, int depth)
+{
+    const ProtobufCMessageDescriptor *ed = f->descriptor;
+    const ProtobufCFieldDescriptor *kf = &ed->fields[0];
+    const ProtobufCFieldDescriptor *vf = &ed->fields[1];
+    ws_err err = ws_buf_putc(b, '{');
+    for (size_t i = 0; i < n && err == WS_OK; i++) {
+        const char *entry = ((const char *const *)arr)[i];
+        if (entry == NULL) {
+            return WS_EINVAL;
+        }
+        if (i > 0) {
+            err = ws_buf_putc(b, ',');
+        }
+        if (err == WS_OK) {
+            err = json_enc_map_key(b, kf, entry + kf->offset);
+        }
+        if (err == WS_OK) {
+            err = ws_buf_putc(b, ':');
+        }
+        if (err == WS_OK) {
+            err = json_enc_value(b, vf, entry + vf->offset, flags, depth);
+        }
+    }
+    return err == WS_OK ? ws_buf_putc(b, '}') : err;
+}
+
+/* Does a field hold its default value, as protobuf-c's packer decides? */
+static int json_enc_is_default(const ProtobufCFieldDescriptor *f, const void *p)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        return *(const uint32_t *)p == 0;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return *(const uint64_t *)p == 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+        return *(const float *)p == 0;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return *(const double *)p == 0;
+    case PROTOBUF_C_TYPE_BOOL:
+        return !*(const protobuf_c_boolean *)p;
+    case PROTOBUF_C_TYPE_ENUM:
+        return *(const int *)p == 0;
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        return s == NULL || s[0] == '\0';
+    }
+    case PROTOBUF_C_TYPE_BYTES:
+        return ((const ProtobufCBinaryData *)p)->len == 0;
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return *(ProtobufCMessage *const *)p == NULL;
+    }
+    return 1;
+}
+
+/* Whether a singular field is written: 1 yes, 0 no. */
+static int json_enc_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
+                            unsigned flags)
+{
+    const char *base = (const char *)m;
+    const void *p = base + f->offset;
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        if (*(const uint32_t *)(base + f->quantifier_offset) != f->id) {
+            return 0;
+        }
+        return f->type != PROTOBUF_C_TYPE_MESSAGE ||
+               *(ProtobufCMessage *const *)p != NULL;
+    }
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        const void *sub = *(ProtobufCMessage *const *)p;
+        return sub != NULL && sub != f->default_value;
+    }
+    switch (f->label) {
+    case PROTOBUF_C_LABEL_REQUIRED:
+        return 1;
+    case PROTOBUF_C_LABEL_OPTIONAL:
+        if (f->type == PROTOBUF_C_TYPE_STRING) {
+            const char *s = *(char *const *)p;
+            return s != NULL && s != f->default_value;
+        }
+        return *(const protobuf_c_boolean *)(base + f->quantifier_offset) != 0;
+    default:
+        return (flags & WS_JSON_DEFAULTS) != 0 || !json_enc_is_default(f, p);
+    }
+}
+
+static ws_err json_enc_key(ws_buf *b, const char *name, unsigned flags)
+{
+    ws_err err = ws_buf_reserve(b, strlen(name) + 3);
+    if (err != WS_OK) {
+        return err;
+    }
+    char *o = b->data + b->len;
+    *o++ = '"';
+    int upper_next = 0;
+    for (const char *p = name; *p != '\0'; p++) {
+        char c = *p;
+        if ((flags & WS_JSON_CAMEL) && c == '_') {
+            upper_next = 1;
+            continue;
+        }
+        if (upper_next && c >= 'a' && c <= 'z') {
+            c = (char)(c - 'a' + 'A');
+        }
+        upper_next = 0;
+        *o++ = c;
+    }
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = '\0';
+    return WS_OK;
+}
+
+static ws_err json_enc_message(ws_buf *b, const ProtobufCMessage *m, unsigned flags,
+                               int depth)
+{
+    if (depth > JSON_ENC_MAX_DEPTH) {
+        return WS_EINVAL;
+    }
+    const ProtobufCMessageDescriptor *desc = m->descriptor;
+    const char *base = (const char *)m;
+    int first = 1;
+    ws_err err = ws_buf_putc(b, '{');
+    for (unsigned i = 0; i < desc->n_fields && err == WS_OK; i++) {
+        const ProtobufCFieldDescriptor *f = &desc->fields[i];
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            if (n == 0 && (flags & WS_JSON_DEFAULTS) == 0) {
+                continue;
+            }
+            const char *arr = *(char *const *)(base + f->offset);
+            if (n > 0 && arr == NULL) {
+                return WS_EINVAL;
+            }
+            err = first ? WS_OK : ws_buf_putc(b, ',');
+            if (err == WS_OK) {
+                err = json_enc_key(b, f->name, flags);
+            }
+            if (err == WS_OK && ws__json_is_map(f)) {
+                err = json_enc_map(b, f, arr, n, flags, depth);
+            } else if (err == WS_OK) {
+                size_t sz = ws__json_type_size(f->type);
+                err = ws_buf_putc(b, '[');
+                for (size_t k = 0; k < n && err == WS_OK; k++) {
+                    if (k > 0) {
+                        err = ws_buf_putc(b, ',');
+                    }
+                    if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                        ((ProtobufCMessage *const *)arr)[k] == NULL) {
+                        err = WS_EINVAL;
+                    }
+                    if (err == WS_OK) {
+                        err = json_enc_value(b, f, arr + k * sz, flags, depth);
+                    }
+                }
+                if (err == WS_OK) {
+                    err = ws_buf_putc(b, ']');
+                }
+            }
+            first = 0;
+            continue;
+        }
+        if (!json_enc_present(m, f, flags)) {
+            continue;
+        }
+        err = first ? WS_OK : ws_buf_putc(b, ',');
+        if (err == WS_OK) {
+            err = json_enc_key(b, f->name, flags);
+        }
+        if (err == WS_OK) {
+            err = json_enc_value(b, f, base + f->offset, flags, depth);
+        }
+        first = 0;
+    }
+    return err == WS_OK ? ws_buf_putc(b, '}') : err;
+}
+
+ws_err ws_json_encode(const ProtobufCMessage *msg, unsigned flags, ws_buf *out)
+{
+    if (msg == NULL || out == NULL || msg->descriptor == NULL ||
+        msg->descriptor->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
+        return WS_EINVAL;
+    }
+    size_t start = out->len;
+    ws_err err = json_enc_message(out, msg, flags, 0);
+    if (err != WS_OK) {
+        out->len = start;
+        if (out->data != NULL) {
+            out->data[start] = '\0';
+        }
+    }
+    return err;
+}

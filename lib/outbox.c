@@ -1,0 +1,551 @@
+/*
+ * The transactional outbox (see outbox.h): the table helpers, which run on
+ * the caller's store inside the caller's transaction, and the relay, a
+ * thread with its own store that scans the table in id order, publishes each
+ * row with ws_bus_publish_async, and deletes the rows whose PUBACK came back.
+ *
+ * The relay thread is the only user of its store. The bus network thread
+ * only touches the relay's mutex-protected fields (in-flight count, the list
+ * of acknowledged ids, the failure flag), so every SQLite call stays on the
+ * relay thread. The relay object is reference counted by its in-flight
+ * publishes, so that closing it before the bus delivers the last callbacks
+ * is safe.
+ */
+#include "outbox.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define OUTBOX_DEFAULT_WINDOW  100
+#define OUTBOX_DEFAULT_POLL_MS 1000
+#define OUTBOX_RETRY_MS        50
+
+static int64_t outbox_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+ws_err ws_outbox_put(ws_store *s, const char *topic, const ProtobufCMessage *msg)
+{
+    if (s == NULL || topic == NULL || topic[0] == '\0' || msg == NULL) {
+        return WS_EINVAL;
+    }
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t small[512];
+    uint8_t *buf = small;
+    if (len > sizeof(small)) {
+        buf = malloc(len);
+        if (buf == NULL) {
+            return WS_ENOMEM;
+        }
+    }
+    protobuf_c_message_pack(msg, buf);
+
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(
+        s, "INSERT INTO outbox(topic, type, payload, created_ms) VALUES (?, ?, ?, ?)",
+        &st);
+    if (err == WS_OK) {
+        sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, msg->descriptor->name, -1, SQLITE_STATIC);
+        /* A zero-length blob must still be a blob, not NULL. */
+        sqlite3_bind_blob(st, 3, len ? (const void *)buf : "", (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, outbox_now_ms());
+        err = ws_err_from_sqlite(sqlite3_step(st));
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    if (buf != small) {
+        free(buf);
+    }
+    return err;
+}
+
+ws_err ws_outbox_scan(ws_store *s, int64_t after_id, size_t limit, ws_outbox_row_fn fn,
+                      void *ctx, size_t *visited)
+{
+    if (s == NULL || fn == NULL) {
+        return WS_EINVAL;
+    }
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s,
+                               "SELECT id, topic, type, payload, created_ms FROM outbox"
+                               " WHERE id > ? ORDER BY id LIMIT ?",
+                               &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_int64(st, 1, after_id);
+    sqlite3_bind_int64(st, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    size_t n = 0;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            break;
+        }
+        if (rc != SQLITE_ROW) {
+            err = ws_err_from_sqlite(rc);
+            break;
+        }
+        ws_outbox_row row = {
+            .id = sqlite3_column_int64(st, 0),
+            .topic = (const char *)sqlite3_column_text(st, 1),
+            .type = (const char *)sqlite3_column_text(st, 2),
+            .payload = sqlite3_column_blob(st, 3),
+            .len = (size_t)sqlite3_column_bytes(st, 3),
+            .created_ms = sqlite3_column_int64(st, 4),
+        };
+        if (row.topic == NULL || row.type == NULL) {
+            err = WS_ENOMEM;
+            break;
+        }
+        n++;
+        err = fn(ctx, &row);
+        if (err != WS_OK) {
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (visited != NULL) {
+        *visited = n;
+    }
+    return err;
+}
+
+ws_err ws_outbox_delete(ws_store *s, int64_t id)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, "DELETE FROM outbox WHERE id = ?", &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    err = ws_err_from_sqlite(sqlite3_step(st));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+ws_err ws_outbox_count(ws_store *s, int64_t *n)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, "SELECT count(*) FROM outbox", &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *n = sqlite3_column_int64(st, 0);
+        err = WS_OK;
+    } else {
+        err = ws_err_from_sqlite(rc);
+        if (err == WS_OK) {
+            err = WS_ESTORE;
+        }
+    }
+    sqlite3_reset(st);
+    return err;
+}
+
+ws_err ws_outbox_row_unpack(const ws_outbox_row *row,
+                            const ProtobufCMessageDescriptor *const *types, size_t n,
+                            ProtobufCMessage **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (types[i] != NULL && strcmp(types[i]->name, row->type) == 0) {
+            ProtobufCMessage *m =
+                protobuf_c_message_unpack(types[i], NULL, row->len, row->payload);
+            if (m == NULL) {
+                return WS_EPARSE;
+            }
+            *out = m;
+            return WS_OK;
+        }
+    }
+    return WS_ENOTFOUND;
+}
+
+/* ---- relay ---------------------------------------------------------- */
+
+struct ws_outbox_relay {
+    /* Set at open, read-only afterwards. */
+    ws_store *store; /* relay thread only */
+    ws_bus *bus;
+    const ProtobufCMessageDescriptor *const *types;
+    size_t n_types;
+    int window;
+    int poll_ms;
+    ws_counter *published;
+    ws_counter *failed_publishes;
+    ws_counter *dropped;
+    ws_gauge *inflight_gauge;
+
+    pthread_t thread; /* valid when started */
+
+    /* Everything below is guarded by mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;    /* the relay thread waits here */
+    pthread_cond_t drained; /* flush waits here */
+    bool started;
+    bool stop;
+    bool closed;    /* close is done; the last callback frees */
+    int inflight;   /* publishes whose callback has not come */
+    bool failed;    /* a publish failed; restart from the oldest row */
+    int64_t *acked; /* ids whose PUBACK came, to delete */
+    size_t n_acked;
+    size_t cap_acked;
+    uint64_t kick_seq;    /* bumped by kick and flush */
+    uint64_t drained_seq; /* kick_seq last seen with the table drained */
+};
+
+/* One publish in flight: the context of its callback. */
+typedef struct outbox_flight {
+    ws_outbox_relay *relay;
+    int64_t id;
+} outbox_flight;
+
+/* What a scan of the relay thread carries between rows. */
+typedef struct outbox_scan_state {
+    ws_outbox_relay *relay;
+    int64_t cursor; /* last id published or dropped */
+} outbox_scan_state;
+
+static void outbox_relay_free(ws_outbox_relay *r)
+{
+    pthread_cond_destroy(&r->drained);
+    pthread_cond_destroy(&r->wake);
+    pthread_mutex_destroy(&r->mu);
+    free(r->acked);
+    free(r);
+}
+
+static void outbox_relay_deadline(struct timespec *ts, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Bus network thread: the broker answered one publish. */
+static void outbox_relay_on_ack(void *ctx, ws_err result)
+{
+    outbox_flight *f = ctx;
+    ws_outbox_relay *r = f->relay;
+    int64_t id = f->id;
+    free(f);
+
+    pthread_mutex_lock(&r->mu);
+    r->inflight--;
+    ws_gauge_add(r->inflight_gauge, -1);
+    if (result == WS_OK) {
+        ws_counter_inc(r->published);
+        if (r->n_acked == r->cap_acked) {
+            size_t cap = r->cap_acked ? r->cap_acked * 2 : 64;
+            int64_t *a = realloc(r->acked, cap * sizeof(*a));
+            if (a == NULL) {
+                /* The row stays; the restart publishes it again. */
+                r->failed = true;
+            } else {
+                r->acked = a;
+                r->cap_acked = cap;
+            }
+        }
+        if (r->n_acked < r->cap_acked) {
+            r->acked[r->n_acked++] = id;
+        }
+    } else {
+        ws_counter_inc(r->failed_publishes);
+        r->failed = true;
+    }
+    bool last = r->closed && r->inflight == 0;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->mu);
+    if (last) {
+        outbox_relay_free(r);
+    }
+}
+
+/* Relay thread, inside a scan: publish one row. */
+static ws_err outbox_relay_publish_row(void *ctx, const ws_outbox_row *row)
+{
+    outbox_scan_state *ss = ctx;
+    ws_outbox_relay *r = ss->relay;
+    ProtobufCMessage *msg = NULL;
+    ws_err err = ws_outbox_row_unpack(row, r->types, r->n_types, &msg);
+    if (err != WS_OK) {
+        /* It can never be published: say so and drop it. */
+        ws_log_error("outbox_row_dropped", "id=%lld topic=%s type=%s error=%s",
+                     (long long)row->id, row->topic, row->type, ws_errname(err));
+        ws_counter_inc(r->dropped);
+        ss->cursor = row->id;
+        return ws_outbox_delete(r->store, row->id);
+    }
+    outbox_flight *f = malloc(sizeof(*f));
+    if (f == NULL) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return WS_ENOMEM;
+    }
+    f->relay = r;
+    f->id = row->id;
+
+    /* Count it first: the callback may run before publish returns. */
+    pthread_mutex_lock(&r->mu);
+    r->inflight++;
+    pthread_mutex_unlock(&r->mu);
+    ws_gauge_add(r->inflight_gauge, 1);
+
+    err = ws_bus_publish_async(r->bus, row->topic, msg, outbox_relay_on_ack, f);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (err != WS_OK) {
+        pthread_mutex_lock(&r->mu);
+        r->inflight--;
+        pthread_mutex_unlock(&r->mu);
+        ws_gauge_add(r->inflight_gauge, -1);
+        free(f);
+        return err;
+    }
+    ss->cursor = row->id;
+    return WS_OK;
+}
+
+/* The acknowledged ids one transaction deletes. */
+typedef struct outbox_id_list {
+    const int64_t *ids;
+    size_t n;
+} outbox_id_list;
+
+static ws_err outbox_relay_delete_txn(ws_store *s, void *ctx)
+{
+    const outbox_id_list *l = ctx;
+    for (size_t i = 0; i < l->n; i++) {
+        ws_err err = ws_outbox_delete(s, l->ids[i]);
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    return WS_OK;
+}
+
+static void *outbox_relay_main(void *arg)
+{
+    ws_outbox_relay *r = arg;
+    int64_t cursor = 0;
+    int64_t *ids = NULL; /* acknowledged ids taken from the shared list */
+    size_t n_ids = 0;
+    size_t cap_ids = 0;
+
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        if (r->failed && r->inflight == 0) {
+            /* Everything after the failure is settled: start again from the
+             * oldest row still in the table. */
+            r->failed = false;
+            cursor = 0;
+        }
+        /* Swap the acknowledged ids out so the callbacks can go on. */
+        int64_t *tmp = ids;
+        size_t tmp_cap = cap_ids;
+        ids = r->acked;
+        n_ids = r->n_acked;
+        cap_ids = r->cap_acked;
+        r->acked = tmp;
+        r->cap_acked = tmp_cap;
+        r->n_acked = 0;
+        uint64_t seen = r->kick_seq;
+        int room = r->failed ? 0 : r->window - r->inflight;
+        pthread_mutex_unlock(&r->mu);
+
+        if (n_ids > 0) {
+            outbox_id_list l = {.ids = ids, .n = n_ids};
+            ws_err err = ws_store_txn(r->store, outbox_relay_delete_txn, &l);
+            if (err != WS_OK) {
+                /* Those rows are published again after a restart. */
+                ws_log_error("outbox_delete_failed", "n=%zu error=%s", n_ids,
+                             ws_errname(err));
+            }
+            n_ids = 0;
+        }
+
+        ws_err err = WS_OK;
+        size_t visited = 0;
+        if (room > 0) {
+            outbox_scan_state ss = {.relay = r, .cursor = cursor};
+            err = ws_outbox_scan(r->store, cursor, (size_t)room, outbox_relay_publish_row,
+                                 &ss, &visited);
+            cursor = ss.cursor;
+            if (err != WS_OK && err != WS_EUNAVAIL && err != WS_EBUSY) {
+                ws_log_warn("outbox_scan_failed", "error=%s", ws_errname(err));
+            }
+        }
+
+        pthread_mutex_lock(&r->mu);
+        bool full = room > 0 && err == WS_OK && visited == (size_t)room;
+        if (room > 0 && err == WS_OK && !full && r->inflight == 0 && r->n_acked == 0 &&
+            !r->failed) {
+            r->drained_seq = seen;
+            pthread_cond_broadcast(&r->drained);
+        }
+        bool work = r->stop || r->n_acked > 0 || (r->failed && r->inflight == 0) ||
+                    r->kick_seq != seen || (full && r->inflight < r->window);
+        if (!work) {
+            uint32_t ms = (err == WS_OK) ? (uint32_t)r->poll_ms : OUTBOX_RETRY_MS;
+            struct timespec ts;
+            outbox_relay_deadline(&ts, ms);
+            pthread_cond_timedwait(&r->wake, &r->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(ids);
+    return NULL;
+}
+
+ws_err ws_outbox_relay_open(const ws_outbox_relay_opts *opts, ws_outbox_relay **out)
+{
+    if (opts == NULL || opts->store == NULL || opts->bus == NULL || out == NULL ||
+        (opts->n_types > 0 && opts->types == NULL) || opts->window < 0 ||
+        opts->poll_ms < 0) {
+        return WS_EINVAL;
+    }
+    ws_outbox_relay *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return WS_ENOMEM;
+    }
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0) {
+        free(r);
+        return WS_ENOMEM;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        goto fail_mu;
+    }
+    if (pthread_cond_init(&r->wake, &ca) != 0) {
+        goto fail_wake;
+    }
+    if (pthread_cond_init(&r->drained, &ca) != 0) {
+        goto fail_drained;
+    }
+    pthread_condattr_destroy(&ca);
+
+    ws_metrics *m = opts->metrics ? opts->metrics : ws_metrics_default();
+    r->published = ws_counter_get(m, "webshop_outbox_published_total",
+                                  "Outbox rows published and acknowledged", NULL);
+    r->failed_publishes =
+        ws_counter_get(m, "webshop_outbox_publish_failures_total",
+                       "Outbox publishes that failed and will be retried", NULL);
+    r->dropped =
+        ws_counter_get(m, "webshop_outbox_dropped_total",
+                       "Outbox rows that could not be decoded and were deleted", NULL);
+    r->inflight_gauge = ws_gauge_get(m, "webshop_outbox_inflight",
+                                     "Outbox publishes awaiting their PUBACK", NULL);
+    r->store = opts->store;
+    r->bus = opts->bus;
+    r->types = opts->types;
+    r->n_types = opts->n_types;
+    r->window = opts->window ? opts->window : OUTBOX_DEFAULT_WINDOW;
+    r->poll_ms = opts->poll_ms ? opts->poll_ms : OUTBOX_DEFAULT_POLL_MS;
+    *out = r;
+    return WS_OK;
+
+fail_drained:
+    pthread_cond_destroy(&r->wake);
+fail_wake:
+    pthread_mutex_destroy(&r->mu);
+fail_mu:
+    pthread_condattr_destroy(&ca);
+    free(r);
+    return WS_ENOMEM;
+}
+
+ws_err ws_outbox_relay_start(ws_outbox_relay *r)
+{
+    if (r == NULL) {
+        return WS_EINVAL;
+    }
+    pthread_mutex_lock(&r->mu);
+    if (r->started) {
+        pthread_mutex_unlock(&r->mu);
+        return WS_EINVAL;
+    }
+    int rc = pthread_create(&r->thread, NULL, outbox_relay_main, r);
+    if (rc == 0) {
+        r->started = true;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc == 0 ? WS_OK : ws_err_from_errno(rc);
+}
+
+void ws_outbox_relay_kick(ws_outbox_relay *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->kick_seq++;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->mu);
+}
+
+ws_err ws_outbox_relay_flush(ws_outbox_relay *r, uint32_t timeout_ms)
+{
+    if (r == NULL) {
+        return WS_EINVAL;
+    }
+    struct timespec ts;
+    outbox_relay_deadline(&ts, timeout_ms);
+    ws_err err = WS_OK;
+    pthread_mutex_lock(&r->mu);
+    if (!r->started || r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        return WS_EINVAL;
+    }
+    uint64_t want = ++r->kick_seq;
+    pthread_cond_signal(&r->wake);
+    while (r->drained_seq < want) {
+        int rc = pthread_cond_timedwait(&r->drained, &r->mu, &ts);
+        if (rc == ETIMEDOUT && r->drained_seq < want) {
+            err = WS_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return err;
+}
+
+void ws_outbox_relay_close(ws_outbox_relay *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    bool started = r->started;
+    r->stop = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->mu);
+    if (started) {
+        pthread_join(r->thread, NULL);
+    }
+    ws_store_close(r->store);
+    r->store = NULL;
+
+    pthread_mutex_lock(&r->mu);
+    r->closed = true;
+    bool last = r->inflight == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last) {
+        outbox_relay_free(r);
+    }
+}

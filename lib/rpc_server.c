@@ -1,0 +1,738 @@
+/*
+ * RPC server on an nng rep0 socket. Each of `contexts` nng contexts runs a
+ * small state machine driven by its aio callback: RECV (waiting for a
+ * request) -> queued for a worker -> SEND (answer on its way) -> RECV. The
+ * aio callbacks run on nng's task threads and never block: a received
+ * request is only put on a queue, and `workers` threads take requests from
+ * it, decode the envelope, run the handler and send the answer. So
+ * `contexts` bounds the requests in flight and `workers` the handlers
+ * running at once. Close drains: contexts stop receiving once their answer
+ * is out, the socket is closed, every context reaches its end state, then
+ * the workers are joined.
+ */
+#include "rpc_server.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "log.h"
+#include "webshop/v1/rpc.pb-c.h"
+
+#define RPC_SERVER_DEFAULT_CONTEXTS 16
+#define RPC_SERVER_DEFAULT_WORKERS  4
+#define RPC_SERVER_N_CODES          (WS_RPC_UNAUTHENTICATED + 1)
+/* The envelope around a response payload: request id, status, message and
+ * field tags; a response payload may use max_msg minus this. */
+#define RPC_SERVER_ENVELOPE_ROOM (WS_RPC_MSG_LEN + 64)
+
+/* Metrics of one method (or of every unknown method together). The code
+ * counters are created on first use: ws_counter_get returns the same pointer
+ * to racing threads, so a lost race only costs a lookup. */
+typedef struct rpc_server_stats {
+    char *method;                                    /* owned; label value */
+    ws_histogram *latency;                           /* owned by the registry */
+    _Atomic(ws_counter *) calls[RPC_SERVER_N_CODES]; /* owned by the registry */
+} rpc_server_stats;
+
+typedef struct rpc_server_service {
+    const ProtobufCServiceDescriptor *desc; /* caller's, outlives the server */
+    const ws_rpc_handler_fn *handlers;      /* caller's, desc->n_methods */
+    void *ctx;
+    rpc_server_stats *stats; /* owned; one per method */
+} rpc_server_service;
+
+typedef enum rpc_server_ctx_state {
+    RPC_SERVER_CTX_RECV,
+    RPC_SERVER_CTX_SEND,
+} rpc_server_ctx_state;
+
+/* One nng context and its aio. Owned, at any moment, by exactly one of: nng
+ * (an operation pending), the work queue, or a worker; the hand-offs go
+ * through nng or the queue lock, so the fields need no lock of their own. */
+typedef struct rpc_server_ctx {
+    ws_rpc_server *srv;
+    nng_ctx ctx;
+    nng_aio *aio;
+    rpc_server_ctx_state state;
+    nng_msg *req;                /* the received request, while queued */
+    double arrival;              /* monotonic seconds when the request arrived */
+    struct rpc_server_ctx *next; /* work queue link, under srv->mu */
+} rpc_server_ctx;
+
+struct ws_rpc_call {
+    double arrival;       /* monotonic seconds */
+    uint32_t deadline_ms; /* 0 = none */
+    char msg[WS_RPC_MSG_LEN];
+};
+
+struct ws_rpc_server {
+    char *url;
+    int n_ctxs;
+    int n_workers;
+    size_t max_msg;
+    ws_metrics *metrics;
+
+    rpc_server_service *services; /* registered before start; [0] = Reflection */
+    size_t n_services;
+    rpc_server_stats unknown;  /* unknown methods and undecodable envelopes */
+    ws_gauge *in_flight_gauge; /* requests received and not yet answered */
+
+    nng_socket sock;
+    bool sock_open;
+    rpc_server_ctx *ctxs; /* n_ctxs */
+    pthread_t *threads;   /* n_workers */
+    int n_threads;        /* threads started */
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;      /* workers wait for the queue */
+    pthread_cond_t done_cv;      /* close waits for in_flight and active_ctxs */
+    rpc_server_ctx *head, *tail; /* work queue, under mu */
+    int active_ctxs;             /* contexts whose state machine runs, under mu */
+    int in_flight;               /* requests received, answer not yet sent, under mu */
+    bool closing;                /* under mu: answer what arrived, take no more */
+    bool stop_workers;           /* under mu */
+};
+
+static double rpc_server_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ stats */
+
+static ws_err rpc_server_stats_init(ws_rpc_server *srv, rpc_server_stats *st,
+                                    const char *method)
+{
+    char labels[512];
+
+    memset(st, 0, sizeof(*st));
+    st->method = strdup(method);
+    if (st->method == NULL) {
+        return WS_ENOMEM;
+    }
+    snprintf(labels, sizeof(labels), "method=\"%s\"", method);
+    st->latency =
+        ws_histogram_get(srv->metrics, "webshop_rpc_server_latency_seconds",
+                         "Time from a request's arrival to its answer.", labels, NULL, 0);
+    for (int i = 0; i < RPC_SERVER_N_CODES; i++) {
+        atomic_init(&st->calls[i], NULL);
+    }
+    return WS_OK;
+}
+
+static void rpc_server_stats_fini(rpc_server_stats *st)
+{
+    free(st->method);
+    st->method = NULL;
+}
+
+static void rpc_server_stats_record(ws_rpc_server *srv, rpc_server_stats *st,
+                                    ws_rpc_code code, double seconds)
+{
+    if ((unsigned)code >= RPC_SERVER_N_CODES) {
+        code = WS_RPC_UNKNOWN;
+    }
+    ws_counter *c = atomic_load_explicit(&st->calls[code], memory_order_acquire);
+    if (c == NULL) {
+        char labels[512];
+        snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", st->method,
+                 ws_rpc_code_name(code));
+        c = ws_counter_get(srv->metrics, "webshop_rpc_server_calls_total",
+                           "RPC calls served, by method and status code.", labels);
+        atomic_store_explicit(&st->calls[code], c, memory_order_release);
+    }
+    ws_counter_inc(c);
+    ws_histogram_observe(st->latency, seconds);
+}
+
+/* ------------------------------------------------------------- reflection */
+
+static void rpc_server_reflection_free(Webshop__V1__ListServicesResponse *r)
+{
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+/* Built-in /webshop.v1.Reflection/ListServices; ctx is the server. Builds
+ * the answer with malloc so protobuf_c_message_free_unpacked frees it. */
+static ws_rpc_code rpc_server_reflection_list(void *ctx, const ProtobufCMessage *req,
+                                              ProtobufCMessage **resp, ws_rpc_call *call)
+{
+    ws_rpc_server *srv = ctx;
+    Webshop__V1__ListServicesResponse *r;
+
+    (void)req;
+    r = malloc(sizeof(*r));
+    if (r == NULL) {
+        goto nomem;
+    }
+    webshop__v1__list_services_response__init(r);
+    r->services = calloc(srv->n_services, sizeof(*r->services));
+    if (r->services == NULL) {
+        goto fail;
+    }
+    for (size_t i = 0; i < srv->n_services; i++) {
+        const ProtobufCServiceDescriptor *d = srv->services[i].desc;
+        Webshop__V1__ServiceInfo *si = malloc(sizeof(*si));
+        if (si == NULL) {
+            goto fail;
+        }
+        webshop__v1__service_info__init(si);
+        r->services[r->n_services++] = si;
+        si->name = strdup(d->name);
+        si->methods = calloc(d->n_methods ? d->n_methods : 1, sizeof(*si->methods));
+        if (si->name == NULL || si->methods == NULL) {
+            goto fail;
+        }
+        for (unsigned j = 0; j < d->n_methods; j++) {
+            Webshop__V1__MethodInfo *mi = malloc(sizeof(*mi));
+            if (mi == NULL) {
+                goto fail;
+            }
+            webshop__v1__method_info__init(mi);
+            si->methods[si->n_methods++] = mi;
+            mi->name = strdup(d->methods[j].name);
+            mi->input_type = strdup(d->methods[j].input->name);
+            mi->output_type = strdup(d->methods[j].output->name);
+            if (mi->name == NULL || mi->input_type == NULL || mi->output_type == NULL) {
+                goto fail;
+            }
+        }
+    }
+    *resp = &r->base;
+    return WS_RPC_OK;
+
+fail:
+    rpc_server_reflection_free(r);
+nomem:
+    ws_rpc_call_set_message(call, "out of memory");
+    return WS_RPC_RESOURCE_EXHAUSTED;
+}
+
+static const ws_rpc_handler_fn rpc_server_reflection_handlers[] = {
+    rpc_server_reflection_list,
+};
+
+/* -------------------------------------------------------------- lifecycle */
+
+ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
+{
+    ws_rpc_server *srv;
+    ws_err err;
+
+    if (opts == NULL || opts->url == NULL || opts->url[0] == '\0' || opts->contexts < 0 ||
+        opts->workers < 0) {
+        return WS_EINVAL;
+    }
+    srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        return WS_ENOMEM;
+    }
+    srv->n_ctxs = opts->contexts ? opts->contexts : RPC_SERVER_DEFAULT_CONTEXTS;
+    srv->n_workers = opts->workers ? opts->workers : RPC_SERVER_DEFAULT_WORKERS;
+    srv->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
+    srv->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
+    srv->url = strdup(opts->url);
+    if (srv->url == NULL) {
+        free(srv);
+        return WS_ENOMEM;
+    }
+    if (pthread_mutex_init(&srv->mu, NULL) != 0) {
+        free(srv->url);
+        free(srv);
+        return WS_ENOMEM;
+    }
+    if (pthread_cond_init(&srv->work_cv, NULL) != 0) {
+        pthread_mutex_destroy(&srv->mu);
+        free(srv->url);
+        free(srv);
+        return WS_ENOMEM;
+    }
+    if (pthread_cond_init(&srv->done_cv, NULL) != 0) {
+        pthread_cond_destroy(&srv->work_cv);
+        pthread_mutex_destroy(&srv->mu);
+        free(srv->url);
+        free(srv);
+        return WS_ENOMEM;
+    }
+    srv->in_flight_gauge = ws_gauge_get(srv->metrics, "webshop_rpc_server_in_flight",
+                                        "Requests received and not yet answered.", NULL);
+    err = rpc_server_stats_init(srv, &srv->unknown, "unknown");
+    if (err == WS_OK) {
+        err = ws_rpc_server_register(srv, &webshop__v1__reflection__descriptor,
+                                     rpc_server_reflection_handlers, srv);
+    }
+    if (err != WS_OK) {
+        ws_rpc_server_close(srv);
+        return err;
+    }
+    *out = srv;
+    return WS_OK;
+}
+
+ws_err ws_rpc_server_register(ws_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                              const ws_rpc_handler_fn *handlers, void *ctx)
+{
+    rpc_server_service *grown, *s;
+
+    if (srv == NULL || svc == NULL || handlers == NULL || srv->sock_open) {
+        return WS_EINVAL;
+    }
+    for (size_t i = 0; i < srv->n_services; i++) {
+        if (strcmp(srv->services[i].desc->name, svc->name) == 0) {
+            return WS_EEXIST;
+        }
+    }
+    grown = realloc(srv->services, (srv->n_services + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        return WS_ENOMEM;
+    }
+    srv->services = grown;
+    s = &srv->services[srv->n_services];
+    s->desc = svc;
+    s->handlers = handlers;
+    s->ctx = ctx;
+    s->stats = calloc(svc->n_methods ? svc->n_methods : 1, sizeof(*s->stats));
+    if (s->stats == NULL) {
+        return WS_ENOMEM;
+    }
+    for (unsigned i = 0; i < svc->n_methods; i++) {
+        char method[256];
+        snprintf(method, sizeof(method), "/%s/%s", svc->name, svc->methods[i].name);
+        if (rpc_server_stats_init(srv, &s->stats[i], method) != WS_OK) {
+            for (unsigned j = 0; j < i; j++) {
+                rpc_server_stats_fini(&s->stats[j]);
+            }
+            free(s->stats);
+            return WS_ENOMEM;
+        }
+    }
+    srv->n_services++;
+    return WS_OK;
+}
+
+/* --------------------------------------------------------------- dispatch */
+
+static const ProtobufCMethodDescriptor *
+rpc_server_find(ws_rpc_server *srv, const char *name, rpc_server_service **svc_out)
+{
+    const char *slash;
+    size_t svc_len;
+
+    if (name == NULL || name[0] != '/') {
+        return NULL;
+    }
+    slash = strchr(name + 1, '/');
+    if (slash == NULL) {
+        return NULL;
+    }
+    svc_len = (size_t)(slash - (name + 1));
+    for (size_t i = 0; i < srv->n_services; i++) {
+        rpc_server_service *s = &srv->services[i];
+        if (strlen(s->desc->name) == svc_len &&
+            memcmp(s->desc->name, name + 1, svc_len) == 0) {
+            const ProtobufCMethodDescriptor *m =
+                protobuf_c_service_descriptor_get_method_by_name(s->desc, slash + 1);
+            if (m != NULL) {
+                *svc_out = s;
+            }
+            return m;
+        }
+    }
+    return NULL;
+}
+
+/* Serve one request: returns the response message to send, or NULL if none
+ * could be built (out of memory); never takes ownership of req. */
+static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arrival)
+{
+    Webshop__V1__RpcRequest *env = NULL;
+    Webshop__V1__RpcResponse out = WEBSHOP__V1__RPC_RESPONSE__INIT;
+    rpc_server_stats *stats = &srv->unknown;
+    rpc_server_service *svc = NULL;
+    const ProtobufCMethodDescriptor *md = NULL;
+    ProtobufCMessage *in = NULL, *resp = NULL;
+    uint8_t *payload = NULL;
+    ws_rpc_call call = {.arrival = arrival};
+    ws_rpc_code code;
+    nng_msg *msg = NULL;
+    size_t len = nng_msg_len(req);
+
+    if (len > srv->max_msg) {
+        /* Only inproc gets here: stream transports enforce RECVMAXSZ. */
+        code = WS_RPC_RESOURCE_EXHAUSTED;
+        ws_rpc_call_set_message(&call, "request of %zu bytes exceeds the limit of %zu",
+                                len, srv->max_msg);
+        goto answer;
+    }
+    env = webshop__v1__rpc_request__unpack(NULL, len, nng_msg_body(req));
+    if (env == NULL) {
+        code = WS_RPC_INVALID_ARGUMENT;
+        ws_rpc_call_set_message(&call, "malformed RpcRequest envelope");
+        goto answer;
+    }
+    out.request_id = env->request_id;
+    call.deadline_ms = env->deadline_ms;
+    md = rpc_server_find(srv, env->method, &svc);
+    if (md == NULL) {
+        code = WS_RPC_UNIMPLEMENTED;
+        ws_rpc_call_set_message(&call, "unknown method %.200s", env->method);
+        goto answer;
+    }
+    size_t idx = (size_t)(md - svc->desc->methods);
+    stats = &svc->stats[idx];
+    if (svc->handlers[idx] == NULL) {
+        code = WS_RPC_UNIMPLEMENTED;
+        ws_rpc_call_set_message(&call, "method %.200s has no handler", env->method);
+        goto answer;
+    }
+    if (ws_rpc_call_remaining_ms(&call) == 0) {
+        code = WS_RPC_DEADLINE_EXCEEDED;
+        ws_rpc_call_set_message(&call, "deadline of %u ms passed before the call started",
+                                (unsigned)env->deadline_ms);
+        goto answer;
+    }
+    in = protobuf_c_message_unpack(md->input, NULL, env->payload.len, env->payload.data);
+    if (in == NULL) {
+        code = WS_RPC_INVALID_ARGUMENT;
+        ws_rpc_call_set_message(&call, "payload is not a valid %s", md->input->name);
+        goto answer;
+    }
+    code = svc->handlers[idx](svc->ctx, in, &resp, &call);
+    if (code == WS_RPC_OK) {
+        if (resp == NULL || resp->descriptor != md->output) {
+            code = WS_RPC_INTERNAL;
+            ws_rpc_call_set_message(&call, "handler of %s returned %s", env->method,
+                                    resp == NULL ? "no response"
+                                                 : "a response of the wrong type");
+            ws_log_error("rpc_handler_bad_response", "method=%s", env->method);
+        }
+    } else if ((unsigned)code >= RPC_SERVER_N_CODES) {
+        code = WS_RPC_UNKNOWN;
+    }
+    if (code == WS_RPC_OK) {
+        size_t n = protobuf_c_message_get_packed_size(resp);
+        if (n + RPC_SERVER_ENVELOPE_ROOM > srv->max_msg) {
+            code = WS_RPC_RESOURCE_EXHAUSTED;
+            ws_rpc_call_set_message(
+                &call, "response of %zu bytes exceeds the limit of %zu", n, srv->max_msg);
+        } else if ((payload = malloc(n ? n : 1)) == NULL) {
+            code = WS_RPC_RESOURCE_EXHAUSTED;
+            ws_rpc_call_set_message(&call, "out of memory");
+        } else {
+            protobuf_c_message_pack(resp, payload);
+            out.payload.data = payload;
+            out.payload.len = n;
+        }
+    }
+
+answer:
+    out.status = (Webshop__V1__StatusCode)code;
+    out.message = code == WS_RPC_OK ? (char *)"" : call.msg;
+    {
+        size_t n = webshop__v1__rpc_response__get_packed_size(&out);
+        if (nng_msg_alloc(&msg, n) == 0) {
+            webshop__v1__rpc_response__pack(&out, nng_msg_body(msg));
+        } else {
+            msg = NULL;
+        }
+    }
+    rpc_server_stats_record(srv, stats, code, rpc_server_now() - arrival);
+    free(payload);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    if (in != NULL) {
+        protobuf_c_message_free_unpacked(in, NULL);
+    }
+    if (env != NULL) {
+        webshop__v1__rpc_request__free_unpacked(env, NULL);
+    }
+    return msg;
+}
+
+/* ------------------------------------------------------------ state machine */
+
+/* Under srv->mu: the context's state machine has stopped for good. */
+static void rpc_server_ctx_finish_locked(ws_rpc_server *srv)
+{
+    srv->active_ctxs--;
+    pthread_cond_broadcast(&srv->done_cv);
+}
+
+/* The answer to sc's request is sent (or failed): receive the next request,
+ * or stop if the server is closing. */
+static void rpc_server_ctx_answered(rpc_server_ctx *sc)
+{
+    ws_rpc_server *srv = sc->srv;
+    bool closing;
+
+    pthread_mutex_lock(&srv->mu);
+    srv->in_flight--;
+    ws_gauge_add(srv->in_flight_gauge, -1);
+    closing = srv->closing;
+    if (closing) {
+        rpc_server_ctx_finish_locked(srv);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    if (!closing) {
+        sc->state = RPC_SERVER_CTX_RECV;
+        nng_ctx_recv(sc->ctx, sc->aio);
+    }
+}
+
+/* aio callback, on an nng task thread: never blocks. */
+static void rpc_server_ctx_cb(void *arg)
+{
+    rpc_server_ctx *sc = arg;
+    ws_rpc_server *srv = sc->srv;
+    int rv = nng_aio_result(sc->aio);
+
+    if (sc->state == RPC_SERVER_CTX_SEND) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(sc->aio));
+            nng_aio_set_msg(sc->aio, NULL);
+        }
+        rpc_server_ctx_answered(sc);
+        return;
+    }
+
+    /* RECV */
+    if (rv != 0) {
+        pthread_mutex_lock(&srv->mu);
+        if (srv->closing || rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+            rpc_server_ctx_finish_locked(srv);
+            pthread_mutex_unlock(&srv->mu);
+            return;
+        }
+        pthread_mutex_unlock(&srv->mu);
+        /* A transient failure (a message too large for the protocol
+         * layer, ENOMEM): keep serving. */
+        nng_ctx_recv(sc->ctx, sc->aio);
+        return;
+    }
+    sc->req = nng_aio_get_msg(sc->aio);
+    nng_aio_set_msg(sc->aio, NULL);
+    sc->arrival = rpc_server_now();
+    sc->next = NULL;
+    pthread_mutex_lock(&srv->mu);
+    srv->in_flight++;
+    ws_gauge_add(srv->in_flight_gauge, 1);
+    if (srv->tail != NULL) {
+        srv->tail->next = sc;
+    } else {
+        srv->head = sc;
+    }
+    srv->tail = sc;
+    pthread_cond_signal(&srv->work_cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void *rpc_server_worker_main(void *arg)
+{
+    ws_rpc_server *srv = arg;
+
+    for (;;) {
+        rpc_server_ctx *sc;
+        nng_msg *resp;
+
+        pthread_mutex_lock(&srv->mu);
+        while (srv->head == NULL && !srv->stop_workers) {
+            pthread_cond_wait(&srv->work_cv, &srv->mu);
+        }
+        sc = srv->head;
+        if (sc == NULL) {
+            pthread_mutex_unlock(&srv->mu);
+            return NULL;
+        }
+        srv->head = sc->next;
+        if (srv->head == NULL) {
+            srv->tail = NULL;
+        }
+        pthread_mutex_unlock(&srv->mu);
+
+        resp = rpc_server_dispatch(srv, sc->req, sc->arrival);
+        nng_msg_free(sc->req);
+        sc->req = NULL;
+        if (resp == NULL) {
+            /* Nothing to answer with: the caller times out. Receiving again
+             * drops this request's state in the rep0 context. */
+            rpc_server_ctx_answered(sc);
+            continue;
+        }
+        sc->state = RPC_SERVER_CTX_SEND;
+        nng_aio_set_msg(sc->aio, resp);
+        nng_ctx_send(sc->ctx, sc->aio); /* sc belongs to nng from here */
+    }
+}
+
+static ws_err rpc_server_err_from_nng(int rv)
+{
+    switch (rv) {
+    case 0:
+        return WS_OK;
+    case NNG_ENOMEM:
+        return WS_ENOMEM;
+    case NNG_EADDRINUSE:
+    case NNG_EPERM:
+        return WS_EUNAVAIL;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+    case NNG_ENOTSUP:
+        return WS_EINVAL;
+    default:
+        return WS_EIO;
+    }
+}
+
+ws_err ws_rpc_server_start(ws_rpc_server *srv)
+{
+    int rv;
+
+    if (srv == NULL || srv->sock_open) {
+        return WS_EINVAL;
+    }
+    if ((rv = nng_rep0_open(&srv->sock)) != 0) {
+        return rpc_server_err_from_nng(rv);
+    }
+    srv->sock_open = true;
+    /* RECVMAXSZ counts the whole message; 0 would mean "no limit". */
+    if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, srv->max_msg)) != 0) {
+        goto fail;
+    }
+    srv->ctxs = calloc((size_t)srv->n_ctxs, sizeof(*srv->ctxs));
+    srv->threads = calloc((size_t)srv->n_workers, sizeof(*srv->threads));
+    if (srv->ctxs == NULL || srv->threads == NULL) {
+        rv = NNG_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < srv->n_ctxs; i++) {
+        rpc_server_ctx *sc = &srv->ctxs[i];
+        sc->srv = srv;
+        if ((rv = nng_aio_alloc(&sc->aio, rpc_server_ctx_cb, sc)) != 0 ||
+            (rv = nng_ctx_open(&sc->ctx, srv->sock)) != 0) {
+            goto fail;
+        }
+    }
+    for (; srv->n_threads < srv->n_workers; srv->n_threads++) {
+        if (pthread_create(&srv->threads[srv->n_threads], NULL, rpc_server_worker_main,
+                           srv) != 0) {
+            rv = NNG_ENOMEM;
+            goto fail;
+        }
+    }
+    if ((rv = nng_listen(srv->sock, srv->url, NULL, 0)) != 0) {
+        ws_log_error("rpc_server_listen_failed", "url=%s err=%s", srv->url,
+                     nng_strerror(rv));
+        goto fail;
+    }
+    pthread_mutex_lock(&srv->mu);
+    srv->active_ctxs = srv->n_ctxs;
+    pthread_mutex_unlock(&srv->mu);
+    for (int i = 0; i < srv->n_ctxs; i++) {
+        srv->ctxs[i].state = RPC_SERVER_CTX_RECV;
+        nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
+    }
+    ws_log_info("rpc_server_listening", "url=%s contexts=%d workers=%d", srv->url,
+                srv->n_ctxs, srv->n_workers);
+    return WS_OK;
+
+fail:
+    /* Nothing was received yet: no context is active, close frees the rest;
+     * sock_open stays set so a second start is refused. */
+    return rpc_server_err_from_nng(rv);
+}
+
+void ws_rpc_server_close(ws_rpc_server *srv)
+{
+    if (srv == NULL) {
+        return;
+    }
+    if (srv->sock_open) {
+        /* Drain: contexts stop receiving once their answer is out, and we
+         * wait for every request already received to be answered. Then the
+         * receives still pending are canceled (nng_aio_stop); a request that
+         * slipped in meanwhile is still handled. Only when every context
+         * has stopped and the workers are joined is the socket closed: nng
+         * 1.5 can crash when nng_ctx_send races with nng_close. */
+        pthread_mutex_lock(&srv->mu);
+        srv->closing = true;
+        while (srv->in_flight > 0) {
+            pthread_cond_wait(&srv->done_cv, &srv->mu);
+        }
+        pthread_mutex_unlock(&srv->mu);
+        if (srv->ctxs != NULL) {
+            for (int i = 0; i < srv->n_ctxs; i++) {
+                if (srv->ctxs[i].aio != NULL) {
+                    nng_aio_stop(srv->ctxs[i].aio);
+                }
+            }
+        }
+        pthread_mutex_lock(&srv->mu);
+        while (srv->active_ctxs > 0) {
+            pthread_cond_wait(&srv->done_cv, &srv->mu);
+        }
+        srv->stop_workers = true;
+        pthread_cond_broadcast(&srv->work_cv);
+        pthread_mutex_unlock(&srv->mu);
+        for (int i = 0; i < srv->n_threads; i++) {
+            pthread_join(srv->threads[i], NULL);
+        }
+        nng_close(srv->sock);
+        if (srv->ctxs != NULL) {
+            for (int i = 0; i < srv->n_ctxs; i++) {
+                nng_aio_free(srv->ctxs[i].aio); /* NULL-safe; waits for callbacks */
+            }
+        }
+    }
+    for (size_t i = 0; i < srv->n_services; i++) {
+        for (unsigned j = 0; j < srv->services[i].desc->n_methods; j++) {
+            rpc_server_stats_fini(&srv->services[i].stats[j]);
+        }
+        free(srv->services[i].stats);
+    }
+    free(srv->services);
+    rpc_server_stats_fini(&srv->unknown);
+    free(srv->ctxs);
+    free(srv->threads);
+    pthread_cond_destroy(&srv->work_cv);
+    pthread_cond_destroy(&srv->done_cv);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv->url);
+    free(srv);
+}
+
+/* ------------------------------------------------------------------ calls */
+
+void ws_rpc_call_set_message(ws_rpc_call *call, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (call == NULL || fmt == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(call->msg, sizeof(call->msg), fmt, ap);
+    va_end(ap);
+}
+
+int64_t ws_rpc_call_remaining_ms(const ws_rpc_call *call)
+{
+    double left;
+
+    if (call == NULL || call->deadline_ms == 0) {
+        return -1;
+    }
+    left = (double)call->deadline_ms - (rpc_server_now() - call->arrival) * 1e3;
+    return left <= 0 ? 0 : (int64_t)left;
+}

@@ -1,0 +1,602 @@
+/*
+ * SQLite storage helpers (see store.h). One ws_store wraps one connection
+ * opened without SQLite's own mutex (a connection belongs to one thread), set
+ * to WAL, a busy timeout, foreign keys on and the chosen `synchronous`, each
+ * read back so that a setting SQLite silently ignored is an error, not a
+ * surprise. Migrations run through the same BEGIN IMMEDIATE transaction
+ * helper services use, so two processes opening one file at once serialise
+ * on the write lock and the second sees the first one's version. Prepared
+ * statements are cached in a small chained hash table keyed by their text.
+ */
+#include "store.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+
+#define STORE_DEFAULT_BUSY_MS 5000
+#define STORE_DEFAULT_RETRIES 10
+#define STORE_BACKOFF_MIN_US  100
+#define STORE_BACKOFF_MAX_US  20000
+#define STORE_CACHE_MIN       32
+
+typedef struct store_entry {
+    struct store_entry *next; /* chain in the bucket */
+    uint32_t hash;
+    char *sql;          /* owned copy of the key */
+    sqlite3_stmt *stmt; /* owned; finalized on close */
+} store_entry;
+
+struct ws_store {
+    sqlite3 *db;               /* owned */
+    char *path;                /* owned copy, for log lines */
+    int retries;               /* extra attempts in ws_store_txn */
+    unsigned seed;             /* backoff jitter (rand_r) */
+    atomic_ulong busy_retries; /* read from any thread */
+    store_entry **buckets;     /* owned; nbuckets is a power of two */
+    size_t nbuckets;
+    size_t nentries;
+};
+
+static const char *const store_sync_names[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+
+ws_err ws_err_from_sqlite(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return WS_OK;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return WS_EBUSY;
+    case SQLITE_NOMEM:
+        return WS_ENOMEM;
+    case SQLITE_CONSTRAINT:
+        return WS_EEXIST;
+    case SQLITE_TOOBIG:
+        return WS_ETOOBIG;
+    default:
+        return WS_ESTORE;
+    }
+}
+
+static int store_rc_is_busy(int rc)
+{
+    return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
+/* FNV-1a; the table is small and keys are short SQL strings. */
+static uint32_t store_sql_hash(const char *sql)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++) {
+        h ^= *p;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static ws_err store_cache_grow(ws_store *s)
+{
+    size_t n = s->nbuckets ? s->nbuckets * 2 : STORE_CACHE_MIN;
+    store_entry **b = calloc(n, sizeof(*b));
+    if (b == NULL) {
+        return WS_ENOMEM;
+    }
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        store_entry *e = s->buckets[i];
+        while (e != NULL) {
+            store_entry *next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+            e = next;
+        }
+    }
+    free(s->buckets);
+    s->buckets = b;
+    s->nbuckets = n;
+    return WS_OK;
+}
+
+/* Reset every cached statement still between rows, so COMMIT does not fail
+ * on a pending write and no read snapshot outlives the transaction. */
+static void store_cache_reset_busy(ws_store *s)
+{
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        for (store_entry *e = s->buckets[i]; e != NULL; e = e->next) {
+            if (sqlite3_stmt_busy(e->stmt)) {
+                sqlite3_reset(e->stmt);
+            }
+        }
+    }
+}
+
+static void store_cache_free(ws_store *s)
+{
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        store_entry *e = s->buckets[i];
+        while (e != NULL) {
+            store_entry *next = e->next;
+            sqlite3_finalize(e->stmt);
+            free(e->sql);
+            free(e);
+            e = next;
+        }
+    }
+    free(s->buckets);
+    s->buckets = NULL;
+    s->nbuckets = 0;
+    s->nentries = 0;
+}
+
+static int store_only_space(const char *p)
+{
+    for (; *p; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+ws_err ws_store_stmt(ws_store *s, const char *sql, sqlite3_stmt **out /* OUT */)
+{
+    if (s == NULL || sql == NULL || out == NULL) {
+        return WS_EINVAL;
+    }
+    uint32_t h = store_sql_hash(sql);
+    if (s->nbuckets > 0) {
+        for (store_entry *e = s->buckets[h & (s->nbuckets - 1)]; e != NULL; e = e->next) {
+            if (e->hash == h && strcmp(e->sql, sql) == 0) {
+                sqlite3_reset(e->stmt);
+                sqlite3_clear_bindings(e->stmt);
+                *out = e->stmt;
+                return WS_OK;
+            }
+        }
+    }
+    if (s->nentries >= s->nbuckets && store_cache_grow(s) != WS_OK) {
+        return WS_ENOMEM;
+    }
+
+    sqlite3_stmt *stmt = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
+    if (rc != SQLITE_OK) {
+        ws_log_error("store_prepare_failed", "path=%s rc=%d msg=%s sql=%s", s->path, rc,
+                     sqlite3_errmsg(s->db), sql);
+        ws_err err = ws_err_from_sqlite(rc);
+        return err == WS_ENOMEM || err == WS_EBUSY ? err : WS_ESTORE;
+    }
+    if (stmt == NULL || (tail != NULL && !store_only_space(tail))) {
+        sqlite3_finalize(stmt);
+        ws_log_error("store_prepare_failed", "path=%s msg=%s sql=%s", s->path,
+                     "not exactly one statement", sql);
+        return WS_EINVAL;
+    }
+    store_entry *e = calloc(1, sizeof(*e));
+    char *copy = strdup(sql);
+    if (e == NULL || copy == NULL) {
+        free(e);
+        free(copy);
+        sqlite3_finalize(stmt);
+        return WS_ENOMEM;
+    }
+    e->hash = h;
+    e->sql = copy;
+    e->stmt = stmt;
+    e->next = s->buckets[h & (s->nbuckets - 1)];
+    s->buckets[h & (s->nbuckets - 1)] = e;
+    s->nentries++;
+    *out = stmt;
+    return WS_OK;
+}
+
+ws_err ws_store_exec(ws_store *s, const char *sql)
+{
+    if (s == NULL || sql == NULL) {
+        return WS_EINVAL;
+    }
+    char *msg = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        /* BUSY is expected under contention and handled by the caller's
+         * retry; everything else is worth a line. */
+        if (!store_rc_is_busy(rc)) {
+            ws_log_error("store_exec_failed", "path=%s rc=%d msg=%s sql=%s", s->path, rc,
+                         msg ? msg : sqlite3_errstr(rc), sql);
+        }
+        sqlite3_free(msg);
+        return ws_err_from_sqlite(rc);
+    }
+    return WS_OK;
+}
+
+/* Run a one-row PRAGMA (or SELECT) and copy column 0 as text and/or int.
+ * SQLITE_NOTFOUND when there is no row; BUSY is returned unlogged. */
+static int store_query_one(ws_store *s, const char *sql, char *text, size_t textlen,
+                           int *ival)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+            if (text != NULL && textlen > 0) {
+                const unsigned char *t = sqlite3_column_text(stmt, 0);
+                snprintf(text, textlen, "%s", t ? (const char *)t : "");
+            }
+            if (ival != NULL) {
+                *ival = sqlite3_column_int(stmt, 0);
+            }
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = SQLITE_NOTFOUND;
+        }
+    }
+    if (rc != SQLITE_OK && !store_rc_is_busy(rc)) {
+        ws_log_error("store_query_failed", "path=%s rc=%d msg=%s sql=%s", s->path, rc,
+                     sqlite3_errmsg(s->db), sql);
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int ws_store_version(ws_store *s)
+{
+    int v = -1;
+    if (s == NULL) {
+        return -1;
+    }
+    int rc = store_query_one(s, "PRAGMA user_version", NULL, 0, &v);
+    if (rc != SQLITE_OK) {
+        if (store_rc_is_busy(rc)) {
+            ws_log_error("store_version_busy", "path=%s", s->path);
+        }
+        return -1;
+    }
+    return v;
+}
+
+sqlite3 *ws_store_db(ws_store *s)
+{
+    return s ? s->db : NULL;
+}
+
+unsigned long ws_store_busy_retries(const ws_store *s)
+{
+    return s ? atomic_load_explicit(&s->busy_retries, memory_order_relaxed) : 0;
+}
+
+/* Randomised exponential backoff: [base/2, base], base doubling from 100 us
+ * to 20 ms, so two writers that collided do not collide again in step. */
+static void store_backoff(ws_store *s, int attempt)
+{
+    long base = STORE_BACKOFF_MIN_US;
+    for (int i = 0; i < attempt && base < STORE_BACKOFF_MAX_US; i++) {
+        base *= 2;
+    }
+    if (base > STORE_BACKOFF_MAX_US) {
+        base = STORE_BACKOFF_MAX_US;
+    }
+    long us = base / 2 + (long)(rand_r(&s->seed) % (unsigned)(base / 2 + 1));
+    struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static void store_txn_rollback(ws_store *s)
+{
+    store_cache_reset_busy(s);
+    /* Some errors (IOERR, FULL, NOMEM) already rolled back for us. */
+    if (!sqlite3_get_autocommit(s->db)) {
+        int rc = sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            ws_log_error("store_rollback_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                         sqlite3_errmsg(s->db));
+        }
+    }
+}
+
+ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
+{
+    if (s == NULL || fn == NULL) {
+        return WS_EINVAL;
+    }
+    if (!sqlite3_get_autocommit(s->db)) {
+        ws_log_error("store_txn_nested", "path=%s", s->path);
+        return WS_EINVAL;
+    }
+    for (int attempt = 0;; attempt++) {
+        const char *where;
+        int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            if (!store_rc_is_busy(rc)) {
+                ws_log_error("store_begin_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                             sqlite3_errmsg(s->db));
+                return ws_err_from_sqlite(rc);
+            }
+            where = "begin";
+        } else {
+            ws_err err = fn(s, ctx);
+            if (err != WS_OK) {
+                store_txn_rollback(s);
+                if (err != WS_EBUSY) {
+                    return err;
+                }
+                where = "body";
+            } else {
+                store_cache_reset_busy(s);
+                rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+                if (rc == SQLITE_OK) {
+                    return WS_OK;
+                }
+                store_txn_rollback(s);
+                if (!store_rc_is_busy(rc)) {
+                    ws_log_error("store_commit_failed", "path=%s rc=%d msg=%s", s->path,
+                                 rc, sqlite3_errmsg(s->db));
+                    return ws_err_from_sqlite(rc);
+                }
+                where = "commit";
+            }
+        }
+        if (attempt >= s->retries) {
+            ws_log_error("store_txn_busy", "path=%s attempts=%d at=%s", s->path,
+                         attempt + 1, where);
+            return WS_EBUSY;
+        }
+        atomic_fetch_add_explicit(&s->busy_retries, 1, memory_order_relaxed);
+        ws_log_debug("store_txn_retry", "path=%s attempt=%d at=%s", s->path, attempt + 1,
+                     where);
+        store_backoff(s, attempt);
+    }
+}
+
+static int store_sync_parse(const char *name)
+{
+    if (name == NULL) {
+        return 1; /* NORMAL */
+    }
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(name, store_sync_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static ws_err store_migrations_check(const ws_migration *m, size_t n)
+{
+    if (n > 0 && m == NULL) {
+        return WS_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].version != (int)i + 1 || m[i].sql == NULL) {
+            ws_log_error("store_migrations_invalid", "index=%zu version=%d expected=%zu",
+                         i, m[i].version, i + 1);
+            return WS_EINVAL;
+        }
+    }
+    return WS_OK;
+}
+
+typedef struct store_migrate_ctx {
+    const ws_migration *m;
+    size_t n;
+} store_migrate_ctx;
+
+/* The body of the migration transaction. It re-reads the version under the
+ * write lock: another process may have migrated since we looked. */
+static ws_err store_migrate_fn(ws_store *s, void *arg)
+{
+    const store_migrate_ctx *c = arg;
+    int last = c->m[c->n - 1].version;
+    int cur = 0;
+    int rc = store_query_one(s, "PRAGMA user_version", NULL, 0, &cur);
+    if (rc != SQLITE_OK) {
+        return store_rc_is_busy(rc) ? WS_EBUSY : WS_ESTORE;
+    }
+    if (cur > last) {
+        ws_log_error("store_schema_too_new", "path=%s version=%d code_version=%d",
+                     s->path, cur, last);
+        return WS_ESTORE;
+    }
+    for (size_t i = (size_t)cur; i < c->n; i++) {
+        char *msg = NULL;
+        rc = sqlite3_exec(s->db, c->m[i].sql, NULL, NULL, &msg);
+        if (rc != SQLITE_OK) {
+            ws_log_error("store_migration_failed",
+                         "path=%s version=%d from=%d rc=%d msg=%s", s->path,
+                         c->m[i].version, cur, rc, msg ? msg : sqlite3_errstr(rc));
+            sqlite3_free(msg);
+            return store_rc_is_busy(rc) ? WS_EBUSY : WS_ESTORE;
+        }
+    }
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", last);
+    if (ws_store_exec(s, sql) != WS_OK) {
+        return WS_ESTORE;
+    }
+    if (cur < last) {
+        ws_log_info("store_migrated", "path=%s from=%d to=%d", s->path, cur, last);
+    }
+    return WS_OK;
+}
+
+static ws_err store_migrate(ws_store *s, const ws_migration *m, size_t n, int readonly)
+{
+    if (n == 0) {
+        return WS_OK;
+    }
+    int last = m[n - 1].version;
+    int cur = -1;
+    int rc = store_query_one(s, "PRAGMA user_version", NULL, 0, &cur);
+    if (rc != SQLITE_OK && !(store_rc_is_busy(rc) && !readonly)) {
+        if (store_rc_is_busy(rc)) {
+            ws_log_error("store_version_busy", "path=%s", s->path);
+        }
+        return WS_ESTORE;
+    }
+    /* On BUSY (cur < 0) the transaction below reads it under the lock. */
+    if (cur > last) {
+        ws_log_error("store_schema_too_new", "path=%s version=%d code_version=%d",
+                     s->path, cur, last);
+        return WS_ESTORE;
+    }
+    if (cur == last) {
+        return WS_OK;
+    }
+    if (readonly) {
+        ws_log_error("store_schema_too_old", "path=%s version=%d code_version=%d",
+                     s->path, cur, last);
+        return WS_ESTORE;
+    }
+    store_migrate_ctx c = {m, n};
+    ws_err err = ws_store_txn(s, store_migrate_fn, &c);
+    if (err == WS_EBUSY) {
+        return WS_ESTORE;
+    }
+    return err;
+}
+
+/* Set and read back the connection pragmas. */
+static ws_err store_configure(ws_store *s, int sync, int readonly)
+{
+    char text[32];
+    int v = -1;
+    const char *file = sqlite3_db_filename(s->db, "main");
+    if (!readonly && file != NULL && file[0] != '\0') {
+        /* Switching a fresh file to WAL needs an exclusive lock, and SQLite
+         * returns BUSY at once, without the busy handler, when another
+         * connection is switching it too (waiting could deadlock). */
+        int bound =
+            s->retries > STORE_DEFAULT_RETRIES ? s->retries : STORE_DEFAULT_RETRIES;
+        int rc;
+        for (int attempt = 0;; attempt++) {
+            rc =
+                store_query_one(s, "PRAGMA journal_mode = WAL", text, sizeof(text), NULL);
+            if (!store_rc_is_busy(rc) || attempt >= bound) {
+                break;
+            }
+            store_backoff(s, attempt);
+        }
+        if (rc != SQLITE_OK) {
+            if (store_rc_is_busy(rc)) {
+                ws_log_error("store_wal_busy", "path=%s attempts=%d", s->path, bound + 1);
+            }
+            return ws_err_from_sqlite(rc) == WS_EBUSY ? WS_EBUSY : WS_ESTORE;
+        }
+        if (strcasecmp(text, "wal") != 0) {
+            ws_log_error("store_wal_refused", "path=%s journal_mode=%s", s->path, text);
+            return WS_ESTORE;
+        }
+    }
+    if (ws_store_exec(s, "PRAGMA foreign_keys = ON") != WS_OK) {
+        return WS_ESTORE;
+    }
+    if (store_query_one(s, "PRAGMA foreign_keys", NULL, 0, &v) != SQLITE_OK || v != 1) {
+        ws_log_error("store_foreign_keys_refused", "path=%s value=%d", s->path, v);
+        return WS_ESTORE;
+    }
+    char sql[48];
+    snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s", store_sync_names[sync]);
+    if (ws_store_exec(s, sql) != WS_OK) {
+        return WS_ESTORE;
+    }
+    if (store_query_one(s, "PRAGMA synchronous", NULL, 0, &v) != SQLITE_OK || v != sync) {
+        ws_log_error("store_synchronous_refused", "path=%s want=%s got=%d", s->path,
+                     store_sync_names[sync], v);
+        return WS_ESTORE;
+    }
+    return WS_OK;
+}
+
+ws_err ws_store_open(const ws_store_opts *opts, const ws_migration *migrations, size_t n,
+                     ws_store **out /* OUT */)
+{
+    if (opts == NULL || opts->path == NULL || out == NULL) {
+        return WS_EINVAL;
+    }
+    int sync = store_sync_parse(opts->synchronous);
+    if (sync < 0) {
+        ws_log_error("store_bad_synchronous", "path=%s value=%s expected=%s", opts->path,
+                     opts->synchronous, "OFF|NORMAL|FULL|EXTRA");
+        return WS_EINVAL;
+    }
+    ws_err err = store_migrations_check(migrations, n);
+    if (err != WS_OK) {
+        return err;
+    }
+
+    ws_store *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return WS_ENOMEM;
+    }
+    s->path = strdup(opts->path);
+    if (s->path == NULL) {
+        free(s);
+        return WS_ENOMEM;
+    }
+    s->retries = opts->txn_retries == 0  ? STORE_DEFAULT_RETRIES
+                 : opts->txn_retries < 0 ? 0
+                                         : opts->txn_retries;
+    s->seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)s;
+
+    int flags = SQLITE_OPEN_NOMUTEX |
+                (opts->readonly ? SQLITE_OPEN_READONLY
+                                : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int rc = sqlite3_open_v2(opts->path, &s->db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        ws_log_error("store_open_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                     s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        err = ws_err_from_sqlite(rc);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    int busy = opts->busy_timeout_ms == 0  ? STORE_DEFAULT_BUSY_MS
+               : opts->busy_timeout_ms < 0 ? 0
+                                           : opts->busy_timeout_ms;
+    sqlite3_busy_timeout(s->db, busy);
+
+    err = store_configure(s, sync, opts->readonly);
+    if (err != WS_OK) {
+        goto fail;
+    }
+    err = store_migrate(s, migrations, n, opts->readonly);
+    if (err != WS_OK) {
+        goto fail;
+    }
+    *out = s;
+    return WS_OK;
+
+fail:
+    ws_store_close(s);
+    return err == WS_OK ? WS_ESTORE : err;
+}
+
+void ws_store_close(ws_store *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    store_cache_free(s);
+    if (s->db != NULL) {
+        int rc = sqlite3_close(s->db);
+        if (rc != SQLITE_OK) {
+            /* Statements the caller prepared itself are still alive: say so,
+             * and let SQLite free the handle once they are finalized. */
+            ws_log_error("store_close_busy", "path=%s rc=%d msg=%s", s->path, rc,
+                         sqlite3_errmsg(s->db));
+            sqlite3_close_v2(s->db);
+        }
+    }
+    free(s->path);
+    free(s);
+}

@@ -1,0 +1,163 @@
+/*
+ * Bus handlers of the order service. Each decodes nothing itself (the bus
+ * hands a decoded message of the subscribed type), applies the event, and
+ * writes one log line: order_event with what changed, order_event_invalid
+ * for a message that fails validation (dropped), or order_event_failed for
+ * a store error (the event is lost here; recovery heals it).
+ */
+#include "consumer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "log.h"
+
+typedef enum consumer_kind {
+    KIND_SENT,
+    KIND_CANCEL,
+    KIND_IN,
+    KIND_OUT,
+    KIND__N
+} consumer_kind;
+
+static const char *const consumer_topics[KIND__N] = {
+    ORDER_TOPIC_ORDER_SEND, ORDER_TOPIC_ORDER_CANCEL, ORDER_TOPIC_IN_STOCK,
+    ORDER_TOPIC_OUT_OF_STOCK};
+
+typedef struct consumer_sub {
+    order_consumer *c;
+    consumer_kind kind;
+    ws_counter *ok, *duplicate, *invalid, *failed;
+} consumer_sub;
+
+struct order_consumer {
+    order_consumer_opts opts; /* store owned; used only on the bus network thread */
+    consumer_sub subs[KIND__N];
+};
+
+static int64_t consumer_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
+                              const ws_bus_msg_info *info)
+{
+    consumer_sub *sub = ctx;
+    order_consumer *c = sub->c;
+    const orders_policy *p = &c->opts.policy;
+    int64_t now = consumer_now_ms();
+    orders_effect eff;
+    const char *id;
+    ws_err err;
+    switch (sub->kind) {
+    case KIND_SENT:
+        id = ((const Webshop__V1__OrderSent *)msg)->order_id;
+        err = orders_apply_sent(c->opts.store, p, (const Webshop__V1__OrderSent *)msg,
+                                now, &eff);
+        break;
+    case KIND_CANCEL:
+        id = ((const Webshop__V1__CancelOrder *)msg)->order_id;
+        err = orders_apply_cancel(c->opts.store, p, (const Webshop__V1__CancelOrder *)msg,
+                                  now, &eff);
+        break;
+    case KIND_IN:
+        id = ((const Webshop__V1__InStock *)msg)->order_id;
+        err = orders_apply_in_stock(c->opts.store, p, (const Webshop__V1__InStock *)msg,
+                                    now, &eff);
+        break;
+    default:
+        id = ((const Webshop__V1__OutOfStock *)msg)->order_id;
+        err = orders_apply_out_of_stock(c->opts.store, p,
+                                        (const Webshop__V1__OutOfStock *)msg, now, &eff);
+        break;
+    }
+    if (err == WS_EINVAL) {
+        ws_counter_inc(sub->invalid);
+        ws_log_warn("order_event_invalid", "topic=%s order_id=%s field=%s json=%d",
+                    info->topic, id != NULL ? id : "",
+                    eff.invalid != NULL ? eff.invalid : "?", info->json);
+        return err;
+    }
+    if (err != WS_OK) {
+        ws_counter_inc(sub->failed);
+        ws_log_error("order_event_failed", "topic=%s order_id=%s err=%s", info->topic, id,
+                     ws_errname(err));
+        return err;
+    }
+    bool changed = eff.created || eff.items_filled || eff.old_status != eff.new_status;
+    ws_counter_inc(changed ? sub->ok : sub->duplicate);
+    ws_log_info(
+        "order_event",
+        "topic=%s order_id=%s from=%s to=%s created=%d items_filled=%d conflict=%d "
+        "queued=%u json=%d redelivered=%d",
+        info->topic, id, eff.created ? "NONE" : orders_status_name(eff.old_status),
+        orders_status_name(eff.new_status), eff.created, eff.items_filled, eff.conflict,
+        eff.queued, info->json, info->redelivered);
+    if (eff.queued > 0 && c->opts.queued != NULL) {
+        c->opts.queued(c->opts.queued_ctx);
+    }
+    return WS_OK;
+}
+
+ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out)
+{
+    if (opts == NULL || opts->store == NULL) {
+        return WS_EINVAL;
+    }
+    order_consumer *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return WS_ENOMEM;
+    }
+    c->opts = *opts;
+    ws_metrics *m = opts->metrics != NULL ? opts->metrics : ws_metrics_default();
+    static const char *const help =
+        "Events the order service handled, by topic and result";
+    for (int k = 0; k < KIND__N; k++) {
+        consumer_sub *s = &c->subs[k];
+        char labels[160];
+        s->c = c;
+        s->kind = (consumer_kind)k;
+        snprintf(labels, sizeof labels, "topic=\"%s\",result=\"applied\"",
+                 consumer_topics[k]);
+        s->ok = ws_counter_get(m, "webshop_order_events_total", help, labels);
+        snprintf(labels, sizeof labels, "topic=\"%s\",result=\"duplicate\"",
+                 consumer_topics[k]);
+        s->duplicate = ws_counter_get(m, "webshop_order_events_total", help, labels);
+        snprintf(labels, sizeof labels, "topic=\"%s\",result=\"invalid\"",
+                 consumer_topics[k]);
+        s->invalid = ws_counter_get(m, "webshop_order_events_total", help, labels);
+        snprintf(labels, sizeof labels, "topic=\"%s\",result=\"failed\"",
+                 consumer_topics[k]);
+        s->failed = ws_counter_get(m, "webshop_order_events_total", help, labels);
+    }
+    *out = c;
+    return WS_OK;
+}
+
+ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
+{
+    static const ProtobufCMessageDescriptor *const descs[KIND__N] = {
+        &webshop__v1__order_sent__descriptor, &webshop__v1__cancel_order__descriptor,
+        &webshop__v1__in_stock__descriptor, &webshop__v1__out_of_stock__descriptor};
+    for (int k = 0; k < KIND__N; k++) {
+        ws_err err = ws_bus_subscribe(bus, consumer_topics[k], descs[k], consumer_handle,
+                                      &c->subs[k]);
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    return WS_OK;
+}
+
+void order_consumer_close(order_consumer *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    ws_store_close(c->opts.store);
+    free(c);
+}

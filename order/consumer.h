@@ -1,0 +1,49 @@
+/*
+ * The order service's event consumer: the four subscriptions (OrderSent on
+ * public-front/order-send, CancelOrder on public-front/order-canceled,
+ * InStock on inventory/on-stock, OutOfStock on inventory/out-of-stock), each
+ * handler applying its event with orders.c on the consumer's own connection
+ * at the wall clock, logging one line per handled event, counting it, and
+ * telling the outbox relay when rows were queued.
+ *
+ * Handlers run on the bus network thread; libmosquitto has acknowledged the
+ * message before they run, so each commits before it returns and a lost
+ * message is healed by the recovery loops, not by redelivery.
+ */
+#ifndef ORDER_CONSUMER_H
+#define ORDER_CONSUMER_H
+
+#include "bus.h"
+#include "err.h"
+#include "metrics.h"
+#include "orders.h"
+#include "store.h"
+
+/* Topics the order service consumes. */
+#define ORDER_TOPIC_ORDER_SEND   "public-front/order-send"
+#define ORDER_TOPIC_ORDER_CANCEL "public-front/order-canceled"
+#define ORDER_TOPIC_IN_STOCK     "inventory/on-stock"
+#define ORDER_TOPIC_OUT_OF_STOCK "inventory/out-of-stock"
+
+typedef struct order_consumer order_consumer;
+
+typedef struct order_consumer_opts {
+    ws_store *store; /* the consumer's connection; owned once open succeeds */
+    orders_policy policy;
+    void (*queued)(void *ctx); /* rows were committed to the outbox; may be NULL */
+    void *queued_ctx;
+    ws_metrics *metrics; /* NULL = default registry */
+} order_consumer_opts;
+
+/* Create a consumer. On failure the caller still owns the store. */
+ws_err order_consumer_open(const order_consumer_opts *opts,
+                           order_consumer **out /* OUT */);
+
+/* Subscribe the four topics on bus (before or after ws_bus_start). */
+ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus);
+
+/* Close the store and free; c may be NULL. Close the bus first (no handler
+ * may be running). */
+void order_consumer_close(order_consumer *c);
+
+#endif

@@ -1,0 +1,388 @@
+/*
+ * webshop-order: the order service. Reads its settings (flags, WEBSHOP_*
+ * environment), opens its database and wires the runtime around the domain
+ * modules: the bus consumer (consumer.c), the transactional outbox relay,
+ * the recovery loop (recovery.c, asking the inventory through
+ * reservations.c), the Orders RPC server (api.c) and /metrics and /healthz
+ * over HTTP. No business logic lives here.
+ *
+ * Shutdown on SIGTERM or SIGINT: stop taking RPC work and recovery passes
+ * (in-flight calls and the pass in progress finish), flush the outbox
+ * within --shutdown-timeout, then close the relay, the bus and the rest,
+ * and exit 0. Events that arrive during the flush are still applied; what
+ * they queue after it stays in the outbox for the next start.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "bus.h"
+#include "config.h"
+#include "consumer.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "orders.h"
+#include "outbox.h"
+#include "recovery.h"
+#include "reservations.h"
+#include "rpc_client.h"
+#include "rpc_server.h"
+#include "schema.h"
+#include "webshop/v1/events.pb-c.h"
+#include "webshop/v1/order.rpc.h"
+
+typedef struct order_cfg {
+    const char *db_path;
+    const char *db_synchronous;
+    const char *rpc_url;
+    const char *inventory_url;
+    const char *broker;
+    const char *client_id;
+    int bus_format;
+    const char *username;
+    const char *password;
+    const char *http_host;
+    int http_port;
+    int64_t resend_after_ms;
+    int64_t resend_cap_ms;
+    int64_t resend_attempts;
+    int64_t inventory_deadline_ms;
+    int64_t shutdown_timeout_ms;
+    int log_level;
+} order_cfg;
+
+/* The relay as the consumer and the recovery loop see it: kicking stops
+ * before the relay is closed, since bus handlers may still run then. */
+typedef struct order_kicker {
+    pthread_mutex_t mu;
+    ws_outbox_relay *relay; /* NULL once detached */
+} order_kicker;
+
+static void order_kick(void *ctx)
+{
+    order_kicker *k = ctx;
+    pthread_mutex_lock(&k->mu);
+    if (k->relay != NULL) {
+        ws_outbox_relay_kick(k->relay);
+    }
+    pthread_mutex_unlock(&k->mu);
+}
+
+static const char *const order_formats[] = {"protobuf", "json", NULL};
+static const char *const order_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const order_sync[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
+
+static const ProtobufCMessageDescriptor *const order_outbox_types[] = {
+    &webshop__v1__order_status_changed__descriptor,
+    &webshop__v1__order_canceled__descriptor,
+    &webshop__v1__order_sent__descriptor,
+};
+
+int main(int argc, char **argv)
+{
+    order_cfg cfg = {0};
+    int sync_idx = 1;
+    const ws_config_option opts[] = {
+        {.name = "db-path",
+         .type = WS_CONFIG_STRING,
+         .def = "order.db",
+         .help = "SQLite database file",
+         .target.str = &cfg.db_path,
+         .metavar = "PATH"},
+        {.name = "db-synchronous",
+         .type = WS_CONFIG_ENUM,
+         .def = "NORMAL",
+         .help = "SQLite synchronous setting",
+         .target.i = &sync_idx,
+         .choices = order_sync},
+        {.name = "rpc-url",
+         .type = WS_CONFIG_URL,
+         .def = "tcp://127.0.0.1:7201",
+         .help = "where the Orders RPC service listens",
+         .target.str = &cfg.rpc_url},
+        {.name = "inventory-url",
+         .type = WS_CONFIG_URL,
+         .def = "tcp://127.0.0.1:7101",
+         .help = "the inventory's RPC service (GetReservation)",
+         .target.str = &cfg.inventory_url},
+        {.name = "inventory-deadline",
+         .type = WS_CONFIG_DURATION,
+         .def = "2s",
+         .help = "deadline of one GetReservation call",
+         .target.i64 = &cfg.inventory_deadline_ms,
+         .min = 1,
+         .max = 60000},
+        {.name = "broker",
+         .type = WS_CONFIG_HOSTPORT,
+         .def = "127.0.0.1:1883",
+         .help = "MQTT broker",
+         .target.str = &cfg.broker},
+        {.name = "client-id",
+         .type = WS_CONFIG_STRING,
+         .def = "webshop-order",
+         .help = "fixed MQTT client id (persistent session)",
+         .target.str = &cfg.client_id},
+        {.name = "bus-format",
+         .type = WS_CONFIG_ENUM,
+         .def = "protobuf",
+         .help = "how events are published",
+         .target.i = &cfg.bus_format,
+         .choices = order_formats},
+        {.name = "username",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "MQTT user name (none: anonymous)",
+         .target.str = &cfg.username},
+        {.name = "password",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "MQTT password",
+         .target.str = &cfg.password,
+         .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        {.name = "http-host",
+         .type = WS_CONFIG_STRING,
+         .def = "127.0.0.1",
+         .help = "address of /metrics and /healthz",
+         .target.str = &cfg.http_host},
+        {.name = "http-port",
+         .type = WS_CONFIG_PORT,
+         .def = "7202",
+         .help = "port of /metrics and /healthz",
+         .target.i = &cfg.http_port},
+        {.name = "resend-after",
+         .type = WS_CONFIG_DURATION,
+         .def = "5s",
+         .help = "re-publish OrderSent for orders PENDING this long (and check cancels)",
+         .target.i64 = &cfg.resend_after_ms,
+         .min = 1,
+         .max = 86400000},
+        {.name = "resend-max-delay",
+         .type = WS_CONFIG_DURATION,
+         .def = "60s",
+         .help = "cap of the doubling delay between re-sends",
+         .target.i64 = &cfg.resend_cap_ms,
+         .min = 1,
+         .max = 86400000},
+        {.name = "resend-attempts",
+         .type = WS_CONFIG_INT,
+         .def = "20",
+         .help = "re-sends per order before it is left alone (logged)",
+         .target.i64 = &cfg.resend_attempts,
+         .min = 0,
+         .max = 1000000},
+        {.name = "shutdown-timeout",
+         .type = WS_CONFIG_DURATION,
+         .def = "5s",
+         .help = "how long SIGTERM waits for the outbox to drain",
+         .target.i64 = &cfg.shutdown_timeout_ms,
+         .min = 0,
+         .max = 600000},
+        {.name = "log-level",
+         .type = WS_CONFIG_ENUM,
+         .def = "info",
+         .help = "lowest level logged",
+         .target.i = &cfg.log_level,
+         .choices = order_levels},
+    };
+    ws_config *conf =
+        ws_config_new("webshop-order", "0.1.0",
+                      "The order service: order status from bus events, Orders RPC.",
+                      opts, sizeof opts / sizeof opts[0]);
+    if (conf == NULL) {
+        fprintf(stderr, "webshop-order: out of memory\n");
+        return 1;
+    }
+    switch (ws_config_parse(conf, argc, argv, NULL)) {
+    case WS_CONFIG_OK:
+        break;
+    case WS_CONFIG_EXIT:
+        ws_config_free(conf);
+        return 0;
+    default:
+        fprintf(stderr, "webshop-order: %s\n", ws_config_error(conf));
+        ws_config_free(conf);
+        return 2;
+    }
+    cfg.db_synchronous = order_sync[sync_idx];
+    ws_log_set_service("order");
+    ws_log_set_level((ws_log_level)cfg.log_level);
+
+    char host[256];
+    int port;
+    if (ws_config_hostport_split(cfg.broker, host, sizeof host, &port) != 0) {
+        fprintf(stderr, "webshop-order: --broker: expected HOST:PORT, got \"%s\"\n",
+                cfg.broker);
+        ws_config_free(conf);
+        return 2;
+    }
+
+    /* Every thread started from here on inherits the blocked signals; the
+     * main thread takes them with sigwait. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    orders_policy policy = {.resend_after_ms = cfg.resend_after_ms,
+                            .backoff_cap_ms = cfg.resend_cap_ms,
+                            .max_attempts = (int)cfg.resend_attempts};
+    ws_metrics *metrics = ws_metrics_default();
+    order_kicker kicker = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    int rc = 1;
+    ws_err err;
+    const char *what = "database";
+    ws_store *consumer_store = NULL, *relay_store = NULL, *recovery_store = NULL;
+    order_consumer *consumer = NULL;
+    order_api *api = NULL;
+    ws_bus *bus = NULL;
+    ws_outbox_relay *relay = NULL;
+    ws_rpc_client *inventory = NULL;
+    order_recovery *recovery = NULL;
+    ws_rpc_server *server = NULL;
+    ws_http *http = NULL;
+    order_reservations reservations = {.deadline_ms =
+                                           (uint32_t)cfg.inventory_deadline_ms};
+
+    /* The first open applies the migrations; the others find them done. */
+    if ((err = order_schema_open(cfg.db_path, cfg.db_synchronous, &consumer_store)) !=
+            WS_OK ||
+        (err = order_schema_open(cfg.db_path, cfg.db_synchronous, &relay_store)) !=
+            WS_OK ||
+        (err = order_schema_open(cfg.db_path, cfg.db_synchronous, &recovery_store)) !=
+            WS_OK ||
+        (err = order_api_open(cfg.db_path, 0, &api)) != WS_OK) {
+        goto done;
+    }
+    order_consumer_opts co = {.store = consumer_store,
+                              .policy = policy,
+                              .queued = order_kick,
+                              .queued_ctx = &kicker,
+                              .metrics = metrics};
+    if ((err = order_consumer_open(&co, &consumer)) != WS_OK) {
+        goto done;
+    }
+    consumer_store = NULL;
+
+    what = "bus";
+    ws_bus_opts bo = {.host = host,
+                      .port = port,
+                      .client_id = cfg.client_id,
+                      .username = cfg.username,
+                      .password = cfg.password,
+                      .format = (ws_bus_format)cfg.bus_format,
+                      .metrics = metrics};
+    if ((err = ws_bus_open(&bo, &bus)) != WS_OK ||
+        (err = order_consumer_subscribe(consumer, bus)) != WS_OK) {
+        goto done;
+    }
+    what = "outbox";
+    ws_outbox_relay_opts ro = {.store = relay_store,
+                               .bus = bus,
+                               .types = order_outbox_types,
+                               .n_types = sizeof order_outbox_types /
+                                          sizeof order_outbox_types[0],
+                               .metrics = metrics};
+    if ((err = ws_outbox_relay_open(&ro, &relay)) != WS_OK) {
+        goto done;
+    }
+    relay_store = NULL;
+    kicker.relay = relay;
+    if ((err = ws_outbox_relay_start(relay)) != WS_OK) {
+        goto done;
+    }
+    what = "bus";
+    if ((err = ws_bus_start(bus)) != WS_OK) {
+        goto done;
+    }
+
+    what = "inventory";
+    const char *inv_urls[] = {cfg.inventory_url};
+    ws_rpc_client_opts io = {.urls = inv_urls, .n_urls = 1, .metrics = metrics};
+    if ((err = ws_rpc_client_open(&io, &inventory)) != WS_OK) {
+        goto done;
+    }
+    reservations.client = inventory;
+    what = "recovery";
+    order_recovery_opts rco = {.store = recovery_store,
+                               .policy = policy,
+                               .lookup = order_reservations_lookup,
+                               .lookup_ctx = &reservations,
+                               .queued = order_kick,
+                               .queued_ctx = &kicker};
+    if ((err = order_recovery_open(&rco, &recovery)) != WS_OK) {
+        goto done;
+    }
+    recovery_store = NULL;
+    if ((err = order_recovery_start(recovery)) != WS_OK) {
+        goto done;
+    }
+
+    what = "rpc";
+    ws_rpc_server_opts so = {.url = cfg.rpc_url, .metrics = metrics};
+    if ((err = ws_rpc_server_open(&so, &server)) != WS_OK ||
+        (err = webshop_v1_orders_register(server, order_api_binding(api))) != WS_OK ||
+        (err = ws_rpc_server_start(server)) != WS_OK) {
+        goto done;
+    }
+
+    what = "http";
+    ws_http_opts ho = {.host = cfg.http_host, .port = cfg.http_port, .threads = 4};
+    if ((err = ws_http_open(&ho, &http)) != WS_OK) {
+        goto done;
+    }
+    ws_http_route_basics(http, metrics);
+
+    ws_log_info(
+        "started",
+        "db=%s rpc=%s inventory=%s broker=%s client_id=%s bus_format=%s http=%s:%d "
+        "resend_after_ms=%lld",
+        cfg.db_path, cfg.rpc_url, cfg.inventory_url, cfg.broker, cfg.client_id,
+        order_formats[cfg.bus_format], cfg.http_host, ws_http_port(http),
+        (long long)cfg.resend_after_ms);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    ws_log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+
+    /* Stop taking work: RPC first (in-flight calls finish), then recovery. */
+    ws_rpc_server_close(server);
+    server = NULL;
+    order_recovery_close(recovery);
+    recovery = NULL;
+    err = ws_outbox_relay_flush(relay, (uint32_t)cfg.shutdown_timeout_ms);
+    if (err != WS_OK) {
+        ws_log_warn("outbox_flush_incomplete", "err=%s timeout_ms=%lld", ws_errname(err),
+                    (long long)cfg.shutdown_timeout_ms);
+    }
+    err = WS_OK;
+    rc = 0;
+
+done:
+    if (err != WS_OK) {
+        ws_log_error("startup_failed", "what=%s err=%s", what, ws_errname(err));
+    }
+    ws_http_close(http);
+    ws_rpc_server_close(server);
+    order_recovery_close(recovery);
+    pthread_mutex_lock(&kicker.mu);
+    kicker.relay = NULL;
+    pthread_mutex_unlock(&kicker.mu);
+    ws_outbox_relay_close(relay);
+    ws_bus_close(bus);
+    order_consumer_close(consumer);
+    ws_rpc_client_close(inventory);
+    order_api_close(api);
+    ws_store_close(recovery_store);
+    ws_store_close(relay_store);
+    ws_store_close(consumer_store);
+    ws_log_info("stopped", "exit=%d", rc);
+    ws_config_free(conf);
+    ws_metrics_free(ws_metrics_default());
+    return rc;
+}

@@ -1,0 +1,468 @@
+/*
+ * Recovery passes over the orders table and the thread that runs them. The
+ * OrderSent pass reads and writes in one transaction (it touches only the
+ * database); the cancel pass asks the inventory first, outside any
+ * transaction (an RPC may take up to its deadline and must not hold the
+ * write lock), then settles each order in a short transaction that
+ * re-checks the row, since a CancelOrder may have been applied meanwhile.
+ */
+#include "recovery.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "outbox.h"
+
+typedef struct recovery_due {
+    char id[37];
+    int attempts;
+    bool gave_up;
+} recovery_due;
+
+/* ---- PENDING orders: re-send OrderSent ---------------------------------- */
+
+typedef struct recovery_resend {
+    const orders_policy *p;
+    int64_t now_ms;
+    size_t limit;
+    recovery_due *due; /* limit entries */
+    size_t n;          /* reset at every run */
+} recovery_resend;
+
+/* Queue OrderSent for one order, rebuilt from its stored items. */
+static ws_err recovery_sent_queue(ws_store *s, const char *id)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(
+        s,
+        "SELECT inventory_id, count FROM order_items WHERE order_id = ?1 ORDER BY line",
+        &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    Webshop__V1__OrderItem *items = calloc(ORDERS_MAX_ITEMS, sizeof *items);
+    Webshop__V1__OrderItem **ptrs = calloc(ORDERS_MAX_ITEMS, sizeof *ptrs);
+    if (items == NULL || ptrs == NULL) {
+        free(items);
+        free(ptrs);
+        return WS_ENOMEM;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    size_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < ORDERS_MAX_ITEMS) {
+        webshop__v1__order_item__init(&items[n]);
+        items[n].inventory_id = sqlite3_column_int(st, 0);
+        items[n].count = sqlite3_column_int(st, 1);
+        ptrs[n] = &items[n];
+        n++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        err = ws_err_from_sqlite(rc);
+    } else {
+        Webshop__V1__OrderSent m = WEBSHOP__V1__ORDER_SENT__INIT;
+        m.order_id = (char *)id;
+        m.n_items = n;
+        m.items = ptrs;
+        err = ws_outbox_put(s, ORDERS_TOPIC_ORDER_SEND, &m.base);
+    }
+    free(items);
+    free(ptrs);
+    return err;
+}
+
+/* Run an UPDATE of one order: ?1 its id, ?2 a deadline, or NULL when next
+ * is negative. */
+static ws_err recovery_row_update(ws_store *s, const char *sql, const char *id,
+                                  int64_t next)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, sql, &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (next >= 0) {
+        sqlite3_bind_int64(st, 2, next);
+    } else {
+        sqlite3_bind_null(st, 2);
+    }
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        return WS_OK;
+    }
+    err = ws_err_from_sqlite(rc);
+    return err != WS_OK ? err : WS_ESTORE;
+}
+
+static ws_err recovery_resend_run(ws_store *s, void *ctx)
+{
+    recovery_resend *r = ctx;
+    r->n = 0;
+    sqlite3_stmt *st;
+    ws_err err =
+        ws_store_stmt(s,
+                      "SELECT id, attempts FROM orders WHERE status = ?1"
+                      " AND next_resend_ms <= ?2 ORDER BY next_resend_ms LIMIT ?3",
+                      &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_int(st, 1, WEBSHOP__V1__ORDER_STATUS__PENDING);
+    sqlite3_bind_int64(st, 2, r->now_ms);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)r->limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n < r->limit) {
+        recovery_due *d = &r->due[r->n++];
+        const unsigned char *id = sqlite3_column_text(st, 0);
+        snprintf(d->id, sizeof d->id, "%s", id != NULL ? (const char *)id : "");
+        d->attempts = sqlite3_column_int(st, 1);
+        d->gave_up = d->attempts >= r->p->max_attempts;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        return ws_err_from_sqlite(rc);
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        recovery_due *d = &r->due[i];
+        if (d->gave_up) {
+            err = recovery_row_update(
+                s, "UPDATE orders SET next_resend_ms = ?2 WHERE id = ?1", d->id, -1);
+        } else {
+            int64_t next = r->now_ms + orders_policy_delay(r->p, d->attempts + 1);
+            err = recovery_sent_queue(s, d->id);
+            if (err == WS_OK) {
+                err = recovery_row_update(s,
+                                          "UPDATE orders SET attempts = attempts + 1,"
+                                          " next_resend_ms = ?2 WHERE id = ?1",
+                                          d->id, next);
+            }
+        }
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    return WS_OK;
+}
+
+ws_err order_recovery_resend_pending(ws_store *s, const orders_policy *p, int64_t now_ms,
+                                     size_t limit, order_recovery_stats *stats)
+{
+    if (limit == 0) {
+        return WS_OK;
+    }
+    recovery_resend r = {.p = p, .now_ms = now_ms, .limit = limit};
+    r.due = calloc(limit, sizeof *r.due);
+    if (r.due == NULL) {
+        return WS_ENOMEM;
+    }
+    ws_err err = ws_store_txn(s, recovery_resend_run, &r);
+    if (err != WS_OK) {
+        ws_log_error("order_resend_failed", "err=%s", ws_errname(err));
+        free(r.due);
+        return err;
+    }
+    for (size_t i = 0; i < r.n; i++) {
+        recovery_due *d = &r.due[i];
+        if (d->gave_up) {
+            ws_log_warn("order_resend_gave_up", "order_id=%s attempts=%d", d->id,
+                        d->attempts);
+            stats->resend_gave_up++;
+        } else {
+            ws_log_info("order_resent", "order_id=%s attempt=%d", d->id, d->attempts + 1);
+            stats->resent++;
+        }
+    }
+    free(r.due);
+    return WS_OK;
+}
+
+/* ---- CANCELED orders: confirm or re-send OrderCanceled ------------------ */
+
+typedef enum recovery_outcome {
+    RECOVERY_NONE,      /* row no longer due: nothing done */
+    RECOVERY_CONFIRMED, /* inventory holds nothing: cancel confirmed */
+    RECOVERY_RESENT,    /* OrderCanceled re-queued */
+    RECOVERY_GAVE_UP,   /* max attempts reached: left */
+} recovery_outcome;
+
+typedef struct recovery_cancel {
+    const orders_policy *p;
+    int64_t now_ms;
+    const char *id;
+    bool settled;             /* the inventory holds nothing and never will */
+    recovery_outcome outcome; /* reset at every run */
+    int attempts;
+} recovery_cancel;
+
+static ws_err recovery_cancel_run(ws_store *s, void *ctx)
+{
+    recovery_cancel *c = ctx;
+    c->outcome = RECOVERY_NONE;
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s,
+                               "SELECT cancel_attempts FROM orders WHERE id = ?1"
+                               " AND status = ?2 AND cancel_confirmed = 0"
+                               " AND next_resend_ms IS NOT NULL",
+                               &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, WEBSHOP__V1__ORDER_STATUS__CANCELED);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        c->attempts = sqlite3_column_int(st, 0);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        return WS_OK;
+    }
+    if (rc != SQLITE_ROW) {
+        return ws_err_from_sqlite(rc);
+    }
+    if (c->settled) {
+        c->outcome = RECOVERY_CONFIRMED;
+        return recovery_row_update(s,
+                                   "UPDATE orders SET cancel_confirmed = 1,"
+                                   " next_resend_ms = ?2 WHERE id = ?1",
+                                   c->id, -1);
+    }
+    if (c->attempts >= c->p->max_attempts) {
+        c->outcome = RECOVERY_GAVE_UP;
+        return recovery_row_update(
+            s, "UPDATE orders SET next_resend_ms = ?2 WHERE id = ?1", c->id, -1);
+    }
+    Webshop__V1__OrderCanceled m = WEBSHOP__V1__ORDER_CANCELED__INIT;
+    m.order_id = (char *)c->id;
+    if ((err = ws_outbox_put(s, ORDERS_TOPIC_CANCELED, &m.base)) != WS_OK) {
+        return err;
+    }
+    c->outcome = RECOVERY_RESENT;
+    return recovery_row_update(s,
+                               "UPDATE orders SET cancel_attempts = cancel_attempts + 1,"
+                               " next_resend_ms = ?2 WHERE id = ?1",
+                               c->id,
+                               c->now_ms + orders_policy_delay(c->p, c->attempts + 1));
+}
+
+static const char *recovery_reservation_name(Webshop__V1__ReservationStatus st)
+{
+    switch (st) {
+    case WEBSHOP__V1__RESERVATION_STATUS__RESERVED:
+        return "RESERVED";
+    case WEBSHOP__V1__RESERVATION_STATUS__REJECTED:
+        return "REJECTED";
+    case WEBSHOP__V1__RESERVATION_STATUS__RELEASED:
+        return "RELEASED";
+    case WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED:
+        return "TOMBSTONED";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
+                                    order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                    int64_t now_ms, size_t limit,
+                                    order_recovery_stats *stats)
+{
+    if (limit == 0) {
+        return WS_OK;
+    }
+    char(*ids)[37] = calloc(limit, sizeof *ids);
+    if (ids == NULL) {
+        return WS_ENOMEM;
+    }
+    sqlite3_stmt *st;
+    ws_err err =
+        ws_store_stmt(s,
+                      "SELECT id FROM orders WHERE status = ?1"
+                      " AND next_resend_ms <= ?2 ORDER BY next_resend_ms LIMIT ?3",
+                      &st);
+    size_t n = 0;
+    if (err == WS_OK) {
+        sqlite3_bind_int(st, 1, WEBSHOP__V1__ORDER_STATUS__CANCELED);
+        sqlite3_bind_int64(st, 2, now_ms);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
+            const unsigned char *id = sqlite3_column_text(st, 0);
+            snprintf(ids[n++], sizeof ids[0], "%s", id != NULL ? (const char *)id : "");
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+            err = ws_err_from_sqlite(rc);
+        }
+    }
+    bool inventory_down = false;
+    for (size_t i = 0; err == WS_OK && i < n; i++) {
+        Webshop__V1__ReservationStatus rs =
+            WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN;
+        ws_err lerr = WS_EUNAVAIL;
+        if (!inventory_down) {
+            lerr = lookup(lookup_ctx, ids[i], &rs);
+            inventory_down = lerr != WS_OK;
+        }
+        recovery_cancel c = {.p = p, .now_ms = now_ms, .id = ids[i]};
+        if (lerr != WS_OK) {
+            stats->lookups_failed++;
+        } else {
+            c.settled = rs == WEBSHOP__V1__RESERVATION_STATUS__RELEASED ||
+                        rs == WEBSHOP__V1__RESERVATION_STATUS__REJECTED ||
+                        rs == WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED;
+        }
+        err = ws_store_txn(s, recovery_cancel_run, &c);
+        if (err != WS_OK) {
+            break;
+        }
+        const char *seen =
+            lerr == WS_OK ? recovery_reservation_name(rs) : ws_errname(lerr);
+        switch (c.outcome) {
+        case RECOVERY_CONFIRMED:
+            ws_log_info("order_cancel_confirmed", "order_id=%s reservation=%s", ids[i],
+                        seen);
+            stats->cancels_confirmed++;
+            break;
+        case RECOVERY_RESENT:
+            ws_log_info("order_cancel_resent", "order_id=%s reservation=%s attempt=%d",
+                        ids[i], seen, c.attempts + 1);
+            stats->cancels_resent++;
+            break;
+        case RECOVERY_GAVE_UP:
+            ws_log_warn("order_cancel_gave_up", "order_id=%s reservation=%s attempts=%d",
+                        ids[i], seen, c.attempts);
+            stats->cancel_gave_up++;
+            break;
+        case RECOVERY_NONE:
+            break;
+        }
+    }
+    if (err != WS_OK) {
+        ws_log_error("order_cancel_check_failed", "err=%s", ws_errname(err));
+    }
+    free(ids);
+    return err;
+}
+
+/* ---- the loop thread ----------------------------------------------------- */
+
+struct order_recovery {
+    order_recovery_opts opts; /* store owned */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu; /* guards stop */
+    pthread_cond_t cv;
+    bool stop;
+};
+
+static int64_t recovery_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *recovery_thread_main(void *arg)
+{
+    order_recovery *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        order_recovery_stats st = {0};
+        int64_t now = recovery_wall_ms();
+        (void)order_recovery_resend_pending(r->opts.store, &r->opts.policy, now,
+                                            r->opts.batch, &st);
+        (void)order_recovery_check_cancels(r->opts.store, &r->opts.policy, r->opts.lookup,
+                                           r->opts.lookup_ctx, now, r->opts.batch, &st);
+        if ((st.resent || st.cancels_resent) && r->opts.queued != NULL) {
+            r->opts.queued(r->opts.queued_ctx);
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += r->opts.interval_ms / 1000;
+        until.tv_nsec += (long)(r->opts.interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&r->mu);
+        while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+ws_err order_recovery_open(const order_recovery_opts *opts, order_recovery **out)
+{
+    if (opts == NULL || opts->store == NULL || opts->lookup == NULL ||
+        opts->interval_ms < 0) {
+        return WS_EINVAL;
+    }
+    order_recovery *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return WS_ENOMEM;
+    }
+    r->opts = *opts;
+    if (r->opts.interval_ms == 0) {
+        r->opts.interval_ms = 250;
+    }
+    if (r->opts.batch == 0) {
+        r->opts.batch = 100;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        pthread_condattr_destroy(&ca);
+        free(r);
+        return WS_ENOMEM;
+    }
+    if (pthread_cond_init(&r->cv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return WS_ENOMEM;
+    }
+    pthread_condattr_destroy(&ca);
+    *out = r;
+    return WS_OK;
+}
+
+ws_err order_recovery_start(order_recovery *r)
+{
+    if (r->started) {
+        return WS_EINVAL;
+    }
+    if (pthread_create(&r->thread, NULL, recovery_thread_main, r) != 0) {
+        return WS_ENOMEM;
+    }
+    r->started = true;
+    return WS_OK;
+}
+
+void order_recovery_close(order_recovery *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    if (r->started) {
+        pthread_mutex_lock(&r->mu);
+        r->stop = true;
+        pthread_cond_signal(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(r->thread, NULL);
+    }
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    ws_store_close(r->opts.store);
+    free(r);
+}

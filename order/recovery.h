@@ -1,0 +1,92 @@
+/*
+ * The order service's recovery loops ("nothing stuck", DESIGN.md):
+ *
+ * - an order still PENDING when its next_resend_ms passes gets its OrderSent
+ *   re-published (rebuilt from the stored items), with the delay doubling
+ *   after every attempt up to the policy's cap; after max_attempts it is left
+ *   alone and logged. A re-sent OrderSent makes the inventory re-publish the
+ *   outcome it recorded (or reserve, if it never saw the order).
+ * - a CANCELED order whose cancel is not yet confirmed is checked when its
+ *   next_resend_ms passes: the inventory's GetReservation answering RELEASED,
+ *   REJECTED or TOMBSTONED confirms it (nothing is held, and nothing will
+ *   be); RESERVED means our OrderCanceled has not been applied yet and
+ *   RESERVATION_UNKNOWN that the inventory saw neither the order nor the
+ *   cancel (a re-sent OrderCanceled makes it leave a tombstone): both, and a
+ *   failed lookup, re-queue OrderCanceled, with the same backoff and bound.
+ *
+ * Everything re-published goes through the outbox in a transaction with the
+ * bookkeeping (attempts, next deadline): recovery never publishes itself.
+ * The pass functions take now_ms so that tests drive the clock; the loop
+ * thread calls them with the wall clock.
+ */
+#ifndef ORDER_RECOVERY_H
+#define ORDER_RECOVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "orders.h"
+#include "store.h"
+#include "webshop/v1/inventory.pb-c.h"
+
+/* Ask the inventory what it decided for order_id. WS_OK with *status (any
+ * ReservationStatus, RESERVATION_UNKNOWN included); any other value means
+ * the question could not be answered (unavailable, deadline). Called on the
+ * recovery thread, outside any transaction. */
+typedef ws_err (*order_recovery_lookup_fn)(
+    void *ctx, const char *order_id, Webshop__V1__ReservationStatus *status /* OUT */);
+
+/* What one pass did; the pass functions add to it. */
+typedef struct order_recovery_stats {
+    size_t resent;            /* OrderSent re-queued */
+    size_t resend_gave_up;    /* PENDING orders left after max_attempts */
+    size_t cancels_resent;    /* OrderCanceled re-queued */
+    size_t cancels_confirmed; /* cancels the inventory confirmed */
+    size_t cancel_gave_up;    /* CANCELED orders left unconfirmed after max_attempts */
+    size_t lookups_failed;    /* GetReservation calls that failed or were skipped */
+} order_recovery_stats;
+
+/* Re-queue OrderSent for up to limit PENDING orders due at now_ms (oldest
+ * deadline first), in one transaction, and log each. WS_OK or a store error
+ * (then nothing is written and stats are unchanged). */
+ws_err order_recovery_resend_pending(ws_store *s, const orders_policy *p, int64_t now_ms,
+                                     size_t limit, order_recovery_stats *stats /* OUT */);
+
+/* Check up to limit unconfirmed CANCELED orders due at now_ms with lookup
+ * (one call per order; after the first failed call the rest of the pass is
+ * not looked up but treated as failed, so a down inventory costs one
+ * deadline per pass), then confirm or re-queue each in its own transaction,
+ * and log each. WS_OK or the first store error. */
+ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
+                                    order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                    int64_t now_ms, size_t limit,
+                                    order_recovery_stats *stats /* OUT */);
+
+/* The loop: a thread that runs both passes every interval_ms. */
+typedef struct order_recovery order_recovery;
+
+typedef struct order_recovery_opts {
+    ws_store *store; /* the loop's own connection; owned by the loop once open succeeds */
+    orders_policy policy;
+    order_recovery_lookup_fn lookup; /* required */
+    void *lookup_ctx;
+    void (*queued)(
+        void *ctx); /* called after a pass queued rows (kick the relay); may be NULL */
+    void *queued_ctx;
+    int interval_ms; /* 0 = 250 */
+    size_t batch;    /* orders per pass and kind; 0 = 100 */
+} order_recovery_opts;
+
+/* Create the loop (not running). On failure the caller still owns the store. */
+ws_err order_recovery_open(const order_recovery_opts *opts,
+                           order_recovery **out /* OUT */);
+
+/* Start the thread. WS_EINVAL if already started. */
+ws_err order_recovery_start(order_recovery *r);
+
+/* Stop the thread (waiting for the pass in progress, which is bounded by one
+ * lookup deadline), close the store, free. r may be NULL. */
+void order_recovery_close(order_recovery *r);
+
+#endif

@@ -1,0 +1,542 @@
+/*
+ * ws_bus against a real mosquitto started by the harness on a free loopback
+ * port: QoS 1 round trips in both payload formats, publish-and-wait, broker
+ * restarts, offline delivery through a persistent session, and garbage
+ * payloads. Every wait polls a condition with a deadline.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "harness.h"
+#include "metrics.h"
+#include "webshop/v1/events.pb-c.h"
+
+#define WAIT_MS 10000
+#define TOPIC   "test/order-send"
+
+static char *tmpdir;
+static harness_broker broker;
+
+static void setup(void)
+{
+    tmpdir = harness_tmpdir_new("bus");
+    cr_assert_not_null(tmpdir);
+    cr_assert_eq(harness_broker_start(&broker, tmpdir, NULL), 0);
+}
+
+static void teardown(void)
+{
+    cr_expect_eq(harness_broker_stop(&broker, SIGTERM), 0);
+    harness_tmpdir_free(tmpdir);
+}
+
+TestSuite(bus, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ---- a subscriber that records what it got ------------------------------ */
+
+#define MAX_GOT 32
+
+typedef struct got {
+    pthread_mutex_t mu;
+    int n;
+    uint8_t *packed[MAX_GOT]; /* each received message, re-packed */
+    size_t len[MAX_GOT];
+    char order_id[MAX_GOT][64];
+    bool json[MAX_GOT];
+} got;
+
+static void got_init(got *g)
+{
+    memset(g, 0, sizeof(*g));
+    pthread_mutex_init(&g->mu, NULL);
+}
+
+static void got_fini(got *g)
+{
+    for (int i = 0; i < g->n && i < MAX_GOT; i++) {
+        free(g->packed[i]);
+    }
+    pthread_mutex_destroy(&g->mu);
+}
+
+static int got_count(got *g)
+{
+    pthread_mutex_lock(&g->mu);
+    int n = g->n;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
+static ws_err got_handler(void *ctx, const ProtobufCMessage *msg,
+                          const ws_bus_msg_info *info)
+{
+    got *g = ctx;
+    const Webshop__V1__OrderSent *o = (const Webshop__V1__OrderSent *)msg;
+    pthread_mutex_lock(&g->mu);
+    if (g->n < MAX_GOT) {
+        size_t n = protobuf_c_message_get_packed_size(msg);
+        g->packed[g->n] = malloc(n + 1);
+        protobuf_c_message_pack(msg, g->packed[g->n]);
+        g->len[g->n] = n;
+        snprintf(g->order_id[g->n], sizeof(g->order_id[0]), "%s", o->order_id);
+        g->json[g->n] = info->json;
+    }
+    g->n++; /* counts all; the first MAX_GOT are kept */
+    pthread_mutex_unlock(&g->mu);
+    return WS_OK;
+}
+
+typedef struct want {
+    got *g;
+    int n;
+} want;
+
+static bool got_at_least(void *ctx)
+{
+    want *w = ctx;
+    return got_count(w->g) >= w->n;
+}
+
+static bool got_wait(got *g, int n)
+{
+    want w = {g, n};
+    return harness_wait_until(got_at_least, &w, WAIT_MS);
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static ws_bus *bus_new(const char *client_id, ws_bus_format format, int port,
+                       ws_metrics *m)
+{
+    ws_bus_opts o = {
+        .host = "127.0.0.1",
+        .port = port,
+        .client_id = client_id,
+        .format = format,
+        .metrics = m,
+    };
+    ws_bus *bus = NULL;
+    cr_assert_eq(ws_bus_open(&o, &bus), WS_OK);
+    return bus;
+}
+
+static bool is_connected(void *ctx)
+{
+    return ws_bus_connected(ctx);
+}
+
+static bool is_disconnected(void *ctx)
+{
+    return !ws_bus_connected(ctx);
+}
+
+/* An OrderSent with id and two items. Strings point at static storage. */
+typedef struct order {
+    Webshop__V1__OrderSent msg;
+    Webshop__V1__OrderItem item[2];
+    Webshop__V1__OrderItem *items[2];
+    char id[64];
+} order;
+
+static void order_make(order *o, const char *id)
+{
+    webshop__v1__order_sent__init(&o->msg);
+    snprintf(o->id, sizeof(o->id), "%s", id);
+    for (int i = 0; i < 2; i++) {
+        webshop__v1__order_item__init(&o->item[i]);
+        o->item[i].inventory_id = i + 1;
+        o->item[i].count = 10 * (i + 1);
+        o->items[i] = &o->item[i];
+    }
+    o->msg.order_id = o->id;
+    o->msg.n_items = 2;
+    o->msg.items = o->items;
+}
+
+static void expect_same(const got *g, int i, const ProtobufCMessage *sent)
+{
+    size_t n = protobuf_c_message_get_packed_size(sent);
+    uint8_t *p = malloc(n + 1);
+    protobuf_c_message_pack(sent, p);
+    cr_expect_eq(g->len[i], n);
+    cr_expect(n == g->len[i] && memcmp(p, g->packed[i], n) == 0,
+              "message %d differs from what was sent", i);
+    free(p);
+}
+
+static uint64_t counter(ws_metrics *m, const char *name, const char *labels)
+{
+    return ws_counter_value(ws_counter_get(m, name, "", labels));
+}
+
+/* A subscriber on TOPIC and a publisher in format, both connected. */
+typedef struct pair {
+    ws_metrics *sm, *pm;
+    ws_bus *sub, *pub;
+    got g;
+} pair;
+
+static void pair_open(pair *p, ws_bus_format format)
+{
+    got_init(&p->g);
+    p->sm = ws_metrics_new();
+    p->pm = ws_metrics_new();
+    p->sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, p->sm);
+    p->pub = bus_new("test-pub", format, broker.port, p->pm);
+    cr_assert_eq(ws_bus_subscribe(p->sub, TOPIC, &webshop__v1__order_sent__descriptor,
+                                  got_handler, &p->g),
+                 WS_OK);
+    cr_assert_eq(ws_bus_start(p->sub), WS_OK);
+    cr_assert_eq(ws_bus_start(p->pub), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(p->sub, WAIT_MS), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(p->pub, WAIT_MS), WS_OK);
+}
+
+static void pair_close(pair *p)
+{
+    ws_bus_close(p->pub);
+    ws_bus_close(p->sub);
+    ws_metrics_free(p->pm);
+    ws_metrics_free(p->sm);
+    got_fini(&p->g);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void round_trip(ws_bus_format format)
+{
+    pair p;
+    pair_open(&p, format);
+    order o;
+    order_make(&o, format == WS_BUS_JSON ? "order-json" : "order-pb");
+    cr_assert_eq(ws_bus_publish(p.pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    cr_assert(got_wait(&p.g, 1));
+    expect_same(&p.g, 0, &o.msg.base);
+    cr_expect_eq(p.g.json[0], format == WS_BUS_JSON);
+    cr_expect_eq(counter(p.pm, "webshop_bus_published_total", "topic=\"" TOPIC "\""), 1);
+    cr_expect_eq(counter(p.sm, "webshop_bus_received_total", "topic=\"" TOPIC "\""), 1);
+    cr_expect_eq(counter(p.sm, "webshop_bus_undecodable_total", "topic=\"" TOPIC "\""),
+                 0);
+    pair_close(&p);
+}
+
+Test(bus, qos1_round_trip_protobuf)
+{
+    round_trip(WS_BUS_PROTOBUF);
+}
+
+Test(bus, qos1_round_trip_json)
+{
+    round_trip(WS_BUS_JSON);
+}
+
+Test(bus, publish_returns_after_puback)
+{
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
+    cr_assert_eq(ws_bus_start(pub), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    order o;
+    order_make(&o, "acked");
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(ws_bus_publish(pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+        /* The PUBACK was counted before the call returned. */
+        cr_assert_eq(counter(m, "webshop_bus_acked_total", NULL), (uint64_t)i + 1);
+    }
+    cr_expect_eq(ws_gauge_value(ws_gauge_get(m, "webshop_bus_connected", "", NULL)), 1.0);
+    ws_bus_close(pub);
+    cr_expect_eq(ws_gauge_value(ws_gauge_get(m, "webshop_bus_connected", "", NULL)), 0.0);
+    ws_metrics_free(m);
+}
+
+static void async_done(void *ctx, ws_err result)
+{
+    int *n = ctx;
+    if (result == WS_OK) {
+        __atomic_add_fetch(n, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+static bool async_all(void *ctx)
+{
+    return __atomic_load_n((int *)ctx, __ATOMIC_SEQ_CST) == 50;
+}
+
+Test(bus, publish_async_calls_back_once_per_message)
+{
+    pair p;
+    pair_open(&p, WS_BUS_PROTOBUF);
+    int acked = 0;
+    order o;
+    order_make(&o, "async");
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(ws_bus_publish_async(p.pub, TOPIC, &o.msg.base, async_done, &acked),
+                     WS_OK);
+    }
+    cr_assert(harness_wait_until(async_all, &acked, WAIT_MS));
+    cr_assert(got_wait(&p.g, 50));
+    pair_close(&p);
+    cr_expect_eq(acked, 50);
+}
+
+Test(bus, publish_without_broker_is_unavailable)
+{
+    ws_metrics *m = ws_metrics_new();
+    int port = harness_free_port();
+    ws_bus *pub = bus_new("test-nobroker", WS_BUS_PROTOBUF, port, m);
+    order o;
+    order_make(&o, "nobody");
+    /* Before start, and while it keeps failing to connect. */
+    cr_expect_eq(ws_bus_publish(pub, TOPIC, &o.msg.base, 1000), WS_EUNAVAIL);
+    cr_assert_eq(ws_bus_start(pub), WS_OK);
+    cr_expect_eq(ws_bus_wait_connected(pub, 300), WS_ETIMEDOUT);
+    cr_expect_eq(ws_bus_publish(pub, TOPIC, &o.msg.base, 1000), WS_EUNAVAIL);
+    cr_expect_eq(ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, NULL),
+                 WS_EUNAVAIL);
+    cr_expect_not(ws_bus_connected(pub));
+    ws_bus_close(pub);
+    ws_metrics_free(m);
+}
+
+Test(bus, reconnects_and_resubscribes_after_broker_restart)
+{
+    pair p;
+    pair_open(&p, WS_BUS_PROTOBUF);
+    /* Kill the broker and lose its database, so the subscription survives
+     * only if the client renews it by itself. */
+    cr_assert_eq(harness_broker_stop(&broker, SIGKILL), 0);
+    char db[4200];
+    snprintf(db, sizeof(db), "%s/mosquitto.db", broker.dir);
+    unlink(db);
+    cr_assert(harness_wait_until(is_disconnected, p.sub, WAIT_MS));
+    cr_assert(harness_wait_until(is_disconnected, p.pub, WAIT_MS));
+    order o;
+    order_make(&o, "while-down");
+    cr_expect_eq(ws_bus_publish(p.pub, TOPIC, &o.msg.base, 500), WS_EUNAVAIL);
+
+    cr_assert_eq(harness_broker_restart(&broker), 0);
+    cr_assert(harness_wait_until(is_connected, p.sub, WAIT_MS));
+    cr_assert(harness_wait_until(is_connected, p.pub, WAIT_MS));
+    /* Connected is CONNACK; ready is every SUBACK of the resubscribe. */
+    cr_assert_eq(ws_bus_wait_connected(p.sub, WAIT_MS), WS_OK);
+
+    order_make(&o, "after-restart");
+    cr_assert_eq(ws_bus_publish(p.pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    cr_assert(got_wait(&p.g, 1));
+    cr_expect_str_eq(p.g.order_id[0], "after-restart");
+    cr_expect_eq(counter(p.sm, "webshop_bus_reconnects_total", NULL), 1);
+    cr_expect_eq(counter(p.pm, "webshop_bus_reconnects_total", NULL), 1);
+    pair_close(&p);
+}
+
+/* Close the subscriber, publish n messages, reopen it with the same client
+ * id: they arrive, in order. */
+static void offline_delivery(pair *p, int n)
+{
+    ws_bus_close(p->sub);
+    p->sub = NULL;
+    order o;
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "offline-%d", i);
+        order_make(&o, id);
+        cr_assert_eq(ws_bus_publish(p->pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    }
+    got g2;
+    got_init(&g2);
+    ws_metrics *m2 = ws_metrics_new();
+    ws_bus *sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, m2);
+    cr_assert_eq(ws_bus_subscribe(sub, TOPIC, &webshop__v1__order_sent__descriptor,
+                                  got_handler, &g2),
+                 WS_OK);
+    cr_assert_eq(ws_bus_start(sub), WS_OK);
+    cr_assert(got_wait(&g2, n));
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "offline-%d", i);
+        cr_expect_str_eq(g2.order_id[i], id);
+    }
+    ws_bus_close(sub);
+    ws_metrics_free(m2);
+    got_fini(&g2);
+}
+
+Test(bus, messages_published_while_subscriber_offline_arrive)
+{
+    pair p;
+    pair_open(&p, WS_BUS_PROTOBUF);
+    offline_delivery(&p, 5);
+    pair_close(&p);
+}
+
+Test(bus, session_survives_reconnect_and_broker_restart)
+{
+    pair p;
+    pair_open(&p, WS_BUS_PROTOBUF);
+    /* The session expiry must be sent again on the automatic reconnect, or
+     * the broker forgets the session when the subscriber then leaves. */
+    cr_assert_eq(harness_broker_restart(&broker), 0);
+    cr_assert_eq(ws_bus_wait_connected(p.sub, WAIT_MS), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(p.pub, WAIT_MS), WS_OK);
+    offline_delivery(&p, 3);
+    pair_close(&p);
+}
+
+Test(bus, garbage_payloads_are_counted_and_dropped)
+{
+    pair p;
+    pair_open(&p, WS_BUS_PROTOBUF);
+    static const struct {
+        const char *data;
+        size_t len;
+    } junk[] = {
+        {"\xff\xff\xff\xff", 4}, /* truncated varint tag */
+        {"\x0a\x05"
+         "ab",
+         4},                              /* length past the end */
+        {"{not json", 9},                 /* malformed JSON */
+        {"  {\"orderId\": 5}", 16},       /* JSON of the wrong type */
+        {"{\"noSuchField\": \"x\"}", 20}, /* unknown field */
+    };
+    size_t n_junk = sizeof(junk) / sizeof(junk[0]);
+    for (size_t i = 0; i < n_junk; i++) {
+        cr_assert_eq(ws_bus_publish_raw(p.pub, TOPIC, junk[i].data, junk[i].len, WAIT_MS),
+                     WS_OK);
+    }
+    order o;
+    order_make(&o, "valid-after-junk");
+    cr_assert_eq(ws_bus_publish(p.pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    cr_assert(got_wait(&p.g, 1));
+    /* One publisher, one topic, QoS 1: delivered in order, so the junk was
+     * handled before the valid message. */
+    cr_expect_eq(p.g.n, 1);
+    cr_expect_str_eq(p.g.order_id[0], "valid-after-junk");
+    expect_same(&p.g, 0, &o.msg.base);
+    cr_expect_eq(counter(p.sm, "webshop_bus_undecodable_total", "topic=\"" TOPIC "\""),
+                 n_junk);
+    cr_expect_eq(counter(p.sm, "webshop_bus_received_total", "topic=\"" TOPIC "\""),
+                 n_junk + 1);
+    cr_expect(ws_bus_connected(p.sub));
+    pair_close(&p);
+}
+
+typedef struct pending {
+    ws_bus *bus;
+    ws_err result;
+} pending;
+
+static void *publish_thread(void *arg)
+{
+    pending *pd = arg;
+    order o;
+    order_make(&o, "never-acked");
+    pd->result = ws_bus_publish(pd->bus, TOPIC, &o.msg.base, 60000);
+    return NULL;
+}
+
+typedef struct sent_ctx {
+    ws_metrics *m;
+    uint64_t n;
+} sent_ctx;
+
+static bool published_n(void *ctx)
+{
+    sent_ctx *s = ctx;
+    return counter(s->m, "webshop_bus_published_total", "topic=\"" TOPIC "\"") >= s->n;
+}
+
+static void async_closed(void *ctx, ws_err result)
+{
+    *(ws_err *)ctx = result;
+}
+
+Test(bus, close_fails_pending_publish_waits)
+{
+    /* The broker is frozen, so no PUBACK comes: a sync publish and an async
+     * one are pending when the bus closes. Both end with WS_ECLOSED. */
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
+    cr_assert_eq(ws_bus_start(pub), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    cr_assert_eq(kill(broker.proc.pid, SIGSTOP), 0);
+
+    ws_err async_result = WS_OK;
+    order o;
+    order_make(&o, "never-acked-async");
+    cr_assert_eq(
+        ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_closed, &async_result),
+        WS_OK);
+    pending pd = {.bus = pub, .result = WS_OK};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, publish_thread, &pd), 0);
+    sent_ctx sc = {m, 2};
+    cr_assert(harness_wait_until(published_n, &sc, WAIT_MS));
+
+    ws_bus_close(pub);
+    pthread_join(t, NULL);
+    cr_expect_eq(pd.result, WS_ECLOSED);
+    cr_expect_eq(async_result, WS_ECLOSED);
+    kill(broker.proc.pid, SIGCONT);
+    ws_metrics_free(m);
+}
+
+Test(bus, open_rejects_persistent_session_without_client_id)
+{
+    ws_bus_opts o = {.port = broker.port};
+    ws_bus *bus = NULL;
+    cr_expect_eq(ws_bus_open(&o, &bus), WS_EINVAL);
+    cr_expect_null(bus);
+    o.clean_start = true;
+    cr_expect_eq(ws_bus_open(&o, &bus), WS_OK);
+    ws_bus_close(bus);
+    ws_bus_close(NULL);
+}
+
+Test(bus, username_and_password_are_sent)
+{
+    /* A second broker that refuses anonymous clients. */
+    char pw[4400], extra[8500], dir2[4200];
+    snprintf(dir2, sizeof(dir2), "%s/auth", tmpdir);
+    cr_assert_eq(mkdir(dir2, 0700), 0);
+    snprintf(pw, sizeof(pw), "%s/passwd", dir2);
+    harness_proc p = {0};
+    char *argv[] = {"mosquitto_passwd", "-b", "-c", pw, "shop", "s3cret", NULL};
+    char log[4300];
+    snprintf(log, sizeof(log), "%s/passwd.log", dir2);
+    cr_assert_eq(harness_proc_spawn(&p, argv, log), 0);
+    cr_assert_eq(harness_proc_stop(&p, 0, WAIT_MS), 0); /* signal 0: just wait */
+    cr_assert(WIFEXITED(p.status) && WEXITSTATUS(p.status) == 0);
+    snprintf(extra, sizeof(extra), "allow_anonymous false\npassword_file %s", pw);
+    harness_broker b2;
+    cr_assert_eq(harness_broker_start(&b2, dir2, extra), 0);
+
+    ws_metrics *m = ws_metrics_new();
+    ws_bus_opts o = {.port = b2.port,
+                     .client_id = "auth-bad",
+                     .username = "shop",
+                     .password = "wrong",
+                     .metrics = m};
+    ws_bus *bad = NULL;
+    cr_assert_eq(ws_bus_open(&o, &bad), WS_OK);
+    cr_assert_eq(ws_bus_start(bad), WS_OK);
+    cr_expect_eq(ws_bus_wait_connected(bad, 500), WS_ETIMEDOUT);
+    ws_bus_close(bad);
+
+    o.client_id = "auth-good";
+    o.password = "s3cret";
+    ws_bus *good = NULL;
+    cr_assert_eq(ws_bus_open(&o, &good), WS_OK);
+    cr_assert_eq(ws_bus_start(good), WS_OK);
+    cr_expect_eq(ws_bus_wait_connected(good, WAIT_MS), WS_OK);
+    ws_bus_close(good);
+    ws_metrics_free(m);
+    cr_expect_eq(harness_broker_stop(&b2, SIGTERM), 0);
+}

@@ -1,0 +1,278 @@
+"""Start a whole shop for end-to-end tests: a real mosquitto on a free
+loopback port, the real inventory, order and front processes, SQLite files
+in a temp dir; talk HTTP to it with a real client (http.client).
+
+Standard library only, run with Debian's /usr/bin/python3. Every wait polls a
+condition with a deadline; nothing sleeps to let something happen.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+MOSQUITTO = os.environ.get("WS_MOSQUITTO", "/usr/sbin/mosquitto")
+
+# Sanitizer reports in a service's log make the test fail.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout=10.0, what="condition", interval=0.02):
+    """Poll cond() until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - reported on timeout
+            last_exc = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    """One child process with its output in a log file."""
+
+    def __init__(self, name, argv, logdir, env=None):
+        self.name = name
+        self.argv = argv
+        self.log_path = os.path.join(logdir, name + ".log")
+        self.env = env
+        self.p = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self.p = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        return self
+
+    def alive(self):
+        return self.p is not None and self.p.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.p.send_signal(signal.SIGKILL)
+            self.p.wait(timeout=10)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; return the exit code (None if never started)."""
+        if self.p is None:
+            return None
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=10)
+                raise AssertionError(f"{self.name} did not exit within {timeout}s of SIGTERM")
+        return self.p.returncode
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+class Shop:
+    """A whole shop on loopback. Use as a context manager."""
+
+    def __init__(self, build_dir, tmp=None, broker_conf_extra="", bus_format="protobuf",
+                 order_args=(), inventory_args=(), front_args=(), env=None):
+        self.build = build_dir
+        self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
+        self.own_tmp = tmp is None
+        self.logdir = os.path.join(self.tmp, "logs")
+        os.makedirs(self.logdir, exist_ok=True)
+        self.broker_port = free_port()
+        self.inv_rpc = f"tcp://127.0.0.1:{free_port()}"
+        self.ord_rpc = f"tcp://127.0.0.1:{free_port()}"
+        self.inv_http = free_port()
+        self.ord_http = free_port()
+        self.http_port = free_port()
+        self.bus_format = bus_format
+        self.env = env or {}
+        self.broker_conf_extra = broker_conf_extra
+        self.procs = {}
+        conf = os.path.join(self.tmp, "mosquitto.conf")
+        os.makedirs(os.path.join(self.tmp, "mosquitto"), exist_ok=True)
+        with open(conf, "w") as f:
+            f.write(f"listener {self.broker_port} 127.0.0.1\n"
+                    "allow_anonymous true\n"
+                    "persistence true\n"
+                    f"persistence_location {self.tmp}/mosquitto/\n"
+                    "autosave_interval 1\n"
+                    "max_inflight_messages 1000\n"
+                    "max_queued_messages 1000000\n"
+                    "log_dest stderr\n"
+                    # As root, mosquitto would drop to user mosquitto, which
+                    # cannot write the temp dir.
+                    + ("user root\n" if os.geteuid() == 0 else "")
+                    + broker_conf_extra)
+        self.broker_conf = conf
+        broker = f"127.0.0.1:{self.broker_port}"
+        self.argv = {
+            "broker": [MOSQUITTO, "-c", conf],
+            "inventory": [os.path.join(build_dir, "inventory", "webshop-inventory"),
+                          "--db-path", os.path.join(self.tmp, "inventory.db"),
+                          "--rpc-url", self.inv_rpc, "--broker", broker,
+                          "--http-port", str(self.inv_http), "--bus-format", bus_format,
+                          *inventory_args],
+            "order": [os.path.join(build_dir, "order", "webshop-order"),
+                      "--db-path", os.path.join(self.tmp, "order.db"),
+                      "--rpc-url", self.ord_rpc, "--inventory-url", self.inv_rpc,
+                      "--broker", broker, "--http-port", str(self.ord_http),
+                      "--bus-format", bus_format, *order_args],
+            "front": [os.path.join(build_dir, "front", "webshop-front"),
+                      "--http-port", str(self.http_port), "--inventory-url", self.inv_rpc,
+                      "--orders-url", self.ord_rpc, "--broker", broker, *front_args],
+        }
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, *names, wait=True):
+        names = names or ("broker", "inventory", "order", "front")
+        for n in names:
+            p = Proc(n, self.argv[n], self.logdir, env=self.env)
+            self.procs[n] = p.start()
+            if n == "broker":
+                wait_until(lambda: port_open(self.broker_port) or self._died("broker"),
+                           10, "mosquitto to listen")
+        if wait and "front" in names:
+            self.wait_ready()
+        return self
+
+    def _died(self, name):
+        p = self.procs.get(name)
+        if p is not None and not p.alive():
+            raise AssertionError(f"{name} exited with {p.p.returncode}:\n{p.log()[-3000:]}")
+        return False
+
+    def wait_ready(self, timeout=30):
+        def ready():
+            for n in self.procs:
+                self._died(n)
+            return self.request("GET", "/readyz", timeout=2)[0] == 200
+        wait_until(ready, timeout, "the front's /readyz to answer 200")
+
+    def kill(self, name):
+        self.procs[name].kill()
+
+    def restart(self, name, wait=True):
+        p = self.procs.get(name)
+        if p is not None:
+            p.stop()
+        self.start(name, wait=False)
+        if wait and name == "front":
+            self.wait_ready()
+
+    def stop_all(self):
+        """Stop every process with SIGTERM; return {name: exit code}."""
+        codes = {}
+        for n in ("front", "order", "inventory", "broker"):
+            if n in self.procs:
+                codes[n] = self.procs[n].stop()
+        return codes
+
+    def check_logs(self):
+        for n, p in self.procs.items():
+            text = p.log()
+            for mark in SANITIZER_MARKS:
+                if mark in text:
+                    raise AssertionError(f"{n}: sanitizer report in its log:\n{text[-5000:]}")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            codes = self.stop_all()
+            if exc_type is None:
+                bad = {n: c for n, c in codes.items() if n != "broker" and c not in (0, None)}
+                if bad:
+                    raise AssertionError(f"services exited badly on SIGTERM: {bad}\n"
+                                         + "\n".join(self.procs[n].log()[-2000:] for n in bad))
+                self.check_logs()
+        finally:
+            if exc_type is not None:
+                for n, p in self.procs.items():
+                    print(f"---- {n} log (tail) ----\n{p.log()[-4000:]}")
+            if self.own_tmp and exc_type is None and not os.environ.get("WEBSHOP_KEEP_TMP"):
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+    # -- HTTP --------------------------------------------------------------
+
+    def request(self, method, path, body=None, headers=None, timeout=10, raw=None):
+        """One HTTP request. Returns (status, headers dict, parsed JSON or text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        try:
+            h = dict(headers or {})
+            data = raw
+            if body is not None:
+                data = json.dumps(body).encode()
+                h.setdefault("Content-Type", "application/json")
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            payload = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            text = payload.decode("utf-8", errors="replace")
+            if hdrs.get("content-type", "").startswith("application/json") and text:
+                return r.status, hdrs, json.loads(text)
+            return r.status, hdrs, text
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def place(self, items, key=None):
+        headers = {"Idempotency-Key": key} if key else None
+        return self.request("POST", "/order", body={"items": items}, headers=headers)
+
+    def catalog(self):
+        st, _, body = self.get("/inventory")
+        assert st == 200, (st, body)
+        return {p["id"]: p for p in body}
+
+    def order(self, order_id):
+        st, _, body = self.get(f"/order/{order_id}")
+        return body if st == 200 else None
+
+    def wait_status(self, order_id, statuses, timeout=20):
+        if isinstance(statuses, str):
+            statuses = (statuses,)
+
+        def done():
+            o = self.order(order_id)
+            return o if o is not None and o.get("status") in statuses else None
+        return wait_until(done, timeout, f"order {order_id} to reach {statuses}")

@@ -1,0 +1,258 @@
+"""Integration tests of the inventory and order services (issue 4): a real
+mosquitto and both programs as processes, events published by webshopctl
+(protobuf) and by mosquitto_pub (JSON, as another publisher would), state read
+back over RPC with webshopctl.
+
+Run: /usr/bin/python3 tests/e2e/test_services.py BUILD_DIR
+"""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shop import Shop, wait_until  # noqa: E402
+
+BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
+
+
+class Backends:
+    """RPC and bus access to a shop's backends through webshopctl."""
+
+    def __init__(self, shop):
+        self.shop = shop
+        self.ctl = os.path.join(shop.build, "tools", "webshopctl")
+        self.broker = f"127.0.0.1:{shop.broker_port}"
+
+    def call(self, url, method, req):
+        r = subprocess.run([self.ctl, "--deadline", "2s", "--emit-defaults", "call", url,
+                            method, json.dumps(req)],
+                           capture_output=True, text=True, timeout=20)
+        if r.returncode != 0:
+            return None, r.stderr.strip()
+        return json.loads(r.stdout), None
+
+    def publish(self, topic, event):
+        r = subprocess.run([self.ctl, "--broker", self.broker, "--deadline", "5s", "publish",
+                            topic, json.dumps(event)],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+
+    def publish_json_raw(self, topic, text):
+        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p",
+                            str(self.shop.broker_port), "-q", "1", "-t", topic, "-m", text],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+
+    def order(self, oid):
+        resp, _ = self.call(self.shop.ord_rpc, "/webshop.v1.Orders/GetOrder", {"id": oid})
+        return resp["order"] if resp else None
+
+    def reservation(self, oid):
+        resp, err = self.call(self.shop.inv_rpc, "/webshop.v1.Inventory/GetReservation",
+                              {"order_id": oid})
+        assert resp is not None, err
+        return resp
+
+    def balance(self, pid):
+        resp, err = self.call(self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct",
+                              {"id": pid})
+        assert resp is not None, err
+        return resp["product"]["balance"]
+
+    def wait_status(self, oid, statuses, timeout=20):
+        if isinstance(statuses, str):
+            statuses = (statuses,)
+
+        def done():
+            o = self.order(oid)
+            return o if o is not None and o["status"] in statuses else None
+        return wait_until(done, timeout, f"order {oid} to reach {statuses}")
+
+    def send(self, oid, items):
+        self.publish("public-front/order-send", {"orderId": oid, "items": items})
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+class ServicesSaga(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.shop = Shop(BUILD)
+        cls.shop.start("broker", "inventory", "order", wait=False)
+        cls.b = Backends(cls.shop)
+        wait_until(lambda: cls.b.call(cls.shop.inv_rpc, "/webshop.v1.Inventory/GetCatalog",
+                                      {})[0] is not None, 20, "inventory RPC")
+        wait_until(lambda: cls.b.call(cls.shop.ord_rpc, "/webshop.v1.Orders/ListOrders",
+                                      {})[0] is not None, 20, "order RPC")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shop.__exit__(None, None, None)
+
+    def test_happy_path(self):
+        before = self.b.balance(1)
+        oid = new_id()
+        self.b.send(oid, [{"inventoryId": 1, "count": 3}])
+        o = self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertEqual(o["items"], [{"inventory_id": 1, "count": 3}])
+        self.assertEqual(self.b.reservation(oid)["status"], "RESERVED")
+        self.assertEqual(self.b.balance(1), before - 3)
+
+    def test_out_of_stock_reserves_nothing(self):
+        b1, b2 = self.b.balance(1), self.b.balance(2)
+        oid = new_id()
+        self.b.send(oid, [{"inventoryId": 1, "count": 1}, {"inventoryId": 2, "count": 100000}])
+        o = self.b.wait_status(oid, "UNSUCCESSFUL")
+        self.assertTrue(o["reason"])
+        self.assertEqual(self.b.reservation(oid)["status"], "REJECTED")
+        self.assertEqual((self.b.balance(1), self.b.balance(2)), (b1, b2))
+
+    def test_cancel_restores_balance(self):
+        before = self.b.balance(2)
+        oid = new_id()
+        self.b.send(oid, [{"inventoryId": 2, "count": 4}])
+        self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertEqual(self.b.balance(2), before - 4)
+        self.b.publish("public-front/order-canceled", {"orderId": oid})
+        self.b.wait_status(oid, "CANCELED")
+        wait_until(lambda: self.b.reservation(oid)["status"] == "RELEASED", 20,
+                   "the reservation to be released")
+        self.assertEqual(self.b.balance(2), before)
+
+    def test_same_event_five_times_acts_once(self):
+        before = self.b.balance(1)
+        oid = new_id()
+        for _ in range(5):
+            self.b.send(oid, [{"inventoryId": 1, "count": 2}])
+        self.b.wait_status(oid, "SUCCESSFUL")
+        # A later marker order proves the duplicates were all consumed.
+        marker = new_id()
+        self.b.send(marker, [{"inventoryId": 1, "count": 1}])
+        self.b.wait_status(marker, "SUCCESSFUL")
+        self.assertEqual(self.b.balance(1), before - 3)
+
+    def test_in_stock_before_order_send(self):
+        oid = new_id()
+        self.b.publish("inventory/on-stock", {"orderId": oid})
+        o = self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertEqual(o["items"], [])
+        self.b.send(oid, [{"inventoryId": 2, "count": 1}])
+
+        def items_filled():
+            o = self.b.order(oid)
+            return o["items"] == [{"inventory_id": 2, "count": 1}] and o
+        o = wait_until(items_filled, 20, "the late OrderSent to fill in the items")
+        self.assertEqual(o["status"], "SUCCESSFUL")
+
+    def test_cancel_before_order_never_reserves(self):
+        before = self.b.balance(1)
+        oid = new_id()
+        self.b.publish("public-front/order-canceled", {"orderId": oid})
+        self.b.wait_status(oid, "CANCELED")
+        wait_until(lambda: self.b.reservation(oid)["status"] == "TOMBSTONED", 20,
+                   "the tombstone")
+        self.b.send(oid, [{"inventoryId": 1, "count": 5}])
+        marker = new_id()
+        self.b.send(marker, [{"inventoryId": 1, "count": 1}])
+        self.b.wait_status(marker, "SUCCESSFUL")
+        self.assertEqual(self.b.balance(1), before - 1)
+        self.assertEqual(self.b.order(oid)["status"], "CANCELED")
+
+    def test_json_payloads_from_another_publisher(self):
+        before = self.b.balance(2)
+        oid = new_id()
+        self.b.publish_json_raw("public-front/order-send", json.dumps(
+            {"orderId": oid, "items": [{"inventoryId": 2, "count": 2}]}))
+        self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertEqual(self.b.balance(2), before - 2)
+
+    def test_garbage_payload_is_dropped_and_service_lives(self):
+        self.b.publish_json_raw("public-front/order-send", "{not json")
+        self.b.publish_json_raw("public-front/order-send", json.dumps(
+            {"orderId": "not-a-uuid", "items": [{"inventoryId": 1, "count": 1}]}))
+        oid = new_id()
+        self.b.send(oid, [{"inventoryId": 1, "count": 1}])
+        self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertTrue(self.shop.procs["inventory"].alive())
+        self.assertTrue(self.shop.procs["order"].alive())
+
+
+class ServicesJsonFormat(unittest.TestCase):
+    def test_whole_saga_with_json_bus_format(self):
+        with Shop(BUILD, bus_format="json") as shop:
+            shop.start("broker", "inventory", "order", wait=False)
+            b = Backends(shop)
+            oid = new_id()
+            wait_until(lambda: b.call(shop.ord_rpc, "/webshop.v1.Orders/ListOrders", {})[0]
+                       is not None, 20, "order RPC")
+            b.publish_json_raw("public-front/order-send", json.dumps(
+                {"orderId": oid, "items": [{"inventoryId": 1, "count": 1}]}))
+            b.wait_status(oid, "SUCCESSFUL")
+            b.publish_json_raw("public-front/order-canceled", json.dumps({"orderId": oid}))
+            b.wait_status(oid, "CANCELED")
+            wait_until(lambda: b.reservation(oid)["status"] == "RELEASED", 20, "release")
+
+    def start(self):
+        pass
+
+
+class ServicesCrashes(unittest.TestCase):
+    def test_inventory_killed_after_commit_before_publish_heals(self):
+        shop = Shop(BUILD, order_args=["--resend-after", "1s"])
+        with shop:
+            pass  # placeholder to satisfy context use below
+        shop = Shop(BUILD, order_args=["--resend-after", "1s"])
+        try:
+            shop.start("broker", "order", wait=False)
+            # The fault point (test builds only) makes the inventory _exit
+            # right after the first reservation commits, before its outcome
+            # can be published.
+            shop.env = {"WEBSHOP_FAULT": "crash_after_reserve_commit"}
+            shop.start("inventory", wait=False)
+            b = Backends(shop)
+            wait_until(lambda: b.call(shop.inv_rpc, "/webshop.v1.Inventory/GetCatalog",
+                                      {})[0] is not None, 20, "inventory RPC")
+            oid = new_id()
+            b.send(oid, [{"inventoryId": 1, "count": 1}])
+            wait_until(lambda: not shop.procs["inventory"].alive(), 20,
+                       "the inventory to crash at the fault point")
+            self.assertEqual(shop.procs["inventory"].p.returncode, 9)
+            shop.env = {}
+            shop.start("inventory", wait=False)
+            b.wait_status(oid, "SUCCESSFUL", 30)
+            self.assertEqual(b.reservation(oid)["status"], "RESERVED")
+        finally:
+            shop.procs.pop("inventory", None) if shop.procs.get("inventory") and \
+                not shop.procs["inventory"].alive() else None
+            shop.__exit__(None, None, None)
+
+    def test_order_service_down_while_orders_are_placed(self):
+        with Shop(BUILD) as shop:
+            pass
+        shop = Shop(BUILD)
+        try:
+            shop.start("broker", "inventory", "order", wait=False)
+            b = Backends(shop)
+            wait_until(lambda: b.call(shop.ord_rpc, "/webshop.v1.Orders/ListOrders", {})[0]
+                       is not None, 20, "order RPC")
+            shop.procs["order"].stop()
+            ids = [new_id() for _ in range(20)]
+            for i, oid in enumerate(ids):
+                b.send(oid, [{"inventoryId": 1 + i % 2, "count": 1}])
+            shop.start("order", wait=False)
+            for oid in ids:
+                b.wait_status(oid, "SUCCESSFUL", 30)
+        finally:
+            shop.__exit__(None, None, None)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        BUILD = sys.argv.pop(1)
+    unittest.main(verbosity=2)

@@ -1,0 +1,368 @@
+/*
+ * The order service's recovery loops (order/recovery.c) on a temp SQLite
+ * file with a fake inventory: which orders each pass picks, when, with what
+ * backoff and bound, and what the GetReservation answer does to a cancel.
+ * The passes take the clock as a parameter; the one thread test polls with
+ * a deadline.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "orders.h"
+#include "outbox.h"
+#include "recovery.h"
+#include "schema.h"
+
+static char tmpdir[64];
+static char dbpath[128];
+static ws_store *store;
+static orders_policy pol;
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ws-order-rec-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    snprintf(dbpath, sizeof dbpath, "%s/order.db", tmpdir);
+    cr_assert_eq(order_schema_open(dbpath, "OFF", &store), WS_OK);
+    pol = (orders_policy){
+        .resend_after_ms = 1000, .backoff_cap_ms = 5000, .max_attempts = 4};
+}
+
+static void teardown(void)
+{
+    ws_store_close(store);
+    char path[160];
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", dbpath, suffix[i]);
+        unlink(path);
+    }
+    cr_assert_eq(rmdir(tmpdir), 0);
+}
+
+TestSuite(order_recovery, .init = setup, .fini = teardown);
+
+static void new_id(char id[37])
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, id);
+}
+
+static Webshop__V1__OrderItem item1 = {
+    PROTOBUF_C_MESSAGE_INIT(&webshop__v1__order_item__descriptor), 7, 3};
+static Webshop__V1__OrderItem *items[] = {&item1};
+
+static void place(const char *id, int64_t now)
+{
+    Webshop__V1__OrderSent e = WEBSHOP__V1__ORDER_SENT__INIT;
+    e.order_id = (char *)id;
+    e.n_items = 1;
+    e.items = items;
+    cr_assert_eq(orders_apply_sent(store, &pol, &e, now, NULL), WS_OK);
+}
+
+static void cancel(const char *id, int64_t now)
+{
+    Webshop__V1__CancelOrder e = WEBSHOP__V1__CANCEL_ORDER__INIT;
+    e.order_id = (char *)id;
+    cr_assert_eq(orders_apply_cancel(store, &pol, &e, now, NULL), WS_OK);
+}
+
+static void in_stock(const char *id, int64_t now)
+{
+    Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;
+    e.order_id = (char *)id;
+    cr_assert_eq(orders_apply_in_stock(store, &pol, &e, now, NULL), WS_OK);
+}
+
+typedef struct counted {
+    int sent, canceled;
+    char last_sent_id[37];
+    int64_t ids[1024];
+    size_t n;
+} counted;
+
+static const ProtobufCMessageDescriptor *const types[] = {
+    &webshop__v1__order_status_changed__descriptor,
+    &webshop__v1__order_canceled__descriptor,
+    &webshop__v1__order_sent__descriptor,
+};
+
+static ws_err count_row(void *ctx, const ws_outbox_row *row)
+{
+    counted *c = ctx;
+    ProtobufCMessage *m;
+    cr_assert_eq(ws_outbox_row_unpack(row, types, 3, &m), WS_OK);
+    if (m->descriptor == &webshop__v1__order_sent__descriptor) {
+        Webshop__V1__OrderSent *s = (Webshop__V1__OrderSent *)m;
+        cr_assert_eq(s->n_items, 1);
+        cr_assert_eq(s->items[0]->inventory_id, 7);
+        cr_assert_eq(s->items[0]->count, 3);
+        snprintf(c->last_sent_id, sizeof c->last_sent_id, "%s", s->order_id);
+        c->sent++;
+    } else if (m->descriptor == &webshop__v1__order_canceled__descriptor) {
+        c->canceled++;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    c->ids[c->n++] = row->id;
+    return WS_OK;
+}
+
+/* Count the OrderSent and OrderCanceled rows queued so far, and empty the
+ * outbox. */
+static counted drain(void)
+{
+    static counted c;
+    memset(&c, 0, sizeof c);
+    cr_assert_eq(ws_outbox_scan(store, 0, 1024, count_row, &c, NULL), WS_OK);
+    for (size_t i = 0; i < c.n; i++) {
+        cr_assert_eq(ws_outbox_delete(store, c.ids[i]), WS_OK);
+    }
+    return c;
+}
+
+static int resend_at(int64_t now)
+{
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_resend_pending(store, &pol, now, 100, &st), WS_OK);
+    counted c = drain();
+    cr_assert_eq((size_t)c.sent, st.resent);
+    return c.sent;
+}
+
+Test(order_recovery, pending_order_is_resent_after_resend_after_not_before)
+{
+    char a[37], b[37];
+    new_id(a);
+    new_id(b);
+    place(a, 0);
+    place(b, 500);
+    drain();
+    cr_assert_eq(resend_at(999), 0);
+    cr_assert_eq(resend_at(1000), 1);
+    cr_assert_eq(resend_at(1499), 0);
+    cr_assert_eq(resend_at(1500), 1);
+}
+
+Test(order_recovery, resend_backoff_doubles_up_to_the_cap_then_gives_up)
+{
+    char a[37];
+    new_id(a);
+    place(a, 0);
+    drain();
+    /* Delays: first 1000, then 2000, 4000, 5000 (cap), 5000, ... */
+    int64_t due[] = {1000, 3000, 7000, 12000};
+    int64_t now = 0;
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(resend_at(due[i] - 1), 0, "attempt %zu early", i + 1);
+        cr_assert_eq(resend_at(due[i]), 1, "attempt %zu", i + 1);
+        now = due[i];
+    }
+    Webshop__V1__Order *o;
+    cr_assert_eq(orders_get(store, a, &o), WS_OK);
+    cr_assert_eq(o->attempts, 4);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    /* max_attempts = 4: the next due pass gives up and leaves it. */
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_resend_pending(store, &pol, now + 5000, 100, &st), WS_OK);
+    cr_assert_eq(st.resent, 0);
+    cr_assert_eq(st.resend_gave_up, 1);
+    cr_assert_eq(resend_at(INT64_MAX / 2), 0);
+    cr_assert_eq(orders_get(store, a, &o), WS_OK);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__PENDING);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order_recovery, settled_or_canceled_orders_are_not_resent)
+{
+    char a[37], b[37];
+    new_id(a);
+    new_id(b);
+    place(a, 0);
+    place(b, 0);
+    in_stock(a, 10);
+    cancel(b, 10);
+    drain();
+    cr_assert_eq(resend_at(100000), 0);
+}
+
+Test(order_recovery, resend_pass_is_bounded_by_its_limit)
+{
+    char id[37];
+    for (int i = 0; i < 7; i++) {
+        new_id(id);
+        place(id, i);
+    }
+    drain();
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_resend_pending(store, &pol, 5000, 3, &st), WS_OK);
+    cr_assert_eq(st.resent, 3);
+    cr_assert_eq(drain().sent, 3);
+    cr_assert_eq(resend_at(5000), 4);
+}
+
+typedef struct fake_inventory {
+    Webshop__V1__ReservationStatus answer;
+    ws_err err;
+    int calls;
+} fake_inventory;
+
+static ws_err fake_lookup(void *ctx, const char *order_id,
+                          Webshop__V1__ReservationStatus *st)
+{
+    fake_inventory *f = ctx;
+    cr_assert(orders_id_valid(order_id));
+    f->calls++;
+    if (f->err != WS_OK) {
+        return f->err;
+    }
+    *st = f->answer;
+    return WS_OK;
+}
+
+static order_recovery_stats check_at(fake_inventory *f, int64_t now)
+{
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_check_cancels(store, &pol, fake_lookup, f, now, 100, &st),
+                 WS_OK);
+    return st;
+}
+
+Test(order_recovery, cancel_is_confirmed_when_the_inventory_holds_nothing)
+{
+    Webshop__V1__ReservationStatus settled[] = {
+        WEBSHOP__V1__RESERVATION_STATUS__RELEASED,
+        WEBSHOP__V1__RESERVATION_STATUS__REJECTED,
+        WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED,
+    };
+    for (size_t i = 0; i < 3; i++) {
+        char id[37];
+        new_id(id);
+        cancel(id, 0);
+        drain();
+        fake_inventory f = {.answer = settled[i]};
+        cr_assert_eq(check_at(&f, 999).cancels_confirmed, 0);
+        cr_assert_eq(f.calls, 0, "not due yet: no lookup");
+        order_recovery_stats st = check_at(&f, 1000);
+        cr_assert_eq(st.cancels_confirmed, 1);
+        cr_assert_eq(st.cancels_resent, 0);
+        cr_assert_eq(drain().canceled, 0);
+        /* Confirmed: never checked again, and a duplicate cancel queues nothing. */
+        cr_assert_eq(check_at(&f, 100000).cancels_confirmed, 0);
+        cr_assert_eq(f.calls, 1);
+        cancel(id, 200000);
+        cr_assert_eq(drain().canceled, 0);
+    }
+}
+
+Test(order_recovery, cancel_is_resent_while_reserved_or_unknown)
+{
+    Webshop__V1__ReservationStatus open[] = {
+        WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+        WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN,
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char id[37];
+        new_id(id);
+        place(id, 0);
+        cancel(id, 0);
+        drain();
+        fake_inventory f = {.answer = open[i]};
+        cr_assert_eq(check_at(&f, 1000).cancels_resent, 1);
+        cr_assert_eq(drain().canceled, 1);
+        cr_assert_eq(check_at(&f, 2999).cancels_resent, 0);
+        cr_assert_eq(check_at(&f, 3000).cancels_resent, 1);
+        cr_assert_eq(drain().canceled, 1);
+        f.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED;
+        cr_assert_eq(check_at(&f, 7000).cancels_confirmed, 1);
+        cr_assert_eq(drain().canceled, 0);
+    }
+}
+
+Test(order_recovery,
+     unreachable_inventory_costs_one_lookup_per_pass_and_cancels_are_resent)
+{
+    char id[37];
+    for (int i = 0; i < 5; i++) {
+        new_id(id);
+        cancel(id, 0);
+    }
+    drain();
+    fake_inventory f = {.err = WS_EUNAVAIL};
+    order_recovery_stats st = check_at(&f, 1000);
+    cr_assert_eq(f.calls, 1);
+    cr_assert_eq(st.lookups_failed, 5);
+    cr_assert_eq(st.cancels_resent, 5);
+    cr_assert_eq(drain().canceled, 5);
+}
+
+Test(order_recovery, unconfirmed_cancel_gives_up_after_max_attempts)
+{
+    char id[37];
+    new_id(id);
+    cancel(id, 0);
+    drain();
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED};
+    int resent = 0, gave_up = 0;
+    for (int64_t now = 1000; now <= 100000; now += 1000) {
+        order_recovery_stats st = check_at(&f, now);
+        resent += (int)st.cancels_resent;
+        gave_up += (int)st.cancel_gave_up;
+    }
+    cr_assert_eq(resent, pol.max_attempts);
+    cr_assert_eq(gave_up, 1);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void queued_cb(void *ctx)
+{
+    __atomic_add_fetch((int *)ctx, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(order_recovery, loop_thread_resends_due_orders_and_stops)
+{
+    pol.resend_after_ms = 1;
+    char id[37];
+    new_id(id);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    place(id, (int64_t)ts.tv_sec * 1000 - 10000); /* long overdue */
+    drain();
+
+    ws_store *own;
+    cr_assert_eq(order_schema_open(dbpath, "OFF", &own), WS_OK);
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED};
+    int kicks = 0;
+    order_recovery_opts o = {.store = own,
+                             .policy = pol,
+                             .lookup = fake_lookup,
+                             .lookup_ctx = &f,
+                             .queued = queued_cb,
+                             .queued_ctx = &kicks,
+                             .interval_ms = 10};
+    order_recovery *r;
+    cr_assert_eq(order_recovery_open(&o, &r), WS_OK);
+    cr_assert_eq(order_recovery_start(r), WS_OK);
+    cr_assert_eq(order_recovery_start(r), WS_EINVAL);
+    int64_t deadline = wall_ms() + 5000;
+    while (__atomic_load_n(&kicks, __ATOMIC_SEQ_CST) == 0 && wall_ms() < deadline) {
+        struct timespec d = {0, 2000000};
+        nanosleep(&d, NULL);
+    }
+    order_recovery_close(r);
+    cr_assert_gt(kicks, 0, "no resend within 5 s");
+    cr_assert_geq(drain().sent, 1);
+    order_recovery_close(NULL);
+}

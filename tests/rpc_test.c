@@ -1,0 +1,780 @@
+/*
+ * Tests of the RPC runtime (rpc_server, rpc_client) over inproc and over tcp
+ * on a free loopback port, with the real webshop.v1.Inventory descriptor and
+ * hand-written generic handlers: concurrent calls matched to their requests,
+ * deadlines, unknown methods, garbage envelopes and payloads, size limits,
+ * reflection, a server restarted under a live client, and no server at all.
+ * Nothing sleeps to let something happen: conditions are polled with a
+ * deadline; the only wait is inside the deliberately slow handler.
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "metrics.h"
+#include "rpc_client.h"
+#include "rpc_server.h"
+#include "webshop/v1/inventory.pb-c.h"
+#include "webshop/v1/rpc.pb-c.h"
+
+#define GET_CATALOG     "/webshop.v1.Inventory/GetCatalog"
+#define GET_PRODUCT     "/webshop.v1.Inventory/GetProduct"
+#define GET_RESERVATION "/webshop.v1.Inventory/GetReservation"
+
+/* GetProduct ids with a special meaning to the test handler. */
+#define ID_NO_RESPONSE (-1) /* OK without a response: INTERNAL */
+#define ID_NOT_FOUND   (-2) /* NOT_FOUND with a message */
+#define ID_HUGE        (-3) /* a response larger than the server's max_msg */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+/* The slow GetCatalog handler waits until released (bounded). */
+typedef struct slow_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool released;
+    atomic_int entered;
+} slow_gate;
+
+static slow_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+
+static void gate_release(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.released = true;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static ws_rpc_code handle_get_catalog(void *ctx, const ProtobufCMessage *req,
+                                      ProtobufCMessage **resp, ws_rpc_call *call)
+{
+    (void)ctx;
+    (void)req;
+    (void)call;
+    atomic_fetch_add(&gate.entered, 1);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5; /* the bound on the deliberately slow handler */
+    pthread_mutex_lock(&gate.mu);
+    while (!gate.released) {
+        if (pthread_cond_timedwait(&gate.cv, &gate.mu, &until) != 0) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&gate.mu);
+    Webshop__V1__GetCatalogResponse *r = malloc(sizeof(*r));
+    webshop__v1__get_catalog_response__init(r);
+    *resp = &r->base;
+    return WS_RPC_OK;
+}
+
+static ws_rpc_code handle_get_product(void *ctx, const ProtobufCMessage *req,
+                                      ProtobufCMessage **resp, ws_rpc_call *call)
+{
+    const Webshop__V1__GetProductRequest *in =
+        (const Webshop__V1__GetProductRequest *)req;
+    (void)ctx;
+    if (in->id == ID_NO_RESPONSE) {
+        return WS_RPC_OK;
+    }
+    if (in->id == ID_NOT_FOUND) {
+        ws_rpc_call_set_message(call, "no product %d", in->id);
+        return WS_RPC_NOT_FOUND;
+    }
+    Webshop__V1__GetProductResponse *r = malloc(sizeof(*r));
+    Webshop__V1__Product *p = malloc(sizeof(*p));
+    webshop__v1__get_product_response__init(r);
+    webshop__v1__product__init(p);
+    p->id = in->id;
+    p->price = in->id * 3;
+    if (in->id == ID_HUGE) {
+        p->name = malloc(64 * 1024);
+        memset(p->name, 'x', 64 * 1024 - 1);
+        p->name[64 * 1024 - 1] = '\0';
+    } else {
+        p->name = strdup("echo");
+    }
+    r->product = p;
+    *resp = &r->base;
+    return WS_RPC_OK;
+}
+
+static ws_rpc_code handle_get_reservation(void *ctx, const ProtobufCMessage *req,
+                                          ProtobufCMessage **resp, ws_rpc_call *call)
+{
+    const Webshop__V1__GetReservationRequest *in =
+        (const Webshop__V1__GetReservationRequest *)req;
+    (void)ctx;
+    (void)call;
+    Webshop__V1__GetReservationResponse *r = malloc(sizeof(*r));
+    webshop__v1__get_reservation_response__init(r);
+    r->order_id = strdup(in->order_id);
+    r->status = WEBSHOP__V1__RESERVATION_STATUS__RESERVED;
+    *resp = &r->base;
+    return WS_RPC_OK;
+}
+
+/* In the order of webshop__v1__inventory__descriptor.methods. */
+static ws_rpc_handler_fn inventory_handlers[3];
+
+static void handlers_init(void)
+{
+    const ProtobufCServiceDescriptor *d = &webshop__v1__inventory__descriptor;
+    for (unsigned i = 0; i < d->n_methods; i++) {
+        if (strcmp(d->methods[i].name, "GetCatalog") == 0) {
+            inventory_handlers[i] = handle_get_catalog;
+        } else if (strcmp(d->methods[i].name, "GetProduct") == 0) {
+            inventory_handlers[i] = handle_get_product;
+        } else if (strcmp(d->methods[i].name, "GetReservation") == 0) {
+            inventory_handlers[i] = handle_get_reservation;
+        }
+    }
+}
+
+/* --------------------------------------------------------------- fixtures */
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = -1;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
+        port = ntohs(a.sin_port);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return port;
+}
+
+static void make_url(char *url, size_t n, bool tcp)
+{
+    static atomic_int seq;
+    if (tcp) {
+        int port = free_port();
+        cr_assert(port > 0);
+        snprintf(url, n, "tcp://127.0.0.1:%d", port);
+    } else {
+        snprintf(url, n, "inproc://rpc-test-%d-%d", (int)getpid(),
+                 atomic_fetch_add(&seq, 1));
+    }
+}
+
+static ws_rpc_server *server_new(const char *url, int contexts, int workers,
+                                 size_t max_msg, ws_metrics *m)
+{
+    ws_rpc_server_opts o = {.url = url,
+                            .contexts = contexts,
+                            .workers = workers,
+                            .max_msg = max_msg,
+                            .metrics = m};
+    ws_rpc_server *srv = NULL;
+
+    handlers_init();
+    cr_assert_eq(ws_rpc_server_open(&o, &srv), WS_OK);
+    cr_assert_eq(ws_rpc_server_register(srv, &webshop__v1__inventory__descriptor,
+                                        inventory_handlers, NULL),
+                 WS_OK);
+    return srv;
+}
+
+/* A server listening on url; for tcp, a fresh free port is picked again if
+ * the one chosen was taken meanwhile. */
+static ws_rpc_server *server_start(char *url, size_t n, bool tcp, int contexts,
+                                   int workers, size_t max_msg, ws_metrics *m)
+{
+    for (int attempt = 0; attempt < 20; attempt++) {
+        make_url(url, n, tcp);
+        ws_rpc_server *srv = server_new(url, contexts, workers, max_msg, m);
+        ws_err err = ws_rpc_server_start(srv);
+        if (err == WS_OK) {
+            return srv;
+        }
+        ws_rpc_server_close(srv);
+        cr_assert_eq(err, WS_EUNAVAIL, "start: %s", ws_strerror(err));
+    }
+    cr_assert_fail("no free port");
+    return NULL;
+}
+
+static ws_rpc_client *client_new(const char *url, size_t max_msg, ws_metrics *m)
+{
+    const char *urls[] = {url};
+    ws_rpc_client_opts o = {.urls = urls, .n_urls = 1, .max_msg = max_msg, .metrics = m};
+    ws_rpc_client *c = NULL;
+    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
+    return c;
+}
+
+static ws_rpc_code get_product(ws_rpc_client *c, int32_t id, uint32_t deadline_ms,
+                               Webshop__V1__GetProductResponse **out, char *msg,
+                               size_t len)
+{
+    Webshop__V1__GetProductRequest req = WEBSHOP__V1__GET_PRODUCT_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    req.id = id;
+    ws_rpc_code code = ws_rpc_client_call(c, GET_PRODUCT, &req.base,
+                                          &webshop__v1__get_product_response__descriptor,
+                                          &resp, deadline_ms, msg, len);
+    if (out != NULL) {
+        *out = (Webshop__V1__GetProductResponse *)resp;
+    } else if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return code;
+}
+
+static uint64_t counter_value(ws_metrics *m, const char *name, const char *labels)
+{
+    return ws_counter_value(ws_counter_get(m, name, "", labels));
+}
+
+/* --------------------------------------------------------- concurrency */
+
+typedef struct hammer {
+    ws_rpc_client *c;
+    int thread;
+    int ok;
+    int mismatched;
+    ws_rpc_code last_bad;
+} hammer;
+
+#define HAMMER_THREADS 16
+#define HAMMER_CALLS   1000
+
+static void *hammer_main(void *arg)
+{
+    hammer *h = arg;
+    char order_id[64];
+
+    for (int i = 0; i < HAMMER_CALLS; i++) {
+        Webshop__V1__GetReservationRequest req =
+            WEBSHOP__V1__GET_RESERVATION_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        snprintf(order_id, sizeof(order_id), "order-%d-%d", h->thread, i);
+        req.order_id = order_id;
+        ws_rpc_code code = ws_rpc_client_call(
+            h->c, GET_RESERVATION, &req.base,
+            &webshop__v1__get_reservation_response__descriptor, &resp, 10000, NULL, 0);
+        if (code != WS_RPC_OK) {
+            h->last_bad = code;
+            continue;
+        }
+        Webshop__V1__GetReservationResponse *r =
+            (Webshop__V1__GetReservationResponse *)resp;
+        if (strcmp(r->order_id, order_id) == 0 &&
+            r->status == WEBSHOP__V1__RESERVATION_STATUS__RESERVED) {
+            h->ok++;
+        } else {
+            h->mismatched++;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return NULL;
+}
+
+static void hammer_run(bool tcp)
+{
+    char url[128];
+    ws_metrics *m = ws_metrics_new();
+    ws_rpc_server *srv = server_start(url, sizeof(url), tcp, 16, 4, 0, m);
+    ws_rpc_client *c = client_new(url, 0, m);
+    pthread_t th[HAMMER_THREADS];
+    hammer h[HAMMER_THREADS];
+
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        h[i] = (hammer){.c = c, .thread = i};
+        cr_assert_eq(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
+    }
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        pthread_join(th[i], NULL);
+    }
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        cr_expect_eq(h[i].mismatched, 0, "thread %d: %d mismatched", i, h[i].mismatched);
+        cr_expect_eq(h[i].ok, HAMMER_CALLS, "thread %d: %d ok, last failure %s", i,
+                     h[i].ok, ws_rpc_code_name(h[i].last_bad));
+    }
+    cr_expect_eq(counter_value(m, "webshop_rpc_server_calls_total",
+                               "method=\"" GET_RESERVATION "\",code=\"OK\""),
+                 HAMMER_THREADS * HAMMER_CALLS);
+    cr_expect_eq(counter_value(m, "webshop_rpc_client_calls_total",
+                               "method=\"" GET_RESERVATION "\",code=\"OK\""),
+                 HAMMER_THREADS * HAMMER_CALLS);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+    ws_metrics_free(m);
+}
+
+Test(rpc, concurrent_calls_are_matched_to_their_requests_inproc, .timeout = 120)
+{
+    hammer_run(false);
+}
+
+Test(rpc, concurrent_calls_are_matched_to_their_requests_tcp, .timeout = 120)
+{
+    hammer_run(true);
+}
+
+/* ------------------------------------------------------------ deadlines */
+
+typedef struct slow_call {
+    ws_rpc_client *c;
+    ws_rpc_code code;
+} slow_call;
+
+static void *slow_call_main(void *arg)
+{
+    slow_call *s = arg;
+    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    s->code = ws_rpc_client_call(s->c, GET_CATALOG, &req.base,
+                                 &webshop__v1__get_catalog_response__descriptor, &resp,
+                                 10000, NULL, 0);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return NULL;
+}
+
+static void deadline_run(bool tcp)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_metrics *m = ws_metrics_new();
+    /* One worker: the slow call holds it, so the second call waits in the
+     * queue past its deadline, and the server refuses to start it. */
+    ws_rpc_server *srv = server_start(url, sizeof(url), tcp, 4, 1, 0, m);
+    ws_rpc_client *c = client_new(url, 0, m);
+    slow_call s = {.c = c};
+    pthread_t th;
+
+    cr_assert_eq(pthread_create(&th, NULL, slow_call_main, &s), 0);
+    long long until = now_ms() + 5000;
+    while (atomic_load(&gate.entered) == 0 && now_ms() < until) {
+        sched_yield();
+    }
+    cr_assert_eq(atomic_load(&gate.entered), 1);
+
+    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    long long t0 = now_ms();
+    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
+                                          &webshop__v1__get_catalog_response__descriptor,
+                                          &resp, 100, msg, sizeof(msg));
+    long long took = now_ms() - t0;
+    cr_expect_eq(code, WS_RPC_DEADLINE_EXCEEDED, "got %s: %s", ws_rpc_code_name(code),
+                 msg);
+    cr_expect(took >= 90 && took < 1000, "took %lld ms", took);
+    cr_expect_null(resp);
+
+    /* Server side: a request whose deadline passes while it waits for the
+     * busy worker is answered DEADLINE_EXCEEDED without running the
+     * handler. A raw req socket sends it with a 1 ms deadline, so any wait
+     * in the queue exceeds it, however loaded the machine. */
+    nng_socket raw;
+    nng_msg *rm;
+    Webshop__V1__RpcRequest env = WEBSHOP__V1__RPC_REQUEST__INIT;
+    env.method = GET_CATALOG;
+    env.deadline_ms = 1;
+    env.request_id = 77;
+    cr_assert_eq(nng_req0_open(&raw), 0);
+    cr_assert_eq(nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 10000), 0);
+    cr_assert_eq(nng_dial(raw, url, NULL, 0), 0);
+    cr_assert_eq(nng_msg_alloc(&rm, webshop__v1__rpc_request__get_packed_size(&env)), 0);
+    webshop__v1__rpc_request__pack(&env, nng_msg_body(rm));
+    cr_assert_eq(nng_sendmsg(raw, rm, 0), 0);
+    /* Release the slow call only once the server holds the raw request
+     * (the slow one, the client's expired one, the raw one). */
+    until = now_ms() + 5000;
+    while (ws_gauge_value(ws_gauge_get(m, "webshop_rpc_server_in_flight", "", NULL)) <
+               3 &&
+           now_ms() < until) {
+        sched_yield();
+    }
+    int entered = atomic_load(&gate.entered);
+    gate_release();
+    cr_assert_eq(nng_recvmsg(raw, &rm, 0), 0);
+    Webshop__V1__RpcResponse *r =
+        webshop__v1__rpc_response__unpack(NULL, nng_msg_len(rm), nng_msg_body(rm));
+    nng_msg_free(rm);
+    nng_close(raw);
+    cr_assert_not_null(r);
+    cr_expect_eq(r->status, WEBSHOP__V1__STATUS_CODE__DEADLINE_EXCEEDED, "%d", r->status);
+    cr_expect_eq(r->request_id, 77);
+    webshop__v1__rpc_response__free_unpacked(r, NULL);
+    pthread_join(th, NULL);
+    cr_expect_eq(s.code, WS_RPC_OK);
+    cr_expect_geq(counter_value(m, "webshop_rpc_server_calls_total",
+                                "method=\"" GET_CATALOG "\",code=\"DEADLINE_EXCEEDED\""),
+                  1);
+    /* The raw request never reached the handler (the client's expired one
+     * may have, if the machine delayed its delivery). */
+    cr_expect_leq(atomic_load(&gate.entered), 2);
+    cr_expect_eq(entered, 1);
+    cr_expect_eq(counter_value(m, "webshop_rpc_client_calls_total",
+                               "method=\"" GET_CATALOG "\",code=\"DEADLINE_EXCEEDED\""),
+                 1);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+    ws_metrics_free(m);
+}
+
+Test(rpc, slow_handler_exceeds_deadline_inproc, .timeout = 30)
+{
+    deadline_run(false);
+}
+
+Test(rpc, slow_handler_exceeds_deadline_tcp, .timeout = 30)
+{
+    deadline_run(true);
+}
+
+/* ------------------------------------------------------ error mapping */
+
+Test(rpc, unknown_method_is_unimplemented, .timeout = 30)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_metrics *m = ws_metrics_new();
+    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, m);
+    ws_rpc_client *c = client_new(url, 0, m);
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    const char *names[] = {"/webshop.v1.Inventory/Nope", "/no.Such/Service", "GetCatalog",
+                           "/", ""};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        ws_rpc_code code = ws_rpc_client_call_raw(c, names[i], NULL, 0, &out, &out_len,
+                                                  2000, msg, sizeof(msg));
+        cr_expect_eq(code, WS_RPC_UNIMPLEMENTED, "%s: %s", names[i],
+                     ws_rpc_code_name(code));
+        cr_expect_null(out);
+    }
+    cr_expect_eq(counter_value(m, "webshop_rpc_server_calls_total",
+                               "method=\"unknown\",code=\"UNIMPLEMENTED\""),
+                 5);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+    ws_metrics_free(m);
+}
+
+Test(rpc, garbage_payload_is_invalid_argument, .timeout = 30)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+
+    ws_rpc_code code = ws_rpc_client_call_raw(c, GET_PRODUCT, garbage, sizeof(garbage),
+                                              &out, &out_len, 2000, msg, sizeof(msg));
+    cr_expect_eq(code, WS_RPC_INVALID_ARGUMENT, "%s", ws_rpc_code_name(code));
+    cr_expect(strstr(msg, "webshop.v1.GetProductRequest") != NULL, "msg: %s", msg);
+    cr_expect_null(out);
+    /* Still serving. */
+    cr_expect_eq(get_product(c, 7, 2000, NULL, NULL, 0), WS_RPC_OK);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+/* A raw req socket sends bytes that are no RpcRequest at all. */
+Test(rpc, garbage_envelope_is_answered_invalid_argument, .timeout = 30)
+{
+    char url[128];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
+    nng_socket s;
+    nng_msg *m;
+    const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
+
+    cr_assert_eq(nng_req0_open(&s), 0);
+    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000), 0);
+    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 5000), 0);
+    cr_assert_eq(nng_dial(s, url, NULL, 0), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(nng_msg_alloc(&m, 0), 0);
+        cr_assert_eq(nng_msg_append(m, garbage, i == 2 ? 0 : sizeof(garbage) - (size_t)i),
+                     0);
+        cr_assert_eq(nng_sendmsg(s, m, 0), 0);
+        cr_assert_eq(nng_recvmsg(s, &m, 0), 0);
+        Webshop__V1__RpcResponse *r =
+            webshop__v1__rpc_response__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+        nng_msg_free(m);
+        cr_assert_not_null(r);
+        /* An empty message is a valid (empty) RpcRequest: no method. */
+        cr_expect_eq(r->status,
+                     i == 2 ? WEBSHOP__V1__STATUS_CODE__UNIMPLEMENTED
+                            : WEBSHOP__V1__STATUS_CODE__INVALID_ARGUMENT,
+                     "round %d: %d", i, r->status);
+        webshop__v1__rpc_response__free_unpacked(r, NULL);
+    }
+    nng_close(s);
+    ws_rpc_server_close(srv);
+}
+
+Test(rpc, handler_status_and_message_reach_the_caller, .timeout = 30)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    Webshop__V1__GetProductResponse *r = NULL;
+
+    cr_expect_eq(get_product(c, ID_NOT_FOUND, 2000, &r, msg, sizeof(msg)),
+                 WS_RPC_NOT_FOUND);
+    cr_expect_str_eq(msg, "no product -2");
+    cr_expect_null(r);
+    cr_expect_eq(get_product(c, ID_NO_RESPONSE, 2000, &r, msg, sizeof(msg)),
+                 WS_RPC_INTERNAL);
+    cr_expect_null(r);
+    cr_expect_eq(get_product(c, 41, 2000, &r, msg, sizeof(msg)), WS_RPC_OK);
+    cr_assert_not_null(r);
+    cr_expect_eq(r->product->id, 41);
+    cr_expect_eq(r->product->price, 123);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+/* ------------------------------------------------------------ limits */
+
+static void oversized_run(bool tcp)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_rpc_server *srv = server_start(url, sizeof(url), tcp, 0, 0, 4096, NULL);
+    /* The client allows more than the server, so the request goes out. */
+    ws_rpc_client *c = client_new(url, 1u << 20, NULL);
+    Webshop__V1__GetReservationRequest req = WEBSHOP__V1__GET_RESERVATION_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    char *big = malloc(100 * 1024);
+
+    memset(big, 'o', 100 * 1024 - 1);
+    big[100 * 1024 - 1] = '\0';
+    req.order_id = big;
+    ws_rpc_code code = ws_rpc_client_call(
+        c, GET_RESERVATION, &req.base, &webshop__v1__get_reservation_response__descriptor,
+        &resp, 500, msg, sizeof(msg));
+    cr_expect_neq(code, WS_RPC_OK);
+    cr_expect_null(resp);
+    if (!tcp) {
+        /* inproc delivers it; the server refuses it itself. */
+        cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s: %s", ws_rpc_code_name(code),
+                     msg);
+    }
+    /* The server still serves (over tcp the connection was dropped by the
+     * server and is redialed: poll). */
+    long long until = now_ms() + 5000;
+    while ((code = get_product(c, 5, 1000, NULL, NULL, 0)) != WS_RPC_OK &&
+           now_ms() < until) {
+    }
+    cr_expect_eq(code, WS_RPC_OK, "%s", ws_rpc_code_name(code));
+
+    /* A response larger than the server's limit is refused by the server. */
+    code = get_product(c, ID_HUGE, 2000, NULL, msg, sizeof(msg));
+    cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s: %s", ws_rpc_code_name(code), msg);
+    free(big);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+Test(rpc, oversized_request_is_refused_and_server_still_serves_inproc, .timeout = 30)
+{
+    oversized_run(false);
+}
+
+Test(rpc, oversized_request_is_refused_and_server_still_serves_tcp, .timeout = 30)
+{
+    oversized_run(true);
+}
+
+Test(rpc, client_refuses_request_over_its_limit, .timeout = 30)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, NULL);
+    ws_rpc_client *c = client_new(url, 1024, NULL);
+    uint8_t *payload = calloc(1, 4096), *out = NULL;
+    size_t out_len = 0;
+
+    ws_rpc_code code = ws_rpc_client_call_raw(c, GET_PRODUCT, payload, 4096, &out,
+                                              &out_len, 2000, msg, sizeof(msg));
+    cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s", ws_rpc_code_name(code));
+    /* A response over the client's limit (but under the server's). */
+    code = get_product(c, ID_HUGE, 2000, NULL, msg, sizeof(msg));
+    cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s: %s", ws_rpc_code_name(code), msg);
+    cr_expect_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
+    free(payload);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+/* ----------------------------------------------------------- reflection */
+
+Test(rpc, reflection_lists_every_service, .timeout = 30)
+{
+    char url[128];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    Webshop__V1__ListServicesRequest req = WEBSHOP__V1__LIST_SERVICES_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+
+    ws_rpc_code code = ws_rpc_client_call(
+        c, "/webshop.v1.Reflection/ListServices", &req.base,
+        &webshop__v1__list_services_response__descriptor, &resp, 2000, NULL, 0);
+    cr_assert_eq(code, WS_RPC_OK, "%s", ws_rpc_code_name(code));
+    Webshop__V1__ListServicesResponse *r = (Webshop__V1__ListServicesResponse *)resp;
+    bool saw_inventory = false, saw_reflection = false;
+    for (size_t i = 0; i < r->n_services; i++) {
+        Webshop__V1__ServiceInfo *s = r->services[i];
+        if (strcmp(s->name, "webshop.v1.Reflection") == 0) {
+            saw_reflection = true;
+            cr_expect_eq(s->n_methods, 1);
+            cr_expect_str_eq(s->methods[0]->name, "ListServices");
+            cr_expect_str_eq(s->methods[0]->input_type, "webshop.v1.ListServicesRequest");
+            cr_expect_str_eq(s->methods[0]->output_type,
+                             "webshop.v1.ListServicesResponse");
+        } else if (strcmp(s->name, "webshop.v1.Inventory") == 0) {
+            saw_inventory = true;
+            cr_expect_eq(s->n_methods, 3);
+            for (size_t j = 0; j < s->n_methods; j++) {
+                if (strcmp(s->methods[j]->name, "GetCatalog") == 0) {
+                    cr_expect_str_eq(s->methods[j]->input_type,
+                                     "webshop.v1.GetCatalogRequest");
+                    cr_expect_str_eq(s->methods[j]->output_type,
+                                     "webshop.v1.GetCatalogResponse");
+                }
+            }
+        }
+    }
+    cr_expect_eq(r->n_services, 2);
+    cr_expect(saw_inventory && saw_reflection);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+/* --------------------------------------------------------- availability */
+
+Test(rpc, restarted_server_is_reached_by_the_same_client, .timeout = 60)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    ws_rpc_code code;
+
+    cr_assert_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
+    ws_rpc_server_close(srv);
+
+    /* Down: the client says so rather than waiting out the deadline. */
+    long long t0 = now_ms();
+    code = get_product(c, 2, 3000, NULL, msg, sizeof(msg));
+    cr_expect_eq(code, WS_RPC_UNAVAILABLE, "%s: %s", ws_rpc_code_name(code), msg);
+    cr_expect(now_ms() - t0 < 3000);
+
+    /* Back on the same URL: the same client's calls succeed again. */
+    srv = server_new(url, 0, 0, 0, NULL);
+    long long until = now_ms() + 10000;
+    ws_err err;
+    while ((err = ws_rpc_server_start(srv)) == WS_EUNAVAIL && now_ms() < until) {
+        /* TIME_WAIT does not block a listener, but be patient anyway. */
+        ws_rpc_server_close(srv);
+        srv = server_new(url, 0, 0, 0, NULL);
+    }
+    cr_assert_eq(err, WS_OK);
+    until = now_ms() + 10000;
+    while ((code = get_product(c, 3, 1000, NULL, NULL, 0)) != WS_RPC_OK &&
+           now_ms() < until) {
+    }
+    cr_expect_eq(code, WS_RPC_OK, "%s", ws_rpc_code_name(code));
+    for (int i = 0; i < 100; i++) {
+        cr_expect_eq(get_product(c, i, 2000, NULL, NULL, 0), WS_RPC_OK);
+    }
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+static void no_server_run(bool tcp)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    make_url(url, sizeof(url), tcp);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    long long t0 = now_ms();
+    ws_rpc_code code = get_product(c, 1, 2000, NULL, msg, sizeof(msg));
+    long long took = now_ms() - t0;
+
+    cr_expect_eq(code, WS_RPC_UNAVAILABLE, "%s: %s", ws_rpc_code_name(code), msg);
+    cr_expect(took < 2000, "took %lld ms", took);
+    /* A deadline shorter than the connect grace still ends in time. */
+    t0 = now_ms();
+    code = get_product(c, 1, 50, NULL, msg, sizeof(msg));
+    took = now_ms() - t0;
+    cr_expect_eq(code, WS_RPC_UNAVAILABLE, "%s: %s", ws_rpc_code_name(code), msg);
+    cr_expect(took < 1000, "took %lld ms", took);
+    ws_rpc_client_close(c);
+}
+
+Test(rpc, no_server_is_unavailable_within_deadline_tcp, .timeout = 30)
+{
+    no_server_run(true);
+}
+
+Test(rpc, no_server_is_unavailable_within_deadline_inproc, .timeout = 30)
+{
+    no_server_run(false);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+Test(rpc, lifecycle_errors_are_reported, .timeout = 30)
+{
+    char url[128];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
+    ws_rpc_server *dup = server_new(url, 0, 0, 0, NULL);
+    ws_rpc_server_opts bad = {.url = NULL};
+    ws_rpc_server *none = NULL;
+
+    cr_expect_eq(ws_rpc_server_register(srv, &webshop__v1__inventory__descriptor,
+                                        inventory_handlers, NULL),
+                 WS_EINVAL, "register after start");
+    cr_expect_eq(ws_rpc_server_register(dup, &webshop__v1__inventory__descriptor,
+                                        inventory_handlers, NULL),
+                 WS_EEXIST);
+    cr_expect_eq(ws_rpc_server_start(dup), WS_EUNAVAIL, "address in use");
+    ws_rpc_server_close(dup);
+    cr_expect_eq(ws_rpc_server_open(&bad, &none), WS_EINVAL);
+    cr_expect_null(none);
+
+    ws_rpc_client_opts copts = {.urls = NULL, .n_urls = 0};
+    ws_rpc_client *c = NULL;
+    cr_expect_eq(ws_rpc_client_open(&copts, &c), WS_EINVAL);
+    const char *bad_urls[] = {"nonsense://x"};
+    copts = (ws_rpc_client_opts){.urls = bad_urls, .n_urls = 1};
+    cr_expect_eq(ws_rpc_client_open(&copts, &c), WS_EINVAL);
+    cr_expect_null(c);
+    ws_rpc_server_close(srv);
+    ws_rpc_server_close(NULL);
+    ws_rpc_client_close(NULL);
+    cr_expect_str_eq(ws_rpc_code_name(WS_RPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
+    cr_expect_str_eq(ws_rpc_code_name((ws_rpc_code)99), "UNKNOWN");
+}
