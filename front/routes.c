@@ -430,11 +430,13 @@ static int routes_not_found(struct mg_connection *conn, void *ctx)
 
 void routes_install(ws_http *h, front *f)
 {
-    ws_http_route(h, "/", routes_not_found, f);
+    /* civetweb takes the first registered handler that matches: the
+     * catch-all goes last. */
     ws_http_route(h, "/inventory$", routes_inventory, f);
     ws_http_route(h, "/order", routes_order, f);
     ws_http_route(h, "/healthz$", routes_healthz, f);
     ws_http_route(h, "/readyz$", routes_readyz, f);
     ws_http_route(h, "/metrics$", routes_metrics, f);
     ws_http_route(h, "/openapi.json$", routes_openapi, f);
+    ws_http_route(h, "/", routes_not_found, f);
 }

@@ -107,7 +107,8 @@ class Shop:
     """A whole shop on loopback. Use as a context manager."""
 
     def __init__(self, build_dir, tmp=None, broker_conf_extra="", bus_format="protobuf",
-                 order_args=(), inventory_args=(), front_args=(), env=None):
+                 order_args=(), inventory_args=(), front_args=(), env=None,
+                 services=("broker", "inventory", "order", "front")):
         self.build = build_dir
         self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
         self.own_tmp = tmp is None
@@ -123,6 +124,7 @@ class Shop:
         self.env = env or {}
         self.broker_conf_extra = broker_conf_extra
         self.procs = {}
+        self.services = services
         conf = os.path.join(self.tmp, "mosquitto.conf")
         os.makedirs(os.path.join(self.tmp, "mosquitto"), exist_ok=True)
         with open(conf, "w") as f:
@@ -167,6 +169,11 @@ class Shop:
             if n == "broker":
                 wait_until(lambda: port_open(self.broker_port) or self._died("broker"),
                            10, "mosquitto to listen")
+            elif n in ("inventory", "order") and wait:
+                rpc = int((self.inv_rpc if n == "inventory" else self.ord_rpc).rsplit(":", 1)[1])
+                hp = self.inv_http if n == "inventory" else self.ord_http
+                wait_until(lambda: (port_open(rpc) and port_open(hp)) or self._died(n),
+                           20, f"{n} to listen")
         if wait and "front" in names:
             self.wait_ready()
         return self
@@ -211,7 +218,11 @@ class Shop:
                     raise AssertionError(f"{n}: sanitizer report in its log:\n{text[-5000:]}")
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start(*self.services)
+        except BaseException:
+            self.__exit__(AssertionError, None, None)
+            raise
 
     def __exit__(self, exc_type, exc, tb):
         try:

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from shop import Shop, wait_until  # noqa: E402
 
 BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
+BACKENDS = ("broker", "inventory", "order")
 
 
 class Backends:
@@ -83,8 +84,8 @@ def new_id():
 class ServicesSaga(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.shop = Shop(BUILD)
-        cls.shop.start("broker", "inventory", "order", wait=False)
+        cls.shop = Shop(BUILD, services=BACKENDS)
+        cls.shop.__enter__()
         cls.b = Backends(cls.shop)
         wait_until(lambda: cls.b.call(cls.shop.inv_rpc, "/webshop.v1.Inventory/GetCatalog",
                                       {})[0] is not None, 20, "inventory RPC")
@@ -185,8 +186,7 @@ class ServicesSaga(unittest.TestCase):
 
 class ServicesJsonFormat(unittest.TestCase):
     def test_whole_saga_with_json_bus_format(self):
-        with Shop(BUILD, bus_format="json") as shop:
-            shop.start("broker", "inventory", "order", wait=False)
+        with Shop(BUILD, bus_format="json", services=BACKENDS) as shop:
             b = Backends(shop)
             oid = new_id()
             wait_until(lambda: b.call(shop.ord_rpc, "/webshop.v1.Orders/ListOrders", {})[0]
@@ -198,18 +198,11 @@ class ServicesJsonFormat(unittest.TestCase):
             b.wait_status(oid, "CANCELED")
             wait_until(lambda: b.reservation(oid)["status"] == "RELEASED", 20, "release")
 
-    def start(self):
-        pass
-
 
 class ServicesCrashes(unittest.TestCase):
     def test_inventory_killed_after_commit_before_publish_heals(self):
-        shop = Shop(BUILD, order_args=["--resend-after", "1s"])
-        with shop:
-            pass  # placeholder to satisfy context use below
-        shop = Shop(BUILD, order_args=["--resend-after", "1s"])
-        try:
-            shop.start("broker", "order", wait=False)
+        with Shop(BUILD, order_args=["--resend-after", "1s"],
+                  services=("broker", "order")) as shop:
             # The fault point (test builds only) makes the inventory _exit
             # right after the first reservation commits, before its outcome
             # can be published.
@@ -227,17 +220,9 @@ class ServicesCrashes(unittest.TestCase):
             shop.start("inventory", wait=False)
             b.wait_status(oid, "SUCCESSFUL", 30)
             self.assertEqual(b.reservation(oid)["status"], "RESERVED")
-        finally:
-            shop.procs.pop("inventory", None) if shop.procs.get("inventory") and \
-                not shop.procs["inventory"].alive() else None
-            shop.__exit__(None, None, None)
 
     def test_order_service_down_while_orders_are_placed(self):
-        with Shop(BUILD) as shop:
-            pass
-        shop = Shop(BUILD)
-        try:
-            shop.start("broker", "inventory", "order", wait=False)
+        with Shop(BUILD, services=BACKENDS) as shop:
             b = Backends(shop)
             wait_until(lambda: b.call(shop.ord_rpc, "/webshop.v1.Orders/ListOrders", {})[0]
                        is not None, 20, "order RPC")
@@ -248,8 +233,6 @@ class ServicesCrashes(unittest.TestCase):
             shop.start("order", wait=False)
             for oid in ids:
                 b.wait_status(oid, "SUCCESSFUL", 30)
-        finally:
-            shop.__exit__(None, None, None)
 
 
 if __name__ == "__main__":
