@@ -41,10 +41,13 @@ void catalog_cache_free(catalog_cache *c)
     free(c);
 }
 
-catalog_snapshot *catalog_cache_get(catalog_cache *c)
+catalog_snapshot *catalog_cache_get(catalog_cache *c, uint64_t epoch)
 {
     pthread_mutex_lock(&c->mu);
     catalog_snapshot *s = c->cur;
+    if (s != NULL && s->epoch != epoch) {
+        s = NULL;
+    }
     if (s != NULL) {
         s->refs++;
     }
@@ -84,7 +87,8 @@ static uint64_t catalog_hash(const char *p, size_t n)
     return h;
 }
 
-catalog_snapshot *catalog_cache_put(catalog_cache *c, uint64_t gen, char *body, size_t len)
+catalog_snapshot *catalog_cache_put(catalog_cache *c, uint64_t gen, uint64_t epoch, char *body,
+                                    size_t len)
 {
     catalog_snapshot *s = malloc(sizeof(*s));
     if (s == NULL) {
@@ -96,9 +100,10 @@ catalog_snapshot *catalog_cache_put(catalog_cache *c, uint64_t gen, char *body, 
     snprintf(s->etag, sizeof(s->etag), "\"%016llx\"",
              (unsigned long long)catalog_hash(body, len));
     s->refs = 1; /* the caller's */
+    s->epoch = epoch;
     catalog_snapshot *old = NULL;
     pthread_mutex_lock(&c->mu);
-    if (c->gen == gen) {
+    if (c->gen == gen && epoch != 0) {
         old = c->cur;
         c->cur = s;
         s->refs++; /* the cache's */

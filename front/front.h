@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "place_order.h"
 #include "rpc_client.h"
+#include "status_stream.h"
 
 typedef struct front {
     ws_rpc_client *inventory; /* not owned */
@@ -29,6 +30,9 @@ typedef struct front {
     const char *openapi; /* the OpenAPI document (JSON), or NULL */
     size_t openapi_len;
     int access_log; /* one log line per request */
+    status_stream *statuses; /* not owned: live events for GET /events; NULL = none */
+    int sse_heartbeat_ms;    /* idle time before a heartbeat comment */
+    int sse_max_ms;          /* a stream's longest life; the browser reconnects */
 } front;
 
 #endif

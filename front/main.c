@@ -42,17 +42,42 @@ typedef struct front_cfg {
     int64_t max_items;
     int64_t max_count;
     const char *tls_cert;
+    const char *tls_key;
+    int64_t rpc_max_msg;
+    int64_t bus_max_payload;
     bool access_log;
     int log_level;
+    int64_t sse_max_streams;
+    int64_t sse_heartbeat_ms;
+    int64_t sse_max_ms;
 } front_cfg;
 
-/* Invalidate the catalog cache on every stock change. */
+/* What the bus handlers feed: the catalog cache and the live streams. */
+typedef struct front_live {
+    catalog_cache *catalog;
+    status_stream *statuses;
+} front_live;
+
+/* Invalidate the catalog cache on every stock change; push it to streams. */
 static ws_err front_on_stock_changed(void *ctx, const ProtobufCMessage *msg,
                                      const ws_bus_msg_info *info)
 {
-    (void)msg;
+    front_live *live = ctx;
+    const Webshop__V1__StockChanged *m = (const Webshop__V1__StockChanged *)msg;
     (void)info;
-    catalog_cache_invalidate(ctx);
+    catalog_cache_invalidate(live->catalog);
+    status_stream_publish_stock(live->statuses, m->product_id, m->balance);
+    return WS_OK;
+}
+
+/* Push every order status change to the streams that follow the order. */
+static ws_err front_on_order_status(void *ctx, const ProtobufCMessage *msg,
+                                    const ws_bus_msg_info *info)
+{
+    front_live *live = ctx;
+    const Webshop__V1__OrderStatusChanged *m = (const Webshop__V1__OrderStatusChanged *)msg;
+    (void)info;
+    status_stream_publish_order(live->statuses, m->order_id, (int)m->status, m->reason);
     return WS_OK;
 }
 
@@ -100,11 +125,31 @@ int main(int argc, char **argv)
         {.name = "max-count", .type = WS_CONFIG_INT, .def = "1000", .min = 1, .max = 1000000,
          .help = "most units of one item", .target.i64 = &cfg.max_count},
         {.name = "tls-cert", .type = WS_CONFIG_STRING, .def = NULL,
-         .help = "PEM file with certificate and key: serve HTTPS", .target.str = &cfg.tls_cert},
+         .help = "PEM certificate (chain) file: serve HTTPS; may hold the key too",
+         .target.str = &cfg.tls_cert},
+        {.name = "tls-key", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "PEM private key file (default: the key is in --tls-cert)",
+         .target.str = &cfg.tls_key},
+        {.name = "rpc-max-msg", .type = WS_CONFIG_SIZE, .def = "1MiB", .min = 1024,
+         .max = 64 << 20, .help = "largest RPC response accepted from a backend",
+         .target.i64 = &cfg.rpc_max_msg},
+        {.name = "bus-max-payload", .type = WS_CONFIG_SIZE, .def = "256KiB", .min = 1024,
+         .max = 64 << 20, .help = "larger bus payloads are dropped unread",
+         .target.i64 = &cfg.bus_max_payload},
         {.name = "access-log", .type = WS_CONFIG_BOOL, .def = "true",
          .help = "log one line per request", .target.b = &cfg.access_log},
         {.name = "log-level", .type = WS_CONFIG_ENUM, .def = "info", .help = "least level logged",
          .target.i = &cfg.log_level, .choices = front_levels},
+        {.name = "sse-max-streams", .type = WS_CONFIG_INT, .def = "16", .min = 1, .max = 512,
+         .help = "most open GET /events streams; each holds an HTTP thread (at most half "
+                 "of --http-threads are used)",
+         .target.i64 = &cfg.sse_max_streams},
+        {.name = "sse-heartbeat", .type = WS_CONFIG_DURATION, .def = "15s", .min = 10,
+         .max = 600000, .help = "idle time before an event stream sends a heartbeat",
+         .target.i64 = &cfg.sse_heartbeat_ms},
+        {.name = "sse-max-duration", .type = WS_CONFIG_DURATION, .def = "5m", .min = 100,
+         .max = 86400000, .help = "longest life of an event stream; browsers reconnect",
+         .target.i64 = &cfg.sse_max_ms},
     };
     ws_config *conf = ws_config_new("webshop-front", WEBSHOP_VERSION,
                                     "The webshop's JSON/HTTP gateway.", opts,
@@ -142,17 +187,28 @@ int main(int argc, char **argv)
     ws_bus *bus = NULL;
     ws_http *http = NULL;
     catalog_cache *catalog = catalog_cache_new();
+    /* Streams hold a worker thread each: keep half the threads for the API. */
+    int64_t max_streams = cfg.sse_max_streams;
+    if (max_streams > cfg.http_threads / 2) {
+        max_streams = cfg.http_threads / 2 > 0 ? cfg.http_threads / 2 : 1;
+        ws_log_warn("sse_max_streams_clamped", "asked=%lld used=%lld http_threads=%lld",
+                    (long long)cfg.sse_max_streams, (long long)max_streams,
+                    (long long)cfg.http_threads);
+    }
+    status_stream *statuses = status_stream_new((int)max_streams);
+    front_live live = {.catalog = catalog, .statuses = statuses};
     char host[256];
     int port = 0;
     char client_id[64];
     ws_err err;
 
-    if (catalog == NULL || metrics == NULL) {
+    if (catalog == NULL || metrics == NULL || statuses == NULL) {
         ws_log_error("startup_failed", "reason=%s", "out of memory");
         goto fail;
     }
     const char *inv_urls[] = {cfg.inventory_url};
-    ws_rpc_client_opts co = {.urls = inv_urls, .n_urls = 1, .metrics = metrics};
+    ws_rpc_client_opts co = {
+        .urls = inv_urls, .n_urls = 1, .max_msg = (size_t)cfg.rpc_max_msg, .metrics = metrics};
     if ((err = ws_rpc_client_open(&co, &inventory)) != WS_OK) {
         ws_log_error("startup_failed", "what=inventory_client err=%s", ws_strerror(err));
         goto fail;
@@ -172,8 +228,10 @@ int main(int argc, char **argv)
     } else {
         snprintf(client_id, sizeof(client_id), "%s", cfg.client_id);
     }
-    /* The front keeps no session: it publishes, and its one subscription
-     * only invalidates a cache. Every replica has its own id. */
+    /* The front keeps no session: it publishes, and its subscriptions only
+     * invalidate a cache and feed live streams (a stream starts from a
+     * GetOrder snapshot, so nothing missed while down stays missed). Every
+     * replica has its own id. */
     ws_bus_opts bo = {.host = host,
                       .port = port,
                       .client_id = client_id,
@@ -181,6 +239,7 @@ int main(int argc, char **argv)
                       .username = cfg.username,
                       .password = cfg.password,
                       .format = cfg.bus_format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF,
+                      .max_payload = (size_t)cfg.bus_max_payload,
                       .metrics = metrics};
     if ((err = ws_bus_open(&bo, &bus)) != WS_OK) {
         ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
@@ -188,7 +247,10 @@ int main(int argc, char **argv)
     }
     if ((err = ws_bus_subscribe(bus, "inventory/stock-changed",
                                 &webshop__v1__stock_changed__descriptor, front_on_stock_changed,
-                                catalog)) != WS_OK ||
+                                &live)) != WS_OK ||
+        (err = ws_bus_subscribe(bus, "order/order-status",
+                                &webshop__v1__order_status_changed__descriptor,
+                                front_on_order_status, &live)) != WS_OK ||
         (err = ws_bus_start(bus)) != WS_OK) {
         ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
         goto fail;
@@ -205,12 +267,16 @@ int main(int argc, char **argv)
                .limits = {.max_items = (int)cfg.max_items, .max_count = (int)cfg.max_count},
                .openapi = webshop_v1_front_openapi_json,
                .openapi_len = webshop_v1_front_openapi_json_len,
-               .access_log = cfg.access_log};
+               .access_log = cfg.access_log,
+               .statuses = statuses,
+               .sse_heartbeat_ms = (int)cfg.sse_heartbeat_ms,
+               .sse_max_ms = (int)cfg.sse_max_ms};
     ws_http_opts ho = {.host = cfg.http_host,
                        .port = cfg.http_port,
                        .threads = (int)cfg.http_threads,
                        .request_timeout_ms = (int)cfg.request_timeout_ms,
-                       .tls_cert = cfg.tls_cert};
+                       .tls_cert = cfg.tls_cert,
+                       .tls_key = cfg.tls_key};
     if ((err = ws_http_open(&ho, &http)) != WS_OK) {
         ws_log_error("startup_failed", "what=http host=%s port=%d err=%s", cfg.http_host,
                      cfg.http_port, ws_strerror(err));
@@ -226,11 +292,15 @@ int main(int argc, char **argv)
     ws_log_info("stopping", "signal=%d", sig);
     rc = 0;
 fail:
+    if (statuses != NULL) {
+        status_stream_shutdown(statuses); /* ends the streams mg_stop waits for */
+    }
     ws_http_close(http); /* first: no handler may run past this */
     ws_bus_close(bus);
     ws_rpc_client_close(orders);
     ws_rpc_client_close(inventory);
     catalog_cache_free(catalog);
+    status_stream_free(statuses); /* after the bus: its handlers publish here */
     ws_metrics_free(ws_metrics_default());
     ws_config_free(conf);
     if (rc == 0) {

@@ -14,7 +14,9 @@
 
 #include "json.h"
 #include "log.h"
+#include "order_events.h"
 #include "order_id.h"
+#include "static_files.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/front.pb-c.h"
 #include "webshop/v1/inventory.rpc.h"
@@ -150,7 +152,10 @@ static int routes_inventory(struct mg_connection *conn, void *ctx)
         status = routes_method_not_allowed(conn, "GET");
         goto done;
     }
-    catalog_snapshot *s = catalog_cache_get(f->catalog);
+    /* The cache is only as fresh as the stock-changed subscription: not
+     * while it is down, and not across a reconnect (events in the gap). */
+    uint64_t epoch = ws_bus_ready_epoch(f->bus);
+    catalog_snapshot *s = catalog_cache_get(f->catalog, epoch);
     if (s == NULL) {
         uint64_t gen = catalog_cache_generation(f->catalog);
         char msg[WS_RPC_MSG_LEN] = "";
@@ -164,7 +169,7 @@ static int routes_inventory(struct mg_connection *conn, void *ctx)
         }
         size_t len = 0;
         char *body = ws_buf_steal(&b, &len);
-        s = body != NULL ? catalog_cache_put(f->catalog, gen, body, len) : NULL;
+        s = body != NULL ? catalog_cache_put(f->catalog, gen, epoch, body, len) : NULL;
         if (s == NULL) {
             status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
             goto done;
@@ -421,6 +426,11 @@ static int routes_not_found(struct mg_connection *conn, void *ctx)
 {
     front *f = ctx;
     const struct mg_request_info *ri = mg_get_request_info(conn);
+    /* civetweb prefers the longest match and "/" ties with this catch-all:
+     * the storefront's page is served from here. */
+    if (ri->local_uri != NULL && strcmp(ri->local_uri, "/") == 0) {
+        return static_files_serve(conn, ctx);
+    }
     double t0 = ws_now_seconds();
     int status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s",
                                      ri->local_uri != NULL ? ri->local_uri : "?");
@@ -438,5 +448,7 @@ void routes_install(ws_http *h, front *f)
     ws_http_route(h, "/readyz$", routes_readyz, f);
     ws_http_route(h, "/metrics$", routes_metrics, f);
     ws_http_route(h, "/openapi.json$", routes_openapi, f);
+    ws_http_route(h, "/events$", order_events_serve, f);
+    ws_http_route(h, "/static/", static_files_serve, f);
     ws_http_route(h, "/", routes_not_found, f);
 }

@@ -49,6 +49,8 @@ typedef struct inv_cfg {
     const char *catalog;
     int log_level;
     int64_t shutdown_timeout_ms;
+    int64_t rpc_max_msg;     /* request cap of the RPC server */
+    int64_t bus_max_payload; /* incoming bus payload cap */
 } inv_cfg;
 
 static const char *const main_formats[] = {"protobuf", "json", NULL};
@@ -98,6 +100,7 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *cfg)
         .username = cfg->username,
         .password = cfg->password,
         .format = cfg->bus_format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF,
+        .max_payload = (size_t)cfg->bus_max_payload,
     };
     err = ws_bus_open(&bo, &app->pub);
     if (err != WS_OK) {
@@ -140,7 +143,9 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *cfg)
     if (err != WS_OK) {
         return err;
     }
-    ws_rpc_server_opts rpo = {.url = cfg->rpc_url, .workers = (int)cfg->rpc_workers};
+    ws_rpc_server_opts rpo = {.url = cfg->rpc_url,
+                              .workers = (int)cfg->rpc_workers,
+                              .max_msg = (size_t)cfg->rpc_max_msg};
     err = ws_rpc_server_open(&rpo, &app->rpc);
     if (err == WS_OK) {
         err = inv_read_api_register(app->api, app->rpc);
@@ -285,6 +290,20 @@ int main(int argc, char **argv)
          .help = "lowest level logged",
          .target.i = &cfg.log_level,
          .choices = main_levels},
+        {.name = "rpc-max-msg",
+         .type = WS_CONFIG_SIZE,
+         .def = "1MiB",
+         .help = "largest RPC request accepted (larger ones close the connection)",
+         .target.i64 = &cfg.rpc_max_msg,
+         .min = 1024,
+         .max = 64 << 20},
+        {.name = "bus-max-payload",
+         .type = WS_CONFIG_SIZE,
+         .def = "256KiB",
+         .help = "larger bus payloads are logged, counted and dropped",
+         .target.i64 = &cfg.bus_max_payload,
+         .min = 1024,
+         .max = 64 << 20},
         {.name = "shutdown-timeout",
          .type = WS_CONFIG_DURATION,
          .def = "5s",

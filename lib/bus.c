@@ -23,6 +23,7 @@
  * redelivery (the broker may only resend after a reconnect).
  */
 #include "bus.h"
+#include "bus_int.h"
 
 #include <errno.h>
 #include <mosquitto.h>
@@ -245,7 +246,7 @@ static uint64_t bus_hash(const char *topic, const void *payload, size_t len)
     return h;
 }
 
-static bool bus_is_json(const void *payload, size_t len)
+bool ws__bus_is_json(const void *payload, size_t len)
 {
     const unsigned char *p = payload;
     for (size_t i = 0; i < len; i++) {
@@ -411,26 +412,25 @@ static void bus_on_publish(struct mosquitto *mosq, void *obj, int mid, int reaso
     }
 }
 
-/* Decode payload as sub's type; NULL when undecodable. */
-static ProtobufCMessage *bus_decode(ws_bus *bus, const bus_sub *sub, const void *payload,
-                                    size_t len, bool json)
+ProtobufCMessage *ws__bus_decode(const ProtobufCMessageDescriptor *desc,
+                                 const char *topic, const void *payload, size_t len,
+                                 bool json, size_t max_payload)
 {
     if (json) {
-        ws_json_limits limits = {.max_bytes = bus->max_payload, .max_depth = 0};
+        ws_json_limits limits = {.max_bytes = max_payload, .max_depth = 0};
         ws_json_error jerr = {{0}};
         ProtobufCMessage *msg = NULL;
-        ws_err err = ws_json_decode(sub->desc, payload, len, &limits, &msg, &jerr);
+        ws_err err = ws_json_decode(desc, payload, len, &limits, &msg, &jerr);
         if (err != WS_OK) {
             ws_log_warn("bus_undecodable", "topic=%s format=json error=%s detail=%s",
-                        sub->topic, ws_errname(err), jerr.text);
+                        topic, ws_errname(err), jerr.text);
             return NULL;
         }
         return msg;
     }
-    ProtobufCMessage *msg = protobuf_c_message_unpack(sub->desc, NULL, len, payload);
+    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len, payload);
     if (msg == NULL) {
-        ws_log_warn("bus_undecodable", "topic=%s format=protobuf len=%zu", sub->topic,
-                    len);
+        ws_log_warn("bus_undecodable", "topic=%s format=protobuf len=%zu", topic, len);
     }
     return msg;
 }
@@ -459,7 +459,7 @@ static void bus_on_message(struct mosquitto *mosq, void *obj,
     (void)props;
     ws_bus *bus = obj;
     size_t len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
-    bool json = bus_is_json(m->payload, len);
+    bool json = ws__bus_is_json(m->payload, len);
 
     /* Collect the matching subscriptions under the lock, dispatch without
      * it (nodes live as long as the bus). */
@@ -510,7 +510,8 @@ static void bus_on_message(struct mosquitto *mosq, void *obj,
                         len, bus->max_payload);
             continue;
         }
-        ProtobufCMessage *msg = bus_decode(bus, s, m->payload, len, json);
+        ProtobufCMessage *msg =
+            ws__bus_decode(s->desc, s->topic, m->payload, len, json, bus->max_payload);
         if (msg == NULL) {
             ws_counter_inc(s->undecodable);
             continue;
@@ -848,6 +849,17 @@ ws_err ws_bus_wait_connected(ws_bus *bus, uint32_t timeout_ms)
     return err;
 }
 
+uint64_t ws_bus_ready_epoch(ws_bus *bus)
+{
+    if (bus == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&bus->mu);
+    uint64_t epoch = bus_ready_locked(bus) ? bus->gen : 0;
+    pthread_mutex_unlock(&bus->mu);
+    return epoch;
+}
+
 /* Encode msg in the bus's format into a malloc'ed payload. */
 static ws_err bus_encode(ws_bus *bus, const ProtobufCMessage *msg, void **out,
                          size_t *len)
@@ -992,7 +1004,7 @@ ws_err ws_bus_publish_raw(ws_bus *bus, const char *topic, const void *payload, s
     if (bus == NULL || topic == NULL || (payload == NULL && len > 0)) {
         return WS_EINVAL;
     }
-    return bus_publish_wait(bus, topic, payload, len, bus_is_json(payload, len),
+    return bus_publish_wait(bus, topic, payload, len, ws__bus_is_json(payload, len),
                             deadline_ms);
 }
 

@@ -100,6 +100,13 @@ bool ws_bus_connected(const ws_bus *bus);
  * WS_ETIMEDOUT, or WS_ECLOSED while closing. */
 ws_err ws_bus_wait_connected(ws_bus *bus, uint32_t timeout_ms);
 
+/* Nonzero while connected with every subscription acknowledged, and the same
+ * value for as long as that connection lasts: a new connection gives a new
+ * value. 0 when not ready. A cache kept fresh by events is valid only while
+ * this stays the same nonzero value (events in a gap between connections may
+ * be lost). Any thread. */
+uint64_t ws_bus_ready_epoch(ws_bus *bus);
+
 /* Publish msg at QoS 1 on topic and wait for the PUBACK. WS_OK when the
  * broker acknowledged; WS_EUNAVAIL when not connected; WS_ETIMEDOUT when
  * deadline_ms passed first (the message may still be delivered: QoS 1 is at

@@ -3,10 +3,13 @@
  */
 #include "http.h"
 
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <civetweb.h>
 
@@ -24,6 +27,76 @@ static int http_log_message(const struct mg_connection *conn, const char *messag
     (void)conn;
     ws_log_warn("http_server", "msg=%s", message);
     return 1; /* handled: civetweb writes nothing itself */
+}
+
+/* civetweb 1.15 loads OpenSSL with dlopen("libssl.so") and, on OpenSSL 3,
+ * misses SSL_get_peer_certificate and crashes on the first TLS connection
+ * (see tls_compat.c). Load the compat library (SONAME "libssl.so") first,
+ * from $WEBSHOP_TLS_COMPAT, the build tree or the install path, and check
+ * that what civetweb will get has the function. Never unloaded. */
+static bool http_tls_compat_load(void)
+{
+    const char *paths[3] = {getenv("WEBSHOP_TLS_COMPAT"), NULL, NULL};
+#ifdef WS_TLS_COMPAT_BUILT
+    paths[1] = WS_TLS_COMPAT_BUILT;
+    paths[2] = WS_TLS_COMPAT_INSTALLED;
+#endif
+    for (int i = 0; i < 3; i++) {
+        if (paths[i] != NULL && paths[i][0] != '\0' &&
+            dlopen(paths[i], RTLD_NOW | RTLD_GLOBAL) != NULL) {
+            break;
+        }
+    }
+    void *ssl = dlopen("libssl.so", RTLD_LAZY);
+    bool ok = ssl != NULL && dlsym(ssl, "SSL_get_peer_certificate") != NULL;
+    if (ssl != NULL) {
+        dlclose(ssl);
+    }
+    if (!ok) {
+        ws_log_error("http_tls_unavailable", "reason=%s",
+                     ssl == NULL ? "no_libssl.so(install_libssl-dev)"
+                                 : "libwebshop-tls-compat.so_not_found");
+    }
+    return ok;
+}
+
+/* civetweb reads the certificate and the private key from one PEM file
+ * (ssl_certificate). For a separate key, join both into an anonymous
+ * in-memory file (never on disk) and name it /proc/self/fd/N in path; the
+ * caller closes the returned fd once civetweb has read it (mg_start).
+ * Returns the fd, or -1 when a file cannot be read. */
+static int http_tls_pem_join(const char *cert, const char *key, char *path, size_t path_len)
+{
+    int fd = memfd_create("webshop-tls-pem", MFD_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    const char *files[2] = {cert, key};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "rb");
+        if (f == NULL) {
+            ws_log_error("http_tls_unreadable", "file=%s", files[i]);
+            close(fd);
+            return -1;
+        }
+        char chunk[4096];
+        size_t n;
+        bool ok = true;
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+            if (write(fd, chunk, n) != (ssize_t)n) {
+                ok = false;
+                break;
+            }
+        }
+        ok = ok && !ferror(f) && write(fd, "\n", 1) == 1;
+        fclose(f);
+        if (!ok) {
+            close(fd);
+            return -1;
+        }
+    }
+    snprintf(path, path_len, "/proc/self/fd/%d", fd);
+    return fd;
 }
 
 ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
@@ -61,8 +134,22 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     options[n++] = "16384";
     options[n++] = "enable_directory_listing";
     options[n++] = "no";
+    char pem_path[64];
+    int pem_fd = -1;
+    if (tls && !http_tls_compat_load()) {
+        return WS_EINVAL;
+    }
+    if (tls && opts->tls_key != NULL && opts->tls_key[0] != '\0') {
+        pem_fd = http_tls_pem_join(opts->tls_cert, opts->tls_key, pem_path, sizeof(pem_path));
+        if (pem_fd < 0) {
+            return WS_EINVAL;
+        }
+    }
     if (tls) {
         options[n++] = "ssl_certificate";
+        options[n++] = pem_fd >= 0 ? pem_path : opts->tls_cert;
+        /* Intermediate certificates after the leaf in the cert file. */
+        options[n++] = "ssl_certificate_chain";
         options[n++] = opts->tls_cert;
         options[n++] = "ssl_protocol_version";
         options[n++] = "4"; /* TLS 1.2 and newer */
@@ -71,6 +158,9 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
 
     ws_http *h = calloc(1, sizeof(*h));
     if (h == NULL) {
+        if (pem_fd >= 0) {
+            close(pem_fd);
+        }
         return WS_ENOMEM;
     }
     h->access_log = opts->access_log;
@@ -79,6 +169,9 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     cb.log_message = http_log_message;
     mg_init_library(tls ? MG_FEATURES_TLS : 0);
     h->ctx = mg_start(&cb, h, options);
+    if (pem_fd >= 0) {
+        close(pem_fd); /* read by mg_start */
+    }
     if (h->ctx == NULL) {
         ws_log_error("http_start_failed", "listen=%s", ports);
         mg_exit_library();

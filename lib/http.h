@@ -28,7 +28,7 @@ typedef struct ws_http_opts {
     int request_timeout_ms;  /* whole request incl. slow clients; 0 = 10000 */
     int keep_alive_ms;       /* idle keep-alive; 0 = 5000 */
     const char *tls_cert;    /* PEM certificate (chain); NULL = plain HTTP */
-    const char *tls_key;     /* unused by civetweb if the cert file holds the key */
+    const char *tls_key;     /* PEM private key; NULL = the key is in tls_cert */
     bool access_log;         /* one log line per request */
 } ws_http_opts;
 

@@ -11,6 +11,7 @@
  * the workers are joined.
  */
 #include "rpc_server.h"
+#include "rpc_server_int.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -352,9 +353,16 @@ rpc_server_find(ws_rpc_server *srv, const char *name, rpc_server_service **svc_o
     return NULL;
 }
 
-/* Serve one request: returns the response message to send, or NULL if none
- * could be built (out of memory); never takes ownership of req. */
-static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arrival)
+/* Packs the answer into whatever the transport sends; returns false when
+ * out of memory. */
+typedef bool (*rpc_server_sink_fn)(const Webshop__V1__RpcResponse *out, void *arg);
+
+/* Serve one request of len bytes at data: hands the answer to sink, and
+ * returns its result (false: no answer could be built, out of memory). The
+ * request bytes stay the caller's. Shared by the nng path and
+ * ws__rpc_server_dispatch(). */
+static bool rpc_server_serve(ws_rpc_server *srv, const uint8_t *data, size_t len,
+                             double arrival, rpc_server_sink_fn sink, void *sink_arg)
 {
     Webshop__V1__RpcRequest *env = NULL;
     Webshop__V1__RpcResponse out = WEBSHOP__V1__RPC_RESPONSE__INIT;
@@ -365,8 +373,7 @@ static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arr
     uint8_t *payload = NULL;
     ws_rpc_call call = {.arrival = arrival};
     ws_rpc_code code;
-    nng_msg *msg = NULL;
-    size_t len = nng_msg_len(req);
+    bool answered;
 
     if (len > srv->max_msg) {
         /* Only inproc gets here: stream transports enforce RECVMAXSZ. */
@@ -375,7 +382,7 @@ static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arr
                                 len, srv->max_msg);
         goto answer;
     }
-    env = webshop__v1__rpc_request__unpack(NULL, len, nng_msg_body(req));
+    env = webshop__v1__rpc_request__unpack(NULL, len, data);
     if (env == NULL) {
         code = WS_RPC_INVALID_ARGUMENT;
         ws_rpc_call_set_message(&call, "malformed RpcRequest envelope");
@@ -439,14 +446,7 @@ static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arr
 answer:
     out.status = (Webshop__V1__StatusCode)code;
     out.message = code == WS_RPC_OK ? (char *)"" : call.msg;
-    {
-        size_t n = webshop__v1__rpc_response__get_packed_size(&out);
-        if (nng_msg_alloc(&msg, n) == 0) {
-            webshop__v1__rpc_response__pack(&out, nng_msg_body(msg));
-        } else {
-            msg = NULL;
-        }
-    }
+    answered = sink(&out, sink_arg);
     rpc_server_stats_record(srv, stats, code, rpc_server_now() - arrival);
     free(payload);
     if (resp != NULL) {
@@ -458,7 +458,70 @@ answer:
     if (env != NULL) {
         webshop__v1__rpc_request__free_unpacked(env, NULL);
     }
+    return answered;
+}
+
+static bool rpc_server_sink_nng(const Webshop__V1__RpcResponse *out, void *arg)
+{
+    nng_msg **msg = arg;
+    size_t n = webshop__v1__rpc_response__get_packed_size(out);
+
+    if (nng_msg_alloc(msg, n) != 0) {
+        *msg = NULL;
+        return false;
+    }
+    webshop__v1__rpc_response__pack(out, nng_msg_body(*msg));
+    return true;
+}
+
+/* Serve one request received from nng: returns the response message to
+ * send, or NULL if none could be built (out of memory); never takes
+ * ownership of req. */
+static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arrival)
+{
+    nng_msg *msg = NULL;
+
+    if (!rpc_server_serve(srv, nng_msg_body(req), nng_msg_len(req), arrival,
+                          rpc_server_sink_nng, &msg)) {
+        return NULL;
+    }
     return msg;
+}
+
+typedef struct rpc_server_mem {
+    uint8_t *data;
+    size_t len;
+} rpc_server_mem;
+
+static bool rpc_server_sink_mem(const Webshop__V1__RpcResponse *out, void *arg)
+{
+    rpc_server_mem *mem = arg;
+    size_t n = webshop__v1__rpc_response__get_packed_size(out);
+
+    mem->data = malloc(n ? n : 1);
+    if (mem->data == NULL) {
+        return false;
+    }
+    mem->len = webshop__v1__rpc_response__pack(out, mem->data);
+    return true;
+}
+
+ws_err ws__rpc_server_dispatch(ws_rpc_server *srv, const void *req, size_t len,
+                               uint8_t **resp, size_t *resp_len)
+{
+    rpc_server_mem mem = {NULL, 0};
+    static const uint8_t empty[1];
+
+    if (srv == NULL || resp == NULL || resp_len == NULL || (req == NULL && len > 0)) {
+        return WS_EINVAL;
+    }
+    if (!rpc_server_serve(srv, req != NULL ? req : empty, len, rpc_server_now(),
+                          rpc_server_sink_mem, &mem)) {
+        return WS_ENOMEM;
+    }
+    *resp = mem.data;
+    *resp_len = mem.len;
+    return WS_OK;
 }
 
 /* ------------------------------------------------------------ state machine */
@@ -714,6 +777,61 @@ void ws_rpc_server_close(ws_rpc_server *srv)
 
 /* ------------------------------------------------------------------ calls */
 
+/* Length of the well-formed UTF-8 sequence at s (n bytes left, n > 0), or 0
+ * if none starts there: no overlong forms, no surrogates, nothing past
+ * U+10FFFF, no sequence cut short. */
+static size_t rpc_server_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+
+    if (c < 0x80) {
+        return 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < len; i++) {
+        if (s[i] < 0x80 || s[i] > 0xBF) {
+            return 0;
+        }
+    }
+    return len;
+}
+
+/* Make s valid UTF-8 in place: each byte that starts no well-formed
+ * sequence becomes '?'. RpcResponse.message is a proto3 string, and a peer
+ * in any other language rejects the whole response if it is not UTF-8; the
+ * message may quote caller bytes (an unknown method name) and vsnprintf may
+ * have cut a character in two. */
+static void rpc_server_utf8_scrub(char *s)
+{
+    size_t n = strlen(s);
+    unsigned char *p = (unsigned char *)s;
+
+    for (size_t i = 0; i < n;) {
+        size_t len = rpc_server_utf8_seq(p + i, n - i);
+        if (len == 0) {
+            p[i++] = '?';
+        } else {
+            i += len;
+        }
+    }
+}
+
 void ws_rpc_call_set_message(ws_rpc_call *call, const char *fmt, ...)
 {
     va_list ap;
@@ -724,6 +842,7 @@ void ws_rpc_call_set_message(ws_rpc_call *call, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(call->msg, sizeof(call->msg), fmt, ap);
     va_end(ap);
+    rpc_server_utf8_scrub(call->msg);
 }
 
 int64_t ws_rpc_call_remaining_ms(const ws_rpc_call *call)

@@ -52,6 +52,8 @@ typedef struct order_cfg {
     int64_t resend_attempts;
     int64_t inventory_deadline_ms;
     int64_t shutdown_timeout_ms;
+    int64_t rpc_max_msg;     /* request cap of the RPC server, response cap of the client */
+    int64_t bus_max_payload; /* incoming bus payload cap */
     int log_level;
 } order_cfg;
 
@@ -174,6 +176,20 @@ int main(int argc, char **argv)
          .target.i64 = &cfg.resend_attempts,
          .min = 0,
          .max = 1000000},
+        {.name = "rpc-max-msg",
+         .type = WS_CONFIG_SIZE,
+         .def = "1MiB",
+         .help = "largest RPC message accepted (requests served, responses read)",
+         .target.i64 = &cfg.rpc_max_msg,
+         .min = 1024,
+         .max = 64 << 20},
+        {.name = "bus-max-payload",
+         .type = WS_CONFIG_SIZE,
+         .def = "256KiB",
+         .help = "larger bus payloads are logged, counted and dropped",
+         .target.i64 = &cfg.bus_max_payload,
+         .min = 1024,
+         .max = 64 << 20},
         {.name = "shutdown-timeout",
          .type = WS_CONFIG_DURATION,
          .def = "5s",
@@ -276,6 +292,7 @@ int main(int argc, char **argv)
                       .username = cfg.username,
                       .password = cfg.password,
                       .format = (ws_bus_format)cfg.bus_format,
+                      .max_payload = (size_t)cfg.bus_max_payload,
                       .metrics = metrics};
     if ((err = ws_bus_open(&bo, &bus)) != WS_OK ||
         (err = order_consumer_subscribe(consumer, bus)) != WS_OK) {
@@ -303,7 +320,10 @@ int main(int argc, char **argv)
 
     what = "inventory";
     const char *inv_urls[] = {cfg.inventory_url};
-    ws_rpc_client_opts io = {.urls = inv_urls, .n_urls = 1, .metrics = metrics};
+    ws_rpc_client_opts io = {.urls = inv_urls,
+                             .n_urls = 1,
+                             .max_msg = (size_t)cfg.rpc_max_msg,
+                             .metrics = metrics};
     if ((err = ws_rpc_client_open(&io, &inventory)) != WS_OK) {
         goto done;
     }
@@ -324,7 +344,8 @@ int main(int argc, char **argv)
     }
 
     what = "rpc";
-    ws_rpc_server_opts so = {.url = cfg.rpc_url, .metrics = metrics};
+    ws_rpc_server_opts so = {
+        .url = cfg.rpc_url, .max_msg = (size_t)cfg.rpc_max_msg, .metrics = metrics};
     if ((err = ws_rpc_server_open(&so, &server)) != WS_OK ||
         (err = webshop_v1_orders_register(server, order_api_binding(api))) != WS_OK ||
         (err = ws_rpc_server_start(server)) != WS_OK) {

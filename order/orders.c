@@ -230,7 +230,7 @@ static ws_err orders_txn_insert(ws_store *s, orders_txn *t)
     ws_err err =
         ws_store_stmt(s,
                       "INSERT INTO orders(id, status, reason, created_ms, updated_ms,"
-                      " next_resend_ms) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+                      " next_resend_ms, items_due_ms) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
                       &st);
     if (err != WS_OK) {
         return err;
@@ -241,6 +241,11 @@ static ws_err orders_txn_insert(ws_store *s, orders_txn *t)
     sqlite3_bind_text(st, 3, t->reason, (int)rlen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, t->now_ms);
     orders_bind_due(st, 5, t, t->ev_status);
+    if (t->sent == NULL) {
+        sqlite3_bind_int64(st, 6, t->now_ms + orders_policy_delay(t->p, 0));
+    } else {
+        sqlite3_bind_null(st, 6);
+    }
     if ((err = orders_step_done(st)) != WS_OK) {
         return err;
     }
@@ -291,7 +296,8 @@ static ws_err orders_txn_raise(ws_store *s, orders_txn *t)
 static ws_err orders_txn_touch(ws_store *s, orders_txn *t)
 {
     sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, "UPDATE orders SET updated_ms = ?2 WHERE id = ?1", &st);
+    ws_err err = ws_store_stmt(
+        s, "UPDATE orders SET updated_ms = ?2, items_due_ms = NULL WHERE id = ?1", &st);
     if (err != WS_OK) {
         return err;
     }

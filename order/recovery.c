@@ -308,8 +308,13 @@ ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
             WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN;
         ws_err lerr = WS_EUNAVAIL;
         if (!inventory_down) {
-            lerr = lookup(lookup_ctx, ids[i], &rs);
+            Webshop__V1__GetReservationResponse *resp = NULL;
+            lerr = lookup(lookup_ctx, ids[i], &resp);
             inventory_down = lerr != WS_OK;
+            if (lerr == WS_OK) {
+                rs = resp->status;
+                webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+            }
         }
         recovery_cancel c = {.p = p, .now_ms = now_ms, .id = ids[i]};
         if (lerr != WS_OK) {
@@ -352,6 +357,126 @@ ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
     return err;
 }
 
+/* ---- lines of orders whose OrderSent was lost -------------------------------- */
+
+typedef struct recovery_items {
+    const orders_policy *p;
+    int64_t now_ms;
+    const char *id;
+    int done;     /* attempts before this one */
+    int attempts; /* after this one */
+    bool gave_up;
+} recovery_items;
+
+/* Nothing learned: count the attempt and re-arm, or give up. */
+static ws_err recovery_items_rearm(ws_store *s, void *ctx)
+{
+    recovery_items *c = ctx;
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s,
+                               "UPDATE orders SET items_attempts = items_attempts + 1,"
+                               " items_due_ms = CASE WHEN items_attempts + 1 >= ?3 THEN NULL"
+                               " ELSE ?2 + ?4 END WHERE id = ?1 AND items_due_ms IS NOT NULL"
+                               " RETURNING items_attempts",
+                               &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, c->now_ms);
+    sqlite3_bind_int(st, 3, c->p->max_attempts);
+    sqlite3_bind_int64(st, 4, orders_policy_delay(c->p, c->done + 1));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        c->attempts = sqlite3_column_int(st, 0);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return ws_err_from_sqlite(rc);
+    }
+    c->gave_up = rc == SQLITE_ROW && c->attempts >= c->p->max_attempts;
+    return WS_OK;
+}
+
+ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
+                                 order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                 int64_t now_ms, size_t limit, order_recovery_stats *stats)
+{
+    if (limit == 0) {
+        return WS_OK;
+    }
+    char(*ids)[37] = calloc(limit, sizeof *ids);
+    int *tries = calloc(limit, sizeof *tries);
+    if (ids == NULL || tries == NULL) {
+        free(ids);
+        free(tries);
+        return WS_ENOMEM;
+    }
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s,
+                               "SELECT id, items_attempts FROM orders WHERE items_due_ms <= ?1"
+                               " ORDER BY items_due_ms LIMIT ?2",
+                               &st);
+    size_t n = 0;
+    if (err == WS_OK) {
+        sqlite3_bind_int64(st, 1, now_ms);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
+            const unsigned char *id = sqlite3_column_text(st, 0);
+            snprintf(ids[n], sizeof ids[0], "%s", id != NULL ? (const char *)id : "");
+            tries[n++] = sqlite3_column_int(st, 1);
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+            err = ws_err_from_sqlite(rc);
+        }
+    }
+    for (size_t i = 0; err == WS_OK && i < n; i++) {
+        Webshop__V1__GetReservationResponse *resp = NULL;
+        if (lookup(lookup_ctx, ids[i], &resp) != WS_OK) {
+            stats->lookups_failed += n - i; /* inventory down: try next pass */
+            break;
+        }
+        if (resp->n_items > 0) {
+            /* Exactly what a late OrderSent does: fill the lines, keep the
+             * status (PENDING ranks below any status the row can have). */
+            Webshop__V1__OrderSent ev = WEBSHOP__V1__ORDER_SENT__INIT;
+            ev.order_id = ids[i];
+            ev.n_items = resp->n_items;
+            ev.items = resp->items;
+            orders_effect eff;
+            err = orders_apply_sent(s, p, &ev, now_ms, &eff);
+            if (err == WS_OK) {
+                stats->items_filled++;
+                ws_log_info("order_items_recovered", "order_id=%s items=%zu filled=%d",
+                            ids[i], resp->n_items, eff.items_filled);
+            } else if (err == WS_EINVAL) {
+                ws_log_warn("order_items_invalid", "order_id=%s field=%s", ids[i],
+                            eff.invalid != NULL ? eff.invalid : "?");
+                err = WS_OK; /* fall through to re-arm below */
+                resp->n_items = 0;
+            }
+        }
+        if (err == WS_OK && resp->n_items == 0) {
+            recovery_items c = {.p = p, .now_ms = now_ms, .id = ids[i], .done = tries[i]};
+            err = ws_store_txn(s, recovery_items_rearm, &c);
+            if (err == WS_OK && c.gave_up) {
+                stats->items_gave_up++;
+                ws_log_warn("order_items_gave_up", "order_id=%s attempts=%d", ids[i],
+                            c.attempts);
+            }
+        }
+        webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+    }
+    if (err != WS_OK) {
+        ws_log_error("order_items_check_failed", "err=%s", ws_errname(err));
+    }
+    free(tries);
+    free(ids);
+    return err;
+}
+
 /* ---- the loop thread ----------------------------------------------------- */
 
 struct order_recovery {
@@ -382,6 +507,8 @@ static void *recovery_thread_main(void *arg)
                                             r->opts.batch, &st);
         (void)order_recovery_check_cancels(r->opts.store, &r->opts.policy, r->opts.lookup,
                                            r->opts.lookup_ctx, now, r->opts.batch, &st);
+        (void)order_recovery_fill_items(r->opts.store, &r->opts.policy, r->opts.lookup,
+                                        r->opts.lookup_ctx, now, r->opts.batch, &st);
         if ((st.resent || st.cancels_resent) && r->opts.queued != NULL) {
             r->opts.queued(r->opts.queued_ctx);
         }

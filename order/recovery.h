@@ -13,6 +13,12 @@
  *   RESERVATION_UNKNOWN that the inventory saw neither the order nor the
  *   cancel (a re-sent OrderCanceled makes it leave a tombstone): both, and a
  *   failed lookup, re-queue OrderCanceled, with the same backoff and bound.
+ * - an order that reached a status without its OrderSent (the event was lost
+ *   at this service only: the row was created by an outcome or a cancel) has
+ *   no lines; when its items_due_ms passes, the inventory's GetReservation is
+ *   asked for the items it saw, and they are filled in exactly as a late
+ *   OrderSent would. With nothing to learn (the inventory never saw the
+ *   order either) it is asked again with the same backoff and bound.
  *
  * Everything re-published goes through the outbox in a transaction with the
  * bookkeeping (attempts, next deadline): recovery never publishes itself.
@@ -30,12 +36,13 @@
 #include "store.h"
 #include "webshop/v1/inventory.pb-c.h"
 
-/* Ask the inventory what it decided for order_id. WS_OK with *status (any
- * ReservationStatus, RESERVATION_UNKNOWN included); any other value means
- * the question could not be answered (unavailable, deadline). Called on the
- * recovery thread, outside any transaction. */
+/* Ask the inventory what it decided for order_id. WS_OK with *resp, the
+ * answer (any ReservationStatus, RESERVATION_UNKNOWN included, and the items
+ * it saw), owned by the caller (free_unpacked); any other value means the
+ * question could not be answered (unavailable, deadline) and *resp is
+ * untouched. Called on the recovery thread, outside any transaction. */
 typedef ws_err (*order_recovery_lookup_fn)(
-    void *ctx, const char *order_id, Webshop__V1__ReservationStatus *status /* OUT */);
+    void *ctx, const char *order_id, Webshop__V1__GetReservationResponse **resp /* OUT */);
 
 /* What one pass did; the pass functions add to it. */
 typedef struct order_recovery_stats {
@@ -45,6 +52,8 @@ typedef struct order_recovery_stats {
     size_t cancels_confirmed; /* cancels the inventory confirmed */
     size_t cancel_gave_up;    /* CANCELED orders left unconfirmed after max_attempts */
     size_t lookups_failed;    /* GetReservation calls that failed or were skipped */
+    size_t items_filled;      /* orders whose lines came back from the inventory */
+    size_t items_gave_up;     /* orders left without lines after max_attempts */
 } order_recovery_stats;
 
 /* Re-queue OrderSent for up to limit PENDING orders due at now_ms (oldest
@@ -63,7 +72,16 @@ ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
                                     int64_t now_ms, size_t limit,
                                     order_recovery_stats *stats /* OUT */);
 
-/* The loop: a thread that runs both passes every interval_ms. */
+/* Ask the inventory for the lines of up to limit orders whose items_due_ms
+ * passed at now_ms (lookup as for cancels: one failed call skips the rest
+ * of the pass), fill them in where it knows them, else re-arm or give up.
+ * WS_OK or the first store error. */
+ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
+                                 order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                 int64_t now_ms, size_t limit,
+                                 order_recovery_stats *stats /* OUT */);
+
+/* The loop: a thread that runs the three passes every interval_ms. */
 typedef struct order_recovery order_recovery;
 
 typedef struct order_recovery_opts {

@@ -9,7 +9,7 @@
 #include "webshop/v1/inventory.rpc.h"
 
 ws_err order_reservations_lookup(void *ctx, const char *order_id,
-                                 Webshop__V1__ReservationStatus *status)
+                                 Webshop__V1__GetReservationResponse **out)
 {
     order_reservations *r = ctx;
     Webshop__V1__GetReservationRequest req = WEBSHOP__V1__GET_RESERVATION_REQUEST__INIT;
@@ -20,8 +20,7 @@ ws_err order_reservations_lookup(void *ctx, const char *order_id,
         r->client, &req, &resp, r->deadline_ms ? r->deadline_ms : 2000, msg, sizeof msg);
     switch (code) {
     case WS_RPC_OK:
-        *status = resp->status;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        *out = resp;
         return WS_OK;
     case WS_RPC_DEADLINE_EXCEEDED:
         return WS_ETIMEDOUT;

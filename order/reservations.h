@@ -18,9 +18,10 @@ typedef struct order_reservations {
 } order_reservations;
 
 /* An order_recovery_lookup_fn; ctx is an order_reservations. WS_OK with the
- * inventory's answer; WS_ETIMEDOUT on DEADLINE_EXCEEDED, WS_EUNAVAIL on
- * UNAVAILABLE, WS_EPROTO on any other status (logged). */
+ * inventory's answer in *out (the caller frees it); WS_ETIMEDOUT on
+ * DEADLINE_EXCEEDED, WS_EUNAVAIL on UNAVAILABLE, WS_EPROTO on any other
+ * status (logged). */
 ws_err order_reservations_lookup(void *ctx, const char *order_id,
-                                 Webshop__V1__ReservationStatus *status /* OUT */);
+                                 Webshop__V1__GetReservationResponse **out /* OUT */);
 
 #endif

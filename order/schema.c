@@ -34,6 +34,13 @@ static const ws_migration order_schema_steps[] = {
         "CREATE INDEX orders_by_created ON orders(created_ms DESC, id DESC);"
         "CREATE INDEX orders_by_due ON orders(status, "
         "next_resend_ms);" WS_OUTBOX_SCHEMA_SQL},
+    /* Orders created by an outcome or a cancel, before (or without) their
+     * OrderSent, have no lines; items_due_ms is when recovery next asks the
+     * inventory for them (GetReservation returns the items it saw). */
+    {2, "ALTER TABLE orders ADD COLUMN items_due_ms INTEGER;"
+        "ALTER TABLE orders ADD COLUMN items_attempts INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX orders_by_items_due ON orders(items_due_ms)"
+        " WHERE items_due_ms IS NOT NULL;"},
 };
 
 const ws_migration *order_schema_migrations(size_t *n)

@@ -328,6 +328,35 @@ Test(json, hostile_inputs_rejected_with_path_and_no_leak)
     }
 }
 
+/* Found by fuzz_json: "1" and "01" are different JSON keys but the same
+ * int64 map key, so both were accepted as two entries with key 1, whose
+ * JSON (two "1" members) the decoder then refused: our own output did not
+ * decode. Integer map keys are now accepted only in canonical form. */
+Test(json, integer_map_keys_must_be_canonical)
+{
+    const char *bad[] = {"{\"m_inner\":{\"1\":{},\"01\":{}}}",
+                         "{\"m_inner\":{\"+1\":{}}}", "{\"m_inner\":{\"-0\":{}}}",
+                         "{\"m_inner\":{\"1e0\":{}}}", "{\"m_inner\":{\" 1\":{}}}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ProtobufCMessage *out = NULL;
+        ws_json_error err;
+        ws_err rc = ws_json_decode(alltypes, bad[i], strlen(bad[i]), NULL, &out, &err);
+        cr_expect_eq(rc, WS_EPARSE, "%s: %s", bad[i], ws_errname(rc));
+        cr_expect_null(out);
+        cr_expect(strstr(err.text, "map key must be written") != NULL ||
+                      strstr(err.text, "expected integer") != NULL,
+                  "%s: %s", bad[i], err.text);
+    }
+    const char *good = "{\"m_inner\":{\"-9223372036854775808\":{},\"0\":{},\"7\":{}}}";
+    ProtobufCMessage *m = NULL;
+    ws_json_error err;
+    cr_assert_eq(ws_json_decode(alltypes, good, strlen(good), NULL, &m, &err), WS_OK,
+                 "%s", err.text);
+    cr_expect_eq(((WebshopTest__AllTypes *)m)->n_m_inner, 3);
+    free(roundtrip(m, 0));
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 Test(json, ten_megabyte_string_exceeds_size_limit)
 {
     size_t n = 10u << 20;

@@ -209,12 +209,13 @@ Test(order_recovery, resend_pass_is_bounded_by_its_limit)
 
 typedef struct fake_inventory {
     Webshop__V1__ReservationStatus answer;
+    size_t n_items; /* items in the answer: ids 1..n, count 2 each */
     ws_err err;
     int calls;
 } fake_inventory;
 
 static ws_err fake_lookup(void *ctx, const char *order_id,
-                          Webshop__V1__ReservationStatus *st)
+                          Webshop__V1__GetReservationResponse **out)
 {
     fake_inventory *f = ctx;
     cr_assert(orders_id_valid(order_id));
@@ -222,7 +223,22 @@ static ws_err fake_lookup(void *ctx, const char *order_id,
     if (f->err != WS_OK) {
         return f->err;
     }
-    *st = f->answer;
+    Webshop__V1__GetReservationResponse *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    webshop__v1__get_reservation_response__init(r);
+    r->order_id = strdup(order_id);
+    r->status = f->answer;
+    if (f->n_items > 0) {
+        r->items = calloc(f->n_items, sizeof(*r->items));
+        r->n_items = f->n_items;
+        for (size_t i = 0; i < f->n_items; i++) {
+            r->items[i] = malloc(sizeof(**r->items));
+            webshop__v1__order_item__init(r->items[i]);
+            r->items[i]->inventory_id = (int32_t)(i + 1);
+            r->items[i]->count = 2;
+        }
+    }
+    *out = r;
     return WS_OK;
 }
 
@@ -317,6 +333,86 @@ Test(order_recovery, unconfirmed_cancel_gives_up_after_max_attempts)
     }
     cr_assert_eq(resent, pol.max_attempts);
     cr_assert_eq(gave_up, 1);
+}
+
+static order_recovery_stats fill_at(fake_inventory *f, int64_t now)
+{
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_fill_items(store, &pol, fake_lookup, f, now, 100, &st), WS_OK);
+    return st;
+}
+
+static size_t stored_items(const char *id, Webshop__V1__OrderStatus *status)
+{
+    Webshop__V1__Order *o = NULL;
+    cr_assert_eq(orders_get(store, id, &o), WS_OK);
+    size_t n = o->n_items;
+    *status = o->status;
+    webshop__v1__order__free_unpacked(o, NULL);
+    return n;
+}
+
+Test(order_recovery, lines_lost_with_order_sent_come_back_from_the_inventory)
+{
+    char id[37];
+    new_id(id);
+    in_stock(id, 0); /* OrderSent lost here: the row has no lines */
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED, .n_items = 2};
+    cr_assert_eq(fill_at(&f, 999).items_filled, 0, "not due yet");
+    cr_assert_eq(f.calls, 0);
+    order_recovery_stats st = fill_at(&f, 1000);
+    cr_assert_eq(st.items_filled, 1);
+    Webshop__V1__OrderStatus status;
+    cr_assert_eq(stored_items(id, &status), 2);
+    cr_assert_eq(status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL, "status kept");
+    f.calls = 0;
+    cr_assert_eq(fill_at(&f, 100000).items_filled, 0, "filled orders are not asked again");
+    cr_assert_eq(f.calls, 0);
+}
+
+Test(order_recovery, orders_with_their_lines_are_never_asked_about)
+{
+    char id[37];
+    new_id(id);
+    place(id, 0);
+    in_stock(id, 1);
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED, .n_items = 1};
+    fill_at(&f, 100000);
+    cr_assert_eq(f.calls, 0);
+}
+
+Test(order_recovery, unknown_lines_are_asked_again_with_backoff_then_left)
+{
+    char id[37];
+    new_id(id);
+    cancel(id, 0); /* canceled before anyone saw the order: no lines anywhere */
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED};
+    int64_t now = 1000;
+    int asked = 0;
+    order_recovery_stats total = {0};
+    for (int i = 0; i < 50; i++, now += 1000) {
+        int before = f.calls;
+        order_recovery_stats st = fill_at(&f, now);
+        total.items_gave_up += st.items_gave_up;
+        asked += f.calls - before;
+    }
+    cr_assert_eq(asked, pol.max_attempts, "asked %d times", asked);
+    cr_assert_eq(total.items_gave_up, 1);
+    Webshop__V1__OrderStatus status;
+    cr_assert_eq(stored_items(id, &status), 0);
+    cr_assert_eq(status, WEBSHOP__V1__ORDER_STATUS__CANCELED);
+}
+
+Test(order_recovery, unreachable_inventory_leaves_lines_due)
+{
+    char id[37];
+    new_id(id);
+    in_stock(id, 0);
+    fake_inventory f = {.err = WS_EUNAVAIL};
+    order_recovery_stats st = fill_at(&f, 5000);
+    cr_assert_eq(st.lookups_failed, 1);
+    f = (fake_inventory){.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED, .n_items = 1};
+    cr_assert_eq(fill_at(&f, 5001).items_filled, 1, "asked again on the next pass");
 }
 
 static int64_t wall_ms(void)

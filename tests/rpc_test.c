@@ -27,6 +27,8 @@
 #include "metrics.h"
 #include "rpc_client.h"
 #include "rpc_server.h"
+#include "rpc_server_int.h"
+#include "json_int.h"
 #include "webshop/v1/inventory.pb-c.h"
 #include "webshop/v1/rpc.pb-c.h"
 
@@ -532,6 +534,76 @@ Test(rpc, garbage_envelope_is_answered_invalid_argument, .timeout = 30)
         webshop__v1__rpc_response__free_unpacked(r, NULL);
     }
     nng_close(s);
+    ws_rpc_server_close(srv);
+}
+
+/* Serve one packed RpcRequest without nng; returns the unpacked answer. */
+static Webshop__V1__RpcResponse *dispatch_method(ws_rpc_server *srv, const char *method)
+{
+    Webshop__V1__RpcRequest req = WEBSHOP__V1__RPC_REQUEST__INIT;
+    uint8_t packed[1024], *resp = NULL;
+    size_t resp_len = 0;
+
+    req.method = (char *)method;
+    req.request_id = 42;
+    cr_assert_leq(webshop__v1__rpc_request__get_packed_size(&req), sizeof(packed));
+    size_t n = webshop__v1__rpc_request__pack(&req, packed);
+    cr_assert_eq(ws__rpc_server_dispatch(srv, packed, n, &resp, &resp_len), WS_OK);
+    Webshop__V1__RpcResponse *r = webshop__v1__rpc_response__unpack(NULL, resp_len, resp);
+    free(resp);
+    cr_assert_not_null(r);
+    cr_expect_eq(r->request_id, 42);
+    return r;
+}
+
+/* Found by fuzz_rpc: the server quoted the caller's method name in the
+ * status message byte for byte, so an RpcResponse.message (a proto3 string)
+ * could hold invalid UTF-8, and a Python or Go client failed to parse the
+ * whole answer. */
+Test(rpc, unknown_method_with_invalid_utf8_gets_a_utf8_message, .timeout = 30)
+{
+    ws_rpc_server *srv = server_new("inproc://utf8-bad", 0, 0, 0, NULL);
+    const char *names[] = {"/\xff\xfe/Nope", "/webshop.v1.Inventory/Get\xc3",
+                           "\xed\xa0\x80", "/x/\xf4\x90\x80\x80"};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        Webshop__V1__RpcResponse *r = dispatch_method(srv, names[i]);
+        cr_expect_eq(r->status, WEBSHOP__V1__STATUS_CODE__UNIMPLEMENTED);
+        cr_expect(ws__json_utf8_valid(r->message, strlen(r->message)), "%zu: %s", i,
+                  r->message);
+        cr_expect(strstr(r->message, "unknown method") != NULL, "%s", r->message);
+        webshop__v1__rpc_response__free_unpacked(r, NULL);
+    }
+    ws_rpc_server_close(srv);
+}
+
+/* Found by fuzz_rpc: a long, well-formed non-ASCII method name was cut at a
+ * byte count inside a character when quoted in the message. */
+Test(rpc, long_non_ascii_method_name_is_not_cut_inside_a_character, .timeout = 30)
+{
+    ws_rpc_server *srv = server_new("inproc://utf8-long", 0, 0, 0, NULL);
+    char name[700];
+
+    /* Shift the characters so that each byte position of one falls on the
+     * server's cut. */
+    for (size_t shift = 0; shift < 3; shift++) {
+        size_t n = 0;
+        name[n++] = '/';
+        for (size_t i = 0; i < shift; i++) {
+            name[n++] = 'x';
+        }
+        while (n + 4 < sizeof(name)) {
+            memcpy(name + n, "\xc3\xa9", 2); /* U+00E9 */
+            n += 2;
+            name[n++] = 'a';
+        }
+        name[n] = '\0';
+        Webshop__V1__RpcResponse *r = dispatch_method(srv, name);
+        cr_expect_eq(r->status, WEBSHOP__V1__STATUS_CODE__UNIMPLEMENTED);
+        cr_expect(ws__json_utf8_valid(r->message, strlen(r->message)), "shift %zu: %s",
+                  shift, r->message);
+        webshop__v1__rpc_response__free_unpacked(r, NULL);
+    }
     ws_rpc_server_close(srv);
 }
 

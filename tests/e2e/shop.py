@@ -6,20 +6,48 @@ Standard library only, run with Debian's /usr/bin/python3. Every wait polls a
 condition with a deadline; nothing sleeps to let something happen.
 """
 
+import ctypes
 import http.client
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 
 MOSQUITTO = os.environ.get("WS_MOSQUITTO", "/usr/sbin/mosquitto")
+MOSQUITTO_PASSWD = os.environ.get("WS_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
+# The broker's ACL, shared with tools/webshop up: one user per service.
+ACL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                        "mosquitto.acl")
+BROKER_USERS = ("webshop-front", "webshop-inventory", "webshop-order", "webshop-admin")
+
+# WEBSHOP_WRAPPER prefixes every service's argv (not the broker's), e.g.
+# "valgrind --tool=memcheck ..."; WEBSHOP_TIME_SCALE multiplies every wait
+# for programs that run that much slower under it.
+WRAPPER = shlex.split(os.environ.get("WEBSHOP_WRAPPER", ""))
+TIME_SCALE = float(os.environ.get("WEBSHOP_TIME_SCALE", "1") or "1")
 
 # Sanitizer reports in a service's log make the test fail.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# ... and so does a memcheck summary with errors (under WEBSHOP_WRAPPER=valgrind).
+VALGRIND_ERRORS = re.compile(r"ERROR SUMMARY: [1-9]")
+
+
+def _die_with_parent():
+    """In the child: get SIGKILL when the test process dies, so a crashed or
+    killed test leaves no service behind. Linux sends it when the *thread*
+    that started the child exits: start processes from the main thread (or one
+    that outlives the shop)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port():
@@ -30,6 +58,7 @@ def free_port():
 
 def wait_until(cond, timeout=10.0, what="condition", interval=0.02):
     """Poll cond() until it returns a truthy value; return that value."""
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -69,7 +98,8 @@ class Proc:
         if self.env:
             env.update(self.env)
         self.p = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env)
+                                  stdin=subprocess.DEVNULL, env=env,
+                                  preexec_fn=_die_with_parent)
         log.close()
         return self
 
@@ -85,6 +115,7 @@ class Proc:
         """SIGTERM and wait; return the exit code (None if never started)."""
         if self.p is None:
             return None
+        timeout *= TIME_SCALE
         if self.alive():
             self.p.send_signal(signal.SIGTERM)
             try:
@@ -108,7 +139,7 @@ class Shop:
 
     def __init__(self, build_dir, tmp=None, broker_conf_extra="", bus_format="protobuf",
                  order_args=(), inventory_args=(), front_args=(), env=None,
-                 services=("broker", "inventory", "order", "front")):
+                 services=("broker", "inventory", "order", "front"), auth=True, tls_ca=None):
         self.build = build_dir
         self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
         self.own_tmp = tmp is None
@@ -121,15 +152,31 @@ class Shop:
         self.ord_http = free_port()
         self.http_port = free_port()
         self.bus_format = bus_format
+        # With front_args --tls-cert: the CA file that verifies it; HTTP
+        # requests then go over HTTPS.
+        self.tls_ca = tls_ca
         self.env = env or {}
         self.broker_conf_extra = broker_conf_extra
         self.procs = {}
         self.services = services
         conf = os.path.join(self.tmp, "mosquitto.conf")
         os.makedirs(os.path.join(self.tmp, "mosquitto"), exist_ok=True)
+        # Broker authentication and ACLs (auth=False: anonymous, no ACL).
+        self.auth = auth
+        self.passwords = {}       # user -> password
+        self.password_files = {}  # user -> file holding it (mode 0600)
+        auth_conf = "allow_anonymous true\n"
+        for var in ("WEBSHOP_USERNAME", "WEBSHOP_PASSWORD_FILE"):
+            os.environ.pop(var, None)
+        if auth:
+            auth_conf = self._write_broker_auth()
+            # Tools the test runs (webshopctl) connect as the admin; the
+            # services get their own user by flag, which beats these.
+            os.environ["WEBSHOP_USERNAME"] = "webshop-admin"
+            os.environ["WEBSHOP_PASSWORD_FILE"] = self.password_files["webshop-admin"]
         with open(conf, "w") as f:
             f.write(f"listener {self.broker_port} 127.0.0.1\n"
-                    "allow_anonymous true\n"
+                    + auth_conf +
                     "persistence true\n"
                     f"persistence_location {self.tmp}/mosquitto/\n"
                     "autosave_interval 1\n"
@@ -142,22 +189,67 @@ class Shop:
                     + broker_conf_extra)
         self.broker_conf = conf
         broker = f"127.0.0.1:{self.broker_port}"
+
+        def creds(service):
+            user = f"webshop-{service}"
+            if not auth:
+                return []
+            return ["--username", user, "--password-file", self.password_files[user]]
         self.argv = {
             "broker": [MOSQUITTO, "-c", conf],
             "inventory": [os.path.join(build_dir, "inventory", "webshop-inventory"),
                           "--db-path", os.path.join(self.tmp, "inventory.db"),
                           "--rpc-url", self.inv_rpc, "--broker", broker,
                           "--http-port", str(self.inv_http), "--bus-format", bus_format,
-                          *inventory_args],
+                          *creds("inventory"), *inventory_args],
             "order": [os.path.join(build_dir, "order", "webshop-order"),
                       "--db-path", os.path.join(self.tmp, "order.db"),
                       "--rpc-url", self.ord_rpc, "--inventory-url", self.inv_rpc,
                       "--broker", broker, "--http-port", str(self.ord_http),
-                      "--bus-format", bus_format, *order_args],
+                      "--bus-format", bus_format, *creds("order"), *order_args],
             "front": [os.path.join(build_dir, "front", "webshop-front"),
                       "--http-port", str(self.http_port), "--inventory-url", self.inv_rpc,
-                      "--orders-url", self.ord_rpc, "--broker", broker, *front_args],
+                      "--orders-url", self.ord_rpc, "--broker", broker, *creds("front"),
+                      *front_args],
         }
+        for n in ("inventory", "order", "front"):
+            self.argv[n] = WRAPPER + self.argv[n]
+
+    def _write_broker_auth(self):
+        """A random password per user (files of mode 0600), the password file
+        hashed by mosquitto_passwd -U, the ACL; returns the config lines."""
+        secrets = os.path.join(self.tmp, "secrets")
+        os.makedirs(secrets, mode=0o700, exist_ok=True)
+        passwd = os.path.join(secrets, "mosquitto.passwd")
+        lines = []
+        for user in BROKER_USERS:
+            pw = os.urandom(24).hex()
+            path = os.path.join(secrets, user + ".password")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(pw + "\n")
+            self.passwords[user] = pw
+            self.password_files[user] = path
+            lines.append(f"{user}:{pw}\n")
+        fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(lines)
+        subprocess.run([MOSQUITTO_PASSWD, "-U", passwd], check=True, capture_output=True,
+                       timeout=30)
+        acl = os.path.join(secrets, "mosquitto.acl")
+        shutil.copyfile(ACL_FILE, acl)
+        return f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
+
+    # -- broker credentials for tools ----------------------------------------
+
+    def mqtt_args(self, user="webshop-admin"):
+        """mosquitto_pub/mosquitto_sub flags to connect as user ([] without auth)."""
+        return ["-u", user, "-P", self.passwords[user]] if self.auth else []
+
+    def ctl_args(self, user="webshop-admin"):
+        """webshopctl flags to connect to the broker as user ([] without auth)."""
+        return (["--username", user, "--password-file", self.password_files[user]]
+                if self.auth else [])
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -216,6 +308,8 @@ class Shop:
             for mark in SANITIZER_MARKS:
                 if mark in text:
                     raise AssertionError(f"{n}: sanitizer report in its log:\n{text[-5000:]}")
+            if VALGRIND_ERRORS.search(text):
+                raise AssertionError(f"{n}: memcheck errors in its log:\n{text[-8000:]}")
 
     def __enter__(self):
         try:
@@ -245,7 +339,12 @@ class Shop:
 
     def request(self, method, path, body=None, headers=None, timeout=10, raw=None):
         """One HTTP request. Returns (status, headers dict, parsed JSON or text)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
+        if self.tls_ca is not None:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.http_port, timeout=timeout,
+                context=ssl.create_default_context(cafile=self.tls_ca))
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
         try:
             h = dict(headers or {})
             data = raw

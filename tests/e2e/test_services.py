@@ -44,7 +44,8 @@ class Backends:
 
     def publish_json_raw(self, topic, text):
         r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p",
-                            str(self.shop.broker_port), "-q", "1", "-t", topic, "-m", text],
+                            str(self.shop.broker_port), *self.shop.mqtt_args(), "-q", "1",
+                            "-t", topic, "-m", text],
                            capture_output=True, text=True, timeout=20)
         assert r.returncode == 0, r.stderr
 

@@ -460,8 +460,17 @@ static bool openapi_operation(ws_buf *out, openapi_ctx *c, const openapi_op *op)
     }
     int status = op->rule->success_status != 0 ? op->rule->success_status : 200;
     ws_buf_printf(out, ",\"responses\":{\"%d\":{\"description\":\"Success\"", status);
-    ws_buf_puts(out, ",\"content\":{\"application/json\":{\"schema\":");
-    if (op->rule->response_body != NULL && op->rule->response_body[0] != '\0') {
+    const char *media = op->rule->response_content_type;
+    if (media != NULL && media[0] != '\0') {
+        /* Not JSON (a Server-Sent-Events stream): the body is text; the
+         * description names the message each event carries. */
+        ws_buf_puts(out, ",\"content\":{");
+        openapi_json_string(out, media);
+        ws_buf_printf(out, ":{\"schema\":{\"type\":\"string\",\"description\":"
+                           "\"Each event's data is a %s as JSON\"}}}}",
+                      outt->short_name);
+    } else if (op->rule->response_body != NULL && op->rule->response_body[0] != '\0') {
+        ws_buf_puts(out, ",\"content\":{\"application/json\":{\"schema\":");
         size_t k;
         for (k = 0; k < outt->msg->n_field; k++) {
             if (strcmp(outt->msg->field[k]->name, op->rule->response_body) == 0) {
@@ -474,10 +483,13 @@ static bool openapi_operation(ws_buf *out, openapi_ctx *c, const openapi_op *op)
             return false;
         }
         openapi_field_schema(out, c, outt, k);
+        ws_buf_puts(out, "}}}");
     } else {
-        ws_buf_printf(out, "{\"$ref\":\"#/components/schemas/%s\"}", outt->short_name);
+        ws_buf_printf(out,
+                      ",\"content\":{\"application/json\":{\"schema\":"
+                      "{\"$ref\":\"#/components/schemas/%s\"}}}}",
+                      outt->short_name);
     }
-    ws_buf_puts(out, "}}}");
     openapi_error_response(out, 400, "Bad request: the message names the field");
     if (strchr(op->path, '{') != NULL) {
         openapi_error_response(out, 404, "Not found");

@@ -1,0 +1,27 @@
+/*
+ * GET /events?orders=ID,ID&stock=true: live order status and stock over
+ * Server-Sent Events. One stream serves many orders, so a page with several
+ * live orders holds one connection (and one civetweb worker thread), not one
+ * per order. The stream opens a watch on the status hub first, then asks the
+ * order service for each order's current status (Orders.GetOrder) and sends
+ * it, so a late subscriber misses nothing; then it forwards every change,
+ * dropping any that would move an order backwards in the status precedence.
+ * It sends a heartbeat comment when idle, ends with `event: end` once every
+ * order is final (UNSUCCESSFUL or CANCELED) unless stock was asked for, and
+ * ends without it after the front's stream bound (the browser's EventSource
+ * then reconnects and starts from a fresh snapshot).
+ */
+#ifndef FRONT_ORDER_EVENTS_H
+#define FRONT_ORDER_EVENTS_H
+
+struct mg_connection;
+
+/* The route handler (a ws_http_handler_fn); ctx is the front. Returns the
+ * HTTP status sent. Blocks its worker thread for the stream's lifetime. */
+int order_events_serve(struct mg_connection *conn, void *ctx);
+
+/* Precedence rank of a webshop.v1.OrderStatus: PENDING 1, SUCCESSFUL and
+ * UNSUCCESSFUL 2, CANCELED 3, anything else 0. */
+int order_events_rank(int status);
+
+#endif

@@ -1,0 +1,117 @@
+"""webshopctl against real processes (issue 3): call, list, publish and watch,
+and its error exits. Run: /usr/bin/python3 tests/e2e/test_webshopctl.py BUILD_DIR
+"""
+
+import json
+import os
+import subprocess
+import sys
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shop import Shop, free_port, wait_until  # noqa: E402
+
+BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
+
+
+class Webshopctl(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.shop = Shop(BUILD, services=("broker", "inventory", "order"))
+        cls.shop.__enter__()
+        cls.ctl = os.path.join(BUILD, "tools", "webshopctl")
+        cls.broker = f"127.0.0.1:{cls.shop.broker_port}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.shop.__exit__(None, None, None)
+
+    def run_ctl(self, *args, stdin=None, timeout=20):
+        return subprocess.run([self.ctl, "--broker", self.broker, "--deadline", "2s", *args],
+                              input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def test_list_uses_reflection(self):
+        r = self.run_ctl("list", self.shop.inv_rpc)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("webshop.v1.Inventory", r.stdout)
+        self.assertIn("GetCatalog", r.stdout)
+        self.assertIn("webshop.v1.Reflection", r.stdout)
+
+    def test_call_prints_the_response_as_json(self):
+        r = self.run_ctl("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetCatalog", "{}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        body = json.loads(r.stdout)
+        names = {p["id"]: p["name"] for p in body["products"]}
+        self.assertEqual(names[1], "One Leg Web Shop Prototype")
+
+    def test_call_reads_the_request_from_stdin(self):
+        r = self.run_ctl("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct",
+                         stdin='{"id": 2}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["product"]["price"], 2000)
+
+    def test_call_not_found_exits_1_with_the_status(self):
+        r = self.run_ctl("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct",
+                         '{"id": 999}')
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("NOT_FOUND", r.stderr)
+
+    def test_errors_exit_non_zero_with_a_message(self):
+        cases = [
+            (("call", self.shop.inv_rpc, "/webshop.v1.Inventory/Nope", "{}"), "Nope"),
+            (("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct", '{"id": "x"}'),
+             "id"),
+            (("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct", "{"), ""),
+            (("call", f"tcp://127.0.0.1:{free_port()}", "/webshop.v1.Inventory/GetCatalog",
+              "{}"), "UNAVAILABLE"),
+            (("call", "http://x", "/webshop.v1.Inventory/GetCatalog", "{}"), ""),
+            (("publish", "no/such-topic", "{}"), "no/such-topic"),
+            (("publish", "public-front/order-send", '{"bogus": 1}'), "bogus"),
+            (("frobnicate",), "frobnicate"),
+            ((), ""),
+        ]
+        for args, frag in cases:
+            with self.subTest(args=args):
+                r = self.run_ctl(*args)
+                self.assertNotEqual(r.returncode, 0, r.stdout)
+                self.assertTrue(r.stderr.startswith("webshopctl: "), r.stderr)
+                self.assertIn(frag, r.stderr)
+
+    def test_publish_and_watch(self):
+        watch = subprocess.Popen([self.ctl, "--broker", self.broker, "--count", "2",
+                                  "--duration", "20s", "watch"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            oid = str(uuid.uuid4())
+            # The watcher may still be subscribing: publish until it has seen
+            # something, bounded by the deadline below.
+            seen = []
+
+            def published_and_seen():
+                r = self.run_ctl("publish", "public-front/order-canceled",
+                                 json.dumps({"orderId": oid}))
+                self.assertEqual(r.returncode, 0, r.stderr)
+                return watch.poll() is not None
+            wait_until(published_and_seen, 20, "webshopctl watch to print two events",
+                       interval=0.2)
+            out, err = watch.communicate(timeout=10)
+            self.assertEqual(watch.returncode, 0, err)
+            for line in out.splitlines():
+                seen.append(json.loads(line))
+            topics = {e["topic"] for e in seen}
+            self.assertTrue(topics & {"public-front/order-canceled", "order/order-canceled",
+                                      "order/order-status"}, seen)
+            mine = [e for e in seen if e["topic"] == "public-front/order-canceled"]
+            if mine:
+                self.assertEqual(mine[0]["event"]["order_id"], oid)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+                watch.communicate()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        BUILD = sys.argv.pop(1)
+    unittest.main(verbosity=2)

@@ -1,0 +1,98 @@
+/*
+ * The front's POST /order validation and order ids.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "order_id.h"
+#include "place_order.h"
+
+static int parse(const char *body, Webshop__V1__OrderSent **out, char *msg)
+{
+    place_order_limits lim = {.max_items = 3, .max_count = 10};
+    return place_order_parse(body, strlen(body), "0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d", &lim,
+                             out, msg, 256);
+}
+
+Test(place_order, valid_body_becomes_order_sent)
+{
+    Webshop__V1__OrderSent *ev = NULL;
+    char msg[256];
+    cr_assert_eq(parse("{\"items\": [{\"inventoryId\": 1, \"count\": 2}, "
+                       "{\"inventory_id\": 2, \"count\": 10}]}",
+                       &ev, msg),
+                 0, "%s", msg);
+    cr_assert_str_eq(ev->order_id, "0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d");
+    cr_assert_eq(ev->n_items, 2);
+    cr_assert_eq(ev->items[1]->inventory_id, 2);
+    cr_assert_eq(ev->items[1]->count, 10);
+    webshop__v1__order_sent__free_unpacked(ev, NULL);
+}
+
+Test(place_order, every_rule_names_the_field)
+{
+    struct {
+        const char *body;
+        const char *msg;
+    } cases[] = {
+        {"{}", "items: at least one item is required"},
+        {"{\"items\": []}", "items: at least one item is required"},
+        {"{\"items\": [{\"inventoryId\": 1, \"count\": 1}, {\"inventoryId\": 1, \"count\": 1}, "
+         "{\"inventoryId\": 1, \"count\": 1}, {\"inventoryId\": 1, \"count\": 1}]}",
+         "items: at most 3 items per order, got 4"},
+        {"{\"items\": [{\"inventoryId\": 0, \"count\": 1}]}",
+         "items[0].inventory_id: must be a positive product id"},
+        {"{\"items\": [{\"inventoryId\": 1, \"count\": 11}]}",
+         "items[0].count: must be between 1 and 10, got 11"},
+        {"{\"items\": [{\"inventoryId\": 1}]}", "items[0].count: must be between 1 and 10, got 0"},
+        {"{\"items\": [{\"inventoryId\": 1, \"count\": \"x\"}]}", "items[0].count"},
+        {"{\"orderId\": \"x\", \"items\": []}", "orderId"},
+        {"[", "line 1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        Webshop__V1__OrderSent *ev = NULL;
+        char msg[256] = "";
+        cr_assert_eq(parse(cases[i].body, &ev, msg), -1, "case %zu accepted", i);
+        cr_assert_null(ev);
+        cr_assert_not_null(strstr(msg, cases[i].msg), "case %zu: got \"%s\"", i, msg);
+    }
+}
+
+Test(order_id, key_derived_ids_are_stable_uuid5)
+{
+    char a[ORDER_ID_LEN], b[ORDER_ID_LEN], c[ORDER_ID_LEN];
+    cr_assert(order_id_from_key("readme-first-order", a));
+    cr_assert(order_id_from_key("readme-first-order", b));
+    cr_assert(order_id_from_key("another", c));
+    cr_assert_str_eq(a, b);
+    cr_assert_str_neq(a, c);
+    /* The value tools/webshop up prints (Python's uuid5 in our namespace). */
+    cr_assert_str_eq(a, "550e7ba5-52a6-53e5-92dc-9537033ef36d");
+    cr_assert_eq(a[14], '5', "version 5");
+}
+
+Test(order_id, bad_keys_are_refused)
+{
+    char out[ORDER_ID_LEN] = "untouched";
+    char big[ORDER_ID_MAX_KEY + 2];
+    memset(big, 'k', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    cr_assert_not(order_id_from_key("", out));
+    cr_assert_not(order_id_from_key(big, out));
+    cr_assert_not(order_id_from_key("tab\there", out));
+    cr_assert_not(order_id_from_key("\xc3\xa9", out));
+    cr_assert_str_eq(out, "untouched");
+}
+
+Test(order_id, validation)
+{
+    char id[ORDER_ID_LEN];
+    order_id_new(id);
+    cr_assert(order_id_valid(id));
+    cr_assert(order_id_valid("0B7C1D4E-5F60-4A1B-8C2D-3E4F5A6B7C8D"));
+    cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8"));
+    cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8dd"));
+    cr_assert_not(order_id_valid("0b7c1d4e05f60-4a1b-8c2d-3e4f5a6b7c8d"));
+    cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8g"));
+    cr_assert_not(order_id_valid(""));
+}

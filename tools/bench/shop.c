@@ -1,0 +1,370 @@
+/*
+ * The shop under test; see shop.h. Starting and stopping go through
+ * tools/webshop so the bench measures exactly what `tools/webshop up` runs.
+ */
+#include "shop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "load.h"
+
+static const char *const shop_proc_names[BENCH_PROCS] = {"broker", "inventory", "order",
+                                                         "front"};
+
+/*
+ * Run `script verb --state-dir DIR [extra...]` with WEBSHOP_BUILD_DIR set;
+ * its stdout goes to out (cap bytes, NUL-terminated) when out is not NULL,
+ * else to our stderr. Returns the exit status, -1 if it could not run.
+ */
+static int shop_script_run(const bench_shop *s, const char *verb, const char *extra_flag,
+                           const char *extra_value, char *out, size_t cap)
+{
+    int pipefd[2] = {-1, -1};
+    if (out != NULL && pipe2(pipefd, O_CLOEXEC) != 0) {
+        return -1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(out != NULL ? pipefd[1] : STDERR_FILENO, STDOUT_FILENO);
+        setenv("WEBSHOP_BUILD_DIR", s->build_dir, 1);
+        const char *argv[8] = {s->script, verb, "--state-dir", s->state_dir, NULL};
+        if (extra_flag != NULL) {
+            argv[4] = extra_flag;
+            argv[5] = extra_value;
+            argv[6] = NULL;
+        }
+        execv(s->script, (char *const *)argv);
+        fprintf(stderr, "bench: cannot run %s: %s\n", s->script, strerror(errno));
+        _exit(127);
+    }
+    size_t len = 0;
+    if (out != NULL) {
+        close(pipefd[1]);
+        for (;;) {
+            ssize_t n = read(pipefd[0], out + len, cap - 1 - len);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                break;
+            }
+            len += (size_t)n;
+            if (len == cap - 1) {
+                break;
+            }
+        }
+        out[len] = '\0';
+        close(pipefd[0]);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Read `tools/webshop status` into s; returns true when the shop runs. */
+static bool shop_facts_read(bench_shop *s)
+{
+    char out[4096];
+    if (shop_script_run(s, "status", NULL, NULL, out, sizeof(out)) != 0) {
+        return false;
+    }
+    bool running = false;
+    char *save = NULL;
+    for (char *line = strtok_r(out, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *eq = strchr(line, '=');
+        if (eq == NULL) {
+            continue;
+        }
+        *eq = '\0';
+        const char *v = eq + 1;
+        if (strcmp(line, "running") == 0) {
+            running = strcmp(v, "yes") == 0;
+        } else if (strcmp(line, "url") == 0) {
+            snprintf(s->url, sizeof(s->url), "%s", v);
+        } else if (strcmp(line, "broker_host") == 0) {
+            snprintf(s->broker_host, sizeof(s->broker_host), "%s", v);
+        } else if (strcmp(line, "broker_port") == 0) {
+            s->broker_port = atoi(v);
+        } else if (strcmp(line, "broker_user") == 0) {
+            snprintf(s->broker_user, sizeof(s->broker_user), "%s", v);
+        } else if (strcmp(line, "broker_password_file") == 0) {
+            if (bench_read_secret(v, s->broker_password, sizeof(s->broker_password)) !=
+                0) {
+                fprintf(stderr, "bench: cannot read the broker password file %s\n", v);
+            }
+        } else {
+            for (int i = 0; i < BENCH_PROCS; i++) {
+                size_t n = strlen(shop_proc_names[i]);
+                if (strncmp(line, shop_proc_names[i], n) == 0 &&
+                    strcmp(line + n, "_pid") == 0) {
+                    s->procs[i].pid = atoi(v);
+                }
+            }
+        }
+    }
+    return running;
+}
+
+int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
+                  const char *state_dir, int http_port)
+{
+    memset(s, 0, sizeof(*s));
+    atomic_init(&s->sampler_stop, false);
+    for (int i = 0; i < BENCH_PROCS; i++) {
+        snprintf(s->procs[i].name, sizeof(s->procs[i].name), "%s", shop_proc_names[i]);
+        s->procs[i].idle_kb = -1;
+        s->procs[i].peak_kb = -1;
+    }
+    snprintf(s->script, sizeof(s->script), "%s", script);
+    snprintf(s->build_dir, sizeof(s->build_dir), "%s", build_dir);
+    if (state_dir == NULL) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(s->state_dir, sizeof(s->state_dir), "%s/webshop-bench-XXXXXX",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        if (mkdtemp(s->state_dir) == NULL) {
+            fprintf(stderr, "bench: cannot create %s: %s\n", s->state_dir,
+                    strerror(errno));
+            return -1;
+        }
+        s->temp_dir = true;
+    } else {
+        snprintf(s->state_dir, sizeof(s->state_dir), "%s", state_dir);
+    }
+    if (!s->temp_dir && shop_facts_read(s)) {
+        fprintf(stderr, "bench: using the shop running from %s\n", s->state_dir);
+        return 0;
+    }
+    char port[16];
+    snprintf(port, sizeof(port), "%d", http_port);
+    fprintf(stderr, "bench: starting a shop: %s up --state-dir %s --http-port %s\n",
+            s->script, s->state_dir, port);
+    s->started = true;
+    if (shop_script_run(s, "up", "--http-port", port, NULL, 0) != 0) {
+        fprintf(stderr, "bench: `%s up` failed; logs in %s/logs\n", s->script,
+                s->state_dir);
+        return -1;
+    }
+    if (!shop_facts_read(s) || s->url[0] == '\0') {
+        fprintf(stderr, "bench: `%s status` shows no running shop\n", s->script);
+        return -1;
+    }
+    return 0;
+}
+
+static int shop_rm_entry(const char *path, const struct stat *sb, int flag,
+                         struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void bench_shop_down(bench_shop *s, bool keep)
+{
+    bench_shop_sampler_stop(s);
+    if (s->started) {
+        shop_script_run(s, "down", NULL, NULL, NULL, 0);
+        s->started = false;
+    }
+    if (s->temp_dir) {
+        if (keep) {
+            fprintf(stderr, "bench: kept the shop's state and logs in %s\n",
+                    s->state_dir);
+        } else {
+            nftw(s->state_dir, shop_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        }
+        s->temp_dir = false;
+    }
+}
+
+int bench_read_secret(const char *file, char *out, size_t cap)
+{
+    FILE *f = fopen(file, "re");
+    if (f == NULL) {
+        return -1;
+    }
+    bool ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    if (!ok) {
+        out[0] = '\0';
+        return -1;
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+long bench_rss_kb(int pid)
+{
+    if (pid <= 0) {
+        return -1;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return -1;
+    }
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+void bench_shop_sample_idle(bench_shop *s)
+{
+    for (int i = 0; i < BENCH_PROCS; i++) {
+        s->procs[i].idle_kb = bench_rss_kb(s->procs[i].pid);
+        if (s->procs[i].idle_kb > s->procs[i].peak_kb) {
+            s->procs[i].peak_kb = s->procs[i].idle_kb;
+        }
+    }
+}
+
+static void *shop_sampler_main(void *arg)
+{
+    bench_shop *s = arg;
+    while (!atomic_load(&s->sampler_stop)) {
+        for (int i = 0; i < BENCH_PROCS; i++) {
+            long kb = bench_rss_kb(s->procs[i].pid);
+            if (kb > s->procs[i].peak_kb) {
+                s->procs[i].peak_kb = kb;
+            }
+        }
+        struct timespec ts = {.tv_nsec = 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+void bench_shop_sampler_start(bench_shop *s)
+{
+    if (s->sampling) {
+        return;
+    }
+    atomic_store(&s->sampler_stop, false);
+    s->sampling = pthread_create(&s->sampler, NULL, shop_sampler_main, s) == 0;
+}
+
+void bench_shop_sampler_stop(bench_shop *s)
+{
+    if (!s->sampling) {
+        return;
+    }
+    atomic_store(&s->sampler_stop, true);
+    pthread_join(s->sampler, NULL);
+    s->sampling = false;
+}
+
+/* ---- a fresh broker --------------------------------------------------------- */
+
+static bool shop_port_open(int port)
+{
+    bench_target t;
+    char url[64];
+    char err[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+    if (bench_target_parse(url, &t, err, sizeof(err)) != 0) {
+        return false;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    bool ok = connect(fd, (struct sockaddr *)&t.addr, t.addr_len) == 0;
+    close(fd);
+    return ok;
+}
+
+int bench_broker_start(const char *dir, int *pid, int *port)
+{
+    int p = bench_free_port();
+    char conf[PATH_MAX];
+    snprintf(conf, sizeof(conf), "%s/bench-mosquitto.conf", dir);
+    FILE *f = fopen(conf, "we");
+    if (p <= 0 || f == NULL) {
+        if (f != NULL) {
+            fclose(f);
+        }
+        return -1;
+    }
+    /* The limits tools/webshop up writes (DESIGN.md, measured facts). */
+    fprintf(
+        f,
+        "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n"
+        "log_dest stderr\nlog_type error\n%s",
+        p, getuid() == 0 ? "user root\n" : "");
+    fclose(f);
+    fflush(stderr);
+    pid_t child = fork();
+    if (child < 0) {
+        return -1;
+    }
+    if (child == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) {
+            dup2(null, STDIN_FILENO);
+            dup2(null, STDOUT_FILENO);
+        }
+        execl("/usr/sbin/mosquitto", "mosquitto", "-c", conf, (char *)NULL);
+        _exit(127);
+    }
+    double until = bench_now() + 10.0;
+    while (bench_now() < until) {
+        if (shop_port_open(p)) {
+            *pid = child;
+            *port = p;
+            return 0;
+        }
+        if (waitpid(child, NULL, WNOHANG) == child) {
+            fprintf(stderr, "bench: mosquitto exited at start\n");
+            return -1;
+        }
+        struct timespec ts = {.tv_nsec = 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    bench_broker_stop(child);
+    return -1;
+}
+
+void bench_broker_stop(int pid)
+{
+    if (pid <= 0) {
+        return;
+    }
+    kill(pid, SIGTERM);
+    double until = bench_now() + 5.0;
+    while (bench_now() < until) {
+        if (waitpid(pid, NULL, WNOHANG) == pid) {
+            return;
+        }
+        struct timespec ts = {.tv_nsec = 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}

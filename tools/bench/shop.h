@@ -1,0 +1,79 @@
+/*
+ * The shop under test: started the way a user starts it (`tools/webshop up`
+ * into a state directory, its facts read back with `tools/webshop status`,
+ * stopped with `tools/webshop down`) or attached to a running one; the
+ * resident memory of its processes, sampled from /proc while loads run;
+ * and a fresh Mosquitto broker for the ceiling when the shop's is unknown.
+ */
+#ifndef BENCH_SHOP_H
+#define BENCH_SHOP_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define BENCH_PROCS 4
+
+typedef struct bench_proc {
+    char name[16]; /* broker, inventory, order, front */
+    int pid;       /* 0 when unknown */
+    long idle_kb;  /* VmRSS before any load, -1 unknown */
+    long peak_kb;  /* highest VmRSS seen while sampling, -1 unknown */
+} bench_proc;
+
+typedef struct bench_shop {
+    char script[PATH_MAX];    /* tools/webshop */
+    char build_dir[PATH_MAX]; /* passed as WEBSHOP_BUILD_DIR */
+    char state_dir[PATH_MAX];
+    bool started;  /* we ran `up`, so we run `down` */
+    bool temp_dir; /* we created state_dir, so we remove it */
+    char url[256];
+    char broker_host[64];
+    int broker_port;           /* 0 when unknown */
+    char broker_user[64];      /* empty: anonymous */
+    char broker_password[256]; /* read from the facts' broker_password_file */
+    bench_proc procs[BENCH_PROCS];
+    pthread_t sampler;
+    bool sampling;
+    atomic_bool sampler_stop;
+} bench_shop;
+
+/*
+ * Set up s for script and build_dir. With state_dir NULL a temporary one is
+ * made. If a shop already runs from state_dir it is attached, else one is
+ * started on http_port. Returns 0, or -1 with a message on stderr.
+ */
+int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
+                  const char *state_dir, int http_port);
+
+/* Stop the shop if we started it; remove the temporary state directory unless keep. */
+void bench_shop_down(bench_shop *s, bool keep);
+
+/*
+ * Read the first line of file into out (cap bytes, newline stripped).
+ * Returns 0, or -1 when it cannot be read.
+ */
+int bench_read_secret(const char *file, char *out, size_t cap);
+
+/* VmRSS of pid in kB from /proc, -1 when unreadable. */
+long bench_rss_kb(int pid);
+
+/* Record every known process's VmRSS as its idle figure. */
+void bench_shop_sample_idle(bench_shop *s);
+
+/* Start (stop) a thread sampling VmRSS every 50 ms into peak_kb. */
+void bench_shop_sampler_start(bench_shop *s);
+void bench_shop_sampler_stop(bench_shop *s);
+
+/*
+ * Start a Mosquitto broker on a free loopback port with the limits
+ * `tools/webshop up` writes; *pid and *port (OUT). dir holds its config.
+ * Returns 0 or -1.
+ */
+int bench_broker_start(const char *dir, int *pid, int *port);
+
+/* Stop a broker started by bench_broker_start (SIGTERM, then SIGKILL after 5 s). */
+void bench_broker_stop(int pid);
+
+#endif
