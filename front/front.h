@@ -14,6 +14,7 @@
 #include "catalog_cache.h"
 #include "metrics.h"
 #include "place_order.h"
+#include "route_stats.h"
 #include "rpc_client.h"
 #include "status_stream.h"
 
@@ -23,6 +24,8 @@ typedef struct front {
     ws_bus *bus;              /* not owned */
     catalog_cache *catalog;   /* not owned */
     ws_metrics *metrics;      /* not owned */
+    route_stats *stats;       /* not owned; per-route series of metrics, resolved
+                                 once; NULL = looked up per request */
     uint32_t rpc_deadline_ms;     /* reads */
     uint32_t publish_deadline_ms; /* wait for PUBACK */
     size_t max_body;              /* POST /order body cap */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "service.h"
 #include "http.h"
 #include "log.h"
 #include "openapi_doc.h"
@@ -174,11 +175,7 @@ int main(int argc, char **argv)
 
     /* Block the stop signals in every thread; main waits for them. */
     sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    ws_service_block_signals(&stop);
 
     int rc = 1;
     ws_metrics *metrics = ws_metrics_default();
@@ -187,6 +184,7 @@ int main(int argc, char **argv)
     ws_bus *bus = NULL;
     ws_http *http = NULL;
     catalog_cache *catalog = catalog_cache_new();
+    route_stats *stats = metrics != NULL ? route_stats_new(metrics) : NULL;
     /* Streams hold a worker thread each: keep half the threads for the API. */
     int64_t max_streams = cfg.sse_max_streams;
     if (max_streams > cfg.http_threads / 2) {
@@ -202,7 +200,7 @@ int main(int argc, char **argv)
     char client_id[64];
     ws_err err;
 
-    if (catalog == NULL || metrics == NULL || statuses == NULL) {
+    if (catalog == NULL || metrics == NULL || statuses == NULL || stats == NULL) {
         ws_log_error("startup_failed", "reason=%s", "out of memory");
         goto fail;
     }
@@ -261,6 +259,7 @@ int main(int argc, char **argv)
                .bus = bus,
                .catalog = catalog,
                .metrics = metrics,
+               .stats = stats,
                .rpc_deadline_ms = (uint32_t)cfg.rpc_deadline_ms,
                .publish_deadline_ms = (uint32_t)cfg.publish_deadline_ms,
                .max_body = (size_t)cfg.max_body,
@@ -287,8 +286,7 @@ int main(int argc, char **argv)
                 cfg.tls_cert != NULL ? "https" : "http", cfg.http_host, ws_http_port(http),
                 cfg.inventory_url, cfg.orders_url, cfg.broker);
 
-    int sig = 0;
-    sigwait(&stop, &sig);
+    int sig = ws_service_wait(&stop);
     ws_log_info("stopping", "signal=%d", sig);
     rc = 0;
 fail:
@@ -300,6 +298,7 @@ fail:
     ws_rpc_client_close(orders);
     ws_rpc_client_close(inventory);
     catalog_cache_free(catalog);
+    route_stats_free(stats);
     status_stream_free(statuses); /* after the bus: its handlers publish here */
     ws_metrics_free(ws_metrics_default());
     ws_config_free(conf);

@@ -59,22 +59,54 @@ int routes_http_status(ws_rpc_code code)
     }
 }
 
-/* Count and log one finished request. */
-static void routes_observe(front *f, const char *route, const char *method, const char *path,
+/* secs as milliseconds with three decimals ("12.345") into out (>= 32
+ * bytes), without snprintf. */
+static void routes_format_ms(char *out, double secs)
+{
+    unsigned long long us = secs > 0 && secs < 1e9 ? (unsigned long long)(secs * 1e6 + 0.5) : 0;
+    unsigned long long whole = us / 1000;
+    char digits[24];
+    size_t i = sizeof(digits), o = 0;
+    do {
+        digits[--i] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole != 0);
+    while (i < sizeof(digits)) {
+        out[o++] = digits[i++];
+    }
+    out[o++] = '.';
+    out[o++] = (char)('0' + us % 1000 / 100);
+    out[o++] = (char)('0' + us % 100 / 10);
+    out[o++] = (char)('0' + us % 10);
+    out[o] = '\0';
+}
+
+/* Count and log one finished request. The series come from f->stats, a
+ * table resolved once, when there is one; the access line's duration is
+ * formatted by hand (milliseconds with three decimals). */
+static void routes_observe(front *f, route_id route, const char *method, const char *path,
                            int status, double started)
 {
-    char labels[128];
     double secs = ws_now_seconds() - started;
-    snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\"", route, status);
-    ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
-                                  "HTTP requests by route and status", labels));
-    snprintf(labels, sizeof(labels), "route=\"%s\"", route);
-    ws_histogram_observe(ws_histogram_get(f->metrics, "webshop_http_request_duration_seconds",
-                                          "HTTP request latency by route", labels, NULL, 0),
-                         secs);
+    const char *name = route_stats_name(route);
+    if (f->stats != NULL) {
+        route_stats_observe(f->stats, route, status, secs);
+    } else {
+        char labels[128];
+        snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\"", name, status);
+        ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
+                                      "HTTP requests by route and status", labels));
+        snprintf(labels, sizeof(labels), "route=\"%s\"", name);
+        ws_histogram_observe(ws_histogram_get(f->metrics,
+                                              "webshop_http_request_duration_seconds",
+                                              "HTTP request latency by route", labels, NULL, 0),
+                             secs);
+    }
     if (f->access_log) {
-        ws_log_info("http_request", "method=%s path=%s route=%s status=%d ms=%.3f", method,
-                    path, route, status, secs * 1000.0);
+        char ms[32];
+        routes_format_ms(ms, secs);
+        ws_log_info("http_request", "method=%s path=%s route=%s status=%d ms=%s", method,
+                    path, name, status, ms);
     }
 }
 
@@ -186,7 +218,7 @@ static int routes_inventory(struct mg_connection *conn, void *ctx)
     }
     catalog_snapshot_release(f->catalog, s);
 done:
-    routes_observe(f, "/inventory", ri->request_method, ri->local_uri, status, t0);
+    routes_observe(f, ROUTE_INVENTORY, ri->request_method, ri->local_uri, status, t0);
     return status;
 }
 
@@ -317,11 +349,11 @@ static int routes_order(struct mg_connection *conn, void *ctx)
     const char *path = ri->local_uri != NULL ? ri->local_uri : "";
     const char *method = ri->request_method;
     double t0 = ws_now_seconds();
-    const char *route;
+    route_id route;
     int status;
 
     if (strcmp(path, "/order") == 0 || strcmp(path, "/order/") == 0) {
-        route = "/order";
+        route = ROUTE_ORDER;
         if (strcmp(method, "POST") != 0) {
             status = routes_method_not_allowed(conn, "POST");
         } else {
@@ -329,10 +361,10 @@ static int routes_order(struct mg_connection *conn, void *ctx)
         }
         goto done;
     }
-    route = "/order/{id}";
+    route = ROUTE_ORDER_ID;
     const char *id = path + strlen("/order/");
     if (strncmp(path, "/order/", 7) != 0 || strchr(id, '/') != NULL) {
-        route = "other";
+        route = ROUTE_OTHER;
         status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
         goto done;
     }
@@ -434,7 +466,7 @@ static int routes_not_found(struct mg_connection *conn, void *ctx)
     double t0 = ws_now_seconds();
     int status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s",
                                      ri->local_uri != NULL ? ri->local_uri : "?");
-    routes_observe(f, "other", ri->request_method, ri->local_uri, status, t0);
+    routes_observe(f, ROUTE_OTHER, ri->request_method, ri->local_uri, status, t0);
     return status;
 }
 

@@ -4,6 +4,11 @@
  * and counts. A handler's failure cannot cause a redelivery (libmosquitto
  * acknowledged the message before the callback), so a store error is logged
  * and counted, and the order service's re-send heals it.
+ *
+ * Group commit: the bus opens a group around what arrived back to back
+ * (ws_bus_set_batch); each handler's transaction is then a savepoint of one
+ * store transaction, and the relay is kicked once, after the group commits
+ * (kicking earlier would make it scan before the rows are visible).
  */
 #include "events.h"
 
@@ -26,7 +31,40 @@ struct inv_events {
     ws_counter *sent_failed;
     ws_counter *canceled[3]; /* by inv_cancel_action */
     ws_counter *canceled_failed;
+    bool in_group;  /* a store group is open (bus network thread) */
+    bool kick_owed; /* rows were queued inside the open group */
 };
+
+/* Rows were queued: kick now, or after the group commits. */
+static void events_kick(inv_events *ev)
+{
+    if (ev->in_group) {
+        ev->kick_owed = true;
+    } else {
+        ws_outbox_relay_kick(ev->relay);
+    }
+}
+
+static ws_err events_group_begin(void *ctx)
+{
+    inv_events *ev = ctx;
+    ws_err err = ws_store_group_begin(ev->store);
+    ev->in_group = err == WS_OK;
+    ev->kick_owed = false;
+    return err;
+}
+
+static ws_err events_group_end(void *ctx)
+{
+    inv_events *ev = ctx;
+    ev->in_group = false;
+    ws_err err = ws_store_group_end(ev->store);
+    if (err == WS_OK && ev->kick_owed) {
+        ws_outbox_relay_kick(ev->relay);
+    }
+    ev->kick_owed = false;
+    return err;
+}
 
 static const char *const events_order_results[] = {
     [INV_ORDER_RESERVED] = "reserved",   [INV_ORDER_REJECTED] = "rejected",
@@ -63,12 +101,15 @@ static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
     ws_counter_inc(ev->sent[out.action]);
 #ifdef WS_FAULT_POINTS
     if (ev->crash_after_reserve && out.action == INV_ORDER_RESERVED) {
+        if (ev->in_group) {
+            (void)events_group_end(ev); /* the fault is "after the commit" */
+        }
         ws_log_warn("fault_point", "name=crash_after_reserve_commit order_id=%s",
                     o->order_id);
         _exit(9);
     }
 #endif
-    ws_outbox_relay_kick(ev->relay);
+    events_kick(ev);
     ws_log(err == WS_OK ? WS_LOG_INFO : WS_LOG_WARN, "order_sent",
            "order_id=%s result=%s reason=%s items=%zu queued=%zu json=%d redelivered=%d",
            o->order_id, events_order_results[out.action], out.reason, out.n_items,
@@ -91,7 +132,7 @@ static ws_err events_order_canceled_handle(void *ctx, const ProtobufCMessage *ms
     }
     ws_counter_inc(ev->canceled[out.action]);
     if (out.n_queued > 0) {
-        ws_outbox_relay_kick(ev->relay);
+        events_kick(ev);
     }
     ws_log_info("order_canceled",
                 "order_id=%s result=%s queued=%zu json=%d redelivered=%d", c->order_id,
@@ -134,7 +175,13 @@ ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
 
 ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
 {
-    ws_err err =
+    ws_bus_batch batch = {
+        .begin = events_group_begin, .end = events_group_end, .ctx = ev};
+    ws_err err = ws_bus_set_batch(bus, &batch);
+    if (err != WS_OK) {
+        return err;
+    }
+    err =
         ws_bus_subscribe(bus, INV_TOPIC_ORDER_SENT, &webshop__v1__order_sent__descriptor,
                          events_order_sent_handle, ev);
     if (err != WS_OK) {

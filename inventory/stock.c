@@ -76,6 +76,15 @@ static ws_err stock_stmt_run(sqlite3_stmt *st)
     return err;
 }
 
+/* Run one cached statement that returns no row (a savepoint command):
+ * prepared once, not re-parsed as ws_store_exec would. */
+static ws_err stock_exec_cached(ws_store *s, const char *sql)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, sql, &st);
+    return err == WS_OK ? stock_stmt_run(st) : err;
+}
+
 /* The recorded status and reason of order_id; status RESERVATION_UNKNOWN
  * if there is no row. */
 static ws_err stock_reservation_find(ws_store *s, const char *order_id,
@@ -341,7 +350,7 @@ static ws_err stock_sent_txn(ws_store *s, void *arg)
 
     stock_items_check(ev, out->reason, sizeof(out->reason));
     if (out->reason[0] == '\0') {
-        err = ws_store_exec(s, "SAVEPOINT inv_reserve");
+        err = stock_exec_cached(s, "SAVEPOINT inv_reserve");
         if (err != WS_OK) {
             return err;
         }
@@ -350,12 +359,12 @@ static ws_err stock_sent_txn(ws_store *s, void *arg)
             return err; /* the whole transaction rolls back */
         }
         if (out->reason[0] != '\0') {
-            err = ws_store_exec(s, "ROLLBACK TO inv_reserve");
+            err = stock_exec_cached(s, "ROLLBACK TO inv_reserve");
             if (err != WS_OK) {
                 return err;
             }
         }
-        err = ws_store_exec(s, "RELEASE inv_reserve");
+        err = stock_exec_cached(s, "RELEASE inv_reserve");
         if (err != WS_OK) {
             return err;
         }

@@ -83,6 +83,17 @@ typedef struct bus_waiter {
     struct bus_waiter *next;
 } bus_waiter;
 
+/* One message handled inside the open group, kept (topic and payload
+ * copied into held_data) until the group's end succeeds, for the replay. */
+typedef struct bus_held {
+    bus_sub *sub;
+    size_t topic_off; /* in held_data, NUL-terminated */
+    size_t payload_off;
+    size_t len;
+    bool json;
+    bool redelivered;
+} bus_held;
+
 typedef struct bus_recent {
     int mid;
     uint64_t hash;
@@ -116,11 +127,25 @@ struct ws_bus {
     bus_recent recent[BUS_RECENT]; /* network thread only */
     size_t recent_next;
 
+    /* Group commit (set before start; the rest network thread only). */
+    ws_bus_batch batch;
+    bool batch_on;
+    bool batch_open;
+    struct timespec batch_t0;
+    uint64_t batch_seen;  /* messages handled in groups, ever (monotonic) */
+    uint64_t batch_first; /* batch_seen when the open group began */
+    bus_held *held;
+    size_t n_held, cap_held;
+    unsigned char *held_data;
+    size_t n_data, cap_data;
+
     ws_metrics *metrics;
     ws_counter *acked;
     ws_counter *redelivered;
     ws_counter *reconnects;
     ws_counter *publish_failed;
+    ws_counter *batches;
+    ws_counter *batched;
     ws_gauge *connected_gauge;
 };
 
@@ -412,6 +437,131 @@ static void bus_on_publish(struct mosquitto *mosq, void *obj, int mid, int reaso
     }
 }
 
+/* ---- group commit (network thread) -------------------------------------- */
+
+static void bus_batch_close(ws_bus *bus);
+
+static ws_err bus_held_reserve(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) {
+        return WS_OK;
+    }
+    size_t n = *cap ? *cap : 16;
+    while (n < need) {
+        n *= 2;
+    }
+    void *q = realloc(*p, n * elem);
+    if (q == NULL) {
+        return WS_ENOMEM;
+    }
+    *p = q;
+    *cap = n;
+    return WS_OK;
+}
+
+/* Before a handler runs: open a group if grouping is on and none is open,
+ * and keep a copy of the message for a replay. A message that cannot be
+ * kept (no memory) ends the group first and runs outside one. */
+static void bus_batch_enter(ws_bus *bus, bus_sub *s, const char *topic,
+                            const void *payload, size_t len, const ws_bus_msg_info *info)
+{
+    if (!bus->batch_on) {
+        return;
+    }
+    if (!bus->batch_open) {
+        if (bus->batch.begin(bus->batch.ctx) != WS_OK) {
+            return;
+        }
+        bus->batch_open = true;
+        bus->batch_first = bus->batch_seen;
+        bus->n_held = 0;
+        bus->n_data = 0;
+        clock_gettime(CLOCK_MONOTONIC, &bus->batch_t0);
+    }
+    size_t tlen = strlen(topic) + 1;
+    if (bus_held_reserve((void **)&bus->held, &bus->cap_held, bus->n_held + 1,
+                         sizeof(*bus->held)) != WS_OK ||
+        bus_held_reserve((void **)&bus->held_data, &bus->cap_data,
+                         bus->n_data + tlen + len, 1) != WS_OK) {
+        bus_batch_close(bus);
+        return;
+    }
+    bus_held *h = &bus->held[bus->n_held++];
+    h->sub = s;
+    h->topic_off = bus->n_data;
+    memcpy(bus->held_data + bus->n_data, topic, tlen);
+    bus->n_data += tlen;
+    h->payload_off = bus->n_data;
+    if (len > 0) {
+        memcpy(bus->held_data + bus->n_data, payload, len);
+    }
+    bus->n_data += len;
+    h->len = len;
+    h->json = info->json;
+    h->redelivered = info->redelivered;
+    bus->batch_seen++;
+}
+
+/* End the open group; on failure hand its messages to their handlers again
+ * one by one, outside any group. */
+static void bus_batch_close(ws_bus *bus)
+{
+    if (!bus->batch_open) {
+        return;
+    }
+    bus->batch_open = false;
+    ws_counter_inc(bus->batches);
+    ws_counter_add(bus->batched, bus->batch_seen - bus->batch_first);
+    ws_err err = bus->batch.end(bus->batch.ctx);
+    if (err == WS_OK) {
+        return;
+    }
+    ws_log_warn("bus_batch_failed", "messages=%zu error=%s replay=1", bus->n_held,
+                ws_errname(err));
+    for (size_t i = 0; i < bus->n_held; i++) {
+        const bus_held *h = &bus->held[i];
+        const char *topic = (const char *)bus->held_data + h->topic_off;
+        const void *payload = bus->held_data + h->payload_off;
+        ProtobufCMessage *msg = ws__bus_decode(h->sub->desc, h->sub->topic, payload,
+                                               h->len, h->json, bus->max_payload);
+        if (msg == NULL) {
+            continue;
+        }
+        ws_bus_msg_info info = {
+            .topic = topic, .json = h->json, .redelivered = h->redelivered};
+        ws_err herr = h->sub->fn(h->sub->ctx, msg, &info);
+        if (herr != WS_OK) {
+            ws_counter_inc(h->sub->failed);
+            ws_log_warn("bus_handler_failed", "topic=%s error=%s", topic,
+                        ws_errname(herr));
+        }
+        protobuf_c_message_free_unpacked(msg, NULL);
+    }
+    bus->n_held = 0;
+    bus->n_data = 0;
+}
+
+/* After one pass of the network loop: end the group unless more messages
+ * came back to back and it is still under its bounds. */
+static void bus_batch_after_loop(ws_bus *bus, uint64_t seen_before, bool failed)
+{
+    if (!bus->batch_open) {
+        return;
+    }
+    bool more = !failed && bus->batch_seen != seen_before &&
+                bus->batch_seen - bus->batch_first < (uint64_t)bus->batch.max_msgs;
+    if (more) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long us = (long long)(now.tv_sec - bus->batch_t0.tv_sec) * 1000000LL +
+                       (now.tv_nsec - bus->batch_t0.tv_nsec) / 1000;
+        more = us < bus->batch.max_us;
+    }
+    if (!more) {
+        bus_batch_close(bus);
+    }
+}
+
 ProtobufCMessage *ws__bus_decode(const ProtobufCMessageDescriptor *desc,
                                  const char *topic, const void *payload, size_t len,
                                  bool json, size_t max_payload)
@@ -516,6 +666,7 @@ static void bus_on_message(struct mosquitto *mosq, void *obj,
             ws_counter_inc(s->undecodable);
             continue;
         }
+        bus_batch_enter(bus, s, m->topic, m->payload, len, &info);
         ws_err err = s->fn(s->ctx, msg, &info);
         if (err != WS_OK) {
             ws_counter_inc(s->failed);
@@ -572,11 +723,17 @@ static void *bus_thread_main(void *arg)
                                            bus->keepalive, NULL, bus->connect_props);
         if (rc == MOSQ_ERR_SUCCESS) {
             while (!atomic_load(&bus->closing)) {
-                rc = mosquitto_loop(bus->mosq, BUS_LOOP_TIMEOUT_MS, 1);
+                /* With a group open, wait at most a millisecond for more:
+                 * what arrives meanwhile shares the commit. */
+                uint64_t seen = bus->batch_seen;
+                rc = mosquitto_loop(bus->mosq, bus->batch_open ? 1 : BUS_LOOP_TIMEOUT_MS,
+                                    1);
+                bus_batch_after_loop(bus, seen, rc != MOSQ_ERR_SUCCESS);
                 if (rc != MOSQ_ERR_SUCCESS) {
                     break;
                 }
             }
+            bus_batch_close(bus);
         }
         if (atomic_load(&bus->closing)) {
             break;
@@ -789,6 +946,28 @@ ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
         free(s);
     }
     return err;
+}
+
+ws_err ws_bus_set_batch(ws_bus *bus, const ws_bus_batch *batch)
+{
+    if (bus == NULL || bus->thread_started ||
+        (batch != NULL && (batch->begin == NULL || batch->end == NULL ||
+                           batch->max_msgs < 0 || batch->max_us < 0))) {
+        return WS_EINVAL;
+    }
+    if (batch == NULL) {
+        bus->batch_on = false;
+        return WS_OK;
+    }
+    bus->batch = *batch;
+    bus->batch.max_msgs = batch->max_msgs > 0 ? batch->max_msgs : 64;
+    bus->batch.max_us = batch->max_us > 0 ? batch->max_us : 1000;
+    bus->batches = ws_counter_get(bus->metrics, "webshop_bus_batches_total",
+                                  "Groups of messages handled in one commit", NULL);
+    bus->batched = ws_counter_get(bus->metrics, "webshop_bus_batched_messages_total",
+                                  "Messages handled inside a group", NULL);
+    bus->batch_on = true;
+    return WS_OK;
 }
 
 ws_err ws_bus_start(ws_bus *bus)
@@ -1104,6 +1283,8 @@ void ws_bus_close(ws_bus *bus)
         free(t);
     }
     ws_gauge_set(bus->connected_gauge, 0);
+    free(bus->held);
+    free(bus->held_data);
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cond);
     free(bus->host);

@@ -13,8 +13,9 @@
  * webshop_bus_acked_total, webshop_bus_publish_refused_total,
  * webshop_bus_received_total{topic}, webshop_bus_undecodable_total{topic},
  * webshop_bus_handler_failed_total{topic} (topic = the subscription filter),
- * webshop_bus_redelivered_total, webshop_bus_reconnects_total and the gauge
- * webshop_bus_connected.
+ * webshop_bus_redelivered_total, webshop_bus_reconnects_total, with
+ * grouping on webshop_bus_batches_total and webshop_bus_batched_messages_total
+ * (their ratio is the mean group size), and the gauge webshop_bus_connected.
  *
  * Threads: the bus's own network thread (a loop around mosquitto_loop(),
  * which gives millisecond reconnect backoff and re-sends the CONNECT
@@ -49,11 +50,11 @@ typedef struct ws_bus_opts {
                                 or 0 = none when clean_start */
     const char *username;    /* NULL = anonymous */
     const char *password;
-    ws_bus_format format;    /* how this client publishes */
-    int keepalive;           /* seconds; 0 = 30 */
-    size_t max_payload;      /* larger incoming payloads are dropped; 0 = 256 KiB */
-    int max_inflight;        /* QoS 1 publishes in flight; 0 = 1000 */
-    ws_metrics *metrics;     /* NULL = default registry */
+    ws_bus_format format; /* how this client publishes */
+    int keepalive;        /* seconds; 0 = 30 */
+    size_t max_payload;   /* larger incoming payloads are dropped; 0 = 256 KiB */
+    int max_inflight;     /* QoS 1 publishes in flight; 0 = 1000 */
+    ws_metrics *metrics;  /* NULL = default registry */
 } ws_bus_opts;
 
 /* Facts about one delivered message. */
@@ -84,8 +85,31 @@ ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out /* OUT */);
 /* Subscribe at QoS 1 to topic (MQTT filter syntax allowed), decoding each
  * payload as desc. Before or after start; subscriptions are renewed on every
  * reconnect. desc must outlive the bus. */
-ws_err ws_bus_subscribe(ws_bus *bus, const char *topic, const ProtobufCMessageDescriptor *desc,
-                        ws_bus_handler_fn fn, void *ctx);
+ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
+                        const ProtobufCMessageDescriptor *desc, ws_bus_handler_fn fn,
+                        void *ctx);
+
+/* Group commit around the handlers. begin(ctx) is called on the network
+ * thread before the first handler of a group; the handlers of every message
+ * that arrives back to back (read without waiting) then run, up to max_msgs
+ * messages or max_us microseconds after the first; then end(ctx) is called.
+ * A service opens one store transaction in begin and commits it in end
+ * (ws_store_group_begin/_end), so what arrived together costs one commit.
+ * libmosquitto has acknowledged every message before its handler runs, so
+ * keep the group short: a crash loses the uncommitted group (the recovery
+ * loops heal it). If begin fails, that message is handled outside a group.
+ * If end fails, every message of the group is decoded again and handed to
+ * its handlers once more, outside any group (handlers are idempotent; their
+ * log lines and counters of the failed group stay). Call before
+ * ws_bus_start; batch NULL turns grouping off. WS_EINVAL once started. */
+typedef struct ws_bus_batch {
+    ws_err (*begin)(void *ctx);
+    ws_err (*end)(void *ctx);
+    void *ctx;
+    int max_msgs; /* 0 = 64 */
+    int max_us;   /* 0 = 1000 */
+} ws_bus_batch;
+ws_err ws_bus_set_batch(ws_bus *bus, const ws_bus_batch *batch);
 
 /* Start the network thread: connect, and keep reconnecting with backoff
  * (100 ms doubling to 5 s) whenever the connection drops. Returns at once. */

@@ -20,6 +20,8 @@ struct ws_http {
     int port;               /* bound port, read once at start */
     bool access_log;
     ws_metrics *metrics; /* for ws_http_route_basics; not owned */
+    bool (*ready)(void *ctx); /* for /readyz; NULL = always ready */
+    void *ready_ctx;
 };
 
 static int http_log_message(const struct mg_connection *conn, const char *message)
@@ -232,33 +234,78 @@ static const char *http_reason(int status)
     }
 }
 
+/* A response head being built in a fixed buffer; len >= cap once
+ * something did not fit. */
+typedef struct http_head {
+    char *p;
+    size_t len, cap;
+} http_head;
+
+static void http_head_put(http_head *h, const char *s, size_t n)
+{
+    if (h->len < h->cap && n < h->cap - h->len) {
+        memcpy(h->p + h->len, s, n);
+        h->len += n;
+    } else {
+        h->len = h->cap;
+    }
+}
+
+static void http_head_puts(http_head *h, const char *s)
+{
+    http_head_put(h, s, strlen(s));
+}
+
+/* Write v in decimal into d (room for 20 digits); returns the length. */
+static size_t http_decimal(char *d, size_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    memcpy(d, tmp + i, sizeof(tmp) - i);
+    return sizeof(tmp) - i;
+}
+
 int ws_http_reply(struct mg_connection *conn, int status, const char *content_type,
                   const void *body, size_t len, const char *extra_headers)
 {
     /* One write for headers and a small body: fewer syscalls, and
      * civetweb's keep-alive only needs a correct Content-Length. */
+    /* Built by hand: snprintf cost more than the rest of a cached reply. */
     char head[1024];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\n"
-                     "Content-Length: %zu\r\n"
-                     "%s%s%s"
-                     "Cache-Control: no-store\r\n"
-                     "%s"
-                     "\r\n",
-                     status, http_reason(status), status == 304 ? (size_t)0 : len,
-                     content_type != NULL ? "Content-Type: " : "",
-                     content_type != NULL ? content_type : "", content_type != NULL ? "\r\n" : "",
-                     extra_headers != NULL ? extra_headers : "");
-    if (n < 0 || (size_t)n >= sizeof(head)) {
-        return 500;
+    http_head h = {head, 0, sizeof(head)};
+    char num[24];
+    http_head_puts(&h, "HTTP/1.1 ");
+    http_head_put(&h, num, http_decimal(num, (size_t)(status >= 0 ? status : 0)));
+    http_head_puts(&h, " ");
+    http_head_puts(&h, http_reason(status));
+    http_head_puts(&h, "\r\nContent-Length: ");
+    http_head_put(&h, num, http_decimal(num, status == 304 ? (size_t)0 : len));
+    http_head_puts(&h, "\r\n");
+    if (content_type != NULL) {
+        http_head_puts(&h, "Content-Type: ");
+        http_head_puts(&h, content_type);
+        http_head_puts(&h, "\r\n");
     }
+    http_head_puts(&h, "Cache-Control: no-store\r\n");
+    if (extra_headers != NULL) {
+        http_head_puts(&h, extra_headers);
+    }
+    http_head_puts(&h, "\r\n");
+    if (h.len >= h.cap) {
+        return 500; /* did not fit */
+    }
+    size_t n = h.len;
     if (status != 304 && len > 0 && len <= 8192) {
         char stack[1024 + 8192];
-        memcpy(stack, head, (size_t)n);
+        memcpy(stack, head, n);
         memcpy(stack + n, body, len);
-        mg_write(conn, stack, (size_t)n + len);
+        mg_write(conn, stack, n + len);
     } else {
-        mg_write(conn, head, (size_t)n);
+        mg_write(conn, head, n);
         if (status != 304 && len > 0) {
             mg_write(conn, body, len);
         }
@@ -358,9 +405,28 @@ static int http_healthz_handler(struct mg_connection *conn, void *ctx)
     return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
 }
 
+static int http_readyz_handler(struct mg_connection *conn, void *ctx)
+{
+    ws_http *h = ctx;
+    if (h->ready != NULL && !h->ready(h->ready_ctx)) {
+        static const char no[] = "{\"status\":\"unavailable\"}";
+        return ws_http_reply(conn, 503, "application/json", no, sizeof(no) - 1,
+                             "Retry-After: 1\r\n");
+    }
+    static const char ok[] = "{\"status\":\"ok\"}";
+    return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+}
+
 void ws_http_route_basics(ws_http *h, ws_metrics *m)
 {
     h->metrics = m != NULL ? m : ws_metrics_default();
     ws_http_route(h, "/metrics$", http_metrics_handler, h);
     ws_http_route(h, "/healthz$", http_healthz_handler, h);
+    ws_http_route(h, "/readyz$", http_readyz_handler, h);
+}
+
+void ws_http_set_ready(ws_http *h, bool (*ready)(void *ctx), void *ctx)
+{
+    h->ready_ctx = ctx;
+    h->ready = ready;
 }

@@ -71,7 +71,13 @@ const char *ws_http_header(const struct mg_connection *conn, const char *name);
 /* Render the registry as Prometheus text and send it (200). */
 int ws_http_reply_metrics(struct mg_connection *conn, ws_metrics *m);
 
-/* Route /metrics and /healthz (200 {"status":"ok"}) on h, for backends. */
+/* Route /metrics, /healthz (200 {"status":"ok"}) and /readyz on h, for
+ * backends. /readyz answers 200 while the check set with ws_http_set_ready
+ * holds (always, if none), else 503 with Retry-After. */
 void ws_http_route_basics(ws_http *h, ws_metrics *m);
+
+/* The readiness check of /readyz: ready(ctx) on a civetweb worker thread;
+ * it must be cheap and thread-safe. Call before traffic arrives. */
+void ws_http_set_ready(ws_http *h, bool (*ready)(void *ctx), void *ctx);
 
 #endif

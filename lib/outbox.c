@@ -2,11 +2,13 @@
  * The transactional outbox (see outbox.h): the table helpers, which run on
  * the caller's store inside the caller's transaction, and the relay, a
  * thread with its own store that scans the table in id order, publishes each
- * row with ws_bus_publish_async, and deletes the rows whose PUBACK came back.
+ * row with ws_bus_publish_async (a ring of up to `window` publishes in
+ * flight, in id order), and deletes the rows whose PUBACK came back by id
+ * range, up to the oldest publish still unanswered, a few hundred at a time.
  *
  * The relay thread is the only user of its store. The bus network thread
- * only touches the relay's mutex-protected fields (in-flight count, the list
- * of acknowledged ids, the failure flag), so every SQLite call stays on the
+ * only touches the relay's mutex-protected fields (in-flight count, the ring
+ * slots, the failure flag), so every SQLite call stays on the
  * relay thread. The relay object is reference counted by its in-flight
  * publishes, so that closing it before the bus delivers the last callbacks
  * is safe.
@@ -176,6 +178,25 @@ ws_err ws_outbox_row_unpack(const ws_outbox_row *row,
 
 /* ---- relay ---------------------------------------------------------- */
 
+/* Acknowledged rows are deleted by id range, not one by one as each PUBACK
+ * comes: when this many are waiting, when the oldest waited this long, and
+ * whenever nothing is in flight (so flush sees an empty table). A crash
+ * between an ack and its delete only means that row goes out again. */
+#define OUTBOX_DELETE_BATCH 256
+#define OUTBOX_DELETE_MS    20
+/* Acks the network thread collects before it wakes the relay thread. */
+#define OUTBOX_ACKS_PER_WAKE 64
+
+/* One publish in flight: a slot of the relay's ring, in publish (id) order;
+ * the context of its callback. */
+typedef struct outbox_slot {
+    struct ws_outbox_relay *relay;
+    int64_t id;
+    int state; /* OUTBOX_SLOT_* (under the relay's mu) */
+} outbox_slot;
+
+enum { OUTBOX_SLOT_FLYING, OUTBOX_SLOT_ACKED, OUTBOX_SLOT_FAILED };
+
 struct ws_outbox_relay {
     /* Set at open, read-only afterwards. */
     ws_store *store; /* relay thread only */
@@ -189,7 +210,8 @@ struct ws_outbox_relay {
     ws_counter *dropped;
     ws_gauge *inflight_gauge;
 
-    pthread_t thread; /* valid when started */
+    pthread_t thread;     /* valid when started */
+    int64_t deleted_upto; /* relay thread only: rows <= this are deleted */
 
     /* Everything below is guarded by mu. */
     pthread_mutex_t mu;
@@ -197,21 +219,16 @@ struct ws_outbox_relay {
     pthread_cond_t drained; /* flush waits here */
     bool started;
     bool stop;
-    bool closed;    /* close is done; the last callback frees */
-    int inflight;   /* publishes whose callback has not come */
-    bool failed;    /* a publish failed; restart from the oldest row */
-    int64_t *acked; /* ids whose PUBACK came, to delete */
-    size_t n_acked;
-    size_t cap_acked;
+    bool closed;       /* close is done; the last callback frees */
+    int inflight;      /* publishes whose callback has not come */
+    bool failed;       /* a publish failed; restart from the oldest row */
+    outbox_slot *ring; /* window slots; [head, tail) in publish order */
+    uint64_t head, tail;
+    int64_t acked_upto; /* every published row <= this is acknowledged */
+    int acks_unsignaled;
     uint64_t kick_seq;    /* bumped by kick and flush */
     uint64_t drained_seq; /* kick_seq last seen with the table drained */
 };
-
-/* One publish in flight: the context of its callback. */
-typedef struct outbox_flight {
-    ws_outbox_relay *relay;
-    int64_t id;
-} outbox_flight;
 
 /* What a scan of the relay thread carries between rows. */
 typedef struct outbox_scan_state {
@@ -224,7 +241,7 @@ static void outbox_relay_free(ws_outbox_relay *r)
     pthread_cond_destroy(&r->drained);
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->mu);
-    free(r->acked);
+    free(r->ring);
     free(r);
 }
 
@@ -239,39 +256,41 @@ static void outbox_relay_deadline(struct timespec *ts, uint32_t ms)
     }
 }
 
-/* Bus network thread: the broker answered one publish. */
+static int64_t outbox_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Bus network thread: the broker answered one publish. The relay thread is
+ * woken only when it has something to do: a failure, nothing left in
+ * flight, or a handful of acks to turn into room and deletes. */
 static void outbox_relay_on_ack(void *ctx, ws_err result)
 {
-    outbox_flight *f = ctx;
-    ws_outbox_relay *r = f->relay;
-    int64_t id = f->id;
-    free(f);
+    outbox_slot *slot = ctx;
+    ws_outbox_relay *r = slot->relay;
 
     pthread_mutex_lock(&r->mu);
     r->inflight--;
     ws_gauge_add(r->inflight_gauge, -1);
     if (result == WS_OK) {
         ws_counter_inc(r->published);
-        if (r->n_acked == r->cap_acked) {
-            size_t cap = r->cap_acked ? r->cap_acked * 2 : 64;
-            int64_t *a = realloc(r->acked, cap * sizeof(*a));
-            if (a == NULL) {
-                /* The row stays; the restart publishes it again. */
-                r->failed = true;
-            } else {
-                r->acked = a;
-                r->cap_acked = cap;
-            }
-        }
-        if (r->n_acked < r->cap_acked) {
-            r->acked[r->n_acked++] = id;
-        }
+        slot->state = OUTBOX_SLOT_ACKED;
     } else {
         ws_counter_inc(r->failed_publishes);
+        slot->state = OUTBOX_SLOT_FAILED;
         r->failed = true;
     }
+    int per_wake =
+        r->window / 2 < OUTBOX_ACKS_PER_WAKE ? r->window / 2 : OUTBOX_ACKS_PER_WAKE;
+    bool signal = r->failed || r->inflight == 0 ||
+                  ++r->acks_unsignaled >= (per_wake > 0 ? per_wake : 1);
+    if (signal) {
+        r->acks_unsignaled = 0;
+        pthread_cond_signal(&r->wake);
+    }
     bool last = r->closed && r->inflight == 0;
-    pthread_cond_signal(&r->wake);
     pthread_mutex_unlock(&r->mu);
     if (last) {
         outbox_relay_free(r);
@@ -293,90 +312,104 @@ static ws_err outbox_relay_publish_row(void *ctx, const ws_outbox_row *row)
         ss->cursor = row->id;
         return ws_outbox_delete(r->store, row->id);
     }
-    outbox_flight *f = malloc(sizeof(*f));
-    if (f == NULL) {
-        protobuf_c_message_free_unpacked(msg, NULL);
-        return WS_ENOMEM;
-    }
-    f->relay = r;
-    f->id = row->id;
 
-    /* Count it first: the callback may run before publish returns. */
+    /* Take the slot first: the callback may run before publish returns. */
     pthread_mutex_lock(&r->mu);
+    if (r->tail - r->head >= (uint64_t)r->window) {
+        pthread_mutex_unlock(&r->mu);
+        protobuf_c_message_free_unpacked(msg, NULL);
+        return WS_EBUSY; /* cannot happen: the scan is limited to the room */
+    }
+    outbox_slot *slot = &r->ring[r->tail % (uint64_t)r->window];
+    slot->relay = r;
+    slot->id = row->id;
+    slot->state = OUTBOX_SLOT_FLYING;
+    r->tail++;
     r->inflight++;
     pthread_mutex_unlock(&r->mu);
     ws_gauge_add(r->inflight_gauge, 1);
 
-    err = ws_bus_publish_async(r->bus, row->topic, msg, outbox_relay_on_ack, f);
+    err = ws_bus_publish_async(r->bus, row->topic, msg, outbox_relay_on_ack, slot);
     protobuf_c_message_free_unpacked(msg, NULL);
     if (err != WS_OK) {
         pthread_mutex_lock(&r->mu);
+        r->tail--;
         r->inflight--;
         pthread_mutex_unlock(&r->mu);
         ws_gauge_add(r->inflight_gauge, -1);
-        free(f);
         return err;
     }
     ss->cursor = row->id;
     return WS_OK;
 }
 
-/* The acknowledged ids one transaction deletes. */
-typedef struct outbox_id_list {
-    const int64_t *ids;
-    size_t n;
-} outbox_id_list;
-
 static ws_err outbox_relay_delete_txn(ws_store *s, void *ctx)
 {
-    const outbox_id_list *l = ctx;
-    for (size_t i = 0; i < l->n; i++) {
-        ws_err err = ws_outbox_delete(s, l->ids[i]);
-        if (err != WS_OK) {
-            return err;
-        }
+    const int64_t *upto = ctx;
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, "DELETE FROM outbox WHERE id <= ?", &st);
+    if (err != WS_OK) {
+        return err;
     }
-    return WS_OK;
+    sqlite3_bind_int64(st, 1, *upto);
+    err = ws_err_from_sqlite(sqlite3_step(st));
+    sqlite3_reset(st);
+    return err;
+}
+
+/* Move head past the acknowledged slots at the front of the ring (mu). */
+static void outbox_relay_ring_advance(ws_outbox_relay *r)
+{
+    while (r->head < r->tail) {
+        const outbox_slot *slot = &r->ring[r->head % (uint64_t)r->window];
+        if (slot->state != OUTBOX_SLOT_ACKED) {
+            break;
+        }
+        if (slot->id > r->acked_upto) {
+            r->acked_upto = slot->id;
+        }
+        r->head++;
+    }
 }
 
 static void *outbox_relay_main(void *arg)
 {
     ws_outbox_relay *r = arg;
     int64_t cursor = 0;
-    int64_t *ids = NULL; /* acknowledged ids taken from the shared list */
-    size_t n_ids = 0;
-    size_t cap_ids = 0;
+    int64_t last_delete_ms = outbox_mono_ms();
 
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         if (r->failed && r->inflight == 0) {
             /* Everything after the failure is settled: start again from the
              * oldest row still in the table. */
+            outbox_relay_ring_advance(r);
             r->failed = false;
+            r->head = r->tail = 0;
             cursor = 0;
         }
-        /* Swap the acknowledged ids out so the callbacks can go on. */
-        int64_t *tmp = ids;
-        size_t tmp_cap = cap_ids;
-        ids = r->acked;
-        n_ids = r->n_acked;
-        cap_ids = r->cap_acked;
-        r->acked = tmp;
-        r->cap_acked = tmp_cap;
-        r->n_acked = 0;
+        outbox_relay_ring_advance(r);
+        int64_t acked = r->acked_upto;
+        bool idle = r->inflight == 0;
         uint64_t seen = r->kick_seq;
-        int room = r->failed ? 0 : r->window - r->inflight;
+        int room = r->failed ? 0 : r->window - (int)(r->tail - r->head);
         pthread_mutex_unlock(&r->mu);
 
-        if (n_ids > 0) {
-            outbox_id_list l = {.ids = ids, .n = n_ids};
-            ws_err err = ws_store_txn(r->store, outbox_relay_delete_txn, &l);
-            if (err != WS_OK) {
-                /* Those rows are published again after a restart. */
-                ws_log_error("outbox_delete_failed", "n=%zu error=%s", n_ids,
-                             ws_errname(err));
+        int64_t now_ms = outbox_mono_ms();
+        bool delete_failed = false;
+        if (acked > r->deleted_upto &&
+            (idle || acked - r->deleted_upto >= OUTBOX_DELETE_BATCH ||
+             now_ms - last_delete_ms >= OUTBOX_DELETE_MS)) {
+            ws_err err = ws_store_txn(r->store, outbox_relay_delete_txn, &acked);
+            if (err == WS_OK) {
+                r->deleted_upto = acked;
+            } else {
+                /* Tried again later; those rows may go out twice. */
+                delete_failed = true;
+                ws_log_error("outbox_delete_failed", "upto=%lld error=%s",
+                             (long long)acked, ws_errname(err));
             }
-            n_ids = 0;
+            last_delete_ms = now_ms;
         }
 
         ws_err err = WS_OK;
@@ -392,23 +425,29 @@ static void *outbox_relay_main(void *arg)
         }
 
         pthread_mutex_lock(&r->mu);
+        outbox_relay_ring_advance(r);
         bool full = room > 0 && err == WS_OK && visited == (size_t)room;
-        if (room > 0 && err == WS_OK && !full && r->inflight == 0 && r->n_acked == 0 &&
-            !r->failed) {
+        bool deletes_owed = r->acked_upto > r->deleted_upto;
+        if (room > 0 && err == WS_OK && !full && r->inflight == 0 && r->head == r->tail &&
+            !deletes_owed && !r->failed) {
             r->drained_seq = seen;
             pthread_cond_broadcast(&r->drained);
         }
-        bool work = r->stop || r->n_acked > 0 || (r->failed && r->inflight == 0) ||
-                    r->kick_seq != seen || (full && r->inflight < r->window);
+        bool work = r->stop || (r->failed && r->inflight == 0) || r->kick_seq != seen ||
+                    (full && r->tail - r->head < (uint64_t)r->window) ||
+                    (deletes_owed && r->inflight == 0 && !delete_failed);
         if (!work) {
-            uint32_t ms = (err == WS_OK) ? (uint32_t)r->poll_ms : OUTBOX_RETRY_MS;
+            uint32_t ms =
+                (err == WS_OK && !delete_failed) ? (uint32_t)r->poll_ms : OUTBOX_RETRY_MS;
+            if (deletes_owed && ms > OUTBOX_DELETE_MS) {
+                ms = OUTBOX_DELETE_MS;
+            }
             struct timespec ts;
             outbox_relay_deadline(&ts, ms);
             pthread_cond_timedwait(&r->wake, &r->mu, &ts);
         }
     }
     pthread_mutex_unlock(&r->mu);
-    free(ids);
     return NULL;
 }
 
@@ -457,6 +496,14 @@ ws_err ws_outbox_relay_open(const ws_outbox_relay_opts *opts, ws_outbox_relay **
     r->n_types = opts->n_types;
     r->window = opts->window ? opts->window : OUTBOX_DEFAULT_WINDOW;
     r->poll_ms = opts->poll_ms ? opts->poll_ms : OUTBOX_DEFAULT_POLL_MS;
+    r->ring = calloc((size_t)r->window, sizeof(*r->ring));
+    if (r->ring == NULL) {
+        pthread_cond_destroy(&r->drained);
+        pthread_cond_destroy(&r->wake);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return WS_ENOMEM;
+    }
     *out = r;
     return WS_OK;
 

@@ -1,7 +1,14 @@
 /*
- * RPC client over one nng req0 socket shared by every thread; each call
- * opens its own context and aio, so calls run in parallel and nng matches
- * each reply to its request.
+ * RPC client over one nng req0 socket shared by every thread. A call takes
+ * a "call slot" (an nng context, its aio and a condition variable) from a
+ * free list, or makes one, and gives it back when the call succeeds, so the
+ * steady state opens no context and allocates no aio per call. The aio
+ * callback chains the receive onto the send on nng's thread, and wakes only
+ * its own caller (its own condition variable): one wake-up per call, not a
+ * broadcast to every waiting caller.
+ *
+ * Metrics: the series of each method (latency, calls by code) are looked up
+ * once and kept in a small table read without a lock.
  *
  * UNAVAILABLE versus DEADLINE_EXCEEDED (what lets the front answer 503 for a
  * backend that is down and 504 for one that is slow): a req0 send with no
@@ -46,14 +53,44 @@
 #define RPC_CLIENT_RECONN_MAX_MS    250
 #define RPC_CLIENT_CONNECT_GRACE_MS 300
 #define RPC_CLIENT_HARD_FACTOR      4
+#define RPC_CLIENT_N_CODES          (WS_RPC_UNAUTHENTICATED + 1)
+/* Methods whose metric series are cached; calls to more methods than this
+ * look their series up per call (slower, still correct). */
+#define RPC_CLIENT_METHOD_SLOTS 32
+/* Idle call slots kept for reuse; more are freed when their call ends. */
+#define RPC_CLIENT_FREE_MAX 256
 
-/* A call's aio, listed so that close can cancel it. */
-typedef struct rpc_client_pending {
+typedef enum rpc_client_stage {
+    RPC_CLIENT_STAGE_SEND,
+    RPC_CLIENT_STAGE_RECV,
+} rpc_client_stage;
+
+/* One call in flight: an nng context with its aio. While an operation is
+ * pending the slot belongs to nng (and its callback); stage and end_ms are
+ * written by the caller before the send and by the callback between send
+ * and receive, never at the same time. A slot is on the pending list (so
+ * that close can cancel it) from before its send until its caller is done
+ * with it, then on the free list or freed. */
+typedef struct rpc_client_slot {
     ws_rpc_client *c;
+    nng_ctx ctx;
     nng_aio *aio;
-    bool done; /* the aio's operation finished, under c->mu */
-    struct rpc_client_pending *next;
-} rpc_client_pending;
+    pthread_cond_t cv;      /* done, pipes changed or closing; with c->mu */
+    int64_t end_ms;         /* monotonic deadline; INT64_MAX = none */
+    rpc_client_stage stage; /* see above */
+    atomic_bool abandon;    /* the caller gave up: do not start the receive */
+    int rv;                 /* the call's nng result, under c->mu once done */
+    bool done;              /* the callback finished the call, under c->mu */
+    struct rpc_client_slot *prev, *next; /* pending or free list, under c->mu */
+} rpc_client_slot;
+
+/* The metric series of one method, created on first use and never freed
+ * before the client; the code counters are filled in on first use too. */
+typedef struct rpc_client_method {
+    char *name;                                      /* owned */
+    ws_histogram *latency;                           /* owned by the registry */
+    _Atomic(ws_counter *) calls[RPC_CLIENT_N_CODES]; /* owned by the registry */
+} rpc_client_method;
 
 struct ws_rpc_client {
     nng_socket sock;
@@ -63,12 +100,18 @@ struct ws_rpc_client {
     atomic_uint_fast64_t next_id;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* pipes changed, a call ended, or closed */
+    pthread_cond_t cv; /* pipes changed or closed (callers waiting for a pipe) */
     uint32_t *pipes;   /* ids of connected pipes, under mu */
     size_t n_pipes, cap_pipes;
-    int calls;                   /* calls in progress, under mu */
-    rpc_client_pending *pending; /* their aios, under mu */
-    bool closed;                 /* under mu */
+    int calls;                /* calls in progress, under mu */
+    rpc_client_slot *pending; /* slots of calls in flight, under mu */
+    rpc_client_slot *free;    /* idle slots, under mu */
+    int n_free;               /* under mu */
+    bool closed;              /* under mu */
+
+    /* Filled in order under mu, read without it: an entry once published
+     * never changes. */
+    _Atomic(rpc_client_method *) methods[RPC_CLIENT_METHOD_SLOTS];
 };
 
 static int64_t rpc_client_now_ms(void)
@@ -107,7 +150,124 @@ static void rpc_client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
         }
     }
     pthread_cond_broadcast(&c->cv);
+    /* A caller waiting for its answer with no pipe left must start its
+     * grace timer now. */
+    for (rpc_client_slot *k = c->pending; k != NULL; k = k->next) {
+        pthread_cond_signal(&k->cv);
+    }
     pthread_mutex_unlock(&c->mu);
+}
+
+/* aio callback, on an nng thread (or inline in nng_ctx_send): after a
+ * successful send start the receive, with what is left of the deadline;
+ * otherwise the call is over: record the result and wake its caller. */
+static void rpc_client_slot_cb(void *arg)
+{
+    rpc_client_slot *k = arg;
+    ws_rpc_client *c = k->c;
+    int rv = nng_aio_result(k->aio);
+
+    if (k->stage == RPC_CLIENT_STAGE_SEND) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(k->aio));
+            nng_aio_set_msg(k->aio, NULL);
+        } else if (atomic_load(&k->abandon)) {
+            rv = NNG_ECANCELED;
+        } else {
+            nng_duration left = NNG_DURATION_INFINITE;
+            if (k->end_ms != INT64_MAX) {
+                int64_t l = k->end_ms - rpc_client_now_ms();
+                if (l <= 0) {
+                    rv = NNG_ETIMEDOUT;
+                } else {
+                    left = (nng_duration)l;
+                }
+            }
+            if (rv == 0) {
+                k->stage = RPC_CLIENT_STAGE_RECV;
+                nng_aio_set_timeout(k->aio, left);
+                nng_ctx_recv(k->ctx, k->aio);
+                return;
+            }
+        }
+    }
+    pthread_mutex_lock(&c->mu);
+    k->rv = rv;
+    k->done = true;
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* A new slot with its own context on c's socket; nng's error code. */
+static int rpc_client_slot_new(ws_rpc_client *c, rpc_client_slot **out)
+{
+    pthread_condattr_t ca;
+    rpc_client_slot *k = calloc(1, sizeof(*k));
+    int rv;
+
+    if (k == NULL) {
+        return NNG_ENOMEM;
+    }
+    k->c = c;
+    atomic_init(&k->abandon, false);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rv = pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rv != 0) {
+        free(k);
+        return NNG_ENOMEM;
+    }
+    if ((rv = nng_aio_alloc(&k->aio, rpc_client_slot_cb, k)) != 0) {
+        pthread_cond_destroy(&k->cv);
+        free(k);
+        return rv;
+    }
+    if ((rv = nng_ctx_open(&k->ctx, c->sock)) != 0) {
+        nng_aio_free(k->aio);
+        pthread_cond_destroy(&k->cv);
+        free(k);
+        return rv;
+    }
+    *out = k;
+    return 0;
+}
+
+/* Free a slot whose operations are over; k may be NULL. */
+static void rpc_client_slot_free(rpc_client_slot *k)
+{
+    if (k == NULL) {
+        return;
+    }
+    nng_aio_free(k->aio); /* waits for a callback still running */
+    nng_ctx_close(k->ctx);
+    pthread_cond_destroy(&k->cv);
+    free(k);
+}
+
+/* Under c->mu: link k at the head of *list. */
+static void rpc_client_slot_link(rpc_client_slot **list, rpc_client_slot *k)
+{
+    k->prev = NULL;
+    k->next = *list;
+    if (*list != NULL) {
+        (*list)->prev = k;
+    }
+    *list = k;
+}
+
+/* Under c->mu: unlink k from *list. */
+static void rpc_client_slot_unlink(rpc_client_slot **list, rpc_client_slot *k)
+{
+    if (k->prev != NULL) {
+        k->prev->next = k->next;
+    } else {
+        *list = k->next;
+    }
+    if (k->next != NULL) {
+        k->next->prev = k->prev;
+    }
+    k->prev = k->next = NULL;
 }
 
 ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
@@ -205,8 +365,9 @@ void ws_rpc_client_close(ws_rpc_client *c)
     pthread_cond_broadcast(&c->cv);
     while (c->calls > 0) {
         struct timespec ts;
-        for (rpc_client_pending *p = c->pending; p != NULL; p = p->next) {
-            nng_aio_cancel(p->aio);
+        for (rpc_client_slot *k = c->pending; k != NULL; k = k->next) {
+            atomic_store(&k->abandon, true);
+            nng_aio_cancel(k->aio);
         }
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 10 * 1000000;
@@ -216,8 +377,23 @@ void ws_rpc_client_close(ws_rpc_client *c)
         }
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }
+    rpc_client_slot *idle = c->free;
+    c->free = NULL;
+    c->n_free = 0;
     pthread_mutex_unlock(&c->mu);
+    while (idle != NULL) {
+        rpc_client_slot *k = idle;
+        idle = k->next;
+        rpc_client_slot_free(k);
+    }
     nng_close(c->sock);
+    for (int i = 0; i < RPC_CLIENT_METHOD_SLOTS; i++) {
+        rpc_client_method *m = atomic_load(&c->methods[i]);
+        if (m != NULL) {
+            free(m->name);
+            free(m);
+        }
+    }
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->pipes);
@@ -274,42 +450,39 @@ static ws_rpc_code rpc_client_code_from_nng(ws_rpc_client *c, int rv)
     }
 }
 
-/* aio callback, on an nng thread: wake the caller. */
-static void rpc_client_aio_cb(void *arg)
-{
-    rpc_client_pending *p = arg;
-
-    pthread_mutex_lock(&p->c->mu);
-    p->done = true;
-    pthread_cond_broadcast(&p->c->cv);
-    pthread_mutex_unlock(&p->c->mu);
-}
-
-/* Start nothing; wait for p's operation to end. If no pipe is connected for
+/* Under c->mu: wait until k's call is over. If no pipe is connected for
  * RPC_CLIENT_CONNECT_GRACE_MS meanwhile (the server went away mid-call and
- * has not come back), cancel it and return true ("lost"). */
-static bool rpc_client_await(ws_rpc_client *c, rpc_client_pending *p)
+ * has not come back), give the call up -- cancel it, again every 20 ms in
+ * case the cancel fell between the send and the receive -- and return true
+ * ("lost"). */
+static bool rpc_client_slot_wait_locked(ws_rpc_client *c, rpc_client_slot *k)
 {
     int64_t no_pipe_since = -1;
     bool lost = false;
 
-    pthread_mutex_lock(&c->mu);
-    while (!p->done) {
-        int64_t now = rpc_client_now_ms();
-        if (c->n_pipes > 0 || lost) {
+    while (!k->done) {
+        if (c->n_pipes > 0 && !lost) {
             no_pipe_since = -1;
-            pthread_cond_wait(&c->cv, &c->mu);
+            pthread_cond_wait(&k->cv, &c->mu);
             continue;
         }
-        if (no_pipe_since < 0) {
-            no_pipe_since = now;
+        int64_t now = rpc_client_now_ms();
+        if (!lost) {
+            if (no_pipe_since < 0) {
+                no_pipe_since = now;
+            }
+            if (now - no_pipe_since >= RPC_CLIENT_CONNECT_GRACE_MS) {
+                lost = true;
+                atomic_store(&k->abandon, true);
+            }
         }
-        if (now - no_pipe_since >= RPC_CLIENT_CONNECT_GRACE_MS) {
-            lost = true;
+        if (lost) {
             pthread_mutex_unlock(&c->mu);
-            nng_aio_cancel(p->aio);
+            nng_aio_cancel(k->aio);
             pthread_mutex_lock(&c->mu);
-            continue;
+            if (k->done) {
+                break;
+            }
         }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -318,23 +491,9 @@ static bool rpc_client_await(ws_rpc_client *c, rpc_client_pending *p)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        pthread_cond_timedwait(&k->cv, &c->mu, &ts);
     }
-    p->done = false;
-    pthread_mutex_unlock(&c->mu);
     return lost;
-}
-
-static void rpc_client_pending_remove(ws_rpc_client *c, rpc_client_pending *p)
-{
-    pthread_mutex_lock(&c->mu);
-    for (rpc_client_pending **pp = &c->pending; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&c->mu);
 }
 
 /* Send one envelope and wait for the answer. On WS_RPC_OK *out is the
@@ -349,11 +508,10 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
     Webshop__V1__RpcResponse *resp;
     int64_t start = rpc_client_now_ms();
     int64_t end = deadline_ms ? start + deadline_ms : INT64_MAX;
-    nng_ctx ctx;
-    nng_aio *aio = NULL;
+    rpc_client_slot *k = NULL, *spare = NULL;
     nng_msg *m = NULL;
     ws_rpc_code code;
-    bool lost = false;
+    bool lost, closed, up, reuse = false;
     size_t n;
     int rv;
 
@@ -370,47 +528,54 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
         }
         return WS_RPC_RESOURCE_EXHAUSTED;
     }
-
-    pthread_mutex_lock(&c->mu);
-    int64_t grace = start + RPC_CLIENT_CONNECT_GRACE_MS;
-    bool up = rpc_client_wait_pipe_locked(c, grace < end ? grace : end);
-    bool closed = c->closed;
-    pthread_mutex_unlock(&c->mu);
-    if (closed) {
-        rpc_client_set_msg(msg, msg_len, "client closed%s", "");
-        return WS_RPC_CANCELLED;
-    }
-    if (!up) {
-        rpc_client_set_msg(msg, msg_len, "no server connected at %s", c->first_url);
-        return WS_RPC_UNAVAILABLE;
-    }
-
     if ((rv = nng_msg_alloc(&m, n)) != 0) {
         return WS_RPC_RESOURCE_EXHAUSTED;
     }
     webshop__v1__rpc_request__pack(&env, nng_msg_body(m));
-    rpc_client_pending pending = {.c = c};
-    if ((rv = nng_aio_alloc(&aio, rpc_client_aio_cb, &pending)) != 0) {
-        nng_msg_free(m);
-        return WS_RPC_RESOURCE_EXHAUSTED;
-    }
-    pending.aio = aio;
+
+    /* One critical section: a connected pipe, then a slot from the free
+     * list, linked as pending so that close can cancel it. */
     pthread_mutex_lock(&c->mu);
-    pending.next = c->pending;
-    c->pending = &pending;
+    int64_t grace = start + RPC_CLIENT_CONNECT_GRACE_MS;
+    up = rpc_client_wait_pipe_locked(c, grace < end ? grace : end);
     closed = c->closed;
+    if (up && !closed && c->free != NULL) {
+        k = c->free;
+        rpc_client_slot_unlink(&c->free, k);
+        c->n_free--;
+        rpc_client_slot_link(&c->pending, k);
+    }
     pthread_mutex_unlock(&c->mu);
-    if (closed || (rv = nng_ctx_open(&ctx, c->sock)) != 0) {
+    if (closed || !up) {
         nng_msg_free(m);
-        rpc_client_pending_remove(c, &pending);
-        nng_aio_free(aio);
         if (closed) {
             rpc_client_set_msg(msg, msg_len, "client closed%s", "");
             return WS_RPC_CANCELLED;
         }
-        code = rpc_client_code_from_nng(c, rv);
-        rpc_client_set_msg(msg, msg_len, "%s", nng_strerror(rv));
-        return code;
+        rpc_client_set_msg(msg, msg_len, "no server connected at %s", c->first_url);
+        return WS_RPC_UNAVAILABLE;
+    }
+    if (k == NULL) {
+        if ((rv = rpc_client_slot_new(c, &spare)) != 0) {
+            nng_msg_free(m);
+            code = rpc_client_code_from_nng(c, rv);
+            rpc_client_set_msg(msg, msg_len, "%s", nng_strerror(rv));
+            return code;
+        }
+        pthread_mutex_lock(&c->mu);
+        closed = c->closed;
+        if (!closed) {
+            k = spare;
+            spare = NULL;
+            rpc_client_slot_link(&c->pending, k);
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (closed) {
+            rpc_client_slot_free(spare);
+            nng_msg_free(m);
+            rpc_client_set_msg(msg, msg_len, "client closed%s", "");
+            return WS_RPC_CANCELLED;
+        }
     }
 
     int64_t left = NNG_DURATION_INFINITE;
@@ -420,31 +585,42 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
             left = 1; /* 0 would mean "the socket's default" to nng */
         }
     }
-    nng_aio_set_timeout(aio, (nng_duration)left);
-    nng_aio_set_msg(aio, m);
-    nng_ctx_send(ctx, aio);
-    lost = rpc_client_await(c, &pending);
-    if ((rv = nng_aio_result(aio)) != 0) {
-        nng_msg_free(nng_aio_get_msg(aio));
+    k->end_ms = end;
+    k->stage = RPC_CLIENT_STAGE_SEND;
+    k->done = false;
+    k->rv = 0;
+    atomic_store(&k->abandon, false);
+    nng_aio_set_timeout(k->aio, (nng_duration)left);
+    nng_aio_set_msg(k->aio, m);
+    nng_ctx_send(k->ctx, k->aio); /* k belongs to nng until done */
+
+    pthread_mutex_lock(&c->mu);
+    lost = rpc_client_slot_wait_locked(c, k);
+    rpc_client_slot_unlink(&c->pending, k);
+    rv = k->rv;
+    m = NULL;
+    if (rv == 0) {
+        m = nng_aio_get_msg(k->aio);
+        nng_aio_set_msg(k->aio, NULL);
+        /* A slot whose call failed is not reused: its context may hold
+         * the state of a request that was never answered. */
+        reuse = !c->closed && c->n_free < RPC_CLIENT_FREE_MAX;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (reuse) {
+        /* The callback may still be returning: let it finish before the
+         * next call starts an operation on this aio. */
+        nng_aio_wait(k->aio);
+        pthread_mutex_lock(&c->mu);
+        rpc_client_slot_link(&c->free, k);
+        c->n_free++;
+        pthread_mutex_unlock(&c->mu);
+    } else {
+        rpc_client_slot_free(k);
+    }
+    if (rv != 0) {
         goto fail;
     }
-    if (end != INT64_MAX) {
-        left = end - rpc_client_now_ms();
-        if (left <= 0) {
-            rv = NNG_ETIMEDOUT;
-            goto fail;
-        }
-    }
-    nng_aio_set_timeout(aio, (nng_duration)left);
-    nng_ctx_recv(ctx, aio);
-    lost = rpc_client_await(c, &pending);
-    if ((rv = nng_aio_result(aio)) != 0) {
-        goto fail;
-    }
-    m = nng_aio_get_msg(aio);
-    nng_ctx_close(ctx);
-    rpc_client_pending_remove(c, &pending);
-    nng_aio_free(aio);
 
     if (nng_msg_len(m) > c->max_msg) {
         if (msg != NULL && msg_len > 0) {
@@ -470,9 +646,6 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
     return WS_RPC_OK;
 
 fail:
-    nng_ctx_close(ctx);
-    rpc_client_pending_remove(c, &pending);
-    nng_aio_free(aio);
     code = rpc_client_code_from_nng(c, rv);
     if (lost && code != WS_RPC_CANCELLED) {
         code = WS_RPC_UNAVAILABLE;
@@ -509,6 +682,93 @@ static void rpc_client_label_escape(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
+/* The cached series of method, created on first use; NULL when the table
+ * is full or out of memory (the caller then looks the series up itself). */
+static rpc_client_method *rpc_client_method_get(ws_rpc_client *c, const char *method)
+{
+    int i;
+
+    for (i = 0; i < RPC_CLIENT_METHOD_SLOTS; i++) {
+        rpc_client_method *m = atomic_load_explicit(&c->methods[i], memory_order_acquire);
+        if (m == NULL) {
+            break;
+        }
+        if (strcmp(m->name, method) == 0) {
+            return m;
+        }
+    }
+    if (i == RPC_CLIENT_METHOD_SLOTS) {
+        return NULL;
+    }
+    rpc_client_method *found = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (i = 0; i < RPC_CLIENT_METHOD_SLOTS; i++) {
+        rpc_client_method *m = atomic_load_explicit(&c->methods[i], memory_order_relaxed);
+        if (m == NULL) {
+            break;
+        }
+        if (strcmp(m->name, method) == 0) {
+            found = m;
+            break;
+        }
+    }
+    if (found == NULL && i < RPC_CLIENT_METHOD_SLOTS) {
+        char label[256], labels[300];
+        rpc_client_method *m = calloc(1, sizeof(*m));
+        if (m != NULL && (m->name = strdup(method)) != NULL) {
+            rpc_client_label_escape(label, sizeof(label), method);
+            snprintf(labels, sizeof(labels), "method=\"%s\"", label);
+            m->latency = ws_histogram_get(
+                c->metrics, "webshop_rpc_client_latency_seconds",
+                "Duration of RPC calls, as the caller sees it.", labels, NULL, 0);
+            atomic_store_explicit(&c->methods[i], m, memory_order_release);
+            found = m;
+        } else {
+            free(m);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+/* Count one finished call and its duration. */
+static void rpc_client_record(ws_rpc_client *c, const char *method, ws_rpc_code code,
+                              double seconds)
+{
+    char label[256], labels[512];
+    rpc_client_method *m = rpc_client_method_get(c, method);
+
+    if ((unsigned)code >= RPC_CLIENT_N_CODES) {
+        code = WS_RPC_UNKNOWN;
+    }
+    if (m != NULL) {
+        ws_counter *k = atomic_load_explicit(&m->calls[code], memory_order_acquire);
+        if (k == NULL) {
+            /* ws_counter_get returns the same series to racing threads. */
+            rpc_client_label_escape(label, sizeof(label), method);
+            snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", label,
+                     ws_rpc_code_name(code));
+            k = ws_counter_get(c->metrics, "webshop_rpc_client_calls_total",
+                               "RPC calls made, by method and status code.", labels);
+            atomic_store_explicit(&m->calls[code], k, memory_order_release);
+        }
+        ws_counter_inc(k);
+        ws_histogram_observe(m->latency, seconds);
+        return;
+    }
+    rpc_client_label_escape(label, sizeof(label), method);
+    snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", label,
+             ws_rpc_code_name(code));
+    ws_counter_inc(ws_counter_get(c->metrics, "webshop_rpc_client_calls_total",
+                                  "RPC calls made, by method and status code.", labels));
+    snprintf(labels, sizeof(labels), "method=\"%s\"", label);
+    ws_histogram_observe(ws_histogram_get(c->metrics,
+                                          "webshop_rpc_client_latency_seconds",
+                                          "Duration of RPC calls, as the caller sees it.",
+                                          labels, NULL, 0),
+                         seconds);
+}
+
 /* A call, counted in the metrics. resp_desc NULL: raw bytes into *raw. */
 static ws_rpc_code rpc_client_invoke(ws_rpc_client *c, const char *method,
                                      const uint8_t *req, size_t req_len,
@@ -520,7 +780,6 @@ static ws_rpc_code rpc_client_invoke(ws_rpc_client *c, const char *method,
     Webshop__V1__RpcResponse *env = NULL;
     double t0 = ws_now_seconds();
     ws_rpc_code code;
-    char labels[512];
 
     if (msg != NULL && msg_len > 0) {
         msg[0] = '\0';
@@ -566,18 +825,7 @@ static ws_rpc_code rpc_client_invoke(ws_rpc_client *c, const char *method,
         webshop__v1__rpc_response__free_unpacked(env, NULL);
     }
 
-    char method_label[256];
-    rpc_client_label_escape(method_label, sizeof(method_label), method);
-    snprintf(labels, sizeof(labels), "method=\"%s\",code=\"%s\"", method_label,
-             ws_rpc_code_name(code));
-    ws_counter_inc(ws_counter_get(c->metrics, "webshop_rpc_client_calls_total",
-                                  "RPC calls made, by method and status code.", labels));
-    snprintf(labels, sizeof(labels), "method=\"%s\"", method_label);
-    ws_histogram_observe(ws_histogram_get(c->metrics,
-                                          "webshop_rpc_client_latency_seconds",
-                                          "Duration of RPC calls, as the caller sees it.",
-                                          labels, NULL, 0),
-                         ws_now_seconds() - t0);
+    rpc_client_record(c, method, code, ws_now_seconds() - t0);
 
     pthread_mutex_lock(&c->mu);
     if (--c->calls == 0 && c->closed) {

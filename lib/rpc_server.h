@@ -3,7 +3,7 @@
  * registered by their protobuf-c service descriptor, plus the built-in
  * /webshop.v1.Reflection/ListServices. Requests are handled concurrently: a
  * configurable number of nng contexts, each with its own aio, driven by a
- * pool of worker threads. Each request is an RpcRequest (rpc.proto); the
+ * pool of worker threads (or, for short handlers, by nng's own threads). Each request is an RpcRequest (rpc.proto); the
  * server finds the method, refuses work whose deadline has passed
  * (DEADLINE_EXCEEDED), unpacks the payload (INVALID_ARGUMENT if it cannot),
  * calls the handler, and answers an RpcResponse. Calls, errors and latency
@@ -40,6 +40,10 @@ typedef struct ws_rpc_server_opts {
     const char *url;        /* "tcp://127.0.0.1:7001", "ipc://...", "inproc://..." */
     int contexts;           /* concurrent requests in flight; 0 = 16 */
     int workers;            /* handler threads; 0 = 4 */
+    int inline_handlers;    /* 1: no worker threads; each handler runs on the nng
+                             * task thread that received its request. Saves a
+                             * thread hop per call; only for handlers that are
+                             * short and never wait for nng (make no RPC call). */
     size_t max_msg;         /* cap on a request; 0 = WS_RPC_DEFAULT_MAX_MSG */
     ws_metrics *metrics;    /* registry for per-method metrics; NULL = default */
 } ws_rpc_server_opts;

@@ -33,13 +33,36 @@ typedef struct store_entry {
     sqlite3_stmt *stmt; /* owned; finalized on close */
 } store_entry;
 
+/* The transaction-control statements, prepared once at open and stepped by
+ * ws_store_txn and the group helpers instead of sqlite3_exec()'ing their
+ * text (which parses and prepares every time). */
+enum {
+    STORE_BEGIN,
+    STORE_COMMIT,
+    STORE_ROLLBACK,
+    STORE_SAVEPOINT,
+    STORE_RELEASE,
+    STORE_ROLLBACK_TO,
+    STORE_CTL_N
+};
+
+static const char *const store_ctl_sql[STORE_CTL_N] = {
+    "BEGIN IMMEDIATE",  "COMMIT",         "ROLLBACK",
+    "SAVEPOINT ws_txn", "RELEASE ws_txn", "ROLLBACK TO ws_txn",
+};
+
 struct ws_store {
-    sqlite3 *db;               /* owned */
-    char *path;                /* owned copy, for log lines */
-    int retries;               /* extra attempts in ws_store_txn */
-    unsigned seed;             /* backoff jitter (rand_r) */
-    atomic_ulong busy_retries; /* read from any thread */
-    store_entry **buckets;     /* owned; nbuckets is a power of two */
+    sqlite3 *db;                    /* owned */
+    char *path;                     /* owned copy, for log lines */
+    int retries;                    /* extra attempts in ws_store_txn */
+    int busy_ms;                    /* busy timeout of the busy handler */
+    struct timespec busy_t0;        /* when the current busy wait began */
+    sqlite3_stmt *ctl[STORE_CTL_N]; /* owned; prepared lazily */
+    int group;                      /* a group transaction is open */
+    int in_txn;                     /* inside ws_store_txn's fn */
+    unsigned seed;                  /* backoff jitter (rand_r) */
+    atomic_ulong busy_retries;      /* read from any thread */
+    store_entry **buckets;          /* owned; nbuckets is a power of two */
     size_t nbuckets;
     size_t nentries;
 };
@@ -118,8 +141,28 @@ static void store_cache_reset_busy(ws_store *s)
     }
 }
 
+/* Step one transaction-control statement (prepared on first use) and
+ * reset it; an SQLite result code. */
+static int store_ctl_run(ws_store *s, int which)
+{
+    if (s->ctl[which] == NULL) {
+        int rc = sqlite3_prepare_v3(s->db, store_ctl_sql[which], -1,
+                                    SQLITE_PREPARE_PERSISTENT, &s->ctl[which], NULL);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+    int rc = sqlite3_step(s->ctl[which]);
+    sqlite3_reset(s->ctl[which]);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 static void store_cache_free(ws_store *s)
 {
+    for (int i = 0; i < STORE_CTL_N; i++) {
+        sqlite3_finalize(s->ctl[i]);
+        s->ctl[i] = NULL;
+    }
     for (size_t i = 0; i < s->nbuckets; i++) {
         store_entry *e = s->buckets[i];
         while (e != NULL) {
@@ -275,6 +318,32 @@ unsigned long ws_store_busy_retries(const ws_store *s)
     return s ? atomic_load_explicit(&s->busy_retries, memory_order_relaxed) : 0;
 }
 
+/* SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms between attempts: far
+ * too coarse when the other writer (a relay deleting acknowledged rows, say)
+ * holds the lock for a few tens of microseconds. Poll from 20 us doubling to
+ * 1 ms instead, up to the busy timeout. */
+static int store_busy_handler(void *arg, int count)
+{
+    ws_store *s = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (count == 0) {
+        s->busy_t0 = now;
+    }
+    long long waited_us = (long long)(now.tv_sec - s->busy_t0.tv_sec) * 1000000LL +
+                          (now.tv_nsec - s->busy_t0.tv_nsec) / 1000;
+    if (waited_us >= (long long)s->busy_ms * 1000LL) {
+        return 0;
+    }
+    long us = 20L << (count < 6 ? count : 6);
+    if (us > 1000) {
+        us = 1000;
+    }
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
 /* Randomised exponential backoff: [base/2, base], base doubling from 100 us
  * to 20 ms, so two writers that collided do not collide again in step. */
 static void store_backoff(ws_store *s, int attempt)
@@ -297,7 +366,7 @@ static void store_txn_rollback(ws_store *s)
     store_cache_reset_busy(s);
     /* Some errors (IOERR, FULL, NOMEM) already rolled back for us. */
     if (!sqlite3_get_autocommit(s->db)) {
-        int rc = sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        int rc = store_ctl_run(s, STORE_ROLLBACK);
         if (rc != SQLITE_OK) {
             ws_log_error("store_rollback_failed", "path=%s rc=%d msg=%s", s->path, rc,
                          sqlite3_errmsg(s->db));
@@ -305,10 +374,116 @@ static void store_txn_rollback(ws_store *s)
     }
 }
 
+/* Inside an open group: fn runs in a savepoint of the group's transaction;
+ * its failure rolls back to the savepoint only. No retry here: the group
+ * holds the write lock, and a group that broke is re-run by its owner. */
+static ws_err store_txn_in_group(ws_store *s, ws_store_txn_fn fn, void *ctx)
+{
+    int rc = store_ctl_run(s, STORE_SAVEPOINT);
+    if (rc != SQLITE_OK) {
+        ws_log_error("store_savepoint_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                     sqlite3_errmsg(s->db));
+        return ws_err_from_sqlite(rc) == WS_OK ? WS_ESTORE : ws_err_from_sqlite(rc);
+    }
+    s->in_txn = 1;
+    ws_err err = fn(s, ctx);
+    s->in_txn = 0;
+    store_cache_reset_busy(s);
+    if (err != WS_OK) {
+        if (!sqlite3_get_autocommit(s->db)) {
+            rc = store_ctl_run(s, STORE_ROLLBACK_TO);
+            if (rc == SQLITE_OK) {
+                rc = store_ctl_run(s, STORE_RELEASE);
+            }
+            if (rc != SQLITE_OK) {
+                ws_log_error("store_savepoint_rollback_failed", "path=%s rc=%d msg=%s",
+                             s->path, rc, sqlite3_errmsg(s->db));
+            }
+        }
+        return err;
+    }
+    rc = store_ctl_run(s, STORE_RELEASE);
+    if (rc != SQLITE_OK) {
+        ws_log_error("store_release_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                     sqlite3_errmsg(s->db));
+        return ws_err_from_sqlite(rc) == WS_OK ? WS_ESTORE : ws_err_from_sqlite(rc);
+    }
+    return WS_OK;
+}
+
+/* BEGIN IMMEDIATE with the bounded busy retry; "where" names the failure. */
+static ws_err store_begin_retry(ws_store *s)
+{
+    for (int attempt = 0;; attempt++) {
+        int rc = store_ctl_run(s, STORE_BEGIN);
+        if (rc == SQLITE_OK) {
+            return WS_OK;
+        }
+        if (!store_rc_is_busy(rc)) {
+            ws_log_error("store_begin_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                         sqlite3_errmsg(s->db));
+            return ws_err_from_sqlite(rc);
+        }
+        if (attempt >= s->retries) {
+            ws_log_error("store_txn_busy", "path=%s attempts=%d at=%s", s->path,
+                         attempt + 1, "begin");
+            return WS_EBUSY;
+        }
+        atomic_fetch_add_explicit(&s->busy_retries, 1, memory_order_relaxed);
+        store_backoff(s, attempt);
+    }
+}
+
+ws_err ws_store_group_begin(ws_store *s)
+{
+    if (s == NULL) {
+        return WS_EINVAL;
+    }
+    if (s->group || s->in_txn || !sqlite3_get_autocommit(s->db)) {
+        ws_log_error("store_group_nested", "path=%s", s->path);
+        return WS_EINVAL;
+    }
+    ws_err err = store_begin_retry(s);
+    if (err == WS_OK) {
+        s->group = 1;
+    }
+    return err;
+}
+
+ws_err ws_store_group_end(ws_store *s)
+{
+    if (s == NULL || !s->group) {
+        return WS_EINVAL;
+    }
+    s->group = 0;
+    if (sqlite3_get_autocommit(s->db)) {
+        /* An error inside (IOERR, FULL, NOMEM) rolled everything back. */
+        ws_log_error("store_group_lost", "path=%s", s->path);
+        return WS_ESTORE;
+    }
+    store_cache_reset_busy(s);
+    int rc = store_ctl_run(s, STORE_COMMIT);
+    if (rc == SQLITE_OK) {
+        return WS_OK;
+    }
+    ws_log_error("store_group_commit_failed", "path=%s rc=%d msg=%s", s->path, rc,
+                 sqlite3_errmsg(s->db));
+    store_txn_rollback(s);
+    ws_err err = ws_err_from_sqlite(rc);
+    return err == WS_OK ? WS_ESTORE : err;
+}
+
 ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
 {
     if (s == NULL || fn == NULL) {
         return WS_EINVAL;
+    }
+    if (s->in_txn) {
+        ws_log_error("store_txn_nested", "path=%s", s->path);
+        return WS_EINVAL;
+    }
+    if (s->group && !sqlite3_get_autocommit(s->db)) {
+        return store_txn_in_group(s, fn, ctx);
     }
     if (!sqlite3_get_autocommit(s->db)) {
         ws_log_error("store_txn_nested", "path=%s", s->path);
@@ -316,7 +491,7 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
     }
     for (int attempt = 0;; attempt++) {
         const char *where;
-        int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        int rc = store_ctl_run(s, STORE_BEGIN);
         if (rc != SQLITE_OK) {
             if (!store_rc_is_busy(rc)) {
                 ws_log_error("store_begin_failed", "path=%s rc=%d msg=%s", s->path, rc,
@@ -325,7 +500,9 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
             }
             where = "begin";
         } else {
+            s->in_txn = 1;
             ws_err err = fn(s, ctx);
+            s->in_txn = 0;
             if (err != WS_OK) {
                 store_txn_rollback(s);
                 if (err != WS_EBUSY) {
@@ -334,7 +511,7 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
                 where = "body";
             } else {
                 store_cache_reset_busy(s);
-                rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+                rc = store_ctl_run(s, STORE_COMMIT);
                 if (rc == SQLITE_OK) {
                     return WS_OK;
                 }
@@ -563,7 +740,12 @@ ws_err ws_store_open(const ws_store_opts *opts, const ws_migration *migrations, 
     int busy = opts->busy_timeout_ms == 0  ? STORE_DEFAULT_BUSY_MS
                : opts->busy_timeout_ms < 0 ? 0
                                            : opts->busy_timeout_ms;
-    sqlite3_busy_timeout(s->db, busy);
+    s->busy_ms = busy;
+    if (busy > 0) {
+        sqlite3_busy_handler(s->db, store_busy_handler, s);
+    } else {
+        sqlite3_busy_timeout(s->db, 0);
+    }
 
     err = store_configure(s, sync, opts->readonly);
     if (err != WS_OK) {

@@ -70,9 +70,24 @@ ws_err ws_store_stmt(ws_store *s, const char *sql, sqlite3_stmt **out /* OUT */)
  * transaction (fn included) is retried up to opts.txn_retries times with a
  * short randomised backoff, then WS_EBUSY. fn must therefore have no effects
  * outside the database. Cached statements fn left mid-rows are reset before
- * COMMIT/ROLLBACK. Not nestable: WS_EINVAL inside an open transaction. */
+ * COMMIT/ROLLBACK. Not nestable: WS_EINVAL inside an open transaction;
+ * inside an open group (ws_store_group_begin) it runs as a savepoint. */
 typedef ws_err (*ws_store_txn_fn)(ws_store *s, void *ctx);
 ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx);
+
+/* Group commit: open one BEGIN IMMEDIATE transaction (with the same bounded
+ * busy retry as ws_store_txn) that every ws_store_txn until
+ * ws_store_group_end joins as a SAVEPOINT of its own: a ws_store_txn whose fn
+ * fails rolls back to its savepoint only and returns its error, so one bad
+ * event does not undo its neighbours, and no retry happens inside a group.
+ * WS_EINVAL when a group or transaction is already open. */
+ws_err ws_store_group_begin(ws_store *s);
+
+/* COMMIT the open group. WS_OK, or an error (logged) after which nothing of
+ * the group is in the database: the caller re-runs its work outside a group
+ * (the ws_store_txn calls inside reported success that did not last).
+ * WS_EINVAL when no group is open. */
+ws_err ws_store_group_end(ws_store *s);
 
 /* How many times ws_store_txn has retried a transaction after SQLITE_BUSY
  * (at BEGIN, in fn, or at COMMIT) since open; for metrics and tests. Unlike

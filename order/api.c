@@ -120,7 +120,12 @@ ws_err order_api_open(const char *path, int readers, order_api **out)
     ws_err err = WS_OK;
     int i;
     for (i = 0; i < a->n; i++) {
-        if ((err = order_schema_open(path, NULL, &a->readers[i].store)) != WS_OK) {
+        /* Read-only: a handler cannot write by mistake, and the schema must
+         * already be the one this build knows (the writer migrated it). */
+        ws_store_opts so = {.path = path, .readonly = 1};
+        size_t n_mig;
+        const ws_migration *mig = order_schema_migrations(&n_mig);
+        if ((err = ws_store_open(&so, mig, n_mig, &a->readers[i].store)) != WS_OK) {
             break;
         }
         pthread_mutex_init(&a->readers[i].mu, NULL);

@@ -4,6 +4,10 @@
  * writes one log line: order_event with what changed, order_event_invalid
  * for a message that fails validation (dropped), or order_event_failed for
  * a store error (the event is lost here; recovery heals it).
+ *
+ * Group commit: the bus opens a group around what arrived back to back
+ * (ws_bus_set_batch); each event's transaction is a savepoint of one store
+ * transaction, and the relay is told once, after the group commits.
  */
 #include "consumer.h"
 
@@ -34,7 +38,30 @@ typedef struct consumer_sub {
 struct order_consumer {
     order_consumer_opts opts; /* store owned; used only on the bus network thread */
     consumer_sub subs[KIND__N];
+    bool in_group;  /* a store group is open (bus network thread) */
+    bool kick_owed; /* rows were queued inside the open group */
 };
+
+static ws_err consumer_group_begin(void *ctx)
+{
+    order_consumer *c = ctx;
+    ws_err err = ws_store_group_begin(c->opts.store);
+    c->in_group = err == WS_OK;
+    c->kick_owed = false;
+    return err;
+}
+
+static ws_err consumer_group_end(void *ctx)
+{
+    order_consumer *c = ctx;
+    c->in_group = false;
+    ws_err err = ws_store_group_end(c->opts.store);
+    if (err == WS_OK && c->kick_owed && c->opts.queued != NULL) {
+        c->opts.queued(c->opts.queued_ctx);
+    }
+    c->kick_owed = false;
+    return err;
+}
 
 static int64_t consumer_now_ms(void)
 {
@@ -98,7 +125,11 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
         orders_status_name(eff.new_status), eff.created, eff.items_filled, eff.conflict,
         eff.queued, info->json, info->redelivered);
     if (eff.queued > 0 && c->opts.queued != NULL) {
-        c->opts.queued(c->opts.queued_ctx);
+        if (c->in_group) {
+            c->kick_owed = true;
+        } else {
+            c->opts.queued(c->opts.queued_ctx);
+        }
     }
     return WS_OK;
 }
@@ -143,9 +174,15 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
     static const ProtobufCMessageDescriptor *const descs[KIND__N] = {
         &webshop__v1__order_sent__descriptor, &webshop__v1__cancel_order__descriptor,
         &webshop__v1__in_stock__descriptor, &webshop__v1__out_of_stock__descriptor};
+    ws_bus_batch batch = {
+        .begin = consumer_group_begin, .end = consumer_group_end, .ctx = c};
+    ws_err err = ws_bus_set_batch(bus, &batch);
+    if (err != WS_OK) {
+        return err;
+    }
     for (int k = 0; k < KIND__N; k++) {
-        ws_err err = ws_bus_subscribe(bus, consumer_topics[k], descs[k], consumer_handle,
-                                      &c->subs[k]);
+        err = ws_bus_subscribe(bus, consumer_topics[k], descs[k], consumer_handle,
+                               &c->subs[k]);
         if (err != WS_OK) {
             return err;
         }

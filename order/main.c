@@ -32,29 +32,17 @@
 #include "rpc_client.h"
 #include "rpc_server.h"
 #include "schema.h"
+#include "service.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/order.rpc.h"
 
 typedef struct order_cfg {
-    const char *db_path;
-    const char *db_synchronous;
-    const char *rpc_url;
+    ws_service_cfg svc; /* the settings every backend shares */
     const char *inventory_url;
-    const char *broker;
-    const char *client_id;
-    int bus_format;
-    const char *username;
-    const char *password;
-    const char *http_host;
-    int http_port;
+    int64_t inventory_deadline_ms;
     int64_t resend_after_ms;
     int64_t resend_cap_ms;
     int64_t resend_attempts;
-    int64_t inventory_deadline_ms;
-    int64_t shutdown_timeout_ms;
-    int64_t rpc_max_msg;     /* request cap of the RPC server, response cap of the client */
-    int64_t bus_max_payload; /* incoming bus payload cap */
-    int log_level;
 } order_cfg;
 
 /* The relay as the consumer and the recovery loop see it: kicking stops
@@ -74,9 +62,6 @@ static void order_kick(void *ctx)
     pthread_mutex_unlock(&k->mu);
 }
 
-static const char *const order_formats[] = {"protobuf", "json", NULL};
-static const char *const order_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const order_sync[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
 
 static const ProtobufCMessageDescriptor *const order_outbox_types[] = {
     &webshop__v1__order_status_changed__descriptor,
@@ -86,26 +71,20 @@ static const ProtobufCMessageDescriptor *const order_outbox_types[] = {
 
 int main(int argc, char **argv)
 {
+    /* Before any thread exists, so every thread inherits the mask and main
+     * alone takes the stop signals. */
+    sigset_t stop;
+    ws_service_block_signals(&stop);
+
     order_cfg cfg = {0};
-    int sync_idx = 1;
-    const ws_config_option opts[] = {
-        {.name = "db-path",
-         .type = WS_CONFIG_STRING,
-         .def = "order.db",
-         .help = "SQLite database file",
-         .target.str = &cfg.db_path,
-         .metavar = "PATH"},
-        {.name = "db-synchronous",
-         .type = WS_CONFIG_ENUM,
-         .def = "NORMAL",
-         .help = "SQLite synchronous setting",
-         .target.i = &sync_idx,
-         .choices = order_sync},
-        {.name = "rpc-url",
-         .type = WS_CONFIG_URL,
-         .def = "tcp://127.0.0.1:7201",
-         .help = "where the Orders RPC service listens",
-         .target.str = &cfg.rpc_url},
+    static const ws_service_defaults defaults = {
+        .db_path = "order.db",
+        .rpc_url = "tcp://127.0.0.1:7201",
+        .rpc_help = "where the Orders RPC service listens",
+        .client_id = "webshop-order",
+        .http_port = "7202",
+    };
+    const ws_config_option own[] = {
         {.name = "inventory-url",
          .type = WS_CONFIG_URL,
          .def = "tcp://127.0.0.1:7101",
@@ -118,43 +97,6 @@ int main(int argc, char **argv)
          .target.i64 = &cfg.inventory_deadline_ms,
          .min = 1,
          .max = 60000},
-        {.name = "broker",
-         .type = WS_CONFIG_HOSTPORT,
-         .def = "127.0.0.1:1883",
-         .help = "MQTT broker",
-         .target.str = &cfg.broker},
-        {.name = "client-id",
-         .type = WS_CONFIG_STRING,
-         .def = "webshop-order",
-         .help = "fixed MQTT client id (persistent session)",
-         .target.str = &cfg.client_id},
-        {.name = "bus-format",
-         .type = WS_CONFIG_ENUM,
-         .def = "protobuf",
-         .help = "how events are published",
-         .target.i = &cfg.bus_format,
-         .choices = order_formats},
-        {.name = "username",
-         .type = WS_CONFIG_STRING,
-         .def = NULL,
-         .help = "MQTT user name (none: anonymous)",
-         .target.str = &cfg.username},
-        {.name = "password",
-         .type = WS_CONFIG_STRING,
-         .def = NULL,
-         .help = "MQTT password",
-         .target.str = &cfg.password,
-         .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
-        {.name = "http-host",
-         .type = WS_CONFIG_STRING,
-         .def = "127.0.0.1",
-         .help = "address of /metrics and /healthz",
-         .target.str = &cfg.http_host},
-        {.name = "http-port",
-         .type = WS_CONFIG_PORT,
-         .def = "7202",
-         .help = "port of /metrics and /healthz",
-         .target.i = &cfg.http_port},
         {.name = "resend-after",
          .type = WS_CONFIG_DURATION,
          .def = "5s",
@@ -176,74 +118,25 @@ int main(int argc, char **argv)
          .target.i64 = &cfg.resend_attempts,
          .min = 0,
          .max = 1000000},
-        {.name = "rpc-max-msg",
-         .type = WS_CONFIG_SIZE,
-         .def = "1MiB",
-         .help = "largest RPC message accepted (requests served, responses read)",
-         .target.i64 = &cfg.rpc_max_msg,
-         .min = 1024,
-         .max = 64 << 20},
-        {.name = "bus-max-payload",
-         .type = WS_CONFIG_SIZE,
-         .def = "256KiB",
-         .help = "larger bus payloads are logged, counted and dropped",
-         .target.i64 = &cfg.bus_max_payload,
-         .min = 1024,
-         .max = 64 << 20},
-        {.name = "shutdown-timeout",
-         .type = WS_CONFIG_DURATION,
-         .def = "5s",
-         .help = "how long SIGTERM waits for the outbox to drain",
-         .target.i64 = &cfg.shutdown_timeout_ms,
-         .min = 0,
-         .max = 600000},
-        {.name = "log-level",
-         .type = WS_CONFIG_ENUM,
-         .def = "info",
-         .help = "lowest level logged",
-         .target.i = &cfg.log_level,
-         .choices = order_levels},
     };
+    enum { ORDER_N_OWN = sizeof own / sizeof own[0] };
+    ws_config_option opts[WS_SERVICE_N_OPTIONS + ORDER_N_OWN];
+    size_t n = ws_service_options(&cfg.svc, &defaults, opts);
+    memcpy(opts + n, own, sizeof own);
+    n += ORDER_N_OWN;
     ws_config *conf =
         ws_config_new("webshop-order", "0.1.0",
-                      "The order service: order status from bus events, Orders RPC.",
-                      opts, sizeof opts / sizeof opts[0]);
+                      "The order service: order status from bus events, Orders RPC.", opts, n);
     if (conf == NULL) {
         fprintf(stderr, "webshop-order: out of memory\n");
         return 1;
     }
-    switch (ws_config_parse(conf, argc, argv, NULL)) {
-    case WS_CONFIG_OK:
-        break;
-    case WS_CONFIG_EXIT:
+    int exit_code = ws_service_parse(conf, &cfg.svc, "webshop-order", "order", argc, argv);
+    if (exit_code >= 0) {
         ws_config_free(conf);
-        return 0;
-    default:
-        fprintf(stderr, "webshop-order: %s\n", ws_config_error(conf));
-        ws_config_free(conf);
-        return 2;
+        return exit_code;
     }
-    cfg.db_synchronous = order_sync[sync_idx];
-    ws_log_set_service("order");
-    ws_log_set_level((ws_log_level)cfg.log_level);
-
-    char host[256];
-    int port;
-    if (ws_config_hostport_split(cfg.broker, host, sizeof host, &port) != 0) {
-        fprintf(stderr, "webshop-order: --broker: expected HOST:PORT, got \"%s\"\n",
-                cfg.broker);
-        ws_config_free(conf);
-        return 2;
-    }
-
-    /* Every thread started from here on inherits the blocked signals; the
-     * main thread takes them with sigwait. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    const char *db_sync = ws_service_sync_names[cfg.svc.db_sync];
 
     orders_policy policy = {.resend_after_ms = cfg.resend_after_ms,
                             .backoff_cap_ms = cfg.resend_cap_ms,
@@ -266,13 +159,13 @@ int main(int argc, char **argv)
                                            (uint32_t)cfg.inventory_deadline_ms};
 
     /* The first open applies the migrations; the others find them done. */
-    if ((err = order_schema_open(cfg.db_path, cfg.db_synchronous, &consumer_store)) !=
+    if ((err = order_schema_open(cfg.svc.db_path, db_sync, &consumer_store)) !=
             WS_OK ||
-        (err = order_schema_open(cfg.db_path, cfg.db_synchronous, &relay_store)) !=
+        (err = order_schema_open(cfg.svc.db_path, db_sync, &relay_store)) !=
             WS_OK ||
-        (err = order_schema_open(cfg.db_path, cfg.db_synchronous, &recovery_store)) !=
+        (err = order_schema_open(cfg.svc.db_path, db_sync, &recovery_store)) !=
             WS_OK ||
-        (err = order_api_open(cfg.db_path, 0, &api)) != WS_OK) {
+        (err = order_api_open(cfg.svc.db_path, (int)cfg.svc.rpc_readers, &api)) != WS_OK) {
         goto done;
     }
     order_consumer_opts co = {.store = consumer_store,
@@ -286,14 +179,8 @@ int main(int argc, char **argv)
     consumer_store = NULL;
 
     what = "bus";
-    ws_bus_opts bo = {.host = host,
-                      .port = port,
-                      .client_id = cfg.client_id,
-                      .username = cfg.username,
-                      .password = cfg.password,
-                      .format = (ws_bus_format)cfg.bus_format,
-                      .max_payload = (size_t)cfg.bus_max_payload,
-                      .metrics = metrics};
+    ws_bus_opts bo = ws_service_bus_opts(&cfg.svc, cfg.svc.client_id, false);
+    bo.metrics = metrics;
     if ((err = ws_bus_open(&bo, &bus)) != WS_OK ||
         (err = order_consumer_subscribe(consumer, bus)) != WS_OK) {
         goto done;
@@ -322,7 +209,7 @@ int main(int argc, char **argv)
     const char *inv_urls[] = {cfg.inventory_url};
     ws_rpc_client_opts io = {.urls = inv_urls,
                              .n_urls = 1,
-                             .max_msg = (size_t)cfg.rpc_max_msg,
+                             .max_msg = (size_t)cfg.svc.rpc_max_msg,
                              .metrics = metrics};
     if ((err = ws_rpc_client_open(&io, &inventory)) != WS_OK) {
         goto done;
@@ -344,8 +231,12 @@ int main(int argc, char **argv)
     }
 
     what = "rpc";
-    ws_rpc_server_opts so = {
-        .url = cfg.rpc_url, .max_msg = (size_t)cfg.rpc_max_msg, .metrics = metrics};
+    ws_rpc_server_opts so = {.url = cfg.svc.rpc_url,
+                             .contexts = (int)cfg.svc.rpc_contexts,
+                             .workers = (int)cfg.svc.rpc_workers,
+                             .inline_handlers = cfg.svc.rpc_workers == 0,
+                             .max_msg = (size_t)cfg.svc.rpc_max_msg,
+                             .metrics = metrics};
     if ((err = ws_rpc_server_open(&so, &server)) != WS_OK ||
         (err = webshop_v1_orders_register(server, order_api_binding(api))) != WS_OK ||
         (err = ws_rpc_server_start(server)) != WS_OK) {
@@ -353,22 +244,22 @@ int main(int argc, char **argv)
     }
 
     what = "http";
-    ws_http_opts ho = {.host = cfg.http_host, .port = cfg.http_port, .threads = 4};
+    ws_http_opts ho = {.host = cfg.svc.http_host, .port = cfg.svc.http_port, .threads = 4};
     if ((err = ws_http_open(&ho, &http)) != WS_OK) {
         goto done;
     }
     ws_http_route_basics(http, metrics);
+    ws_http_set_ready(http, ws_service_bus_ready, bus);
 
     ws_log_info(
         "started",
         "db=%s rpc=%s inventory=%s broker=%s client_id=%s bus_format=%s http=%s:%d "
         "resend_after_ms=%lld",
-        cfg.db_path, cfg.rpc_url, cfg.inventory_url, cfg.broker, cfg.client_id,
-        order_formats[cfg.bus_format], cfg.http_host, ws_http_port(http),
+        cfg.svc.db_path, cfg.svc.rpc_url, cfg.inventory_url, cfg.svc.broker, cfg.svc.client_id,
+        ws_service_format_names[cfg.svc.bus_format], cfg.svc.http_host, ws_http_port(http),
         (long long)cfg.resend_after_ms);
 
-    int sig = 0;
-    sigwait(&stop, &sig);
+    int sig = ws_service_wait(&stop);
     ws_log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 
     /* Stop taking work: RPC first (in-flight calls finish), then recovery. */
@@ -376,10 +267,10 @@ int main(int argc, char **argv)
     server = NULL;
     order_recovery_close(recovery);
     recovery = NULL;
-    err = ws_outbox_relay_flush(relay, (uint32_t)cfg.shutdown_timeout_ms);
+    err = ws_outbox_relay_flush(relay, (uint32_t)cfg.svc.shutdown_timeout_ms);
     if (err != WS_OK) {
         ws_log_warn("outbox_flush_incomplete", "err=%s timeout_ms=%lld", ws_errname(err),
-                    (long long)cfg.shutdown_timeout_ms);
+                    (long long)cfg.svc.shutdown_timeout_ms);
     }
     err = WS_OK;
     rc = 0;

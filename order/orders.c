@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,38 @@ static size_t orders_reason_len(const char *s, size_t max)
         n--;
     }
     return n;
+}
+
+/* ---- outcome progress --------------------------------------------------- */
+
+/* Where the outcome stream has got to, for the recovery loop (orders.h):
+ * the newest created_ms among orders that received an outcome, and the
+ * now_ms of the last outcome applied. Written by the consumer thread, read
+ * by the recovery thread; a heuristic, so relaxed atomics suffice (a value
+ * from a transaction that later rolled back only makes one pass re-send). */
+static _Atomic int64_t orders_outcome_created_ms;
+static _Atomic int64_t orders_outcome_seen_ms;
+
+static void orders_progress_note(int64_t created_ms, int64_t now_ms)
+{
+    int64_t cur = atomic_load_explicit(&orders_outcome_created_ms, memory_order_relaxed);
+    while (created_ms > cur && !atomic_compare_exchange_weak_explicit(
+                                   &orders_outcome_created_ms, &cur, created_ms,
+                                   memory_order_relaxed, memory_order_relaxed)) {
+    }
+    cur = atomic_load_explicit(&orders_outcome_seen_ms, memory_order_relaxed);
+    while (now_ms > cur && !atomic_compare_exchange_weak_explicit(
+                               &orders_outcome_seen_ms, &cur, now_ms,
+                               memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+void orders_progress(int64_t *outcome_created_ms, int64_t *outcome_seen_ms)
+{
+    *outcome_created_ms =
+        atomic_load_explicit(&orders_outcome_created_ms, memory_order_relaxed);
+    *outcome_seen_ms =
+        atomic_load_explicit(&orders_outcome_seen_ms, memory_order_relaxed);
 }
 
 /* ---- applying events ---------------------------------------------------- */
@@ -227,11 +260,11 @@ static void orders_bind_due(sqlite3_stmt *st, int idx, const orders_txn *t, int 
 static ws_err orders_txn_insert(ws_store *s, orders_txn *t)
 {
     sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "INSERT INTO orders(id, status, reason, created_ms, updated_ms,"
-                      " next_resend_ms, items_due_ms) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
-                      &st);
+    ws_err err = ws_store_stmt(
+        s,
+        "INSERT INTO orders(id, status, reason, created_ms, updated_ms,"
+        " next_resend_ms, items_due_ms) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+        &st);
     if (err != WS_OK) {
         return err;
     }
@@ -313,14 +346,18 @@ static ws_err orders_txn_run(ws_store *s, void *ctx)
 
     sqlite3_stmt *st;
     ws_err err = ws_store_stmt(
-        s, "SELECT status, cancel_confirmed FROM orders WHERE id = ?1", &st);
+        s, "SELECT status, cancel_confirmed, created_ms FROM orders WHERE id = ?1", &st);
     if (err != WS_OK) {
         return err;
     }
+    bool outcome = t->ev_status == ST_SUCCESSFUL || t->ev_status == ST_UNSUCCESSFUL;
     sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) {
         sqlite3_reset(st);
+        if (outcome) {
+            orders_progress_note(t->now_ms, t->now_ms);
+        }
         return orders_txn_insert(s, t);
     }
     if (rc != SQLITE_ROW) {
@@ -329,6 +366,9 @@ static ws_err orders_txn_run(ws_store *s, void *ctx)
     }
     int cur = sqlite3_column_int(st, 0);
     bool confirmed = sqlite3_column_int(st, 1) != 0;
+    if (outcome) {
+        orders_progress_note(sqlite3_column_int64(st, 2), t->now_ms);
+    }
     sqlite3_reset(st);
     t->eff.old_status = t->eff.new_status = cur;
 

@@ -126,6 +126,16 @@ ws_err orders_get(ws_store *s, const char *id, Webshop__V1__Order **out /* OUT *
 ws_err orders_list(ws_store *s, int32_t page_size, const char *page_token,
                    Webshop__V1__ListOrdersResponse **out /* OUT */);
 
+/* How far the outcome stream (InStock/OutOfStock) has got in this process:
+ * *outcome_created_ms (OUT) the newest created_ms of an order that received
+ * an outcome, *outcome_seen_ms (OUT) the now_ms of the last outcome applied;
+ * 0 before any. The recovery loop re-sends an order only when the stream
+ * has passed it or has been quiet for a whole resend period, so an order
+ * whose outcome is merely queued behind a backlog is not re-sent. Any
+ * thread. */
+void orders_progress(int64_t *outcome_created_ms /* OUT */,
+                     int64_t *outcome_seen_ms /* OUT */);
+
 /* "PENDING", "SUCCESSFUL", ...; "UNSPECIFIED" for anything else. */
 const char *orders_status_name(int status);
 

@@ -26,13 +26,38 @@ typedef struct recovery_due {
 
 /* ---- PENDING orders: re-send OrderSent ---------------------------------- */
 
+/* With more outbox rows than this waiting, the relay is behind: a re-send
+ * would only queue behind them, so the pass waits. */
+#define RECOVERY_OUTBOX_BEHIND 1000
+
 typedef struct recovery_resend {
     const orders_policy *p;
     int64_t now_ms;
     size_t limit;
     recovery_due *due; /* limit entries */
     size_t n;          /* reset at every run */
+    size_t deferred;   /* due, but the outcome stream has not passed them */
+    int64_t backlog;   /* outbox rows waiting when the pass looked */
 } recovery_resend;
+
+/* Outbox rows waiting (ids are increasing, so the ends give the span). */
+static ws_err recovery_outbox_backlog(ws_store *s, int64_t *n)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s,
+                               "SELECT coalesce((SELECT max(id) FROM outbox) -"
+                               " (SELECT min(id) FROM outbox) + 1, 0)",
+                               &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *n = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? WS_OK : ws_err_from_sqlite(rc);
+}
 
 /* Queue OrderSent for one order, rebuilt from its stored items. */
 static ws_err recovery_sent_queue(ws_store *s, const char *id)
@@ -106,12 +131,27 @@ static ws_err recovery_resend_run(ws_store *s, void *ctx)
 {
     recovery_resend *r = ctx;
     r->n = 0;
+    r->deferred = 0;
+    r->backlog = 0;
+    ws_err err = recovery_outbox_backlog(s, &r->backlog);
+    if (err != WS_OK) {
+        return err;
+    }
+    if (r->backlog > RECOVERY_OUTBOX_BEHIND) {
+        return WS_OK; /* the relay is behind: re-sending adds to its queue */
+    }
+    /* An order is re-sent only when the outcome stream has passed it (an
+     * outcome came for an order created no earlier) or has been quiet for
+     * a whole resend period; otherwise its outcome is most likely queued
+     * behind a backlog, and a re-send would only feed the backlog. */
+    int64_t passed_ms, seen_ms;
+    orders_progress(&passed_ms, &seen_ms);
+    bool quiet = r->now_ms - seen_ms >= r->p->resend_after_ms;
     sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "SELECT id, attempts FROM orders WHERE status = ?1"
-                      " AND next_resend_ms <= ?2 ORDER BY next_resend_ms LIMIT ?3",
-                      &st);
+    err = ws_store_stmt(s,
+                        "SELECT id, attempts, created_ms FROM orders WHERE status = ?1"
+                        " AND next_resend_ms <= ?2 ORDER BY next_resend_ms LIMIT ?3",
+                        &st);
     if (err != WS_OK) {
         return err;
     }
@@ -120,6 +160,10 @@ static ws_err recovery_resend_run(ws_store *s, void *ctx)
     sqlite3_bind_int64(st, 3, (sqlite3_int64)r->limit);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n < r->limit) {
+        if (!quiet && sqlite3_column_int64(st, 2) > passed_ms) {
+            r->deferred++;
+            continue;
+        }
         recovery_due *d = &r->due[r->n++];
         const unsigned char *id = sqlite3_column_text(st, 0);
         snprintf(d->id, sizeof d->id, "%s", id != NULL ? (const char *)id : "");
@@ -168,6 +212,10 @@ ws_err order_recovery_resend_pending(ws_store *s, const orders_policy *p, int64_
         ws_log_error("order_resend_failed", "err=%s", ws_errname(err));
         free(r.due);
         return err;
+    }
+    if (r.backlog > RECOVERY_OUTBOX_BEHIND || r.deferred > 0) {
+        ws_log_debug("order_resend_deferred", "outbox=%lld deferred=%zu",
+                     (long long)r.backlog, r.deferred);
     }
     for (size_t i = 0; i < r.n; i++) {
         recovery_due *d = &r.due[i];
@@ -373,12 +421,13 @@ static ws_err recovery_items_rearm(ws_store *s, void *ctx)
 {
     recovery_items *c = ctx;
     sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s,
-                               "UPDATE orders SET items_attempts = items_attempts + 1,"
-                               " items_due_ms = CASE WHEN items_attempts + 1 >= ?3 THEN NULL"
-                               " ELSE ?2 + ?4 END WHERE id = ?1 AND items_due_ms IS NOT NULL"
-                               " RETURNING items_attempts",
-                               &st);
+    ws_err err =
+        ws_store_stmt(s,
+                      "UPDATE orders SET items_attempts = items_attempts + 1,"
+                      " items_due_ms = CASE WHEN items_attempts + 1 >= ?3 THEN NULL"
+                      " ELSE ?2 + ?4 END WHERE id = ?1 AND items_due_ms IS NOT NULL"
+                      " RETURNING items_attempts",
+                      &st);
     if (err != WS_OK) {
         return err;
     }
@@ -400,7 +449,8 @@ static ws_err recovery_items_rearm(ws_store *s, void *ctx)
 
 ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
                                  order_recovery_lookup_fn lookup, void *lookup_ctx,
-                                 int64_t now_ms, size_t limit, order_recovery_stats *stats)
+                                 int64_t now_ms, size_t limit,
+                                 order_recovery_stats *stats)
 {
     if (limit == 0) {
         return WS_OK;
@@ -413,10 +463,11 @@ ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
         return WS_ENOMEM;
     }
     sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s,
-                               "SELECT id, items_attempts FROM orders WHERE items_due_ms <= ?1"
-                               " ORDER BY items_due_ms LIMIT ?2",
-                               &st);
+    ws_err err =
+        ws_store_stmt(s,
+                      "SELECT id, items_attempts FROM orders WHERE items_due_ms <= ?1"
+                      " ORDER BY items_due_ms LIMIT ?2",
+                      &st);
     size_t n = 0;
     if (err == WS_OK) {
         sqlite3_bind_int64(st, 1, now_ms);

@@ -5,7 +5,12 @@
  *   re-published (rebuilt from the stored items), with the delay doubling
  *   after every attempt up to the policy's cap; after max_attempts it is left
  *   alone and logged. A re-sent OrderSent makes the inventory re-publish the
- *   outcome it recorded (or reserve, if it never saw the order).
+ *   outcome it recorded (or reserve, if it never saw the order). Under a
+ *   backlog re-sending would feed the load it waits on, so a due order is
+ *   deferred (not counted as an attempt) while the outbox holds more than
+ *   1,000 rows or while outcomes keep arriving for orders older than it
+ *   (orders_progress): it goes out once the outcome stream has passed it or
+ *   has been quiet for resend_after_ms.
  * - a CANCELED order whose cancel is not yet confirmed is checked when its
  *   next_resend_ms passes: the inventory's GetReservation answering RELEASED,
  *   REJECTED or TOMBSTONED confirms it (nothing is held, and nothing will
@@ -42,7 +47,8 @@
  * question could not be answered (unavailable, deadline) and *resp is
  * untouched. Called on the recovery thread, outside any transaction. */
 typedef ws_err (*order_recovery_lookup_fn)(
-    void *ctx, const char *order_id, Webshop__V1__GetReservationResponse **resp /* OUT */);
+    void *ctx, const char *order_id,
+    Webshop__V1__GetReservationResponse **resp /* OUT */);
 
 /* What one pass did; the pass functions add to it. */
 typedef struct order_recovery_stats {

@@ -540,3 +540,133 @@ Test(bus, username_and_password_are_sent)
     ws_metrics_free(m);
     cr_expect_eq(harness_broker_stop(&b2, SIGTERM), 0);
 }
+
+/* ---- group commit hooks -------------------------------------------------- */
+
+typedef struct grouped {
+    pthread_mutex_t mu;
+    bool in_group;
+    int begins, ends, fail_ends; /* fail this many first ends */
+    int first_group;             /* messages in the first group */
+    int in_group_calls, outside_calls, biggest, current;
+} grouped;
+
+static ws_err grouped_begin(void *ctx)
+{
+    grouped *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    cr_expect_not(g->in_group, "begin inside an open group");
+    g->in_group = true;
+    g->begins++;
+    g->current = 0;
+    pthread_mutex_unlock(&g->mu);
+    return WS_OK;
+}
+
+static ws_err grouped_end(void *ctx)
+{
+    grouped *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    cr_expect(g->in_group, "end without begin");
+    g->in_group = false;
+    g->ends++;
+    if (g->ends == 1) {
+        g->first_group = g->current;
+    }
+    bool fail = g->ends <= g->fail_ends;
+    pthread_mutex_unlock(&g->mu);
+    return fail ? WS_ESTORE : WS_OK;
+}
+
+static ws_err grouped_handler(void *ctx, const ProtobufCMessage *msg,
+                              const ws_bus_msg_info *info)
+{
+    (void)msg;
+    (void)info;
+    grouped *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    if (g->in_group) {
+        g->in_group_calls++;
+        if (++g->current > g->biggest) {
+            g->biggest = g->current;
+        }
+    } else {
+        g->outside_calls++;
+    }
+    pthread_mutex_unlock(&g->mu);
+    return WS_OK;
+}
+
+typedef struct grouped_want {
+    grouped *g;
+    int calls;
+} grouped_want;
+
+static bool grouped_done(void *ctx)
+{
+    grouped_want *w = ctx;
+    pthread_mutex_lock(&w->g->mu);
+    bool done = w->g->in_group_calls + w->g->outside_calls >= w->calls &&
+                !w->g->in_group && w->g->ends >= 1;
+    pthread_mutex_unlock(&w->g->mu);
+    return done;
+}
+
+/* Subscribe a grouped handler with batch hooks, publish n messages back to
+ * back, and wait for at least want_calls handler calls with no group open. */
+static void grouped_run(grouped *g, int n, int max_msgs, ws_metrics *sm)
+{
+    pthread_mutex_init(&g->mu, NULL);
+    ws_metrics *pm = ws_metrics_new();
+    ws_bus *sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, sm);
+    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, pm);
+    ws_bus_batch b = {
+        .begin = grouped_begin, .end = grouped_end, .ctx = g, .max_msgs = max_msgs};
+    cr_assert_eq(ws_bus_set_batch(sub, &b), WS_OK);
+    cr_assert_eq(ws_bus_subscribe(sub, TOPIC, &webshop__v1__order_sent__descriptor,
+                                  grouped_handler, g),
+                 WS_OK);
+    cr_assert_eq(ws_bus_start(sub), WS_OK);
+    cr_assert_eq(ws_bus_set_batch(sub, &b), WS_EINVAL, "set_batch after start");
+    cr_assert_eq(ws_bus_start(pub), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(sub, WAIT_MS), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    int acked = 0;
+    order o;
+    order_make(&o, "grouped");
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked),
+                     WS_OK);
+    }
+    grouped_want w = {g, n};
+    cr_assert(harness_wait_until(grouped_done, &w, WAIT_MS));
+    ws_bus_close(pub);
+    ws_bus_close(sub);
+    ws_metrics_free(pm);
+    pthread_mutex_destroy(&g->mu);
+}
+
+Test(bus, back_to_back_messages_are_handled_in_bounded_groups)
+{
+    grouped g = {0};
+    ws_metrics *sm = ws_metrics_new();
+    grouped_run(&g, 50, 8, sm);
+    cr_expect_eq(g.in_group_calls, 50);
+    cr_expect_eq(g.outside_calls, 0);
+    cr_expect_eq(g.begins, g.ends);
+    cr_expect_leq(g.biggest, 8, "a group above max_msgs");
+    cr_expect_eq(counter(sm, "webshop_bus_batched_messages_total", NULL), 50);
+    cr_expect_eq(counter(sm, "webshop_bus_batches_total", NULL), (uint64_t)g.ends);
+    ws_metrics_free(sm);
+}
+
+Test(bus, failed_group_end_hands_its_messages_again_outside_a_group)
+{
+    grouped g = {.fail_ends = 1};
+    ws_metrics *sm = ws_metrics_new();
+    grouped_run(&g, 20, 0, sm);
+    cr_expect_eq(g.in_group_calls, 20);
+    cr_expect_gt(g.first_group, 0);
+    cr_expect_eq(g.outside_calls, g.first_group, "the failed group is replayed once");
+    ws_metrics_free(sm);
+}

@@ -96,3 +96,25 @@ Test(order_id, validation)
     cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8g"));
     cr_assert_not(order_id_valid(""));
 }
+
+/* Fresh ids are version-4 UUIDs (RFC 4122 variant), lowercase, and distinct
+ * across more draws than one thread's random pool holds. */
+Test(order_id, fresh_ids_are_distinct_lowercase_uuid4)
+{
+    enum { N = 1000 };
+    static char ids[N][ORDER_ID_LEN];
+    for (int i = 0; i < N; i++) {
+        order_id_new(ids[i]);
+        cr_assert(order_id_valid(ids[i]), "%s", ids[i]);
+        cr_assert_eq(ids[i][14], '4', "version of %s", ids[i]);
+        cr_assert(strchr("89ab", ids[i][19]) != NULL, "variant of %s", ids[i]);
+        for (int k = 0; k < ORDER_ID_LEN - 1; k++) {
+            cr_assert(ids[i][k] < 'A' || ids[i][k] > 'F', "uppercase in %s", ids[i]);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        for (int j = i + 1; j < N; j++) {
+            cr_assert_str_neq(ids[i], ids[j]);
+        }
+    }
+}

@@ -13,7 +13,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -141,6 +144,55 @@ Test(log, conversions_stay_in_step_with_their_arguments)
         after_time(out),
         "level=info event=types i=-1 l=2 ll=-3 z=4 u=5 x=ff f=3.14 s=str c=Q "
         "w=\"   7\" p=\"   ab\" pct=50% h=-6 hh=200 j=9 e=end\n");
+    free(out);
+}
+
+/* %s, %d, %i and %u with at most an l, ll or z modifier skip snprintf:
+ * the extremes of every integer type come out exactly as printf writes them. */
+Test(log, fast_integer_conversions_match_printf_at_the_extremes)
+{
+    char want[512];
+    snprintf(
+        want, sizeof want,
+        "level=info event=ints a=%d b=%d c=%u d=%ld e=%lld f=%lld g=%llu h=%zu i=%zd "
+        "j=%i k=0\n",
+        INT32_MIN, INT32_MAX, UINT32_MAX, LONG_MIN, LLONG_MIN, LLONG_MAX, ULLONG_MAX,
+        SIZE_MAX, (ssize_t)-5, -42);
+    capture_begin();
+    ws_log_info("ints", "a=%d b=%d c=%u d=%ld e=%lld f=%lld g=%llu h=%zu i=%zd j=%i k=%d",
+                INT32_MIN, INT32_MAX, UINT32_MAX, LONG_MIN, LLONG_MIN, LLONG_MAX,
+                ULLONG_MAX, SIZE_MAX, (ssize_t)-5, -42, 0);
+    char *out = capture_end();
+    cr_expect_str_eq(after_time(out), want);
+    free(out);
+}
+
+/* The cached time of day is per second; the milliseconds are per line. */
+Test(log, lines_a_second_apart_carry_their_own_time)
+{
+    capture_begin();
+    ws_log_info("first", NULL);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    do { /* bounded: the wall clock reaches the next second within 1 s */
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+        clock_gettime(CLOCK_REALTIME, &t);
+    } while (t.tv_sec == t0.tv_sec);
+    ws_log_info("second", NULL);
+    char *out = capture_end();
+    char *nl = strchr(out, '\n');
+    cr_assert(nl != NULL);
+    cr_expect(strncmp(out, nl + 1, 19) != 0, "same second twice: %s", out);
+    /* The line was written at t or a moment later. */
+    int ok = 0;
+    for (time_t sec = t.tv_sec; sec <= t.tv_sec + 1; sec++) {
+        struct tm tm;
+        char want[32];
+        gmtime_r(&sec, &tm);
+        strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S", &tm);
+        ok |= strncmp(nl + 1, want, 19) == 0;
+    }
+    cr_expect(ok, "second line not stamped with its own second: %s", nl + 1);
     free(out);
 }
 

@@ -338,7 +338,8 @@ Test(order_recovery, unconfirmed_cancel_gives_up_after_max_attempts)
 static order_recovery_stats fill_at(fake_inventory *f, int64_t now)
 {
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_fill_items(store, &pol, fake_lookup, f, now, 100, &st), WS_OK);
+    cr_assert_eq(order_recovery_fill_items(store, &pol, fake_lookup, f, now, 100, &st),
+                 WS_OK);
     return st;
 }
 
@@ -357,7 +358,8 @@ Test(order_recovery, lines_lost_with_order_sent_come_back_from_the_inventory)
     char id[37];
     new_id(id);
     in_stock(id, 0); /* OrderSent lost here: the row has no lines */
-    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED, .n_items = 2};
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+                        .n_items = 2};
     cr_assert_eq(fill_at(&f, 999).items_filled, 0, "not due yet");
     cr_assert_eq(f.calls, 0);
     order_recovery_stats st = fill_at(&f, 1000);
@@ -366,7 +368,8 @@ Test(order_recovery, lines_lost_with_order_sent_come_back_from_the_inventory)
     cr_assert_eq(stored_items(id, &status), 2);
     cr_assert_eq(status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL, "status kept");
     f.calls = 0;
-    cr_assert_eq(fill_at(&f, 100000).items_filled, 0, "filled orders are not asked again");
+    cr_assert_eq(fill_at(&f, 100000).items_filled, 0,
+                 "filled orders are not asked again");
     cr_assert_eq(f.calls, 0);
 }
 
@@ -376,7 +379,8 @@ Test(order_recovery, orders_with_their_lines_are_never_asked_about)
     new_id(id);
     place(id, 0);
     in_stock(id, 1);
-    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED, .n_items = 1};
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+                        .n_items = 1};
     fill_at(&f, 100000);
     cr_assert_eq(f.calls, 0);
 }
@@ -411,7 +415,8 @@ Test(order_recovery, unreachable_inventory_leaves_lines_due)
     fake_inventory f = {.err = WS_EUNAVAIL};
     order_recovery_stats st = fill_at(&f, 5000);
     cr_assert_eq(st.lookups_failed, 1);
-    f = (fake_inventory){.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED, .n_items = 1};
+    f = (fake_inventory){.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+                         .n_items = 1};
     cr_assert_eq(fill_at(&f, 5001).items_filled, 1, "asked again on the next pass");
 }
 
@@ -461,4 +466,36 @@ Test(order_recovery, loop_thread_resends_due_orders_and_stops)
     cr_assert_gt(kicks, 0, "no resend within 5 s");
     cr_assert_geq(drain().sent, 1);
     order_recovery_close(NULL);
+}
+
+Test(order_recovery, pending_order_behind_a_backlog_waits_until_outcomes_pass_it)
+{
+    char old[37], a[37], newer[37];
+    new_id(old);
+    new_id(a);
+    new_id(newer);
+    place(old, 0);
+    place(a, 100);
+    /* Outcomes are still arriving, but only for orders older than a. */
+    in_stock(old, 1050);
+    drain();
+    cr_assert_eq(resend_at(1100), 0);
+    /* An outcome for an order created after a: a's outcome is overdue. */
+    place(newer, 150);
+    in_stock(newer, 1150);
+    drain();
+    cr_assert_eq(resend_at(1200), 1);
+}
+
+Test(order_recovery, pending_order_is_resent_once_outcomes_have_been_quiet)
+{
+    char old[37], a[37];
+    new_id(old);
+    new_id(a);
+    place(old, 0);
+    place(a, 100);
+    in_stock(old, 1050);
+    drain();
+    cr_assert_eq(resend_at(2049), 0);
+    cr_assert_eq(resend_at(2050), 1);
 }

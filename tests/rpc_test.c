@@ -187,12 +187,16 @@ static void make_url(char *url, size_t n, bool tcp)
     }
 }
 
+/* Servers made by server_new run their handlers on nng's threads. */
+static int server_inline;
+
 static ws_rpc_server *server_new(const char *url, int contexts, int workers,
                                  size_t max_msg, ws_metrics *m)
 {
     ws_rpc_server_opts o = {.url = url,
                             .contexts = contexts,
                             .workers = workers,
+                            .inline_handlers = server_inline,
                             .max_msg = max_msg,
                             .metrics = m};
     ws_rpc_server *srv = NULL;
@@ -339,6 +343,14 @@ Test(rpc, concurrent_calls_are_matched_to_their_requests_inproc, .timeout = 120)
 
 Test(rpc, concurrent_calls_are_matched_to_their_requests_tcp, .timeout = 120)
 {
+    hammer_run(true);
+}
+
+/* Handlers run by nng's own threads (no worker pool) serve the same
+ * concurrent load just as correctly. */
+Test(rpc, concurrent_calls_are_matched_with_inline_handlers_tcp, .timeout = 120)
+{
+    server_inline = 1;
     hammer_run(true);
 }
 
@@ -814,6 +826,76 @@ Test(rpc, no_server_is_unavailable_within_deadline_tcp, .timeout = 30)
 Test(rpc, no_server_is_unavailable_within_deadline_inproc, .timeout = 30)
 {
     no_server_run(false);
+}
+
+/* A call that timed out leaves no trace in the client: its late answer
+ * (released after the timeout) never reaches a later call, although the
+ * client reuses its contexts for calls that succeed. */
+Test(rpc, late_answer_to_a_timed_out_call_reaches_no_later_call, .timeout = 60)
+{
+    char url[128], msg[WS_RPC_MSG_LEN];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 8, 2, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+
+    cr_assert_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
+    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
+                                          &webshop__v1__get_catalog_response__descriptor,
+                                          &resp, 100, msg, sizeof(msg));
+    cr_expect_eq(code, WS_RPC_DEADLINE_EXCEEDED, "%s: %s", ws_rpc_code_name(code), msg);
+    gate_release(); /* the slow handler answers now, to nobody */
+    for (int i = 1; i <= 200; i++) {
+        Webshop__V1__GetProductResponse *p = NULL;
+        code = get_product(c, i, 2000, &p, msg, sizeof(msg));
+        cr_assert_eq(code, WS_RPC_OK, "call %d: %s: %s", i, ws_rpc_code_name(code), msg);
+        cr_assert_not_null(p->product);
+        cr_expect_eq(p->product->id, i);
+        protobuf_c_message_free_unpacked(&p->base, NULL);
+    }
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
+}
+
+typedef struct closer {
+    ws_rpc_client *c;
+} closer;
+
+static void *closer_main(void *arg)
+{
+    closer *k = arg;
+    long long until = now_ms() + 5000;
+    while (atomic_load(&gate.entered) == 0 && now_ms() < until) {
+        sched_yield();
+    }
+    ws_rpc_client_close(k->c);
+    return NULL;
+}
+
+/* Closing a client cancels the calls it is waiting on: they end CANCELLED
+ * long before their deadline, and close returns once they have. */
+Test(rpc, close_cancels_calls_in_flight, .timeout = 60)
+{
+    char url[128];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 4, 1, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    cr_assert_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK); /* a reused slot */
+    closer k = {.c = c};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, closer_main, &k), 0);
+    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    long long t0 = now_ms();
+    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
+                                          &webshop__v1__get_catalog_response__descriptor,
+                                          &resp, 20000, NULL, 0);
+    long long took = now_ms() - t0;
+    pthread_join(th, NULL);
+    cr_expect_eq(code, WS_RPC_CANCELLED, "%s", ws_rpc_code_name(code));
+    cr_expect(took < 4000, "took %lld ms", took);
+    cr_expect_null(resp);
+    gate_release();
+    ws_rpc_server_close(srv);
 }
 
 /* ------------------------------------------------------------- lifecycle */

@@ -567,3 +567,52 @@ Test(store, sqlite_codes_translate)
     cr_assert_eq(ws_err_from_sqlite(SQLITE_CORRUPT), WS_ESTORE);
     cr_assert_eq(ws_err_from_sqlite(SQLITE_IOERR_FSYNC), WS_ESTORE);
 }
+
+static ws_err insert_value(ws_store *s, void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(ws_store_stmt(s, "INSERT INTO t VALUES (?)", &st), WS_OK);
+    sqlite3_bind_int(st, 1, *(const int *)arg);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? WS_OK : WS_ESTORE;
+}
+
+static ws_err insert_value_then_fail(ws_store *s, void *arg)
+{
+    cr_assert_eq(insert_value(s, arg), WS_OK);
+    return WS_ENOTFOUND;
+}
+
+Test(store, group_commits_its_txns_once_and_a_failed_one_alone_rolls_back)
+{
+    ws_store *s = open_db(migs, 1);
+    ws_store *other = open_db(migs, 1);
+    cr_assert_eq(ws_store_group_begin(s), WS_OK);
+    cr_assert_eq(ws_store_group_begin(s), WS_EINVAL, "groups do not nest");
+    int one = 1, two = 2, three = 3;
+    cr_assert_eq(ws_store_txn(s, insert_value, &one), WS_OK);
+    cr_assert_eq(ws_store_txn(s, insert_value_then_fail, &two), WS_ENOTFOUND);
+    cr_assert_eq(ws_store_txn(s, insert_value, &three), WS_OK);
+    /* Nothing is visible to another connection before the group ends. */
+    cr_assert_eq(query_int(other, "SELECT count(*) FROM t"), 0);
+    cr_assert_eq(ws_store_group_end(s), WS_OK);
+    cr_assert_eq(ws_store_group_end(s), WS_EINVAL, "no group open");
+    cr_assert_eq(query_int(other, "SELECT count(*) FROM t"), 2);
+    cr_assert_eq(query_int(other, "SELECT sum(x) FROM t"), 4);
+    cr_assert(sqlite3_get_autocommit(ws_store_db(s)), "transaction left open");
+    /* Outside a group ws_store_txn is its own transaction again. */
+    cr_assert_eq(ws_store_txn(s, insert_value, &two), WS_OK);
+    cr_assert_eq(query_int(other, "SELECT count(*) FROM t"), 3);
+    ws_store_close(other);
+    ws_store_close(s);
+}
+
+Test(store, group_begin_inside_a_txn_is_refused)
+{
+    ws_store *s = open_db(migs, 1);
+    cr_assert_eq(ws_store_exec(s, "BEGIN"), WS_OK);
+    cr_assert_eq(ws_store_group_begin(s), WS_EINVAL);
+    cr_assert_eq(ws_store_exec(s, "ROLLBACK"), WS_OK);
+    ws_store_close(s);
+}

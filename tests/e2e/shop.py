@@ -74,6 +74,21 @@ def wait_until(cond, timeout=10.0, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+def http_ok(port, path):
+    """True when GET path on 127.0.0.1:port answers 200."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            return r.status == 200
+        finally:
+            conn.close()
+    except OSError:
+        return False
+
+
 def port_open(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -264,8 +279,10 @@ class Shop:
             elif n in ("inventory", "order") and wait:
                 rpc = int((self.inv_rpc if n == "inventory" else self.ord_rpc).rsplit(":", 1)[1])
                 hp = self.inv_http if n == "inventory" else self.ord_http
-                wait_until(lambda: (port_open(rpc) and port_open(hp)) or self._died(n),
-                           20, f"{n} to listen")
+                # /readyz: RPC is up and the consumer's subscriptions are
+                # acknowledged, so an event published now reaches it.
+                wait_until(lambda: (port_open(rpc) and http_ok(hp, "/readyz"))
+                           or self._died(n), 20, f"{n} to be ready")
         if wait and "front" in names:
             self.wait_ready()
         return self

@@ -153,6 +153,22 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
     }
     char port[16];
     snprintf(port, sizeof(port), "%d", http_port);
+    /* A catalog deep enough that bench orders are reserved, not rejected
+     * out of stock (the prototype's has 400 units); WEBSHOP_CATALOG already
+     * set wins. The inventory reads it through its --catalog variable. */
+    char catalog[sizeof(s->state_dir) + 32];
+    snprintf(catalog, sizeof(catalog), "%s/bench-catalog.json", s->state_dir);
+    FILE *cf = getenv("WEBSHOP_CATALOG") == NULL ? fopen(catalog, "w") : NULL;
+    if (cf != NULL) {
+        fputs("[{\"id\": 1, \"name\": \"bench one\", \"price\": 100,"
+              " \"balance\": 2000000000},"
+              " {\"id\": 2, \"name\": \"bench two\", \"price\": 250,"
+              " \"balance\": 2000000000}]\n",
+              cf);
+        if (fclose(cf) == 0) {
+            setenv("WEBSHOP_CATALOG", catalog, 1);
+        }
+    }
     fprintf(stderr, "bench: starting a shop: %s up --state-dir %s --http-port %s\n",
             s->script, s->state_dir, port);
     s->started = true;

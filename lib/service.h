@@ -1,0 +1,102 @@
+/*
+ * What every backend service process shares, so that each main.c holds only
+ * its own wiring: the common settings (database, RPC server, broker,
+ * credentials, bus format, the /metrics HTTP port, limits, log level,
+ * shutdown bound) as one table of config options with the same names,
+ * defaults and checks in every service; the steps after parsing (split the
+ * broker address, set up logging); bus options built from those settings;
+ * and the stop-signal handling (SIGTERM/SIGINT taken by main alone with
+ * sigwait, SIGPIPE ignored).
+ *
+ * Nothing here knows a domain word: a service passes its own defaults
+ * (database file, RPC URL, client id, HTTP port) and help text.
+ */
+#ifndef WS_SERVICE_H
+#define WS_SERVICE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "config.h"
+#include "err.h"
+
+/* The common settings; written by ws_config_parse through the options of
+ * ws_service_options(). Strings are owned by the ws_config. */
+typedef struct ws_service_cfg {
+    const char *db_path;
+    int db_sync; /* index into ws_service_sync_names */
+    const char *rpc_url;
+    int64_t rpc_contexts; /* requests in flight */
+    int64_t rpc_workers;  /* handler threads; 0 = inline on nng's threads */
+    int64_t rpc_readers;  /* read-only database connections of the handlers */
+    int64_t rpc_max_msg;
+    const char *broker; /* host:port, checked by config */
+    char broker_host[256]; /* split from broker by ws_service_configure */
+    int broker_port;
+    const char *client_id;
+    int bus_format; /* 0 protobuf, 1 json */
+    const char *username;
+    const char *password;
+    int64_t bus_max_payload;
+    const char *http_host;
+    int http_port;
+    int log_level;
+    int64_t shutdown_timeout_ms;
+} ws_service_cfg;
+
+/* A service's own defaults and words for the common options. */
+typedef struct ws_service_defaults {
+    const char *db_path;   /* "inventory.db" */
+    const char *rpc_url;   /* "tcp://127.0.0.1:7101" */
+    const char *rpc_help;  /* "where the Inventory RPC service listens" */
+    const char *client_id; /* "webshop-inventory" */
+    const char *http_port; /* "7102" */
+} ws_service_defaults;
+
+/* How many options ws_service_options() writes. */
+#define WS_SERVICE_N_OPTIONS 17
+
+/* "OFF", "NORMAL", "FULL", "EXTRA", NULL: the choices of --db-synchronous. */
+extern const char *const ws_service_sync_names[];
+/* "protobuf", "json", NULL: the choices of --bus-format. */
+extern const char *const ws_service_format_names[];
+
+/* Write the WS_SERVICE_N_OPTIONS common options, targeting cfg, into out
+ * (room for at least that many). d and cfg must outlive the ws_config built
+ * from them. Returns WS_SERVICE_N_OPTIONS. */
+size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
+                          ws_config_option *out /* OUT */);
+
+/* After a successful parse: split the broker address and set the log's
+ * service name and level. On a bad value prints "PROG: --broker: ..." to
+ * stderr and returns WS_EINVAL. */
+ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *service);
+
+/* Parse argv with c and configure cfg, the way every service's main does it.
+ * Returns -1 to go on, or the exit code for main: 0 after --help or
+ * --version, 2 on a bad flag or value (the message is printed). */
+int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog, const char *service,
+                     int argc, char **argv);
+
+/* Bus options from cfg for one connection: client_id and clean_start are
+ * the caller's (a consumer keeps a persistent session, a relay does not). */
+ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id,
+                                bool clean_start);
+
+/* A readiness check for ws_http_set_ready: ctx is a ws_bus; ready while it
+ * is connected with every subscription acknowledged, i.e. events published
+ * now will reach this service. */
+bool ws_service_bus_ready(void *bus);
+
+/* Block SIGTERM and SIGINT in the calling thread (call before starting any
+ * thread, so every thread inherits the mask) and ignore SIGPIPE; *stop is
+ * the set to pass to ws_service_wait. */
+void ws_service_block_signals(sigset_t *stop /* OUT */);
+
+/* Wait for a stop signal; returns its number. */
+int ws_service_wait(const sigset_t *stop);
+
+#endif
