@@ -119,6 +119,7 @@ struct ws_bus {
     pthread_cond_t cond;           /* connection, SUBACK, PUBACK and close events */
     uint64_t gen;                  /* ++ on each CONNACK success (mu) */
     bool ever_connected;           /* (mu) */
+    int last_refusal;              /* CONNACK reason of the last refused connect, 0 (mu) */
     bus_sub *subs;                 /* (mu) append only */
     bus_waiter *waiters;           /* (mu) */
     int n_async;                   /* async waiters outstanding (mu) */
@@ -314,12 +315,17 @@ static void bus_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
     (void)props;
     ws_bus *bus = obj;
     if (rc != 0) {
+        pthread_mutex_lock(&bus->mu);
+        bus->last_refusal = rc;
+        pthread_cond_broadcast(&bus->cond); /* ws_bus_wait_connected says why */
+        pthread_mutex_unlock(&bus->mu);
         ws_log_warn("bus_connect_refused", "reason=%d text=%s", rc,
                     mosquitto_reason_string(rc));
         return;
     }
     pthread_mutex_lock(&bus->mu);
     bus->gen++;
+    bus->last_refusal = 0;
     if (bus->ever_connected) {
         ws_counter_inc(bus->reconnects);
     }
@@ -1017,6 +1023,13 @@ ws_err ws_bus_wait_connected(ws_bus *bus, uint32_t timeout_ms)
     while (!bus_ready_locked(bus)) {
         if (atomic_load(&bus->closing)) {
             err = WS_ECLOSED;
+            break;
+        }
+        /* MQTT v5 reasons 134 (bad user name or password) and 135 (not
+         * authorized): the same credentials will not do better by waiting.
+         * The bus still retries in the background. */
+        if (bus->last_refusal == 134 || bus->last_refusal == 135) {
+            err = WS_EAUTH;
             break;
         }
         if (pthread_cond_timedwait(&bus->cond, &bus->mu, &ts) == ETIMEDOUT) {

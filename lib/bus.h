@@ -121,7 +121,8 @@ bool ws_bus_connected(const ws_bus *bus);
 /* Block until ready or timeout_ms passes: connected and every subscription
  * made so far acknowledged (SUBACK) on this connection, so a message
  * published after it returns WS_OK reaches the handlers. WS_OK,
- * WS_ETIMEDOUT, or WS_ECLOSED while closing. */
+ * WS_ETIMEDOUT, WS_EAUTH as soon as the broker refuses the credentials
+ * (the bus keeps retrying in the background), or WS_ECLOSED while closing. */
 ws_err ws_bus_wait_connected(ws_bus *bus, uint32_t timeout_ms);
 
 /* Nonzero while connected with every subscription acknowledged, and the same

@@ -527,7 +527,7 @@ Test(bus, username_and_password_are_sent)
     ws_bus *bad = NULL;
     cr_assert_eq(ws_bus_open(&o, &bad), WS_OK);
     cr_assert_eq(ws_bus_start(bad), WS_OK);
-    cr_expect_eq(ws_bus_wait_connected(bad, 500), WS_ETIMEDOUT);
+    cr_expect_eq(ws_bus_wait_connected(bad, 500), WS_EAUTH);
     ws_bus_close(bad);
 
     o.client_id = "auth-good";

@@ -567,7 +567,7 @@ int main(int argc, char **argv)
          .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
         {.name = "log-level",
          .type = WS_CONFIG_STRING,
-         .def = "warn",
+         .def = "error",
          .help = "runtime log level on stderr: debug, info, warn, error",
          .target.str = &o.log_level},
     };

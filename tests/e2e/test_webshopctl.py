@@ -68,6 +68,8 @@ class Webshopctl(unittest.TestCase):
             (("call", "http://x", "/webshop.v1.Inventory/GetCatalog", "{}"), ""),
             (("publish", "no/such-topic", "{}"), "no/such-topic"),
             (("publish", "public-front/order-send", '{"bogus": 1}'), "bogus"),
+            (("--username", "nobody", "--password", "wrong", "publish",
+              "public-front/order-canceled", '{"orderId": "x"}'), "not authorized"),
             (("frobnicate",), "frobnicate"),
             ((), ""),
         ]
