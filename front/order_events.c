@@ -17,6 +17,7 @@
 #include "json.h"
 #include "log.h"
 #include "order_id.h"
+#include "uuid_text.h"
 #include "status_stream.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/order.rpc.h"
@@ -83,7 +84,7 @@ static int order_events_parse(const char *qs, order_events_req *r, char *msg,
         char *save = NULL;
         for (char *tok = strtok_r(val, ",", &save); tok != NULL;
              tok = strtok_r(NULL, ",", &save)) {
-            if (!order_id_valid(tok)) {
+            if (!ws_uuid_valid(tok)) {
                 snprintf(msg, msg_len,
                          "orders: \"%.40s\" is not an order id (a UUID like "
                          "123e4567-e89b-12d3-a456-426614174000)",

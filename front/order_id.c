@@ -4,7 +4,6 @@
  */
 #include "order_id.h"
 
-#include <ctype.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -74,26 +73,4 @@ bool order_id_from_key(const char *key, char out[ORDER_ID_LEN])
     uuid_generate_sha1(u, ns, key, n);
     uuid_unparse_lower(u, out);
     return true;
-}
-
-bool order_id_valid_n(const char *s, size_t len)
-{
-    if (len != ORDER_ID_LEN - 1) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') {
-                return false;
-            }
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
-
-bool order_id_valid(const char *s)
-{
-    return order_id_valid_n(s, strnlen(s, ORDER_ID_LEN));
 }

@@ -23,11 +23,6 @@ void order_id_new(char out[ORDER_ID_LEN]);
  * ORDER_ID_MAX_KEY or holds bytes outside printable ASCII. */
 bool order_id_from_key(const char *key, char out[ORDER_ID_LEN]);
 
-/* True when s is a UUID in canonical text form (any case, 36 chars,
- * hyphens at 8-13-18-23). */
-bool order_id_valid(const char *s);
-
-/* The same check on len bytes that need not be NUL-terminated. */
-bool order_id_valid_n(const char *s, size_t len);
+/* Checking an id a client sent: ws_uuid_valid() in lib/uuid_text.h. */
 
 #endif

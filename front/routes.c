@@ -16,6 +16,7 @@
 #include "log.h"
 #include "order_events.h"
 #include "order_id.h"
+#include "uuid_text.h"
 #include "static_files.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/front.pb-c.h"
@@ -374,7 +375,7 @@ static int routes_order(struct mg_connection *conn, void *ctx)
         status = routes_method_not_allowed(conn, "GET, DELETE");
         goto done;
     }
-    if (!order_id_valid(id)) {
+    if (!ws_uuid_valid(id)) {
         status = ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
                                      "id: expected a UUID like "
                                      "123e4567-e89b-12d3-a456-426614174000");

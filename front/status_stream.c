@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "uuid_text.h"
+
 struct status_watch {
     status_stream *hub;                            /* not owned */
     status_watch *prev, *next;                     /* guarded by hub->mu */
@@ -68,7 +70,7 @@ void status_stream_shutdown(status_stream *s)
 /* Lowercase a canonical UUID into out; false if id is not one. */
 static bool status_stream_id_normalize(const char *id, char out[ORDER_ID_LEN])
 {
-    if (id == NULL || !order_id_valid(id)) {
+    if (id == NULL || !ws_uuid_valid(id)) {
         return false;
     }
     for (size_t i = 0; i < ORDER_ID_LEN; i++) {

@@ -10,6 +10,7 @@
 
 #include "schema.h"
 #include "stock.h"
+#include "uuid_text.h"
 #include "webshop/v1/inventory.rpc.h"
 
 struct inv_read_api {
@@ -106,7 +107,7 @@ static ws_rpc_code read_api_get_reservation(void *ctx,
                                             ws_rpc_call *call)
 {
     inv_read_api *a = ctx;
-    if (!inv_uuid_valid(req->order_id)) {
+    if (!ws_uuid_valid(req->order_id)) {
         ws_rpc_call_set_message(call, "order_id: expected a UUID");
         return WS_RPC_INVALID_ARGUMENT;
     }

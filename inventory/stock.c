@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "outbox.h"
+#include "uuid_text.h"
 
 const ProtobufCMessageDescriptor *const inv_outbox_types[] = {
     &webshop__v1__in_stock__descriptor,
@@ -30,25 +31,6 @@ static int64_t stock_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-bool inv_uuid_valid(const char *s)
-{
-    if (s == NULL) {
-        return false;
-    }
-    for (int i = 0; i < 36; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') {
-                return false;
-            }
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-                     (c >= 'A' && c <= 'F'))) {
-            return false;
-        }
-    }
-    return s[36] == '\0';
 }
 
 static const char *const stock_status_names[] = {
@@ -327,7 +309,7 @@ static ws_err stock_sent_txn(ws_store *s, void *arg)
     memset(out, 0, sizeof(*out));
     out->n_items = ev->n_items;
 
-    if (!inv_uuid_valid(ev->order_id)) {
+    if (!ws_uuid_valid(ev->order_id)) {
         out->action = INV_ORDER_BAD_ID;
         snprintf(out->reason, sizeof(out->reason), "bad order id");
         if (ev->order_id != NULL && stock_id_echoable(ev->order_id)) {
@@ -513,7 +495,7 @@ static ws_err stock_cancel_txn(ws_store *s, void *arg)
 ws_err inv_stock_order_canceled(ws_store *s, const Webshop__V1__OrderCanceled *ev,
                                 inv_cancel_outcome *out)
 {
-    if (s == NULL || ev == NULL || out == NULL || !inv_uuid_valid(ev->order_id)) {
+    if (s == NULL || ev == NULL || out == NULL || !ws_uuid_valid(ev->order_id)) {
         return WS_EINVAL;
     }
     inv_cancel_outcome o;
@@ -664,7 +646,7 @@ static ws_err stock_reservation_items_load(ws_store *s, const char *order_id,
 ws_err inv_stock_reservation(ws_store *s, const char *order_id,
                              Webshop__V1__GetReservationResponse **out)
 {
-    if (!inv_uuid_valid(order_id)) {
+    if (!ws_uuid_valid(order_id)) {
         return WS_EINVAL;
     }
     Webshop__V1__GetReservationResponse *r = malloc(sizeof(*r));

@@ -83,9 +83,6 @@ typedef struct inv_cancel_outcome {
     size_t n_queued;
 } inv_cancel_outcome;
 
-/* True if s is a UUID in text form (8-4-4-4-12 hex digits, any case). */
-bool inv_uuid_valid(const char *s);
-
 /* Handle one OrderSent in one transaction (see the file comment). *out
  * (OUT) says what happened. WS_OK whenever the event was handled, rejected
  * orders included; WS_EINVAL for an event that could not be handled at all

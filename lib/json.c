@@ -5,7 +5,9 @@
  */
 #include "json_int.h"
 
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 int ws__json_camel_eq(const char *proto_name, const char *key, size_t keylen)
@@ -152,4 +154,30 @@ size_t ws__json_type_size(ProtobufCType type)
         return sizeof(ProtobufCMessage *);
     }
     return 0;
+}
+
+int ws__json_int_text(ProtobufCType type, const void *p, char *buf)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        snprintf(buf, WS_JSON_INT_TEXT, "%" PRId32, *(const int32_t *)p);
+        return 1;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        snprintf(buf, WS_JSON_INT_TEXT, "%" PRIu32, *(const uint32_t *)p);
+        return 1;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        snprintf(buf, WS_JSON_INT_TEXT, "%" PRId64, *(const int64_t *)p);
+        return 1;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        snprintf(buf, WS_JSON_INT_TEXT, "%" PRIu64, *(const uint64_t *)p);
+        return 1;
+    default:
+        return 0;
+    }
 }

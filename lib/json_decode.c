@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <float.h>
-#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -529,35 +528,6 @@ static ws_err json_dec_map_key(json_dec *d, const ProtobufCFieldDescriptor *kf,
     return err;
 }
 
-/* The decimal text of the integer map key kf holds at p, as the encoder
- * writes it, into buf: 1, or 0 for a key type that is not an integer. */
-static int json_dec_map_key_text(const ProtobufCFieldDescriptor *kf, const void *p,
-                                 char *buf, size_t n)
-{
-    switch (kf->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        snprintf(buf, n, "%" PRId32, *(const int32_t *)p);
-        return 1;
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        snprintf(buf, n, "%" PRIu32, *(const uint32_t *)p);
-        return 1;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-        snprintf(buf, n, "%" PRId64, *(const int64_t *)p);
-        return 1;
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        snprintf(buf, n, "%" PRIu64, *(const uint64_t *)p);
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 /* A map field: a JSON object whose members become *Entry messages. */
 static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
                            const json_t *v, ProtobufCMessage *m)
@@ -596,10 +566,9 @@ static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
          * would otherwise be two entries with key 1 that jansson's
          * duplicate-key check cannot see, and our own output (two "1"
          * members) would then be refused. */
-        char canon[32];
+        char canon[WS_JSON_INT_TEXT];
         if (err == WS_OK &&
-            json_dec_map_key_text(&ed->fields[0], (char *)e + ed->fields[0].offset, canon,
-                                  sizeof canon) &&
+            ws__json_int_text(ed->fields[0].type, (char *)e + ed->fields[0].offset, canon) &&
             strcmp(canon, key) != 0) {
             err = json_dec_fail(d, WS_EPARSE, "map key must be written \"%s\"", canon);
         }

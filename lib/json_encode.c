@@ -9,7 +9,6 @@
  */
 #include "json.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,21 +144,23 @@ static ws_err json_enc_enum(ws_buf *b, const ProtobufCEnumDescriptor *ed, int v,
 static ws_err json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const void *p,
                              unsigned flags, int depth)
 {
+    char num[WS_JSON_INT_TEXT];
     switch (f->type) {
     case PROTOBUF_C_TYPE_INT32:
     case PROTOBUF_C_TYPE_SINT32:
     case PROTOBUF_C_TYPE_SFIXED32:
-        return ws_buf_printf(b, "%" PRId32, *(const int32_t *)p);
     case PROTOBUF_C_TYPE_UINT32:
     case PROTOBUF_C_TYPE_FIXED32:
-        return ws_buf_printf(b, "%" PRIu32, *(const uint32_t *)p);
+        ws__json_int_text(f->type, p, num);
+        return ws_buf_puts(b, num);
     case PROTOBUF_C_TYPE_INT64:
     case PROTOBUF_C_TYPE_SINT64:
     case PROTOBUF_C_TYPE_SFIXED64:
-        return ws_buf_printf(b, "\"%" PRId64 "\"", *(const int64_t *)p);
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        return ws_buf_printf(b, "\"%" PRIu64 "\"", *(const uint64_t *)p);
+        /* 64-bit integers are JSON strings (proto3 mapping). */
+        ws__json_int_text(f->type, p, num);
+        return ws_buf_printf(b, "\"%s\"", num);
     case PROTOBUF_C_TYPE_FLOAT:
         return json_enc_real(b, *(const float *)p, 1);
     case PROTOBUF_C_TYPE_DOUBLE:

@@ -24,6 +24,15 @@ int ws__json_utf8_valid(const char *s, size_t n);
  * 1.4 keeps no map_entry flag, so this is recognised by shape. */
 int ws__json_is_map(const ProtobufCFieldDescriptor *field);
 
+/* Longest decimal text of a 64-bit integer, with sign and NUL. */
+#define WS_JSON_INT_TEXT 24
+
+/* The decimal text of the integer value of type type at p, as the encoder
+ * writes it (without the quotes 64-bit values get), into buf (at least
+ * WS_JSON_INT_TEXT bytes). Returns 1, or 0 for a type that is not one of
+ * the ten integer types (nothing written). */
+int ws__json_int_text(ProtobufCType type, const void *p, char *buf);
+
 /* Size of one value of a field's type in a protobuf-c message struct. */
 size_t ws__json_type_size(ProtobufCType type);
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "outbox.h"
+#include "uuid_text.h"
 
 typedef Webshop__V1__OrderStatus order_status;
 
@@ -71,24 +72,6 @@ static int orders_status_rank(int status)
     default:
         return 0;
     }
-}
-
-bool orders_id_valid(const char *id)
-{
-    if (id == NULL || strlen(id) != 36) {
-        return false;
-    }
-    for (int i = 0; i < 36; i++) {
-        char c = id[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') {
-                return false;
-            }
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
@@ -422,7 +405,7 @@ ws_err orders_apply_sent(ws_store *s, const orders_policy *p,
                          const Webshop__V1__OrderSent *ev, int64_t now_ms,
                          orders_effect *out)
 {
-    if (!orders_id_valid(ev->order_id)) {
+    if (!ws_uuid_canonical(ev->order_id)) {
         return orders_invalid(out, "order_id");
     }
     if (ev->n_items == 0 || ev->n_items > ORDERS_MAX_ITEMS) {
@@ -449,7 +432,7 @@ ws_err orders_apply_in_stock(ws_store *s, const orders_policy *p,
                              const Webshop__V1__InStock *ev, int64_t now_ms,
                              orders_effect *out)
 {
-    if (!orders_id_valid(ev->order_id)) {
+    if (!ws_uuid_canonical(ev->order_id)) {
         return orders_invalid(out, "order_id");
     }
     orders_txn t = {.p = p,
@@ -464,7 +447,7 @@ ws_err orders_apply_out_of_stock(ws_store *s, const orders_policy *p,
                                  const Webshop__V1__OutOfStock *ev, int64_t now_ms,
                                  orders_effect *out)
 {
-    if (!orders_id_valid(ev->order_id)) {
+    if (!ws_uuid_canonical(ev->order_id)) {
         return orders_invalid(out, "order_id");
     }
     const char *reason = ev->reason != NULL ? ev->reason : "";
@@ -481,7 +464,7 @@ ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
                            const Webshop__V1__CancelOrder *ev, int64_t now_ms,
                            orders_effect *out)
 {
-    if (!orders_id_valid(ev->order_id)) {
+    if (!ws_uuid_canonical(ev->order_id)) {
         return orders_invalid(out, "order_id");
     }
     orders_txn t = {.p = p,
@@ -564,7 +547,7 @@ static ws_err orders_row_load(sqlite3_stmt *st, Webshop__V1__Order **out)
 
 ws_err orders_get(ws_store *s, const char *id, Webshop__V1__Order **out)
 {
-    if (!orders_id_valid(id)) {
+    if (!ws_uuid_canonical(id)) {
         return WS_EINVAL;
     }
     sqlite3_stmt *st;
@@ -676,7 +659,7 @@ static bool orders_token_parse(const char *token, int64_t *created_ms, char *id)
     if (*end != '\0' || errno != 0 || v < 0) {
         return false;
     }
-    if (!orders_id_valid(colon + 1)) {
+    if (!ws_uuid_canonical(colon + 1)) {
         return false;
     }
     *created_ms = v;

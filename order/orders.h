@@ -107,10 +107,6 @@ ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
                            const Webshop__V1__CancelOrder *ev, int64_t now_ms,
                            orders_effect *out /* OUT, may be NULL */);
 
-/* True if id is a UUID in canonical lowercase text form
- * (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hex digits 0-9a-f). */
-bool orders_id_valid(const char *id);
-
 /* The order id. On WS_OK *out is a malloc'ed message (free with
  * protobuf_c_message_free_unpacked(*out, NULL)). WS_EINVAL for an invalid
  * id, WS_ENOTFOUND for an order never heard of, store errors. */

@@ -6,6 +6,7 @@
 
 #include "order_id.h"
 #include "place_order.h"
+#include "uuid_text.h"
 
 static int parse(const char *body, Webshop__V1__OrderSent **out, char *msg)
 {
@@ -88,13 +89,13 @@ Test(order_id, validation)
 {
     char id[ORDER_ID_LEN];
     order_id_new(id);
-    cr_assert(order_id_valid(id));
-    cr_assert(order_id_valid("0B7C1D4E-5F60-4A1B-8C2D-3E4F5A6B7C8D"));
-    cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8"));
-    cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8dd"));
-    cr_assert_not(order_id_valid("0b7c1d4e05f60-4a1b-8c2d-3e4f5a6b7c8d"));
-    cr_assert_not(order_id_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8g"));
-    cr_assert_not(order_id_valid(""));
+    cr_assert(ws_uuid_valid(id));
+    cr_assert(ws_uuid_valid("0B7C1D4E-5F60-4A1B-8C2D-3E4F5A6B7C8D"));
+    cr_assert_not(ws_uuid_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8"));
+    cr_assert_not(ws_uuid_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8dd"));
+    cr_assert_not(ws_uuid_valid("0b7c1d4e05f60-4a1b-8c2d-3e4f5a6b7c8d"));
+    cr_assert_not(ws_uuid_valid("0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8g"));
+    cr_assert_not(ws_uuid_valid(""));
 }
 
 /* Fresh ids are version-4 UUIDs (RFC 4122 variant), lowercase, and distinct
@@ -105,7 +106,7 @@ Test(order_id, fresh_ids_are_distinct_lowercase_uuid4)
     static char ids[N][ORDER_ID_LEN];
     for (int i = 0; i < N; i++) {
         order_id_new(ids[i]);
-        cr_assert(order_id_valid(ids[i]), "%s", ids[i]);
+        cr_assert(ws_uuid_valid(ids[i]), "%s", ids[i]);
         cr_assert_eq(ids[i][14], '4', "version of %s", ids[i]);
         cr_assert(strchr("89ab", ids[i][19]) != NULL, "variant of %s", ids[i]);
         for (int k = 0; k < ORDER_ID_LEN - 1; k++) {
