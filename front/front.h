@@ -28,12 +28,18 @@ typedef struct front {
                                  once; NULL = looked up per request */
     uint32_t rpc_deadline_ms;     /* reads */
     uint32_t publish_deadline_ms; /* wait for PUBACK */
+    int accept_wait_ms;           /* after the PUBACK, how long POST and DELETE
+                                     /order wait for the order service's
+                                     commit before answering 202 */
     size_t max_body;              /* POST /order body cap */
     place_order_limits limits;
     const char *openapi; /* the OpenAPI document (JSON), or NULL */
     size_t openapi_len;
     int access_log; /* one log line per request */
-    status_stream *statuses; /* not owned: live events for GET /events; NULL = none */
+    status_stream *statuses; /* not owned: live events for GET /events and the
+                                waiters of POST/DELETE /order; NULL = none
+                                (writes then answer 202 unless a look-up
+                                finds the order committed) */
     int sse_heartbeat_ms;    /* idle time before a heartbeat comment */
     int sse_max_ms;          /* a stream's longest life; the browser reconnects */
 } front;

@@ -15,7 +15,13 @@
 #include "log.h"
 #include "openapi_doc.h"
 #include "routes.h"
+#include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
+#include "webshop/v1/order.facts.h"
+
+/* A number macro as flag default text. */
+#define FRONT_STR_(x) #x
+#define FRONT_STR(x) FRONT_STR_(x)
 
 #ifndef WEBSHOP_VERSION
 #define WEBSHOP_VERSION "0.1.0"
@@ -39,6 +45,7 @@ typedef struct front_cfg {
     const char *password;
     int64_t rpc_deadline_ms;
     int64_t publish_deadline_ms;
+    int64_t accept_wait_ms;
     int64_t max_body;
     int64_t max_items;
     int64_t max_count;
@@ -71,7 +78,8 @@ static ws_err front_on_stock_changed(void *ctx, const ProtobufCMessage *msg,
     return WS_OK;
 }
 
-/* Push every order status change to the streams that follow the order. */
+/* Push every order status change to the streams that follow the order and
+ * to the POST/DELETE /order requests waiting for its commit. */
 static ws_err front_on_order_status(void *ctx, const ProtobufCMessage *msg,
                                     const ws_bus_msg_info *info)
 {
@@ -89,8 +97,9 @@ int main(int argc, char **argv)
     const ws_config_option opts[] = {
         {.name = "http-host", .type = WS_CONFIG_STRING, .def = "127.0.0.1",
          .help = "HTTP listen address", .target.str = &cfg.http_host},
-        {.name = "http-port", .type = WS_CONFIG_PORT, .def = "8080", .help = "HTTP listen port",
-         .target.i = &cfg.http_port},
+        {.name = "http-port", .type = WS_CONFIG_PORT, .def = "8080",
+         .help = "HTTP listen port (0: any free port, logged as http_listening)",
+         .target.i = &cfg.http_port, .flags = WS_CONFIG_LISTEN},
         {.name = "http-threads", .type = WS_CONFIG_INT, .def = "64", .min = 1, .max = 1024,
          .help = "HTTP worker threads = concurrent connections served",
          .target.i64 = &cfg.http_threads},
@@ -119,12 +128,24 @@ int main(int argc, char **argv)
         {.name = "publish-deadline", .type = WS_CONFIG_DURATION, .def = "2s", .min = 1,
          .max = 60000, .help = "how long a write waits for the broker's PUBACK",
          .target.i64 = &cfg.publish_deadline_ms},
+        {.name = "accept-wait", .type = WS_CONFIG_DURATION, .def = "2s", .min = 1,
+         .max = 60000,
+         .help = "after the broker's PUBACK, how long POST and DELETE /order wait for the "
+                 "order service's commit before answering 202 (queued); a write answers "
+                 "within publish-deadline + accept-wait + 1s",
+         .target.i64 = &cfg.accept_wait_ms},
         {.name = "max-body", .type = WS_CONFIG_SIZE, .def = "64KiB", .min = 64,
          .max = 16 << 20, .help = "largest request body", .target.i64 = &cfg.max_body},
-        {.name = "max-items", .type = WS_CONFIG_INT, .def = "100", .min = 1, .max = 10000,
-         .help = "most items in one order", .target.i64 = &cfg.max_items},
-        {.name = "max-count", .type = WS_CONFIG_INT, .def = "1000", .min = 1, .max = 1000000,
-         .help = "most units of one item", .target.i64 = &cfg.max_count},
+        /* The contract's limits are the defaults and the most allowed: a
+         * front may be stricter than the backends, never laxer. */
+        {.name = "max-items", .type = WS_CONFIG_INT,
+         .def = FRONT_STR(WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS), .min = WEBSHOP_V1_ORDER_ITEM_MIN_ITEMS,
+         .max = WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS,
+         .help = "most items in one order (at most the contract's)", .target.i64 = &cfg.max_items},
+        {.name = "max-count", .type = WS_CONFIG_INT,
+         .def = FRONT_STR(WEBSHOP_V1_ORDER_ITEM_COUNT_MAX), .min = WEBSHOP_V1_ORDER_ITEM_COUNT_MIN,
+         .max = WEBSHOP_V1_ORDER_ITEM_COUNT_MAX,
+         .help = "most units of one item (at most the contract's)", .target.i64 = &cfg.max_count},
         {.name = "tls-cert", .type = WS_CONFIG_STRING, .def = NULL,
          .help = "PEM certificate (chain) file: serve HTTPS; may hold the key too",
          .target.str = &cfg.tls_cert},
@@ -227,9 +248,11 @@ int main(int argc, char **argv)
         snprintf(client_id, sizeof(client_id), "%s", cfg.client_id);
     }
     /* The front keeps no session: it publishes, and its subscriptions only
-     * invalidate a cache and feed live streams (a stream starts from a
-     * GetOrder snapshot, so nothing missed while down stays missed). Every
-     * replica has its own id. */
+     * invalidate a cache, feed live streams (a stream starts from a
+     * GetOrder snapshot, so nothing missed while down stays missed) and
+     * confirm writes (a write whose confirmation was missed asks GetOrder
+     * before answering 202). Every replica has its own id and subscribes
+     * unshared, so each sees every order's status. */
     ws_bus_opts bo = {.host = host,
                       .port = port,
                       .client_id = client_id,
@@ -243,10 +266,10 @@ int main(int argc, char **argv)
         ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
         goto fail;
     }
-    if ((err = ws_bus_subscribe(bus, "inventory/stock-changed",
+    if ((err = ws_bus_subscribe(bus, WEBSHOP_V1_STOCK_CHANGED_TOPIC,
                                 &webshop__v1__stock_changed__descriptor, front_on_stock_changed,
                                 &live)) != WS_OK ||
-        (err = ws_bus_subscribe(bus, "order/order-status",
+        (err = ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC,
                                 &webshop__v1__order_status_changed__descriptor,
                                 front_on_order_status, &live)) != WS_OK ||
         (err = ws_bus_start(bus)) != WS_OK) {
@@ -262,6 +285,7 @@ int main(int argc, char **argv)
                .stats = stats,
                .rpc_deadline_ms = (uint32_t)cfg.rpc_deadline_ms,
                .publish_deadline_ms = (uint32_t)cfg.publish_deadline_ms,
+               .accept_wait_ms = (int)cfg.accept_wait_ms,
                .max_body = (size_t)cfg.max_body,
                .limits = {.max_items = (int)cfg.max_items, .max_count = (int)cfg.max_count},
                .openapi = webshop_v1_front_openapi_json,
@@ -282,6 +306,7 @@ int main(int argc, char **argv)
         goto fail;
     }
     routes_install(http, &f);
+    ws_http_serve(http);
     ws_log_info("started", "http=%s://%s:%d inventory=%s orders=%s broker=%s",
                 cfg.tls_cert != NULL ? "https" : "http", cfg.http_host, ws_http_port(http),
                 cfg.inventory_url, cfg.orders_url, cfg.broker);

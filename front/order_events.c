@@ -20,6 +20,7 @@
 #include "uuid_text.h"
 #include "status_stream.h"
 #include "webshop/v1/events.pb-c.h"
+#include "webshop/v1/order.facts.h"
 #include "webshop/v1/order.rpc.h"
 
 /* Browsers wait this long before reconnecting a dropped stream. */
@@ -37,20 +38,6 @@ typedef struct order_events_req {
     bool stock;
 } order_events_req;
 
-int order_events_rank(int status)
-{
-    switch (status) {
-    case WEBSHOP__V1__ORDER_STATUS__PENDING:
-        return 1;
-    case WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL:
-    case WEBSHOP__V1__ORDER_STATUS__UNSUCCESSFUL:
-        return 2;
-    case WEBSHOP__V1__ORDER_STATUS__CANCELED:
-        return 3;
-    default:
-        return 0;
-    }
-}
 
 static bool order_events_final(int status)
 {
@@ -84,17 +71,13 @@ static int order_events_parse(const char *qs, order_events_req *r, char *msg,
         char *save = NULL;
         for (char *tok = strtok_r(val, ",", &save); tok != NULL;
              tok = strtok_r(NULL, ",", &save)) {
-            if (!ws_uuid_valid(tok)) {
+            char low[ORDER_ID_LEN];
+            if (!ws_uuid_normalize(tok, low)) {
                 snprintf(msg, msg_len,
                          "orders: \"%.40s\" is not an order id (a UUID like "
                          "123e4567-e89b-12d3-a456-426614174000)",
                          tok);
                 return 400;
-            }
-            char low[ORDER_ID_LEN];
-            for (size_t i = 0; i < ORDER_ID_LEN; i++) {
-                char c = tok[i];
-                low[i] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
             }
             bool dup = false;
             for (size_t i = 0; i < r->n && !dup; i++) {
@@ -246,8 +229,12 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
                 if (strcmp(r->ids[i], ev.order_id) != 0) {
                     continue;
                 }
-                int rank = order_events_rank(ev.status);
-                if (rank > r->rank[i]) {
+                /* Forward a change that does not go backwards: a higher
+                 * rank, or another status of the same rank (the order
+                 * service settles SUCCESSFUL <-> UNSUCCESSFUL by the
+                 * inventory's record). */
+                int rank = webshop_v1_order_status_rank(ev.status);
+                if (rank > r->rank[i] || (rank == r->rank[i] && ev.status != r->status[i])) {
                     r->rank[i] = rank;
                     r->status[i] = ev.status;
                     ok =
@@ -307,7 +294,7 @@ static int order_events_stream(struct mg_connection *conn, front *f, order_event
     bool ok = order_events_write(conn, head, (size_t)n);
     for (size_t i = 0; i < r->n && ok; i++) {
         if (orders[i] != NULL) {
-            r->rank[i] = order_events_rank(orders[i]->status);
+            r->rank[i] = webshop_v1_order_status_rank(orders[i]->status);
             r->status[i] = orders[i]->status;
             ok = order_events_send_status(conn, r->ids[i], orders[i]->status,
                                           orders[i]->reason);

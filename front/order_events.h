@@ -20,8 +20,4 @@ struct mg_connection;
  * HTTP status sent. Blocks its worker thread for the stream's lifetime. */
 int order_events_serve(struct mg_connection *conn, void *ctx);
 
-/* Precedence rank of a webshop.v1.OrderStatus: PENDING 1, SUCCESSFUL and
- * UNSUCCESSFUL 2, CANCELED 3, anything else 0. */
-int order_events_rank(int status);
-
 #endif

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "order_events.h"
 #include "order_id.h"
+#include "order_write.h"
 #include "uuid_text.h"
 #include "static_files.h"
 #include "webshop/v1/events.pb-c.h"
@@ -24,8 +25,6 @@
 #include "webshop/v1/order.rpc.h"
 #include "webshop/v1/rpc.rpc.h"
 
-#define TOPIC_ORDER_SEND "public-front/order-send"
-#define TOPIC_ORDER_CANCELED "public-front/order-canceled"
 #define RETRY_AFTER "Retry-After: 1\r\n"
 
 int routes_http_status(ws_rpc_code code)
@@ -121,8 +120,8 @@ static int routes_reply_rpc_error(struct mg_connection *conn, ws_rpc_code code,
                                msg[0] != '\0' ? msg : ws_rpc_code_name(code));
 }
 
-static int routes_reply_message(struct mg_connection *conn, int status,
-                                const ProtobufCMessage *m, unsigned flags, const char *extra)
+int routes_reply_json(struct mg_connection *conn, int status, const ProtobufCMessage *m,
+                      unsigned flags, const char *extra)
 {
     ws_buf b;
     ws_buf_init(&b, 0);
@@ -225,78 +224,6 @@ done:
 
 /* ---- /order and /order/{id} --------------------------------------------- */
 
-static bool routes_json_content_type(const char *ct)
-{
-    if (ct == NULL) {
-        return false;
-    }
-    size_t n = strlen("application/json");
-    if (strncasecmp(ct, "application/json", n) != 0) {
-        return false;
-    }
-    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
-}
-
-static int routes_place_order(struct mg_connection *conn, front *f)
-{
-    if (!routes_json_content_type(ws_http_header(conn, "Content-Type"))) {
-        return ws_http_reply_error(conn, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
-                                   "Content-Type must be application/json");
-    }
-    char id[ORDER_ID_LEN];
-    const char *key = ws_http_header(conn, "Idempotency-Key");
-    if (key != NULL) {
-        if (!order_id_from_key(key, id)) {
-            return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
-                                       "Idempotency-Key: must be 1..%d printable ASCII characters",
-                                       ORDER_ID_MAX_KEY);
-        }
-    } else {
-        order_id_new(id);
-    }
-
-    ws_buf body;
-    ws_buf_init(&body, 0);
-    ws_err err = ws_http_read_body(conn, f->max_body, &body);
-    if (err == WS_ETOOBIG) {
-        ws_buf_fini(&body);
-        return ws_http_reply_error(conn, 413, "PAYLOAD_TOO_LARGE", "Connection: close\r\n",
-                                   "body: larger than %zu bytes", f->max_body);
-    }
-    if (err != WS_OK) {
-        ws_buf_fini(&body);
-        return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "body: incomplete");
-    }
-    char msg[256];
-    Webshop__V1__OrderSent *ev = NULL;
-    int rc = place_order_parse(body.data != NULL ? body.data : "", body.len, id, &f->limits,
-                               &ev, msg, sizeof(msg));
-    ws_buf_fini(&body);
-    if (rc != 0) {
-        return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "%s", msg);
-    }
-    err = ws_bus_publish(f->bus, TOPIC_ORDER_SEND, &ev->base, f->publish_deadline_ms);
-    webshop__v1__order_sent__free_unpacked(ev, NULL);
-    if (err == WS_EUNAVAIL) {
-        return ws_http_reply_error(conn, 503, "UNAVAILABLE", RETRY_AFTER,
-                                   "broker unavailable; retry with the same Idempotency-Key");
-    }
-    if (err == WS_ETIMEDOUT) {
-        return ws_http_reply_error(conn, 504, "DEADLINE_EXCEEDED", RETRY_AFTER,
-                                   "broker did not acknowledge in time; retry with the same "
-                                   "Idempotency-Key");
-    }
-    if (err != WS_OK) {
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "publish failed: %s",
-                                   ws_strerror(err));
-    }
-    Webshop__V1__PlaceOrderResponse resp = WEBSHOP__V1__PLACE_ORDER_RESPONSE__INIT;
-    resp.order_id = id;
-    char extra[96];
-    snprintf(extra, sizeof(extra), "Location: /order/%s\r\n", id);
-    return routes_reply_message(conn, 201, &resp.base, 0, extra);
-}
-
 static int routes_get_order(struct mg_connection *conn, front *f, const char *id)
 {
     Webshop__V1__GetOrderRequest req = WEBSHOP__V1__GET_ORDER_REQUEST__INIT;
@@ -316,31 +243,10 @@ static int routes_get_order(struct mg_connection *conn, front *f, const char *id
     if (resp->order == NULL) {
         rc = ws_http_reply_error(conn, 502, "INTERNAL", NULL, "orders: empty answer");
     } else {
-        rc = routes_reply_message(conn, 200, &resp->order->base, WS_JSON_DEFAULTS, NULL);
+        rc = routes_reply_json(conn, 200, &resp->order->base, WS_JSON_DEFAULTS, NULL);
     }
     webshop__v1__get_order_response__free_unpacked(resp, NULL);
     return rc;
-}
-
-static int routes_cancel_order(struct mg_connection *conn, front *f, const char *id)
-{
-    Webshop__V1__CancelOrder ev = WEBSHOP__V1__CANCEL_ORDER__INIT;
-    ev.order_id = (char *)id;
-    ws_err err = ws_bus_publish(f->bus, TOPIC_ORDER_CANCELED, &ev.base, f->publish_deadline_ms);
-    if (err == WS_EUNAVAIL) {
-        return ws_http_reply_error(conn, 503, "UNAVAILABLE", RETRY_AFTER, "broker unavailable");
-    }
-    if (err == WS_ETIMEDOUT) {
-        return ws_http_reply_error(conn, 504, "DEADLINE_EXCEEDED", RETRY_AFTER,
-                                   "broker did not acknowledge in time");
-    }
-    if (err != WS_OK) {
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "publish failed: %s",
-                                   ws_strerror(err));
-    }
-    Webshop__V1__CancelOrderResponse resp = WEBSHOP__V1__CANCEL_ORDER_RESPONSE__INIT;
-    resp.order_id = (char *)id;
-    return routes_reply_message(conn, 202, &resp.base, 0, NULL);
 }
 
 static int routes_order(struct mg_connection *conn, void *ctx)
@@ -358,7 +264,7 @@ static int routes_order(struct mg_connection *conn, void *ctx)
         if (strcmp(method, "POST") != 0) {
             status = routes_method_not_allowed(conn, "POST");
         } else {
-            status = routes_place_order(conn, f);
+            status = order_write_place(conn, f);
         }
         goto done;
     }
@@ -375,17 +281,14 @@ static int routes_order(struct mg_connection *conn, void *ctx)
         status = routes_method_not_allowed(conn, "GET, DELETE");
         goto done;
     }
-    if (!ws_uuid_valid(id)) {
+    char lower[ORDER_ID_LEN];
+    if (!ws_uuid_normalize(id, lower)) {
         status = ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
                                      "id: expected a UUID like "
                                      "123e4567-e89b-12d3-a456-426614174000");
         goto done;
     }
-    char lower[ORDER_ID_LEN];
-    for (size_t i = 0; i < ORDER_ID_LEN; i++) {
-        lower[i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] - 'A' + 'a' : id[i]);
-    }
-    status = get ? routes_get_order(conn, f, lower) : routes_cancel_order(conn, f, lower);
+    status = get ? routes_get_order(conn, f, lower) : order_write_cancel(conn, f, lower);
 done:
     routes_observe(f, route, method, path, status, t0);
     return status;
@@ -437,7 +340,7 @@ static int routes_readyz(struct mg_connection *conn, void *ctx)
     resp.status = ok ? "ok" : "unavailable";
     resp.n_checks = 3;
     resp.checks = ptrs;
-    return routes_reply_message(conn, ok ? 200 : 503, &resp.base, 0, ok ? NULL : RETRY_AFTER);
+    return routes_reply_json(conn, ok ? 200 : 503, &resp.base, 0, ok ? NULL : RETRY_AFTER);
 }
 
 static int routes_metrics(struct mg_connection *conn, void *ctx)

@@ -1,7 +1,8 @@
 /*
  * The front's HTTP routes (DESIGN.md "HTTP API"): request parsing,
  * validation, the RPC or publish behind each route, and the mapping of
- * every outcome onto an HTTP status with a JSON error body.
+ * every outcome onto an HTTP status with a JSON error body. The write
+ * routes (POST /order, DELETE /order/{id}) live in order_write.c.
  */
 #ifndef FRONT_ROUTES_H
 #define FRONT_ROUTES_H
@@ -16,5 +17,11 @@ void routes_install(ws_http *h, front *f);
 /* The HTTP status that reports an RPC outcome: NOT_FOUND 404,
  * INVALID_ARGUMENT 400, UNAVAILABLE 503, DEADLINE_EXCEEDED 504, ... */
 int routes_http_status(ws_rpc_code code);
+
+/* Answer status with m as JSON (ws_json_encode with flags; proto field
+ * names unless flags say otherwise) and extra header lines (may be NULL);
+ * 500 when m cannot be encoded. Returns the status sent. */
+int routes_reply_json(struct mg_connection *conn, int status, const ProtobufCMessage *m,
+                      unsigned flags, const char *extra);
 
 #endif

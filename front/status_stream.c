@@ -1,8 +1,10 @@
 /*
- * Fan-out of live events to SSE streams; see status_stream.h. One mutex
- * guards the hub and every watch's queue: publishing is a scan of at most
- * max_watches watches of at most STATUS_STREAM_MAX_IDS ids each, a few
- * microseconds, so a finer scheme would buy nothing.
+ * Fan-out of live events to SSE streams and to the waiters of POST and
+ * DELETE /order; see status_stream.h. One mutex guards the hub, every
+ * watch's queue and every waiter: publishing is a scan of at most
+ * max_watches watches of at most STATUS_STREAM_MAX_IDS ids each plus one
+ * hash bucket of waiters, a few microseconds, so a finer scheme would buy
+ * nothing.
  */
 #include "status_stream.h"
 
@@ -26,12 +28,28 @@ struct status_watch {
     pthread_cond_t cv;                             /* signalled on push, shutdown */
 };
 
+/* Waiter buckets: a power of two; the ids hashed are random UUIDs (the
+ * front picks them), and a bucket is short anyway (one waiter per HTTP
+ * worker thread at most). */
+#define STATUS_STREAM_BUCKETS 64
+
+struct status_waiter {
+    status_stream *hub;          /* not owned */
+    status_waiter *prev, *next;  /* guarded by hub->mu: the bucket's list */
+    size_t bucket;               /* immutable after open */
+    char id[ORDER_ID_LEN];       /* immutable after open: lower case */
+    unsigned seen;               /* guarded by hub->mu: STATUS_WANT bits */
+    pthread_cond_t cv;           /* signalled on a status for id, shutdown */
+};
+
 struct status_stream {
     pthread_mutex_t mu;
     status_watch *watches; /* guarded by mu: open watches */
     int n_watches;         /* guarded by mu */
     int max_watches;       /* immutable */
     bool closed;           /* guarded by mu */
+    status_waiter *waiters[STATUS_STREAM_BUCKETS]; /* guarded by mu */
+    int n_waiters;                                 /* guarded by mu */
 };
 
 status_stream *status_stream_new(int max_watches)
@@ -64,20 +82,73 @@ void status_stream_shutdown(status_stream *s)
     for (status_watch *w = s->watches; w != NULL; w = w->next) {
         pthread_cond_signal(&w->cv);
     }
+    for (size_t b = 0; b < STATUS_STREAM_BUCKETS; b++) {
+        for (status_waiter *w = s->waiters[b]; w != NULL; w = w->next) {
+            pthread_cond_signal(&w->cv);
+        }
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
 /* Lowercase a canonical UUID into out; false if id is not one. */
 static bool status_stream_id_normalize(const char *id, char out[ORDER_ID_LEN])
 {
-    if (id == NULL || !ws_uuid_valid(id)) {
-        return false;
+    return id != NULL && ws_uuid_normalize(id, out);
+}
+
+/* The waiter bucket of a lower-case id (FNV-1a over its text). */
+static size_t status_stream_bucket(const char id[ORDER_ID_LEN])
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i + 1 < ORDER_ID_LEN; i++) {
+        h = (h ^ (unsigned char)id[i]) * 16777619u;
     }
-    for (size_t i = 0; i < ORDER_ID_LEN; i++) {
-        char c = id[i];
-        out[i] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+    return h & (STATUS_STREAM_BUCKETS - 1);
+}
+
+/* The STATUS_WANT bit recording status; bit 31 for values outside 0..30. */
+static unsigned status_stream_bit(int status)
+{
+    return status >= 0 && status <= 30 ? STATUS_WANT(status) : 1u << 31;
+}
+
+/* The monotonic instant timeout_ms (< 0 counts as 0) from now. */
+static struct timespec status_stream_deadline(int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    if (timeout_ms < 0) {
+        timeout_ms = 0;
     }
-    return true;
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
+}
+
+/* A condition variable on CLOCK_MONOTONIC, the clock of the deadlines. */
+static void status_stream_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+/* Record status for every waiter on id. Caller holds s->mu. */
+static void status_stream_wake_waiters(status_stream *s, const char id[ORDER_ID_LEN],
+                                       int status)
+{
+    for (status_waiter *w = s->waiters[status_stream_bucket(id)]; w != NULL; w = w->next) {
+        if (memcmp(w->id, id, ORDER_ID_LEN) == 0) {
+            w->seen |= status_stream_bit(status);
+            pthread_cond_signal(&w->cv);
+        }
+    }
 }
 
 /* Append ev to w's queue, or mark it overflowed. Caller holds hub->mu. */
@@ -126,6 +197,7 @@ void status_stream_publish_order(status_stream *s, const char *order_id, int sta
             }
         }
     }
+    status_stream_wake_waiters(s, ev.order_id, status);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -164,11 +236,7 @@ ws_err status_watch_open(status_stream *s, const char *const *ids, size_t n, boo
     w->n_ids = n;
     w->stock = stock;
     w->hub = s;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    status_stream_cond_init(&w->cv);
 
     pthread_mutex_lock(&s->mu);
     ws_err err = WS_OK;
@@ -197,17 +265,7 @@ ws_err status_watch_open(status_stream *s, const char *const *ids, size_t n, boo
 status_next status_watch_next(status_watch *w, int timeout_ms, status_event *out)
 {
     status_stream *s = w->hub;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    if (timeout_ms < 0) {
-        timeout_ms = 0;
-    }
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = status_stream_deadline(timeout_ms);
     status_next r;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -261,6 +319,110 @@ int status_stream_watches(status_stream *s)
 {
     pthread_mutex_lock(&s->mu);
     int n = s->n_watches;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* ---- waiters ------------------------------------------------------------ */
+
+ws_err status_waiter_open(status_stream *s, const char *order_id, status_waiter **out)
+{
+    status_waiter *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return WS_ENOMEM;
+    }
+    if (!status_stream_id_normalize(order_id, w->id)) {
+        free(w);
+        return WS_EINVAL;
+    }
+    w->hub = s;
+    w->bucket = status_stream_bucket(w->id);
+    status_stream_cond_init(&w->cv);
+    pthread_mutex_lock(&s->mu);
+    bool closed = s->closed;
+    if (!closed) {
+        w->next = s->waiters[w->bucket];
+        if (w->next != NULL) {
+            w->next->prev = w;
+        }
+        s->waiters[w->bucket] = w;
+        s->n_waiters++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (closed) {
+        pthread_cond_destroy(&w->cv);
+        free(w);
+        return WS_ECLOSED;
+    }
+    *out = w;
+    return WS_OK;
+}
+
+/* The highest status whose bit is in bits (-1 for bit 31 alone). */
+static int status_waiter_pick(unsigned bits)
+{
+    for (int st = 30; st >= 0; st--) {
+        if (bits & STATUS_WANT(st)) {
+            return st;
+        }
+    }
+    return -1;
+}
+
+status_next status_waiter_wait(status_waiter *w, unsigned want, int timeout_ms, int *status)
+{
+    status_stream *s = w->hub;
+    struct timespec until = status_stream_deadline(timeout_ms);
+    status_next r;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        unsigned got = w->seen & want;
+        if (got != 0) {
+            if (status != NULL) {
+                *status = status_waiter_pick(got);
+            }
+            r = STATUS_NEXT_EVENT;
+            break;
+        }
+        if (s->closed) {
+            r = STATUS_NEXT_CLOSED;
+            break;
+        }
+        int rc = pthread_cond_timedwait(&w->cv, &s->mu, &until);
+        if (rc == ETIMEDOUT && (w->seen & want) == 0 && !s->closed) {
+            r = STATUS_NEXT_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+void status_waiter_close(status_waiter *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    status_stream *s = w->hub;
+    pthread_mutex_lock(&s->mu);
+    if (w->prev != NULL) {
+        w->prev->next = w->next;
+    } else {
+        s->waiters[w->bucket] = w->next;
+    }
+    if (w->next != NULL) {
+        w->next->prev = w->prev;
+    }
+    s->n_waiters--;
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+int status_stream_waiters(status_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_waiters;
     pthread_mutex_unlock(&s->mu);
     return n;
 }

@@ -7,7 +7,17 @@
  * blocks on a slow stream: a full queue marks the watch overflowed, and its
  * stream ends so the browser reconnects and starts from a fresh snapshot.
  * The number of watches is bounded, because each holds a worker thread.
- * Thread-safe: one mutex for the hub, one condition variable per watch.
+ *
+ * The same hub also serves waiters: a POST or DELETE /order that has just
+ * published its event waits, within its own request, for the order service
+ * to announce the commit (any OrderStatusChanged for the order, or one with
+ * a given status). A waiter follows one id, keeps no queue (only the set of
+ * statuses seen since it opened) and is not counted against the watches'
+ * bound: it lives no longer than its request, so the HTTP worker threads
+ * bound the waiters. Waiters are found by a hash of the id, so publishing
+ * costs the same with one waiter or a thousand.
+ * Thread-safe: one mutex for the hub, one condition variable per watch or
+ * waiter.
  */
 #ifndef FRONT_STATUS_STREAM_H
 #define FRONT_STATUS_STREAM_H
@@ -92,5 +102,40 @@ void status_watch_close(status_watch *w);
 
 /* Open watches now (for metrics and tests). */
 int status_stream_watches(status_stream *s);
+
+/* ---- waiters -------------------------------------------------------------- */
+
+typedef struct status_waiter status_waiter;
+
+/* The status bit of a webshop.v1.OrderStatus value for status_waiter_wait's
+ * want; STATUS_WANT_ANY: any status at all. */
+#define STATUS_WANT(status) (1u << (unsigned)(status)) /* status in 0..30 */
+#define STATUS_WANT_ANY (~0u)
+
+/* Open a waiter on one order id (a canonical UUID, any case). Every status
+ * published for that id after this returns is recorded for it. Not counted
+ * against max_watches and never WS_EBUSY. WS_ECLOSED after shutdown,
+ * WS_EINVAL on a bad id, WS_ENOMEM. The caller owns *out and closes it with
+ * status_waiter_close. */
+ws_err status_waiter_open(status_stream *s, const char *order_id,
+                          status_waiter **out /* OUT */);
+
+/* Wait at most timeout_ms (< 0 counts as 0) until a status whose
+ * STATUS_WANT bit is in want has been published for the waiter's id since
+ * it opened; returns at once if one already was. Returns STATUS_NEXT_EVENT
+ * and writes that status into *status (when status is not NULL; the
+ * highest such value if several), STATUS_NEXT_TIMEOUT, or
+ * STATUS_NEXT_CLOSED when the hub is shutting down. Statuses outside 0..30
+ * share bit 31 (reported as -1; STATUS_WANT_ANY includes it). Never busy
+ * waits: it sleeps on the waiter's condition variable. Only the waiter's
+ * owner calls it. */
+status_next status_waiter_wait(status_waiter *w, unsigned want, int timeout_ms,
+                               int *status /* OUT */);
+
+/* Close and free a waiter. w may be NULL. */
+void status_waiter_close(status_waiter *w);
+
+/* Open waiters now (for metrics and tests). */
+int status_stream_waiters(status_stream *s);
 
 #endif

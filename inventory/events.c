@@ -24,12 +24,12 @@
 #define EVENTS_HELP   "Events handled by the inventory, by event and result"
 
 struct inv_events {
-    ws_store *store;          /* owned; bus network thread only */
-    ws_outbox_relay *relay;   /* not owned */
-    bool crash_after_reserve; /* fault point armed */
-    ws_counter *sent[5];      /* by inv_order_action */
+    ws_store *store;                       /* owned; bus network thread only */
+    ws_outbox_relay *relay;                /* not owned */
+    bool crash_after_reserve;              /* fault point armed */
+    ws_counter *sent[INV_ORDER_N_ACTIONS]; /* by inv_order_action */
     ws_counter *sent_failed;
-    ws_counter *canceled[3]; /* by inv_cancel_action */
+    ws_counter *canceled[INV_CANCEL_N_ACTIONS]; /* by inv_cancel_action */
     ws_counter *canceled_failed;
     bool in_group;  /* a store group is open (bus network thread) */
     bool kick_owed; /* rows were queued inside the open group */
@@ -66,13 +66,20 @@ static ws_err events_group_end(void *ctx)
     return err;
 }
 
-static const char *const events_order_results[] = {
-    [INV_ORDER_RESERVED] = "reserved",   [INV_ORDER_REJECTED] = "rejected",
-    [INV_ORDER_DUPLICATE] = "duplicate", [INV_ORDER_TOMBSTONED] = "tombstoned",
+/* Metric label and log word of each inv_order_action. A duplicate after a
+ * cancel released the order publishes nothing; it has its own result so it
+ * can be counted and seen in the log. */
+static const char *const events_order_results[INV_ORDER_N_ACTIONS] = {
+    [INV_ORDER_RESERVED] = "reserved",
+    [INV_ORDER_REJECTED] = "rejected",
+    [INV_ORDER_DUPLICATE] = "duplicate",
+    [INV_ORDER_TOMBSTONED] = "tombstoned",
     [INV_ORDER_BAD_ID] = "bad_order_id",
+    [INV_ORDER_DUPLICATE_CANCELED] = "duplicate_after_cancel",
+    [INV_ORDER_DUPLICATE_ORPHAN] = "duplicate_after_orphan_release",
 };
 
-static const char *const events_cancel_results[] = {
+static const char *const events_cancel_results[INV_CANCEL_N_ACTIONS] = {
     [INV_CANCEL_RELEASED] = "released",
     [INV_CANCEL_TOMBSTONED] = "tombstoned",
     [INV_CANCEL_NOOP] = "noop",
@@ -112,8 +119,8 @@ static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
     events_kick(ev);
     ws_log(err == WS_OK ? WS_LOG_INFO : WS_LOG_WARN, "order_sent",
            "order_id=%s result=%s reason=%s items=%zu queued=%zu json=%d redelivered=%d",
-           o->order_id, events_order_results[out.action], out.reason, out.n_items,
-           out.n_queued, info->json, info->redelivered);
+           err == WS_OK ? out.order_id : o->order_id, events_order_results[out.action],
+           out.reason, out.n_items, out.n_queued, info->json, info->redelivered);
     return err;
 }
 
@@ -135,7 +142,7 @@ static ws_err events_order_canceled_handle(void *ctx, const ProtobufCMessage *ms
         events_kick(ev);
     }
     ws_log_info("order_canceled",
-                "order_id=%s result=%s queued=%zu json=%d redelivered=%d", c->order_id,
+                "order_id=%s result=%s queued=%zu json=%d redelivered=%d", out.order_id,
                 events_cancel_results[out.action], out.n_queued, info->json,
                 info->redelivered);
     return WS_OK;
@@ -151,11 +158,11 @@ ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
         return WS_ENOMEM;
     }
     ws_metrics *m = opts->metrics ? opts->metrics : ws_metrics_default();
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < INV_ORDER_N_ACTIONS; i++) {
         ev->sent[i] = events_counter(m, "order_sent", events_order_results[i]);
     }
     ev->sent_failed = events_counter(m, "order_sent", "failed");
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < INV_CANCEL_N_ACTIONS; i++) {
         ev->canceled[i] = events_counter(m, "order_canceled", events_cancel_results[i]);
     }
     ev->canceled_failed = events_counter(m, "order_canceled", "failed");
@@ -182,12 +189,12 @@ ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
         return err;
     }
     err =
-        ws_bus_subscribe(bus, INV_TOPIC_ORDER_SENT, &webshop__v1__order_sent__descriptor,
+        ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_SENT_TOPIC, &webshop__v1__order_sent__descriptor,
                          events_order_sent_handle, ev);
     if (err != WS_OK) {
         return err;
     }
-    return ws_bus_subscribe(bus, INV_TOPIC_ORDER_CANCELED,
+    return ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_CANCELED_TOPIC,
                             &webshop__v1__order_canceled__descriptor,
                             events_order_canceled_handle, ev);
 }

@@ -9,6 +9,11 @@
  * consumer, which lets its in-flight handler finish) while the relay still
  * publishes what was committed, within --shutdown-timeout; rows it could not
  * publish stay in the table for the next start.
+ *
+ * The sweeper (sweeper.h) runs the periodic work on its own thread and
+ * connection: tombstone expiry (--tombstone-ttl) always, and orphan release
+ * (--orphan-after-ms) when --orders-url gives it the order service's RPC
+ * address to ask Orders.GetOrder.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -25,19 +30,27 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "read_api.h"
+#include "rpc_client.h"
 #include "rpc_server.h"
 #include "schema.h"
 #include "service.h"
 #include "stock.h"
 #include "store.h"
+#include "sweeper.h"
 
 #define INV_VERSION "0.1.0"
 
 typedef struct inv_cfg {
-    ws_service_cfg svc;  /* the settings every backend shares */
-    const char *catalog; /* --catalog FILE, or NULL for the prototype's */
+    ws_service_cfg svc;         /* the settings every backend shares */
+    const char *catalog;        /* --catalog FILE, or NULL for the prototype's */
+    const char *orders_url;     /* --orders-url, or NULL: no orphan release */
+    int64_t orders_deadline_ms; /* --orders-deadline */
+    int64_t orphan_after_ms;    /* --orphan-after-ms */
+    int64_t tombstone_ttl_ms;   /* --tombstone-ttl */
 } inv_cfg;
 
+/* The inventory's own options (after the common ones). */
+#define INV_N_OWN_OPTIONS 5
 
 /* Everything main starts, closed in reverse order. */
 typedef struct inv_app {
@@ -49,14 +62,53 @@ typedef struct inv_app {
     inv_read_api *api;
     ws_rpc_server *rpc;
     ws_http *http;
+    ws_rpc_client *orders; /* NULL without --orders-url */
+    inv_sweeper *sweeper;
 } inv_app;
+
+/* The Orders RPC client (with --orders-url) and the sweeper, started. */
+static ws_err main_sweeper_start(inv_app *app, const inv_cfg *icfg,
+                                 const ws_store_opts *so)
+{
+    size_t n_mig;
+    const ws_migration *mig = inv_schema_migrations(&n_mig);
+    if (icfg->orders_url != NULL) {
+        const char *urls[] = {icfg->orders_url};
+        ws_rpc_client_opts co = {
+            .urls = urls, .n_urls = 1, .max_msg = (size_t)icfg->svc.rpc_max_msg};
+        ws_err err = ws_rpc_client_open(&co, &app->orders);
+        if (err != WS_OK) {
+            ws_log_error("orders_client_failed", "url=%s error=%s", icfg->orders_url,
+                         ws_errname(err));
+            return err;
+        }
+    }
+    ws_store *store = NULL;
+    ws_err err = ws_store_open(so, mig, n_mig, &store);
+    if (err != WS_OK) {
+        return err;
+    }
+    inv_sweeper_opts wo = {.store = store,
+                           .relay = app->relay,
+                           .orders = app->orders,
+                           .orders_deadline_ms = (uint32_t)icfg->orders_deadline_ms,
+                           .orphan_after_ms = icfg->orphan_after_ms,
+                           .tombstone_ttl_ms = icfg->tombstone_ttl_ms};
+    err = inv_sweeper_open(&wo, &app->sweeper);
+    if (err != WS_OK) {
+        ws_store_close(store);
+        return err;
+    }
+    return inv_sweeper_start(app->sweeper);
+}
 
 static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
 {
     const ws_service_cfg *cfg = &icfg->svc;
     size_t n_mig;
     const ws_migration *mig = inv_schema_migrations(&n_mig);
-    ws_store_opts so = {.path = cfg->db_path, .synchronous = ws_service_sync_names[cfg->db_sync]};
+    ws_store_opts so = {.path = cfg->db_path,
+                        .synchronous = ws_service_sync_names[cfg->db_sync]};
 
     ws_err err = ws_store_open(&so, mig, n_mig, &app->store);
     if (err != WS_OK) {
@@ -64,7 +116,7 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     }
     size_t inserted = 0;
     err = icfg->catalog ? inv_catalog_seed_file(app->store, icfg->catalog, &inserted)
-                       : inv_catalog_seed_default(app->store, &inserted);
+                        : inv_catalog_seed_default(app->store, &inserted);
     if (err != WS_OK) {
         ws_log_error("catalog_seed_failed", "file=%s error=%s",
                      icfg->catalog ? icfg->catalog : "(prototype)", ws_errname(err));
@@ -114,9 +166,9 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
 
     /* One read connection per handler that can run at once; nng's task
      * threads (about two per core) run them without workers. */
-    err = inv_read_api_open(&so, cfg->rpc_workers > 0 ? (int)cfg->rpc_workers
-                                                      : (int)cfg->rpc_readers,
-                            &app->api);
+    err = inv_read_api_open(
+        &so, cfg->rpc_workers > 0 ? (int)cfg->rpc_workers : (int)cfg->rpc_readers,
+        &app->api);
     if (err != WS_OK) {
         return err;
     }
@@ -147,6 +199,7 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     }
     ws_http_route_basics(app->http, ws_metrics_default());
     ws_http_set_ready(app->http, ws_service_bus_ready, app->sub);
+    ws_http_serve(app->http);
 
     /* Publisher and relay first, so the first outcome has a way out. */
     err = ws_bus_start(app->pub);
@@ -155,6 +208,9 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     }
     if (err == WS_OK) {
         err = ws_bus_start(app->sub);
+    }
+    if (err == WS_OK) {
+        err = main_sweeper_start(app, icfg, &so);
     }
     return err;
 }
@@ -167,6 +223,9 @@ static void main_app_stop(inv_app *app, const ws_service_cfg *cfg)
     app->http = NULL;
     ws_rpc_server_close(app->rpc);
     ws_log_debug("rpc_closed", NULL);
+    inv_sweeper_close(app->sweeper); /* it kicks the relay: before it goes */
+    app->sweeper = NULL;
+    ws_log_debug("sweeper_closed", NULL);
     ws_bus_close(app->sub); /* waits for a handler in progress */
     ws_log_debug("consumer_closed", NULL);
     if (app->relay != NULL && app->pub != NULL) {
@@ -184,7 +243,60 @@ static void main_app_stop(inv_app *app, const ws_service_cfg *cfg)
     inv_events_close(app->events);
     inv_read_api_close(app->api);
     ws_http_close(app->http);
+    ws_rpc_client_close(app->orders);
     ws_store_close(app->store);
+}
+
+/* Write the common options and the inventory's own, targeting cfg, into
+ * opts (room for WS_SERVICE_N_OPTIONS + INV_N_OWN_OPTIONS); returns how many. */
+static size_t main_options(inv_cfg *cfg, ws_config_option *opts)
+{
+    static const ws_service_defaults defaults = {
+        .db_path = "inventory.db",
+        .rpc_url = "tcp://127.0.0.1:7101",
+        .rpc_help = "where the Inventory RPC service listens",
+        .client_id = "webshop-inventory",
+        .http_port = "7102",
+    };
+    const ws_config_option own[INV_N_OWN_OPTIONS] = {
+        {.name = "catalog",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "JSON array of products to seed (default: the prototype's two)",
+         .target.str = &cfg->catalog,
+         .metavar = "FILE"},
+        {.name = "orders-url",
+         .type = WS_CONFIG_URL,
+         .def = NULL,
+         .help = "RPC address of the order service (Orders.GetOrder); without it"
+                 " orphan reservations are never released",
+         .target.str = &cfg->orders_url},
+        {.name = "orders-deadline",
+         .type = WS_CONFIG_DURATION,
+         .def = "2s",
+         .help = "deadline of one Orders.GetOrder call of the orphan sweep",
+         .target.i64 = &cfg->orders_deadline_ms,
+         .min = 1,
+         .max = 60000},
+        {.name = "orphan-after-ms",
+         .type = WS_CONFIG_INT,
+         .def = "120000",
+         .help = "release a reservation the order service does not know once it is"
+                 " this old (ms; keep it far above the front's commit wait)",
+         .target.i64 = &cfg->orphan_after_ms,
+         .min = 100,
+         .max = 86400000},
+        {.name = "tombstone-ttl",
+         .type = WS_CONFIG_DURATION,
+         .def = "24h",
+         .help = "forget a cancel whose order never came after this long",
+         .target.i64 = &cfg->tombstone_ttl_ms,
+         .min = 1000,
+         .max = 2592000000LL},
+    };
+    size_t n = ws_service_options(&cfg->svc, &defaults, opts);
+    memcpy(opts + n, own, sizeof own);
+    return n + INV_N_OWN_OPTIONS;
 }
 
 int main(int argc, char **argv)
@@ -195,24 +307,11 @@ int main(int argc, char **argv)
     ws_service_block_signals(&stop);
 
     inv_cfg cfg = {0};
-    static const ws_service_defaults defaults = {
-        .db_path = "inventory.db",
-        .rpc_url = "tcp://127.0.0.1:7101",
-        .rpc_help = "where the Inventory RPC service listens",
-        .client_id = "webshop-inventory",
-        .http_port = "7102",
-    };
-    ws_config_option opts[WS_SERVICE_N_OPTIONS + 1];
-    size_t n = ws_service_options(&cfg.svc, &defaults, opts);
-    opts[n++] = (ws_config_option){
-        .name = "catalog",
-        .type = WS_CONFIG_STRING,
-        .def = NULL,
-        .help = "JSON array of products to seed (default: the prototype's two)",
-        .target.str = &cfg.catalog,
-        .metavar = "FILE"};
-    ws_config *c = ws_config_new("webshop-inventory", INV_VERSION,
-                                 "The stock service: reserves stock for orders.", opts, n);
+    ws_config_option opts[WS_SERVICE_N_OPTIONS + INV_N_OWN_OPTIONS];
+    size_t n = main_options(&cfg, opts);
+    ws_config *c =
+        ws_config_new("webshop-inventory", INV_VERSION,
+                      "The stock service: reserves stock for orders.", opts, n);
     if (c == NULL) {
         fprintf(stderr, "webshop-inventory: out of memory\n");
         return 1;
@@ -232,11 +331,13 @@ int main(int argc, char **argv)
         rc = 1;
     } else {
         ws_log_info("started",
-                    "db=%s rpc=%s broker=%s:%d client_id=%s format=%s http=%s:%d",
-                    cfg.svc.db_path, cfg.svc.rpc_url, cfg.svc.broker_host,
+                    "db=%s rpc=%s broker=%s:%d client_id=%s format=%s http=%s:%d"
+                    " orders=%s orphan_after_ms=%lld tombstone_ttl_ms=%lld",
+                    cfg.svc.db_path, ws_rpc_server_url(app.rpc), cfg.svc.broker_host,
                     cfg.svc.broker_port, cfg.svc.client_id,
                     ws_service_format_names[cfg.svc.bus_format], cfg.svc.http_host,
-                    cfg.svc.http_port);
+                    ws_http_port(app.http), cfg.orders_url ? cfg.orders_url : "(off)",
+                    (long long)cfg.orphan_after_ms, (long long)cfg.tombstone_ttl_ms);
         int sig = ws_service_wait(&stop);
         ws_log_info("stopping", "signal=%d", sig);
     }

@@ -3,7 +3,9 @@
  * products (with the stock ever added, so re-seeding can tell moved stock
  * from seeded stock), reservations (one row per order id, whose status is
  * reserved, rejected, released or tombstoned -- a cancel that came before
- * its order) with their items, and the generic outbox table.
+ * its order) with their items, and the generic outbox table. Version 2
+ * adds to each reservation who released it (cancel or orphan sweep) and
+ * whether the order service was seen to know the order.
  */
 #ifndef INV_SCHEMA_H
 #define INV_SCHEMA_H

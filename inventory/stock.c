@@ -1,10 +1,11 @@
 /*
  * Stock reservations (see stock.h). Each public operation is one
  * ws_store_txn whose body reads the order's reservation row first: that row
- * is the idempotency key (one per order id), so a duplicate event finds the
- * decision already taken and only re-queues its outcome. The transaction
- * body has no effect outside the database (the store may retry it), so the
- * outcome struct is rewritten from scratch on every attempt.
+ * is the idempotency key (one per order id, lower case), so a duplicate
+ * event finds the decision already taken and only re-queues what the record
+ * says now. The transaction body has no effect outside the database (the
+ * store may retry it), so the outcome struct is rewritten from scratch on
+ * every attempt. The sweep's steps live in stock_sweep.c.
  */
 #include "stock.h"
 
@@ -14,6 +15,7 @@
 #include <time.h>
 
 #include "outbox.h"
+#include "stock_int.h"
 #include "uuid_text.h"
 
 const ProtobufCMessageDescriptor *const inv_outbox_types[] = {
@@ -26,7 +28,7 @@ const size_t inv_outbox_n_types = sizeof(inv_outbox_types) / sizeof(inv_outbox_t
 /* Longest non-UUID order id still echoed back in an OutOfStock. */
 #define STOCK_ECHO_ID_MAX 64
 
-static int64_t stock_now_ms(void)
+int64_t inv__stock_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -50,8 +52,7 @@ static Webshop__V1__ReservationStatus stock_status_parse(const char *s)
     return WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN;
 }
 
-/* Step a statement that returns no row, then reset it. */
-static ws_err stock_stmt_run(sqlite3_stmt *st)
+ws_err inv__stock_stmt_run(sqlite3_stmt *st)
 {
     ws_err err = ws_err_from_sqlite(sqlite3_step(st));
     sqlite3_reset(st);
@@ -64,27 +65,32 @@ static ws_err stock_exec_cached(ws_store *s, const char *sql)
 {
     sqlite3_stmt *st;
     ws_err err = ws_store_stmt(s, sql, &st);
-    return err == WS_OK ? stock_stmt_run(st) : err;
+    return err == WS_OK ? inv__stock_stmt_run(st) : err;
 }
 
-/* The recorded status and reason of order_id; status RESERVATION_UNKNOWN
- * if there is no row. */
+/* The recorded status and reason of order_id, and whether a release was
+ * the orphan sweep's (*orphan); status RESERVATION_UNKNOWN if there is no
+ * row. */
 static ws_err stock_reservation_find(ws_store *s, const char *order_id,
-                                     Webshop__V1__ReservationStatus *status, char *reason,
-                                     size_t reason_len)
+                                     Webshop__V1__ReservationStatus *status, bool *orphan,
+                                     char *reason, size_t reason_len)
 {
     sqlite3_stmt *st;
     ws_err err = ws_store_stmt(
-        s, "SELECT status, reason FROM reservations WHERE order_id = ?", &st);
+        s, "SELECT status, reason, release_kind FROM reservations WHERE order_id = ?",
+        &st);
     if (err != WS_OK) {
         return err;
     }
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
+    *orphan = false;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *status = stock_status_parse((const char *)sqlite3_column_text(st, 0));
         const char *r = (const char *)sqlite3_column_text(st, 1);
         snprintf(reason, reason_len, "%s", r ? r : "");
+        const char *kind = (const char *)sqlite3_column_text(st, 2);
+        *orphan = kind != NULL && strcmp(kind, "orphan") == 0;
         if (*status == WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN) {
             err = WS_ESTORE; /* a status the CHECK constraint forbids */
         }
@@ -113,11 +119,12 @@ static ws_err stock_reservation_insert(ws_store *s, const char *order_id,
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, stock_status_names[status], -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, reason, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, stock_now_ms());
-    return stock_stmt_run(st);
+    sqlite3_bind_int64(st, 4, inv__stock_now_ms());
+    return inv__stock_stmt_run(st);
 }
 
-static ws_err stock_items_insert(ws_store *s, const Webshop__V1__OrderSent *ev)
+static ws_err stock_items_insert(ws_store *s, const char *order_id,
+                                 const Webshop__V1__OrderSent *ev)
 {
     sqlite3_stmt *st;
     ws_err err = ws_store_stmt(s,
@@ -126,11 +133,11 @@ static ws_err stock_items_insert(ws_store *s, const Webshop__V1__OrderSent *ev)
                                &st);
     for (size_t i = 0; err == WS_OK && i < ev->n_items; i++) {
         const Webshop__V1__OrderItem *it = ev->items[i];
-        sqlite3_bind_text(st, 1, ev->order_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (int64_t)i);
         sqlite3_bind_int(st, 3, it ? it->inventory_id : 0);
         sqlite3_bind_int(st, 4, it ? it->count : 0);
-        err = stock_stmt_run(st);
+        err = inv__stock_stmt_run(st);
     }
     return err;
 }
@@ -158,7 +165,7 @@ static ws_err stock_queue_in_stock(ws_store *s, const char *order_id, size_t *n_
 {
     Webshop__V1__InStock m = WEBSHOP__V1__IN_STOCK__INIT;
     m.order_id = (char *)order_id;
-    ws_err err = ws_outbox_put(s, INV_TOPIC_IN_STOCK, &m.base);
+    ws_err err = ws_outbox_put(s, WEBSHOP_V1_IN_STOCK_TOPIC, &m.base);
     *n_queued += err == WS_OK;
     return err;
 }
@@ -169,7 +176,7 @@ static ws_err stock_queue_out_of_stock(ws_store *s, const char *order_id,
     Webshop__V1__OutOfStock m = WEBSHOP__V1__OUT_OF_STOCK__INIT;
     m.order_id = (char *)order_id;
     m.reason = (char *)reason;
-    ws_err err = ws_outbox_put(s, INV_TOPIC_OUT_OF_STOCK, &m.base);
+    ws_err err = ws_outbox_put(s, WEBSHOP_V1_OUT_OF_STOCK_TOPIC, &m.base);
     *n_queued += err == WS_OK;
     return err;
 }
@@ -194,7 +201,7 @@ static ws_err stock_queue_changed(ws_store *s, const int32_t *ids, size_t n,
         Webshop__V1__StockChanged m = WEBSHOP__V1__STOCK_CHANGED__INIT;
         m.product_id = ids[i];
         m.balance = (int32_t)balance;
-        err = ws_outbox_put(s, INV_TOPIC_STOCK_CHANGED, &m.base);
+        err = ws_outbox_put(s, WEBSHOP_V1_STOCK_CHANGED_TOPIC, &m.base);
         if (err != WS_OK) {
             return err;
         }
@@ -211,8 +218,8 @@ static void stock_items_check(const Webshop__V1__OrderSent *ev, char *reason, si
         snprintf(reason, len, "no items");
         return;
     }
-    if (ev->n_items > INV_MAX_ITEMS) {
-        snprintf(reason, len, "too many items (at most %d)", INV_MAX_ITEMS);
+    if (ev->n_items > WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) {
+        snprintf(reason, len, "too many items (at most %d)", WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS);
         return;
     }
     for (size_t i = 0; i < ev->n_items; i++) {
@@ -221,7 +228,7 @@ static void stock_items_check(const Webshop__V1__OrderSent *ev, char *reason, si
             snprintf(reason, len, "unknown product %d", it ? it->inventory_id : 0);
             return;
         }
-        if (it->count <= 0) {
+        if (it->count < WEBSHOP_V1_ORDER_ITEM_COUNT_MIN || it->count > WEBSHOP_V1_ORDER_ITEM_COUNT_MAX) {
             snprintf(reason, len, "invalid count for product %d", it->inventory_id);
             return;
         }
@@ -247,7 +254,7 @@ static ws_err stock_items_take(ws_store *s, const Webshop__V1__OrderSent *ev,
         const Webshop__V1__OrderItem *it = ev->items[i];
         sqlite3_bind_int(st, 1, it->count);
         sqlite3_bind_int(st, 2, it->inventory_id);
-        err = stock_stmt_run(st);
+        err = inv__stock_stmt_run(st);
         if (err != WS_OK) {
             return err;
         }
@@ -270,6 +277,7 @@ static ws_err stock_items_take(ws_store *s, const Webshop__V1__OrderSent *ev,
 
 typedef struct stock_sent_ctx {
     const Webshop__V1__OrderSent *ev;
+    const char *id; /* ev's order id normalized, or NULL when it is not a UUID */
     inv_order_outcome *out;
 } stock_sent_ctx;
 
@@ -285,18 +293,28 @@ static bool stock_id_echoable(const char *id)
     return n > 0;
 }
 
-/* Re-queue the outcome already recorded for an order. */
-static ws_err stock_outcome_requeue(ws_store *s, const char *order_id,
+/* A duplicate OrderSent: set out->action and re-queue what the record says
+ * now (see the table in stock.h); a release by a cancel queues nothing. */
+static ws_err stock_outcome_requeue(ws_store *s, const char *order_id, bool orphan,
                                     inv_order_outcome *out)
 {
     switch (out->status) {
     case WEBSHOP__V1__RESERVATION_STATUS__RESERVED:
-    case WEBSHOP__V1__RESERVATION_STATUS__RELEASED:
+        out->action = INV_ORDER_DUPLICATE;
         return stock_queue_in_stock(s, order_id, &out->n_queued);
+    case WEBSHOP__V1__RESERVATION_STATUS__RELEASED:
+        if (!orphan) {
+            out->action = INV_ORDER_DUPLICATE_CANCELED;
+            return WS_OK;
+        }
+        out->action = INV_ORDER_DUPLICATE_ORPHAN;
+        return stock_queue_out_of_stock(s, order_id, out->reason, &out->n_queued);
     case WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED:
+        out->action = INV_ORDER_TOMBSTONED;
         snprintf(out->reason, sizeof(out->reason), "canceled");
         return stock_queue_out_of_stock(s, order_id, out->reason, &out->n_queued);
     default:
+        out->action = INV_ORDER_DUPLICATE;
         return stock_queue_out_of_stock(s, order_id, out->reason, &out->n_queued);
     }
 }
@@ -309,7 +327,7 @@ static ws_err stock_sent_txn(ws_store *s, void *arg)
     memset(out, 0, sizeof(*out));
     out->n_items = ev->n_items;
 
-    if (!ws_uuid_valid(ev->order_id)) {
+    if (c->id == NULL) {
         out->action = INV_ORDER_BAD_ID;
         snprintf(out->reason, sizeof(out->reason), "bad order id");
         if (ev->order_id != NULL && stock_id_echoable(ev->order_id)) {
@@ -317,17 +335,17 @@ static ws_err stock_sent_txn(ws_store *s, void *arg)
         }
         return WS_OK;
     }
+    const char *id = c->id;
+    snprintf(out->order_id, sizeof(out->order_id), "%s", id);
 
-    ws_err err = stock_reservation_find(s, ev->order_id, &out->status, out->reason,
+    bool orphan;
+    ws_err err = stock_reservation_find(s, id, &out->status, &orphan, out->reason,
                                         sizeof(out->reason));
     if (err != WS_OK) {
         return err;
     }
     if (out->status != WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN) {
-        out->action = out->status == WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED
-                          ? INV_ORDER_TOMBSTONED
-                          : INV_ORDER_DUPLICATE;
-        return stock_outcome_requeue(s, ev->order_id, out);
+        return stock_outcome_requeue(s, id, orphan, out);
     }
 
     stock_items_check(ev, out->reason, sizeof(out->reason));
@@ -356,21 +374,21 @@ static ws_err stock_sent_txn(ws_store *s, void *arg)
     out->status = reserved ? WEBSHOP__V1__RESERVATION_STATUS__RESERVED
                            : WEBSHOP__V1__RESERVATION_STATUS__REJECTED;
     out->action = reserved ? INV_ORDER_RESERVED : INV_ORDER_REJECTED;
-    err = stock_reservation_insert(s, ev->order_id, out->status, out->reason);
-    if (err == WS_OK && ev->n_items <= INV_MAX_ITEMS) {
-        err = stock_items_insert(s, ev);
+    err = stock_reservation_insert(s, id, out->status, out->reason);
+    if (err == WS_OK && ev->n_items <= WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) {
+        err = stock_items_insert(s, id, ev);
     }
     if (err != WS_OK) {
         return err;
     }
     if (!reserved) {
-        return stock_queue_out_of_stock(s, ev->order_id, out->reason, &out->n_queued);
+        return stock_queue_out_of_stock(s, id, out->reason, &out->n_queued);
     }
-    err = stock_queue_in_stock(s, ev->order_id, &out->n_queued);
+    err = stock_queue_in_stock(s, id, &out->n_queued);
     if (err != WS_OK) {
         return err;
     }
-    int32_t ids[INV_MAX_ITEMS];
+    int32_t ids[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
     for (size_t i = 0; i < ev->n_items; i++) {
         ids[i] = ev->items[i]->inventory_id;
     }
@@ -383,8 +401,10 @@ ws_err inv_stock_order_sent(ws_store *s, const Webshop__V1__OrderSent *ev,
     if (s == NULL || ev == NULL || out == NULL) {
         return WS_EINVAL;
     }
+    char id[WS_UUID_TEXT_LEN];
     inv_order_outcome o;
-    stock_sent_ctx c = {.ev = ev, .out = &o};
+    stock_sent_ctx c = {
+        .ev = ev, .id = ws_uuid_normalize(ev->order_id, id) ? id : NULL, .out = &o};
     ws_err err = ws_store_txn(s, stock_sent_txn, &c);
     if (err != WS_OK) {
         return err;
@@ -402,7 +422,7 @@ typedef struct stock_cancel_ctx {
 static ws_err stock_items_restore(ws_store *s, const char *order_id, int32_t *ids,
                                   size_t *n_ids)
 {
-    int32_t counts[INV_MAX_ITEMS];
+    int32_t counts[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
     size_t n = 0;
     sqlite3_stmt *st;
     ws_err err = ws_store_stmt(s,
@@ -415,7 +435,7 @@ static ws_err stock_items_restore(ws_store *s, const char *order_id, int32_t *id
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == INV_MAX_ITEMS) {
+        if (n == WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) {
             rc = SQLITE_CORRUPT; /* a reserved order never holds more */
             break;
         }
@@ -435,7 +455,7 @@ static ws_err stock_items_restore(ws_store *s, const char *order_id, int32_t *id
     for (size_t i = 0; i < n; i++) {
         sqlite3_bind_int(st, 1, counts[i]);
         sqlite3_bind_int(st, 2, ids[i]);
-        err = stock_stmt_run(st);
+        err = inv__stock_stmt_run(st);
         if (err != WS_OK) {
             return err;
         }
@@ -447,14 +467,55 @@ static ws_err stock_items_restore(ws_store *s, const char *order_id, int32_t *id
     return WS_OK;
 }
 
+ws_err inv__stock_release(ws_store *s, const char *order_id, const char *kind,
+                          const char *reason, int64_t now_ms, size_t *n_items,
+                          size_t *n_queued)
+{
+    int32_t ids[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
+    size_t n = 0;
+    ws_err err = stock_items_restore(s, order_id, ids, &n);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_stmt *st;
+    err = ws_store_stmt(s,
+                        "UPDATE reservations SET status = 'released', release_kind = ?1,"
+                        " reason = ?2, updated_ms = ?3"
+                        " WHERE order_id = ?4 AND status = 'reserved'",
+                        &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, reason ? reason : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms);
+    sqlite3_bind_text(st, 4, order_id, -1, SQLITE_STATIC);
+    err = inv__stock_stmt_run(st);
+    if (err != WS_OK) {
+        return err;
+    }
+    if (sqlite3_changes(ws_store_db(s)) != 1) {
+        return WS_ESTORE; /* the caller checked it is held: rolls back */
+    }
+    size_t queued = 0;
+    err = stock_queue_changed(s, ids, n, &queued);
+    if (err == WS_OK) {
+        *n_items = n;
+        *n_queued += queued;
+    }
+    return err;
+}
+
 static ws_err stock_cancel_txn(ws_store *s, void *arg)
 {
     stock_cancel_ctx *c = arg;
     inv_cancel_outcome *out = c->out;
     memset(out, 0, sizeof(*out));
+    snprintf(out->order_id, sizeof(out->order_id), "%s", c->order_id);
     char reason[INV_REASON_LEN];
-    ws_err err =
-        stock_reservation_find(s, c->order_id, &out->status, reason, sizeof(reason));
+    bool orphan;
+    ws_err err = stock_reservation_find(s, c->order_id, &out->status, &orphan, reason,
+                                        sizeof(reason));
     if (err != WS_OK) {
         return err;
     }
@@ -467,39 +528,26 @@ static ws_err stock_cancel_txn(ws_store *s, void *arg)
         out->action = INV_CANCEL_NOOP;
         return WS_OK;
     }
-    int32_t ids[INV_MAX_ITEMS];
-    size_t n = 0;
-    err = stock_items_restore(s, c->order_id, ids, &n);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_stmt *st;
-    err = ws_store_stmt(s,
-                        "UPDATE reservations SET status = 'released', updated_ms = ?"
-                        " WHERE order_id = ?",
-                        &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_int64(st, 1, stock_now_ms());
-    sqlite3_bind_text(st, 2, c->order_id, -1, SQLITE_STATIC);
-    err = stock_stmt_run(st);
+    size_t n_items = 0;
+    err = inv__stock_release(s, c->order_id, "canceled", "", inv__stock_now_ms(),
+                             &n_items, &out->n_queued);
     if (err != WS_OK) {
         return err;
     }
     out->action = INV_CANCEL_RELEASED;
     out->status = WEBSHOP__V1__RESERVATION_STATUS__RELEASED;
-    return stock_queue_changed(s, ids, n, &out->n_queued);
+    return WS_OK;
 }
 
 ws_err inv_stock_order_canceled(ws_store *s, const Webshop__V1__OrderCanceled *ev,
                                 inv_cancel_outcome *out)
 {
-    if (s == NULL || ev == NULL || out == NULL || !ws_uuid_valid(ev->order_id)) {
+    char id[WS_UUID_TEXT_LEN];
+    if (s == NULL || ev == NULL || out == NULL || !ws_uuid_normalize(ev->order_id, id)) {
         return WS_EINVAL;
     }
     inv_cancel_outcome o;
-    stock_cancel_ctx c = {.order_id = ev->order_id, .out = &o};
+    stock_cancel_ctx c = {.order_id = id, .out = &o};
     ws_err err = ws_store_txn(s, stock_cancel_txn, &c);
     if (err == WS_OK) {
         *out = o;
@@ -643,10 +691,11 @@ static ws_err stock_reservation_items_load(ws_store *s, const char *order_id,
     return err;
 }
 
-ws_err inv_stock_reservation(ws_store *s, const char *order_id,
+ws_err inv_stock_reservation(ws_store *s, const char *order_id_in,
                              Webshop__V1__GetReservationResponse **out)
 {
-    if (!ws_uuid_valid(order_id)) {
+    char order_id[WS_UUID_TEXT_LEN];
+    if (!ws_uuid_normalize(order_id_in, order_id)) {
         return WS_EINVAL;
     }
     Webshop__V1__GetReservationResponse *r = malloc(sizeof(*r));
@@ -657,9 +706,11 @@ ws_err inv_stock_reservation(ws_store *s, const char *order_id,
     r->order_id = strdup(order_id);
     char reason[INV_REASON_LEN];
     Webshop__V1__ReservationStatus status;
+    bool orphan;
     ws_err err = r->order_id ? WS_OK : WS_ENOMEM;
     if (err == WS_OK) {
-        err = stock_reservation_find(s, order_id, &status, reason, sizeof(reason));
+        err =
+            stock_reservation_find(s, order_id, &status, &orphan, reason, sizeof(reason));
     }
     if (err == WS_OK && reason[0] != '\0') {
         r->reason = strdup(reason);

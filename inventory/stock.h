@@ -2,19 +2,70 @@
  * The inventory's domain: stock reservations on a ws_store, each decision in
  * one SQLite transaction together with the events it queues in the outbox.
  *
+ * Order ids: any case is accepted and means the same order; every id that
+ * comes in (OrderSent, OrderCanceled, GetReservation) is normalized with
+ * ws_uuid_normalize, and the lower-case form is what is stored, published
+ * and answered. An upper-case OrderSent and a lower-case OrderCanceled of the
+ * same UUID hit the same record.
+ *
  * OrderSent reserves every item or none: each decrement is the statement
  * `UPDATE products SET balance = balance - n WHERE id = ? AND balance >= n`,
  * so two orders racing for the last units can never oversell, and a failed
  * item rolls back the items before it (a savepoint). The outcome is recorded
  * under the order id and InStock or OutOfStock is queued, plus one
- * StockChanged per product whose balance moved. A repeated OrderSent
- * re-queues the recorded outcome and changes nothing else.
+ * StockChanged per product whose balance moved.
+ *
+ * A repeated OrderSent changes nothing and re-queues the *current* state of
+ * the record, never a stale outcome:
+ *   reserved                 -> InStock
+ *   rejected                 -> OutOfStock with the recorded reason
+ *   released by a cancel     -> nothing at all (the order is canceled; no
+ *                               event may say it is in stock)
+ *   released as an orphan    -> OutOfStock "reservation released: the order
+ *                               service did not know the order within N s"
+ *   tombstoned               -> OutOfStock "canceled"; never reserved
  *
  * OrderCanceled releases a reservation exactly once, restoring the balances
  * (StockChanged queued). A cancel for an order not seen yet leaves a
  * tombstone: a later OrderSent for that id is never reserved; it gets an
  * OutOfStock with reason "canceled", so every OrderSent has an outcome (the
  * order service ranks CANCELED above UNSUCCESSFUL, so this is harmless).
+ *
+ * Tombstones are bounded in time: inv_stock_tombstones_expire (run by the
+ * sweeper, inventory/sweeper.h, with --tombstone-ttl, default 24 h) deletes
+ * tombstones older than the bound. Consequence: a cancel older than the
+ * bound whose order never came is forgotten; if that order's OrderSent
+ * arrives later still, it is reserved like a new order. Tombstones exist
+ * only for bus races (a cancel overtaking its order by milliseconds to
+ * seconds), so a day is far beyond any real race, and the order service's
+ * cancel recovery re-sends OrderCanceled for a canceled order until
+ * GetReservation shows nothing held.
+ *
+ * Orphan reservations (an OrderSent the inventory got and the order service
+ * never recorded, e.g. lost with a killed broker) are found by the sweep:
+ * inv_stock_orphan_candidates lists reservations still held, not yet
+ * confirmed, and older than orphan_after_ms (--orphan-after-ms, default
+ * 120 s); the sweeper asks Orders.GetOrder for each, outside any
+ * transaction, and inv_stock_orphan_settle applies the answer: found ->
+ * confirmed (never asked again); NOT_FOUND -> released in one transaction
+ * exactly as a cancel releases (balances restored, StockChanged queued),
+ * recorded as release kind "orphan" with the reason above; no answer ->
+ * left for the next pass.
+ *
+ * Why this cannot release an order that got 201: the front answers 201 only
+ * after the order service committed the order, and it waits for that commit
+ * for at most its bounded wait (about 2 s) after publishing the OrderSent,
+ * which is before the inventory reserved it. A reservation older than the
+ * bound therefore belongs to an order that, if it got 201, was committed
+ * before the question is asked, and GetOrder finds it (rows the order
+ * service created from an outcome event are found too). orphan_after_ms must
+ * stay well above the front's wait; 120 s is 60 times the default. An order
+ * whose OrderSent reached the order service only after the bound (it got
+ * 202, or was lost and re-POSTed late) finds its reservation released: the
+ * order service's re-sent OrderSent is a duplicate here and gets the
+ * OutOfStock above, so the order ends UNSUCCESSFUL and the stock stays
+ * consistent. GetReservation answers such a record RELEASED with that
+ * reason (a cancel's release has an empty reason).
  *
  * Invariant for every product at every moment:
  * balance + items held by reservations in status reserved = stock_added.
@@ -31,18 +82,14 @@
 #include <stdint.h>
 
 #include "store.h"
+#include "uuid_text.h"
+#include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/inventory.pb-c.h"
+#include "webshop/v1/order.facts.h"
 
-/* Topics the inventory publishes (through its outbox) and consumes. */
-#define INV_TOPIC_ORDER_SENT     "public-front/order-send"
-#define INV_TOPIC_ORDER_CANCELED "order/order-canceled"
-#define INV_TOPIC_IN_STOCK       "inventory/on-stock"
-#define INV_TOPIC_OUT_OF_STOCK   "inventory/out-of-stock"
-#define INV_TOPIC_STOCK_CHANGED  "inventory/stock-changed"
-
-/* Most items one order may hold; a larger order is rejected. */
-#define INV_MAX_ITEMS 100
+/* Topics (events.facts.h) and an order's limits (order.facts.h) come from
+ * the contract: WEBSHOP_V1_*_TOPIC, WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, ... */
 
 /* Room for a rejection reason. */
 #define INV_REASON_LEN 96
@@ -53,19 +100,28 @@ extern const size_t inv_outbox_n_types;
 
 /* What handling one OrderSent did. */
 typedef enum inv_order_action {
-    INV_ORDER_RESERVED,   /* every item reserved now; InStock queued */
-    INV_ORDER_REJECTED,   /* rejected now, nothing held; OutOfStock queued */
-    INV_ORDER_DUPLICATE,  /* already decided; the recorded outcome re-queued */
-    INV_ORDER_TOMBSTONED, /* canceled before it came; OutOfStock "canceled" */
-    INV_ORDER_BAD_ID,     /* the order id is not a UUID: nothing recorded;
-                             OutOfStock "bad order id" queued if the id is
-                             printable and at most 64 bytes, else nothing */
+    INV_ORDER_RESERVED,           /* every item reserved now; InStock queued */
+    INV_ORDER_REJECTED,           /* rejected now, nothing held; OutOfStock queued */
+    INV_ORDER_DUPLICATE,          /* already reserved or rejected: that outcome
+                                     re-queued (InStock, or OutOfStock + reason) */
+    INV_ORDER_TOMBSTONED,         /* canceled before it came; OutOfStock "canceled" */
+    INV_ORDER_BAD_ID,             /* the order id is not a UUID: nothing recorded;
+                                     OutOfStock "bad order id" queued if the id is
+                                     printable and at most 64 bytes, else nothing */
+    INV_ORDER_DUPLICATE_CANCELED, /* released by a cancel: nothing queued */
+    INV_ORDER_DUPLICATE_ORPHAN,   /* released as an orphan: OutOfStock with
+                                     the release reason queued */
 } inv_order_action;
+
+/* Number of inv_order_action values, for tables indexed by them. */
+#define INV_ORDER_N_ACTIONS 7
 
 typedef struct inv_order_outcome {
     inv_order_action action;
     Webshop__V1__ReservationStatus status; /* recorded status after the call */
     char reason[INV_REASON_LEN];           /* rejection reason, "" otherwise */
+    char order_id[WS_UUID_TEXT_LEN];       /* the id as stored (lower case);
+                                              "" for INV_ORDER_BAD_ID */
     size_t n_items;
     size_t n_queued; /* events queued in the outbox */
 } inv_order_outcome;
@@ -77,9 +133,13 @@ typedef enum inv_cancel_action {
     INV_CANCEL_NOOP,       /* already released, tombstoned, or rejected */
 } inv_cancel_action;
 
+/* Number of inv_cancel_action values. */
+#define INV_CANCEL_N_ACTIONS 3
+
 typedef struct inv_cancel_outcome {
     inv_cancel_action action;
     Webshop__V1__ReservationStatus status; /* recorded status after the call */
+    char order_id[WS_UUID_TEXT_LEN];       /* the id as stored (lower case) */
     size_t n_queued;
 } inv_cancel_outcome;
 
@@ -104,9 +164,10 @@ ws_err inv_stock_catalog(ws_store *s, Webshop__V1__GetCatalogResponse **out /* O
 /* One product, allocated as above. WS_ENOTFOUND for an unknown id. */
 ws_err inv_stock_product(ws_store *s, int32_t id, Webshop__V1__Product **out /* OUT */);
 
-/* What the inventory decided for order_id, allocated as above: status
- * RESERVATION_UNKNOWN with no items for an order never seen. WS_EINVAL for
- * an order id that is not a UUID. */
+/* What the inventory decided for order_id (any case; the answer carries
+ * the lower-case id), allocated as above: status RESERVATION_UNKNOWN with
+ * no items for an order never seen; reason set for a rejection or an
+ * orphan release. WS_EINVAL for an order id that is not a UUID. */
 ws_err inv_stock_reservation(ws_store *s, const char *order_id,
                              Webshop__V1__GetReservationResponse **out /* OUT */);
 
@@ -115,5 +176,66 @@ ws_err inv_stock_reservation(ws_store *s, const char *order_id,
  * WS_ENOTFOUND for an unknown product. */
 ws_err inv_stock_levels(ws_store *s, int32_t product_id, int64_t *balance /* OUT */,
                         int64_t *held /* OUT */, int64_t *added /* OUT */);
+
+/* ---- the sweep's domain steps (called by inventory/sweeper.c) --------- */
+
+/* One reservation the orphan sweep should ask the order service about. */
+typedef struct inv_orphan_candidate {
+    char order_id[WS_UUID_TEXT_LEN];
+    int64_t created_ms; /* when it was reserved (wall clock, ms) */
+} inv_orphan_candidate;
+
+/* Write into out[0..limit) the reservations still held (status reserved),
+ * not confirmed, and reserved at or before now_ms - orphan_after_ms, oldest
+ * first; *n (OUT) how many. Reads only. WS_EINVAL for a negative bound. */
+ws_err inv_stock_orphan_candidates(ws_store *s, int64_t now_ms, int64_t orphan_after_ms,
+                                   inv_orphan_candidate *out /* OUT */, size_t limit,
+                                   size_t *n /* OUT */);
+
+/* What the order service answered about an order. */
+typedef enum inv_order_lookup {
+    INV_LOOKUP_FOUND,     /* GetOrder answered the order */
+    INV_LOOKUP_NOT_FOUND, /* GetOrder answered NOT_FOUND */
+    INV_LOOKUP_FAILED,    /* no answer: unavailable, deadline, any other error */
+} inv_order_lookup;
+
+/* What settling one candidate did. */
+typedef enum inv_orphan_action {
+    INV_ORPHAN_CONFIRMED, /* the order service knows it: marked confirmed */
+    INV_ORPHAN_RELEASED,  /* it does not: released as an orphan */
+    INV_ORPHAN_LEFT,      /* no answer: left for the next pass */
+    INV_ORPHAN_SKIPPED,   /* no longer a held, unconfirmed reservation older
+                             than the bound (canceled meanwhile, already
+                             settled, or too young): nothing done */
+} inv_orphan_action;
+
+typedef struct inv_orphan_outcome {
+    inv_orphan_action action;
+    char reason[INV_REASON_LEN]; /* the recorded release reason, "" otherwise */
+    size_t n_items;              /* items whose stock came back (released) */
+    size_t n_queued;             /* StockChanged events queued */
+} inv_orphan_outcome;
+
+/* Apply the order service's answer about order_id -- the id exactly as
+ * inv_stock_orphan_candidates listed it (a record kept from before the id
+ * rule may be stored in upper case: see schema.c) -- in one transaction
+ * that re-checks the record first (status reserved, not confirmed, reserved
+ * at or before now_ms - orphan_after_ms; otherwise INV_ORPHAN_SKIPPED):
+ * FOUND marks it confirmed; NOT_FOUND releases it as a cancel would
+ * (balances restored, StockChanged queued) with release kind "orphan" and
+ * the reason "reservation released: the order service did not know the
+ * order within N s" (orphan_after_ms written as s, or ms when not whole
+ * seconds); FAILED changes nothing. *out (OUT) says what happened.
+ * WS_EINVAL for a bad id or bound; store errors with nothing changed. */
+ws_err inv_stock_orphan_settle(ws_store *s, const char *order_id, inv_order_lookup found,
+                               int64_t now_ms, int64_t orphan_after_ms,
+                               inv_orphan_outcome *out /* OUT */);
+
+/* Delete at most limit tombstones recorded at or before now_ms - ttl_ms
+ * (oldest first) in one transaction; *n_expired (OUT) how many. The id is
+ * then forgotten: see the file comment for what that means. WS_EINVAL for
+ * a negative ttl. */
+ws_err inv_stock_tombstones_expire(ws_store *s, int64_t now_ms, int64_t ttl_ms,
+                                   size_t limit, size_t *n_expired /* OUT */);
 
 #endif

@@ -340,7 +340,8 @@ static int config_parse_int(const ws_config_option *o, const char *s, config_val
     return 0;
 }
 
-static int config_parse_port_text(const char *s, size_t n, int64_t *port)
+/* A decimal port 1..65535, or 0..65535 when zero_ok. */
+static int config_parse_port_text(const char *s, size_t n, int64_t *port, bool zero_ok)
 {
     int64_t x = 0;
     if (n == 0 || n > 5) {
@@ -352,7 +353,7 @@ static int config_parse_port_text(const char *s, size_t n, int64_t *port)
         }
         x = x * 10 + (s[i] - '0');
     }
-    if (x < 1 || x > 65535) {
+    if (x < (zero_ok ? 0 : 1) || x > 65535 || (x == 0 && n != 1)) {
         return -1;
     }
     *port = x;
@@ -362,9 +363,10 @@ static int config_parse_port_text(const char *s, size_t n, int64_t *port)
 static int config_parse_port(const ws_config_option *o, const char *s, config_value *v,
                              char *what, size_t cap)
 {
-    (void)o;
-    snprintf(what, cap, "a port number 1..65535");
-    return config_parse_port_text(s, strlen(s), &v->i64);
+    bool zero_ok = (o->flags & WS_CONFIG_LISTEN) != 0;
+    snprintf(what, cap, zero_ok ? "a port number 0..65535 (0: any free port)"
+                                : "a port number 1..65535");
+    return config_parse_port_text(s, strlen(s), &v->i64, zero_ok);
 }
 
 static int config_parse_bool(const ws_config_option *o, const char *s, config_value *v,
@@ -567,7 +569,8 @@ static int config_host_loopback(const char *h, size_t n)
 }
 
 /* Split "host:port" (n bytes); -1 if malformed. */
-static int config_split_hostport(const char *s, size_t n, size_t *hostlen, int64_t *port)
+static int config_split_hostport(const char *s, size_t n, size_t *hostlen, int64_t *port,
+                                 bool zero_ok)
 {
     const char *colon = NULL;
     for (size_t i = n; i > 0; i--) {
@@ -581,7 +584,7 @@ static int config_split_hostport(const char *s, size_t n, size_t *hostlen, int64
     }
     size_t hl = (size_t)(colon - s);
     if (!config_host_valid(s, hl) ||
-        config_parse_port_text(colon + 1, n - hl - 1, port) != 0) {
+        config_parse_port_text(colon + 1, n - hl - 1, port, zero_ok) != 0) {
         return -1;
     }
     *hostlen = hl;
@@ -592,7 +595,7 @@ int ws_config_hostport_split(const char *hp, char *host, size_t host_len, int *p
 {
     size_t hl;
     int64_t p;
-    if (hp == NULL || config_split_hostport(hp, strlen(hp), &hl, &p) != 0) {
+    if (hp == NULL || config_split_hostport(hp, strlen(hp), &hl, &p, false) != 0) {
         return -1;
     }
     const char *h = hp;
@@ -616,7 +619,7 @@ static int config_parse_hostport(const ws_config_option *o, const char *s,
     size_t hl;
     int64_t port;
     snprintf(what, cap, "host:port with a port 1..65535 (like 127.0.0.1:8080)");
-    if (config_split_hostport(s, strlen(s), &hl, &port) != 0) {
+    if (config_split_hostport(s, strlen(s), &hl, &port, false) != 0) {
         return -1;
     }
     v->str = strdup(s);
@@ -659,7 +662,8 @@ static int config_parse_url(const ws_config_option *o, const char *s, config_val
         size_t n = strcspn(rest, "/?#");
         size_t hl;
         int64_t port;
-        if (config_split_hostport(rest, n, &hl, &port) != 0) {
+        if (config_split_hostport(rest, n, &hl, &port,
+                                  (o->flags & WS_CONFIG_LISTEN) != 0) != 0) {
             return -1;
         }
         if (rest[n] != '\0' && strncmp(s, "tcp", 3) == 0) {
@@ -709,7 +713,8 @@ static int config_value_loopback(const ws_config_option *o, const char *s)
     size_t n = strcspn(hp, "/?#");
     size_t hl;
     int64_t port;
-    return config_split_hostport(hp, n, &hl, &port) == 0 && config_host_loopback(hp, hl);
+    return config_split_hostport(hp, n, &hl, &port, (o->flags & WS_CONFIG_LISTEN) != 0) == 0 &&
+           config_host_loopback(hp, hl);
 }
 
 /* ---- usage ---- */

@@ -45,7 +45,7 @@
 typedef enum ws_config_type {
     WS_CONFIG_STRING,   /* target.str; any text */
     WS_CONFIG_INT,      /* target.i64; decimal, optional sign; min..max if min < max */
-    WS_CONFIG_PORT,     /* target.i; 1..65535 */
+    WS_CONFIG_PORT,     /* target.i; 1..65535 (0..65535 with WS_CONFIG_LISTEN) */
     WS_CONFIG_BOOL,     /* target.b; true/false, yes/no, on/off, 1/0; "--x" alone is
                            true, "--no-x" false; never takes the next argument */
     WS_CONFIG_ENUM,     /* target.i = index into choices (NULL-terminated) */
@@ -69,6 +69,9 @@ enum {
     WS_CONFIG_SECRET = 1u << 1,
     /* No default: the option must be given. */
     WS_CONFIG_REQUIRED = 1u << 2,
+    /* A PORT or URL option naming where a server listens: port 0 is
+     * accepted, meaning any free port (the server logs the one it got). */
+    WS_CONFIG_LISTEN = 1u << 3,
 };
 
 #define WS_CONFIG_FILE_MAX 4096

@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,22 @@ struct ws_http {
     ws_metrics *metrics; /* for ws_http_route_basics; not owned */
     bool (*ready)(void *ctx); /* for /readyz; NULL = always ready */
     void *ready_ctx;
+    atomic_bool serving; /* set by ws_http_serve; until then every request is 503 */
 };
+
+/* civetweb accepts connections from mg_start on, but routes can only be
+ * registered on the running context: a request in between would get
+ * civetweb's own plain-text 404. Until ws_http_serve, answer it ourselves. */
+static int http_begin_request(struct mg_connection *conn)
+{
+    ws_http *h = mg_get_user_data(mg_get_context(conn));
+    if (h == NULL || atomic_load(&h->serving)) {
+        return 0; /* civetweb dispatches to the routes */
+    }
+    ws_http_reply_error(conn, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
+                        "starting: try again in a moment");
+    return 503; /* handled, with this status */
+}
 
 static int http_log_message(const struct mg_connection *conn, const char *message)
 {
@@ -136,6 +152,11 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     options[n++] = "16384";
     options[n++] = "enable_directory_listing";
     options[n++] = "no";
+    /* Nagle off on accepted connections (civetweb's default is on): a reply
+     * written in two pieces, or an SSE event after a quiet spell, would
+     * otherwise wait for the client's delayed ACK (~40 ms). */
+    options[n++] = "tcp_nodelay";
+    options[n++] = "1";
     char pem_path[64];
     int pem_fd = -1;
     if (tls && !http_tls_compat_load()) {
@@ -169,6 +190,8 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof(cb));
     cb.log_message = http_log_message;
+    cb.begin_request = http_begin_request;
+    atomic_init(&h->serving, false);
     mg_init_library(tls ? MG_FEATURES_TLS : 0);
     h->ctx = mg_start(&cb, h, options);
     if (pem_fd >= 0) {
@@ -183,8 +206,17 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     struct mg_server_port sp[4];
     int np = mg_get_server_ports(h->ctx, 4, sp);
     h->port = np > 0 ? sp[0].port : opts->port;
+    /* The one line that says where the server is: tests and launchers that
+     * asked for port 0 read the port from it. */
+    ws_log_info("http_listening", v6 ? "url=%s://[%s]:%d" : "url=%s://%s:%d",
+                tls ? "https" : "http", host, h->port);
     *out = h;
     return WS_OK;
+}
+
+void ws_http_serve(ws_http *h)
+{
+    atomic_store(&h->serving, true);
 }
 
 void ws_http_route(ws_http *h, const char *uri, ws_http_handler_fn fn, void *ctx)

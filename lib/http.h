@@ -35,9 +35,19 @@ typedef struct ws_http_opts {
 /* Handler for one URI prefix: return the HTTP status sent (for logs). */
 typedef int (*ws_http_handler_fn)(struct mg_connection *conn, void *ctx);
 
-/* Start serving. Routes can be added before or after. WS_EUNAVAIL when the
- * port cannot be bound, WS_EINVAL on a bad option (e.g. unreadable cert). */
+/* Start serving. Routes can be added before or after. Once listening, one
+ * line at info level names the address, with the port actually bound (the
+ * one to read after asking for port 0):
+ *   event=http_listening url=http://127.0.0.1:PORT     (https with TLS)
+ * WS_EUNAVAIL when the port cannot be bound, WS_EINVAL on a bad option
+ * (e.g. unreadable cert). */
 ws_err ws_http_open(const ws_http_opts *opts, ws_http **out /* OUT */);
+
+/* Start answering through the routes. From ws_http_open until this call
+ * every request is answered 503 {"code":"UNAVAILABLE"} with Retry-After
+ * (civetweb listens before routes can be added). Call it once every route
+ * is installed. Any thread; idempotent. */
+void ws_http_serve(ws_http *h);
 
 /* Route every request whose URI starts with uri (civetweb's rules: "/order"
  * also matches "/order/..."; a trailing "$" makes it exact) to fn. */

@@ -80,6 +80,7 @@ struct ws_rpc_call {
 
 struct ws_rpc_server {
     char *url;
+    char *bound_url; /* owned; set by start: url with the port actually bound */
     int n_ctxs;
     int n_workers;        /* 0 when inline_handlers */
     bool inline_handlers; /* handlers run in the aio callback */
@@ -678,6 +679,54 @@ static ws_err rpc_server_err_from_nng(int rv)
     }
 }
 
+/* url with its port replaced by port: "tcp://127.0.0.1:0" and 4242 give
+ * "tcp://127.0.0.1:4242" (the port follows the last ':' of a tcp URL, also
+ * after "[::1]"). Returns a malloc'ed string, or NULL when out of memory. */
+static char *rpc_server_url_with_port(const char *url, int port)
+{
+    const char *colon = strrchr(url, ':');
+    const char *sep = strstr(url, "://");
+    size_t keep = (colon != NULL && sep != NULL && colon > sep + 2)
+                      ? (size_t)(colon - url)
+                      : strlen(url);
+    size_t cap = keep + 16;
+    char *s = malloc(cap);
+    if (s != NULL) {
+        snprintf(s, cap, "%.*s:%d", (int)keep, url, port);
+    }
+    return s;
+}
+
+/* Listen on srv->url and record in srv->bound_url where: for tcp, with the
+ * port the kernel chose when the URL asked for port 0. Nagle is turned off
+ * on tcp listeners (nng's default, set here so it cannot silently change):
+ * an answer is one small write that must not wait for the caller's delayed
+ * ACK. Returns 0 or an nng error. */
+static int rpc_server_listen(ws_rpc_server *srv)
+{
+    nng_listener l;
+    int rv = nng_listener_create(&l, srv->sock, srv->url);
+    if (rv != 0) {
+        return rv;
+    }
+    bool tcp = strncmp(srv->url, "tcp", 3) == 0;
+    if (tcp && (rv = nng_listener_set_bool(l, NNG_OPT_TCP_NODELAY, true)) != 0) {
+        nng_listener_close(l);
+        return rv;
+    }
+    if ((rv = nng_listener_start(l, 0)) != 0) {
+        nng_listener_close(l);
+        return rv;
+    }
+    int port = 0;
+    if (tcp && nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port) == 0) {
+        srv->bound_url = rpc_server_url_with_port(srv->url, port);
+    } else {
+        srv->bound_url = strdup(srv->url);
+    }
+    return srv->bound_url != NULL ? 0 : NNG_ENOMEM; /* the socket's close ends l */
+}
+
 ws_err ws_rpc_server_start(ws_rpc_server *srv)
 {
     int rv;
@@ -714,7 +763,7 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
             goto fail;
         }
     }
-    if ((rv = nng_listen(srv->sock, srv->url, NULL, 0)) != 0) {
+    if ((rv = rpc_server_listen(srv)) != 0) {
         ws_log_error("rpc_server_listen_failed", "url=%s err=%s", srv->url,
                      nng_strerror(rv));
         goto fail;
@@ -726,8 +775,10 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
         srv->ctxs[i].state = RPC_SERVER_CTX_RECV;
         nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
     }
-    ws_log_info("rpc_server_listening", "url=%s contexts=%d workers=%d inline=%d",
-                srv->url, srv->n_ctxs, srv->n_workers, srv->inline_handlers);
+    /* The one line that says where the server is: tests and launchers that
+     * asked for port 0 read the port from it. */
+    ws_log_info("rpc_listening", "url=%s contexts=%d workers=%d inline=%d",
+                srv->bound_url, srv->n_ctxs, srv->n_workers, srv->inline_handlers);
     return WS_OK;
 
 fail:
@@ -792,7 +843,13 @@ void ws_rpc_server_close(ws_rpc_server *srv)
     pthread_cond_destroy(&srv->done_cv);
     pthread_mutex_destroy(&srv->mu);
     free(srv->url);
+    free(srv->bound_url);
     free(srv);
+}
+
+const char *ws_rpc_server_url(const ws_rpc_server *srv)
+{
+    return srv->bound_url != NULL ? srv->bound_url : srv->url;
 }
 
 /* ------------------------------------------------------------------ calls */

@@ -59,9 +59,17 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out /*
 ws_err ws_rpc_server_register(ws_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
                               const ws_rpc_handler_fn *handlers, void *ctx);
 
-/* Listen on the URL and start serving. WS_EUNAVAIL if the address cannot
- * be bound (in use). */
+/* Listen on the URL and start serving. A tcp URL may ask for port 0 (any
+ * free port); the port bound is in ws_rpc_server_url() and in the line
+ * logged once listening, at info level:
+ *   event=rpc_listening url=tcp://127.0.0.1:PORT contexts=.. workers=.. inline=..
+ * WS_EUNAVAIL if the address cannot be bound (in use). */
 ws_err ws_rpc_server_start(ws_rpc_server *srv);
+
+/* The URL the server listens on: after a successful start, the URL with the
+ * port actually bound (tcp://127.0.0.1:0 becomes tcp://127.0.0.1:41234);
+ * before, the URL it was opened with. Owned by srv, valid until close. */
+const char *ws_rpc_server_url(const ws_rpc_server *srv);
 
 /* Stop accepting, let in-flight handlers finish, close the socket, free.
  * srv may be NULL. Must not be called from a handler. */

@@ -33,3 +33,15 @@ bool ws_uuid_canonical(const char *s)
 {
     return uuid_text_valid(s, true);
 }
+
+bool ws_uuid_normalize(const char *s, char out[WS_UUID_TEXT_LEN])
+{
+    if (!ws_uuid_valid(s)) {
+        return false;
+    }
+    for (int i = 0; i < WS_UUID_TEXT_LEN; i++) {
+        char c = s[i];
+        out[i] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+    }
+    return true;
+}

@@ -76,7 +76,7 @@ static ws_rpc_code api_get_order(void *ctx, const Webshop__V1__GetOrderRequest *
     api_reader_give(r);
     if (err != WS_OK) {
         return api_code(err, call,
-                        err == WS_EINVAL ? "id: expected a lowercase UUID"
+                        err == WS_EINVAL ? "id: expected a UUID (8-4-4-4-12 hex digits)"
                                          : "order not found");
     }
     Webshop__V1__GetOrderResponse *out = malloc(sizeof *out);

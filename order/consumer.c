@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "uuid_text.h"
 
 typedef enum consumer_kind {
     KIND_SENT,
@@ -26,13 +27,14 @@ typedef enum consumer_kind {
 } consumer_kind;
 
 static const char *const consumer_topics[KIND__N] = {
-    ORDER_TOPIC_ORDER_SEND, ORDER_TOPIC_ORDER_CANCEL, ORDER_TOPIC_IN_STOCK,
-    ORDER_TOPIC_OUT_OF_STOCK};
+    WEBSHOP_V1_ORDER_SENT_TOPIC, WEBSHOP_V1_CANCEL_ORDER_TOPIC, WEBSHOP_V1_IN_STOCK_TOPIC,
+    WEBSHOP_V1_OUT_OF_STOCK_TOPIC};
 
 typedef struct consumer_sub {
     order_consumer *c;
     consumer_kind kind;
     ws_counter *ok, *duplicate, *invalid, *failed;
+    ws_counter *checks; /* outcomes that marked the order for a check */
 } consumer_sub;
 
 struct order_consumer {
@@ -115,15 +117,21 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
                      ws_errname(err));
         return err;
     }
-    bool changed = eff.created || eff.items_filled || eff.old_status != eff.new_status;
+    bool changed = eff.created || eff.items_filled || eff.revealed ||
+                   eff.old_status != eff.new_status;
     ws_counter_inc(changed ? sub->ok : sub->duplicate);
-    ws_log_info(
-        "order_event",
-        "topic=%s order_id=%s from=%s to=%s created=%d items_filled=%d conflict=%d "
-        "queued=%u json=%d redelivered=%d",
-        info->topic, id, eff.created ? "NONE" : orders_status_name(eff.old_status),
-        orders_status_name(eff.new_status), eff.created, eff.items_filled, eff.conflict,
-        eff.queued, info->json, info->redelivered);
+    if (eff.check) {
+        ws_counter_inc(sub->checks); /* NULL (ignored) but for outcomes */
+    }
+    char norm[WS_UUID_TEXT_LEN];
+    ws_log_info("order_event",
+                "topic=%s order_id=%s from=%s to=%s created=%d tombstone=%d revealed=%d "
+                "items_filled=%d conflict=%d check=%d queued=%u json=%d redelivered=%d",
+                info->topic, ws_uuid_normalize(id, norm) ? norm : id,
+                eff.created ? "NONE" : orders_status_name(eff.old_status),
+                orders_status_name(eff.new_status), eff.created, eff.tombstone,
+                eff.revealed, eff.items_filled, eff.conflict, eff.check, eff.queued,
+                info->json, info->redelivered);
     if (eff.queued > 0 && c->opts.queued != NULL) {
         if (c->in_group) {
             c->kick_owed = true;
@@ -164,6 +172,14 @@ ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out
         snprintf(labels, sizeof labels, "topic=\"%s\",result=\"failed\"",
                  consumer_topics[k]);
         s->failed = ws_counter_get(m, "webshop_order_events_total", help, labels);
+        if (k == KIND_IN || k == KIND_OUT) {
+            snprintf(labels, sizeof labels, "topic=\"%s\"", consumer_topics[k]);
+            s->checks = ws_counter_get(
+                m, "webshop_order_outcome_checks_due_total",
+                "Outcomes applied to an order due for an outcome check (a conflicting "
+                "outcome, or one before the order's items)",
+                labels);
+        }
     }
     *out = c;
     return WS_OK;

@@ -19,12 +19,6 @@
 #include "orders.h"
 #include "store.h"
 
-/* Topics the order service consumes. */
-#define ORDER_TOPIC_ORDER_SEND   "public-front/order-send"
-#define ORDER_TOPIC_ORDER_CANCEL "public-front/order-canceled"
-#define ORDER_TOPIC_IN_STOCK     "inventory/on-stock"
-#define ORDER_TOPIC_OUT_OF_STOCK "inventory/out-of-stock"
-
 typedef struct order_consumer order_consumer;
 
 typedef struct order_consumer_opts {

@@ -43,6 +43,7 @@ typedef struct order_cfg {
     int64_t resend_after_ms;
     int64_t resend_cap_ms;
     int64_t resend_attempts;
+    int64_t tombstone_ttl_ms;
 } order_cfg;
 
 /* The relay as the consumer and the recovery loop see it: kicking stops
@@ -118,6 +119,14 @@ int main(int argc, char **argv)
          .target.i64 = &cfg.resend_attempts,
          .min = 0,
          .max = 1000000},
+        {.name = "tombstone-ttl",
+         .type = WS_CONFIG_DURATION,
+         .def = "24h",
+         .help = "delete rows only a cancel created (tombstones, never shown as "
+                 "orders) this long after the cancel",
+         .target.i64 = &cfg.tombstone_ttl_ms,
+         .min = 1000,
+         .max = 30LL * 24 * 3600 * 1000},
     };
     enum { ORDER_N_OWN = sizeof own / sizeof own[0] };
     ws_config_option opts[WS_SERVICE_N_OPTIONS + ORDER_N_OWN];
@@ -138,9 +147,12 @@ int main(int argc, char **argv)
     }
     const char *db_sync = ws_service_sync_names[cfg.svc.db_sync];
 
+    /* Outcome progress: written by the consumer, read by recovery. */
+    orders_progress progress = {0};
     orders_policy policy = {.resend_after_ms = cfg.resend_after_ms,
                             .backoff_cap_ms = cfg.resend_cap_ms,
-                            .max_attempts = (int)cfg.resend_attempts};
+                            .max_attempts = (int)cfg.resend_attempts,
+                            .progress = &progress};
     ws_metrics *metrics = ws_metrics_default();
     order_kicker kicker = {.mu = PTHREAD_MUTEX_INITIALIZER};
     int rc = 1;
@@ -221,7 +233,9 @@ int main(int argc, char **argv)
                                .lookup = order_reservations_lookup,
                                .lookup_ctx = &reservations,
                                .queued = order_kick,
-                               .queued_ctx = &kicker};
+                               .queued_ctx = &kicker,
+                               .tombstone_ttl_ms = cfg.tombstone_ttl_ms,
+                               .metrics = metrics};
     if ((err = order_recovery_open(&rco, &recovery)) != WS_OK) {
         goto done;
     }
@@ -250,14 +264,15 @@ int main(int argc, char **argv)
     }
     ws_http_route_basics(http, metrics);
     ws_http_set_ready(http, ws_service_bus_ready, bus);
+    ws_http_serve(http);
 
     ws_log_info(
         "started",
         "db=%s rpc=%s inventory=%s broker=%s client_id=%s bus_format=%s http=%s:%d "
-        "resend_after_ms=%lld",
-        cfg.svc.db_path, cfg.svc.rpc_url, cfg.inventory_url, cfg.svc.broker, cfg.svc.client_id,
+        "resend_after_ms=%lld tombstone_ttl_ms=%lld",
+        cfg.svc.db_path, ws_rpc_server_url(server), cfg.inventory_url, cfg.svc.broker, cfg.svc.client_id,
         ws_service_format_names[cfg.svc.bus_format], cfg.svc.http_host, ws_http_port(http),
-        (long long)cfg.resend_after_ms);
+        (long long)cfg.resend_after_ms, (long long)cfg.tombstone_ttl_ms);
 
     int sig = ws_service_wait(&stop);
     ws_log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -44,34 +44,8 @@ int64_t orders_policy_delay(const orders_policy *p, int done)
 
 const char *orders_status_name(int status)
 {
-    switch (status) {
-    case ST_PENDING:
-        return "PENDING";
-    case ST_SUCCESSFUL:
-        return "SUCCESSFUL";
-    case ST_UNSUCCESSFUL:
-        return "UNSUCCESSFUL";
-    case ST_CANCELED:
-        return "CANCELED";
-    default:
-        return "UNSPECIFIED";
-    }
-}
-
-/* CANCELED > SUCCESSFUL = UNSUCCESSFUL > PENDING. */
-static int orders_status_rank(int status)
-{
-    switch (status) {
-    case ST_PENDING:
-        return 1;
-    case ST_SUCCESSFUL:
-    case ST_UNSUCCESSFUL:
-        return 2;
-    case ST_CANCELED:
-        return 3;
-    default:
-        return 0;
-    }
+    const char *name = webshop_v1_order_status_name(status);
+    return name != NULL ? name : "UNSPECIFIED";
 }
 
 /* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
@@ -90,48 +64,58 @@ static size_t orders_reason_len(const char *s, size_t max)
 
 /* ---- outcome progress --------------------------------------------------- */
 
-/* Where the outcome stream has got to, for the recovery loop (orders.h):
- * the newest created_ms among orders that received an outcome, and the
- * now_ms of the last outcome applied. Written by the consumer thread, read
- * by the recovery thread; a heuristic, so relaxed atomics suffice (a value
- * from a transaction that later rolled back only makes one pass re-send). */
-static _Atomic int64_t orders_outcome_created_ms;
-static _Atomic int64_t orders_outcome_seen_ms;
-
-static void orders_progress_note(int64_t created_ms, int64_t now_ms)
+static void orders_progress_max(_Atomic int64_t *v, int64_t x)
 {
-    int64_t cur = atomic_load_explicit(&orders_outcome_created_ms, memory_order_relaxed);
-    while (created_ms > cur && !atomic_compare_exchange_weak_explicit(
-                                   &orders_outcome_created_ms, &cur, created_ms,
-                                   memory_order_relaxed, memory_order_relaxed)) {
-    }
-    cur = atomic_load_explicit(&orders_outcome_seen_ms, memory_order_relaxed);
-    while (now_ms > cur && !atomic_compare_exchange_weak_explicit(
-                               &orders_outcome_seen_ms, &cur, now_ms,
-                               memory_order_relaxed, memory_order_relaxed)) {
+    int64_t cur = atomic_load_explicit(v, memory_order_relaxed);
+    while (x > cur && !atomic_compare_exchange_weak_explicit(
+                          v, &cur, x, memory_order_relaxed, memory_order_relaxed)) {
     }
 }
 
-void orders_progress(int64_t *outcome_created_ms, int64_t *outcome_seen_ms)
+static void orders_progress_note(orders_progress *p, int64_t created_ms, int64_t now_ms)
 {
+    if (p != NULL) {
+        orders_progress_max(&p->outcome_created_ms, created_ms);
+        orders_progress_max(&p->outcome_seen_ms, now_ms);
+    }
+}
+
+void orders_progress_read(orders_progress *p, int64_t *outcome_created_ms,
+                          int64_t *outcome_seen_ms)
+{
+    if (p == NULL) {
+        *outcome_created_ms = *outcome_seen_ms = 0;
+        return;
+    }
     *outcome_created_ms =
-        atomic_load_explicit(&orders_outcome_created_ms, memory_order_relaxed);
-    *outcome_seen_ms =
-        atomic_load_explicit(&orders_outcome_seen_ms, memory_order_relaxed);
+        atomic_load_explicit(&p->outcome_created_ms, memory_order_relaxed);
+    *outcome_seen_ms = atomic_load_explicit(&p->outcome_seen_ms, memory_order_relaxed);
 }
 
 /* ---- applying events ---------------------------------------------------- */
 
 typedef struct orders_txn {
     const orders_policy *p;
-    const char *id;
-    int ev_status; /* the status the event brings */
+    const char *id; /* lower case (ws_uuid_normalize) */
+    int ev_status;  /* the status the event brings */
     const char *reason;
     size_t reason_len;
-    const Webshop__V1__OrderSent *sent; /* items, for OrderSent */
+    const Webshop__V1__OrderSent *sent; /* items: of an OrderSent, or of a record */
+    const Webshop__V1__GetReservationResponse *rec; /* orders_settle only */
     int64_t now_ms;
     orders_effect eff; /* reset at every run */
 } orders_txn;
+
+/* An order row as a transaction finds it. */
+typedef struct orders_row {
+    int status;
+    bool confirmed; /* the inventory confirmed the cancel */
+    bool tombstone;
+    bool check_due;
+    int check_attempts;
+    bool has_items;
+    int64_t created_ms;
+} orders_row;
 
 /* Step a statement that returns no row. */
 static ws_err orders_step_done(sqlite3_stmt *st)
@@ -145,6 +129,69 @@ static ws_err orders_step_done(sqlite3_stmt *st)
     return WS_OK;
 }
 
+/* Step a statement with RETURNING: *hit true when it returned a row. */
+static ws_err orders_step_hit(sqlite3_stmt *st, bool *hit)
+{
+    int rc = sqlite3_step(st);
+    *hit = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) {
+        rc = sqlite3_step(st); /* one row at most: runs the statement to its end */
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        ws_err err = ws_err_from_sqlite(rc);
+        return err == WS_OK ? WS_ESTORE : err;
+    }
+    return WS_OK;
+}
+
+/* Run "UPDATE ... WHERE id = ?1" with ?2 = now_ms when the SQL uses it. */
+static ws_err orders_row_exec(ws_store *s, const orders_txn *t, const char *sql)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, sql, &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(st) >= 2) {
+        sqlite3_bind_int64(st, 2, t->now_ms);
+    }
+    return orders_step_done(st);
+}
+
+/* Read the row of id into *row: WS_OK, WS_ENOTFOUND, or a store error. */
+static ws_err orders_row_read(ws_store *s, const char *id, orders_row *row)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(
+        s,
+        "SELECT status, cancel_confirmed, tombstone, check_due_ms IS NOT NULL,"
+        " check_attempts, created_ms,"
+        " EXISTS (SELECT 1 FROM order_items WHERE order_id = ?1)"
+        " FROM orders WHERE id = ?1",
+        &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        row->status = sqlite3_column_int(st, 0);
+        row->confirmed = sqlite3_column_int(st, 1) != 0;
+        row->tombstone = sqlite3_column_int(st, 2) != 0;
+        row->check_due = sqlite3_column_int(st, 3) != 0;
+        row->check_attempts = sqlite3_column_int(st, 4);
+        row->created_ms = sqlite3_column_int64(st, 5);
+        row->has_items = sqlite3_column_int(st, 6) != 0;
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE) {
+        return WS_ENOTFOUND;
+    }
+    return rc == SQLITE_ROW ? WS_OK : ws_err_from_sqlite(rc);
+}
+
 static ws_err orders_queue_status(ws_store *s, orders_txn *t, int status,
                                   const char *reason, size_t reason_len)
 {
@@ -155,7 +202,7 @@ static ws_err orders_queue_status(ws_store *s, orders_txn *t, int status,
     m.order_id = (char *)t->id;
     m.status = (order_status)status;
     m.reason = rbuf;
-    ws_err err = ws_outbox_put(s, ORDERS_TOPIC_STATUS, &m.base);
+    ws_err err = ws_outbox_put(s, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC, &m.base);
     if (err == WS_OK) {
         t->eff.queued++;
     }
@@ -166,7 +213,7 @@ static ws_err orders_queue_canceled(ws_store *s, orders_txn *t)
 {
     Webshop__V1__OrderCanceled m = WEBSHOP__V1__ORDER_CANCELED__INIT;
     m.order_id = (char *)t->id;
-    ws_err err = ws_outbox_put(s, ORDERS_TOPIC_CANCELED, &m.base);
+    ws_err err = ws_outbox_put(s, WEBSHOP_V1_ORDER_CANCELED_TOPIC, &m.base);
     if (err == WS_OK) {
         t->eff.queued++;
     }
@@ -230,6 +277,33 @@ static ws_err orders_items_compare(ws_store *s, orders_txn *t, bool *empty, bool
     return WS_OK;
 }
 
+/* Store the items of t->sent in a row that has none: the lines, then the
+ * bookkeeping of a late OrderSent (no items to ask the inventory for any
+ * more; a PENDING order without a re-send deadline, one created by an
+ * outcome, gets its first, since now it has an OrderSent to re-send). */
+static ws_err orders_items_fill(ws_store *s, orders_txn *t)
+{
+    ws_err err = orders_items_insert(s, t);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_stmt *st;
+    err =
+        ws_store_stmt(s,
+                      "UPDATE orders SET updated_ms = ?2, items_due_ms = NULL,"
+                      " next_resend_ms = CASE WHEN status = ?3 AND next_resend_ms IS NULL"
+                      " THEN ?4 ELSE next_resend_ms END WHERE id = ?1",
+                      &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, t->now_ms);
+    sqlite3_bind_int(st, 3, ST_PENDING);
+    sqlite3_bind_int64(st, 4, t->now_ms + orders_policy_delay(t->p, 0));
+    return orders_step_done(st);
+}
+
 /* The deadline of the first recovery step for an order entering status. */
 static void orders_bind_due(sqlite3_stmt *st, int idx, const orders_txn *t, int status)
 {
@@ -240,45 +314,52 @@ static void orders_bind_due(sqlite3_stmt *st, int idx, const orders_txn *t, int 
     }
 }
 
+/* The first event for an id creates its row. An OrderSent: a PENDING order
+ * with its items, due for a re-send. An outcome: a PENDING order without
+ * items, due for an outcome check at once (the check brings the items too).
+ * A cancel: a tombstone, due for a cancel check and an items check, which
+ * queues OrderCanceled but no status (it is not an order). */
 static ws_err orders_txn_insert(ws_store *s, orders_txn *t)
 {
+    bool cancel = t->ev_status == ST_CANCELED;
+    bool outcome = !cancel && t->sent == NULL;
+    int status = cancel ? ST_CANCELED : ST_PENDING;
+    int64_t first = t->now_ms + orders_policy_delay(t->p, 0);
     sqlite3_stmt *st;
     ws_err err = ws_store_stmt(
         s,
-        "INSERT INTO orders(id, status, reason, created_ms, updated_ms,"
-        " next_resend_ms, items_due_ms) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+        "INSERT INTO orders(id, status, reason, created_ms, updated_ms, next_resend_ms,"
+        " items_due_ms, check_due_ms, tombstone) VALUES (?1, ?2, '', ?3, ?3, ?4, ?5, ?6, "
+        "?7)",
         &st);
     if (err != WS_OK) {
         return err;
     }
-    size_t rlen = t->ev_status == ST_UNSUCCESSFUL ? t->reason_len : 0;
     sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, t->ev_status);
-    sqlite3_bind_text(st, 3, t->reason, (int)rlen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, t->now_ms);
-    orders_bind_due(st, 5, t, t->ev_status);
-    if (t->sent == NULL) {
-        sqlite3_bind_int64(st, 6, t->now_ms + orders_policy_delay(t->p, 0));
-    } else {
-        sqlite3_bind_null(st, 6);
-    }
+    sqlite3_bind_int(st, 2, status);
+    sqlite3_bind_int64(st, 3, t->now_ms);
+    outcome ? sqlite3_bind_null(st, 4) : sqlite3_bind_int64(st, 4, first);
+    cancel ? sqlite3_bind_int64(st, 5, first) : sqlite3_bind_null(st, 5);
+    outcome ? sqlite3_bind_int64(st, 6, t->now_ms) : sqlite3_bind_null(st, 6);
+    sqlite3_bind_int(st, 7, cancel);
     if ((err = orders_step_done(st)) != WS_OK) {
         return err;
     }
     t->eff.created = true;
-    t->eff.new_status = t->ev_status;
+    t->eff.tombstone = cancel;
+    t->eff.check = outcome;
+    t->eff.new_status = status;
     if (t->sent != NULL && (err = orders_items_insert(s, t)) != WS_OK) {
         return err;
     }
-    if ((err = orders_queue_status(s, t, t->ev_status, t->reason, rlen)) != WS_OK) {
-        return err;
-    }
-    if (t->ev_status == ST_CANCELED) {
+    if (cancel) {
         return orders_queue_canceled(s, t);
     }
-    return WS_OK;
+    return orders_queue_status(s, t, status, "", 0);
 }
 
+/* Move the order to t->ev_status (a higher rank than it has) and queue the
+ * status, plus OrderCanceled when it becomes CANCELED. */
 static ws_err orders_txn_raise(ws_store *s, orders_txn *t)
 {
     sqlite3_stmt *st;
@@ -309,51 +390,57 @@ static ws_err orders_txn_raise(ws_store *s, orders_txn *t)
     return WS_OK;
 }
 
-static ws_err orders_txn_touch(ws_store *s, orders_txn *t)
+/* Mark the order for an outcome check at once, unless one is already due. */
+static ws_err orders_check_arm(ws_store *s, orders_txn *t)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s, "UPDATE orders SET updated_ms = ?2, items_due_ms = NULL WHERE id = ?1", &st);
-    if (err != WS_OK) {
-        return err;
+    t->eff.check = true;
+    return orders_row_exec(s, t,
+                           "UPDATE orders SET check_due_ms = ?2, check_attempts = 0"
+                           " WHERE id = ?1 AND check_due_ms IS NULL");
+}
+
+/* An outcome for an existing order (see the file comment of orders.h). */
+static ws_err orders_txn_outcome(ws_store *s, orders_txn *t, const orders_row *row)
+{
+    int rank_ev = webshop_v1_order_status_rank(t->ev_status);
+    int rank_cur = webshop_v1_order_status_rank(row->status);
+    if (rank_ev < rank_cur) {
+        return WS_OK; /* CANCELED is never left */
     }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, t->now_ms);
-    return orders_step_done(st);
+    if (rank_ev > rank_cur) {
+        /* PENDING. Items known: the normal flow, the outcome of our
+         * OrderSent. Unknown: only the inventory's record can say. */
+        return row->has_items ? orders_txn_raise(s, t) : orders_check_arm(s, t);
+    }
+    if (row->status == t->ev_status) {
+        return WS_OK; /* a duplicate */
+    }
+    t->eff.conflict = true; /* the other outcome: the record decides */
+    return orders_check_arm(s, t);
 }
 
 static ws_err orders_txn_run(ws_store *s, void *ctx)
 {
     orders_txn *t = ctx;
     memset(&t->eff, 0, sizeof t->eff);
-
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s, "SELECT status, cancel_confirmed, created_ms FROM orders WHERE id = ?1", &st);
-    if (err != WS_OK) {
-        return err;
-    }
     bool outcome = t->ev_status == ST_SUCCESSFUL || t->ev_status == ST_UNSUCCESSFUL;
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(st);
+    orders_row row;
+    ws_err err = orders_row_read(s, t->id, &row);
+    if (err == WS_ENOTFOUND) {
         if (outcome) {
-            orders_progress_note(t->now_ms, t->now_ms);
+            orders_progress_note(t->p->progress, t->now_ms, t->now_ms);
         }
         return orders_txn_insert(s, t);
     }
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return ws_err_from_sqlite(rc);
+    if (err != WS_OK) {
+        return err;
     }
-    int cur = sqlite3_column_int(st, 0);
-    bool confirmed = sqlite3_column_int(st, 1) != 0;
     if (outcome) {
-        orders_progress_note(sqlite3_column_int64(st, 2), t->now_ms);
+        orders_progress_note(t->p->progress, row.created_ms, t->now_ms);
     }
-    sqlite3_reset(st);
-    t->eff.old_status = t->eff.new_status = cur;
+    t->eff.old_status = t->eff.new_status = row.status;
+    t->eff.tombstone = row.tombstone;
+    t->eff.check = row.check_due;
 
     if (t->sent != NULL) {
         bool empty = false, same = true;
@@ -361,26 +448,32 @@ static ws_err orders_txn_run(ws_store *s, void *ctx)
             return err;
         }
         if (empty) {
-            if ((err = orders_items_insert(s, t)) != WS_OK ||
-                (err = orders_txn_touch(s, t)) != WS_OK) {
+            if ((err = orders_items_fill(s, t)) != WS_OK) {
                 return err;
             }
+            row.has_items = true;
         } else if (!same) {
             t->eff.conflict = true;
         }
     }
-
-    int rank_ev = orders_status_rank(t->ev_status);
-    int rank_cur = orders_status_rank(cur);
-    if (rank_ev > rank_cur) {
-        return orders_txn_raise(s, t);
+    if (row.tombstone && t->ev_status != ST_CANCELED) {
+        /* Its OrderSent or an outcome came: the tombstone is an order now. */
+        if ((err = orders_row_exec(s, t,
+                                   "UPDATE orders SET tombstone = 0, updated_ms = ?2"
+                                   " WHERE id = ?1")) != WS_OK ||
+            (err = orders_queue_status(s, t, row.status, "", 0)) != WS_OK) {
+            return err;
+        }
+        t->eff.tombstone = false;
+        t->eff.revealed = true;
     }
-    if (rank_ev == rank_cur && t->ev_status != cur) {
-        t->eff.conflict = true; /* SUCCESSFUL vs UNSUCCESSFUL: the first stays */
-    } else if (t->ev_status == ST_CANCELED && !confirmed) {
-        return orders_queue_canceled(s, t);
+    if (t->ev_status == ST_CANCELED) {
+        if (webshop_v1_order_status_rank(t->ev_status) > webshop_v1_order_status_rank(row.status)) {
+            return orders_txn_raise(s, t);
+        }
+        return row.confirmed ? WS_OK : orders_queue_canceled(s, t);
     }
-    return WS_OK;
+    return outcome ? orders_txn_outcome(s, t, &row) : WS_OK;
 }
 
 static ws_err orders_apply(ws_store *s, orders_txn *t, orders_effect *out)
@@ -401,26 +494,37 @@ static ws_err orders_invalid(orders_effect *out, const char *what)
     return WS_EINVAL;
 }
 
+/* NULL when items[0..n) are a valid list of order lines, else the field. */
+static const char *orders_items_check(size_t n, Webshop__V1__OrderItem *const *items)
+{
+    if (n == 0 || n > WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) {
+        return "items";
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i] == NULL || items[i]->inventory_id <= 0) {
+            return "items.inventory_id";
+        }
+        if (items[i]->count <= 0 || items[i]->count > WEBSHOP_V1_ORDER_ITEM_COUNT_MAX) {
+            return "items.count";
+        }
+    }
+    return NULL;
+}
+
 ws_err orders_apply_sent(ws_store *s, const orders_policy *p,
                          const Webshop__V1__OrderSent *ev, int64_t now_ms,
                          orders_effect *out)
 {
-    if (!ws_uuid_canonical(ev->order_id)) {
+    char id[WS_UUID_TEXT_LEN];
+    if (!ws_uuid_normalize(ev->order_id, id)) {
         return orders_invalid(out, "order_id");
     }
-    if (ev->n_items == 0 || ev->n_items > ORDERS_MAX_ITEMS) {
-        return orders_invalid(out, "items");
-    }
-    for (size_t i = 0; i < ev->n_items; i++) {
-        if (ev->items[i] == NULL || ev->items[i]->inventory_id <= 0) {
-            return orders_invalid(out, "items.inventory_id");
-        }
-        if (ev->items[i]->count <= 0) {
-            return orders_invalid(out, "items.count");
-        }
+    const char *bad = orders_items_check(ev->n_items, ev->items);
+    if (bad != NULL) {
+        return orders_invalid(out, bad);
     }
     orders_txn t = {.p = p,
-                    .id = ev->order_id,
+                    .id = id,
                     .ev_status = ST_PENDING,
                     .reason = "",
                     .sent = ev,
@@ -432,14 +536,12 @@ ws_err orders_apply_in_stock(ws_store *s, const orders_policy *p,
                              const Webshop__V1__InStock *ev, int64_t now_ms,
                              orders_effect *out)
 {
-    if (!ws_uuid_canonical(ev->order_id)) {
+    char id[WS_UUID_TEXT_LEN];
+    if (!ws_uuid_normalize(ev->order_id, id)) {
         return orders_invalid(out, "order_id");
     }
-    orders_txn t = {.p = p,
-                    .id = ev->order_id,
-                    .ev_status = ST_SUCCESSFUL,
-                    .reason = "",
-                    .now_ms = now_ms};
+    orders_txn t = {
+        .p = p, .id = id, .ev_status = ST_SUCCESSFUL, .reason = "", .now_ms = now_ms};
     return orders_apply(s, &t, out);
 }
 
@@ -447,12 +549,13 @@ ws_err orders_apply_out_of_stock(ws_store *s, const orders_policy *p,
                                  const Webshop__V1__OutOfStock *ev, int64_t now_ms,
                                  orders_effect *out)
 {
-    if (!ws_uuid_canonical(ev->order_id)) {
+    char id[WS_UUID_TEXT_LEN];
+    if (!ws_uuid_normalize(ev->order_id, id)) {
         return orders_invalid(out, "order_id");
     }
     const char *reason = ev->reason != NULL ? ev->reason : "";
     orders_txn t = {.p = p,
-                    .id = ev->order_id,
+                    .id = id,
                     .ev_status = ST_UNSUCCESSFUL,
                     .reason = reason,
                     .reason_len = orders_reason_len(reason, ORDERS_MAX_REASON),
@@ -464,15 +567,161 @@ ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
                            const Webshop__V1__CancelOrder *ev, int64_t now_ms,
                            orders_effect *out)
 {
-    if (!ws_uuid_canonical(ev->order_id)) {
+    char id[WS_UUID_TEXT_LEN];
+    if (!ws_uuid_normalize(ev->order_id, id)) {
         return orders_invalid(out, "order_id");
     }
-    orders_txn t = {.p = p,
-                    .id = ev->order_id,
-                    .ev_status = ST_CANCELED,
-                    .reason = "",
-                    .now_ms = now_ms};
+    orders_txn t = {
+        .p = p, .id = id, .ev_status = ST_CANCELED, .reason = "", .now_ms = now_ms};
     return orders_apply(s, &t, out);
+}
+
+/* ---- settling an outcome check ------------------------------------------ */
+
+/* The status the inventory's record stands for, and its reason: false for
+ * a record that decides nothing (RESERVATION_UNKNOWN, or a value this build
+ * does not know). */
+static bool orders_record_target(const Webshop__V1__GetReservationResponse *rec,
+                                 int *status, const char **reason)
+{
+    switch (rec->status) {
+    case WEBSHOP__V1__RESERVATION_STATUS__RESERVED:
+        *status = ST_SUCCESSFUL;
+        *reason = "";
+        return true;
+    case WEBSHOP__V1__RESERVATION_STATUS__REJECTED:
+        *status = ST_UNSUCCESSFUL;
+        *reason = rec->reason != NULL && rec->reason[0] != '\0' ? rec->reason
+                                                                : ORDERS_REASON_REJECTED;
+        return true;
+    case WEBSHOP__V1__RESERVATION_STATUS__RELEASED:
+    case WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED:
+        /* A release not caused by a cancel (an orphan) says why. */
+        *status = ST_UNSUCCESSFUL;
+        *reason = rec->reason != NULL && rec->reason[0] != '\0' ? rec->reason
+                                                                : ORDERS_REASON_RELEASED;
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Nothing decided: ask again after the policy's backoff, or drop the check
+ * after max_attempts. */
+static ws_err orders_check_rearm(ws_store *s, orders_txn *t, const orders_row *row)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(
+        s,
+        "UPDATE orders SET check_attempts = check_attempts + 1,"
+        " check_due_ms = CASE WHEN check_attempts + 1 >= ?3 THEN NULL ELSE ?2 END"
+        " WHERE id = ?1 AND check_due_ms IS NOT NULL RETURNING check_attempts",
+        &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, t->now_ms + orders_policy_delay(t->p, row->check_attempts));
+    sqlite3_bind_int(st, 3, t->p->max_attempts);
+    int rc = sqlite3_step(st);
+    bool dropped = rc == SQLITE_ROW && sqlite3_column_int(st, 0) >= t->p->max_attempts;
+    sqlite3_reset(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        return ws_err_from_sqlite(rc);
+    }
+    t->eff.check = !dropped;
+    t->eff.settled = dropped;
+    return WS_OK;
+}
+
+/* Take the record's status (rank-guarded: never out of CANCELED) and clear
+ * the check; queue the status if it changed (a new reason counts). */
+static ws_err orders_settle_move(ws_store *s, orders_txn *t, int target)
+{
+    size_t rlen = target == ST_UNSUCCESSFUL ? t->reason_len : 0;
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(
+        s,
+        "UPDATE orders SET status = ?2, reason = ?3, updated_ms = ?4,"
+        " next_resend_ms = NULL, check_due_ms = NULL WHERE id = ?1 AND status <> ?5"
+        " AND NOT (status = ?2 AND reason = ?3) RETURNING 1",
+        &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, target);
+    sqlite3_bind_text(st, 3, t->reason, (int)rlen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, t->now_ms);
+    sqlite3_bind_int(st, 5, ST_CANCELED);
+    bool moved;
+    if ((err = orders_step_hit(st, &moved)) != WS_OK) {
+        return err;
+    }
+    t->eff.settled = true;
+    if (!moved) {
+        return orders_row_exec(s, t,
+                               "UPDATE orders SET check_due_ms = NULL WHERE id = ?1");
+    }
+    t->eff.new_status = target;
+    return orders_queue_status(s, t, target, t->reason, rlen);
+}
+
+static ws_err orders_settle_run(ws_store *s, void *ctx)
+{
+    orders_txn *t = ctx;
+    memset(&t->eff, 0, sizeof t->eff);
+    orders_row row;
+    ws_err err = orders_row_read(s, t->id, &row);
+    if (err == WS_ENOTFOUND) {
+        return WS_OK;
+    }
+    if (err != WS_OK) {
+        return err;
+    }
+    t->eff.old_status = t->eff.new_status = row.status;
+    t->eff.tombstone = row.tombstone;
+    if (!row.check_due) {
+        return WS_OK; /* settled meanwhile */
+    }
+    int target;
+    const char *reason;
+    if (!orders_record_target(t->rec, &target, &reason)) {
+        return orders_check_rearm(s, t, &row);
+    }
+    if (!row.has_items && t->sent != NULL && (err = orders_items_fill(s, t)) != WS_OK) {
+        return err;
+    }
+    t->reason = reason;
+    t->reason_len = orders_reason_len(reason, ORDERS_MAX_REASON);
+    return orders_settle_move(s, t, target);
+}
+
+ws_err orders_settle(ws_store *s, const orders_policy *p, const char *id,
+                     const Webshop__V1__GetReservationResponse *rec, int64_t now_ms,
+                     orders_effect *out)
+{
+    char nid[WS_UUID_TEXT_LEN];
+    if (rec == NULL || !ws_uuid_normalize(id, nid)) {
+        return orders_invalid(out, "order_id");
+    }
+    /* The record's items, as a late OrderSent would bring them (valid only). */
+    Webshop__V1__OrderSent view = WEBSHOP__V1__ORDER_SENT__INIT;
+    view.order_id = nid;
+    view.n_items = rec->n_items;
+    view.items = rec->items;
+    bool items_ok = orders_items_check(rec->n_items, rec->items) == NULL;
+    orders_txn t = {.p = p,
+                    .id = nid,
+                    .reason = "",
+                    .sent = items_ok ? &view : NULL,
+                    .rec = rec,
+                    .now_ms = now_ms};
+    ws_err err = ws_store_txn(s, orders_settle_run, &t);
+    if (err == WS_OK && out != NULL) {
+        *out = t.eff;
+    }
+    return err;
 }
 
 /* ---- queries ------------------------------------------------------------ */
@@ -545,14 +794,15 @@ static ws_err orders_row_load(sqlite3_stmt *st, Webshop__V1__Order **out)
     return WS_OK;
 }
 
-ws_err orders_get(ws_store *s, const char *id, Webshop__V1__Order **out)
+ws_err orders_get(ws_store *s, const char *id_in, Webshop__V1__Order **out)
 {
-    if (!ws_uuid_canonical(id)) {
+    char id[WS_UUID_TEXT_LEN];
+    if (!ws_uuid_normalize(id_in, id)) {
         return WS_EINVAL;
     }
     sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s, "SELECT " ORDERS_COLUMNS " FROM orders WHERE id = ?1", &st);
+    ws_err err = ws_store_stmt(
+        s, "SELECT " ORDERS_COLUMNS " FROM orders WHERE id = ?1 AND tombstone = 0", &st);
     if (err != WS_OK) {
         return err;
     }
@@ -636,7 +886,7 @@ static long orders_b64_decode(const char *src, unsigned char *dst, size_t cap)
     return (long)o;
 }
 
-/* Parse a page token into its key (created_ms, id[37]). */
+/* Parse a page token into its key (created_ms, id[37], lower case). */
 static bool orders_token_parse(const char *token, int64_t *created_ms, char *id)
 {
     unsigned char raw[80];
@@ -659,11 +909,11 @@ static bool orders_token_parse(const char *token, int64_t *created_ms, char *id)
     if (*end != '\0' || errno != 0 || v < 0) {
         return false;
     }
-    if (!ws_uuid_canonical(colon + 1)) {
+    /* Ours are lower case; any case means the same key (the id rule). */
+    if (!ws_uuid_normalize(colon + 1, id)) {
         return false;
     }
     *created_ms = v;
-    memcpy(id, colon + 1, 37);
     return true;
 }
 
@@ -699,11 +949,13 @@ ws_err orders_list(ws_store *s, int32_t page_size, const char *page_token,
     sqlite3_stmt *st;
     ws_err err = first ? ws_store_stmt(s,
                                        "SELECT " ORDERS_COLUMNS " FROM orders"
+                                       " WHERE tombstone = 0"
                                        " ORDER BY created_ms DESC, id DESC LIMIT ?3",
                                        &st)
                        : ws_store_stmt(s,
                                        "SELECT " ORDERS_COLUMNS " FROM orders"
                                        " WHERE (created_ms, id) < (?1, ?2)"
+                                       " AND tombstone = 0"
                                        " ORDER BY created_ms DESC, id DESC LIMIT ?3",
                                        &st);
     if (err != WS_OK) {

@@ -5,6 +5,9 @@
  * transaction (an RPC may take up to its deadline and must not hold the
  * write lock), then settles each order in a short transaction that
  * re-checks the row, since a CancelOrder may have been applied meanwhile.
+ * The outcome-check pass works the same way (lookup first, then
+ * orders_settle in its own transaction), and the tombstone pass is one
+ * DELETE.
  */
 #include "recovery.h"
 
@@ -70,8 +73,8 @@ static ws_err recovery_sent_queue(ws_store *s, const char *id)
     if (err != WS_OK) {
         return err;
     }
-    Webshop__V1__OrderItem *items = calloc(ORDERS_MAX_ITEMS, sizeof *items);
-    Webshop__V1__OrderItem **ptrs = calloc(ORDERS_MAX_ITEMS, sizeof *ptrs);
+    Webshop__V1__OrderItem *items = calloc(WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, sizeof *items);
+    Webshop__V1__OrderItem **ptrs = calloc(WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, sizeof *ptrs);
     if (items == NULL || ptrs == NULL) {
         free(items);
         free(ptrs);
@@ -80,7 +83,7 @@ static ws_err recovery_sent_queue(ws_store *s, const char *id)
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     size_t n = 0;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < ORDERS_MAX_ITEMS) {
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) {
         webshop__v1__order_item__init(&items[n]);
         items[n].inventory_id = sqlite3_column_int(st, 0);
         items[n].count = sqlite3_column_int(st, 1);
@@ -95,7 +98,7 @@ static ws_err recovery_sent_queue(ws_store *s, const char *id)
         m.order_id = (char *)id;
         m.n_items = n;
         m.items = ptrs;
-        err = ws_outbox_put(s, ORDERS_TOPIC_ORDER_SEND, &m.base);
+        err = ws_outbox_put(s, WEBSHOP_V1_ORDER_SENT_TOPIC, &m.base);
     }
     free(items);
     free(ptrs);
@@ -145,12 +148,14 @@ static ws_err recovery_resend_run(ws_store *s, void *ctx)
      * a whole resend period; otherwise its outcome is most likely queued
      * behind a backlog, and a re-send would only feed the backlog. */
     int64_t passed_ms, seen_ms;
-    orders_progress(&passed_ms, &seen_ms);
+    orders_progress_read(r->p->progress, &passed_ms, &seen_ms);
     bool quiet = r->now_ms - seen_ms >= r->p->resend_after_ms;
     sqlite3_stmt *st;
     err = ws_store_stmt(s,
                         "SELECT id, attempts, created_ms FROM orders WHERE status = ?1"
-                        " AND next_resend_ms <= ?2 ORDER BY next_resend_ms LIMIT ?3",
+                        " AND next_resend_ms <= ?2"
+                        " AND EXISTS (SELECT 1 FROM order_items WHERE order_id = id)"
+                        " ORDER BY next_resend_ms LIMIT ?3",
                         &st);
     if (err != WS_OK) {
         return err;
@@ -290,7 +295,7 @@ static ws_err recovery_cancel_run(ws_store *s, void *ctx)
     }
     Webshop__V1__OrderCanceled m = WEBSHOP__V1__ORDER_CANCELED__INIT;
     m.order_id = (char *)c->id;
-    if ((err = ws_outbox_put(s, ORDERS_TOPIC_CANCELED, &m.base)) != WS_OK) {
+    if ((err = ws_outbox_put(s, WEBSHOP_V1_ORDER_CANCELED_TOPIC, &m.base)) != WS_OK) {
         return err;
     }
     c->outcome = RECOVERY_RESENT;
@@ -303,18 +308,10 @@ static ws_err recovery_cancel_run(ws_store *s, void *ctx)
 
 static const char *recovery_reservation_name(Webshop__V1__ReservationStatus st)
 {
-    switch (st) {
-    case WEBSHOP__V1__RESERVATION_STATUS__RESERVED:
-        return "RESERVED";
-    case WEBSHOP__V1__RESERVATION_STATUS__REJECTED:
-        return "REJECTED";
-    case WEBSHOP__V1__RESERVATION_STATUS__RELEASED:
-        return "RELEASED";
-    case WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED:
-        return "TOMBSTONED";
-    default:
-        return "UNKNOWN";
-    }
+    const char *name = st != WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN
+                           ? webshop_v1_reservation_status_name(st)
+                           : NULL;
+    return name != NULL ? name : "UNKNOWN";
 }
 
 ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
@@ -528,10 +525,158 @@ ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
     return err;
 }
 
+/* ---- outcome checks -------------------------------------------------------- */
+
+/* The ids of up to limit orders due by `sql` (?1 now_ms, ?2 limit), oldest
+ * deadline first, into ids[0..*n). */
+static ws_err recovery_due_ids(ws_store *s, const char *sql, int64_t now_ms, size_t limit,
+                               char (*ids)[37], size_t *n)
+{
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(s, sql, &st);
+    *n = 0;
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < limit) {
+        const unsigned char *id = sqlite3_column_text(st, 0);
+        snprintf(ids[(*n)++], sizeof ids[0], "%s", id != NULL ? (const char *)id : "");
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? WS_OK : ws_err_from_sqlite(rc);
+}
+
+/* Count and log what settling one order did. */
+static void recovery_check_note(const char *id, Webshop__V1__ReservationStatus rs,
+                                const orders_effect *eff, order_recovery_stats *stats)
+{
+    stats->checks_by_record[(unsigned)rs < 5 ? (unsigned)rs : 0]++;
+    const char *rec = recovery_reservation_name(rs);
+    if (!eff->settled && eff->check) {
+        stats->checks_unknown++;
+        ws_log_info("order_outcome_check_unknown", "order_id=%s reservation=%s", id, rec);
+    } else if (eff->settled &&
+               rs == WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN) {
+        stats->checks_gave_up++;
+        ws_log_warn("order_outcome_check_gave_up", "order_id=%s status=%s", id,
+                    orders_status_name(eff->new_status));
+    } else if (eff->settled) {
+        stats->checks_settled++;
+        stats->checks_moved += eff->old_status != eff->new_status || eff->queued > 0;
+        ws_log_info("order_outcome_checked",
+                    "order_id=%s reservation=%s from=%s to=%s items_filled=%d queued=%u",
+                    id, rec, orders_status_name(eff->old_status),
+                    orders_status_name(eff->new_status), eff->items_filled, eff->queued);
+    }
+}
+
+ws_err order_recovery_check_outcomes(ws_store *s, const orders_policy *p,
+                                     order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                     int64_t now_ms, size_t limit,
+                                     order_recovery_stats *stats)
+{
+    if (limit == 0) {
+        return WS_OK;
+    }
+    char(*ids)[37] = calloc(limit, sizeof *ids);
+    if (ids == NULL) {
+        return WS_ENOMEM;
+    }
+    size_t n;
+    ws_err err = recovery_due_ids(s,
+                                  "SELECT id FROM orders WHERE check_due_ms <= ?1"
+                                  " ORDER BY check_due_ms LIMIT ?2",
+                                  now_ms, limit, ids, &n);
+    for (size_t i = 0; err == WS_OK && i < n; i++) {
+        Webshop__V1__GetReservationResponse *resp = NULL;
+        if (lookup(lookup_ctx, ids[i], &resp) != WS_OK) {
+            stats->lookups_failed += n - i; /* inventory down: still due next pass */
+            break;
+        }
+        orders_effect eff;
+        err = orders_settle(s, p, ids[i], resp, now_ms, &eff);
+        if (err == WS_OK) {
+            recovery_check_note(ids[i], resp->status, &eff, stats);
+        }
+        webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+    }
+    if (err != WS_OK) {
+        ws_log_error("order_outcome_check_failed", "err=%s", ws_errname(err));
+    }
+    free(ids);
+    return err;
+}
+
+/* ---- tombstones ------------------------------------------------------------ */
+
+typedef struct recovery_expire {
+    int64_t before_ms;
+    size_t limit;
+    size_t deleted; /* reset at every run */
+} recovery_expire;
+
+static ws_err recovery_expire_run(ws_store *s, void *ctx)
+{
+    recovery_expire *e = ctx;
+    e->deleted = 0;
+    sqlite3_stmt *st;
+    ws_err err = ws_store_stmt(
+        s,
+        "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE tombstone = 1"
+        " AND created_ms <= ?1 AND items_due_ms IS NULL"
+        " AND (cancel_confirmed = 1 OR next_resend_ms IS NULL)"
+        " ORDER BY created_ms LIMIT ?2) RETURNING id",
+        &st);
+    if (err != WS_OK) {
+        return err;
+    }
+    sqlite3_bind_int64(st, 1, e->before_ms);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        e->deleted++;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? WS_OK : ws_err_from_sqlite(rc);
+}
+
+ws_err order_recovery_expire_tombstones(ws_store *s, int64_t ttl_ms, int64_t now_ms,
+                                        size_t limit, order_recovery_stats *stats)
+{
+    if (ttl_ms <= 0) {
+        return WS_EINVAL;
+    }
+    if (limit == 0) {
+        return WS_OK;
+    }
+    recovery_expire e = {.before_ms = now_ms - ttl_ms, .limit = limit};
+    ws_err err = ws_store_txn(s, recovery_expire_run, &e);
+    if (err != WS_OK) {
+        ws_log_error("order_tombstone_expiry_failed", "err=%s", ws_errname(err));
+        return err;
+    }
+    if (e.deleted > 0) {
+        ws_log_info("order_tombstones_expired", "count=%zu ttl_ms=%lld", e.deleted,
+                    (long long)ttl_ms);
+    }
+    stats->tombstones_expired += e.deleted;
+    return WS_OK;
+}
+
 /* ---- the loop thread ----------------------------------------------------- */
+
+/* The loop's counters, registered at open; updated by the loop thread. */
+typedef struct recovery_metrics {
+    ws_counter *checks[6]; /* by record 0..4, [5] lookup failed */
+    ws_counter *tombstones_expired;
+} recovery_metrics;
 
 struct order_recovery {
     order_recovery_opts opts; /* store owned */
+    recovery_metrics m;
     pthread_t thread;
     bool started;
     pthread_mutex_t mu; /* guards stop */
@@ -544,6 +689,35 @@ static int64_t recovery_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void recovery_metrics_init(recovery_metrics *m, ws_metrics *reg)
+{
+    static const char *const names[6] = {"unknown",  "reserved",   "rejected",
+                                         "released", "tombstoned", "lookup_failed"};
+    static const char *const help =
+        "Outcome checks of the order service, by the inventory's answer";
+    for (int i = 0; i < 6; i++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "answer=\"%s\"", names[i]);
+        m->checks[i] =
+            ws_counter_get(reg, "webshop_order_outcome_checks_total", help, labels);
+    }
+    m->tombstones_expired = ws_counter_get(
+        reg, "webshop_order_tombstones_expired_total",
+        "Tombstones (rows only a cancel created) deleted after the TTL", "");
+}
+
+/* Add one round's stats to the counters; check_failures: checks whose
+ * lookup failed in this round. */
+static void recovery_metrics_add(recovery_metrics *m, const order_recovery_stats *st,
+                                 size_t check_failures)
+{
+    for (int i = 0; i < 5; i++) {
+        ws_counter_add(m->checks[i], st->checks_by_record[i]);
+    }
+    ws_counter_add(m->checks[5], check_failures);
+    ws_counter_add(m->tombstones_expired, st->tombstones_expired);
 }
 
 static void *recovery_thread_main(void *arg)
@@ -560,7 +734,16 @@ static void *recovery_thread_main(void *arg)
                                            r->opts.lookup_ctx, now, r->opts.batch, &st);
         (void)order_recovery_fill_items(r->opts.store, &r->opts.policy, r->opts.lookup,
                                         r->opts.lookup_ctx, now, r->opts.batch, &st);
-        if ((st.resent || st.cancels_resent) && r->opts.queued != NULL) {
+        size_t failed_before = st.lookups_failed;
+        (void)order_recovery_check_outcomes(r->opts.store, &r->opts.policy,
+                                            r->opts.lookup, r->opts.lookup_ctx, now,
+                                            r->opts.batch, &st);
+        (void)order_recovery_expire_tombstones(r->opts.store, r->opts.tombstone_ttl_ms,
+                                               now, r->opts.batch, &st);
+        recovery_metrics_add(&r->m, &st, st.lookups_failed - failed_before);
+        bool queued =
+            st.resent || st.cancels_resent || st.items_filled || st.checks_moved;
+        if (queued && r->opts.queued != NULL) {
             r->opts.queued(r->opts.queued_ctx);
         }
         struct timespec until;
@@ -582,7 +765,7 @@ static void *recovery_thread_main(void *arg)
 ws_err order_recovery_open(const order_recovery_opts *opts, order_recovery **out)
 {
     if (opts == NULL || opts->store == NULL || opts->lookup == NULL ||
-        opts->interval_ms < 0) {
+        opts->interval_ms < 0 || opts->tombstone_ttl_ms < 0) {
         return WS_EINVAL;
     }
     order_recovery *r = calloc(1, sizeof *r);
@@ -596,6 +779,11 @@ ws_err order_recovery_open(const order_recovery_opts *opts, order_recovery **out
     if (r->opts.batch == 0) {
         r->opts.batch = 100;
     }
+    if (r->opts.tombstone_ttl_ms == 0) {
+        r->opts.tombstone_ttl_ms = ORDER_RECOVERY_TOMBSTONE_TTL_MS;
+    }
+    recovery_metrics_init(&r->m,
+                          opts->metrics != NULL ? opts->metrics : ws_metrics_default());
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

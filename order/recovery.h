@@ -9,7 +9,7 @@
  *   backlog re-sending would feed the load it waits on, so a due order is
  *   deferred (not counted as an attempt) while the outbox holds more than
  *   1,000 rows or while outcomes keep arriving for orders older than it
- *   (orders_progress): it goes out once the outcome stream has passed it or
+ *   (orders_progress_read): it goes out once the outcome stream has passed it or
  *   has been quiet for resend_after_ms.
  * - a CANCELED order whose cancel is not yet confirmed is checked when its
  *   next_resend_ms passes: the inventory's GetReservation answering RELEASED,
@@ -24,6 +24,17 @@
  *   asked for the items it saw, and they are filled in exactly as a late
  *   OrderSent would. With nothing to learn (the inventory never saw the
  *   order either) it is asked again with the same backoff and bound.
+ *   Since an outcome for an order without items is checked (below), this
+ *   pass serves the rows a cancel created (tombstones): lines found make the
+ *   tombstone a real CANCELED order, exactly as a late OrderSent would.
+ * - an order marked for an outcome check (orders.h: a conflicting outcome,
+ *   or an outcome before the items) is checked when its check_due_ms passes
+ *   (at once, then with the same backoff and bound): GetReservation is
+ *   asked and orders_settle applies the inventory's record. Bus handlers
+ *   only mark the order; every RPC is made here, on the recovery thread.
+ * - tombstones (rows only a CancelOrder created, orders.h) older than
+ *   tombstone_ttl_ms are deleted once recovery has nothing left to do for
+ *   them (the cancel confirmed or given up, no items check due).
  *
  * Everything re-published goes through the outbox in a transaction with the
  * bookkeeping (attempts, next deadline): recovery never publishes itself.
@@ -37,6 +48,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "metrics.h"
 #include "orders.h"
 #include "store.h"
 #include "webshop/v1/inventory.pb-c.h"
@@ -52,14 +64,20 @@ typedef ws_err (*order_recovery_lookup_fn)(
 
 /* What one pass did; the pass functions add to it. */
 typedef struct order_recovery_stats {
-    size_t resent;            /* OrderSent re-queued */
-    size_t resend_gave_up;    /* PENDING orders left after max_attempts */
-    size_t cancels_resent;    /* OrderCanceled re-queued */
-    size_t cancels_confirmed; /* cancels the inventory confirmed */
-    size_t cancel_gave_up;    /* CANCELED orders left unconfirmed after max_attempts */
-    size_t lookups_failed;    /* GetReservation calls that failed or were skipped */
-    size_t items_filled;      /* orders whose lines came back from the inventory */
-    size_t items_gave_up;     /* orders left without lines after max_attempts */
+    size_t resent;              /* OrderSent re-queued */
+    size_t resend_gave_up;      /* PENDING orders left after max_attempts */
+    size_t cancels_resent;      /* OrderCanceled re-queued */
+    size_t cancels_confirmed;   /* cancels the inventory confirmed */
+    size_t cancel_gave_up;      /* CANCELED orders left unconfirmed after max_attempts */
+    size_t lookups_failed;      /* GetReservation calls that failed or were skipped */
+    size_t items_filled;        /* orders whose lines came back from the inventory */
+    size_t items_gave_up;       /* orders left without lines after max_attempts */
+    size_t checks_settled;      /* outcome checks settled by the inventory's record */
+    size_t checks_moved;        /* ... that changed the status (status queued) */
+    size_t checks_unknown;      /* the record said nothing: asked again later */
+    size_t checks_gave_up;      /* checks dropped after max_attempts */
+    size_t checks_by_record[5]; /* answers by Webshop__V1__ReservationStatus 0..4 */
+    size_t tombstones_expired;  /* tombstone rows deleted */
 } order_recovery_stats;
 
 /* Re-queue OrderSent for up to limit PENDING orders due at now_ms (oldest
@@ -87,7 +105,29 @@ ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
                                  int64_t now_ms, size_t limit,
                                  order_recovery_stats *stats /* OUT */);
 
-/* The loop: a thread that runs the three passes every interval_ms. */
+/* Settle up to limit orders whose check_due_ms passed at now_ms: ask
+ * lookup for each (one failed call skips the rest of the pass, counted in
+ * lookups_failed; they stay due), then orders_settle with the answer, and
+ * log each. WS_OK or the first store error. */
+ws_err order_recovery_check_outcomes(ws_store *s, const orders_policy *p,
+                                     order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                     int64_t now_ms, size_t limit,
+                                     order_recovery_stats *stats /* OUT */);
+
+/* Delete up to limit tombstones created at or before now_ms - ttl_ms for
+ * which nothing is left to do (cancel confirmed or given up, no items check
+ * due), in one transaction. WS_EINVAL for ttl_ms <= 0; WS_OK or a store
+ * error (nothing deleted). */
+ws_err order_recovery_expire_tombstones(ws_store *s, int64_t ttl_ms, int64_t now_ms,
+                                        size_t limit,
+                                        order_recovery_stats *stats /* OUT */);
+
+/* Default tombstone lifetime: long past any bus race (a cancel overtaking
+ * its OrderSent by more than a day is not a race), short enough that stray
+ * cancels do not pile up. */
+#define ORDER_RECOVERY_TOMBSTONE_TTL_MS (24 * 3600 * 1000LL)
+
+/* The loop: a thread that runs the five passes every interval_ms. */
 typedef struct order_recovery order_recovery;
 
 typedef struct order_recovery_opts {
@@ -98,8 +138,10 @@ typedef struct order_recovery_opts {
     void (*queued)(
         void *ctx); /* called after a pass queued rows (kick the relay); may be NULL */
     void *queued_ctx;
-    int interval_ms; /* 0 = 250 */
-    size_t batch;    /* orders per pass and kind; 0 = 100 */
+    int interval_ms;          /* 0 = 250 */
+    size_t batch;             /* orders per pass and kind; 0 = 100 */
+    int64_t tombstone_ttl_ms; /* 0 = ORDER_RECOVERY_TOMBSTONE_TTL_MS */
+    ws_metrics *metrics;      /* NULL = default registry */
 } order_recovery_opts;
 
 /* Create the loop (not running). On failure the caller still owns the store. */

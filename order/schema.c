@@ -7,6 +7,10 @@
  * NULL when nothing is due (settled, confirmed, or given up). The index on
  * (status, next_resend_ms) lets each recovery pass read only due rows; the
  * one on (created_ms DESC, id DESC) serves ListOrders pages by key set.
+ * Migration 3 adds the outcome check (check_due_ms: when recovery next asks
+ * the inventory which outcome holds, DESIGN.md "Flows and states, one more
+ * rule") and the tombstone flag (a row only a CancelOrder created; not an
+ * order, see orders.h), each with a partial index for its recovery pass.
  */
 #include "schema.h"
 
@@ -41,6 +45,18 @@ static const ws_migration order_schema_steps[] = {
         "ALTER TABLE orders ADD COLUMN items_attempts INTEGER NOT NULL DEFAULT 0;"
         "CREATE INDEX orders_by_items_due ON orders(items_due_ms)"
         " WHERE items_due_ms IS NOT NULL;"},
+    /* An outcome that conflicts with the recorded one, or that came before
+     * the order's items, is checked against the inventory's record: at
+     * check_due_ms, by recovery. A row created by a CancelOrder alone is a
+     * tombstone (tombstone = 1) until its OrderSent or an outcome arrives;
+     * recovery deletes old ones. Rows from before this migration keep
+     * tombstone = 0 (they were visible, and stay so). */
+    {3, "ALTER TABLE orders ADD COLUMN check_due_ms INTEGER;"
+        "ALTER TABLE orders ADD COLUMN check_attempts INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE orders ADD COLUMN tombstone INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX orders_by_check_due ON orders(check_due_ms)"
+        " WHERE check_due_ms IS NOT NULL;"
+        "CREATE INDEX orders_tombstones ON orders(created_ms) WHERE tombstone = 1;"},
 };
 
 const ws_migration *order_schema_migrations(size_t *n)

@@ -1,15 +1,19 @@
 /*
- * ws_bus against a real mosquitto started by the harness on a free loopback
- * port: QoS 1 round trips in both payload formats, publish-and-wait, broker
- * restarts, offline delivery through a persistent session, and garbage
- * payloads. Every wait polls a condition with a deadline.
+ * ws_bus against a real mosquitto started by the harness on a reserved
+ * loopback port: QoS 1 round trips in both payload formats, publish-and-wait,
+ * broker restarts, offline delivery through a persistent session, and
+ * garbage payloads; and the harness's own promises (reserved ports, the
+ * broker config). Every wait polls a condition with a deadline.
  */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -290,7 +294,7 @@ Test(bus, publish_async_calls_back_once_per_message)
 Test(bus, publish_without_broker_is_unavailable)
 {
     ws_metrics *m = ws_metrics_new();
-    int port = harness_free_port();
+    int port = harness_port_reserve(); /* locked by us: nobody listens there */
     ws_bus *pub = bus_new("test-nobroker", WS_BUS_PROTOBUF, port, m);
     order o;
     order_make(&o, "nobody");
@@ -669,4 +673,63 @@ Test(bus, failed_group_end_hands_its_messages_again_outside_a_group)
     cr_expect_gt(g.first_group, 0);
     cr_expect_eq(g.outside_calls, g.first_group, "the failed group is replayed once");
     ws_metrics_free(sm);
+}
+
+/* ---- the harness itself -------------------------------------------------- */
+
+/* The broker config the harness writes turns Nagle off (issue 12). */
+Test(bus, harness_broker_config_sets_tcp_nodelay)
+{
+    FILE *f = fopen(broker.conf, "r");
+    cr_assert_not_null(f);
+    char line[512];
+    bool nodelay = false;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        nodelay = nodelay || strcmp(line, "set_tcp_nodelay true\n") == 0;
+    }
+    fclose(f);
+    cr_expect(nodelay, "%s lacks set_tcp_nodelay true", broker.conf);
+}
+
+#define RESERVED_N 300
+
+/* Reserved ports: never the same twice in a run, never in the kernel's
+ * ephemeral range, each locked against other processes while held, each
+ * free to bind; a broker started afterwards gets yet another one. */
+Test(harness, reserved_ports_are_unique_locked_and_outside_the_ephemeral_range,
+     .timeout = 60)
+{
+    static unsigned char seen[65536];
+    int lo, hi;
+    harness_ephemeral_range(&lo, &hi);
+    cr_assert(lo > 0 && lo <= hi);
+    const char *dir = getenv("WEBSHOP_PORT_DIR");
+    if (dir == NULL || dir[0] == '\0') {
+        dir = "/tmp/webshop-ports";
+    }
+    for (int i = 0; i < RESERVED_N; i++) {
+        int p = harness_port_reserve();
+        cr_assert_gt(p, 1023, "reservation %d", i);
+        cr_assert_leq(p, 65535);
+        cr_assert_eq(seen[p], 0, "port %d handed out twice", p);
+        seen[p] = 1;
+        cr_expect(p < lo || p > hi, "port %d is in the ephemeral range %d-%d", p, lo, hi);
+        /* Another open file description of the lock cannot take it. */
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/%d.lock", dir, p);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+        cr_expect_neq(flock(fd, LOCK_EX | LOCK_NB), 0, "%s is not locked", path);
+        close(fd);
+        cr_expect_not(harness_port_open(p), "something listens on reserved port %d", p);
+    }
+    /* A broker started now gets a port none of those. */
+    char *dir2 = harness_tmpdir_new("harness-ports");
+    cr_assert_not_null(dir2);
+    harness_broker b;
+    cr_assert_eq(harness_broker_start(&b, dir2, NULL), 0);
+    cr_expect_eq(seen[b.port], 0, "broker got port %d again", b.port);
+    cr_expect(b.port < lo || b.port > hi);
+    cr_expect_eq(harness_broker_stop(&b, SIGTERM), 0);
+    harness_tmpdir_free(dir2);
 }

@@ -709,6 +709,45 @@ Test(config, positional_arguments_when_allowed)
     ws_config_free(c);
 }
 
+/* A listener may ask for port 0 (any free port); a place to dial may not. */
+Test(config, listen_options_accept_port_0_and_dial_options_do_not)
+{
+    int port = -1;
+    const char *rpc = NULL;
+    const char *dial = NULL;
+    ws_config_option o[] = {
+        {.name = "http-port", .type = WS_CONFIG_PORT, .def = "8080", .help = "p",
+         .target.i = &port, .flags = WS_CONFIG_LISTEN},
+        {.name = "rpc-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7101",
+         .help = "r", .target.str = &rpc, .flags = WS_CONFIG_LISTEN},
+        {.name = "peer-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7201",
+         .help = "d", .target.str = &dial},
+    };
+    ws_config *c = ws_config_new("svc", NULL, NULL, o, 3);
+    char *argv[] = {"svc", "--http-port", "0", "--rpc-url", "tcp://127.0.0.1:0", NULL};
+    cr_assert_eq(ws_config_parse(c, 5, argv, empty_env), WS_CONFIG_OK, "%s",
+                 ws_config_error(c));
+    cr_expect_eq(port, 0);
+    cr_expect_str_eq(rpc, "tcp://127.0.0.1:0");
+    ws_config_free(c);
+
+    char *bad[][3] = {{"svc", "--peer-url", "tcp://127.0.0.1:0"},
+                      {"svc", "--http-port", "00"},
+                      {"svc", "--http-port", "65536"}};
+    const char *want[] = {
+        "--peer-url: expected a URL like tcp://127.0.0.1:5555, ipc:///path or "
+        "inproc://name, got \"tcp://127.0.0.1:0\"",
+        "--http-port: expected a port number 0..65535 (0: any free port), got \"00\"",
+        "--http-port: expected a port number 0..65535 (0: any free port), got \"65536\""};
+    for (size_t i = 0; i < 3; i++) {
+        c = ws_config_new("svc", NULL, NULL, o, 3);
+        char *args[] = {bad[i][0], bad[i][1], bad[i][2], NULL};
+        cr_expect_eq(ws_config_parse(c, 3, args, empty_env), WS_CONFIG_ERROR);
+        cr_expect_str_eq(ws_config_error(c), want[i]);
+        ws_config_free(c);
+    }
+}
+
 Test(config, process_environment_is_used_when_envp_is_null)
 {
     int port = 0;

@@ -47,7 +47,13 @@ Test(place_order, every_rule_names_the_field)
          "items[0].count: must be between 1 and 10, got 11"},
         {"{\"items\": [{\"inventoryId\": 1}]}", "items[0].count: must be between 1 and 10, got 0"},
         {"{\"items\": [{\"inventoryId\": 1, \"count\": \"x\"}]}", "items[0].count"},
-        {"{\"orderId\": \"x\", \"items\": []}", "orderId"},
+        {"{\"orderId\": \"x\", \"items\": []}", "orderId: must be empty or a UUID"},
+        {"{\"orderId\": \"x\", \"items\": [{\"inventoryId\": 1, \"count\": 1}]}",
+         "orderId: must be empty or a UUID"},
+        {"{\"order_id\": \"0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8\", \"items\": "
+         "[{\"inventoryId\": 1, \"count\": 1}]}",
+         "orderId"},
+        {"{\"orderId\": 5, \"items\": [{\"inventoryId\": 1, \"count\": 1}]}", "orderId"},
         {"[", "line 1"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -118,4 +124,87 @@ Test(order_id, fresh_ids_are_distinct_lowercase_uuid4)
             cr_assert_str_neq(ids[i], ids[j]);
         }
     }
+}
+
+/* The Python prototype's clients send "orderId": "" (11.7); an id they send
+ * is accepted and ignored: the front's id is the order's. */
+Test(place_order, order_id_empty_absent_or_a_uuid_is_ignored)
+{
+    const char *bodies[] = {
+        "{\"orderId\": \"\", \"items\": [{\"inventoryId\": 1, \"count\": 2}]}",
+        "{\"order_id\": \"\", \"items\": [{\"inventoryId\": 1, \"count\": 2}]}",
+        "{\"items\": [{\"inventoryId\": 1, \"count\": 2}]}",
+        "{\"orderId\": \"11111111-2222-4333-8444-555555555555\", \"items\": "
+        "[{\"inventoryId\": 1, \"count\": 2}]}",
+        "{\"orderId\": \"AAAAAAAA-2222-4333-8444-555555555555\", \"items\": "
+        "[{\"inventoryId\": 1, \"count\": 2}]}",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        Webshop__V1__OrderSent *ev = NULL;
+        char msg[256] = "";
+        cr_assert_eq(parse(bodies[i], &ev, msg), 0, "body %zu: %s", i, msg);
+        cr_assert_str_eq(ev->order_id, "0b7c1d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d", "body %zu", i);
+        cr_assert_eq(ev->n_items, 1);
+        webshop__v1__order_sent__free_unpacked(ev, NULL);
+    }
+}
+
+/* Items as arrays of OrderItem pointers for place_order_compare. */
+#define LINES_MAX 8
+typedef struct lines {
+    Webshop__V1__OrderItem v[LINES_MAX];
+    Webshop__V1__OrderItem *p[LINES_MAX];
+    size_t n;
+} lines;
+
+static void lines_set(lines *l, const int (*pairs)[2], size_t n)
+{
+    l->n = n;
+    for (size_t i = 0; i < n; i++) {
+        webshop__v1__order_item__init(&l->v[i]);
+        l->v[i].inventory_id = pairs[i][0];
+        l->v[i].count = pairs[i][1];
+        l->p[i] = &l->v[i];
+    }
+}
+
+static place_order_match compare(const int (*a)[2], size_t na, const int (*b)[2], size_t nb)
+{
+    lines x, y;
+    lines_set(&x, a, na);
+    lines_set(&y, b, nb);
+    place_order_match m = place_order_compare(x.p, x.n, y.p, y.n);
+    /* Neither side is reordered by the comparison. */
+    for (size_t i = 0; i < na; i++) {
+        cr_assert_eq(x.p[i]->inventory_id, a[i][0]);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        cr_assert_eq(y.p[i]->inventory_id, b[i][0]);
+    }
+    return m;
+}
+
+Test(place_order, recorded_items_compare_in_any_order)
+{
+    const int one[][2] = {{1, 2}, {2, 1}, {3, 5}};
+    const int shuffled[][2] = {{3, 5}, {1, 2}, {2, 1}};
+    const int other_count[][2] = {{1, 2}, {2, 2}, {3, 5}};
+    const int other_product[][2] = {{1, 2}, {4, 1}, {3, 5}};
+    const int fewer[][2] = {{1, 2}, {2, 1}};
+    const int repeated[][2] = {{1, 2}, {1, 2}, {2, 1}};
+    const int repeated2[][2] = {{1, 2}, {2, 1}, {2, 1}};
+    const int split[][2] = {{1, 1}, {1, 1}};
+    const int joined[][2] = {{1, 2}};
+    cr_assert_eq(compare(one, 3, one, 3), PLACE_ORDER_ITEMS_SAME);
+    cr_assert_eq(compare(one, 3, shuffled, 3), PLACE_ORDER_ITEMS_SAME);
+    cr_assert_eq(compare(one, 3, other_count, 3), PLACE_ORDER_ITEMS_DIFFER);
+    cr_assert_eq(compare(one, 3, other_product, 3), PLACE_ORDER_ITEMS_DIFFER);
+    cr_assert_eq(compare(one, 3, fewer, 2), PLACE_ORDER_ITEMS_DIFFER);
+    cr_assert_eq(compare(fewer, 2, one, 3), PLACE_ORDER_ITEMS_DIFFER);
+    /* Lines are a multiset: a repeated line matters, and is not summed. */
+    cr_assert_eq(compare(repeated, 3, repeated2, 3), PLACE_ORDER_ITEMS_DIFFER);
+    cr_assert_eq(compare(split, 2, joined, 1), PLACE_ORDER_ITEMS_DIFFER);
+    /* An order the order service knows only from an outcome has no items
+     * yet: the same order, whatever is asked. */
+    cr_assert_eq(compare(NULL, 0, one, 3), PLACE_ORDER_ITEMS_UNKNOWN);
 }

@@ -126,8 +126,8 @@ static void setup(void)
     tmpdir = harness_tmpdir_new("inventory-svc");
     cr_assert_not_null(tmpdir);
     cr_assert_eq(harness_broker_start(&broker, tmpdir, NULL), 0);
-    rpc_port = harness_free_port();
-    http_port = harness_free_port();
+    rpc_port = harness_port_reserve(); /* kept across the restart below */
+    http_port = harness_port_reserve();
     cr_assert_gt(rpc_port, 0);
     cr_assert_gt(http_port, 0);
     snprintf(rpc_url, sizeof(rpc_url), "tcp://127.0.0.1:%d", rpc_port);

@@ -3,7 +3,11 @@
  * temp SQLite file, without a broker: reservations all or nothing, duplicate
  * and out-of-order events, the invariant balance + held = stock added under
  * eight competing threads, and seeding that never overwrites moved stock.
- * Outcomes are checked in the outbox rows the operations queue.
+ * Outcomes are checked in the outbox rows the operations queue. Also the
+ * id rule (any case, stored lower case), what a duplicate OrderSent
+ * re-publishes after each kind of release, and the sweep's domain steps
+ * (orphan candidates and settling, tombstone expiry) with the clock and the
+ * order service's answer as parameters.
  */
 #include <criterion/criterion.h>
 
@@ -11,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog_seed.h"
@@ -184,9 +189,9 @@ Test(inventory_stock, order_reserves_every_item_and_queues_in_stock)
     test_events es;
     test_events_take(s, &es);
     cr_assert_eq(es.n, 3);
-    cr_assert_str_eq(es.ev[0].topic, INV_TOPIC_IN_STOCK);
+    cr_assert_str_eq(es.ev[0].topic, WEBSHOP_V1_IN_STOCK_TOPIC);
     cr_assert_str_eq(((Webshop__V1__InStock *)es.ev[0].msg)->order_id, o.id);
-    cr_assert_eq(test_events_count(&es, INV_TOPIC_STOCK_CHANGED), 2);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_STOCK_CHANGED_TOPIC), 2);
     const Webshop__V1__StockChanged *sc = (const Webshop__V1__StockChanged *)es.ev[1].msg;
     cr_assert_eq(sc->product_id, 1);
     cr_assert_eq(sc->balance, 197);
@@ -218,7 +223,7 @@ Test(inventory_stock, out_of_stock_rejects_whole_order_with_nothing_reserved)
     test_events_take(s, &es);
     cr_assert_eq(es.n, 1);
     const Webshop__V1__OutOfStock *oos = (const Webshop__V1__OutOfStock *)es.ev[0].msg;
-    cr_assert_str_eq(es.ev[0].topic, INV_TOPIC_OUT_OF_STOCK);
+    cr_assert_str_eq(es.ev[0].topic, WEBSHOP_V1_OUT_OF_STOCK_TOPIC);
     cr_assert_str_eq(oos->order_id, o.id);
     cr_assert_str_eq(oos->reason, "not enough stock for product 2");
     test_events_free(&es);
@@ -271,7 +276,7 @@ Test(inventory_stock, invalid_orders_are_rejected_with_their_reason)
     test_events es;
     test_events_take(s, &es);
     cr_assert_eq(es.n, 6);
-    cr_assert_eq(test_events_count(&es, INV_TOPIC_OUT_OF_STOCK), 6);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_OUT_OF_STOCK_TOPIC), 6);
     const Webshop__V1__OutOfStock *last = (const Webshop__V1__OutOfStock *)es.ev[5].msg;
     cr_assert_str_eq(last->order_id, "not-a-uuid");
     cr_assert_str_eq(last->reason, "bad order id");
@@ -299,7 +304,7 @@ Test(inventory_stock, duplicate_order_sent_reserves_once_and_requeues_outcome)
     test_assert_levels(s, 1, 196, 4, 200);
     test_events_take(s, &es);
     cr_assert_eq(es.n, 4);
-    cr_assert_eq(test_events_count(&es, INV_TOPIC_IN_STOCK), 4);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_IN_STOCK_TOPIC), 4);
     test_events_free(&es);
 
     /* A rejected order's duplicate re-queues the same reason. */
@@ -344,7 +349,7 @@ Test(inventory_stock, cancel_before_order_never_reserves)
     test_events_take(s, &es);
     cr_assert_eq(es.n, 2);
     const Webshop__V1__OutOfStock *oos = (const Webshop__V1__OutOfStock *)es.ev[0].msg;
-    cr_assert_str_eq(es.ev[0].topic, INV_TOPIC_OUT_OF_STOCK);
+    cr_assert_str_eq(es.ev[0].topic, WEBSHOP_V1_OUT_OF_STOCK_TOPIC);
     cr_assert_str_eq(oos->reason, "canceled");
     test_events_free(&es);
 
@@ -365,7 +370,7 @@ Test(inventory_stock, cancel_releases_exactly_once_and_restores_balance)
     test_assert_levels(s, 1, 194, 6, 200);
     test_events es;
     test_events_take(s, &es);
-    cr_assert_eq(test_events_count(&es, INV_TOPIC_STOCK_CHANGED), 2);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_STOCK_CHANGED_TOPIC), 2);
     test_events_free(&es);
 
     inv_cancel_outcome c;
@@ -375,7 +380,7 @@ Test(inventory_stock, cancel_releases_exactly_once_and_restores_balance)
     test_assert_levels(s, 2, 200, 0, 200);
     test_events_take(s, &es);
     cr_assert_eq(es.n, 2);
-    const test_event *e = test_events_find(&es, INV_TOPIC_STOCK_CHANGED);
+    const test_event *e = test_events_find(&es, WEBSHOP_V1_STOCK_CHANGED_TOPIC);
     cr_assert_eq(((const Webshop__V1__StockChanged *)e->msg)->balance, 200);
     test_events_free(&es);
 
@@ -383,10 +388,14 @@ Test(inventory_stock, cancel_releases_exactly_once_and_restores_balance)
         cr_assert_eq(test_cancel(s, o.id, &c), WS_OK);
         cr_assert_eq(c.action, INV_CANCEL_NOOP);
     }
-    /* The order re-sent after its release is not reserved again. */
+    /* The order re-sent after its release is not reserved again, and
+     * nothing is published for it (issue 11.4: never "in stock"). */
     cr_assert_eq(inv_stock_order_sent(s, &o.ev, &out), WS_OK);
-    cr_assert_eq(out.action, INV_ORDER_DUPLICATE);
+    cr_assert_eq(out.action, INV_ORDER_DUPLICATE_CANCELED);
+    cr_assert_eq(out.n_queued, 0);
     test_assert_levels(s, 1, 200, 0, 200);
+    test_events_take(s, &es);
+    cr_assert_eq(es.n, 0);
     cr_assert_eq(test_cancel(s, "bogus", &c), WS_EINVAL);
 
     Webshop__V1__GetReservationResponse *r = NULL;
@@ -552,5 +561,411 @@ Test(inventory_stock, seed_refuses_invalid_products_and_writes_nothing)
     cr_assert_eq(inv_stock_catalog(s, &cat), WS_OK);
     cr_assert_eq(cat->n_products, 0);
     protobuf_c_message_free_unpacked(&cat->base, NULL);
+    ws_store_close(s);
+}
+
+/* ---- order ids: any case, stored lower case (issue 11.1) ----------------- */
+
+#define MIXED_ID "5B0C9F3E-7a41-4D2B-9c55-0123456789AB"
+#define LOWER_ID "5b0c9f3e-7a41-4d2b-9c55-0123456789ab"
+
+Test(inventory_stock, mixed_case_order_sent_and_lower_case_cancel_are_one_order)
+{
+    ws_store *s = test_store_seeded();
+    test_order o;
+    test_order_init(&o, 0, 1, (int32_t[]){1}, (int32_t[]){7});
+    o.ev.order_id = MIXED_ID;
+    inv_order_outcome out;
+    cr_assert_eq(inv_stock_order_sent(s, &o.ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_RESERVED);
+    cr_assert_str_eq(out.order_id, LOWER_ID);
+    test_events es;
+    test_events_take(s, &es);
+    const test_event *e = test_events_find(&es, WEBSHOP_V1_IN_STOCK_TOPIC);
+    cr_assert_str_eq(((const Webshop__V1__InStock *)e->msg)->order_id, LOWER_ID);
+    test_events_free(&es);
+
+    /* The same id in lower case is a duplicate, not a second order. */
+    o.ev.order_id = LOWER_ID;
+    cr_assert_eq(inv_stock_order_sent(s, &o.ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_DUPLICATE);
+    test_assert_levels(s, 1, 193, 7, 200);
+
+    /* Read in any case; answered in lower case. */
+    const char *spellings[] = {MIXED_ID, LOWER_ID,
+                               "5B0C9F3E-7A41-4D2B-9C55-0123456789AB"};
+    for (size_t i = 0; i < 3; i++) {
+        Webshop__V1__GetReservationResponse *r = NULL;
+        cr_assert_eq(inv_stock_reservation(s, spellings[i], &r), WS_OK);
+        cr_assert_eq(r->status, WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
+        cr_assert_str_eq(r->order_id, LOWER_ID);
+        cr_assert_eq(r->n_items, 1);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, LOWER_ID, &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_RELEASED);
+    cr_assert_str_eq(c.order_id, LOWER_ID);
+    test_assert_levels(s, 1, 200, 0, 200);
+    cr_assert_eq(test_cancel(s, MIXED_ID, &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_NOOP);
+
+    /* Exactly one record, under the lower-case id. */
+    sqlite3_stmt *st;
+    cr_assert_eq(
+        ws_store_stmt(s, "SELECT count(*), max(order_id) FROM reservations", &st), WS_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(st, 0), 1);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 1), LOWER_ID);
+    sqlite3_reset(st);
+    test_events_take(s, &es);
+    test_events_free(&es);
+    ws_store_close(s);
+}
+
+Test(inventory_stock, upper_case_cancel_tombstones_the_lower_case_order)
+{
+    ws_store *s = test_store_seeded();
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, MIXED_ID, &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_TOMBSTONED);
+    test_order o;
+    test_order_init(&o, 0, 1, (int32_t[]){2}, (int32_t[]){3});
+    o.ev.order_id = LOWER_ID;
+    for (int i = 0; i < 2; i++) {
+        inv_order_outcome out;
+        cr_assert_eq(inv_stock_order_sent(s, &o.ev, &out), WS_OK);
+        cr_assert_eq(out.action, INV_ORDER_TOMBSTONED);
+        o.ev.order_id = MIXED_ID;
+    }
+    test_assert_levels(s, 2, 200, 0, 200);
+    test_events es;
+    test_events_take(s, &es);
+    cr_assert_eq(es.n, 2);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_IN_STOCK_TOPIC), 0);
+    for (size_t i = 0; i < es.n; i++) {
+        const Webshop__V1__OutOfStock *oos =
+            (const Webshop__V1__OutOfStock *)es.ev[i].msg;
+        cr_assert_str_eq(oos->order_id, LOWER_ID);
+        cr_assert_str_eq(oos->reason, "canceled");
+    }
+    test_events_free(&es);
+    ws_store_close(s);
+}
+
+/* ---- the sweep's domain steps (issue 12, issue 11.6) ---------------------- */
+
+#define ORPHAN_AFTER_MS 120000
+#define ORPHAN_REASON                                                                    \
+    "reservation released: the order service did not know the order within 120 s"
+
+static int64_t test_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The candidates at now_ms, as a count; ids[0] (if any) into first. */
+static size_t test_candidates(ws_store *s, int64_t now_ms, char *first)
+{
+    inv_orphan_candidate c[16];
+    size_t n = 99;
+    cr_assert_eq(inv_stock_orphan_candidates(s, now_ms, ORPHAN_AFTER_MS, c, 16, &n),
+                 WS_OK);
+    if (first != NULL) {
+        snprintf(first, WS_UUID_TEXT_LEN, "%s", n > 0 ? c[0].order_id : "");
+    }
+    return n;
+}
+
+static void test_reserve(ws_store *s, test_order *o, unsigned seq, int32_t product,
+                         int32_t count)
+{
+    test_order_init(o, seq, 1, (int32_t[]){product}, (int32_t[]){count});
+    inv_order_outcome out;
+    cr_assert_eq(inv_stock_order_sent(s, &o->ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_RESERVED);
+}
+
+Test(inventory_stock, orphan_candidates_are_held_unconfirmed_and_older_than_the_bound)
+{
+    ws_store *s = test_store_seeded();
+    test_order held, rejected, canceled;
+    test_reserve(s, &held, 20, 1, 2);
+    test_order_init(&rejected, 21, 1, (int32_t[]){1}, (int32_t[]){5000});
+    inv_order_outcome out;
+    cr_assert_eq(inv_stock_order_sent(s, &rejected.ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_REJECTED);
+    test_reserve(s, &canceled, 22, 2, 1);
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, canceled.id, &c), WS_OK);
+    cr_assert_eq(test_cancel(s, "00000000-0000-4000-8000-0000000000ff", &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_TOMBSTONED);
+
+    int64_t now = test_wall_ms();
+    char first[WS_UUID_TEXT_LEN];
+    cr_assert_eq(test_candidates(s, now, first), 0, "younger than the bound");
+    cr_assert_eq(test_candidates(s, now + ORPHAN_AFTER_MS + 1000, first), 1);
+    cr_assert_str_eq(first, held.id);
+
+    /* The answer is a parameter: no answer leaves it as it is. */
+    int64_t later = now + ORPHAN_AFTER_MS + 1000;
+    inv_orphan_outcome o;
+    cr_assert_eq(inv_stock_orphan_settle(s, held.id, INV_LOOKUP_FAILED, later,
+                                         ORPHAN_AFTER_MS, &o),
+                 WS_OK);
+    cr_assert_eq(o.action, INV_ORPHAN_LEFT);
+    cr_assert_eq(test_candidates(s, later, NULL), 1);
+    /* Too young for the clock given: skipped, whatever the answer. */
+    cr_assert_eq(inv_stock_orphan_settle(s, held.id, INV_LOOKUP_NOT_FOUND, now,
+                                         ORPHAN_AFTER_MS, &o),
+                 WS_OK);
+    cr_assert_eq(o.action, INV_ORPHAN_SKIPPED);
+    /* Found: confirmed, never a candidate again, never released. */
+    cr_assert_eq(
+        inv_stock_orphan_settle(s, held.id, INV_LOOKUP_FOUND, later, ORPHAN_AFTER_MS, &o),
+        WS_OK);
+    cr_assert_eq(o.action, INV_ORPHAN_CONFIRMED);
+    cr_assert_eq(test_candidates(s, later + 86400000, NULL), 0);
+    cr_assert_eq(inv_stock_orphan_settle(s, held.id, INV_LOOKUP_NOT_FOUND, later,
+                                         ORPHAN_AFTER_MS, &o),
+                 WS_OK);
+    cr_assert_eq(o.action, INV_ORPHAN_SKIPPED);
+    /* Records that hold nothing are never released. */
+    const char *others[] = {rejected.id, canceled.id,
+                            "00000000-0000-4000-8000-0000000000ff",
+                            "00000000-0000-4000-8000-0000000000fe"};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(inv_stock_orphan_settle(s, others[i], INV_LOOKUP_NOT_FOUND, later,
+                                             ORPHAN_AFTER_MS, &o),
+                     WS_OK);
+        cr_assert_eq(o.action, INV_ORPHAN_SKIPPED, "%s", others[i]);
+    }
+    test_assert_levels(s, 1, 198, 2, 200);
+    test_assert_levels(s, 2, 200, 0, 200);
+    cr_assert_eq(inv_stock_orphan_settle(s, "bogus", INV_LOOKUP_NOT_FOUND, later,
+                                         ORPHAN_AFTER_MS, &o),
+                 WS_EINVAL);
+    cr_assert_eq(inv_stock_orphan_candidates(s, later, -1, NULL, 0, &(size_t){0}),
+                 WS_EINVAL);
+    ws_store_close(s);
+}
+
+Test(inventory_stock, orphan_not_found_is_released_once_and_keeps_the_invariant)
+{
+    ws_store *s = test_store_seeded();
+    test_order o;
+    test_order_init(&o, 30, 3, (int32_t[]){1, 2, 1}, (int32_t[]){4, 6, 1});
+    o.ev.order_id = "00000000-0000-4000-8000-00000000001E"; /* upper-case hex */
+    inv_order_outcome out;
+    cr_assert_eq(inv_stock_order_sent(s, &o.ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_RESERVED);
+    test_order other;
+    test_reserve(s, &other, 31, 1, 10);
+    test_assert_levels(s, 1, 185, 15, 200);
+    test_events es;
+    test_events_take(s, &es);
+    test_events_free(&es);
+
+    int64_t later = test_wall_ms() + ORPHAN_AFTER_MS + 1000;
+    inv_orphan_outcome r;
+    cr_assert_eq(inv_stock_orphan_settle(s, o.id, INV_LOOKUP_NOT_FOUND, later,
+                                         ORPHAN_AFTER_MS, &r),
+                 WS_OK);
+    cr_assert_eq(r.action, INV_ORPHAN_RELEASED);
+    cr_assert_eq(r.n_items, 3);
+    cr_assert_eq(r.n_queued, 2);
+    cr_assert_str_eq(r.reason, ORPHAN_REASON);
+    test_assert_levels(s, 1, 190, 10, 200);
+    test_assert_levels(s, 2, 200, 0, 200);
+    test_events_take(s, &es);
+    cr_assert_eq(es.n, 2);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_STOCK_CHANGED_TOPIC), 2);
+    const test_event *e = test_events_find(&es, WEBSHOP_V1_STOCK_CHANGED_TOPIC);
+    cr_assert_eq(((const Webshop__V1__StockChanged *)e->msg)->balance, 190);
+    test_events_free(&es);
+
+    /* Once: a second NOT_FOUND, a cancel, and the other order are untouched. */
+    cr_assert_eq(inv_stock_orphan_settle(s, o.id, INV_LOOKUP_NOT_FOUND, later,
+                                         ORPHAN_AFTER_MS, &r),
+                 WS_OK);
+    cr_assert_eq(r.action, INV_ORPHAN_SKIPPED);
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, o.id, &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_NOOP);
+    test_assert_levels(s, 1, 190, 10, 200);
+    char first[WS_UUID_TEXT_LEN];
+    cr_assert_eq(test_candidates(s, later, first), 1);
+    cr_assert_str_eq(first, other.id);
+
+    Webshop__V1__GetReservationResponse *g = NULL;
+    cr_assert_eq(inv_stock_reservation(s, o.id, &g), WS_OK);
+    cr_assert_eq(g->status, WEBSHOP__V1__RESERVATION_STATUS__RELEASED);
+    cr_assert_str_eq(g->reason, ORPHAN_REASON);
+    cr_assert_eq(g->n_items, 3);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    test_events_take(s, &es);
+    cr_assert_eq(es.n, 0);
+    ws_store_close(s);
+}
+
+/* Issue 11.4: a duplicate OrderSent re-publishes the record's current state. */
+Test(inventory_stock, duplicate_order_sent_after_each_release_never_says_in_stock)
+{
+    ws_store *s = test_store_seeded();
+    test_order canceled, orphan;
+    test_reserve(s, &canceled, 40, 1, 3);
+    test_reserve(s, &orphan, 41, 2, 3);
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, canceled.id, &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_RELEASED);
+    inv_orphan_outcome r;
+    cr_assert_eq(inv_stock_orphan_settle(s, orphan.id, INV_LOOKUP_NOT_FOUND,
+                                         test_wall_ms() + ORPHAN_AFTER_MS + 1000,
+                                         ORPHAN_AFTER_MS, &r),
+                 WS_OK);
+    cr_assert_eq(r.action, INV_ORPHAN_RELEASED);
+    test_events es;
+    test_events_take(s, &es);
+    test_events_free(&es);
+
+    for (int i = 0; i < 3; i++) {
+        inv_order_outcome out;
+        cr_assert_eq(inv_stock_order_sent(s, &canceled.ev, &out), WS_OK);
+        cr_assert_eq(out.action, INV_ORDER_DUPLICATE_CANCELED);
+        cr_assert_eq(out.n_queued, 0);
+        cr_assert_eq(inv_stock_order_sent(s, &orphan.ev, &out), WS_OK);
+        cr_assert_eq(out.action, INV_ORDER_DUPLICATE_ORPHAN);
+        cr_assert_eq(out.n_queued, 1);
+        cr_assert_str_eq(out.reason, ORPHAN_REASON);
+    }
+    test_assert_levels(s, 1, 200, 0, 200);
+    test_assert_levels(s, 2, 200, 0, 200);
+    test_events_take(s, &es);
+    cr_assert_eq(es.n, 3);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_IN_STOCK_TOPIC), 0);
+    for (size_t i = 0; i < es.n; i++) {
+        cr_assert_str_eq(es.ev[i].topic, WEBSHOP_V1_OUT_OF_STOCK_TOPIC);
+        const Webshop__V1__OutOfStock *oos =
+            (const Webshop__V1__OutOfStock *)es.ev[i].msg;
+        cr_assert_str_eq(oos->order_id, orphan.id);
+        cr_assert_str_eq(oos->reason, ORPHAN_REASON);
+    }
+    test_events_free(&es);
+    ws_store_close(s);
+}
+
+Test(inventory_stock, tombstones_expire_after_the_ttl_and_are_then_forgotten)
+{
+    ws_store *s = test_store_seeded();
+    const int64_t ttl = 24LL * 3600 * 1000;
+    char ids[5][40];
+    for (int i = 0; i < 5; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "00000000-0000-4000-8000-%012x", 50 + i);
+        inv_cancel_outcome c;
+        cr_assert_eq(test_cancel(s, ids[i], &c), WS_OK);
+        cr_assert_eq(c.action, INV_CANCEL_TOMBSTONED);
+    }
+    /* Records that are not tombstones never expire. */
+    test_order held, released;
+    test_reserve(s, &held, 60, 1, 1);
+    test_reserve(s, &released, 61, 1, 1);
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, released.id, &c), WS_OK);
+
+    int64_t now = test_wall_ms();
+    size_t n = 99;
+    cr_assert_eq(inv_stock_tombstones_expire(s, now, ttl, 100, &n), WS_OK);
+    cr_assert_eq(n, 0, "younger than the ttl");
+    cr_assert_eq(inv_stock_tombstones_expire(s, now + ttl + 1000, ttl, 2, &n), WS_OK);
+    cr_assert_eq(n, 2, "at most limit per call");
+    cr_assert_eq(inv_stock_tombstones_expire(s, now + ttl + 1000, ttl, 100, &n), WS_OK);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(inv_stock_tombstones_expire(s, now + 10 * ttl, ttl, 100, &n), WS_OK);
+    cr_assert_eq(n, 0);
+    cr_assert_eq(inv_stock_tombstones_expire(s, now, -1, 100, &n), WS_EINVAL);
+
+    Webshop__V1__GetReservationResponse *g = NULL;
+    cr_assert_eq(inv_stock_reservation(s, ids[0], &g), WS_OK);
+    cr_assert_eq(g->status, WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    cr_assert_eq(inv_stock_reservation(s, released.id, &g), WS_OK);
+    cr_assert_eq(g->status, WEBSHOP__V1__RESERVATION_STATUS__RELEASED);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    test_assert_levels(s, 1, 199, 1, 200);
+
+    /* The documented consequence: a forgotten cancel's order, arriving
+     * after the ttl, is reserved like a new one. */
+    test_order late;
+    test_order_init(&late, 50, 1, (int32_t[]){2}, (int32_t[]){1});
+    inv_order_outcome out;
+    cr_assert_eq(inv_stock_order_sent(s, &late.ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_RESERVED);
+    ws_store_close(s);
+}
+
+/* A database of schema version 1 (before release kinds and the id rule):
+ * its released reservations were released by cancels and stay so; a record
+ * stored under an upper-case id is renamed to lower case with its items,
+ * unless another record holds the same UUID (both then stay, and the sweep
+ * still finds the held one by its stored id). */
+Test(inventory_stock, upgrade_from_version_1_keeps_releases_and_lowers_ids)
+{
+    size_t n;
+    const ws_migration *m = inv_schema_migrations(&n);
+    cr_assert_geq(n, 2);
+    ws_store_opts opts = {.path = test_db};
+    ws_store *s = NULL;
+    cr_assert_eq(ws_store_open(&opts, m, 1, &s), WS_OK);
+    cr_assert_eq(inv_catalog_seed_default(s, NULL), WS_OK);
+    cr_assert_eq(
+        ws_store_exec(
+            s,
+            "INSERT INTO reservations(order_id, status, reason, created_ms, updated_ms)"
+            " VALUES ('00000000-0000-4000-8000-000000000070', 'released', '', 1, 1),"
+            " ('00000000-0000-4000-8000-0000000000AA', 'reserved', '', 1, 1),"
+            " ('00000000-0000-4000-8000-0000000000BB', 'reserved', '', 1, 1),"
+            " ('00000000-0000-4000-8000-0000000000bb', 'tombstoned', '', 1, 1);"
+            "INSERT INTO reservation_items(order_id, idx, product_id, count) VALUES"
+            " ('00000000-0000-4000-8000-0000000000AA', 0, 1, 2),"
+            " ('00000000-0000-4000-8000-0000000000BB', 0, 2, 3);"
+            "UPDATE products SET balance = balance - 2 WHERE id = 1;"
+            "UPDATE products SET balance = balance - 3 WHERE id = 2;"),
+        WS_OK);
+    ws_store_close(s);
+    s = test_store_open();
+    cr_assert_eq(ws_store_version(s), (int)n);
+    test_order o;
+    test_order_init(&o, 0x70, 1, (int32_t[]){1}, (int32_t[]){1});
+    inv_order_outcome out;
+    cr_assert_eq(inv_stock_order_sent(s, &o.ev, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_DUPLICATE_CANCELED);
+    cr_assert_eq(out.n_queued, 0);
+
+    /* Renamed with its items: a lower-case cancel releases it. */
+    inv_cancel_outcome c;
+    cr_assert_eq(test_cancel(s, "00000000-0000-4000-8000-0000000000aa", &c), WS_OK);
+    cr_assert_eq(c.action, INV_CANCEL_RELEASED);
+    test_assert_levels(s, 1, 200, 0, 200);
+
+    /* The colliding pair stays; the held one is a candidate by its stored id. */
+    test_assert_levels(s, 2, 197, 3, 200);
+    inv_orphan_candidate cand[4];
+    size_t k = 0;
+    int64_t later = test_wall_ms();
+    cr_assert_eq(inv_stock_orphan_candidates(s, later, 1000, cand, 4, &k), WS_OK);
+    cr_assert_eq(k, 1);
+    cr_assert_str_eq(cand[0].order_id, "00000000-0000-4000-8000-0000000000BB");
+    inv_orphan_outcome r;
+    cr_assert_eq(inv_stock_orphan_settle(s, cand[0].order_id, INV_LOOKUP_NOT_FOUND, later,
+                                         1000, &r),
+                 WS_OK);
+    cr_assert_eq(r.action, INV_ORPHAN_RELEASED);
+    test_assert_levels(s, 2, 200, 0, 200);
+    test_events es;
+    test_events_take(s, &es);
+    test_events_free(&es);
     ws_store_close(s);
 }

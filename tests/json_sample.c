@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "webshop/v1/contract.pb-c.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/front.pb-c.h"
 #include "webshop/v1/http.pb-c.h"
@@ -36,6 +37,7 @@ const ProtobufCMessageDescriptor *const json_sample_contracts[] = {
     &webshop__v1__health_response__descriptor,
     &webshop__v1__watch_events_request__descriptor,
     &webshop__v1__http_rule__descriptor,
+    &webshop__v1__limits__descriptor,
     &webshop__v1__product__descriptor,
     &webshop__v1__get_catalog_request__descriptor,
     &webshop__v1__get_catalog_response__descriptor,

@@ -1,7 +1,8 @@
 /*
  * The order service's recovery loops (order/recovery.c) on a temp SQLite
  * file with a fake inventory: which orders each pass picks, when, with what
- * backoff and bound, and what the GetReservation answer does to a cancel.
+ * backoff and bound, what the GetReservation answer does to a cancel and to
+ * an outcome check, and which tombstones expire.
  * The passes take the clock as a parameter; the one thread test polls with
  * a deadline.
  */
@@ -23,6 +24,7 @@ static char tmpdir[64];
 static char dbpath[128];
 static ws_store *store;
 static orders_policy pol;
+static orders_progress progress;
 
 static void setup(void)
 {
@@ -30,8 +32,11 @@ static void setup(void)
     cr_assert_not_null(mkdtemp(tmpdir));
     snprintf(dbpath, sizeof dbpath, "%s/order.db", tmpdir);
     cr_assert_eq(order_schema_open(dbpath, "OFF", &store), WS_OK);
-    pol = (orders_policy){
-        .resend_after_ms = 1000, .backoff_cap_ms = 5000, .max_attempts = 4};
+    memset(&progress, 0, sizeof progress);
+    pol = (orders_policy){.resend_after_ms = 1000,
+                          .backoff_cap_ms = 5000,
+                          .max_attempts = 4,
+                          .progress = &progress};
 }
 
 static void teardown(void)
@@ -80,6 +85,27 @@ static void in_stock(const char *id, int64_t now)
     Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;
     e.order_id = (char *)id;
     cr_assert_eq(orders_apply_in_stock(store, &pol, &e, now, NULL), WS_OK);
+}
+
+static void out_of_stock(const char *id, int64_t now)
+{
+    Webshop__V1__OutOfStock e = WEBSHOP__V1__OUT_OF_STOCK__INIT;
+    e.order_id = (char *)id;
+    e.reason = "not enough stock";
+    cr_assert_eq(orders_apply_out_of_stock(store, &pol, &e, now, NULL), WS_OK);
+}
+
+/* Rows under id in the orders table (tombstones included). */
+static int rows(const char *id)
+{
+    sqlite3_stmt *st;
+    cr_assert_eq(ws_store_stmt(store, "SELECT count(*) FROM orders WHERE id = ?1", &st),
+                 WS_OK);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    return n;
 }
 
 typedef struct counted {
@@ -358,16 +384,20 @@ Test(order_recovery, lines_lost_with_order_sent_come_back_from_the_inventory)
 {
     char id[37];
     new_id(id);
-    in_stock(id, 0); /* OrderSent lost here: the row has no lines */
-    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+    cancel(id, 0); /* OrderSent lost here: a tombstone, no lines */
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED,
                         .n_items = 2};
     cr_assert_eq(fill_at(&f, 999).items_filled, 0, "not due yet");
     cr_assert_eq(f.calls, 0);
+    Webshop__V1__Order *o = NULL;
+    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND, "a tombstone");
+    drain();
     order_recovery_stats st = fill_at(&f, 1000);
     cr_assert_eq(st.items_filled, 1);
+    /* The inventory saw the order: the tombstone is a real CANCELED order. */
     Webshop__V1__OrderStatus status;
     cr_assert_eq(stored_items(id, &status), 2);
-    cr_assert_eq(status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL, "status kept");
+    cr_assert_eq(status, WEBSHOP__V1__ORDER_STATUS__CANCELED, "status kept");
     f.calls = 0;
     cr_assert_eq(fill_at(&f, 100000).items_filled, 0,
                  "filled orders are not asked again");
@@ -403,22 +433,203 @@ Test(order_recovery, unknown_lines_are_asked_again_with_backoff_then_left)
     }
     cr_assert_eq(asked, pol.max_attempts, "asked %d times", asked);
     cr_assert_eq(total.items_gave_up, 1);
-    Webshop__V1__OrderStatus status;
-    cr_assert_eq(stored_items(id, &status), 0);
-    cr_assert_eq(status, WEBSHOP__V1__ORDER_STATUS__CANCELED);
+    Webshop__V1__Order *o = NULL;
+    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND, "still only a tombstone");
+    cr_assert_eq(rows(id), 1);
 }
 
 Test(order_recovery, unreachable_inventory_leaves_lines_due)
 {
     char id[37];
     new_id(id);
-    in_stock(id, 0);
+    cancel(id, 0);
     fake_inventory f = {.err = WS_EUNAVAIL};
     order_recovery_stats st = fill_at(&f, 5000);
     cr_assert_eq(st.lookups_failed, 1);
-    f = (fake_inventory){.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+    f = (fake_inventory){.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED,
                          .n_items = 1};
     cr_assert_eq(fill_at(&f, 5001).items_filled, 1, "asked again on the next pass");
+}
+
+/* ---- outcome checks -------------------------------------------------------- */
+
+static order_recovery_stats settle_at(fake_inventory *f, int64_t now)
+{
+    order_recovery_stats st = {0};
+    cr_assert_eq(
+        order_recovery_check_outcomes(store, &pol, fake_lookup, f, now, 100, &st), WS_OK);
+    return st;
+}
+
+static Webshop__V1__Order *get(const char *id)
+{
+    Webshop__V1__Order *o = NULL;
+    cr_assert_eq(orders_get(store, id, &o), WS_OK);
+    return o;
+}
+
+Test(order_recovery, outcome_checks_are_due_at_once_and_take_the_inventorys_record)
+{
+    char early[37], conflict[37], plain[37];
+    new_id(early);
+    new_id(conflict);
+    new_id(plain);
+    in_stock(early, 100); /* before its OrderSent: PENDING until checked */
+    place(conflict, 0);
+    in_stock(conflict, 1);
+    out_of_stock(conflict, 2); /* the other outcome: held SUCCESSFUL */
+    place(plain, 0);
+    in_stock(plain, 1); /* the normal flow: nothing to check */
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__REJECTED,
+                        .n_items = 1};
+    cr_assert_eq(settle_at(&f, 1).checks_settled, 0);
+    cr_assert_eq(f.calls, 0, "nothing due yet");
+    order_recovery_stats st = settle_at(&f, 200);
+    cr_assert_eq(f.calls, 2);
+    cr_assert_eq(st.checks_settled, 2);
+    cr_assert_eq(st.checks_moved, 2);
+    cr_assert_eq(st.checks_by_record[WEBSHOP__V1__RESERVATION_STATUS__REJECTED], 2);
+    Webshop__V1__Order *o = get(early);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__UNSUCCESSFUL);
+    cr_assert_str_eq(o->reason, ORDERS_REASON_REJECTED, "the record gave no reason");
+    cr_assert_eq(o->n_items, 1, "the record's lines filled in");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    o = get(conflict);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__UNSUCCESSFUL);
+    cr_assert_eq(o->n_items, 1);
+    cr_assert_eq(o->items[0]->inventory_id, 7, "its own lines kept");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    o = get(plain);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+    f.calls = 0;
+    cr_assert_eq(settle_at(&f, 100000).checks_settled, 0, "settled: never asked again");
+    cr_assert_eq(f.calls, 0);
+}
+
+Test(order_recovery, unknown_record_is_asked_again_with_backoff_then_given_up)
+{
+    char id[37];
+    new_id(id);
+    in_stock(id, 0);
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN};
+    /* Due at 0, then after 1000, 2000, 4000: asked max_attempts times. */
+    int64_t due[] = {0, 1000, 3000, 7000};
+    for (size_t i = 0; i < 4; i++) {
+        if (due[i] > 0) {
+            cr_assert_eq(settle_at(&f, due[i] - 1).checks_unknown, 0, "early %zu", i);
+        }
+        order_recovery_stats st = settle_at(&f, due[i]);
+        cr_assert_eq(st.checks_unknown + st.checks_gave_up, 1, "attempt %zu", i);
+        cr_assert_eq(st.checks_gave_up, i == 3 ? 1u : 0u, "attempt %zu", i);
+    }
+    cr_assert_eq(f.calls, 4);
+    settle_at(&f, 1000000);
+    cr_assert_eq(f.calls, 4, "given up: left alone");
+    Webshop__V1__Order *o = get(id);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__PENDING);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order_recovery, unreachable_inventory_leaves_checks_due)
+{
+    char a[37], b[37];
+    new_id(a);
+    new_id(b);
+    in_stock(a, 0);
+    out_of_stock(b, 0);
+    fake_inventory f = {.err = WS_ETIMEDOUT};
+    order_recovery_stats st = settle_at(&f, 10);
+    cr_assert_eq(f.calls, 1, "one deadline per pass");
+    cr_assert_eq(st.lookups_failed, 2);
+    cr_assert_eq(st.checks_settled, 0);
+    f = (fake_inventory){.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+                         .n_items = 1};
+    st = settle_at(&f, 11);
+    cr_assert_eq(st.checks_settled, 2, "asked again on the next pass");
+    Webshop__V1__Order *o = get(b);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL,
+                 "the record, not the event");
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order_recovery, checked_order_with_late_lines_is_resent_while_unknown)
+{
+    char id[37];
+    new_id(id);
+    in_stock(id, 0); /* no lines: nothing to re-send */
+    cr_assert_eq(resend_at(100000), 0);
+    place(id, 100000); /* the late OrderSent: now it has something to re-send */
+    drain();
+    cr_assert_eq(resend_at(100999), 0);
+    cr_assert_eq(resend_at(101000), 1);
+}
+
+/* ---- tombstones ------------------------------------------------------------ */
+
+static size_t expire_at(int64_t ttl, int64_t now, size_t limit)
+{
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_expire_tombstones(store, ttl, now, limit, &st), WS_OK);
+    return st.tombstones_expired;
+}
+
+/* Run the cancel and items passes until nothing is left to do for id. */
+static void settle_tombstone(fake_inventory *f, int64_t *now)
+{
+    for (int i = 0; i < 50; i++, *now += 1000) {
+        check_at(f, *now);
+        fill_at(f, *now);
+    }
+}
+
+Test(order_recovery, tombstones_expire_after_the_ttl_once_nothing_is_left_to_do)
+{
+    char t[37], revealed[37], outcome[37], order[37];
+    new_id(t);
+    new_id(revealed);
+    new_id(outcome);
+    new_id(order);
+    cancel(t, 0);
+    cancel(revealed, 0);
+    place(revealed, 1); /* its OrderSent came: a real CANCELED order */
+    in_stock(outcome, 0);
+    place(order, 0);
+    cancel(order, 1);
+    cr_assert_eq(expire_at(1000, 100000, 100), 0, "cancel and items checks still due");
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED};
+    int64_t now = 1000;
+    settle_tombstone(&f, &now);
+    cr_assert_eq(expire_at(now + 1, now, 100), 0, "younger than the ttl");
+    cr_assert_eq(expire_at(now, now, 100), 1);
+    cr_assert_eq(rows(t), 0, "the tombstone is gone");
+    cr_assert_eq(rows(revealed), 1, "an order, not a tombstone");
+    cr_assert_eq(rows(outcome), 1);
+    cr_assert_eq(rows(order), 1);
+    cr_assert_eq(expire_at(1, now + 1000000, 100), 0);
+    /* A late OrderSent for the expired one is a new order. */
+    place(t, now);
+    Webshop__V1__Order *o = get(t);
+    cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__PENDING);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+Test(order_recovery, tombstone_expiry_is_bounded_and_validated)
+{
+    char id[37];
+    for (int i = 0; i < 5; i++) {
+        new_id(id);
+        cancel(id, i);
+    }
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED};
+    int64_t now = 1000;
+    settle_tombstone(&f, &now);
+    cr_assert_eq(expire_at(1, now, 3), 3);
+    cr_assert_eq(expire_at(1, now, 3), 2);
+    cr_assert_eq(expire_at(1, now, 0), 0);
+    order_recovery_stats st = {0};
+    cr_assert_eq(order_recovery_expire_tombstones(store, 0, now, 10, &st), WS_EINVAL);
+    cr_assert_eq(order_recovery_expire_tombstones(store, -5, now, 10, &st), WS_EINVAL);
 }
 
 static int64_t wall_ms(void)
@@ -499,4 +710,62 @@ Test(order_recovery, pending_order_is_resent_once_outcomes_have_been_quiet)
     drain();
     cr_assert_eq(resend_at(2049), 0);
     cr_assert_eq(resend_at(2050), 1);
+}
+
+Test(order_recovery, loop_thread_settles_checks_expires_tombstones_and_counts)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000;
+    char checked[37], old[37];
+    new_id(checked);
+    new_id(old);
+    in_stock(checked, now);
+    cancel(old, now - 100000);
+    /* Its cancel confirmed and its items given up long ago. */
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "UPDATE orders SET cancel_confirmed = 1, next_resend_ms = NULL,"
+             " items_due_ms = NULL WHERE id = '%s'",
+             old);
+    cr_assert_eq(ws_store_exec(store, sql), WS_OK);
+
+    ws_store *own;
+    cr_assert_eq(order_schema_open(dbpath, "OFF", &own), WS_OK);
+    ws_metrics *m = ws_metrics_new();
+    cr_assert_not_null(m);
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
+                        .n_items = 1};
+    int kicks = 0;
+    order_recovery_opts o = {.store = own,
+                             .policy = pol,
+                             .lookup = fake_lookup,
+                             .lookup_ctx = &f,
+                             .queued = queued_cb,
+                             .queued_ctx = &kicks,
+                             .interval_ms = 10,
+                             .tombstone_ttl_ms = 1000,
+                             .metrics = m};
+    order_recovery *r;
+    cr_assert_eq(order_recovery_open(&o, &r), WS_OK);
+    cr_assert_eq(order_recovery_start(r), WS_OK);
+    ws_counter *reserved = ws_counter_get(m, "webshop_order_outcome_checks_total", NULL,
+                                          "answer=\"reserved\"");
+    ws_counter *expired =
+        ws_counter_get(m, "webshop_order_tombstones_expired_total", NULL, "");
+    int64_t deadline = wall_ms() + 5000;
+    while ((ws_counter_value(reserved) == 0 || ws_counter_value(expired) == 0) &&
+           wall_ms() < deadline) {
+        struct timespec d = {0, 2000000};
+        nanosleep(&d, NULL);
+    }
+    order_recovery_close(r);
+    cr_assert_eq(ws_counter_value(reserved), 1, "check not settled within 5 s");
+    cr_assert_eq(ws_counter_value(expired), 1, "tombstone not expired within 5 s");
+    cr_assert_gt(kicks, 0, "the settled status was queued: the relay is kicked");
+    Webshop__V1__Order *got = get(checked);
+    cr_assert_eq(got->status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL);
+    protobuf_c_message_free_unpacked(&got->base, NULL);
+    cr_assert_eq(rows(old), 0);
+    ws_metrics_free(m);
 }

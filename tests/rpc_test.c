@@ -1,9 +1,9 @@
 /*
  * Tests of the RPC runtime (rpc_server, rpc_client) over inproc and over tcp
- * on a free loopback port, with the real webshop.v1.Inventory descriptor and
- * hand-written generic handlers: concurrent calls matched to their requests,
- * deadlines, unknown methods, garbage envelopes and payloads, size limits,
- * reflection, a server restarted under a live client, and no server at all.
+ * on loopback port 0 (each server reports the port it bound), with the real
+ * webshop.v1.Inventory descriptor and hand-written generic handlers: concurrent calls
+ * matched to their requests, deadlines, unknown methods, garbage envelopes and payloads,
+ * size limits, reflection, a server restarted under a live client, and no server at all.
  * Nothing sleeps to let something happen: conditions are polled with a
  * deadline; the only wait is inside the deliberately slow handler.
  */
@@ -156,35 +156,40 @@ static void handlers_init(void)
 
 /* --------------------------------------------------------------- fixtures */
 
-static int free_port(void)
+/* A loopback port that refuses connections for as long as *fd stays open:
+ * a socket bound to it (port 0: the kernel picks) that never listens, so no
+ * other process can take the port meanwhile. Returns the port. */
+static int refusing_port(int *fd)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
     socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port = -1;
 
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(*fd, 0);
+    cr_assert_eq(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port);
 }
 
+/* A URL for a new server: tcp on port 0 (the server reports the port it
+ * bound, see server_start), or a fresh inproc name. */
 static void make_url(char *url, size_t n, bool tcp)
 {
     static atomic_int seq;
     if (tcp) {
-        int port = free_port();
-        cr_assert(port > 0);
-        snprintf(url, n, "tcp://127.0.0.1:%d", port);
+        snprintf(url, n, "tcp://127.0.0.1:0");
     } else {
         snprintf(url, n, "inproc://rpc-test-%d-%d", (int)getpid(),
                  atomic_fetch_add(&seq, 1));
     }
+}
+
+/* The port of a tcp URL, or -1. */
+static int url_port(const char *url)
+{
+    const char *colon = strrchr(url, ':');
+    return strncmp(url, "tcp://", 6) == 0 && colon != NULL ? atoi(colon + 1) : -1;
 }
 
 /* Servers made by server_new run their handlers on nng's threads. */
@@ -209,23 +214,18 @@ static ws_rpc_server *server_new(const char *url, int contexts, int workers,
     return srv;
 }
 
-/* A server listening on url; for tcp, a fresh free port is picked again if
- * the one chosen was taken meanwhile. */
+/* A server listening on a new URL (tcp: port 0), which is written to url
+ * as the server reports it: for tcp, with the port it bound. */
 static ws_rpc_server *server_start(char *url, size_t n, bool tcp, int contexts,
                                    int workers, size_t max_msg, ws_metrics *m)
 {
-    for (int attempt = 0; attempt < 20; attempt++) {
-        make_url(url, n, tcp);
-        ws_rpc_server *srv = server_new(url, contexts, workers, max_msg, m);
-        ws_err err = ws_rpc_server_start(srv);
-        if (err == WS_OK) {
-            return srv;
-        }
-        ws_rpc_server_close(srv);
-        cr_assert_eq(err, WS_EUNAVAIL, "start: %s", ws_strerror(err));
-    }
-    cr_assert_fail("no free port");
-    return NULL;
+    make_url(url, n, tcp);
+    ws_rpc_server *srv = server_new(url, contexts, workers, max_msg, m);
+    ws_err err = ws_rpc_server_start(srv);
+    cr_assert_eq(err, WS_OK, "start %s: %s", url, ws_strerror(err));
+    snprintf(url, n, "%s", ws_rpc_server_url(srv));
+    cr_assert(!tcp || url_port(url) > 0, "bound url %s", url);
+    return srv;
 }
 
 static ws_rpc_client *client_new(const char *url, size_t max_msg, ws_metrics *m)
@@ -776,7 +776,8 @@ Test(rpc, restarted_server_is_reached_by_the_same_client, .timeout = 60)
     cr_expect_eq(code, WS_RPC_UNAVAILABLE, "%s: %s", ws_rpc_code_name(code), msg);
     cr_expect(now_ms() - t0 < 3000);
 
-    /* Back on the same URL: the same client's calls succeed again. */
+    /* Back on the same URL (the port the first one bound): the same
+     * client's calls succeed again. */
     srv = server_new(url, 0, 0, 0, NULL);
     long long until = now_ms() + 10000;
     ws_err err;
@@ -801,7 +802,11 @@ Test(rpc, restarted_server_is_reached_by_the_same_client, .timeout = 60)
 static void no_server_run(bool tcp)
 {
     char url[128], msg[WS_RPC_MSG_LEN];
+    int hold = -1;
     make_url(url, sizeof(url), tcp);
+    if (tcp) {
+        snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", refusing_port(&hold));
+    }
     ws_rpc_client *c = client_new(url, 0, NULL);
     long long t0 = now_ms();
     ws_rpc_code code = get_product(c, 1, 2000, NULL, msg, sizeof(msg));
@@ -816,6 +821,9 @@ static void no_server_run(bool tcp)
     cr_expect_eq(code, WS_RPC_UNAVAILABLE, "%s: %s", ws_rpc_code_name(code), msg);
     cr_expect(took < 1000, "took %lld ms", took);
     ws_rpc_client_close(c);
+    if (hold >= 0) {
+        close(hold);
+    }
 }
 
 Test(rpc, no_server_is_unavailable_within_deadline_tcp, .timeout = 30)
@@ -899,6 +907,36 @@ Test(rpc, close_cancels_calls_in_flight, .timeout = 60)
 }
 
 /* ------------------------------------------------------------- lifecycle */
+
+/* Port 0: the server binds a port of the kernel's choice, reports it in
+ * ws_rpc_server_url, and a client at that URL is served; the port is really
+ * held (a second server cannot take it). Other URLs are reported as given. */
+Test(rpc, port_0_listener_reports_the_port_it_bound, .timeout = 30)
+{
+    ws_rpc_server *srv = server_new("tcp://127.0.0.1:0", 0, 0, 0, NULL);
+    cr_expect_str_eq(ws_rpc_server_url(srv), "tcp://127.0.0.1:0", "before start");
+    cr_assert_eq(ws_rpc_server_start(srv), WS_OK);
+    char url[128];
+    snprintf(url, sizeof(url), "%s", ws_rpc_server_url(srv));
+    int port = url_port(url);
+    cr_assert(port > 0 && port <= 65535, "bound url %s", url);
+    char want[64];
+    snprintf(want, sizeof(want), "tcp://127.0.0.1:%d", port);
+    cr_expect_str_eq(url, want);
+
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    cr_expect_eq(get_product(c, 7, 2000, NULL, NULL, 0), WS_RPC_OK);
+    ws_rpc_client_close(c);
+    ws_rpc_server *dup = server_new(url, 0, 0, 0, NULL);
+    cr_expect_eq(ws_rpc_server_start(dup), WS_EUNAVAIL, "port %d is held", port);
+    ws_rpc_server_close(dup);
+    ws_rpc_server_close(srv);
+
+    char in[128];
+    ws_rpc_server *ip = server_start(in, sizeof(in), false, 0, 0, 0, NULL);
+    cr_expect_eq(strncmp(ws_rpc_server_url(ip), "inproc://rpc-test-", 18), 0);
+    ws_rpc_server_close(ip);
+}
 
 Test(rpc, lifecycle_errors_are_reported, .timeout = 30)
 {

@@ -1,30 +1,53 @@
-"""Chaos run (issue 6, item 1): a bounded load of orders and cancels over
-HTTP while the inventory, the order service, the front and the broker are
-killed with SIGKILL and restarted at moments drawn from a seed; afterwards
-wait (bounded) for quiescence, stop the shop, read both SQLite databases
-read-only and check that nothing was lost or held twice.
+"""Chaos run (issue 6, item 1; issue 12): a bounded load of orders and
+cancels over HTTP while the inventory, the order service, the front and the
+broker are killed with SIGKILL and restarted at moments drawn from a seed;
+afterwards wait (bounded) until the shop is quiet and the checks can hold,
+stop the shop, read both SQLite databases read-only and check that nothing
+was lost or held twice.
 
-The clients behave as DESIGN.md asks of a client: every POST carries an
-Idempotency-Key and is retried with the same key on 503, 504 and connection
-errors until it gets a 201; an order that answers 404 for long after its 201
-(its OrderSent was lost by both backends, e.g. in a broker killed between two
-snapshots) is re-POSTed with the same key; a cancel (DELETE, 202) is repeated
-while the order is not CANCELED, since a 202 only means the broker took it.
+The clients behave as DESIGN.md ("What an answer promises") asks of a
+client. Every POST carries an Idempotency-Key. A 201 is a promise: the order
+is committed at the order service, so the client never POSTs it again, and a
+GET answering 404 after it is a broken promise. A 202 only means "queued at
+the broker": the client polls the order and re-POSTs with the same key when
+it stays 404 for --repeat-after seconds. 503, 504 and connection errors are
+retried with the same key. Cancels alike: a DELETE answered 200 is committed
+and never repeated; one answered 202 (queued), 404 (the order service has
+not recorded the order yet), 503, 504 or a connection error is repeated
+while the order is not CANCELED. --no-client-resend turns every re-send off
+(each POST and DELETE is sent once): then only 201s and 200s are promises.
 
 Checks (each row of the final table counts violations):
-  accepted_final   every order that got a 201 reached SUCCESSFUL,
-                   UNSUCCESSFUL or CANCELED at the order service
-  cancel_applied   every order whose cancel got a 202 is CANCELED
-  no_pending       no order row at all is left PENDING
-  stock_balance    per product: balance + active reservations = stock added
-  agree            SUCCESSFUL <=> reservation 'reserved'; UNSUCCESSFUL =>
-                   nothing reserved; CANCELED => nothing held; a 'reserved'
-                   reservation belongs to a SUCCESSFUL order
-  items_match      the order's items, the reservation's items and the
-                   client's items are the same
-  reserved_once    one reservation and one order per idempotency key
-  outbox_empty     both outboxes drained
-  crashes          no service exited unless the run killed it
+  accepted_final         every order that got a 201 (or, with re-sends on, a
+                         202) reached SUCCESSFUL, UNSUCCESSFUL or CANCELED
+  accepted_201_durable   every order that got a 201 is final at the end
+                         although the client never re-POSTed it, and no GET
+                         after its 201 answered 404 (the table counts the
+                         201s that would have needed a re-POST: must be 0)
+  cancel_applied         every order whose DELETE got a 200 is CANCELED (and
+                         no later GET showed anything else); with re-sends on,
+                         every one whose DELETE got a 202 too
+  no_pending             no order row at all is left PENDING
+  stock_balance          per product: balance + active reservations = stock
+  agree                  SUCCESSFUL <=> reservation 'reserved'; UNSUCCESSFUL
+                         => nothing reserved; CANCELED => nothing held; a
+                         'reserved' reservation belongs to a known order
+  no_orphan_reservations no reservation is held for an order that the order
+                         service does not have as SUCCESSFUL
+  items_match            the order's items, the reservation's items and the
+                         client's items are the same
+  reserved_once          one reservation and one order per idempotency key
+  http_answers           POST answered only 201/202/503/504, DELETE only
+                         200/202/404/503/504 (404 never for an order that got
+                         a 201 or was seen), GET only 200/404/503/504; a 404
+                         must be the front's JSON NOT_FOUND
+  outbox_empty           both outboxes drained
+  crashes                no service exited unless the run killed it
+
+Ports: the run picks one set of distinct ports outside the kernel's
+ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), each checked free
+by bind, and restarts every process on its own port, so no outgoing
+connection and no other port of the run can take it while a process is down.
 
 Run: /usr/bin/python3 tools/chaos.py --build BUILD_DIR --seconds N --seed S
 Standard library only. Exit status 0 when every check passes, 1 otherwise.
@@ -37,6 +60,7 @@ import os
 import random
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -51,10 +75,32 @@ FINAL = ("SUCCESSFUL", "UNSUCCESSFUL", "CANCELED")
 PROCS = ("broker", "inventory", "order", "front")
 # orders.status in the order database (proto enum OrderStatus).
 ST_NAMES = {1: "PENDING", 2: "SUCCESSFUL", 3: "UNSUCCESSFUL", 4: "CANCELED"}
+# Answers after which a client sends the same request again (None: the
+# connection failed); the key names the reason in the table.
+RESEND_ON = {503: "503", 504: "504", None: "conn"}
+POST_OK = (201, 202)
+# A 404 that is not the front's JSON NOT_FOUND error.
+RAW_404 = "404 (not JSON NOT_FOUND)"
+# With re-sends off, an order still 404 this long after the load (while
+# every process is up) is given up by its client: a lost 202.
+GIVE_UP_AFTER = 15.0
+BROKER_NODELAY = "set_tcp_nodelay true\n"
 
 
 def log(msg):
     print(f"chaos: {msg}", file=sys.stderr, flush=True)
+
+
+def url_port(url):
+    return int(url.rsplit(":", 1)[1])
+
+
+def answer_id(js, hdrs):
+    """The order id of a 201/202 answer: the body's order_id, else Location."""
+    if isinstance(js, dict) and js.get("order_id"):
+        return js["order_id"]
+    loc = hdrs.get("location", "")
+    return loc.rsplit("/", 1)[1] if loc.startswith("/order/") else None
 
 
 class Budget:
@@ -77,24 +123,44 @@ class Order:
     def __init__(self, key, items):
         self.key = key
         self.items = items
-        self.ids = set()          # order ids the front answered for this key
-        self.accepted = False     # got a 201
+        self.ids = set()           # order ids the front answered for this key
+        self.got_201 = False       # a POST answered 201: committed, never re-POSTed
+        self.got_202 = False       # a POST answered 202 (queued) before any 201
         self.last_post = 0.0
-        self.missing_since = None  # first 404 after the last POST
-        self.status = None        # last status seen over HTTP
-        self.cancel = False       # a DELETE got a 202
+        self.last_post_answer = None
+        self.missing_since = None  # first of the 404s in a row since the last POST
+        self.status = None         # last status seen over HTTP
+        self.seen = False          # a GET answered 200
+        self.get_404_after_201 = 0
+        self.given_up = False      # re-sends off: still 404 long after the load
+        self.cancel_wanted = False  # the client asked to cancel it
+        self.cancel_200 = False    # a DELETE answered 200: committed
+        self.cancel_202 = False    # a DELETE answered 202: queued
+        self.cancel_answer = None  # the last DELETE's answer
         self.last_delete = 0.0
-        self.reposts = 0
-        self.redeletes = 0
+        self.after_cancel_200 = None  # a status other than CANCELED seen after a 200
+
+    @property
+    def accepted(self):
+        return self.got_201 or self.got_202
 
     @property
     def id(self):
         return next(iter(self.ids)) if self.ids else None
 
-    def done(self):
-        if not self.accepted or self.status not in FINAL:
+    def done(self, resend):
+        """Nothing more for the client to do with this order."""
+        if self.given_up:
+            return True
+        if not self.accepted:
+            # An answer other than 503/504/connection error is final (and
+            # counted under http_answers).
+            return not resend or self.last_post_answer not in RESEND_ON
+        if self.status not in FINAL:
             return False
-        return not self.cancel or self.status == "CANCELED"
+        if not self.cancel_wanted or self.status == "CANCELED" or self.cancel_200:
+            return True
+        return not resend
 
 
 class Client(threading.Thread):
@@ -103,17 +169,22 @@ class Client(threading.Thread):
     def __init__(self, idx, run):
         super().__init__(name=f"client-{idx}", daemon=True)
         self.run_ = run
+        self.resend = not run.args.no_client_resend
         self.rng = random.Random(run.seed * 1000 + idx)
         self.orders = []
-        self.stats = {"requests": 0, "retries": 0, "posts_201": 0, "deletes_202": 0,
-                      "reposts": 0, "redeletes": 0, "gave_up_post": 0}
+        self.stats = {"requests": 0}
+        self.unexpected = []  # http_answers violations
+
+    def count(self, key, n=1):
+        self.stats[key] = self.stats.get(key, 0) + n
 
     # -- HTTP ---------------------------------------------------------------
 
     def http(self, method, path, body=None, headers=None):
-        """One request; (status, json or None). status None: connection error."""
+        """One request; (status, json or None, headers). status None: connection
+        error; "budget": the request bound is used up."""
         if not self.run_.budget.take():
-            return "budget", None
+            return "budget", None, {}
         self.stats["requests"] += 1
         conn = http.client.HTTPConnection("127.0.0.1", self.run_.shop.http_port, timeout=5)
         try:
@@ -125,43 +196,67 @@ class Client(threading.Thread):
             conn.request(method, path, body=data, headers=h)
             r = conn.getresponse()
             payload = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
             try:
-                return r.status, json.loads(payload) if payload else None
+                js = json.loads(payload) if payload else None
             except ValueError:
-                return r.status, None
+                js = None
+            if r.status == 404 and not (isinstance(js, dict) and js.get("code") == "NOT_FOUND"):
+                # Not the front's "no such order" (e.g. the HTTP library's own
+                # page before the routes are installed): an unexpected answer.
+                return RAW_404, payload[:60], hdrs
+            return r.status, js, hdrs
         except (OSError, http.client.HTTPException):
-            return None, None
+            return None, None, {}
         finally:
             conn.close()
 
-    def retrying(self, method, path, ok, deadline, body=None, headers=None):
-        """Repeat a request on 503, 504 and connection errors until it answers
-        ok or something else, or deadline passes."""
-        while True:
-            st, js = self.http(method, path, body, headers)
-            if st == "budget":
-                return None, None
-            if st == ok or st not in (None, 502, 503, 504):
-                return st, js
-            self.stats["retries"] += 1
-            if time.monotonic() > deadline:
-                return st, js
-            time.sleep(self.rng.uniform(0.05, 0.3))
+    def odd(self, what, o, st, js):
+        msg = js.get("code") if isinstance(js, dict) else js
+        self.unexpected.append(f"{what} order {o.id or o.key}: {st} {msg}")
+
+    def pause(self):
+        """A client's back-off before it sends the same request again."""
+        time.sleep(self.rng.uniform(0.05, 0.3))
 
     # -- actions ------------------------------------------------------------
 
-    def post(self, o, deadline):
-        st, js = self.retrying("POST", "/order", 201, deadline, body={"items": o.items},
-                               headers={"Idempotency-Key": o.key})
-        o.last_post = time.monotonic()
-        o.missing_since = None
-        if st == 201 and js and js.get("order_id"):
-            if not o.accepted:
-                self.stats["posts_201"] += 1
-            o.accepted = True
-            o.ids.add(js["order_id"])
-            return True
-        return False
+    def post(self, o, deadline, why=None):
+        """POST the order (again, when why names the reason); with re-sends on,
+        repeat it on 503, 504 and connection errors until deadline."""
+        while True:
+            if why is not None:
+                self.count(f"repost_{why}")
+            st, js, hdrs = self.http("POST", "/order", body={"items": o.items},
+                                     headers={"Idempotency-Key": o.key})
+            if st == "budget":
+                return
+            self.count(f"post_{RESEND_ON.get(st, st)}")
+            o.last_post = time.monotonic()
+            o.last_post_answer = st
+            o.missing_since = None
+            if st in POST_OK:
+                oid = answer_id(js, hdrs)
+                if oid is None:
+                    self.odd("POST without an order id:", o, st, js)
+                    return
+                o.ids.add(oid)
+                if st == 201 and not o.got_201:
+                    self.count("orders_201")
+                    if o.got_202:
+                        self.count("orders_202_then_201")
+                    o.got_201 = True
+                elif st == 202 and not o.accepted:
+                    self.count("orders_202")
+                    o.got_202 = True
+                return
+            if st not in RESEND_ON:
+                self.odd("POST", o, st, js)
+                return
+            if not self.resend or time.monotonic() > deadline:
+                return
+            why = RESEND_ON[st]
+            self.pause()
 
     def place(self, deadline):
         n = self.rng.randint(1, 3)
@@ -170,40 +265,80 @@ class Client(threading.Thread):
         key = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         o = Order(key, items)
         self.orders.append(o)
-        if not self.post(o, deadline):
-            self.stats["gave_up_post"] += 1
+        self.post(o, deadline)
 
-    def delete(self, o, deadline):
-        st, _ = self.retrying("DELETE", f"/order/{o.id}", 202, deadline)
-        o.last_delete = time.monotonic()
-        if st == 202:
-            if not o.cancel:
-                self.stats["deletes_202"] += 1
-            o.cancel = True
+    def delete(self, o, deadline, why=None):
+        """DELETE the order (again, when why names the reason); with re-sends
+        on, repeat it on 503, 504 and connection errors until deadline."""
+        o.cancel_wanted = True
+        while True:
+            if why is not None:
+                self.count(f"redelete_{why}")
+            st, js, _ = self.http("DELETE", f"/order/{o.id}")
+            if st == "budget":
+                return
+            self.count(f"delete_{RESEND_ON.get(st, st)}")
+            o.last_delete = time.monotonic()
+            o.cancel_answer = st
+            if st == 200:
+                if not o.cancel_200:
+                    self.count("cancels_200")
+                o.cancel_200 = True
+                if isinstance(js, dict) and js.get("status"):
+                    o.status = js["status"]
+                    if o.status != "CANCELED":
+                        o.after_cancel_200 = o.status
+                return
+            if st == 202:
+                if not o.cancel_202 and not o.cancel_200:
+                    self.count("cancels_202")
+                o.cancel_202 = True
+                return
+            if st == 404:
+                if o.got_201 or o.seen:
+                    self.odd("DELETE 404 for a recorded", o, st, js)
+                return
+            if st not in RESEND_ON:
+                self.odd("DELETE", o, st, js)
+                return
+            if not self.resend or time.monotonic() > deadline:
+                return
+            why = RESEND_ON[st]
+            self.pause()
 
     def follow(self, o, deadline):
         """Look at an order once and do what a client does next."""
         now = time.monotonic()
+        r = self.run_
         if not o.accepted:
-            if self.post(o, deadline):
-                return
+            if self.resend:
+                self.post(o, deadline, why=RESEND_ON.get(o.last_post_answer, "other"))
             return
-        st, js = self.http("GET", f"/order/{o.id}")
-        if st == 200 and js:
+        st, js, _ = self.http("GET", f"/order/{o.id}")
+        if st == 200 and isinstance(js, dict):
             o.status = js.get("status")
+            o.seen = True
             o.missing_since = None
-            if o.cancel and o.status != "CANCELED" and o.status in FINAL and \
-                    now - o.last_delete > self.run_.repeat_after:
-                o.redeletes += 1
-                self.stats["redeletes"] += 1
-                self.delete(o, deadline)
+            if o.cancel_200 and o.status != "CANCELED":
+                o.after_cancel_200 = o.status
+            if self.resend and o.cancel_wanted and not o.cancel_200 and \
+                    o.status != "CANCELED" and o.status in FINAL and \
+                    now - o.last_delete > r.repeat_after:
+                self.delete(o, deadline, why=RESEND_ON.get(o.cancel_answer, o.cancel_answer))
         elif st == 404:
+            if o.got_201:
+                # A 201 is a promise: count the broken one, never re-POST.
+                o.get_404_after_201 += 1
+                self.count("get_404_after_201")
             if o.missing_since is None:
                 o.missing_since = now
-            elif now - o.missing_since > self.run_.repeat_after:
-                o.reposts += 1
-                self.stats["reposts"] += 1
-                self.post(o, deadline)
+            elif now - o.missing_since > r.repeat_after and self.resend and not o.got_201:
+                self.post(o, deadline, why="202")
+            elif now - o.missing_since > GIVE_UP_AFTER and now > r.load_end + GIVE_UP_AFTER \
+                    and (o.got_201 or not self.resend):
+                o.given_up = True
+        elif st != "budget" and st not in RESEND_ON:
+            self.odd("GET", o, st, js)
 
     def run(self):
         r = self.run_
@@ -212,11 +347,11 @@ class Client(threading.Thread):
             # for following every accepted order up to its end.
             while time.monotonic() < r.load_end and r.budget.used < 0.8 * r.budget.limit:
                 x = self.rng.random()
-                open_ = [o for o in self.orders if o.accepted and not o.cancel]
+                open_ = [o for o in self.orders if o.accepted and not o.cancel_wanted]
                 if x < 0.15 and open_:
                     self.delete(self.rng.choice(open_[-20:]), r.load_end + 5)
                 elif x < 0.35:
-                    todo = [o for o in self.orders if not o.done()]
+                    todo = [o for o in self.orders if not o.done(self.resend)]
                     if todo:
                         self.follow(self.rng.choice(todo), r.load_end + 5)
                 else:
@@ -224,7 +359,7 @@ class Client(threading.Thread):
                 time.sleep(self.rng.uniform(0.0, r.think))
             # Drain: follow every order up until it is done, bounded.
             while time.monotonic() < r.drain_end and not r.budget_exhausted():
-                todo = [o for o in self.orders if not o.done()]
+                todo = [o for o in self.orders if not o.done(self.resend)]
                 if not todo:
                     break
                 for o in todo:
@@ -250,6 +385,8 @@ class Run:
         self.mu = threading.Lock()
         self.errors = []
         self.shop = None
+        self.orphan_release = False  # the inventory was given --orders-url
+        self.orphans_released = None
         self.product_ids = []
         self.stock = {}
 
@@ -257,6 +394,28 @@ class Run:
         return self.budget.used >= self.budget.limit
 
     # -- the shop ----------------------------------------------------------
+
+    def inventory_has_orphan_release(self):
+        exe = os.path.join(self.args.build, "inventory", "webshop-inventory")
+        try:
+            p = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return "orders-url" in p.stdout + p.stderr and "orphan-after-ms" in p.stdout + p.stderr
+
+    def new_shop(self, tmp, **kw):
+        """A Shop on ports reserved by tests/e2e/shop.py: distinct, outside the
+        kernel's ephemeral range, locked against other runs, kept across the
+        restarts of one run (checked here, so a change there fails loudly)."""
+        shop = Shop(self.args.build, tmp=tmp, **kw)
+        used = [shop.broker_port, url_port(shop.inv_rpc), url_port(shop.ord_rpc),
+                shop.inv_http, shop.ord_http, shop.http_port]
+        if len(set(used)) != len(used) or 0 in used:
+            raise SystemExit(f"chaos: the shop's ports {used} are not distinct fixed ports")
+        with open(shop.broker_conf) as f:
+            if BROKER_NODELAY not in f.read():
+                raise SystemExit(f"chaos: {shop.broker_conf} lacks {BROKER_NODELAY.strip()}")
+        return shop
 
     def start_shop(self, tmp):
         # Product 1 runs out early (out-of-stock outcomes and cancels that
@@ -273,9 +432,18 @@ class Run:
         order_args = ("--resend-after", "1s", "--resend-max-delay", "4s",
                       "--resend-attempts", "1000", "--inventory-deadline", "1s",
                       "--log-level", "warn")
-        self.shop = Shop(self.args.build, tmp=tmp, order_args=order_args,
-                         inventory_args=("--catalog", cat_path, "--log-level", "warn"),
-                         front_args=("--publish-deadline", "1s"))
+        self.shop = self.new_shop(tmp, order_args=order_args,
+                                  inventory_args=("--catalog", cat_path, "--log-level", "warn"),
+                                  front_args=("--publish-deadline", "1s"),
+                                  broker_conf_extra=BROKER_NODELAY)
+        self.orphan_release = self.inventory_has_orphan_release()
+        if self.orphan_release:
+            self.shop.argv["inventory"] += ["--orders-url", self.shop.ord_rpc,
+                                            "--orphan-after-ms", str(self.args.orphan_after_ms)]
+        else:
+            log("the inventory has no --orders-url/--orphan-after-ms: orphans are not released")
+        log(f"ports {sorted(self.ports.given)} (ephemeral range {self.ports.eph[0]}"
+            f"-{self.ports.eph[1]})")
         self.shop.start()
 
     def restart(self, name):
@@ -333,6 +501,13 @@ class Run:
         c.row_factory = sqlite3.Row
         return c
 
+    BUSY_NAMES = ("pending", "unconfirmed_cancels", "outbox_order", "outbox_inventory",
+                  "lines_due", "outcome_checks_due", "orphans")
+
+    @staticmethod
+    def has_column(conn, table, column):
+        return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+
     def busy(self):
         """What the shop still has to do, as a tuple (all zero when quiet)."""
         o = self.db("order")
@@ -349,36 +524,73 @@ class Run:
             due = {r[0] for r in o.execute(
                 "SELECT id FROM orders WHERE items_due_ms IS NOT NULL")}
             known = {r[0] for r in i.execute("SELECT DISTINCT order_id FROM reservation_items")}
-            return (pending, unconfirmed, ob_o, ob_i, len(due & known))
+            # Outcomes that conflicted (or came before the items), still to
+            # be checked against the inventory's record (order schema 3).
+            checks = o.execute("SELECT count(*) FROM orders WHERE check_due_ms IS NOT NULL"
+                               ).fetchone()[0] if self.has_column(o, "orders", "check_due_ms") \
+                else 0
+            # Stock held for an order that is not SUCCESSFUL (read the
+            # inventory first: an order becomes SUCCESSFUL after its
+            # reservation, never before).
+            held = {r[0] for r in i.execute(
+                "SELECT order_id FROM reservations WHERE status = 'reserved'")}
+            ok = {r[0] for r in o.execute("SELECT id FROM orders WHERE status = 2")}
+            return (pending, unconfirmed, ob_o, ob_i, len(due & known), checks,
+                    len(held - ok))
         finally:
             o.close()
             i.close()
 
     def settle(self, clients):
+        """Poll, bounded by --settle, until the clients are done and the shop
+        has nothing left to do (see busy) for 2 s in a row."""
         deadline = time.monotonic() + self.args.settle
         quiet_since = None
         last = None
         while time.monotonic() < deadline:
             self.watch()
-            clients_busy = any(c.is_alive() for c in clients)
+            clients_busy = sum(1 for c in clients if c.is_alive())
             try:
                 b = self.busy()
             except sqlite3.Error as e:
                 b = ("db", str(e))
-            if not clients_busy and b == (0, 0, 0, 0, 0):
+            # Without orphan release in the inventory, orphans never clear:
+            # do not wait for them (check no_orphan_reservations reports them).
+            quiet = not any(b if self.orphan_release else b[:-1])
+            if not clients_busy and quiet:
                 if quiet_since is None:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > 2.0:
                     return True
             else:
                 quiet_since = None
-            if b != last:
-                log(f"settling: pending={b[0]} unconfirmed_cancels={b[1]}"
-                    f" outbox_order={b[2]} outbox_inventory={b[3]} lines_due={b[4]}"
-                    f" clients_busy={clients_busy}" if len(b) == 5 else f"settling: {b}")
-                last = b
+            if (b, clients_busy) != last:
+                if len(b) == len(self.BUSY_NAMES):
+                    log("settling: " + " ".join(f"{k}={n}" for k, n in zip(self.BUSY_NAMES, b))
+                        + f" clients_busy={clients_busy}")
+                else:
+                    log(f"settling: {b}")
+                last = (b, clients_busy)
             time.sleep(0.5)
         return False
+
+    def read_orphan_metric(self):
+        """webshop_inventory_orphans_released_total of the last inventory
+        process (a counter since its start), or None."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.shop.inv_http, timeout=5)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode("utf-8", "replace")
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            return None
+        for line in text.splitlines():
+            if line.startswith("webshop_inventory_orphans_released_total"):
+                try:
+                    return int(float(line.split()[-1]))
+                except ValueError:
+                    return None
+        return None
 
     def read_final(self):
         o = self.db("order")
@@ -404,13 +616,14 @@ class Run:
 
     # -- checks ------------------------------------------------------------
 
-    def check(self, clients):
-        orders, oitems, products, res, ritems, outbox = self.read_final()
-        v = {k: [] for k in ("accepted_final", "cancel_applied", "no_pending", "stock_balance",
-                             "agree", "items_match", "reserved_once", "outbox_empty",
-                             "crashes")}
-        notes = []
-        all_client = [o for c in clients for o in c.orders]
+    CHECKS = ("accepted_final", "accepted_201_durable", "cancel_applied", "no_pending",
+              "stock_balance", "agree", "no_orphan_reservations", "items_match",
+              "reserved_once", "http_answers", "outbox_empty", "crashes")
+
+    def check_client_orders(self, v, info, orders, oitems, res, ritems):
+        """The checks about what the clients were told."""
+        resend = not self.args.no_client_resend
+        all_client = [o for c in self.clients for o in c.orders]
         by_id = {}
         for o in all_client:
             if len(o.ids) > 1:
@@ -419,34 +632,59 @@ class Run:
                 if oid in by_id and by_id[oid] is not o:
                     v["reserved_once"].append(f"order {oid} answered for two keys")
                 by_id[oid] = o
+        needed = set()
         for o in all_client:
             if not o.accepted:
                 continue
             row = orders.get(o.id)
             status = ST_NAMES.get(row["status"]) if row else None
-            if status not in FINAL:
-                v["accepted_final"].append(f"order {o.id} (201): {status or 'unknown'}"
-                                           f" at the order service")
-            if o.cancel and status != "CANCELED":
-                v["cancel_applied"].append(f"order {o.id}: cancel got 202, status {status}")
-            want = sorted((it["inventoryId"], it["count"]) for it in o.items)
-            if row is not None and not oitems.get(o.id):
-                # OrderSent lost at the order service: recovery fills the
-                # lines from the inventory's reservation. Only an order that
-                # neither service ever saw (canceled first) has none anywhere.
-                if ritems.get(o.id):
-                    v["items_match"].append(f"order {o.id}: no lines, though the inventory"
-                                            f" has {ritems.get(o.id)}")
+            if status not in FINAL and (o.got_201 or resend):
+                v["accepted_final"].append(f"order {o.id} ({201 if o.got_201 else 202}):"
+                                           f" {status or 'unknown'} at the order service")
+            elif status not in FINAL:
+                info["lost_202"] += 1
+            if o.got_201 and status not in FINAL:
+                needed.add(o.id)
+                v["accepted_201_durable"].append(f"order {o.id} (201, never re-POSTed):"
+                                                 f" {status or 'unknown'} at the end")
+            if o.got_201 and o.get_404_after_201:
+                needed.add(o.id)
+                v["accepted_201_durable"].append(f"order {o.id}: {o.get_404_after_201}"
+                                                 f" GETs answered 404 after its 201")
+            if o.cancel_200 and (status != "CANCELED" or o.after_cancel_200):
+                v["cancel_applied"].append(f"order {o.id}: cancel got 200, status {status}"
+                                           f" (seen after the 200: {o.after_cancel_200})")
+            elif o.cancel_202 and status != "CANCELED":
+                if resend:
+                    v["cancel_applied"].append(f"order {o.id}: cancel got 202, status {status}")
                 else:
-                    notes.append(o.id)
-            elif row is not None and sorted(oitems.get(o.id, [])) != want:
-                v["items_match"].append(f"order {o.id}: order items {oitems.get(o.id)}"
-                                        f" != client items {want}")
-            r = res.get(o.id)
-            if r is not None and r["status"] in ("reserved", "released") and \
-                    sorted(ritems.get(o.id, [])) != want:
-                v["items_match"].append(f"order {o.id}: reservation items"
-                                        f" {ritems.get(o.id)} != client items {want}")
+                    info["lost_cancel_202"] += 1
+            self.check_items(v, info, o, row, oitems, res, ritems)
+        info["needed_repost"] = len(needed)
+        info["never_accepted"] = sum(1 for o in all_client if not o.accepted)
+
+    def check_items(self, v, info, o, row, oitems, res, ritems):
+        want = sorted((it["inventoryId"], it["count"]) for it in o.items)
+        if row is not None and not oitems.get(o.id):
+            # OrderSent lost at the order service: recovery fills the lines
+            # from the inventory's reservation. Only an order that neither
+            # service ever saw (canceled first) has none anywhere.
+            if ritems.get(o.id):
+                v["items_match"].append(f"order {o.id}: no lines, though the inventory"
+                                        f" has {ritems.get(o.id)}")
+            else:
+                info["no_lines"] += 1
+        elif row is not None and sorted(oitems.get(o.id, [])) != want:
+            v["items_match"].append(f"order {o.id}: order items {oitems.get(o.id)}"
+                                    f" != client items {want}")
+        r = res.get(o.id)
+        if r is not None and r["status"] in ("reserved", "released") and \
+                sorted(ritems.get(o.id, [])) != want:
+            v["items_match"].append(f"order {o.id}: reservation items"
+                                    f" {ritems.get(o.id)} != client items {want}")
+
+    def check_stores(self, v, orders, res, ritems, products):
+        """The checks that read only the two databases; returns units held."""
         for oid, row in orders.items():
             status = ST_NAMES.get(row["status"], str(row["status"]))
             if status == "PENDING":
@@ -459,37 +697,52 @@ class Run:
                 v["agree"].append(f"order {oid} UNSUCCESSFUL, reservation reserved")
             if status == "CANCELED" and rs == "reserved":
                 v["agree"].append(f"order {oid} CANCELED, reservation still reserved")
-        for oid, r in res.items():
-            if r["status"] == "reserved":
-                row = orders.get(oid)
-                if row is None:
-                    v["agree"].append(f"reservation {oid} reserved, order unknown")
         held = {}
         for oid, r in res.items():
-            if r["status"] == "reserved":
-                for pid, cnt in ritems.get(oid, []):
-                    held[pid] = held.get(pid, 0) + cnt
+            if r["status"] != "reserved":
+                continue
+            units = ritems.get(oid, [])
+            for pid, cnt in units:
+                held[pid] = held.get(pid, 0) + cnt
+            row = orders.get(oid)
+            status = ST_NAMES.get(row["status"]) if row else None
+            if row is None:
+                v["agree"].append(f"reservation {oid} reserved, order unknown")
+            if status != "SUCCESSFUL":
+                v["no_orphan_reservations"].append(
+                    f"reservation {oid} holds {sum(c for _, c in units)} units, order"
+                    f" {status or 'unknown'} at the order service")
         for pid, p in products.items():
             h = held.get(pid, 0)
             if p["balance"] + h != p["stock_added"] or p["stock_added"] != self.stock.get(pid):
                 v["stock_balance"].append(f"product {pid}: balance {p['balance']} + held {h}"
                                           f" != stock added {p['stock_added']}"
                                           f" (seeded {self.stock.get(pid)})")
+        return held
+
+    def check(self):
+        orders, oitems, products, res, ritems, outbox = self.read_final()
+        v = {k: [] for k in self.CHECKS}
+        info = {"lost_202": 0, "lost_cancel_202": 0, "no_lines": 0}
+        self.check_client_orders(v, info, orders, oitems, res, ritems)
+        held = self.check_stores(v, orders, res, ritems, products)
+        for c in self.clients:
+            v["http_answers"].extend(c.unexpected)
         if outbox != (0, 0):
             v["outbox_empty"].append(f"outbox rows left: order {outbox[0]},"
                                      f" inventory {outbox[1]}")
         for name, n in self.crashes.items():
             if n:
                 v["crashes"].append(f"{name} exited {n} times without being killed")
-        summary = {
+        info.update({
             "orders_in_db": len(orders),
+            "tombstones": sum(1 for r in orders.values() if r.get("tombstone")),
             "reservations": len(res),
             "status": {s: sum(1 for r in orders.values() if ST_NAMES.get(r["status"]) == s)
                        for s in ("PENDING",) + FINAL},
             "held": held,
-            "no_lines": len(notes),
-        }
-        return v, summary
+        })
+        return v, info
 
     # -- the whole run -------------------------------------------------------
 
@@ -498,12 +751,13 @@ class Run:
         tmp = tempfile.mkdtemp(prefix="webshop-chaos-")
         ok = False
         try:
-            log(f"seed {a.seed}, {a.seconds} s of load, {a.threads} clients, dir {tmp}")
+            log(f"seed {a.seed}, {a.seconds} s of load, {a.threads} clients,"
+                f" client re-sends {'off' if a.no_client_resend else 'on'}, dir {tmp}")
             self.start_shop(tmp)
             t0 = self.t0 = time.monotonic()
             self.load_end = t0 + a.seconds
             self.drain_end = self.load_end + a.settle
-            clients = [Client(i, self) for i in range(a.threads)]
+            self.clients = clients = [Client(i, self) for i in range(a.threads)]
             for c in clients:
                 c.start()
             self.chaos()
@@ -511,8 +765,9 @@ class Run:
             quiet = self.settle(clients)
             for c in clients:
                 c.join(timeout=max(1.0, self.drain_end - time.monotonic() + 10))
+            self.orphans_released = self.read_orphan_metric()
             codes = self.shop.stop_all()
-            v, summary = self.check(clients)
+            v, info = self.check()
             if not quiet:
                 v.setdefault("quiescence", []).append(
                     f"not quiet after {a.settle} s")
@@ -525,7 +780,7 @@ class Run:
                 self.shop.check_logs()
             except AssertionError as e:
                 v.setdefault("sanitizer", []).append(str(e)[:500])
-            ok = self.report(clients, v, summary, time.monotonic() - t0)
+            ok = self.report(v, info, time.monotonic() - t0)
             return 0 if ok else 1
         finally:
             if self.shop is not None:
@@ -538,26 +793,57 @@ class Run:
             else:
                 log(f"state and logs kept in {tmp}")
 
-    def report(self, clients, v, summary, elapsed):
+    def report(self, v, info, elapsed):
         tot = {}
-        for c in clients:
+        for c in self.clients:
             for k, n in c.stats.items():
                 tot[k] = tot.get(k, 0) + n
-        accepted = sum(1 for c in clients for o in c.orders if o.accepted)
+
+        def n(*keys):
+            return " / ".join(str(tot.get(k, 0)) for k in keys)
+
+        def other(prefix, *keys):
+            """Answers counted under prefix_* that keys do not list."""
+            return sum(c for k, c in tot.items() if k.startswith(prefix) and k not in keys)
+        post_keys = ("post_201", "post_202", "post_503", "post_504", "post_conn")
+        delete_keys = ("delete_200", "delete_202", "delete_404", "delete_503", "delete_504",
+                       "delete_conn")
+        a = self.args
+        orphan = (f"on, after {a.orphan_after_ms} ms" if self.orphan_release
+                  else "off (inventory lacks the flags)")
         rows = [
             ("seed", self.seed),
-            ("load seconds / total seconds", f"{self.args.seconds} / {elapsed:.0f}"),
-            ("HTTP requests (retries)", f"{tot.get('requests', 0)} ({tot.get('retries', 0)})"),
-            ("orders accepted (201)", accepted),
-            ("cancels accepted (202)", tot.get("deletes_202", 0)),
-            ("re-POSTs after 404 / re-DELETEs", f"{tot.get('reposts', 0)} / "
-                                                 f"{tot.get('redeletes', 0)}"),
-            ("orders never accepted", tot.get("gave_up_post", 0)),
-            ("orders in order db", summary["orders_in_db"]),
+            ("load seconds / total seconds", f"{a.seconds} / {elapsed:.0f}"),
+            ("client re-sends", "off" if a.no_client_resend else "on"),
+            ("HTTP requests", tot.get("requests", 0)),
+            ("POST answers 201 / 202 / 503 / 504 / conn / other",
+             n(*post_keys) + f" / {other('post_', *post_keys)}"),
+            ("orders answered 201", tot.get("orders_201", 0)),
+            ("orders answered 202 (queued)", tot.get("orders_202", 0)),
+            ("  202 orders that got a 201 later", tot.get("orders_202_then_201", 0)),
+            ("  202 orders lost (re-sends off)", info["lost_202"]),
+            ("re-POSTs after 202 / 503 / 504 / conn",
+             n("repost_202", "repost_503", "repost_504", "repost_conn")),
+            ("201s that needed a re-POST", info["needed_repost"]),
+            ("GETs answering 404 after a 201", tot.get("get_404_after_201", 0)),
+            ("orders never accepted", info["never_accepted"]),
+            ("DELETE answers 200 / 202 / 404 / 503 / 504 / conn / other",
+             n(*delete_keys) + f" / {other('delete_', *delete_keys)}"),
+            ("cancels answered 200 / 202", n("cancels_200", "cancels_202")),
+            ("  202 cancels not applied (re-sends off)", info["lost_cancel_202"]),
+            ("re-DELETEs after 202 / 404 / 503 / 504 / conn",
+             n("redelete_202", "redelete_404", "redelete_503", "redelete_504",
+               "redelete_conn")),
+            ("orders in order db (of which cancel-only tombstones)",
+             f"{info['orders_in_db']} ({info['tombstones']})"),
             ("  SUCCESSFUL / UNSUCCESSFUL / CANCELED / PENDING",
-             " / ".join(str(summary["status"][s]) for s in FINAL + ("PENDING",))),
-            ("reservations in inventory db", summary["reservations"]),
-            ("orders without lines anywhere (canceled unseen)", summary["no_lines"]),
+             " / ".join(str(info["status"][s]) for s in FINAL + ("PENDING",))),
+            ("reservations in inventory db", info["reservations"]),
+            ("units held at the end", sum(info["held"].values())),
+            ("orphan release", orphan),
+            ("orphans released (last inventory process)",
+             "?" if self.orphans_released is None else self.orphans_released),
+            ("orders without lines anywhere (canceled unseen)", info["no_lines"]),
         ]
         for p in PROCS:
             rows.append((f"kills: {p}", self.kills[p]))
@@ -568,10 +854,11 @@ class Run:
             nviol += len(items)
         rows.append(("violations", nviol))
         w = max(len(r[0]) for r in rows)
-        print("+-" + "-" * w + "-+-" + "-" * 24 + "-+")
+        vw = max(24, max(len(str(r[1])) for r in rows))
+        print("+-" + "-" * w + "-+-" + "-" * vw + "-+")
         for k, val in rows:
-            print(f"| {k:<{w}} | {str(val):>24} |")
-        print("+-" + "-" * w + "-+-" + "-" * 24 + "-+")
+            print(f"| {k:<{w}} | {str(val):>{vw}} |")
+        print("+-" + "-" * w + "-+-" + "-" * vw + "-+")
         for k, items in v.items():
             for it in items[:20]:
                 print(f"VIOLATION {k}: {it}")
@@ -595,13 +882,24 @@ def main():
     ap.add_argument("--settle", type=int, default=120,
                     help="bound on the wait for quiescence after the load")
     ap.add_argument("--repeat-after", type=float, default=3.0,
-                    help="a client re-POSTs after 404 (re-DELETEs) for this long")
+                    help="a client re-POSTs a 202 order that stays 404 (re-DELETEs a"
+                         " cancel that did not take) after this many seconds")
+    ap.add_argument("--no-client-resend", action="store_true",
+                    help="clients send every POST and DELETE once: no retry on"
+                         " 503/504/connection errors, no re-POST, no re-DELETE")
+    ap.add_argument("--orphan-after-ms", type=int, default=10000,
+                    help="the inventory's --orphan-after-ms: a reservation whose order the"
+                         " order service has not recorded is released after this long"
+                         " (longer than an order can stay in flight: --max-down plus a"
+                         " restart, several times over)")
     ap.add_argument("--max-requests", type=int, default=0,
                     help="bound on HTTP requests (default 400 per second of load)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
     if a.seconds < 1:
         ap.error("--seconds must be at least 1")
+    if a.orphan_after_ms < 1:
+        ap.error("--orphan-after-ms must be at least 1")
     return Run(a).main()
 
 

@@ -1,13 +1,14 @@
 /*
  * webshopctl's type tables: the contract services (methods come from their
- * protobuf-c descriptors) and the topic -> event message table of
- * DESIGN.md ("Events").
+ * protobuf-c descriptors) and the topic -> event message table, generated
+ * from the contract (events.facts.h).
  */
 #include "webshopctl_types.h"
 
 #include <stdio.h>
 #include <string.h>
 
+#include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/inventory.pb-c.h"
 #include "webshop/v1/order.pb-c.h"
@@ -19,15 +20,11 @@ static const ProtobufCServiceDescriptor *const wsctl_service_table[] = {
     &webshop__v1__reflection__descriptor,
 };
 
-static const wsctl_topic wsctl_topic_table[] = {
-    {"public-front/order-send", &webshop__v1__order_sent__descriptor},
-    {"public-front/order-canceled", &webshop__v1__cancel_order__descriptor},
-    {"inventory/on-stock", &webshop__v1__in_stock__descriptor},
-    {"inventory/out-of-stock", &webshop__v1__out_of_stock__descriptor},
-    {"order/order-canceled", &webshop__v1__order_canceled__descriptor},
-    {"order/order-status", &webshop__v1__order_status_changed__descriptor},
-    {"inventory/stock-changed", &webshop__v1__stock_changed__descriptor},
-};
+/* Every topic of the contract with its message, from events.proto's
+ * (webshop.v1.topic) options. */
+#define WSCTL_TOPIC_ROW(topic, lower) {topic, &lower##__descriptor},
+static const wsctl_topic wsctl_topic_table[] = {WEBSHOP_V1_EVENTS_TOPICS(WSCTL_TOPIC_ROW)};
+#undef WSCTL_TOPIC_ROW
 
 #define WSCTL_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -1,12 +1,25 @@
-"""Start a whole shop for end-to-end tests: a real mosquitto on a free
+"""Start a whole shop for end-to-end tests: a real mosquitto on a reserved
 loopback port, the real inventory, order and front processes, SQLite files
 in a temp dir; talk HTTP to it with a real client (http.client).
+
+Ports. A Shop's processes are killed and restarted by tests (and by
+tools/chaos.py) and must come back where the others dial them, so each
+address is a reserved port (reserve_port: unique in this process, outside
+the kernel's ephemeral range, locked against every other test process on the
+machine, free by bind when handed out). A start is confirmed by the
+process's own log line -- `event=rpc_listening url=...` and
+`event=http_listening url=...` from the services, "running" from mosquitto
+-- not by a port that answers, which could be someone else. A process whose
+address nobody needs in advance listens on port 0 and the test reads the
+port from that line (listening_url).
 
 Standard library only, run with Debian's /usr/bin/python3. Every wait polls a
 condition with a deadline; nothing sleeps to let something happen.
 """
 
+import atexit
 import ctypes
+import fcntl
 import http.client
 import json
 import os
@@ -18,6 +31,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 
 MOSQUITTO = os.environ.get("WS_MOSQUITTO", "/usr/sbin/mosquitto")
@@ -50,10 +64,162 @@ def _die_with_parent():
         pass
 
 
+# -- ports -------------------------------------------------------------------
+
+# The lock protocol shared with tests/support/harness.c and tools/webshop: a
+# port is taken while its holder keeps an flock on PORT_DIR/PORT.lock; the
+# holder removes the file (still locked) when it lets go; a lock dies with
+# its process. Ports come from [PORT_FLOOR, 65535] minus the ephemeral range.
+PORT_DIR = os.environ.get("WEBSHOP_PORT_DIR") or "/tmp/webshop-ports"
+PORT_FLOOR = 20000
+
+
+def ephemeral_range():
+    """The kernel's ephemeral port range (lo, hi): outgoing connections get
+    their local port from it, so a reserved port never lies in it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+class _PortReserver:
+    def __init__(self):
+        self.mu = threading.Lock()
+        self.held = {}     # port -> fd holding its lock
+        self.given = set()  # every port handed out by this process
+        self.pool = None
+        self.cursor = 0
+        self.pid = None
+
+    def _init(self):
+        lo, hi = ephemeral_range()
+        self.pool = [p for p in range(PORT_FLOOR, 65536) if not lo <= p <= hi]
+        self.cursor = int.from_bytes(os.urandom(4), "little") % len(self.pool)
+        self.pid = os.getpid()
+        os.makedirs(PORT_DIR, exist_ok=True)
+        try:
+            os.chmod(PORT_DIR, 0o1777)  # other users' runs share it
+        except OSError:
+            pass
+
+    @staticmethod
+    def _lock(port):
+        """The fd holding PORT_DIR/port.lock, or None when another holds it
+        (or removed the file meanwhile: then the lock is on a stale file)."""
+        path = os.path.join(PORT_DIR, f"{port}.lock")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held, named = os.fstat(fd), os.stat(path)
+            if (held.st_ino, held.st_dev) == (named.st_ino, named.st_dev):
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return None
+
+    @staticmethod
+    def _drop(port, fd):
+        try:
+            os.unlink(os.path.join(PORT_DIR, f"{port}.lock"))
+        except OSError:
+            pass
+        os.close(fd)
+
+    @staticmethod
+    def _bindable(port):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    def reserve(self):
+        with self.mu:
+            if self.pool is None:
+                self._init()
+            elif self.pid != os.getpid():
+                self.held, self.pid = {}, os.getpid()  # a fork: those locks are the parent's
+            for _ in range(len(self.pool)):
+                p = self.pool[self.cursor]
+                self.cursor = (self.cursor + 1) % len(self.pool)
+                if p in self.given:
+                    continue
+                fd = self._lock(p)
+                if fd is None:
+                    continue
+                if not self._bindable(p):
+                    self._drop(p, fd)
+                    continue
+                self.given.add(p)
+                self.held[p] = fd
+                return p
+        raise AssertionError(f"no port left to reserve outside the ephemeral range "
+                             f"(lock dir {PORT_DIR})")
+
+    def release_all(self):
+        with self.mu:
+            if self.pid == os.getpid():
+                for p, fd in self.held.items():
+                    self._drop(p, fd)
+                self.held.clear()
+
+
+_ports = _PortReserver()
+atexit.register(_ports.release_all)
+
+
+def reserve_port():
+    """A loopback port reserved for this process until it exits: never the
+    same twice, outside the ephemeral range, locked against other test
+    processes, free to bind now. For a server told its port in advance; one
+    whose port nobody needs beforehand should listen on port 0 instead."""
+    return _ports.reserve()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Kept for older callers: the same as reserve_port()."""
+    return reserve_port()
+
+
+_LISTENING = re.compile(r" event=(http_listening|rpc_listening) (?:.* )?url=(\S+)")
+
+
+def listening_urls(text):
+    """{event: [url, ...]} of the listening lines in a service's log text."""
+    found = {}
+    for m in _LISTENING.finditer(text):
+        found.setdefault(m.group(1), []).append(m.group(2))
+    return found
+
+
+def listening_url(proc, event, timeout=10.0):
+    """The URL of the first `event` line (http_listening or rpc_listening)
+    the process logged since its last start, polled with a deadline; fails at
+    once if it exits first. Services log it at info level: do not start
+    them with --log-level warn or error when you need it."""
+    def seen():
+        urls = listening_urls(proc.log_since_start()).get(event)
+        if urls:
+            return urls[0]
+        if not proc.alive():
+            raise AssertionError(f"{proc.name} exited with {proc.p.returncode} before "
+                                 f"logging {event}:\n{proc.log()[-3000:]}")
+        return None
+    return wait_until(seen, timeout, f"{proc.name} to log {event}")
+
+
+def url_port(url):
+    """The port of "tcp://127.0.0.1:PORT" or "http://127.0.0.1:PORT"."""
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
 def wait_until(cond, timeout=10.0, what="condition", interval=0.02):
@@ -106,8 +272,13 @@ class Proc:
         self.log_path = os.path.join(logdir, name + ".log")
         self.env = env
         self.p = None
+        self.log_offset = 0  # size of the log when the last start began
 
     def start(self):
+        try:
+            self.log_offset = os.path.getsize(self.log_path)
+        except OSError:
+            self.log_offset = 0
         log = open(self.log_path, "ab")
         env = dict(os.environ)
         if self.env:
@@ -148,6 +319,16 @@ class Proc:
         except FileNotFoundError:
             return ""
 
+    def log_since_start(self):
+        """What the process logged since its last start (the log is appended
+        to across restarts)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
 
 class Shop:
     """A whole shop on loopback. Use as a context manager."""
@@ -160,6 +341,9 @@ class Shop:
         self.own_tmp = tmp is None
         self.logdir = os.path.join(self.tmp, "logs")
         os.makedirs(self.logdir, exist_ok=True)
+        # Reserved ports, so that a process killed or restarted by a test
+        # comes back where the others dial it. Taken through the module's
+        # free_port, which tools/chaos.py substitutes with its own picker.
         self.broker_port = free_port()
         self.inv_rpc = f"tcp://127.0.0.1:{free_port()}"
         self.ord_rpc = f"tcp://127.0.0.1:{free_port()}"
@@ -197,6 +381,10 @@ class Shop:
                     "autosave_interval 1\n"
                     "max_inflight_messages 1000\n"
                     "max_queued_messages 1000000\n"
+                    # Nagle off (mosquitto's default is on): an event
+                    # relayed through the broker would wait ~40 ms for a
+                    # delayed ACK (DESIGN.md, measured facts).
+                    "set_tcp_nodelay true\n"
                     "log_dest stderr\n"
                     # As root, mosquitto would drop to user mosquitto, which
                     # cannot write the temp dir.
@@ -274,18 +462,47 @@ class Shop:
             p = Proc(n, self.argv[n], self.logdir, env=self.env)
             self.procs[n] = p.start()
             if n == "broker":
-                wait_until(lambda: port_open(self.broker_port) or self._died("broker"),
-                           10, "mosquitto to listen")
+                # Ours once it logs that it runs (its listener is bound).
+                wait_until(lambda: (self._broker_running() and port_open(self.broker_port))
+                           or self._died("broker"), 10, "mosquitto to listen")
             elif n in ("inventory", "order") and wait:
-                rpc = int((self.inv_rpc if n == "inventory" else self.ord_rpc).rsplit(":", 1)[1])
+                rpc = url_port(self.inv_rpc if n == "inventory" else self.ord_rpc)
                 hp = self.inv_http if n == "inventory" else self.ord_http
                 # /readyz: RPC is up and the consumer's subscriptions are
                 # acknowledged, so an event published now reaches it.
-                wait_until(lambda: (port_open(rpc) and http_ok(hp, "/readyz"))
+                wait_until(lambda: (self._listens_on(n, rpc, hp) and http_ok(hp, "/readyz"))
                            or self._died(n), 20, f"{n} to be ready")
+            elif n == "front" and wait:
+                wait_until(lambda: self._listens_on(n, None, self.http_port) or self._died(n),
+                           20, "the front to listen")
         if wait and "front" in names:
             self.wait_ready()
         return self
+
+    def _broker_running(self):
+        # A config that chose its own log types may not print the line.
+        if "log_type" in self.broker_conf_extra or "log_dest" in self.broker_conf_extra:
+            return True
+        return " running" in self.procs["broker"].log_since_start()
+
+    def _listens_on(self, name, rpc_port, http_port):
+        """True once the process logged that it listens on exactly these
+        ports (so what answers there is ours); with a log level above info
+        there are no such lines, and an open port has to do."""
+        p = self.procs[name]
+        argv = p.argv
+        level = {**os.environ, **self.env}.get("WEBSHOP_LOG_LEVEL", "info")
+        for i, a in enumerate(argv):
+            if a == "--log-level" and i + 1 < len(argv):
+                level = argv[i + 1]
+            elif a.startswith("--log-level="):
+                level = a.split("=", 1)[1]
+        if level in ("warn", "warning", "error"):
+            return (rpc_port is None or port_open(rpc_port)) and port_open(http_port)
+        urls = listening_urls(p.log_since_start())
+        rpc_ok = rpc_port is None or any(url_port(u) == rpc_port
+                                         for u in urls.get("rpc_listening", ()))
+        return rpc_ok and any(url_port(u) == http_port for u in urls.get("http_listening", ()))
 
     def _died(self, name):
         p = self.procs.get(name)

@@ -108,8 +108,9 @@ class Events(unittest.TestCase):
         self.assertEqual(s.retry, 2000)
         # Idle: heartbeat comments keep the connection alive.
         wait_until(lambda: self._read_comment(s), 5, "a heartbeat comment")
-        st, _, _ = self.shop.request("DELETE", f"/order/{oid}")
-        self.assertEqual(st, 202)
+        st, _, body = self.shop.request("DELETE", f"/order/{oid}")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["status"], "CANCELED")
         ev = s.next()
         self.assertEqual(ev, ("status", {"order_id": oid, "status": "CANCELED", "reason": ""}))
         self.assertEqual(s.next(), ("end", {}))

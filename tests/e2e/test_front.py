@@ -48,14 +48,19 @@ class FrontUseCases(unittest.TestCase):
         st, h, body = self.shop.place(ITEM1)
         self.assertEqual(st, 201, body)
         oid = body["order_id"]
+        self.assertEqual(body["status"], "COMMITTED")
         self.assertEqual(h["location"], f"/order/{oid}")
+        # 201 means committed: the order is readable at once.
+        self.assertIsNotNone(self.shop.order(oid))
         o = self.shop.wait_status(oid, "SUCCESSFUL")
         self.assertEqual(o["items"], [{"inventory_id": 1, "count": 2}])
         wait_until(lambda: self.shop.catalog()[1]["balance"] == before - 2, 10,
                    "stock to drop by 2")
+        # 200 once the order service committed the cancel: the order itself.
         st, _, body = self.shop.request("DELETE", f"/order/{oid}")
-        self.assertEqual(st, 202, body)
-        self.shop.wait_status(oid, "CANCELED")
+        self.assertEqual(st, 200, body)
+        self.assertEqual((body["id"], body["status"]), (oid, "CANCELED"))
+        self.assertEqual(self.shop.order(oid)["status"], "CANCELED")
         wait_until(lambda: self.shop.catalog()[1]["balance"] == before, 10,
                    "stock to be restored")
 

@@ -22,7 +22,7 @@ import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shop import Proc, Shop, free_port, port_open, wait_until  # noqa: E402
+from shop import Proc, Shop, listening_url, url_port, wait_until  # noqa: E402
 
 BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
 FINAL = ("SUCCESSFUL", "UNSUCCESSFUL", "CANCELED")
@@ -121,8 +121,13 @@ class BrokerAuth(unittest.TestCase):
                 self.assertIn("Not authorized", out)
             # The same event from the inventory's user is applied; the
             # broker queued it after the refused ones, so once it shows,
-            # the refused ones would have shown too.
-            sentinel = str(uuid.uuid4())
+            # the refused ones would have shown too. The sentinel is a real
+            # order (an outcome for an order the order service never saw
+            # is not taken on trust: issue 11.5).
+            st, _, body = shop.place([{"inventoryId": 1, "count": 1}])
+            self.assertIn(st, (201, 202), body)
+            sentinel = body["order_id"]
+            shop.wait_status(sentinel, "PENDING")
             rc, out = mqtt_pub(shop, "inventory/on-stock", json.dumps({"orderId": sentinel}),
                                user="webshop-inventory")
             self.assertEqual(rc, 0, out)
@@ -141,11 +146,22 @@ class BrokerAuth(unittest.TestCase):
         oid = body["order_id"]
         self.shop.wait_status(oid, "SUCCESSFUL")
         st, _, body = self.shop.request("DELETE", f"/order/{oid}")
-        self.assertEqual(st, 202, body)
+        # 200 once the order service committed the cancel, 202 if queued.
+        self.assertIn(st, (200, 202), body)
         self.shop.wait_status(oid, "CANCELED")
         log = self.shop.procs["broker"].log()
         for user in ("webshop-front", "webshop-inventory", "webshop-order"):
             self.assertIn(f"u'{user}'", log)
+
+    def test_every_broker_config_we_write_turns_nagle_off(self):
+        # Mosquitto's set_tcp_nodelay defaults to false: an event relayed
+        # through the broker then waits ~40 ms for a delayed ACK (issue 12).
+        with open(self.shop.broker_conf) as f:
+            self.assertIn("set_tcp_nodelay true\n", f.read())
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        for writer in ("tools/webshop", "tools/bench/shop.c", "tests/support/harness.c"):
+            with open(os.path.join(root, writer)) as f:
+                self.assertIn("set_tcp_nodelay true", f.read(), writer)
 
     def test_secrets_are_private(self):
         for path in list(self.shop.password_files.values()):
@@ -198,17 +214,23 @@ class Https(unittest.TestCase):
         finally:
             conn.close()
 
+    fronts = 0
+
     def _front(self, *tls_args):
-        port = free_port()
-        argv = [os.path.join(BUILD, "front", "webshop-front"), "--http-port", str(port),
+        """Another front, on port 0: nothing picks a port it could lose to
+        another process before binding; read the port from its log."""
+        Https.fronts += 1
+        argv = [os.path.join(BUILD, "front", "webshop-front"), "--http-port", "0",
                 "--broker", f"127.0.0.1:{self.shop.broker_port}",
                 *self.shop.ctl_args("webshop-front"), *tls_args]
-        return Proc(f"front-{port}", argv, self.shop.logdir).start(), port
+        return Proc(f"front-extra-{Https.fronts}", argv, self.shop.logdir).start()
 
     def test_certificate_and_key_in_one_file(self):
-        p, port = self._front("--tls-cert", self.both)
+        p = self._front("--tls-cert", self.both)
         try:
-            wait_until(lambda: port_open(port) or not p.alive(), 10, "the front to listen")
+            url = listening_url(p, "http_listening")
+            self.assertTrue(url.startswith("https://127.0.0.1:"), url)
+            port = url_port(url)
             ctx = ssl.create_default_context(cafile=self.cert)
             conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
             conn.request("GET", "/healthz")
@@ -218,8 +240,8 @@ class Https(unittest.TestCase):
             self.assertEqual(p.stop(timeout=10), 0, p.log())
 
     def test_unreadable_key_refuses_to_start(self):
-        p, _ = self._front("--tls-cert", self.cert, "--tls-key",
-                           os.path.join(self.certdir, "missing.pem"))
+        p = self._front("--tls-cert", self.cert, "--tls-key",
+                        os.path.join(self.certdir, "missing.pem"))
         p.p.wait(timeout=20)
         self.assertNotEqual(p.p.returncode, 0)
         self.assertIn("http_tls_unreadable", p.log())

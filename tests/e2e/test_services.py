@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import unittest
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +74,15 @@ class Backends:
             o = self.order(oid)
             return o if o is not None and o["status"] in statuses else None
         return wait_until(done, timeout, f"order {oid} to reach {statuses}")
+
+    def order_metric(self, series):
+        """The value of one series on the order service's /metrics (0 if absent)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.shop.ord_http}/metrics",
+                                    timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.split()[-1])
+        return 0.0
 
     def send(self, oid, items):
         self.publish("public-front/order-send", {"orderId": oid, "items": items})
@@ -140,31 +150,76 @@ class ServicesSaga(unittest.TestCase):
         self.assertEqual(self.b.balance(1), before - 3)
 
     def test_in_stock_before_order_send(self):
+        # An outcome for an order whose items the order service does not
+        # know is checked against the inventory's record (issue 11.5). The
+        # inventory never heard of this one: the order stays PENDING...
         oid = new_id()
         self.b.publish("inventory/on-stock", {"orderId": oid})
-        o = self.b.wait_status(oid, "SUCCESSFUL")
+        o = self.b.wait_status(oid, "PENDING")
         self.assertEqual(o["items"], [])
+        # ...until its OrderSent comes and the inventory reserves it.
         self.b.send(oid, [{"inventoryId": 2, "count": 1}])
 
-        def items_filled():
+        def settled():
             o = self.b.order(oid)
-            return o["items"] == [{"inventory_id": 2, "count": 1}] and o
-        o = wait_until(items_filled, 20, "the late OrderSent to fill in the items")
-        self.assertEqual(o["status"], "SUCCESSFUL")
+            return (o["status"] == "SUCCESSFUL"
+                    and o["items"] == [{"inventory_id": 2, "count": 1}] and o)
+        wait_until(settled, 20, "the late OrderSent to be reserved and fill in the items")
+        self.assertEqual(self.b.reservation(oid)["status"], "RESERVED")
+
+    def test_stale_out_of_stock_never_beats_the_reservation(self):
+        # Issue 11.5: an OutOfStock from elsewhere arrives first; the
+        # inventory then reserves the order. The first outcome used to win
+        # (UNSUCCESSFUL, 3 units held for ever); the inventory's record wins.
+        before = self.b.balance(1)
+        oid = new_id()
+        self.b.publish("inventory/out-of-stock", {"orderId": oid, "reason": "stale"})
+        self.b.wait_status(oid, "PENDING")
+        self.b.send(oid, [{"inventoryId": 1, "count": 3}])
+        o = self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertEqual(o["reason"], "")
+        self.assertEqual(self.b.reservation(oid)["status"], "RESERVED")
+        self.assertEqual(self.b.balance(1), before - 3)
+
+    def test_conflicting_outcome_takes_the_inventorys_record(self):
+        oid = new_id()
+        self.b.send(oid, [{"inventoryId": 2, "count": 100000}])
+        self.b.wait_status(oid, "UNSUCCESSFUL")
+        self.b.publish("inventory/on-stock", {"orderId": oid})
+        # The check asks GetReservation (REJECTED): the order stays as it is.
+        wait_until(lambda: self.b.order_metric(
+            'webshop_order_outcome_checks_total{answer="rejected"}') >= 1, 20,
+            "the outcome check")
+        o = self.b.order(oid)
+        self.assertEqual(o["status"], "UNSUCCESSFUL")
+        self.assertEqual(self.b.reservation(oid)["status"], "REJECTED")
+
+    def test_upper_case_id_is_the_same_order_everywhere(self):
+        # Issue 11.1: any case accepted, lower case stored and answered.
+        oid = new_id()
+        self.b.send(oid.upper(), [{"inventoryId": 1, "count": 1}])
+        o = self.b.wait_status(oid, "SUCCESSFUL")
+        self.assertEqual(o["id"], oid)
+        self.assertEqual(self.b.order(oid.upper())["id"], oid)
+        self.b.publish("public-front/order-canceled", {"orderId": oid.upper()})
+        self.b.wait_status(oid, "CANCELED")
 
     def test_cancel_before_order_never_reserves(self):
         before = self.b.balance(1)
         oid = new_id()
         self.b.publish("public-front/order-canceled", {"orderId": oid})
-        self.b.wait_status(oid, "CANCELED")
         wait_until(lambda: self.b.reservation(oid)["status"] == "TOMBSTONED", 20,
                    "the tombstone")
+        # A tombstone is not an order (issue 11.6): GetOrder does not find it.
+        self.assertIsNone(self.b.order(oid))
         self.b.send(oid, [{"inventoryId": 1, "count": 5}])
         marker = new_id()
         self.b.send(marker, [{"inventoryId": 1, "count": 1}])
         self.b.wait_status(marker, "SUCCESSFUL")
         self.assertEqual(self.b.balance(1), before - 1)
-        self.assertEqual(self.b.order(oid)["status"], "CANCELED")
+        # Its OrderSent made it a real order, and a canceled one.
+        self.assertEqual(self.b.wait_status(oid, "CANCELED")["items"],
+                         [{"inventory_id": 1, "count": 5}])
 
     def test_json_payloads_from_another_publisher(self):
         before = self.b.balance(2)

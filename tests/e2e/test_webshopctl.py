@@ -10,7 +10,7 @@ import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shop import Shop, free_port, wait_until  # noqa: E402
+from shop import Shop, reserve_port, wait_until  # noqa: E402
 
 BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
 
@@ -63,7 +63,8 @@ class Webshopctl(unittest.TestCase):
             (("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct", '{"id": "x"}'),
              "id"),
             (("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct", "{"), ""),
-            (("call", f"tcp://127.0.0.1:{free_port()}", "/webshop.v1.Inventory/GetCatalog",
+            # A reserved port: held by this process, so no test listens there.
+            (("call", f"tcp://127.0.0.1:{reserve_port()}", "/webshop.v1.Inventory/GetCatalog",
               "{}"), "UNAVAILABLE"),
             (("call", "http://x", "/webshop.v1.Inventory/GetCatalog", "{}"), ""),
             (("publish", "no/such-topic", "{}"), "no/such-topic"),

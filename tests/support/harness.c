@@ -1,5 +1,5 @@
 /*
- * The integration-test harness: temp dirs, free ports, child processes and a
+ * The integration-test harness: temp dirs, reserved ports, child processes and a
  * real mosquitto broker (see harness.h). Kept small and free of any
  * webshop code so every test can link it.
  */
@@ -9,11 +9,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -105,22 +107,176 @@ void harness_tmpdir_free(char *path)
 
 /* ---- ports -------------------------------------------------------------- */
 
-int harness_free_port(void)
+/* Reserved ports come from [HARNESS_PORT_FLOOR, 65535] minus the ephemeral
+ * range, walked from a random start so concurrent runs rarely meet. */
+#define HARNESS_PORT_FLOOR   20000
+#define HARNESS_PORT_MAX_OWN 512
+#define HARNESS_PORT_DIR     "/tmp/webshop-ports"
+
+/* What this process holds; under harness_port_mu. */
+typedef struct harness_port_lock {
+    int port;
+    int fd; /* the flock'ed lock file */
+} harness_port_lock;
+
+static pthread_mutex_t harness_port_mu = PTHREAD_MUTEX_INITIALIZER;
+static harness_port_lock harness_port_own[HARNESS_PORT_MAX_OWN];
+static int harness_port_n_own;
+static unsigned char harness_port_given[65536 / 8]; /* never handed out twice */
+static long harness_port_cursor = -1;               /* index into the pool */
+static pid_t harness_port_owner;                    /* the process that locked */
+
+void harness_ephemeral_range(int *lo, int *hi)
+{
+    *lo = 32768;
+    *hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+    if (f != NULL) {
+        int a, b;
+        if (fscanf(f, "%d %d", &a, &b) == 2 && a > 0 && a <= b && b <= 65535) {
+            *lo = a;
+            *hi = b;
+        }
+        fclose(f);
+    }
+}
+
+static const char *harness_port_dir(void)
+{
+    const char *d = getenv("WEBSHOP_PORT_DIR");
+    return d != NULL && d[0] != '\0' ? d : HARNESS_PORT_DIR;
+}
+
+/* True when a server could bind 127.0.0.1:port right now. */
+static bool harness_port_bindable(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
+        return false;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Lock DIR/PORT.lock without waiting. Returns the fd holding the lock, or
+ * -1 when another process holds it. The lock file is removed by its holder
+ * while locked, so a lock taken on a file that is no longer the one at the
+ * path (fstat and stat disagree) is worthless: given up. */
+static int harness_port_lock_take(int port)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%d.lock", harness_port_dir(), port);
+    int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
         return -1;
     }
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        port = ntohs(sa.sin_port);
+    struct stat held, named;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 || fstat(fd, &held) != 0 ||
+        stat(path, &named) != 0 || held.st_ino != named.st_ino ||
+        held.st_dev != named.st_dev) {
+        close(fd);
+        return -1;
     }
+    return fd;
+}
+
+/* Remove the lock file while still holding the lock, then drop it. */
+static void harness_port_lock_drop(int port, int fd)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%d.lock", harness_port_dir(), port);
+    unlink(path);
     close(fd);
+}
+
+static void harness_port_release_all(void)
+{
+    pthread_mutex_lock(&harness_port_mu);
+    if (harness_port_owner == getpid()) { /* not in a forked child */
+        for (int i = 0; i < harness_port_n_own; i++) {
+            harness_port_lock_drop(harness_port_own[i].port, harness_port_own[i].fd);
+        }
+        harness_port_n_own = 0;
+    }
+    pthread_mutex_unlock(&harness_port_mu);
+}
+
+/* The pool: [FLOOR, 65535] minus [lo, hi]; port of index i. */
+static int harness_port_of(long i, int lo, int hi)
+{
+    int below = lo > HARNESS_PORT_FLOOR ? lo - HARNESS_PORT_FLOOR : 0;
+    if (i < below) {
+        return HARNESS_PORT_FLOOR + (int)i;
+    }
+    return (hi >= HARNESS_PORT_FLOOR ? hi + 1 : HARNESS_PORT_FLOOR) + (int)(i - below);
+}
+
+static long harness_port_pool_size(int lo, int hi)
+{
+    long below = lo > HARNESS_PORT_FLOOR ? lo - HARNESS_PORT_FLOOR : 0;
+    long above = 65535 - (hi >= HARNESS_PORT_FLOOR ? hi : HARNESS_PORT_FLOOR - 1);
+    return below + (above > 0 ? above : 0);
+}
+
+int harness_port_reserve(void)
+{
+    int lo, hi;
+    harness_ephemeral_range(&lo, &hi);
+    long n = harness_port_pool_size(lo, hi);
+    pthread_mutex_lock(&harness_port_mu);
+    if (harness_port_cursor >= 0 && harness_port_owner != getpid()) {
+        /* A forked child: the locks it inherited are its parent's. */
+        harness_port_n_own = 0;
+        harness_port_owner = getpid();
+    }
+    if (harness_port_cursor < 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        unsigned long seed =
+            (unsigned long)getpid() * 2654435761ul ^ (unsigned long)ts.tv_nsec;
+        harness_port_cursor = n > 0 ? (long)(seed % (unsigned long)n) : 0;
+        harness_port_owner = getpid();
+        mkdir(harness_port_dir(), 01777);
+        chmod(harness_port_dir(), 01777); /* other users' runs share it */
+        atexit(harness_port_release_all);
+    }
+    int port = -1;
+    for (long tries = 0; tries < n && harness_port_n_own < HARNESS_PORT_MAX_OWN;
+         tries++) {
+        int p = harness_port_of(harness_port_cursor, lo, hi);
+        harness_port_cursor = (harness_port_cursor + 1) % n;
+        if (harness_port_given[p / 8] & (1u << (p % 8))) {
+            continue;
+        }
+        int fd = harness_port_lock_take(p);
+        if (fd < 0) {
+            continue;
+        }
+        if (!harness_port_bindable(p)) {
+            harness_port_lock_drop(p, fd);
+            continue;
+        }
+        harness_port_given[p / 8] |= (unsigned char)(1u << (p % 8));
+        harness_port_own[harness_port_n_own++] = (harness_port_lock){.port = p, .fd = fd};
+        port = p;
+        break;
+    }
+    pthread_mutex_unlock(&harness_port_mu);
+    if (port < 0) {
+        fprintf(stderr, "harness: no port left to reserve (lock dir %s)\n",
+                harness_port_dir());
+    }
     return port;
+}
+
+int harness_free_port(void)
+{
+    return harness_port_reserve();
 }
 
 bool harness_port_open(int port)
@@ -237,7 +393,10 @@ static int harness_broker_write_conf(harness_broker *b, const char *extra_conf)
      * #1956, #2879): use a large finite queue instead. */
     fprintf(f, "max_queued_messages 1000000\n");
     fprintf(f, "max_inflight_messages 1000\n");
-    fprintf(f, "log_dest stdout\n");
+    /* Nagle off on the broker's sockets (mosquitto's default is on): an
+     * event would otherwise wait ~40 ms for a delayed ACK (DESIGN.md). */
+    fprintf(f, "set_tcp_nodelay true\n");
+    fprintf(f, "log_dest stderr\n"); /* unbuffered: "running" shows at once */
     fprintf(f,
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
     fprintf(f, "connection_messages true\n");
@@ -252,6 +411,30 @@ static int harness_broker_write_conf(harness_broker *b, const char *extra_conf)
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* True when the log at path, from byte offset on, holds text. */
+static bool harness_log_has(const char *path, long offset, const char *text)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return false;
+    }
+    bool found = false;
+    char line[1024];
+    if (fseek(f, offset, SEEK_SET) == 0) {
+        while (!found && fgets(line, sizeof(line), f) != NULL) {
+            found = strstr(line, text) != NULL;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+static long harness_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
 static int harness_broker_spawn_and_wait(harness_broker *b)
 {
     char logpath[4200];
@@ -259,16 +442,20 @@ static int harness_broker_spawn_and_wait(harness_broker *b)
     char *argv[] = {(char *)harness_mosquitto_bin(), "-c", b->conf, NULL};
     long long deadline = harness_now_ms() + HARNESS_BROKER_START_MS;
     while (harness_now_ms() < deadline) {
+        long offset = harness_file_size(logpath); /* the log is appended to */
         if (harness_proc_spawn(&b->proc, argv, logpath) != 0) {
             return -1;
         }
-        /* Up when the port accepts; if it exited (port still held by a
-         * dying predecessor), start it again. */
+        /* Up when this mosquitto says it runs (its listener is bound: the
+         * port answering alone could be another process) and the port
+         * accepts; if it exited (port still held by a dying predecessor),
+         * start it again. */
         while (harness_now_ms() < deadline) {
             if (!harness_proc_alive(&b->proc)) {
                 break;
             }
-            if (harness_port_open(b->port)) {
+            if (harness_log_has(logpath, offset, " running") &&
+                harness_port_open(b->port)) {
                 return 0;
             }
             harness_sleep_ms(HARNESS_POLL_MS);
@@ -288,7 +475,7 @@ int harness_broker_start(harness_broker *b, const char *dir, const char *extra_c
     memset(b, 0, sizeof(*b));
     snprintf(b->dir, sizeof(b->dir), "%s", dir);
     snprintf(b->conf, sizeof(b->conf), "%s/mosquitto.conf", dir);
-    b->port = harness_free_port();
+    b->port = harness_port_reserve();
     if (b->port < 0) {
         return -1;
     }

@@ -1,5 +1,5 @@
 /*
- * The shared harness of the integration tests: a temp dir per test, free
+ * The shared harness of the integration tests: a temp dir per test, reserved
  * loopback ports, a real mosquitto broker in that dir, child processes with
  * their output in a log file, and a poll-with-deadline helper. Tests never
  * sleep to let something happen; they poll a condition with
@@ -30,9 +30,28 @@ int harness_rmtree(const char *path);
 
 /* ---- ports and polling -------------------------------------------------- */
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it
- * back, close). Returns the port, or -1. */
+/* A TCP port on 127.0.0.1 reserved for this process until it exits, for a
+ * server that is told its port in advance (a broker, or a service that must
+ * come back on the same port after a restart). The port is:
+ *   - never handed out twice by this process;
+ *   - outside the kernel's ephemeral range (ip_local_port_range), so no
+ *     outgoing connection can be given it;
+ *   - locked against every other test process on the machine: an flock
+ *     held on $WEBSHOP_PORT_DIR/PORT.lock (default /tmp/webshop-ports),
+ *     the protocol tests/e2e/shop.py and tools/webshop follow too; a lock
+ *     dies with its process, the file is removed at exit;
+ *   - free to bind (SO_REUSEADDR, as servers bind) when handed out.
+ * A server that need not keep its port should listen on port 0 instead and
+ * report what it got (services log http_listening / rpc_listening).
+ * Returns the port, or -1 (with a line on stderr) when none is left. */
+int harness_port_reserve(void);
+
+/* Kept for older callers: the same as harness_port_reserve(). */
 int harness_free_port(void);
+
+/* The bounds [*lo, *hi] of the kernel's ephemeral port range, which
+ * harness_port_reserve() never hands out. */
+void harness_ephemeral_range(int *lo /* OUT */, int *hi /* OUT */);
 
 /* True if a TCP connect to 127.0.0.1:port succeeds right now. */
 bool harness_port_open(int port);
@@ -73,10 +92,11 @@ typedef struct harness_broker {
     harness_proc proc;
 } harness_broker;
 
-/* Write dir/mosquitto.conf for a broker on 127.0.0.1:<a free port>
- * (anonymous access, persistence in dir, large queues, 1000 in flight),
- * append extra_conf (may be NULL; whole lines), start `mosquitto -c conf`
- * (WS_MOSQUITTO overrides the binary), and wait until the port accepts
+/* Write dir/mosquitto.conf for a broker on 127.0.0.1:<a port from
+ * harness_port_reserve()> (anonymous access, persistence in dir, large
+ * queues, 1000 in flight, set_tcp_nodelay true), append extra_conf (may be
+ * NULL; whole lines), start `mosquitto -c conf` (WS_MOSQUITTO overrides the
+ * binary), and wait until it logs that it runs and the port accepts
  * connections. dir must exist. Log: dir/mosquitto.log. */
 int harness_broker_start(harness_broker *b, const char *dir, const char *extra_conf);
 
@@ -85,7 +105,7 @@ int harness_broker_start(harness_broker *b, const char *dir, const char *extra_c
 int harness_broker_stop(harness_broker *b, int sig);
 
 /* Start it again with the same config on the same port and wait until it
- * accepts connections (retries while the port is still held). */
+ * runs and accepts connections (retries while the port is still held). */
 int harness_broker_restart(harness_broker *b);
 
 #endif

@@ -64,32 +64,32 @@ bench_civetweb *bench_civetweb_start(int threads, int *port)
                                        "Cache-Control: no-store\r\n"
                                        "\r\n%s",
                                        CIVETWEB_BODY, body);
-    for (int attempt = 0; attempt < 5 && s->ctx == NULL; attempt++) {
-        int p = bench_free_port();
-        if (p <= 0) {
-            break;
-        }
-        char ports[32];
-        char nthreads[16];
-        snprintf(ports, sizeof(ports), "127.0.0.1:%d", p);
-        snprintf(nthreads, sizeof(nthreads), "%d", threads);
-        const char *options[] = {"listening_ports",
-                                 ports,
-                                 "num_threads",
-                                 nthreads,
-                                 "enable_keep_alive",
-                                 "yes",
-                                 "keep_alive_timeout_ms",
-                                 "5000",
-                                 "request_timeout_ms",
-                                 "10000",
-                                 NULL};
-        struct mg_callbacks cb;
-        memset(&cb, 0, sizeof(cb));
-        s->ctx = mg_start(&cb, s, options);
-        if (s->ctx != NULL) {
-            *port = p;
-        }
+    /* Port 0: the kernel picks a free port, read back from civetweb (no
+     * port is chosen first and raced for). Nagle off, as lib/http sets it. */
+    char nthreads[16];
+    snprintf(nthreads, sizeof(nthreads), "%d", threads);
+    const char *options[] = {"listening_ports",
+                             "127.0.0.1:0",
+                             "num_threads",
+                             nthreads,
+                             "enable_keep_alive",
+                             "yes",
+                             "keep_alive_timeout_ms",
+                             "5000",
+                             "request_timeout_ms",
+                             "10000",
+                             "tcp_nodelay",
+                             "1",
+                             NULL};
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof(cb));
+    s->ctx = mg_start(&cb, s, options);
+    struct mg_server_port sp;
+    if (s->ctx != NULL && mg_get_server_ports(s->ctx, 1, &sp) == 1) {
+        *port = sp.port;
+    } else if (s->ctx != NULL) {
+        mg_stop(s->ctx);
+        s->ctx = NULL;
     }
     if (s->ctx == NULL) {
         free(s);
@@ -226,10 +226,13 @@ int bench_nng_run(int contexts, int size, double seconds, bench_ceiling *out)
         fprintf(stderr, "bench: nng: %s\n", nng_strerror(rv));
         goto done;
     }
-    rv = NNG_EADDRINUSE;
-    for (int attempt = 0; attempt < 5 && rv == NNG_EADDRINUSE; attempt++) {
-        snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", bench_free_port());
-        rv = nng_listen(rep, url, NULL, 0);
+    /* Port 0: the listener reports the port the kernel picked. */
+    nng_listener lst;
+    int bound = 0;
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:0");
+    if ((rv = nng_listen(rep, url, &lst, 0)) == 0 &&
+        (rv = nng_listener_get_int(lst, NNG_OPT_TCP_BOUND_PORT, &bound)) == 0) {
+        snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", bound);
     }
     if (rv != 0 || (rv = nng_dial(req, url, NULL, 0)) != 0) {
         fprintf(stderr, "bench: nng %s: %s\n", url, nng_strerror(rv));

@@ -7,6 +7,7 @@
 #include "load.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -482,20 +486,82 @@ double bench_load_rate(const bench_load_result *r)
     return r->elapsed > 0 ? (double)r->ok / r->elapsed : 0.0;
 }
 
-int bench_free_port(void)
+/* Ports are picked the way tests/support/harness.c reserves them, so the
+ * bench never collides with a test run: from 20000..65535 outside the
+ * kernel's ephemeral range (no outgoing connection is given one), locked by
+ * an flock on $WEBSHOP_PORT_DIR/PORT.lock (default /tmp/webshop-ports) that
+ * this process holds until it exits, and free by bind when picked. */
+#define BENCH_PORT_FLOOR 20000
+
+static bool bench_port_bindable(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        return -1;
+        return false;
     }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0) {
-        port = ntohs(a.sin_port);
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Lock DIR/port.lock; true when this process now holds it (the fd stays
+ * open until exit). A file removed by its last holder meanwhile is not it. */
+static bool bench_port_lock(const char *dir, int port)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/%d.lock", dir, port);
+    int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return false;
+    }
+    struct stat held, named;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 &&
+        stat(path, &named) == 0 && held.st_ino == named.st_ino &&
+        held.st_dev == named.st_dev) {
+        return true;
     }
     close(fd);
-    return port;
+    return false;
+}
+
+int bench_free_port(void)
+{
+    static unsigned char given[65536 / 8];
+    int lo = 32768, hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+    if (f != NULL) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2) {
+            lo = 32768;
+            hi = 60999;
+        }
+        fclose(f);
+    }
+    const char *dir = getenv("WEBSHOP_PORT_DIR");
+    if (dir == NULL || dir[0] == '\0') {
+        dir = "/tmp/webshop-ports";
+    }
+    mkdir(dir, 01777);
+    chmod(dir, 01777);
+    int n = 65536 - BENCH_PORT_FLOOR;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int start =
+        (int)(((unsigned long)getpid() * 2654435761ul ^ (unsigned long)ts.tv_nsec) %
+              (unsigned long)n);
+    for (int i = 0; i < n; i++) {
+        int p = BENCH_PORT_FLOOR + (start + i) % n;
+        if ((p >= lo && p <= hi) || (given[p / 8] & (1u << (p % 8)))) {
+            continue;
+        }
+        if (bench_port_lock(dir, p) && bench_port_bindable(p)) {
+            given[p / 8] |= (unsigned char)(1u << (p % 8));
+            return p;
+        }
+    }
+    return -1;
 }

@@ -31,7 +31,9 @@ typedef struct bench_target {
  */
 int bench_target_parse(const char *url, bench_target *t, char *err, size_t err_len);
 
-/* A TCP port free on 127.0.0.1 right now (the caller races others for it), or -1. */
+/* A TCP port on 127.0.0.1 outside the kernel's ephemeral range, flock'ed for
+ * this process (the tests/support/harness.h protocol) and free by bind when
+ * returned, or -1. */
 int bench_free_port(void);
 
 /* Seconds on the monotonic clock. */

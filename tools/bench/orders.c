@@ -15,9 +15,10 @@
 #include <mosquitto.h>
 
 #include "load.h"
+#include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
+#include "webshop/v1/order.facts.h"
 
-#define ORDERS_TOPIC  "order/order-status"
 #define ORDERS_ID_LEN 48
 
 typedef struct orders_rec {
@@ -105,10 +106,9 @@ static const char *orders_json_string(const char *s, size_t len, const char *key
 
 static int orders_status_from_name(const char *v, size_t n)
 {
-    static const char *const names[] = {"STATUS_UNSPECIFIED", "PENDING", "SUCCESSFUL",
-                                        "UNSUCCESSFUL", "CANCELED"};
-    for (int i = 0; i < 5; i++) {
-        if (strlen(names[i]) == n && strncmp(names[i], v, n) == 0) {
+    for (int i = 0; webshop_v1_order_status_name(i) != NULL; i++) {
+        const char *name = webshop_v1_order_status_name(i);
+        if (strlen(name) == n && strncmp(name, v, n) == 0) {
             return i;
         }
     }
@@ -173,7 +173,7 @@ static void orders_on_connect(struct mosquitto *m, void *arg, int rc)
 {
     (void)arg;
     if (rc == 0) {
-        mosquitto_subscribe(m, NULL, ORDERS_TOPIC, 1);
+        mosquitto_subscribe(m, NULL, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC, 1);
     }
 }
 
@@ -225,7 +225,7 @@ bench_orders *bench_orders_open(const char *host, int port, const char *user,
     bool ok = o->subscribed;
     pthread_mutex_unlock(&o->mu);
     if (!ok) {
-        fprintf(stderr, "bench: no subscription to %s in 5 s\n", ORDERS_TOPIC);
+        fprintf(stderr, "bench: no subscription to %s in 5 s\n", WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC);
         bench_orders_close(o);
         return NULL;
     }

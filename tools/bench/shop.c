@@ -327,10 +327,12 @@ int bench_broker_start(const char *dir, int *pid, int *port)
         }
         return -1;
     }
-    /* The limits tools/webshop up writes (DESIGN.md, measured facts). */
+    /* The limits and Nagle setting tools/webshop up writes (DESIGN.md,
+     * measured facts). */
     fprintf(
         f,
         "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "set_tcp_nodelay true\n"
         "max_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n"
         "log_dest stderr\nlog_type error\n%s",
         p, getuid() == 0 ? "user root\n" : "");

@@ -8,10 +8,16 @@
 #include <string.h>
 
 #include "google/protobuf/descriptor.pb-c.h"
+#include "options.h"
+#include "webshop/v1/contract.pb-c.h"
 #include "webshop/v1/http.pb-c.h"
 
 /* Field number of the (webshop.v1.http) method option in http.proto. */
 #define OPENAPI_HTTP_OPTION 50001
+/* contract.proto: (webshop.v1.list_limits) on messages, (webshop.v1.limits)
+ * on fields. */
+#define OPENAPI_LIST_LIMITS_OPTION 50011
+#define OPENAPI_LIMITS_OPTION 50012
 
 typedef Google__Protobuf__FileDescriptorProto file_proto;
 typedef Google__Protobuf__DescriptorProto msg_proto;
@@ -289,6 +295,60 @@ static void openapi_field_value_schema(ws_buf *out, openapi_ctx *c, const field_
     }
 }
 
+/* The (webshop.v1.limits) of a field or (webshop.v1.list_limits) of a
+ * message (contract.proto), or NULL; free with webshop__v1__limits__free_unpacked. */
+static Webshop__V1__Limits *openapi_limits(const ProtobufCMessage *opts, uint32_t number)
+{
+    options_bytes b;
+    if (!options_find_bytes(opts, number, &b)) {
+        return NULL;
+    }
+    return webshop__v1__limits__unpack(NULL, b.len, b.data);
+}
+
+/* ,"minItems":..,"maxItems":.. for the list field fd: the bounds of its own
+ * (webshop.v1.limits), else those its element message declares with
+ * (webshop.v1.list_limits). */
+static void openapi_list_limits(ws_buf *out, openapi_ctx *c, const field_proto *fd)
+{
+    Webshop__V1__Limits *l = fd->options != NULL
+                                 ? openapi_limits(&fd->options->base, OPENAPI_LIMITS_OPTION)
+                                 : NULL;
+    openapi_type *u = fd->type_name != NULL ? openapi_find(c, fd->type_name) : NULL;
+    if (l == NULL && u != NULL && u->msg != NULL && u->msg->options != NULL) {
+        l = openapi_limits(&u->msg->options->base, OPENAPI_LIST_LIMITS_OPTION);
+    }
+    if (l == NULL) {
+        return;
+    }
+    if (l->has_min_items && l->min_items > 0) {
+        ws_buf_printf(out, ",\"minItems\":%u", (unsigned)l->min_items);
+    }
+    if (l->has_max_items) {
+        ws_buf_printf(out, ",\"maxItems\":%u", (unsigned)l->max_items);
+    }
+    webshop__v1__limits__free_unpacked(l, NULL);
+}
+
+/* ,"minimum":..,"maximum":.. for a number field with (webshop.v1.limits). */
+static void openapi_value_limits(ws_buf *out, const field_proto *fd)
+{
+    if (fd->options == NULL) {
+        return;
+    }
+    Webshop__V1__Limits *l = openapi_limits(&fd->options->base, OPENAPI_LIMITS_OPTION);
+    if (l == NULL) {
+        return;
+    }
+    if (l->has_min) {
+        ws_buf_printf(out, ",\"minimum\":%lld", (long long)l->min);
+    }
+    if (l->has_max) {
+        ws_buf_printf(out, ",\"maximum\":%lld", (long long)l->max);
+    }
+    webshop__v1__limits__free_unpacked(l, NULL);
+}
+
 static void openapi_field_schema(ws_buf *out, openapi_ctx *c, const openapi_type *owner,
                                  size_t index)
 {
@@ -302,6 +362,7 @@ static void openapi_field_schema(ws_buf *out, openapi_ctx *c, const openapi_type
     if (repeated) {
         ws_buf_puts(out, "{\"type\":\"array\",\"items\":");
         openapi_field_value_schema(out, c, fd);
+        openapi_list_limits(out, c, fd);
     } else if (fd->type_name != NULL) {
         /* A $ref may carry no siblings in OpenAPI 3.0: wrap it. */
         ws_buf_puts(out, "{\"allOf\":[");
@@ -309,8 +370,9 @@ static void openapi_field_schema(ws_buf *out, openapi_ctx *c, const openapi_type
         ws_buf_puts(out, "]");
     } else {
         openapi_field_value_schema(out, c, fd);
-        out->len--; /* reopen the object to add a description */
+        out->len--; /* reopen the object to add limits and a description */
         out->data[out->len] = '\0';
+        openapi_value_limits(out, fd);
     }
     if (comment != NULL) {
         ws_buf_puts(out, ",\"description\":");

@@ -5,7 +5,9 @@
  * honoured), refuses what it cannot serve with a message for protoc
  * (CodeGeneratorResponse.error), and has the emitters print
  * "<file>.rpc.h" and "<file>.rpc.c". Files without a service produce
- * nothing.
+ * nothing. With the parameter "facts" (--webshop_out=facts:DIR) it writes
+ * "<file>.facts.h" instead, for every file: the facts declared with the
+ * options of webshop/v1/contract.proto (facts.h).
  */
 #include "gen.h"
 
@@ -15,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "facts.h"
 #include "names.h"
+#include "options.h"
 
 /* protoc's descriptor.proto field numbers, for SourceCodeInfo paths. */
 #define GEN_FILE_SERVICE_FIELD   6
@@ -145,83 +149,22 @@ static const gen_type *gen_types_find(const gen_ctx *ctx, const char *full_name)
     return NULL;
 }
 
-/* Read a base-128 varint; false at a truncated one. */
-static bool gen_varint_read(const uint8_t **p, const uint8_t *end, uint64_t *out)
-{
-    uint64_t v = 0;
-
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
 /* The file's `option (pb_c_file).c_package`, which protobuf-c keeps among
  * the unknown fields of FileOptions (we do not compile protobuf-c.proto).
  * Written to sb; false if absent. */
 static bool gen_file_c_package(const gen_file_proto *file, strbuf *sb)
 {
-    bool found = false;
+    options_bytes ext;
+    options_bytes pkg;
 
-    if (file->options == NULL) {
+    if (file->options == NULL ||
+        !options_find_bytes(&file->options->base, GEN_PB_C_FILE_EXT, &ext) ||
+        !options_msg_bytes(ext, GEN_PB_C_C_PACKAGE, &pkg)) {
         return false;
     }
-    for (unsigned i = 0; i < file->options->base.n_unknown_fields; i++) {
-        const ProtobufCMessageUnknownField *uf = &file->options->base.unknown_fields[i];
-        const uint8_t *p = uf->data;
-        const uint8_t *end = uf->data + uf->len;
-
-        uint64_t outer_len;
-
-        if (uf->tag != GEN_PB_C_FILE_EXT ||
-            uf->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) {
-            continue;
-        }
-        /* protobuf-c keeps a length-delimited unknown field with its length
-         * prefix (it re-emits tag + data when packing). */
-        if (!gen_varint_read(&p, end, &outer_len) || outer_len != (uint64_t)(end - p)) {
-            continue;
-        }
-        while (p < end) {
-            uint64_t key;
-            uint64_t v;
-
-            if (!gen_varint_read(&p, end, &key)) {
-                break;
-            }
-            if ((key & 7) == 0) {
-                if (!gen_varint_read(&p, end, &v)) {
-                    break;
-                }
-            } else if ((key & 7) == 1 || (key & 7) == 5) {
-                size_t skip = (key & 7) == 1 ? 8 : 4;
-
-                if ((size_t)(end - p) < skip) {
-                    break;
-                }
-                p += skip;
-            } else if ((key & 7) == 2) {
-                if (!gen_varint_read(&p, end, &v) || v > (uint64_t)(end - p)) {
-                    break;
-                }
-                if ((key >> 3) == GEN_PB_C_C_PACKAGE) {
-                    strbuf_fini(sb);
-                    strbuf_putn(sb, (const char *)p, (size_t)v);
-                    found = true;
-                }
-                p += v;
-            } else {
-                break;
-            }
-        }
-    }
-    return found;
+    strbuf_fini(sb);
+    strbuf_putn(sb, (const char *)pkg.data, pkg.len);
+    return true;
 }
 
 /* protoc-c's C type and lower name of a message type. */
@@ -539,6 +482,41 @@ static void gen_one_file(gen_ctx *ctx, const gen_file_proto *file, gen_response 
     gen_file_fini(&f);
 }
 
+/* facts_build's lower_of: protoc-c's lower name of a message of the request. */
+static char *gen_lower_of(const char *full_name, void *arg)
+{
+    gen_ctx *ctx = arg;
+    char *c_type = NULL;
+    char *lower = NULL;
+
+    if (!gen_type_names(ctx, "facts", full_name, &c_type, &lower)) {
+        free(lower);
+        lower = NULL;
+    }
+    free(c_type);
+    return lower;
+}
+
+/* "<file>.facts.h" for one file (the "facts" parameter). */
+static void gen_one_facts(gen_ctx *ctx, const gen_file_proto *file, gen_response *resp)
+{
+    gen_facts f;
+    strbuf h = STRBUF_INIT;
+    char err[512] = "";
+    int rc = facts_build(file, gen_lower_of, ctx, &f, err, sizeof(err));
+
+    if (rc == -1) {
+        gen_ctx_fail(ctx, "%s", err);
+    } else if (rc != 0) {
+        ctx->nomem = true;
+    } else if (ctx->error == NULL && !ctx->nomem) {
+        emit_facts_header(&f, &h);
+        gen_response_add(ctx, resp, f.base, ".facts.h", &h);
+    }
+    strbuf_fini(&h);
+    facts_fini(&f);
+}
+
 bool gen_run(const gen_request *req, gen_response *resp)
 {
     gen_ctx ctx;
@@ -547,8 +525,12 @@ bool gen_run(const gen_request *req, gen_response *resp)
     ctx.req = req;
     resp->has_supported_features = 1;
     resp->supported_features = GEN_FEATURE_PROTO3_OPTIONAL;
-    if (req->parameter != NULL && req->parameter[0] != '\0') {
-        gen_ctx_fail(&ctx, "protoc-gen-webshop takes no parameter (got \"%s\")",
+    bool facts = false;
+    if (req->parameter != NULL && strcmp(req->parameter, "facts") == 0) {
+        facts = true;
+    } else if (req->parameter != NULL && req->parameter[0] != '\0') {
+        gen_ctx_fail(&ctx,
+                     "protoc-gen-webshop takes no parameter but \"facts\" (got \"%s\")",
                      req->parameter);
     }
     gen_types_index(&ctx);
@@ -559,6 +541,8 @@ bool gen_run(const gen_request *req, gen_response *resp)
         if (file == NULL) {
             gen_ctx_fail(&ctx, "%s: not among the request's proto_file",
                          req->file_to_generate[i]);
+        } else if (facts) {
+            gen_one_facts(&ctx, file, resp);
         } else if (file->n_service > 0) {
             gen_one_file(&ctx, file, resp);
         }

@@ -1,0 +1,341 @@
+/*
+ * The sweeper thread (see sweeper.h): a pass, then a wait on a condition
+ * variable for the interval or for close. The orphan step reads its
+ * candidates, then for each one asks Orders.GetOrder with no transaction
+ * open (the call may take up to its deadline and must not hold the write
+ * lock the bus handlers need) and settles it in a short transaction of its
+ * own (stock_sweep.c re-checks the record there).
+ */
+#include "sweeper.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "stock.h"
+#include "webshop/v1/order.rpc.h"
+
+#define SWEEPER_DEFAULT_BATCH    100
+#define SWEEPER_DEFAULT_DEADLINE 2000
+
+struct inv_sweeper {
+    inv_sweeper_opts opts;            /* store owned; thread only once started */
+    inv_orphan_candidate *candidates; /* opts.batch entries; thread only */
+    ws_counter *released;             /* webshop_inventory_orphans_released_total */
+    ws_counter *checks[3];            /* by inv_order_lookup */
+    ws_counter *expired;              /* webshop_inventory_tombstones_expired_total */
+    ws_counter *errors;               /* webshop_inventory_sweep_errors_total */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu; /* guards stop */
+    pthread_cond_t cv;
+    bool stop;
+};
+
+static const char *const sweeper_lookup_names[] = {
+    [INV_LOOKUP_FOUND] = "found",
+    [INV_LOOKUP_NOT_FOUND] = "not_found",
+    [INV_LOOKUP_FAILED] = "failed",
+};
+
+static bool sweeper_stopping(inv_sweeper *w)
+{
+    pthread_mutex_lock(&w->mu);
+    bool stop = w->stop;
+    pthread_mutex_unlock(&w->mu);
+    return stop;
+}
+
+/* Ask the order service about order_id. *code (OUT) is the RPC status. */
+static inv_order_lookup sweeper_lookup(inv_sweeper *w, const char *order_id,
+                                       ws_rpc_code *code)
+{
+    Webshop__V1__GetOrderRequest req = WEBSHOP__V1__GET_ORDER_REQUEST__INIT;
+    Webshop__V1__GetOrderResponse *resp = NULL;
+    char msg[WS_RPC_MSG_LEN] = "";
+    req.id = (char *)order_id;
+    *code = webshop_v1_orders_get_order_ex(w->opts.orders, &req, &resp,
+                                           w->opts.orders_deadline_ms, msg, sizeof(msg));
+    if (*code == WS_RPC_NOT_FOUND) {
+        return INV_LOOKUP_NOT_FOUND;
+    }
+    if (*code != WS_RPC_OK) {
+        ws_log_debug("orphan_lookup_failed", "order_id=%s code=%s message=%s", order_id,
+                     ws_rpc_code_name(*code), msg);
+        return INV_LOOKUP_FAILED;
+    }
+    bool has_order = resp->order != NULL;
+    webshop__v1__get_order_response__free_unpacked(resp, NULL);
+    if (!has_order) {
+        *code = WS_RPC_INTERNAL; /* an OK without the order answers nothing */
+        return INV_LOOKUP_FAILED;
+    }
+    return INV_LOOKUP_FOUND;
+}
+
+/* True for the codes that say the order service is not answering at all. */
+static bool sweeper_service_down(ws_rpc_code code)
+{
+    return code == WS_RPC_UNAVAILABLE || code == WS_RPC_DEADLINE_EXCEEDED ||
+           code == WS_RPC_CANCELLED;
+}
+
+/* Settle one candidate with what the order service answered. */
+static ws_err sweeper_settle(inv_sweeper *w, const inv_orphan_candidate *c,
+                             inv_order_lookup found, int64_t now_ms, inv_sweep_stats *st)
+{
+    inv_orphan_outcome out;
+    ws_err err = inv_stock_orphan_settle(w->opts.store, c->order_id, found, now_ms,
+                                         w->opts.orphan_after_ms, &out);
+    if (err != WS_OK) {
+        return err;
+    }
+    switch (out.action) {
+    case INV_ORPHAN_CONFIRMED:
+        st->confirmed++;
+        ws_log_info("reservation_confirmed", "order_id=%s age_ms=%lld", c->order_id,
+                    (long long)(now_ms - c->created_ms));
+        break;
+    case INV_ORPHAN_RELEASED:
+        st->released++;
+        ws_counter_inc(w->released);
+        ws_outbox_relay_kick(w->opts.relay);
+        ws_log_warn("orphan_released",
+                    "order_id=%s age_ms=%lld items=%zu queued=%zu reason=%s", c->order_id,
+                    (long long)(now_ms - c->created_ms), out.n_items, out.n_queued,
+                    out.reason);
+        break;
+    case INV_ORPHAN_LEFT:
+    case INV_ORPHAN_SKIPPED:
+        break;
+    }
+    return WS_OK;
+}
+
+static int64_t sweeper_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Ask about and settle one batch of candidates. *more (OUT): every one got
+ * an answer and the batch was full, so another batch may be due. */
+static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *st,
+                                   bool *more)
+{
+    size_t n = 0;
+    *more = false;
+    ws_err err = inv_stock_orphan_candidates(
+        w->opts.store, now_ms, w->opts.orphan_after_ms, w->candidates, w->opts.batch, &n);
+    size_t answered = 0;
+    for (size_t i = 0; err == WS_OK && i < n; i++) {
+        if (sweeper_stopping(w)) {
+            return WS_OK;
+        }
+        const inv_orphan_candidate *c = &w->candidates[i];
+        ws_rpc_code code;
+        inv_order_lookup found = sweeper_lookup(w, c->order_id, &code);
+        ws_counter_inc(w->checks[found]);
+        if (found == INV_LOOKUP_FAILED) {
+            st->failed++;
+            if (sweeper_service_down(code)) {
+                st->failed += n - i - 1; /* the rest waits for the next pass */
+                ws_log_debug("orphan_sweep_deferred", "code=%s left=%zu",
+                             ws_rpc_code_name(code), n - i);
+                return WS_OK;
+            }
+            continue;
+        }
+        st->checked++;
+        answered++;
+        err = sweeper_settle(w, c, found, now_ms, st);
+    }
+    *more = err == WS_OK && n == w->opts.batch && answered == n;
+    return err;
+}
+
+/* The orphan step of a pass: batches while they come full and answered,
+ * for at most one interval, so a backlog (a burst of orders reaching the
+ * bound together) drains faster than one batch per interval. */
+static ws_err sweeper_orphans(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *st)
+{
+    int64_t until = sweeper_mono_ms() + w->opts.interval_ms;
+    bool more = true;
+    ws_err err = WS_OK;
+    while (err == WS_OK && more) {
+        err = sweeper_orphan_batch(w, now_ms, st, &more);
+        more = more && sweeper_mono_ms() < until;
+    }
+    return err;
+}
+
+ws_err inv_sweeper_pass(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *stats)
+{
+    inv_sweep_stats st = {0};
+    ws_err err = inv_stock_tombstones_expire(
+        w->opts.store, now_ms, w->opts.tombstone_ttl_ms, w->opts.batch, &st.expired);
+    if (err == WS_OK && st.expired > 0) {
+        ws_counter_add(w->expired, st.expired);
+        ws_log_info("tombstones_expired", "count=%zu ttl_ms=%lld", st.expired,
+                    (long long)w->opts.tombstone_ttl_ms);
+    }
+    if (err == WS_OK && w->opts.orders != NULL) {
+        err = sweeper_orphans(w, now_ms, &st);
+    }
+    if (err != WS_OK) {
+        ws_counter_inc(w->errors);
+        ws_log_error("sweep_failed", "error=%s", ws_errname(err));
+    }
+    if (stats != NULL) {
+        *stats = st;
+    }
+    return err;
+}
+
+static int64_t sweeper_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *sweeper_thread_main(void *arg)
+{
+    inv_sweeper *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        pthread_mutex_unlock(&w->mu);
+        (void)inv_sweeper_pass(w, sweeper_wall_ms(), NULL);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += w->opts.interval_ms / 1000;
+        until.tv_nsec += (long)(w->opts.interval_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&w->mu);
+        while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Defaults filled in; false for a bound out of range. */
+static bool sweeper_opts_fill(inv_sweeper_opts *o)
+{
+    if (o->store == NULL || o->tombstone_ttl_ms <= 0 || o->interval_ms < 0 ||
+        (o->orders != NULL && o->orphan_after_ms <= 0)) {
+        return false;
+    }
+    if (o->batch == 0) {
+        o->batch = SWEEPER_DEFAULT_BATCH;
+    }
+    if (o->orders_deadline_ms == 0) {
+        o->orders_deadline_ms = SWEEPER_DEFAULT_DEADLINE;
+    }
+    if (o->interval_ms == 0) {
+        int64_t iv = o->orders != NULL ? o->orphan_after_ms / 4 : 1000;
+        o->interval_ms = (int)(iv < 50 ? 50 : iv > 1000 ? 1000 : iv);
+    }
+    return true;
+}
+
+static void sweeper_metrics_init(inv_sweeper *w)
+{
+    ws_metrics *m = w->opts.metrics ? w->opts.metrics : ws_metrics_default();
+    w->released = ws_counter_get(m, "webshop_inventory_orphans_released_total",
+                                 "Reservations released because the order service did"
+                                 " not know the order",
+                                 NULL);
+    for (int i = 0; i < 3; i++) {
+        char labels[32];
+        snprintf(labels, sizeof(labels), "result=\"%s\"", sweeper_lookup_names[i]);
+        w->checks[i] = ws_counter_get(m, "webshop_inventory_orphan_checks_total",
+                                      "Orders.GetOrder calls of the orphan sweep, by"
+                                      " answer",
+                                      labels);
+    }
+    w->expired = ws_counter_get(m, "webshop_inventory_tombstones_expired_total",
+                                "Cancel-before-order tombstones deleted after"
+                                " --tombstone-ttl",
+                                NULL);
+    w->errors = ws_counter_get(m, "webshop_inventory_sweep_errors_total",
+                               "Sweeper passes that met a store error", NULL);
+}
+
+ws_err inv_sweeper_open(const inv_sweeper_opts *opts, inv_sweeper **out)
+{
+    if (opts == NULL || out == NULL) {
+        return WS_EINVAL;
+    }
+    inv_sweeper_opts o = *opts;
+    if (!sweeper_opts_fill(&o)) {
+        return WS_EINVAL;
+    }
+    inv_sweeper *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return WS_ENOMEM;
+    }
+    w->candidates = calloc(o.batch, sizeof(*w->candidates));
+    pthread_condattr_t ca;
+    bool ok = w->candidates != NULL && pthread_condattr_init(&ca) == 0;
+    if (ok) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        ok = pthread_cond_init(&w->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    if (ok && pthread_mutex_init(&w->mu, NULL) != 0) {
+        pthread_cond_destroy(&w->cv);
+        ok = false;
+    }
+    if (!ok) {
+        free(w->candidates);
+        free(w);
+        return WS_ENOMEM;
+    }
+    w->opts = o;
+    sweeper_metrics_init(w);
+    if (o.orders == NULL) {
+        ws_log_info("orphan_release_off", "reason=%s", "no --orders-url given");
+    }
+    *out = w;
+    return WS_OK;
+}
+
+ws_err inv_sweeper_start(inv_sweeper *w)
+{
+    if (w == NULL || w->started) {
+        return WS_EINVAL;
+    }
+    if (pthread_create(&w->thread, NULL, sweeper_thread_main, w) != 0) {
+        return WS_ENOMEM;
+    }
+    w->started = true;
+    return WS_OK;
+}
+
+void inv_sweeper_close(inv_sweeper *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    if (w->started) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = true;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+    }
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    ws_store_close(w->opts.store);
+    free(w->candidates);
+    free(w);
+}
