@@ -442,8 +442,9 @@ class Run:
                                             "--orphan-after-ms", str(self.args.orphan_after_ms)]
         else:
             log("the inventory has no --orders-url/--orphan-after-ms: orphans are not released")
-        log(f"ports {sorted(self.ports.given)} (ephemeral range {self.ports.eph[0]}"
-            f"-{self.ports.eph[1]})")
+        s = self.shop
+        log(f"ports broker={s.broker_port} inventory={s.inv_rpc},{s.inv_http}"
+            f" order={s.ord_rpc},{s.ord_http} front={s.http_port} (reserved by shop.py)")
         self.shop.start()
 
     def restart(self, name):
