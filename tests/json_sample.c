@@ -37,6 +37,7 @@ const ProtobufCMessageDescriptor *const json_sample_contracts[] = {
     &webshop__v1__health_response__descriptor,
     &webshop__v1__watch_events_request__descriptor,
     &webshop__v1__http_rule__descriptor,
+    &webshop__v1__http_api__descriptor,
     &webshop__v1__limits__descriptor,
     &webshop__v1__product__descriptor,
     &webshop__v1__get_catalog_request__descriptor,

@@ -2,9 +2,12 @@
  * protoc-gen-openapi: a protoc plugin that writes the OpenAPI 3 document of
  * the routed services in the files it is asked to generate, as
  * <file>.openapi.json and as <file>.openapi.c (the same JSON in a C string,
- * so a server can serve it without reading a file at run time). With the
- * parameter "flat" the files are named without the .proto's directory.
- * main only reads the request and writes the response; openapi.c builds.
+ * so a server can serve it without reading a file at run time). The
+ * parameter is a comma-separated list: "flat" names the files without the
+ * .proto's directory; "version=V", "license=NAME" and "license_url=URL"
+ * fill the document's info (meson passes the project's version and
+ * license). main only reads the request and writes the response;
+ * openapi.c builds.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -25,6 +28,27 @@ static int openapi_read_all(FILE *in, ws_buf *out)
         }
     }
     return ferror(in) ? -1 : 0;
+}
+
+/* The plugin parameter into p (pointers into the writable copy buf) and
+ * *flat. Unknown words are refused, so a typo does not go unnoticed. */
+static bool openapi_parse_params(char *buf, openapi_params *p, bool *flat)
+{
+    for (char *save = NULL, *w = strtok_r(buf, ",", &save); w != NULL;
+         w = strtok_r(NULL, ",", &save)) {
+        if (strcmp(w, "flat") == 0) {
+            *flat = true;
+        } else if (strncmp(w, "version=", 8) == 0) {
+            p->version = w + 8;
+        } else if (strncmp(w, "license=", 8) == 0) {
+            p->license = w + 8;
+        } else if (strncmp(w, "license_url=", 12) == 0) {
+            p->license_url = w + 12;
+        } else {
+            return false;
+        }
+    }
+    return true;
 }
 
 /* The JSON as a C translation unit defining NAME and NAME_len. */
@@ -56,6 +80,30 @@ static void openapi_c_source(ws_buf *out, const char *proto, const char *name,
     ws_buf_printf(out, "\";\nconst size_t %s_len = sizeof(%s) - 1;\n", name, name);
 }
 
+/* The output files' names for proto ("webshop/v1/front.proto"): the JSON
+ * and C files (without the directory when flat), and the C symbol
+ * ("webshop_v1_front_openapi_json"). */
+static void openapi_output_names(const char *proto, bool flat, char json_name[512],
+                                 char c_name[512], char symbol[256])
+{
+    const char *base =
+        flat && strrchr(proto, '/') != NULL ? strrchr(proto, '/') + 1 : proto;
+    size_t blen = strlen(base);
+    if (blen > 6 && strcmp(base + blen - 6, ".proto") == 0) {
+        blen -= 6;
+    }
+    snprintf(json_name, 512, "%.*s.openapi.json", (int)blen, base);
+    snprintf(c_name, 512, "%.*s.openapi.c", (int)blen, base);
+    size_t k = 0;
+    for (size_t i = 0; proto[i] != '\0' && k + 14 < 256; i++) {
+        if (strcmp(proto + i, ".proto") == 0) {
+            break;
+        }
+        symbol[k++] = isalnum((unsigned char)proto[i]) ? (char)tolower(proto[i]) : '_';
+    }
+    memcpy(symbol + k, "_openapi_json", 14);
+}
+
 int main(void)
 {
     ws_buf in;
@@ -77,35 +125,29 @@ int main(void)
     Google__Protobuf__Compiler__CodeGeneratorResponse resp =
         GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
     Google__Protobuf__Compiler__CodeGeneratorResponse__File files[2];
-    Google__Protobuf__Compiler__CodeGeneratorResponse__File *fptrs[2] = {&files[0], &files[1]};
+    Google__Protobuf__Compiler__CodeGeneratorResponse__File *fptrs[2] = {&files[0],
+                                                                         &files[1]};
     char err[512];
     char json_name[512], c_name[512], symbol[256];
     ws_buf json, csrc;
     ws_buf_init(&json, 0);
     ws_buf_init(&csrc, 0);
 
-    if (req->n_file_to_generate != 1) {
+    openapi_params params = {0};
+    bool flat = false;
+    char *param = strdup(req->parameter != NULL ? req->parameter : "");
+    if (param == NULL) {
+        resp.error = "protoc-gen-openapi: out of memory";
+    } else if (!openapi_parse_params(param, &params, &flat)) {
+        resp.error = "protoc-gen-openapi: parameter: expected flat, version=, license=, "
+                     "license_url= separated by commas";
+    } else if (req->n_file_to_generate != 1) {
         resp.error = "protoc-gen-openapi: give exactly one .proto file";
-    } else if (!openapi_build(req, &json, err, sizeof(err))) {
+    } else if (!openapi_build(req, &params, &json, err, sizeof(err))) {
         resp.error = err;
     } else {
         const char *proto = req->file_to_generate[0];
-        bool flat = req->parameter != NULL && strstr(req->parameter, "flat") != NULL;
-        const char *base = flat && strrchr(proto, '/') != NULL ? strrchr(proto, '/') + 1 : proto;
-        size_t blen = strlen(base);
-        if (blen > 6 && strcmp(base + blen - 6, ".proto") == 0) {
-            blen -= 6;
-        }
-        snprintf(json_name, sizeof(json_name), "%.*s.openapi.json", (int)blen, base);
-        snprintf(c_name, sizeof(c_name), "%.*s.openapi.c", (int)blen, base);
-        size_t k = 0;
-        for (size_t i = 0; proto[i] != '\0' && k + 14 < sizeof(symbol); i++) {
-            if (strcmp(proto + i, ".proto") == 0) {
-                break;
-            }
-            symbol[k++] = isalnum((unsigned char)proto[i]) ? (char)tolower(proto[i]) : '_';
-        }
-        memcpy(symbol + k, "_openapi_json", 14);
+        openapi_output_names(proto, flat, json_name, c_name, symbol);
         openapi_c_source(&csrc, proto, symbol, &json);
         for (int i = 0; i < 2; i++) {
             google__protobuf__compiler__code_generator_response__file__init(&files[i]);
@@ -118,7 +160,8 @@ int main(void)
         resp.file = fptrs;
     }
 
-    size_t len = google__protobuf__compiler__code_generator_response__get_packed_size(&resp);
+    size_t len =
+        google__protobuf__compiler__code_generator_response__get_packed_size(&resp);
     uint8_t *bytes = malloc(len > 0 ? len : 1);
     int rc = 1;
     if (bytes != NULL) {
@@ -128,6 +171,7 @@ int main(void)
     }
     ws_buf_fini(&json);
     ws_buf_fini(&csrc);
+    free(param);
     google__protobuf__compiler__code_generator_request__free_unpacked(req, NULL);
     return rc;
 }

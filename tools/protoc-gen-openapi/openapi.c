@@ -1,5 +1,7 @@
 /*
- * The OpenAPI document builder; see openapi.h.
+ * The OpenAPI document: routes collected from the annotations, checked and
+ * their types marked (so that only referenced schemas and shared pieces are
+ * written), then the document itself; see openapi.h.
  */
 #include "openapi.h"
 
@@ -7,704 +9,705 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "google/protobuf/descriptor.pb-c.h"
-#include "options.h"
-#include "webshop/v1/contract.pb-c.h"
-#include "webshop/v1/http.pb-c.h"
+#include "openapi_http.h"
+#include "openapi_schema.h"
+#include "openapi_text.h"
+#include "openapi_types.h"
 
-/* Field number of the (webshop.v1.http) method option in http.proto. */
-#define OPENAPI_HTTP_OPTION 50001
-/* contract.proto: (webshop.v1.list_limits) on messages, (webshop.v1.limits)
- * on fields. */
-#define OPENAPI_LIST_LIMITS_OPTION 50011
-#define OPENAPI_LIMITS_OPTION 50012
+/* descriptor.proto: FileDescriptorProto.service = 6,
+ * ServiceDescriptorProto.method = 2. */
+enum { PATH_SERVICE = 6, PATH_METHOD = 2 };
 
-typedef Google__Protobuf__FileDescriptorProto file_proto;
-typedef Google__Protobuf__DescriptorProto msg_proto;
-typedef Google__Protobuf__EnumDescriptorProto enum_proto;
-typedef Google__Protobuf__FieldDescriptorProto field_proto;
-
-/* A message or enum known by full name (".pkg.Name"), with its comment. */
-typedef struct openapi_type {
-    char *full;          /* ".webshop.v1.Order"; owned */
-    const char *short_name; /* last component, the schema name */
-    const msg_proto *msg;   /* or */
-    const enum_proto *en;
-    const file_proto *file;
-    int path[8]; /* source_code_info path of the type */
-    size_t path_len;
-    bool used; /* referenced from an operation: emit its schema */
-} openapi_type;
-
-typedef struct openapi_ctx {
-    openapi_type *types;
-    size_t n_types, cap_types;
-    char *err;
-    size_t err_len;
-} openapi_ctx;
-
-void openapi_json_string(ws_buf *out, const char *s)
-{
-    ws_buf_putc(out, '"');
-    for (const unsigned char *p = (const unsigned char *)(s != NULL ? s : ""); *p != '\0'; p++) {
-        switch (*p) {
-        case '"':
-            ws_buf_puts(out, "\\\"");
-            break;
-        case '\\':
-            ws_buf_puts(out, "\\\\");
-            break;
-        case '\n':
-            ws_buf_puts(out, "\\n");
-            break;
-        case '\t':
-            ws_buf_puts(out, "\\t");
-            break;
-        default:
-            if (*p < 0x20) {
-                ws_buf_printf(out, "\\u%04x", *p);
-            } else {
-                ws_buf_putc(out, (char)*p);
-            }
-        }
-    }
-    ws_buf_putc(out, '"');
-}
-
-/* The leading comment of the element at path in f, trimmed, or NULL. */
-static const char *openapi_comment(const file_proto *f, const int *path, size_t n)
-{
-    if (f->source_code_info == NULL) {
-        return NULL;
-    }
-    for (size_t i = 0; i < f->source_code_info->n_location; i++) {
-        const Google__Protobuf__SourceCodeInfo__Location *loc =
-            f->source_code_info->location[i];
-        if (loc->n_path != n) {
-            continue;
-        }
-        bool same = true;
-        for (size_t k = 0; k < n && same; k++) {
-            same = loc->path[k] == path[k];
-        }
-        if (same && loc->leading_comments != NULL) {
-            return loc->leading_comments;
-        }
-    }
-    return NULL;
-}
-
-/* Comment text with leading spaces of each line and the final newline
- * removed, written as a JSON string. */
-static void openapi_description(ws_buf *out, const char *comment)
-{
-    ws_buf tmp;
-    ws_buf_init(&tmp, 0);
-    const char *p = comment;
-    while (*p != '\0') {
-        while (*p == ' ') {
-            p++;
-        }
-        const char *nl = strchr(p, '\n');
-        size_t len = nl != NULL ? (size_t)(nl - p) : strlen(p);
-        if (tmp.len > 0 && len > 0) {
-            ws_buf_putc(&tmp, ' ');
-        }
-        ws_buf_append(&tmp, p, len);
-        p += len;
-        if (*p == '\n') {
-            p++;
-        }
-    }
-    openapi_json_string(out, tmp.data != NULL ? tmp.data : "");
-    ws_buf_fini(&tmp);
-}
-
-static bool openapi_add_type(openapi_ctx *c, const char *prefix, const char *name,
-                             const msg_proto *m, const enum_proto *e, const file_proto *f,
-                             const int *path, size_t path_len)
-{
-    if (c->n_types == c->cap_types) {
-        size_t cap = c->cap_types == 0 ? 64 : c->cap_types * 2;
-        openapi_type *t = realloc(c->types, cap * sizeof(*t));
-        if (t == NULL) {
-            return false;
-        }
-        c->types = t;
-        c->cap_types = cap;
-    }
-    openapi_type *t = &c->types[c->n_types];
-    memset(t, 0, sizeof(*t));
-    size_t n = strlen(prefix) + strlen(name) + 2;
-    t->full = malloc(n);
-    if (t->full == NULL) {
-        return false;
-    }
-    snprintf(t->full, n, "%s.%s", prefix, name);
-    t->short_name = name;
-    t->msg = m;
-    t->en = e;
-    t->file = f;
-    memcpy(t->path, path, path_len * sizeof(int));
-    t->path_len = path_len;
-    c->n_types++;
-    return true;
-}
-
-/* Index the messages (and their nested types) and enums of one file. */
-static bool openapi_index_message(openapi_ctx *c, const char *prefix, const msg_proto *m,
-                                  const file_proto *f, int *path, size_t path_len)
-{
-    if (path_len + 2 > 8) {
-        return true; /* deeper nesting: described without comments */
-    }
-    if (!openapi_add_type(c, prefix, m->name, m, NULL, f, path, path_len)) {
-        return false;
-    }
-    char *me = c->types[c->n_types - 1].full;
-    for (size_t i = 0; i < m->n_nested_type; i++) {
-        path[path_len] = 3;
-        path[path_len + 1] = (int)i;
-        if (!openapi_index_message(c, me, m->nested_type[i], f, path, path_len + 2)) {
-            return false;
-        }
-    }
-    for (size_t i = 0; i < m->n_enum_type; i++) {
-        path[path_len] = 4;
-        path[path_len + 1] = (int)i;
-        if (!openapi_add_type(c, me, m->enum_type[i]->name, NULL, m->enum_type[i], f, path,
-                              path_len + 2)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool openapi_index(openapi_ctx *c, const Google__Protobuf__Compiler__CodeGeneratorRequest *req)
-{
-    for (size_t i = 0; i < req->n_proto_file; i++) {
-        const file_proto *f = req->proto_file[i];
-        char prefix[256];
-        snprintf(prefix, sizeof(prefix), ".%s", f->package != NULL ? f->package : "");
-        if (f->package == NULL || f->package[0] == '\0') {
-            prefix[0] = '\0';
-        }
-        int path[8];
-        for (size_t k = 0; k < f->n_message_type; k++) {
-            path[0] = 4;
-            path[1] = (int)k;
-            if (!openapi_index_message(c, prefix, f->message_type[k], f, path, 2)) {
-                return false;
-            }
-        }
-        for (size_t k = 0; k < f->n_enum_type; k++) {
-            path[0] = 5;
-            path[1] = (int)k;
-            if (!openapi_add_type(c, prefix, f->enum_type[k]->name, NULL, f->enum_type[k], f,
-                                  path, 2)) {
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
-static openapi_type *openapi_find(openapi_ctx *c, const char *full)
-{
-    for (size_t i = 0; i < c->n_types; i++) {
-        if (strcmp(c->types[i].full, full) == 0) {
-            return &c->types[i];
-        }
-    }
-    return NULL;
-}
-
-/* Mark t and every type it reaches as used. */
-static bool openapi_mark(openapi_ctx *c, openapi_type *t)
-{
-    if (t->used) {
-        return true;
-    }
-    t->used = true;
-    if (t->msg == NULL) {
-        return true;
-    }
-    for (size_t i = 0; i < t->msg->n_field; i++) {
-        const field_proto *fd = t->msg->field[i];
-        if (fd->type_name == NULL) {
-            continue;
-        }
-        openapi_type *u = openapi_find(c, fd->type_name);
-        if (u == NULL) {
-            snprintf(c->err, c->err_len, "%s.%s: unknown type %s", t->full + 1, fd->name,
-                     fd->type_name);
-            return false;
-        }
-        if (!openapi_mark(c, u)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* The JSON schema of one field's value (without the repeated wrapper). */
-static void openapi_field_value_schema(ws_buf *out, openapi_ctx *c, const field_proto *fd)
-{
-    switch (fd->type) {
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_DOUBLE:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT:
-        ws_buf_printf(out, "{\"type\":\"number\",\"format\":\"%s\"}",
-                      fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FLOAT
-                          ? "float"
-                          : "double");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT64:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT64:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED64:
-        ws_buf_puts(out, "{\"type\":\"string\",\"format\":\"int64\"}");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT64:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED64:
-        ws_buf_puts(out, "{\"type\":\"string\",\"format\":\"uint64\"}");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_UINT32:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_FIXED32:
-        ws_buf_puts(out, "{\"type\":\"integer\",\"format\":\"int64\",\"minimum\":0,"
-                         "\"maximum\":4294967295}");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_INT32:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SINT32:
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_SFIXED32:
-        ws_buf_puts(out, "{\"type\":\"integer\",\"format\":\"int32\"}");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_BOOL:
-        ws_buf_puts(out, "{\"type\":\"boolean\"}");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_STRING:
-        ws_buf_puts(out, "{\"type\":\"string\"}");
-        break;
-    case GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_BYTES:
-        ws_buf_puts(out, "{\"type\":\"string\",\"format\":\"byte\"}");
-        break;
-    default: {
-        openapi_type *u = fd->type_name != NULL ? openapi_find(c, fd->type_name) : NULL;
-        ws_buf_printf(out, "{\"$ref\":\"#/components/schemas/%s\"}",
-                      u != NULL ? u->short_name : "Unknown");
-        break;
-    }
-    }
-}
-
-/* The (webshop.v1.limits) of a field or (webshop.v1.list_limits) of a
- * message (contract.proto), or NULL; free with webshop__v1__limits__free_unpacked. */
-static Webshop__V1__Limits *openapi_limits(const ProtobufCMessage *opts, uint32_t number)
-{
-    options_bytes b;
-    if (!options_find_bytes(opts, number, &b)) {
-        return NULL;
-    }
-    return webshop__v1__limits__unpack(NULL, b.len, b.data);
-}
-
-/* ,"minItems":..,"maxItems":.. for the list field fd: the bounds of its own
- * (webshop.v1.limits), else those its element message declares with
- * (webshop.v1.list_limits). */
-static void openapi_list_limits(ws_buf *out, openapi_ctx *c, const field_proto *fd)
-{
-    Webshop__V1__Limits *l = fd->options != NULL
-                                 ? openapi_limits(&fd->options->base, OPENAPI_LIMITS_OPTION)
-                                 : NULL;
-    openapi_type *u = fd->type_name != NULL ? openapi_find(c, fd->type_name) : NULL;
-    if (l == NULL && u != NULL && u->msg != NULL && u->msg->options != NULL) {
-        l = openapi_limits(&u->msg->options->base, OPENAPI_LIST_LIMITS_OPTION);
-    }
-    if (l == NULL) {
-        return;
-    }
-    if (l->has_min_items && l->min_items > 0) {
-        ws_buf_printf(out, ",\"minItems\":%u", (unsigned)l->min_items);
-    }
-    if (l->has_max_items) {
-        ws_buf_printf(out, ",\"maxItems\":%u", (unsigned)l->max_items);
-    }
-    webshop__v1__limits__free_unpacked(l, NULL);
-}
-
-/* ,"minimum":..,"maximum":.. for a number field with (webshop.v1.limits). */
-static void openapi_value_limits(ws_buf *out, const field_proto *fd)
-{
-    if (fd->options == NULL) {
-        return;
-    }
-    Webshop__V1__Limits *l = openapi_limits(&fd->options->base, OPENAPI_LIMITS_OPTION);
-    if (l == NULL) {
-        return;
-    }
-    if (l->has_min) {
-        ws_buf_printf(out, ",\"minimum\":%lld", (long long)l->min);
-    }
-    if (l->has_max) {
-        ws_buf_printf(out, ",\"maximum\":%lld", (long long)l->max);
-    }
-    webshop__v1__limits__free_unpacked(l, NULL);
-}
-
-static void openapi_field_schema(ws_buf *out, openapi_ctx *c, const openapi_type *owner,
-                                 size_t index)
-{
-    const field_proto *fd = owner->msg->field[index];
-    bool repeated = fd->label == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED;
-    int path[10];
-    memcpy(path, owner->path, owner->path_len * sizeof(int));
-    path[owner->path_len] = 2;
-    path[owner->path_len + 1] = (int)index;
-    const char *comment = openapi_comment(owner->file, path, owner->path_len + 2);
-    if (repeated) {
-        ws_buf_puts(out, "{\"type\":\"array\",\"items\":");
-        openapi_field_value_schema(out, c, fd);
-        openapi_list_limits(out, c, fd);
-    } else if (fd->type_name != NULL) {
-        /* A $ref may carry no siblings in OpenAPI 3.0: wrap it. */
-        ws_buf_puts(out, "{\"allOf\":[");
-        openapi_field_value_schema(out, c, fd);
-        ws_buf_puts(out, "]");
-    } else {
-        openapi_field_value_schema(out, c, fd);
-        out->len--; /* reopen the object to add limits and a description */
-        out->data[out->len] = '\0';
-        openapi_value_limits(out, fd);
-    }
-    if (comment != NULL) {
-        ws_buf_puts(out, ",\"description\":");
-        openapi_description(out, comment);
-    }
-    ws_buf_putc(out, '}');
-}
-
-static void openapi_schema(ws_buf *out, openapi_ctx *c, const openapi_type *t)
-{
-    openapi_json_string(out, t->short_name);
-    ws_buf_putc(out, ':');
-    const char *comment = openapi_comment(t->file, t->path, t->path_len);
-    if (t->en != NULL) {
-        ws_buf_puts(out, "{\"type\":\"string\",\"enum\":[");
-        for (size_t i = 0; i < t->en->n_value; i++) {
-            if (i > 0) {
-                ws_buf_putc(out, ',');
-            }
-            openapi_json_string(out, t->en->value[i]->name);
-        }
-        ws_buf_putc(out, ']');
-    } else {
-        ws_buf_puts(out, "{\"type\":\"object\",\"properties\":{");
-        for (size_t i = 0; i < t->msg->n_field; i++) {
-            if (i > 0) {
-                ws_buf_putc(out, ',');
-            }
-            openapi_json_string(out, t->msg->field[i]->name);
-            ws_buf_putc(out, ':');
-            openapi_field_schema(out, c, t, i);
-        }
-        ws_buf_puts(out, "}");
-    }
-    if (comment != NULL) {
-        ws_buf_puts(out, ",\"description\":");
-        openapi_description(out, comment);
-    }
-    ws_buf_putc(out, '}');
-}
-
-/* The route annotation of a method, unpacked from the unknown field that
- * protobuf-c keeps for an extension it does not know; NULL when absent. */
-static Webshop__V1__HttpRule *openapi_rule(const Google__Protobuf__MethodDescriptorProto *m)
-{
-    if (m->options == NULL) {
-        return NULL;
-    }
-    const ProtobufCMessage *o = &m->options->base;
-    for (unsigned i = 0; i < o->n_unknown_fields; i++) {
-        const ProtobufCMessageUnknownField *u = &o->unknown_fields[i];
-        if (u->tag == OPENAPI_HTTP_OPTION && u->wire_type == PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) {
-            /* protobuf-c keeps the length prefix in data: skip the varint. */
-            size_t k = 0;
-            while (k < u->len && k < 10 && (u->data[k] & 0x80) != 0) {
-                k++;
-            }
-            if (k >= u->len) {
-                return NULL;
-            }
-            return webshop__v1__http_rule__unpack(NULL, u->len - k - 1, u->data + k + 1);
-        }
-    }
-    return NULL;
-}
-
+/* One routed method. */
 typedef struct openapi_op {
-    const char *verb; /* "get", "post", "delete" */
-    const char *path;
+    const char *verb;            /* "get", "post", "delete" */
+    char *path;                  /* OpenAPI form of the template; owned */
     Webshop__V1__HttpRule *rule; /* owned */
-    const Google__Protobuf__MethodDescriptorProto *method;
-    const file_proto *file;
-    int svc_index, method_index;
-    const char *service;
+    const method_proto *method;
+    size_t method_index;
+    openapi_api *api;         /* its service; not owned */
+    const openapi_type *in;   /* request message */
+    const openapi_type *out;  /* response message */
+    int success;              /* status of a successful answer */
+    const http_response *ok;  /* the entry describing it, or NULL */
+    const char *operation_id; /* points into method or owned_id */
+    char *owned_id;           /* "Service.Method" when names clash; owned */
 } openapi_op;
 
-static bool openapi_has_param(const char *path, const char *name)
+typedef struct openapi_doc {
+    openapi_types types;
+    openapi_api *apis; /* owned, n_apis of them */
+    size_t n_apis;
+    openapi_op *ops; /* owned, n_ops of them */
+    size_t n_ops;
+    const openapi_params *params;
+    char *err;
+    size_t err_len;
+} openapi_doc;
+
+static bool openapi_set(const char *s)
 {
-    char want[128];
-    snprintf(want, sizeof(want), "{%s}", name);
-    return strstr(path, want) != NULL;
+    return s != NULL && s[0] != '\0';
 }
 
-static void openapi_error_response(ws_buf *out, int status, const char *what)
+static bool openapi_fail(openapi_doc *d, const char *what)
 {
-    ws_buf_printf(out,
-                  ",\"%d\":{\"description\":\"%s\",\"content\":{\"application/json\":"
-                  "{\"schema\":{\"$ref\":\"#/components/schemas/ErrorBody\"}}}}",
-                  status, what);
+    snprintf(d->err, d->err_len, "%s", what);
+    return false;
 }
 
-static bool openapi_operation(ws_buf *out, openapi_ctx *c, const openapi_op *op)
+/* ---- collecting the routes ------------------------------------------- */
+
+/* The OpenAPI path of a template: "{name=pattern}" segments become
+ * "{name}". NULL when braces do not pair or out of memory. */
+static char *openapi_path_of(const char *tmpl)
 {
-    openapi_type *in = openapi_find(c, op->method->input_type);
-    openapi_type *outt = openapi_find(c, op->method->output_type);
-    if (in == NULL || outt == NULL || in->msg == NULL || outt->msg == NULL) {
-        snprintf(c->err, c->err_len, "%s: unknown input or output type", op->method->name);
+    char *p = malloc(strlen(tmpl) + 1);
+    if (p == NULL || tmpl[0] != '/') {
+        free(p);
+        return NULL;
+    }
+    size_t k = 0;
+    bool in_var = false, skip = false;
+    for (const char *s = tmpl; *s != '\0'; s++) {
+        if (*s == '{' || *s == '}') {
+            if (in_var == (*s == '{')) {
+                free(p);
+                return NULL;
+            }
+            in_var = *s == '{';
+            skip = false;
+        } else if (in_var && *s == '=') {
+            skip = true;
+        }
+        if (!skip) {
+            p[k++] = *s;
+        }
+    }
+    p[k] = '\0';
+    if (in_var) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* The verb and template of rule; false when not exactly one is set. */
+static bool openapi_verb(const Webshop__V1__HttpRule *rule, const char **verb,
+                         const char **tmpl)
+{
+    const char *const verbs[3] = {"get", "post", "delete"};
+    const char *const tmpls[3] = {rule->get, rule->post, rule->delete_};
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        if (openapi_set(tmpls[i])) {
+            *verb = verbs[i];
+            *tmpl = tmpls[i];
+            n++;
+        }
+    }
+    return n == 1;
+}
+
+static bool openapi_add_op(openapi_doc *d, openapi_api *a, size_t m,
+                           Webshop__V1__HttpRule *rule)
+{
+    const method_proto *method = a->svc->method[m];
+    const char *verb = NULL, *tmpl = NULL;
+    char *path = NULL;
+    if (!openapi_verb(rule, &verb, &tmpl)) {
+        snprintf(d->err, d->err_len,
+                 "%s.%s: http rule needs exactly one of get, post, delete", a->svc->name,
+                 method->name);
+    } else if ((path = openapi_path_of(tmpl)) == NULL) {
+        snprintf(d->err, d->err_len,
+                 "%s.%s: path %s must start with / and pair its braces", a->svc->name,
+                 method->name, tmpl);
+    }
+    openapi_op *grown =
+        path != NULL ? realloc(d->ops, (d->n_ops + 1) * sizeof(*grown)) : NULL;
+    if (grown == NULL) {
+        if (path != NULL) {
+            openapi_fail(d, "out of memory");
+        }
+        free(path);
+        webshop__v1__http_rule__free_unpacked(rule, NULL);
         return false;
     }
-    openapi_mark(c, in);
-    openapi_mark(c, outt);
-    int path[4] = {6, op->svc_index, 2, op->method_index};
-    const char *comment = openapi_comment(op->file, path, 4);
-    openapi_json_string(out, op->verb);
-    ws_buf_puts(out, ":{\"operationId\":");
-    openapi_json_string(out, op->method->name);
-    ws_buf_puts(out, ",\"tags\":[");
-    openapi_json_string(out, op->service);
-    ws_buf_puts(out, "]");
-    if (op->rule->summary != NULL && op->rule->summary[0] != '\0') {
-        ws_buf_puts(out, ",\"summary\":");
-        openapi_json_string(out, op->rule->summary);
-    }
-    if (comment != NULL) {
-        ws_buf_puts(out, ",\"description\":");
-        openapi_description(out, comment);
-    }
-    /* Path parameters, then (for GET/DELETE) the other fields as query. */
-    bool body = op->rule->body != NULL && strcmp(op->rule->body, "*") == 0;
-    ws_buf_puts(out, ",\"parameters\":[");
-    bool first = true;
-    for (size_t i = 0; i < in->msg->n_field; i++) {
-        const field_proto *fd = in->msg->field[i];
-        bool in_path = openapi_has_param(op->path, fd->name);
-        if (!in_path && body) {
-            continue;
-        }
-        if (!in_path && fd->type_name != NULL) {
-            continue; /* messages cannot be query parameters */
-        }
-        if (!first) {
-            ws_buf_putc(out, ',');
-        }
-        first = false;
-        ws_buf_puts(out, "{\"name\":");
-        openapi_json_string(out, fd->name);
-        ws_buf_printf(out, ",\"in\":\"%s\",\"required\":%s,\"schema\":",
-                      in_path ? "path" : "query", in_path ? "true" : "false");
-        openapi_field_value_schema(out, c, fd);
-        ws_buf_putc(out, '}');
-    }
-    ws_buf_putc(out, ']');
-    if (body) {
-        ws_buf_printf(out, ",\"requestBody\":{\"required\":true,\"content\":{\"application/json\":"
-                           "{\"schema\":{\"$ref\":\"#/components/schemas/%s\"}}}}",
-                      in->short_name);
-    }
-    int status = op->rule->success_status != 0 ? op->rule->success_status : 200;
-    ws_buf_printf(out, ",\"responses\":{\"%d\":{\"description\":\"Success\"", status);
-    const char *media = op->rule->response_content_type;
-    if (media != NULL && media[0] != '\0') {
-        /* Not JSON (a Server-Sent-Events stream): the body is text; the
-         * description names the message each event carries. */
-        ws_buf_puts(out, ",\"content\":{");
-        openapi_json_string(out, media);
-        ws_buf_printf(out, ":{\"schema\":{\"type\":\"string\",\"description\":"
-                           "\"Each event's data is a %s as JSON\"}}}}",
-                      outt->short_name);
-    } else if (op->rule->response_body != NULL && op->rule->response_body[0] != '\0') {
-        ws_buf_puts(out, ",\"content\":{\"application/json\":{\"schema\":");
-        size_t k;
-        for (k = 0; k < outt->msg->n_field; k++) {
-            if (strcmp(outt->msg->field[k]->name, op->rule->response_body) == 0) {
-                break;
-            }
-        }
-        if (k == outt->msg->n_field) {
-            snprintf(c->err, c->err_len, "%s: response_body %s is not a field of %s",
-                     op->method->name, op->rule->response_body, outt->short_name);
-            return false;
-        }
-        openapi_field_schema(out, c, outt, k);
-        ws_buf_puts(out, "}}}");
-    } else {
-        ws_buf_printf(out,
-                      ",\"content\":{\"application/json\":{\"schema\":"
-                      "{\"$ref\":\"#/components/schemas/%s\"}}}}",
-                      outt->short_name);
-    }
-    openapi_error_response(out, 400, "Bad request: the message names the field");
-    if (strchr(op->path, '{') != NULL) {
-        openapi_error_response(out, 404, "Not found");
-    }
-    openapi_error_response(out, 405, "Method not allowed (see the Allow header)");
-    if (body) {
-        openapi_error_response(out, 413, "Body too large");
-        openapi_error_response(out, 415, "Content-Type is not application/json");
-    }
-    openapi_error_response(out, 503, "A dependency is unavailable (see Retry-After)");
-    openapi_error_response(out, 504, "A dependency did not answer in time");
-    ws_buf_puts(out, "}}");
+    d->ops = grown;
+    openapi_op *op = &d->ops[d->n_ops++];
+    memset(op, 0, sizeof(*op));
+    op->verb = verb;
+    op->path = path;
+    op->rule = rule;
+    op->method = method;
+    op->method_index = m;
+    op->api = a;
+    op->success = rule->success_status != 0 ? rule->success_status : 200;
+    op->operation_id = method->name;
     return true;
 }
 
-bool openapi_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req, ws_buf *out,
-                   char *err, size_t err_len)
+static bool openapi_wanted(const Google__Protobuf__Compiler__CodeGeneratorRequest *req,
+                           const file_proto *f)
 {
-    openapi_ctx c = {.err = err, .err_len = err_len};
-    openapi_op *ops = NULL;
-    size_t n_ops = 0;
-    bool ok = false;
-    const char *title = "API";
-    const char *description = NULL;
-    err[0] = '\0';
+    for (size_t k = 0; k < req->n_file_to_generate; k++) {
+        if (strcmp(req->file_to_generate[k], f->name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
 
-    if (!openapi_index(&c, req)) {
-        snprintf(err, err_len, "out of memory");
-        goto done;
+/* Every service of the files to generate, and its routes. d->apis is
+ * sized once: routes point into it. */
+static bool openapi_collect(openapi_doc *d,
+                            const Google__Protobuf__Compiler__CodeGeneratorRequest *req)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->n_proto_file; i++) {
+        n += openapi_wanted(req, req->proto_file[i]) ? req->proto_file[i]->n_service : 0;
+    }
+    d->apis = calloc(n + 1, sizeof(*d->apis));
+    if (d->apis == NULL) {
+        return openapi_fail(d, "out of memory");
     }
     for (size_t i = 0; i < req->n_proto_file; i++) {
         const file_proto *f = req->proto_file[i];
-        bool wanted = false;
-        for (size_t k = 0; k < req->n_file_to_generate; k++) {
-            wanted = wanted || strcmp(req->file_to_generate[k], f->name) == 0;
-        }
-        if (!wanted) {
-            continue;
-        }
-        for (size_t s = 0; s < f->n_service; s++) {
-            const Google__Protobuf__ServiceDescriptorProto *svc = f->service[s];
-            for (size_t m = 0; m < svc->n_method; m++) {
-                Webshop__V1__HttpRule *rule = openapi_rule(svc->method[m]);
-                if (rule == NULL) {
-                    continue;
+        for (size_t s = 0; openapi_wanted(req, f) && s < f->n_service; s++) {
+            openapi_api *a = &d->apis[d->n_apis++];
+            if (!openapi_http_api_open(a, f, (int)s, d->err, d->err_len)) {
+                return false;
+            }
+            for (size_t m = 0; m < a->svc->n_method; m++) {
+                Webshop__V1__HttpRule *rule = openapi_http_rule(a->svc->method[m]);
+                if (rule != NULL && !openapi_add_op(d, a, m, rule)) {
+                    return false;
                 }
-                openapi_op op = {.rule = rule, .method = svc->method[m], .file = f,
-                                 .svc_index = (int)s, .method_index = (int)m,
-                                 .service = svc->name};
-                if (rule->get != NULL && rule->get[0] != '\0') {
-                    op.verb = "get";
-                    op.path = rule->get;
-                } else if (rule->post != NULL && rule->post[0] != '\0') {
-                    op.verb = "post";
-                    op.path = rule->post;
-                } else if (rule->delete_ != NULL && rule->delete_[0] != '\0') {
-                    op.verb = "delete";
-                    op.path = rule->delete_;
-                } else {
-                    snprintf(err, err_len, "%s.%s: http rule without a verb", svc->name,
-                             svc->method[m]->name);
-                    webshop__v1__http_rule__free_unpacked(rule, NULL);
-                    goto done;
-                }
-                openapi_op *grown = realloc(ops, (n_ops + 1) * sizeof(*ops));
-                if (grown == NULL) {
-                    webshop__v1__http_rule__free_unpacked(rule, NULL);
-                    snprintf(err, err_len, "out of memory");
-                    goto done;
-                }
-                ops = grown;
-                ops[n_ops++] = op;
-                title = svc->name;
-                int path[2] = {6, (int)s};
-                description = openapi_comment(f, path, 2);
             }
         }
     }
-    if (n_ops == 0) {
-        snprintf(err, err_len, "no method carries a (webshop.v1.http) route");
-        goto done;
+    if (d->n_ops == 0) {
+        return openapi_fail(d, "no method carries a (webshop.v1.http) route");
     }
-    openapi_type *errbody = openapi_find(&c, ".webshop.v1.ErrorBody");
-    if (errbody == NULL) {
-        snprintf(err, err_len, "webshop.v1.ErrorBody is needed for error responses");
-        goto done;
-    }
-    openapi_mark(&c, errbody);
+    return true;
+}
 
-    ws_buf_puts(out, "{\"openapi\":\"3.0.3\",\"info\":{\"title\":");
-    openapi_json_string(out, title);
-    ws_buf_puts(out, ",\"version\":\"1.0.0\"");
-    if (description != NULL) {
-        ws_buf_puts(out, ",\"description\":");
-        openapi_description(out, description);
+/* ---- checking a route and marking what it references ------------------ */
+
+/* The index of the field called name in message t, or -1. */
+static int openapi_field_index(const openapi_type *t, const char *name)
+{
+    for (size_t i = 0; i < t->msg->n_field; i++) {
+        if (strcmp(t->msg->field[i]->name, name) == 0) {
+            return (int)i;
+        }
     }
-    ws_buf_puts(out, "},\"servers\":[{\"url\":\"/\"}],\"paths\":{");
-    bool *done_op = calloc(n_ops, sizeof(bool));
-    if (done_op == NULL) {
-        snprintf(err, err_len, "out of memory");
-        goto done;
+    return -1;
+}
+
+static bool openapi_in_path(const char *path, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = strchr(path, '{'); p != NULL; p = strchr(p + 1, '{')) {
+        if (strncmp(p + 1, name, n) == 0 && p[1 + n] == '}') {
+            return true;
+        }
     }
-    bool first_path = true;
-    for (size_t i = 0; i < n_ops; i++) {
-        if (done_op[i]) {
+    return false;
+}
+
+/* Every {name} of the path is a field of the request. */
+static bool openapi_check_path(openapi_doc *d, const openapi_op *op)
+{
+    for (const char *p = strchr(op->path, '{'); p != NULL; p = strchr(p + 1, '{')) {
+        const char *end = strchr(p, '}');
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(end - p - 1), p + 1);
+        if (openapi_field_index(op->in, name) < 0) {
+            snprintf(d->err, d->err_len, "%s: path parameter {%s} is not a field of %s",
+                     op->method->name, name, op->in->full + 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Mark a type a route's schema references (nothing for scalars). */
+static bool openapi_mark(openapi_doc *d, const openapi_op *op, const char *full)
+{
+    if (full == NULL || openapi_types_mark(&d->types, full, d->err, d->err_len)) {
+        return true;
+    }
+    snprintf(d->err + strlen(d->err), d->err_len - strlen(d->err), " in %s",
+             op->method->name);
+    return false;
+}
+
+/* The request side: body, path and query parameters, request headers. */
+static bool openapi_prepare_request(openapi_doc *d, openapi_op *op)
+{
+    const char *body = op->rule->body;
+    bool whole = openapi_set(body) && strcmp(body, "*") == 0;
+    if (openapi_set(body) && !whole && openapi_field_index(op->in, body) < 0) {
+        snprintf(d->err, d->err_len, "%s: body %s is not a field of %s", op->method->name,
+                 body, op->in->full + 1);
+        return false;
+    }
+    if (!openapi_check_path(d, op)) {
+        return false;
+    }
+    if (whole && !openapi_mark(d, op, op->in->full)) {
+        return false;
+    }
+    for (size_t i = 0; !whole && i < op->in->msg->n_field; i++) {
+        const field_proto *fd = op->in->msg->field[i];
+        bool is_body = openapi_set(body) && strcmp(fd->name, body) == 0;
+        bool query_enum =
+            fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_ENUM;
+        if ((is_body || query_enum) && !openapi_mark(d, op, fd->type_name)) {
+            return false;
+        }
+    }
+    return openapi_http_headers_check(op->api, op->rule->request_headers,
+                                      op->rule->n_request_headers, true, d->err,
+                                      d->err_len);
+}
+
+/* The success answer's body: the response message, one of its fields, or
+ * a non-JSON stream (whose events the description names). */
+static bool openapi_prepare_success(openapi_doc *d, openapi_op *op)
+{
+    if (openapi_set(op->rule->response_content_type)) {
+        return true;
+    }
+    const char *field = op->rule->response_body;
+    if (!openapi_set(field)) {
+        return openapi_mark(d, op, op->out->full);
+    }
+    int k = openapi_field_index(op->out, field);
+    if (k < 0) {
+        snprintf(d->err, d->err_len, "%s: response_body %s is not a field of %s",
+                 op->method->name, field, op->out->full + 1);
+        return false;
+    }
+    return openapi_mark(d, op, op->out->msg->field[k]->type_name);
+}
+
+/* The listed answers: resolved, one per status, bodies known. */
+static bool openapi_prepare_responses(openapi_doc *d, openapi_op *op)
+{
+    int seen[64];
+    size_t n_seen = 0;
+    for (size_t i = 0; i < op->rule->n_responses; i++) {
+        const http_response *r = openapi_http_response_resolve(
+            op->api, op->rule->responses[i], d->err, d->err_len);
+        if (r == NULL) {
+            snprintf(d->err + strlen(d->err), d->err_len - strlen(d->err), " (%s)",
+                     op->method->name);
+            return false;
+        }
+        for (size_t k = 0; k < n_seen; k++) {
+            if (seen[k] == r->status) {
+                snprintf(d->err, d->err_len, "%s: status %d listed twice",
+                         op->method->name, r->status);
+                return false;
+            }
+        }
+        if (n_seen < sizeof(seen) / sizeof(seen[0])) {
+            seen[n_seen++] = r->status;
+        }
+        const openapi_type *body =
+            openapi_set(r->body) ? openapi_http_body_type(&d->types, op->api, r->body)
+                                 : NULL;
+        if (r->status == op->success) {
+            if (openapi_set(r->body)) {
+                snprintf(d->err, d->err_len,
+                         "%s: the success answer (%d) sets a body; it is the method's "
+                         "response",
+                         op->method->name, r->status);
+                return false;
+            }
+            op->ok = r;
+        } else if (openapi_set(r->body) && body == NULL) {
+            snprintf(d->err, d->err_len, "%s: response %d: body %s is no message",
+                     op->method->name, r->status, r->body);
+            return false;
+        } else if (body != NULL && !openapi_mark(d, op, body->full)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool openapi_prepare(openapi_doc *d, openapi_op *op)
+{
+    op->in = openapi_types_find(&d->types, op->method->input_type);
+    op->out = openapi_types_find(&d->types, op->method->output_type);
+    if (op->in == NULL || op->out == NULL || op->in->msg == NULL ||
+        op->out->msg == NULL) {
+        snprintf(d->err, d->err_len, "%s: unknown input or output type",
+                 op->method->name);
+        return false;
+    }
+    for (openapi_op *o = d->ops; o < op; o++) {
+        if (strcmp(o->path, op->path) == 0 && strcmp(o->verb, op->verb) == 0) {
+            snprintf(d->err, d->err_len, "%s and %s: both route %s %s", o->method->name,
+                     op->method->name, op->verb, op->path);
+            return false;
+        }
+        if (strcmp(o->method->name, op->method->name) == 0 && op->owned_id == NULL) {
+            size_t n = strlen(op->api->svc->name) + strlen(op->method->name) + 2;
+            op->owned_id = malloc(n);
+            if (op->owned_id == NULL) {
+                return openapi_fail(d, "out of memory");
+            }
+            snprintf(op->owned_id, n, "%s.%s", op->api->svc->name, op->method->name);
+            op->operation_id = op->owned_id;
+        }
+    }
+    return openapi_prepare_request(d, op) && openapi_prepare_success(d, op) &&
+           openapi_prepare_responses(d, op);
+}
+
+/* ---- writing an operation -------------------------------------------- */
+
+/* Path parameters, query parameters (the request fields neither in the
+ * path nor in the body; not messages or maps), request headers. */
+static void openapi_emit_params(ws_buf *out, const openapi_doc *d, const openapi_op *op)
+{
+    const char *body = op->rule->body;
+    bool whole = openapi_set(body) && strcmp(body, "*") == 0;
+    bool first = true;
+    ws_buf p;
+    ws_buf_init(&p, 0);
+    for (size_t i = 0; i < op->in->msg->n_field; i++) {
+        const field_proto *fd = op->in->msg->field[i];
+        bool in_path = openapi_in_path(op->path, fd->name);
+        bool message =
+            fd->type == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__TYPE__TYPE_MESSAGE;
+        if (!in_path && (whole || (openapi_set(body) && strcmp(fd->name, body) == 0) ||
+                         (message && !openapi_types_is_wkt(fd->type_name)))) {
             continue;
         }
-        if (!first_path) {
-            ws_buf_putc(out, ',');
+        bool list =
+            fd->label == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED;
+        ws_buf_puts(&p, first ? "{\"name\":" : ",{\"name\":");
+        first = false;
+        openapi_text_json(&p, fd->name);
+        ws_buf_printf(&p, ",\"in\":\"%s\",\"required\":%s", in_path ? "path" : "query",
+                      in_path || openapi_schema_required(&d->types, fd) ? "true"
+                                                                        : "false");
+        openapi_text_description(&p, openapi_schema_field_comment(op->in, i));
+        ws_buf_puts(&p,
+                    list ? ",\"schema\":{\"type\":\"array\",\"items\":" : ",\"schema\":");
+        openapi_schema_value(&p, &d->types, fd);
+        ws_buf_puts(&p, list ? "}}" : "}");
+    }
+    openapi_http_emit_params(&p, op->api, op->rule->request_headers,
+                             op->rule->n_request_headers, &first);
+    if (p.len > 0) {
+        ws_buf_printf(out, ",\"parameters\":[%s]", p.data);
+    }
+    ws_buf_fini(&p);
+}
+
+static void openapi_emit_request_body(ws_buf *out, const openapi_doc *d,
+                                      const openapi_op *op)
+{
+    const char *body = op->rule->body;
+    if (!openapi_set(body)) {
+        return;
+    }
+    ws_buf_puts(out,
+                ",\"requestBody\":{\"required\":true,\"content\":{\"application/json\":"
+                "{\"schema\":");
+    if (strcmp(body, "*") == 0) {
+        openapi_schema_named(out, &d->types, op->in->full);
+    } else {
+        openapi_schema_field(out, &d->types, op->in,
+                             (size_t)openapi_field_index(op->in, body));
+    }
+    ws_buf_puts(out, "}}}");
+}
+
+/* The success answer: its entry's description and headers, the method's
+ * response as its body. */
+static void openapi_emit_success(ws_buf *out, const openapi_doc *d, const openapi_op *op)
+{
+    ws_buf_printf(out, "\"%d\":{\"description\":", op->success);
+    openapi_text_json(out, op->ok != NULL ? op->ok->description : "Success");
+    if (op->ok != NULL) {
+        openapi_http_emit_headers(out, op->api, op->ok->headers, op->ok->n_headers);
+    }
+    const char *media = op->rule->response_content_type;
+    ws_buf_puts(out, ",\"content\":{");
+    openapi_text_json(out, openapi_set(media) ? media : "application/json");
+    ws_buf_puts(out, ":{\"schema\":");
+    if (openapi_set(media) && strcmp(media, "text/event-stream") == 0) {
+        ws_buf_puts(out, "{\"type\":\"string\",\"description\":");
+        char what[600];
+        snprintf(what, sizeof(what), "Server-Sent Events; each event's data is JSON: %s.",
+                 op->out->rel);
+        openapi_text_json(out, what);
+        ws_buf_putc(out, '}');
+    } else if (openapi_set(media)) {
+        ws_buf_puts(out, "{\"type\":\"string\"}");
+    } else if (openapi_set(op->rule->response_body)) {
+        int k = openapi_field_index(op->out, op->rule->response_body);
+        openapi_schema_field(out, &d->types, op->out, (size_t)k);
+    } else {
+        openapi_schema_named(out, &d->types, op->out->full);
+    }
+    ws_buf_puts(out, "}}}");
+}
+
+/* Every answer, by status. */
+static void openapi_emit_responses(ws_buf *out, const openapi_doc *d,
+                                   const openapi_op *op)
+{
+    ws_buf_puts(out, ",\"responses\":{");
+    bool first = true;
+    for (int status = 100; status <= 599; status++) {
+        if (status == op->success) {
+            ws_buf_puts(out, first ? "" : ",");
+            first = false;
+            openapi_emit_success(out, d, op);
+            continue;
         }
-        first_path = false;
-        openapi_json_string(out, ops[i].path);
+        for (size_t i = 0; i < op->rule->n_responses; i++) {
+            const http_response *e = op->rule->responses[i];
+            const http_response *r = e;
+            for (size_t k = 0; openapi_set(e->ref) && k < op->api->api->n_responses;
+                 k++) {
+                if (strcmp(op->api->api->responses[k]->name, e->ref) == 0) {
+                    r = op->api->api->responses[k];
+                }
+            }
+            if (r->status == status) {
+                ws_buf_printf(out, "%s\"%d\":", first ? "" : ",", status);
+                first = false;
+                openapi_http_emit_response(out, &d->types, op->api, e);
+            }
+        }
+    }
+    ws_buf_putc(out, '}');
+}
+
+static void openapi_emit_operation(ws_buf *out, const openapi_doc *d,
+                                   const openapi_op *op)
+{
+    openapi_text_json(out, op->verb);
+    ws_buf_puts(out, ":{\"operationId\":");
+    openapi_text_json(out, op->operation_id);
+    ws_buf_puts(out, ",\"tags\":[");
+    openapi_text_json(out, op->api->svc->name);
+    ws_buf_putc(out, ']');
+    if (openapi_set(op->rule->summary)) {
+        ws_buf_puts(out, ",\"summary\":");
+        openapi_text_json(out, op->rule->summary);
+    } else {
+        ws_buf_puts(out, ",\"summary\":");
+        openapi_text_json(out, op->method->name);
+    }
+    int path[4] = {PATH_SERVICE, op->api->index, PATH_METHOD, (int)op->method_index};
+    openapi_text_description(out, openapi_text_comment(op->api->file, path, 4));
+    openapi_emit_params(out, d, op);
+    openapi_emit_request_body(out, d, op);
+    openapi_emit_responses(out, d, op);
+    ws_buf_putc(out, '}');
+}
+
+/* ---- the document ----------------------------------------------------- */
+
+/* Operations grouped by path, in the order the routes are declared. */
+static void openapi_emit_paths(ws_buf *out, const openapi_doc *d)
+{
+    ws_buf_puts(out, ",\"paths\":{");
+    for (size_t i = 0; i < d->n_ops; i++) {
+        bool earlier = false;
+        for (size_t k = 0; k < i && !earlier; k++) {
+            earlier = strcmp(d->ops[k].path, d->ops[i].path) == 0;
+        }
+        if (earlier) {
+            continue;
+        }
+        ws_buf_puts(out, i > 0 ? "," : "");
+        openapi_text_json(out, d->ops[i].path);
         ws_buf_puts(out, ":{");
-        bool first_op = true;
-        for (size_t k = i; k < n_ops; k++) {
-            if (done_op[k] || strcmp(ops[k].path, ops[i].path) != 0) {
-                continue;
-            }
-            if (!first_op) {
-                ws_buf_putc(out, ',');
-            }
-            first_op = false;
-            done_op[k] = true;
-            if (!openapi_operation(out, &c, &ops[k])) {
-                free(done_op);
-                goto done;
+        for (size_t k = i; k < d->n_ops; k++) {
+            if (strcmp(d->ops[k].path, d->ops[i].path) == 0) {
+                ws_buf_puts(out, k > i ? "," : "");
+                openapi_emit_operation(out, d, &d->ops[k]);
             }
         }
         ws_buf_putc(out, '}');
     }
-    free(done_op);
-    ws_buf_puts(out, "},\"components\":{\"schemas\":{");
+    ws_buf_putc(out, '}');
+}
+
+/* info: title, version, description, license. */
+static void openapi_emit_info(ws_buf *out, const openapi_doc *d)
+{
+    const openapi_api *main_api = d->ops[0].api;
+    const char *title = main_api->svc->name;
+    for (size_t i = 0; i < d->n_apis; i++) {
+        if (openapi_set(d->apis[i].api->title)) {
+            title = d->apis[i].api->title;
+            break;
+        }
+    }
+    ws_buf_puts(out, "\"info\":{\"title\":");
+    openapi_text_json(out, title);
+    ws_buf_puts(out, ",\"version\":");
+    openapi_text_json(out,
+                      openapi_set(d->params->version) ? d->params->version : "0.0.0");
+    int path[2] = {PATH_SERVICE, main_api->index};
+    openapi_text_description(out, openapi_text_comment(main_api->file, path, 2));
+    if (openapi_set(d->params->license)) {
+        ws_buf_puts(out, ",\"license\":{\"name\":");
+        openapi_text_json(out, d->params->license);
+        if (openapi_set(d->params->license_url)) {
+            ws_buf_puts(out, ",\"url\":");
+            openapi_text_json(out, d->params->license_url);
+        }
+        ws_buf_putc(out, '}');
+    }
+    ws_buf_putc(out, '}');
+}
+
+/* security (only when every service says it asks for no credentials) and
+ * one tag per service that has routes. */
+static void openapi_emit_security_tags(ws_buf *out, const openapi_doc *d)
+{
+    bool no_auth = true;
     bool first = true;
-    for (size_t i = 0; i < c.n_types; i++) {
-        if (!c.types[i].used) {
+    ws_buf tags;
+    ws_buf_init(&tags, 0);
+    for (size_t i = 0; i < d->n_apis; i++) {
+        const openapi_api *a = &d->apis[i];
+        bool routed = false;
+        for (size_t k = 0; k < d->n_ops && !routed; k++) {
+            routed = d->ops[k].api == a;
+        }
+        if (!routed) {
             continue;
         }
-        if (!first) {
-            ws_buf_putc(out, ',');
-        }
+        no_auth = no_auth && a->api->no_auth;
+        ws_buf_puts(&tags, first ? "{\"name\":" : ",{\"name\":");
         first = false;
-        openapi_schema(out, &c, &c.types[i]);
+        openapi_text_json(&tags, a->svc->name);
+        int path[2] = {PATH_SERVICE, a->index};
+        const char *comment = openapi_text_comment(a->file, path, 2);
+        if (comment != NULL) {
+            openapi_text_description(&tags, comment);
+        } else {
+            ws_buf_printf(&tags, ",\"description\":\"The routes of %s.\"", a->svc->name);
+        }
+        ws_buf_putc(&tags, '}');
     }
-    ws_buf_puts(out, "}}}\n");
-    ok = err[0] == '\0';
-done:
-    for (size_t i = 0; i < n_ops; i++) {
-        webshop__v1__http_rule__free_unpacked(ops[i].rule, NULL);
+    if (no_auth) {
+        ws_buf_puts(out, ",\"security\":[]");
     }
-    free(ops);
-    for (size_t i = 0; i < c.n_types; i++) {
-        free(c.types[i].full);
+    ws_buf_printf(out, ",\"tags\":[%s]", tags.data != NULL ? tags.data : "");
+    ws_buf_fini(&tags);
+}
+
+/* components: the used schemas, and the shared answers, response headers
+ * and request headers the routes use; an empty section is left out. */
+static void openapi_emit_components(ws_buf *out, const openapi_doc *d)
+{
+    ws_buf part;
+    ws_buf_init(&part, 0);
+    bool first = true;
+    for (size_t i = 0; i < d->types.n; i++) {
+        if (d->types.v[i].used) {
+            ws_buf_puts(&part, first ? "" : ",");
+            first = false;
+            openapi_schema_type(&part, &d->types, &d->types.v[i]);
+        }
     }
-    free(c.types);
+    const char *sep = "";
+    ws_buf_puts(out, ",\"components\":{");
+    for (int section = 0; section < 4; section++) {
+        static const char *const names[4] = {"schemas", "responses", "headers",
+                                             "parameters"};
+        first = true;
+        for (size_t i = 0; section > 0 && i < d->n_apis; i++) {
+            if (section == 1) {
+                openapi_http_emit_component_responses(&part, &d->types, &d->apis[i],
+                                                      &first);
+            } else if (section == 2) {
+                openapi_http_emit_component_headers(&part, &d->apis[i], &first);
+            } else {
+                openapi_http_emit_component_params(&part, &d->apis[i], &first);
+            }
+        }
+        if (part.len > 0) {
+            ws_buf_printf(out, "%s\"%s\":{%s}", sep, names[section], part.data);
+            sep = ",";
+        }
+        ws_buf_reset(&part);
+    }
+    ws_buf_putc(out, '}');
+    ws_buf_fini(&part);
+}
+
+/* Two services may not share a component name both use. */
+static bool openapi_check_components(openapi_doc *d)
+{
+    for (size_t i = 0; i < d->n_apis; i++) {
+        const openapi_api *a = &d->apis[i];
+        for (size_t k = i + 1; k < d->n_apis; k++) {
+            const openapi_api *b = &d->apis[k];
+            for (size_t x = 0; x < a->api->n_responses; x++) {
+                for (size_t y = 0; a->response_used[x] && y < b->api->n_responses; y++) {
+                    if (b->response_used[y] && strcmp(a->api->responses[x]->name,
+                                                      b->api->responses[y]->name) == 0) {
+                        snprintf(d->err, d->err_len, "%s and %s both declare response %s",
+                                 a->svc->name, b->svc->name, b->api->responses[y]->name);
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    return true;
+}
+
+bool openapi_build(const Google__Protobuf__Compiler__CodeGeneratorRequest *req,
+                   const openapi_params *params, ws_buf *out, char *err, size_t err_len)
+{
+    static const openapi_params none = {0};
+    openapi_doc d = {
+        .params = params != NULL ? params : &none, .err = err, .err_len = err_len};
+    err[0] = '\0';
+    bool ok = openapi_types_index(&d.types, req) ? openapi_collect(&d, req)
+                                                 : openapi_fail(&d, "out of memory");
+    for (size_t i = 0; ok && i < d.n_ops; i++) {
+        ok = openapi_prepare(&d, &d.ops[i]);
+    }
+    ok = ok && openapi_check_components(&d);
+    if (ok) {
+        openapi_types_name(&d.types);
+        ws_buf_puts(out, "{\"openapi\":\"3.0.3\",");
+        openapi_emit_info(out, &d);
+        ws_buf_puts(out, ",\"servers\":[{\"url\":\"/\"}]");
+        openapi_emit_security_tags(out, &d);
+        openapi_emit_paths(out, &d);
+        openapi_emit_components(out, &d);
+        ws_buf_puts(out, "}\n");
+    }
+    for (size_t i = 0; i < d.n_ops; i++) {
+        webshop__v1__http_rule__free_unpacked(d.ops[i].rule, NULL);
+        free(d.ops[i].path);
+        free(d.ops[i].owned_id);
+    }
+    free(d.ops);
+    for (size_t i = 0; i < d.n_apis; i++) {
+        openapi_http_api_close(&d.apis[i]);
+    }
+    free(d.apis);
+    openapi_types_fini(&d.types);
     return ok;
 }

@@ -1,0 +1,506 @@
+/*
+ * The SQLite engine of lib/db. One connection is one sqlite3 handle opened
+ * without SQLite's own mutex (lib/db hands a connection to one thread at a
+ * time), in WAL mode with the pool's `synchronous`, foreign keys on, and a
+ * busy handler that polls finely up to the busy timeout; every setting is
+ * read back. Transactions are BEGIN IMMEDIATE (the write lock is taken at
+ * BEGIN, so a conflict shows there, before fn runs) or BEGIN DEFERRED for a
+ * read-only one. $N placeholders are rewritten ?N, which SQLite binds by
+ * the same position. Result codes are extended ones; the translation is
+ * the table in sqlite_err().
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "db_int.h"
+
+typedef struct sqlite_conn {
+    ws_db_conn base;
+    sqlite3 *db;
+    sqlite3_stmt *ctl[6];    /* sqlite_ctl_sql, prepared on first use */
+    int query_only;          /* a read-only transaction set query_only */
+    struct timespec busy_t0; /* when the current busy wait began */
+} sqlite_conn;
+
+typedef struct sqlite_stmt {
+    ws_db_stmt base;
+    sqlite3_stmt *st;
+    int readonly;
+    int64_t changes;
+} sqlite_stmt;
+
+enum {
+    CTL_BEGIN_IMMEDIATE,
+    CTL_BEGIN,
+    CTL_COMMIT,
+    CTL_ROLLBACK,
+    CTL_RO_ON,
+    CTL_RO_OFF,
+    CTL_N
+};
+static const char *const sqlite_ctl_sql[CTL_N] = {
+    "BEGIN IMMEDIATE",       "BEGIN", "COMMIT", "ROLLBACK", "PRAGMA query_only = 1",
+    "PRAGMA query_only = 0",
+};
+static const char *const sqlite_sync_names[4] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+
+static sqlite_conn *sqlite_of(ws_db_conn *c)
+{
+    return (sqlite_conn *)c;
+}
+
+static sqlite_stmt *sqlite_stmt_of(ws_db_stmt *s)
+{
+    return (sqlite_stmt *)s;
+}
+
+/* The translation of an extended result code. */
+static ws_err sqlite_err(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return WS_OK;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return WS_EBUSY;
+    case SQLITE_NOMEM:
+        return WS_ENOMEM;
+    case SQLITE_CONSTRAINT:
+        return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY
+                   ? WS_EEXIST
+                   : WS_ESTORE;
+    case SQLITE_TOOBIG:
+        return WS_ETOOBIG;
+    case SQLITE_RANGE:
+        return WS_ERANGE;
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+        return WS_EIO;
+    default:
+        return WS_ESTORE;
+    }
+}
+
+/* Record rc (with the handle's message) on c; returns the translation. */
+static ws_err sqlite_fail(sqlite_conn *sc, int rc, const char *msg)
+{
+    ws_err err = sqlite_err(rc);
+    if (err == WS_OK) {
+        err = WS_ESTORE; /* a success code where a failure was expected */
+    }
+    if ((rc & 0xff) == SQLITE_READONLY && sc->query_only) {
+        err = WS_EINVAL; /* a write in a read-only transaction: the caller's bug */
+    }
+    return ws__db_fail(&sc->base, err, rc, NULL, msg ? msg : sqlite3_errmsg(sc->db));
+}
+
+/* SQLite's own busy handler sleeps 1, 2, 5, 10 ... ms: too coarse when the
+ * other writer holds the lock for tens of microseconds. Poll from 20 us
+ * doubling to 1 ms instead, up to the busy timeout. */
+static int sqlite_busy_handler(void *arg, int count)
+{
+    sqlite_conn *sc = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (count == 0) {
+        sc->busy_t0 = now;
+    }
+    long long waited_us = (long long)(now.tv_sec - sc->busy_t0.tv_sec) * 1000000LL +
+                          (now.tv_nsec - sc->busy_t0.tv_nsec) / 1000;
+    if (waited_us >= (long long)sc->base.pool->busy_timeout_ms * 1000LL) {
+        return 0;
+    }
+    long us = 20L << (count < 6 ? count : 6);
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (us > 1000 ? 1000 : us) * 1000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+/* Run a one-row PRAGMA and return column 0 as text and int. */
+static int sqlite_pragma(sqlite_conn *sc, const char *sql, char *text, size_t len,
+                         int *ival)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(sc->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            const unsigned char *t = sqlite3_column_text(st, 0);
+            if (text != NULL) {
+                snprintf(text, len, "%s", t ? (const char *)t : "");
+            }
+            if (ival != NULL) {
+                *ival = sqlite3_column_int(st, 0);
+            }
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = text || ival ? SQLITE_NOTFOUND : SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* WAL (retrying: a concurrent switch returns BUSY without waiting), foreign
+ * keys and synchronous, each read back. */
+static ws_err sqlite_configure(sqlite_conn *sc)
+{
+    char text[32] = "";
+    int v = -1;
+    int rc = SQLITE_OK;
+    if (strcmp(sc->base.pool->target, ":memory:") != 0) {
+        for (int attempt = 0; attempt < 50; attempt++) {
+            rc = sqlite_pragma(sc, "PRAGMA journal_mode = WAL", text, sizeof(text), NULL);
+            if (sqlite_err(rc) != WS_EBUSY) {
+                break;
+            }
+            struct timespec ts = {0, 1000000L * (attempt + 1)};
+            nanosleep(&ts, NULL);
+        }
+        if (rc != SQLITE_OK) {
+            return sqlite_fail(sc, rc, NULL);
+        }
+        if (strcasecmp(text, "wal") != 0) {
+            return sqlite_fail(sc, SQLITE_ERROR, "journal_mode WAL refused");
+        }
+    }
+    rc = sqlite_pragma(sc, "PRAGMA foreign_keys = ON", NULL, 0, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite_pragma(sc, "PRAGMA foreign_keys", NULL, 0, &v);
+    }
+    if (rc != SQLITE_OK || v != 1) {
+        return sqlite_fail(sc, rc != SQLITE_OK ? rc : SQLITE_ERROR,
+                           "foreign_keys refused");
+    }
+    char sql[48];
+    int sync = sc->base.pool->synchronous;
+    snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s", sqlite_sync_names[sync]);
+    rc = sqlite_pragma(sc, sql, NULL, 0, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite_pragma(sc, "PRAGMA synchronous", NULL, 0, &v);
+    }
+    if (rc != SQLITE_OK || v != sync) {
+        return sqlite_fail(sc, rc != SQLITE_OK ? rc : SQLITE_ERROR,
+                           "synchronous refused");
+    }
+    return WS_OK;
+}
+
+static void sqlite_conn_close(ws_db_conn *c)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    if (sc == NULL) {
+        return;
+    }
+    for (int i = 0; i < CTL_N; i++) {
+        sqlite3_finalize(sc->ctl[i]);
+    }
+    sqlite3_close(sc->db);
+    free(sc);
+}
+
+static ws_err sqlite_conn_open(ws_db *db, ws_db_conn **out, ws_db_error *err)
+{
+    sqlite_conn *sc = calloc(1, sizeof(*sc));
+    if (sc == NULL) {
+        ws__db_error_set(err, WS_DB_SQLITE, WS_ENOMEM, SQLITE_NOMEM, NULL, NULL);
+        return WS_ENOMEM;
+    }
+    sc->base.pool = db;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(db->target, &sc->db, flags, NULL);
+    ws_err e = WS_OK;
+    if (rc != SQLITE_OK) {
+        e = sqlite_fail(sc, sc->db ? sqlite3_extended_errcode(sc->db) : rc, NULL);
+    } else {
+        sqlite3_extended_result_codes(sc->db, 1);
+        sqlite3_busy_handler(sc->db, db->busy_timeout_ms > 0 ? sqlite_busy_handler : NULL,
+                             sc);
+        e = sqlite_configure(sc);
+    }
+    if (e != WS_OK) {
+        *err = sc->base.err;
+        sqlite_conn_close(&sc->base);
+        return e;
+    }
+    *out = &sc->base;
+    return WS_OK;
+}
+
+static bool sqlite_conn_ok(ws_db_conn *c)
+{
+    (void)c;
+    return true;
+}
+
+static ws_err sqlite_conn_reset(ws_db_conn *c)
+{
+    (void)c;
+    return WS_OK;
+}
+
+static int sqlite_ctl(sqlite_conn *sc, int which)
+{
+    if (sc->ctl[which] == NULL) {
+        int rc = sqlite3_prepare_v3(sc->db, sqlite_ctl_sql[which], -1,
+                                    SQLITE_PREPARE_PERSISTENT, &sc->ctl[which], NULL);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+    int rc = sqlite3_step(sc->ctl[which]);
+    sqlite3_reset(sc->ctl[which]);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* A read-only transaction ran with query_only on, so that a write fails
+ * (SQLITE_READONLY) as it does in PostgreSQL's READ ONLY. */
+static void sqlite_query_only_off(sqlite_conn *sc)
+{
+    if (sc->query_only) {
+        sqlite_ctl(sc, CTL_RO_OFF);
+        sc->query_only = 0;
+    }
+}
+
+static void sqlite_rollback(ws_db_conn *c)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    /* Some errors (IOERR, FULL, NOMEM) rolled back already. */
+    if (!sqlite3_get_autocommit(sc->db)) {
+        sqlite_ctl(sc, CTL_ROLLBACK);
+    }
+    sqlite_query_only_off(sc);
+}
+
+static void sqlite_conn_cleanup(ws_db_conn *c)
+{
+    sqlite_rollback(c);
+}
+
+static ws_err sqlite_begin(ws_db_conn *c, const ws_db_txn_opts *o)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    int rc = sqlite_ctl(sc, o->read_only ? CTL_BEGIN : CTL_BEGIN_IMMEDIATE);
+    if (rc == SQLITE_OK && o->read_only) {
+        rc = sqlite_ctl(sc, CTL_RO_ON);
+        sc->query_only = rc == SQLITE_OK;
+        if (rc != SQLITE_OK) {
+            sqlite_ctl(sc, CTL_ROLLBACK);
+        }
+    }
+    return rc == SQLITE_OK ? WS_OK : sqlite_fail(sc, rc, NULL);
+}
+
+static ws_err sqlite_commit(ws_db_conn *c)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    if (sqlite3_get_autocommit(sc->db)) {
+        /* An error inside (IOERR, FULL) already rolled the whole thing back. */
+        return ws__db_fail(c, c->err.err != WS_OK ? c->err.err : WS_ESTORE,
+                           c->err.sqlite_code, NULL,
+                           "transaction was rolled back by an earlier error");
+    }
+    int rc = sqlite_ctl(sc, CTL_COMMIT);
+    if (rc == SQLITE_OK) {
+        sqlite_query_only_off(sc);
+    }
+    return rc == SQLITE_OK ? WS_OK : sqlite_fail(sc, rc, NULL);
+}
+
+static ws_err sqlite_exec(ws_db_conn *c, const char *sql)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    char *msg = NULL;
+    int rc = sqlite3_exec(sc->db, sql, NULL, NULL, &msg);
+    ws_err err = WS_OK;
+    if (rc != SQLITE_OK) {
+        err = sqlite_fail(sc, rc, msg);
+    }
+    sqlite3_free(msg);
+    return err;
+}
+
+/* ---- statements ----------------------------------------------------------- */
+
+static ws_err sqlite_prepare(ws_db_conn *c, const char *sql, int nparams,
+                             ws_db_stmt **out)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    size_t len = strlen(sql);
+    char *q = malloc(len + 1);
+    sqlite_stmt *ss = calloc(1, sizeof(*ss));
+    if (q == NULL || ss == NULL) {
+        free(q);
+        free(ss);
+        return ws__db_fail(c, WS_ENOMEM, SQLITE_NOMEM, NULL, NULL);
+    }
+    ws__db_sql_info info;
+    ws__db_sql_scan(sql, &info, q);
+    int rc = sqlite3_prepare_v3(sc->db, q, (int)len + 1, SQLITE_PREPARE_PERSISTENT,
+                                &ss->st, NULL);
+    free(q);
+    if (rc != SQLITE_OK || ss->st == NULL) {
+        sqlite3_finalize(ss->st);
+        free(ss);
+        return sqlite_fail(sc, rc != SQLITE_OK ? rc : SQLITE_ERROR, NULL);
+    }
+    if (sqlite3_bind_parameter_count(ss->st) > nparams) {
+        sqlite3_finalize(ss->st);
+        free(ss);
+        return ws__db_fail(c, WS_EINVAL, 0, NULL,
+                           "named parameters are not portable: use $N");
+    }
+    ss->readonly = sqlite3_stmt_readonly(ss->st);
+    *out = &ss->base;
+    return WS_OK;
+}
+
+static void sqlite_stmt_free(ws_db_stmt *s)
+{
+    sqlite_stmt *ss = sqlite_stmt_of(s);
+    sqlite3_finalize(ss->st);
+    free(ss);
+}
+
+static void sqlite_stmt_reset(ws_db_stmt *s)
+{
+    sqlite_stmt *ss = sqlite_stmt_of(s);
+    sqlite3_reset(ss->st);
+    sqlite3_clear_bindings(ss->st);
+    ss->changes = 0;
+}
+
+static ws_err sqlite_bind_rc(ws_db_stmt *s, int rc)
+{
+    return rc == SQLITE_OK ? WS_OK : sqlite_fail(sqlite_of(s->conn), rc, NULL);
+}
+
+static ws_err sqlite_bind_int64(ws_db_stmt *s, int pos, int64_t v)
+{
+    return sqlite_bind_rc(s, sqlite3_bind_int64(sqlite_stmt_of(s)->st, pos, v));
+}
+
+static ws_err sqlite_bind_text(ws_db_stmt *s, int pos, const char *v)
+{
+    return sqlite_bind_rc(
+        s, sqlite3_bind_text(sqlite_stmt_of(s)->st, pos, v, -1, SQLITE_TRANSIENT));
+}
+
+static ws_err sqlite_bind_null(ws_db_stmt *s, int pos)
+{
+    return sqlite_bind_rc(s, sqlite3_bind_null(sqlite_stmt_of(s)->st, pos));
+}
+
+static ws_err sqlite_step(ws_db_stmt *s, bool *row)
+{
+    sqlite_stmt *ss = sqlite_stmt_of(s);
+    int rc = sqlite3_step(ss->st);
+    if (rc == SQLITE_ROW) {
+        *row = true;
+        return WS_OK;
+    }
+    if (rc == SQLITE_DONE) {
+        sqlite3 *db = sqlite_of(s->conn)->db;
+        ss->changes = ss->readonly ? 0 : sqlite3_changes64(db);
+        *row = false;
+        return WS_OK;
+    }
+    return sqlite_fail(sqlite_of(s->conn), rc, NULL);
+}
+
+static int sqlite_column_count(ws_db_stmt *s)
+{
+    return sqlite3_data_count(sqlite_stmt_of(s)->st);
+}
+
+static int64_t sqlite_column_int64(ws_db_stmt *s, int col)
+{
+    return sqlite3_column_int64(sqlite_stmt_of(s)->st, col);
+}
+
+static const char *sqlite_column_text(ws_db_stmt *s, int col)
+{
+    return (const char *)sqlite3_column_text(sqlite_stmt_of(s)->st, col);
+}
+
+static bool sqlite_column_is_null(ws_db_stmt *s, int col)
+{
+    return sqlite3_column_type(sqlite_stmt_of(s)->st, col) == SQLITE_NULL;
+}
+
+static int64_t sqlite_changes(ws_db_stmt *s)
+{
+    return sqlite_stmt_of(s)->changes;
+}
+
+/* ---- schema version: PRAGMA user_version, as lib/store keeps it ----------- */
+
+static ws_err sqlite_schema_version(ws_db_conn *c, int *out)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    int v = 0;
+    int rc = sqlite_pragma(sc, "PRAGMA user_version", NULL, 0, &v);
+    if (rc != SQLITE_OK) {
+        return sqlite_fail(sc, rc, NULL);
+    }
+    *out = v;
+    return WS_OK;
+}
+
+static ws_err sqlite_migrate_begin(ws_db_conn *c)
+{
+    (void)c; /* BEGIN IMMEDIATE already holds the write lock */
+    return WS_OK;
+}
+
+static ws_err sqlite_schema_version_set(ws_db_conn *c, int from, int to)
+{
+    (void)from;
+    char sql[48];
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", to);
+    return sqlite_exec(c, sql);
+}
+
+static bool sqlite_has(ws_db_feature f)
+{
+    return f == WS_DB_RETURNING || f == WS_DB_ON_CONFLICT;
+}
+
+const ws__db_ops ws__db_sqlite_ops = {
+    .engine = WS_DB_SQLITE,
+    .conn_open = sqlite_conn_open,
+    .conn_close = sqlite_conn_close,
+    .conn_ok = sqlite_conn_ok,
+    .conn_reset = sqlite_conn_reset,
+    .conn_cleanup = sqlite_conn_cleanup,
+    .begin = sqlite_begin,
+    .commit = sqlite_commit,
+    .rollback = sqlite_rollback,
+    .exec = sqlite_exec,
+    .prepare = sqlite_prepare,
+    .stmt_free = sqlite_stmt_free,
+    .stmt_reset = sqlite_stmt_reset,
+    .bind_int64 = sqlite_bind_int64,
+    .bind_text = sqlite_bind_text,
+    .bind_null = sqlite_bind_null,
+    .step = sqlite_step,
+    .column_count = sqlite_column_count,
+    .column_int64 = sqlite_column_int64,
+    .column_text = sqlite_column_text,
+    .column_is_null = sqlite_column_is_null,
+    .changes = sqlite_changes,
+    .schema_version = sqlite_schema_version,
+    .migrate_begin = sqlite_migrate_begin,
+    .schema_version_set = sqlite_schema_version_set,
+    .has = sqlite_has,
+};
