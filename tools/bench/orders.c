@@ -225,7 +225,8 @@ bench_orders *bench_orders_open(const char *host, int port, const char *user,
     bool ok = o->subscribed;
     pthread_mutex_unlock(&o->mu);
     if (!ok) {
-        fprintf(stderr, "bench: no subscription to %s in 5 s\n", WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC);
+        fprintf(stderr, "bench: no subscription to %s in 5 s\n",
+                WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC);
         bench_orders_close(o);
         return NULL;
     }

@@ -102,6 +102,8 @@ static bool shop_facts_read(bench_shop *s)
             snprintf(s->broker_host, sizeof(s->broker_host), "%s", v);
         } else if (strcmp(line, "broker_port") == 0) {
             s->broker_port = atoi(v);
+        } else if (strcmp(line, "order_rpc") == 0) {
+            snprintf(s->order_rpc, sizeof(s->order_rpc), "%s", v);
         } else if (strcmp(line, "broker_user") == 0) {
             snprintf(s->broker_user, sizeof(s->broker_user), "%s", v);
         } else if (strcmp(line, "broker_password_file") == 0) {
@@ -122,8 +124,46 @@ static bool shop_facts_read(bench_shop *s)
     return running;
 }
 
+/* Write a catalog of n products (ids 1..n) to path; 0 or -1. Two billion
+ * units each: bench orders are reserved, never rejected out of stock (the
+ * prototype's catalog has 400 units). */
+static int shop_catalog_write(const char *path, int n)
+{
+    FILE *f = fopen(path, "we");
+    if (f == NULL) {
+        return -1;
+    }
+    fputc('[', f);
+    for (int i = 1; i <= n; i++) {
+        fprintf(f,
+                "%s{\"id\": %d, \"name\": \"bench product %d\", \"price\": %d,"
+                " \"balance\": 2000000000}",
+                i > 1 ? ",\n " : "", i, i, 100 + (i % 50) * 10);
+    }
+    fputs("]\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Make s->state_dir: the given one, or a fresh temporary one. */
+static int shop_state_dir_make(bench_shop *s, const char *state_dir)
+{
+    if (state_dir != NULL) {
+        snprintf(s->state_dir, sizeof(s->state_dir), "%s", state_dir);
+        return 0;
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(s->state_dir, sizeof(s->state_dir), "%s/webshop-bench-XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (mkdtemp(s->state_dir) == NULL) {
+        fprintf(stderr, "bench: cannot create %s: %s\n", s->state_dir, strerror(errno));
+        return -1;
+    }
+    s->temp_dir = true;
+    return 0;
+}
+
 int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
-                  const char *state_dir, int http_port)
+                  const char *state_dir, int http_port, int products)
 {
     memset(s, 0, sizeof(*s));
     atomic_init(&s->sampler_stop, false);
@@ -134,18 +174,8 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
     }
     snprintf(s->script, sizeof(s->script), "%s", script);
     snprintf(s->build_dir, sizeof(s->build_dir), "%s", build_dir);
-    if (state_dir == NULL) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(s->state_dir, sizeof(s->state_dir), "%s/webshop-bench-XXXXXX",
-                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-        if (mkdtemp(s->state_dir) == NULL) {
-            fprintf(stderr, "bench: cannot create %s: %s\n", s->state_dir,
-                    strerror(errno));
-            return -1;
-        }
-        s->temp_dir = true;
-    } else {
-        snprintf(s->state_dir, sizeof(s->state_dir), "%s", state_dir);
+    if (shop_state_dir_make(s, state_dir) != 0) {
+        return -1;
     }
     if (!s->temp_dir && shop_facts_read(s)) {
         fprintf(stderr, "bench: using the shop running from %s\n", s->state_dir);
@@ -153,26 +183,23 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
     }
     char port[16];
     snprintf(port, sizeof(port), "%d", http_port);
-    /* A catalog deep enough that bench orders are reserved, not rejected
-     * out of stock (the prototype's has 400 units); WEBSHOP_CATALOG already
-     * set wins. The inventory reads it through its --catalog variable. */
+    /* The inventory reads the catalog through its --catalog variable,
+     * WEBSHOP_CATALOG; one already set wins. The child inherits it, so it
+     * is set for the `up` only and restored after. */
     char catalog[sizeof(s->state_dir) + 32];
     snprintf(catalog, sizeof(catalog), "%s/bench-catalog.json", s->state_dir);
-    FILE *cf = getenv("WEBSHOP_CATALOG") == NULL ? fopen(catalog, "w") : NULL;
-    if (cf != NULL) {
-        fputs("[{\"id\": 1, \"name\": \"bench one\", \"price\": 100,"
-              " \"balance\": 2000000000},"
-              " {\"id\": 2, \"name\": \"bench two\", \"price\": 250,"
-              " \"balance\": 2000000000}]\n",
-              cf);
-        if (fclose(cf) == 0) {
-            setenv("WEBSHOP_CATALOG", catalog, 1);
-        }
+    bool own_catalog = getenv("WEBSHOP_CATALOG") == NULL;
+    if (own_catalog && shop_catalog_write(catalog, products < 2 ? 2 : products) == 0) {
+        setenv("WEBSHOP_CATALOG", catalog, 1);
     }
     fprintf(stderr, "bench: starting a shop: %s up --state-dir %s --http-port %s\n",
             s->script, s->state_dir, port);
     s->started = true;
-    if (shop_script_run(s, "up", "--http-port", port, NULL, 0) != 0) {
+    int rc = shop_script_run(s, "up", "--http-port", port, NULL, 0);
+    if (own_catalog) {
+        unsetenv("WEBSHOP_CATALOG");
+    }
+    if (rc != 0) {
         fprintf(stderr, "bench: `%s up` failed; logs in %s/logs\n", s->script,
                 s->state_dir);
         return -1;

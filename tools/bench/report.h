@@ -1,0 +1,61 @@
+/*
+ * What one bench run measured and how it is shown: the ceilings, the
+ * shop's load phases, end-to-end order timing and the processes' memory,
+ * printed as a table with every ratio next to its target of issue 19 and
+ * a "met"/"MISSED" verdict, and written as JSON with the same ratios. The
+ * ratios are computed once (report.c) for both.
+ */
+#ifndef BENCH_REPORT_H
+#define BENCH_REPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ceiling.h"
+#include "load.h"
+#include "orders.h"
+#include "routes.h"
+#include "shop.h"
+
+/* The targets of issue 19, each a ratio (or a bound) within one run. */
+#define TARGET_INVENTORY   0.9  /* GET /inventory / bare civetweb */
+#define TARGET_ORDER_GET   0.9  /* GET /order/{id} / civetweb + one nng round trip */
+#define TARGET_E2E         0.5  /* orders/s end to end / (Mosquitto QoS 1 / 3) */
+#define TARGET_HALF_P99_MS 20.0 /* POST -> 201 p99 at half the maximal rate */
+#define TARGET_IDLE_KB     (10 * 1024)
+#define TARGET_PEAK_KB     (40 * 1024)
+
+/* One ceiling's figures. */
+typedef struct bench_ceiling_row {
+    bool ran;
+    bench_ceiling c;
+} bench_ceiling_row;
+
+typedef struct bench_report {
+    int cores;
+    double seconds;
+    int connections;
+    int window;                 /* MQTT ceiling's messages in flight */
+    char url[256];              /* the shop */
+    bench_transport transport;  /* the shop's RPC transport (between front and order) */
+    bench_ceiling_row civetweb; /* bare handler */
+    bench_ceiling_row
+        civetweb_rpc[2];    /* handler + one round trip, [BENCH_TCP], [BENCH_IPC] */
+    bench_ceiling_row nng;  /* bare req/rep, tcp */
+    bench_ceiling_row mqtt; /* QoS 1 publisher -> subscriber */
+    bench_phase inventory, post, order_get, half_post;
+    bool e2e_ran, half_ran;
+    bench_e2e e2e;    /* POST -> final status at the maximal rate */
+    bench_e2e half;   /* the same at half that rate */
+    double half_rate; /* orders/s offered in the half-rate phase */
+    bench_proc procs[BENCH_PROCS];
+} bench_report;
+
+/* Print rp's table to f. */
+void bench_report_print(const bench_report *rp, FILE *f);
+
+/* Write rp as JSON to path; 0, or -1 with a message on stderr. */
+int bench_report_json(const bench_report *rp, const char *path);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * The shop a run loads; see session.h.
+ */
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const session_proc_names[BENCH_PROCS] = {"broker", "inventory",
+                                                            "order", "front"};
+
+/* Split "host:port" of a loopback broker; refuses other hosts. */
+static int session_broker_parse(const char *s, char *host, size_t cap, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || (size_t)(colon - s) >= cap || atoi(colon + 1) <= 0) {
+        fprintf(stderr, "webshop-bench: --broker: expected HOST:PORT, got %s\n", s);
+        return -1;
+    }
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    *port = atoi(colon + 1);
+    char url[128];
+    char err[256];
+    bench_target t;
+    snprintf(url, sizeof(url), "http://%s:%d/", host, *port);
+    if (bench_target_parse(url, &t, err, sizeof(err)) != 0) {
+        fprintf(stderr, "webshop-bench: broker: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* --url: the shop and its broker come from flags. */
+static int session_attach_url(bench_session *s, const bench_opts *o)
+{
+    snprintf(s->url, sizeof(s->url), "%s", o->url);
+    for (int i = 0; i < BENCH_PROCS; i++) {
+        snprintf(s->shop.procs[i].name, sizeof(s->shop.procs[i].name), "%s",
+                 session_proc_names[i]);
+        s->shop.procs[i].pid = o->pids[i];
+        s->shop.procs[i].idle_kb = -1;
+        s->shop.procs[i].peak_kb = -1;
+    }
+    atomic_init(&s->shop.sampler_stop, false);
+    s->transport = o->transport;
+    if (o->broker != NULL &&
+        session_broker_parse(o->broker, s->broker_host, sizeof(s->broker_host),
+                             &s->broker_port) != 0) {
+        return 2;
+    }
+    s->broker_user = o->broker_user;
+    if (o->broker_password_file != NULL) {
+        if (bench_read_secret(o->broker_password_file, s->shop.broker_password,
+                              sizeof(s->shop.broker_password)) != 0) {
+            fprintf(stderr, "webshop-bench: cannot read %s\n", o->broker_password_file);
+            return 2;
+        }
+        s->broker_password = s->shop.broker_password;
+    }
+    return 0;
+}
+
+/* A shop through tools/webshop: its facts name everything. */
+static int session_start(bench_session *s, const bench_opts *o, int products)
+{
+    int port = bench_free_port();
+    if (bench_shop_up(&s->shop, o->script, o->build_dir, o->state_dir, port, products) !=
+        0) {
+        bench_shop_down(&s->shop, true);
+        return 1;
+    }
+    s->have_shop = true;
+    snprintf(s->url, sizeof(s->url), "%s", s->shop.url);
+    snprintf(s->broker_host, sizeof(s->broker_host), "%s", s->shop.broker_host);
+    s->broker_port = s->shop.broker_port;
+    s->broker_user = s->shop.broker_user;
+    s->broker_password = s->shop.broker_password;
+    s->transport = strncmp(s->shop.order_rpc, "ipc://", 6) == 0 ? BENCH_IPC : BENCH_TCP;
+    if (o->transport_set) {
+        s->transport = o->transport;
+    }
+    return 0;
+}
+
+int bench_session_open(bench_session *s, const bench_opts *o, int products)
+{
+    memset(s, 0, sizeof(*s));
+    int rc = o->url != NULL ? session_attach_url(s, o) : session_start(s, o, products);
+    char err[256];
+    if (rc == 0 && bench_target_parse(s->url, &s->target, err, sizeof(err)) != 0) {
+        fprintf(stderr, "webshop-bench: %s\n", err);
+        rc = 2;
+    }
+    if (rc == 0 && s->broker_port > 0) {
+        char url[128];
+        bench_target bt;
+        snprintf(url, sizeof(url), "http://%s:%d/", s->broker_host, s->broker_port);
+        if (bench_target_parse(url, &bt, err, sizeof(err)) != 0) {
+            fprintf(stderr, "webshop-bench: broker: %s\n", err);
+            rc = 2;
+        }
+    }
+    if (rc != 0) {
+        bench_session_close(s, true);
+    }
+    return rc;
+}
+
+void bench_session_close(bench_session *s, bool keep)
+{
+    if (s == NULL) {
+        return;
+    }
+    bench_shop_sampler_stop(&s->shop);
+    if (s->have_shop) {
+        bench_shop_down(&s->shop, keep);
+        s->have_shop = false;
+    }
+}
