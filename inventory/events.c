@@ -2,8 +2,10 @@
  * Bus handlers of the inventory (see events.h): decode is done by the bus,
  * the decision by stock.c; this file only calls it, kicks the relay, logs
  * and counts. A handler's failure cannot cause a redelivery (libmosquitto
- * acknowledged the message before the callback), so a store error is logged
- * and counted, and the order service's re-send heals it.
+ * acknowledged the message before the callback), so a store error is
+ * returned to the bus, whose retry policy (ws_bus_set_retry) keeps the event
+ * and stops consuming until a retry commits; the failure is logged and
+ * counted on the first attempt only. An invalid event is dropped.
  *
  * Group commit: the bus opens a group around what arrived back to back
  * (ws_bus_set_batch); each handler's transaction is then a savepoint of one
@@ -100,9 +102,11 @@ static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
     inv_order_outcome out;
     ws_err err = inv_stock_order_sent(ev->store, o, &out);
     if (err != WS_OK && err != WS_EINVAL) {
-        ws_counter_inc(ev->sent_failed);
-        ws_log_error("order_sent_failed", "order_id=%s error=%s", o->order_id,
-                     ws_errname(err));
+        if (info->attempt == 0) {
+            ws_counter_inc(ev->sent_failed);
+            ws_log_error("order_sent_failed", "order_id=%s error=%s held=%d", o->order_id,
+                         ws_errname(err), ws_bus_err_transient(err));
+        }
         return err;
     }
     ws_counter_inc(ev->sent[out.action]);
@@ -132,9 +136,12 @@ static ws_err events_order_canceled_handle(void *ctx, const ProtobufCMessage *ms
     inv_cancel_outcome out;
     ws_err err = inv_stock_order_canceled(ev->store, c, &out);
     if (err != WS_OK) {
-        ws_counter_inc(ev->canceled_failed);
-        ws_log(err == WS_EINVAL ? WS_LOG_WARN : WS_LOG_ERROR, "order_canceled_failed",
-               "order_id=%s error=%s", c->order_id, ws_errname(err));
+        if (info->attempt == 0) {
+            ws_counter_inc(ev->canceled_failed);
+            ws_log(err == WS_EINVAL ? WS_LOG_WARN : WS_LOG_ERROR, "order_canceled_failed",
+                   "order_id=%s error=%s held=%d", c->order_id, ws_errname(err),
+                   ws_bus_err_transient(err));
+        }
         return err;
     }
     ws_counter_inc(ev->canceled[out.action]);
@@ -184,7 +191,11 @@ ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
 {
     ws_bus_batch batch = {
         .begin = events_group_begin, .end = events_group_end, .ctx = ev};
+    ws_bus_retry retry = {.retryable = ws_bus_err_transient};
     ws_err err = ws_bus_set_batch(bus, &batch);
+    if (err == WS_OK) {
+        err = ws_bus_set_retry(bus, &retry);
+    }
     if (err != WS_OK) {
         return err;
     }

@@ -28,7 +28,7 @@ typedef struct inv_events_opts {
  * after a reservation commits, before the relay is kicked. */
 ws_err inv_events_open(const inv_events_opts *opts, inv_events **out /* OUT */);
 
-/* Subscribe both topics on bus (before or after ws_bus_start). */
+/* Subscribe both topics on bus before ws_bus_start (it sets the group hooks and the retry policy). */
 ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus);
 
 /* Close the store, free. ev may be NULL. The bus must be closed first (no

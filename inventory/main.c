@@ -14,6 +14,12 @@
  * connection: tombstone expiry (--tombstone-ttl) always, and orphan release
  * (--orphan-after-ms) when --orders-url gives it the order service's RPC
  * address to ask Orders.GetOrder.
+ *
+ * Faults: the database is checked before anything opens it (schema version
+ * and PRAGMA quick_check, --db-check-timeout; a damaged one: store_damaged,
+ * exit 1). A handler that cannot commit keeps its event and the consumer
+ * stops reading until a retry commits (ws_bus_set_retry); /readyz says why
+ * meanwhile (ws_service_route_basics). A clean stop truncates the WAL.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -64,6 +70,9 @@ typedef struct inv_app {
     ws_http *http;
     ws_rpc_client *orders; /* NULL without --orders-url */
     inv_sweeper *sweeper;
+    ws_store *events_store; /* borrowed: owned by events, for /readyz and the
+                               checkpoint at stop */
+    ws_service_ready ready; /* what /readyz looks at */
 } inv_app;
 
 /* The Orders RPC client (with --orders-url) and the sweeper, started. */
@@ -137,6 +146,7 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     if (err != WS_OK) {
         return err;
     }
+    app->ready.stores[1] = relay_store; /* the relay owns it from here */
     ws_outbox_relay_opts ro = {
         .store = relay_store,
         .bus = app->pub,
@@ -154,6 +164,8 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     if (err != WS_OK) {
         return err;
     }
+    app->events_store = app->store;
+    app->ready.stores[0] = app->store;
     app->store = NULL; /* the events module owns it now */
     bo = ws_service_bus_opts(cfg, cfg->client_id, false);
     err = ws_bus_open(&bo, &app->sub);
@@ -197,8 +209,8 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
                      cfg->http_port, ws_errname(err));
         return err;
     }
-    ws_http_route_basics(app->http, ws_metrics_default());
-    ws_http_set_ready(app->http, ws_service_bus_ready, app->sub);
+    app->ready.bus = app->sub;
+    ws_service_route_basics(app->http, ws_metrics_default(), &app->ready);
     ws_http_serve(app->http);
 
     /* Publisher and relay first, so the first outcome has a way out. */
@@ -215,8 +227,9 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     return err;
 }
 
-/* Stop taking work, finish what is in flight, flush the outbox. */
-static void main_app_stop(inv_app *app, const ws_service_cfg *cfg)
+/* Stop taking work, finish what is in flight, flush the outbox; after a
+ * clean run (clean), truncate the WAL once the other writers are closed. */
+static void main_app_stop(inv_app *app, const ws_service_cfg *cfg, bool clean)
 {
     /* First: its /readyz looks at the consumer bus closed below. */
     ws_http_close(app->http);
@@ -240,6 +253,9 @@ static void main_app_stop(inv_app *app, const ws_service_cfg *cfg)
     ws_log_debug("outbox_closed", NULL);
     ws_bus_close(app->pub);
     ws_log_debug("publisher_closed", NULL);
+    if (clean && app->events_store != NULL) {
+        (void)ws_store_checkpoint(app->events_store, true);
+    }
     inv_events_close(app->events);
     inv_read_api_close(app->api);
     ws_http_close(app->http);
@@ -323,6 +339,15 @@ int main(int argc, char **argv)
         return exit_code;
     }
 
+    size_t n_mig = 0;
+    (void)inv_schema_migrations(&n_mig);
+    if (ws_service_check_store(&cfg.svc, "webshop-inventory", (int)n_mig) != WS_OK) {
+        ws_log_info("stopped", "rc=%d", 1);
+        ws_config_free(c);
+        ws_metrics_free(ws_metrics_default());
+        return 1;
+    }
+
     inv_app app = {0};
     int rc = 0;
     ws_err err = main_app_start(&app, &cfg);
@@ -339,9 +364,11 @@ int main(int argc, char **argv)
                     ws_http_port(app.http), cfg.orders_url ? cfg.orders_url : "(off)",
                     (long long)cfg.orphan_after_ms, (long long)cfg.tombstone_ttl_ms);
         int sig = ws_service_wait(&stop);
-        ws_log_info("stopping", "signal=%d", sig);
+        ws_bus_hold hold = {0};
+        ws_log_info("stopping", "signal=%d held_events=%zu", sig,
+                    ws_bus_holding(app.sub, &hold) ? hold.held : (size_t)0);
     }
-    main_app_stop(&app, &cfg.svc);
+    main_app_stop(&app, &cfg.svc, rc == 0);
     ws_log_info("stopped", "rc=%d", rc);
     ws_config_free(c);
     ws_metrics_free(ws_metrics_default());

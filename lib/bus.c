@@ -21,6 +21,21 @@
  * recognised by their packet id and payload: a message whose (id, hash of
  * topic and payload) matches one received on an earlier connection is a
  * redelivery (the broker may only resend after a reconnect).
+ *
+ * Hold and retry (ws_bus_set_retry). Since the PUBACK has gone out before a
+ * handler runs, a message whose handler cannot apply it now (its store
+ * cannot commit) is kept here, in a queue of held messages, and the network
+ * thread stops reading from the socket: what the broker sends meanwhile
+ * stays unacknowledged in the socket buffer or queued in the broker for the
+ * persistent session. One read pass of libmosquitto may hand over a few more
+ * messages after the one that failed (all acknowledged already); they join
+ * the queue behind it, in order. While anything is held the thread only
+ * writes (the PUBACKs already queued, PINGREQs, our publishes) and retries
+ * the oldest held message with backoff, each try in its own transaction.
+ * Not reading means no PINGRESP is seen, so after about two keepalive
+ * periods libmosquitto drops the connection; the thread then keeps retrying
+ * unconnected and reconnects only once the queue is empty, so the broker's
+ * redeliveries arrive after the held messages are applied.
  */
 #include "bus.h"
 #include "bus_int.h"
@@ -30,6 +45,7 @@
 #include <mqtt_protocol.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,6 +62,8 @@
 #define BUS_DEFAULT_MAX_INFLIGHT  1000
 #define BUS_BACKOFF_MIN_MS        100
 #define BUS_BACKOFF_MAX_MS        5000
+#define BUS_RETRY_MIN_MS          50
+#define BUS_RETRY_MAX_MS          2000
 #define BUS_LOOP_TIMEOUT_MS       100
 #define BUS_RECENT                256
 #define BUS_CONTENT_TYPE_PROTOBUF "application/x-protobuf"
@@ -82,6 +100,17 @@ typedef struct bus_waiter {
     void *ctx;
     struct bus_waiter *next;
 } bus_waiter;
+
+/* One held message (hold and retry): topic and payload copied into data
+ * (topic NUL-terminated, then the payload). */
+typedef struct bus_pend {
+    bus_sub *sub;
+    char *data; /* owned */
+    size_t len; /* payload bytes after the topic */
+    bool json;
+    bool redelivered;
+    unsigned attempts; /* handler calls so far */
+} bus_pend;
 
 /* One message handled inside the open group, kept (topic and payload
  * copied into held_data) until the group's end succeeds, for the replay. */
@@ -139,6 +168,23 @@ struct ws_bus {
     size_t n_held, cap_held;
     unsigned char *held_data;
     size_t n_data, cap_data;
+
+    /* Hold and retry: settings set before start; the queue [pend_head,
+     * pend_n) network thread only; the summary fields under mu. */
+    ws_bus_retry retry;
+    bool retry_on;
+    bus_pend *pend;
+    size_t pend_head, pend_n, pend_cap;
+    int retry_delay_ms;     /* next backoff */
+    int64_t hold_log_ms;    /* when the hold was last logged */
+    int64_t hold_since_ms;  /* (mu) CLOCK_MONOTONIC ms; 0 = not holding */
+    size_t hold_n;          /* (mu) messages held */
+    unsigned hold_attempts; /* (mu) handler calls of the oldest */
+    ws_err hold_err;        /* (mu) what its handler said last */
+    char hold_topic[128];   /* (mu) its topic */
+    uint64_t hold_applied;  /* held messages applied in this hold */
+    ws_counter *retries;
+    ws_gauge *held_gauge;
 
     ws_metrics *metrics;
     ws_counter *acked;
@@ -446,6 +492,8 @@ static void bus_on_publish(struct mosquitto *mosq, void *obj, int mid, int reaso
 /* ---- group commit (network thread) -------------------------------------- */
 
 static void bus_batch_close(ws_bus *bus);
+static void bus_deliver(ws_bus *bus, bus_sub *s, const char *topic, const void *payload,
+                        size_t len, bool json, bool redelivered, bool group);
 
 static ws_err bus_held_reserve(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -466,17 +514,18 @@ static ws_err bus_held_reserve(void **p, size_t *cap, size_t need, size_t elem)
 }
 
 /* Before a handler runs: open a group if grouping is on and none is open,
- * and keep a copy of the message for a replay. A message that cannot be
- * kept (no memory) ends the group first and runs outside one. */
-static void bus_batch_enter(ws_bus *bus, bus_sub *s, const char *topic,
+ * and keep a copy of the message for a replay. True when the message is in
+ * the group. A message that cannot be kept (no memory) ends the group first
+ * and runs outside one. */
+static bool bus_batch_enter(ws_bus *bus, bus_sub *s, const char *topic,
                             const void *payload, size_t len, const ws_bus_msg_info *info)
 {
     if (!bus->batch_on) {
-        return;
+        return false;
     }
     if (!bus->batch_open) {
         if (bus->batch.begin(bus->batch.ctx) != WS_OK) {
-            return;
+            return false;
         }
         bus->batch_open = true;
         bus->batch_first = bus->batch_seen;
@@ -490,7 +539,7 @@ static void bus_batch_enter(ws_bus *bus, bus_sub *s, const char *topic,
         bus_held_reserve((void **)&bus->held_data, &bus->cap_data,
                          bus->n_data + tlen + len, 1) != WS_OK) {
         bus_batch_close(bus);
-        return;
+        return false;
     }
     bus_held *h = &bus->held[bus->n_held++];
     h->sub = s;
@@ -506,10 +555,24 @@ static void bus_batch_enter(ws_bus *bus, bus_sub *s, const char *topic,
     h->json = info->json;
     h->redelivered = info->redelivered;
     bus->batch_seen++;
+    return true;
+}
+
+/* The last message entered did not stay in the group (its handler failed
+ * and its savepoint was rolled back): drop its replay copy. */
+static void bus_batch_forget_last(ws_bus *bus)
+{
+    if (bus->n_held == 0) {
+        return;
+    }
+    bus->n_held--;
+    bus->n_data = bus->held[bus->n_held].topic_off;
+    bus->batch_seen--;
 }
 
 /* End the open group; on failure hand its messages to their handlers again
- * one by one, outside any group. */
+ * one by one, outside any group (a retryable failure there holds that
+ * message and queues the rest behind it). */
 static void bus_batch_close(ws_bus *bus)
 {
     if (!bus->batch_open) {
@@ -519,31 +582,22 @@ static void bus_batch_close(ws_bus *bus)
     ws_counter_inc(bus->batches);
     ws_counter_add(bus->batched, bus->batch_seen - bus->batch_first);
     ws_err err = bus->batch.end(bus->batch.ctx);
-    if (err == WS_OK) {
+    if (err == WS_OK || bus->n_held == 0) {
+        bus->n_held = 0;
+        bus->n_data = 0;
         return;
     }
     ws_log_warn("bus_batch_failed", "messages=%zu error=%s replay=1", bus->n_held,
                 ws_errname(err));
-    for (size_t i = 0; i < bus->n_held; i++) {
-        const bus_held *h = &bus->held[i];
-        const char *topic = (const char *)bus->held_data + h->topic_off;
-        const void *payload = bus->held_data + h->payload_off;
-        ProtobufCMessage *msg = ws__bus_decode(h->sub->desc, h->sub->topic, payload,
-                                               h->len, h->json, bus->max_payload);
-        if (msg == NULL) {
-            continue;
-        }
-        ws_bus_msg_info info = {
-            .topic = topic, .json = h->json, .redelivered = h->redelivered};
-        ws_err herr = h->sub->fn(h->sub->ctx, msg, &info);
-        if (herr != WS_OK) {
-            ws_counter_inc(h->sub->failed);
-            ws_log_warn("bus_handler_failed", "topic=%s error=%s", topic,
-                        ws_errname(herr));
-        }
-        protobuf_c_message_free_unpacked(msg, NULL);
-    }
+    /* The copies stay valid: nothing below enters a group. */
+    size_t n = bus->n_held;
     bus->n_held = 0;
+    for (size_t i = 0; i < n; i++) {
+        const bus_held *h = &bus->held[i];
+        bus_deliver(bus, h->sub, (const char *)bus->held_data + h->topic_off,
+                    bus->held_data + h->payload_off, h->len, h->json, h->redelivered,
+                    false);
+    }
     bus->n_data = 0;
 }
 
@@ -566,6 +620,294 @@ static void bus_batch_after_loop(ws_bus *bus, uint64_t seen_before, bool failed)
     if (!more) {
         bus_batch_close(bus);
     }
+}
+
+/* ---- hold and retry (network thread) ------------------------------------ */
+
+static int64_t bus_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool bus_holding(const ws_bus *bus)
+{
+    return bus->pend_head < bus->pend_n;
+}
+
+bool ws_bus_err_transient(ws_err err)
+{
+    switch (err) {
+    case WS_EIO:
+    case WS_EBUSY:
+    case WS_EUNAVAIL:
+    case WS_ESTORE:
+    case WS_ENOMEM:
+    case WS_ETIMEDOUT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* True when the handler's err asks for the message to be kept. */
+static bool bus_retryable(const ws_bus *bus, ws_err err)
+{
+    if (!bus->retry_on || err == WS_OK) {
+        return false;
+    }
+    return bus->retry.retryable != NULL ? bus->retry.retryable(err)
+                                        : ws_bus_err_transient(err);
+}
+
+/* Copy the hold's state where other threads read it (ws_bus_holding). */
+static void bus_hold_publish(ws_bus *bus)
+{
+    size_t n = bus->pend_n - bus->pend_head;
+    pthread_mutex_lock(&bus->mu);
+    bus->hold_n = n;
+    if (n > 0) {
+        const bus_pend *p = &bus->pend[bus->pend_head];
+        bus->hold_attempts = p->attempts;
+        snprintf(bus->hold_topic, sizeof(bus->hold_topic), "%s", p->data);
+    } else {
+        bus->hold_since_ms = 0;
+        bus->hold_attempts = 0;
+        bus->hold_topic[0] = '\0';
+    }
+    pthread_mutex_unlock(&bus->mu);
+    ws_gauge_set(bus->held_gauge, (double)n);
+}
+
+/* Keep a copy of a message whose handler cannot apply it now, behind the
+ * ones already held. False (logged: the message is lost, as before holds
+ * existed) when there is no memory for it. */
+static bool bus_pend_push(ws_bus *bus, bus_sub *s, const char *topic, const void *payload,
+                          size_t len, bool json, bool redelivered, unsigned attempts)
+{
+    if (bus->pend_head > 0 && bus->pend_n == bus->pend_cap) {
+        size_t live = bus->pend_n - bus->pend_head;
+        memmove(bus->pend, bus->pend + bus->pend_head, live * sizeof(*bus->pend));
+        bus->pend_head = 0;
+        bus->pend_n = live;
+    }
+    size_t tlen = strlen(topic) + 1;
+    char *data = malloc(tlen + len + 1);
+    if (data == NULL || bus_held_reserve((void **)&bus->pend, &bus->pend_cap,
+                                         bus->pend_n + 1, sizeof(*bus->pend)) != WS_OK) {
+        free(data);
+        ws_log_error("bus_dropped", "topic=%s error=WS_ENOMEM held=%zu", topic,
+                     bus->pend_n - bus->pend_head);
+        return false;
+    }
+    memcpy(data, topic, tlen);
+    if (len > 0) {
+        memcpy(data + tlen, payload, len);
+    }
+    bus->pend[bus->pend_n++] = (bus_pend){.sub = s,
+                                          .data = data,
+                                          .len = len,
+                                          .json = json,
+                                          .redelivered = redelivered,
+                                          .attempts = attempts};
+    return true;
+}
+
+static void bus_pend_pop(ws_bus *bus)
+{
+    free(bus->pend[bus->pend_head].data);
+    bus->pend_head++;
+    if (bus->pend_head == bus->pend_n) {
+        bus->pend_head = bus->pend_n = 0;
+    }
+}
+
+/* The first retryable failure: hold the message and stop reading. */
+static void bus_hold_begin(ws_bus *bus, bus_sub *s, const char *topic,
+                           const void *payload, size_t len, const ws_bus_msg_info *info,
+                           ws_err err)
+{
+    bool was = bus_holding(bus);
+    ws_counter_inc(bus->retries);
+    if (!bus_pend_push(bus, s, topic, payload, len, info->json, info->redelivered, 1)) {
+        ws_counter_inc(s->failed);
+        return;
+    }
+    if (!was) {
+        int64_t now = bus_mono_ms();
+        pthread_mutex_lock(&bus->mu);
+        bus->hold_since_ms = now;
+        bus->hold_err = err;
+        pthread_mutex_unlock(&bus->mu);
+        bus->hold_log_ms = now;
+        bus->hold_applied = 0;
+        bus->retry_delay_ms = bus->retry.min_ms;
+        ws_log_warn("bus_handler_holding", "topic=%s error=%s retry_ms=%d note=%s", topic,
+                    ws_errname(err), bus->retry.min_ms,
+                    "kept and retried; nothing is read from the broker meanwhile");
+    }
+    bus_hold_publish(bus);
+}
+
+/* Decode and hand one message to its handler (attempt 0), or queue it
+ * behind the held ones. With group, the call joins the open group (one is
+ * opened if needed). A retryable failure holds the message; any other is
+ * counted and the message dropped. */
+static void bus_deliver(ws_bus *bus, bus_sub *s, const char *topic, const void *payload,
+                        size_t len, bool json, bool redelivered, bool group)
+{
+    if (bus_holding(bus)) {
+        if (!bus_pend_push(bus, s, topic, payload, len, json, redelivered, 0)) {
+            ws_counter_inc(s->failed);
+        }
+        bus_hold_publish(bus);
+        return;
+    }
+    ProtobufCMessage *msg =
+        ws__bus_decode(s->desc, s->topic, payload, len, json, bus->max_payload);
+    if (msg == NULL) {
+        ws_counter_inc(s->undecodable);
+        return;
+    }
+    ws_bus_msg_info info = {.topic = topic, .json = json, .redelivered = redelivered};
+    bool grouped = group && bus_batch_enter(bus, s, topic, payload, len, &info);
+    ws_err err = s->fn(s->ctx, msg, &info);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    if (err == WS_OK) {
+        return;
+    }
+    if (!bus_retryable(bus, err)) {
+        ws_counter_inc(s->failed);
+        ws_log_warn("bus_handler_failed", "topic=%s error=%s dropped=1", topic,
+                    ws_errname(err));
+        return;
+    }
+    if (grouped) {
+        /* Its savepoint was rolled back: the group commits without it (or,
+         * if that fails, replays its other messages first). */
+        bus_batch_forget_last(bus);
+        bus_batch_close(bus);
+    }
+    bus_hold_begin(bus, s, topic, payload, len, &info, err);
+}
+
+typedef enum bus_drain_result {
+    BUS_DRAINED,
+    BUS_PROGRESS,
+    BUS_STILL_FAILING
+} bus_drain_result;
+
+/* Try the held messages again, oldest first, each in its own transaction
+ * (no group), stopping at the first that still fails; at most a bounded
+ * number per call so the caller keeps servicing the connection. */
+static bus_drain_result bus_hold_drain(ws_bus *bus)
+{
+    for (int budget = 64; bus_holding(bus) && budget > 0; budget--) {
+        if (atomic_load(&bus->closing)) {
+            return BUS_STILL_FAILING;
+        }
+        bus_pend *p = &bus->pend[bus->pend_head];
+        bus_sub *s = p->sub;
+        const char *topic = p->data;
+        const void *payload = p->data + strlen(topic) + 1;
+        ProtobufCMessage *msg =
+            ws__bus_decode(s->desc, s->topic, payload, p->len, p->json, bus->max_payload);
+        if (msg == NULL) {
+            ws_counter_inc(s->undecodable);
+            bus_pend_pop(bus);
+            continue;
+        }
+        ws_bus_msg_info info = {.topic = topic,
+                                .json = p->json,
+                                .redelivered = p->redelivered,
+                                .attempt = p->attempts};
+        ws_err err = s->fn(s->ctx, msg, &info);
+        protobuf_c_message_free_unpacked(msg, NULL);
+        p->attempts++;
+        if (err == WS_OK) {
+            bus->hold_applied++;
+        } else if (!bus_retryable(bus, err)) {
+            ws_counter_inc(s->failed);
+            ws_log_warn("bus_handler_failed", "topic=%s error=%s dropped=1 attempts=%u",
+                        topic, ws_errname(err), p->attempts);
+        } else {
+            ws_counter_inc(bus->retries);
+            pthread_mutex_lock(&bus->mu);
+            bus->hold_err = err;
+            pthread_mutex_unlock(&bus->mu);
+            bus_hold_publish(bus);
+            return BUS_STILL_FAILING;
+        }
+        bus_pend_pop(bus);
+        bus->retry_delay_ms = bus->retry.min_ms;
+    }
+    bus_hold_publish(bus);
+    return bus_holding(bus) ? BUS_PROGRESS : BUS_DRAINED;
+}
+
+static bool bus_backoff_sleep(ws_bus *bus, int ms);
+
+/* One step while messages are held: flush what libmosquitto has to write
+ * (the PUBACKs of what it read, PINGREQs, our publishes) and run its
+ * keepalive, without reading; then retry, sleeping the backoff (50 ms
+ * doubling to 2 s by default; close wakes it) when the oldest still fails.
+ * Returns libmosquitto's status of the connection (not SUCCESS once it is
+ * lost; MOSQ_ERR_SUCCESS when not connected to begin with). */
+static int bus_hold_step(ws_bus *bus, bool connected)
+{
+    int rc = MOSQ_ERR_SUCCESS;
+    if (connected) {
+        rc = mosquitto_loop_write(bus->mosq, 64);
+        if (rc == MOSQ_ERR_SUCCESS) {
+            rc = mosquitto_loop_misc(bus->mosq);
+        }
+    }
+    int64_t since_log_ms = bus_mono_ms() - bus->hold_log_ms;
+    int64_t since;
+    pthread_mutex_lock(&bus->mu);
+    since = bus->hold_since_ms;
+    pthread_mutex_unlock(&bus->mu);
+    bus_drain_result r = bus_hold_drain(bus);
+    if (r == BUS_DRAINED) {
+        ws_log_info("bus_handler_resumed", "held_ms=%lld applied=%llu connected=%d",
+                    (long long)(bus_mono_ms() - since),
+                    (unsigned long long)bus->hold_applied, connected && rc == 0);
+        bus_hold_publish(bus);
+        return rc;
+    }
+    if (r == BUS_STILL_FAILING && !atomic_load(&bus->closing)) {
+        if (since_log_ms >= 30000) {
+            bus->hold_log_ms = bus_mono_ms();
+            ws_log_warn("bus_handler_still_holding", "held=%zu attempts=%u topic=%s",
+                        bus->pend_n - bus->pend_head, bus->pend[bus->pend_head].attempts,
+                        bus->pend[bus->pend_head].data);
+        }
+        bus_backoff_sleep(bus, bus->retry_delay_ms);
+        bus->retry_delay_ms = bus->retry_delay_ms * 2 > bus->retry.max_ms
+                                  ? bus->retry.max_ms
+                                  : bus->retry_delay_ms * 2;
+    }
+    return rc;
+}
+
+/* At close: what is still held is lost here (the broker has its PUBACK);
+ * say so, one line per message, and free the queue. */
+static void bus_hold_abandon(ws_bus *bus)
+{
+    size_t n = bus->pend_n - bus->pend_head;
+    while (bus_holding(bus)) {
+        const bus_pend *p = &bus->pend[bus->pend_head];
+        ws_log_warn("bus_closed_holding", "topic=%s attempts=%u held=%zu note=%s",
+                    p->data, p->attempts, n,
+                    "acknowledged to the broker before it could be applied: lost here, "
+                    "the recovery loops heal it");
+        bus_pend_pop(bus);
+    }
+    free(bus->pend);
+    bus->pend = NULL;
+    bus->pend_cap = 0;
+    bus_hold_publish(bus);
 }
 
 ProtobufCMessage *ws__bus_decode(const ProtobufCMessageDescriptor *desc,
@@ -655,7 +997,6 @@ static void bus_on_message(struct mosquitto *mosq, void *obj,
             ws_counter_inc(bus->redelivered);
         }
     }
-    ws_bus_msg_info info = {.topic = m->topic, .json = json, .redelivered = redelivered};
 
     for (size_t i = 0; i < n_match; i++) {
         bus_sub *s = match[i];
@@ -666,26 +1007,12 @@ static void bus_on_message(struct mosquitto *mosq, void *obj,
                         len, bus->max_payload);
             continue;
         }
-        ProtobufCMessage *msg =
-            ws__bus_decode(s->desc, s->topic, m->payload, len, json, bus->max_payload);
-        if (msg == NULL) {
-            ws_counter_inc(s->undecodable);
-            continue;
-        }
-        bus_batch_enter(bus, s, m->topic, m->payload, len, &info);
-        ws_err err = s->fn(s->ctx, msg, &info);
-        if (err != WS_OK) {
-            ws_counter_inc(s->failed);
-            ws_log_warn("bus_handler_failed", "topic=%s error=%s", m->topic,
-                        ws_errname(err));
-        }
-        protobuf_c_message_free_unpacked(msg, NULL);
+        bus_deliver(bus, s, m->topic, m->payload, len, json, redelivered, true);
     }
     if (match != small) {
         free(match);
     }
-    bool matched = n_match > 0;
-    if (!matched) {
+    if (n_match == 0) {
         ws_log_debug("bus_unmatched", "topic=%s", m->topic);
     }
 }
@@ -716,11 +1043,61 @@ static bool bus_backoff_sleep(ws_bus *bus, int ms)
     return atomic_load(&bus->closing);
 }
 
+/* One connection: the loop until it drops or the bus closes. While
+ * messages are held it does not read (bus_hold_step). */
+static int bus_connection_run(ws_bus *bus)
+{
+    int rc = MOSQ_ERR_SUCCESS;
+    while (!atomic_load(&bus->closing)) {
+        if (bus_holding(bus)) {
+            rc = bus_hold_step(bus, true);
+        } else {
+            /* With a group open, wait at most a millisecond for more:
+             * what arrives meanwhile shares the commit. */
+            uint64_t seen = bus->batch_seen;
+            rc = mosquitto_loop(bus->mosq, bus->batch_open ? 1 : BUS_LOOP_TIMEOUT_MS, 1);
+            bus_batch_after_loop(bus, seen, rc != MOSQ_ERR_SUCCESS);
+        }
+        if (rc != MOSQ_ERR_SUCCESS) {
+            break;
+        }
+    }
+    bus_batch_close(bus);
+    return rc;
+}
+
+/* Say goodbye properly so the broker keeps the session without a will and
+ * logs a clean disconnect; bounded. With messages held, nothing more is
+ * read (a message read now would be acknowledged and then lost). */
+static void bus_goodbye(ws_bus *bus)
+{
+    if (!atomic_load(&bus->connected)) {
+        return;
+    }
+    if (mosquitto_disconnect_v5(bus->mosq, 0, NULL) != MOSQ_ERR_SUCCESS) {
+        return;
+    }
+    for (int i = 0; i < 20; i++) {
+        int rc = bus_holding(bus) ? mosquitto_loop_write(bus->mosq, 64)
+                                  : mosquitto_loop(bus->mosq, 50, 1);
+        if (rc != MOSQ_ERR_SUCCESS ||
+            (bus_holding(bus) && !mosquitto_want_write(bus->mosq))) {
+            break;
+        }
+    }
+}
+
 static void *bus_thread_main(void *arg)
 {
     ws_bus *bus = arg;
     int backoff = BUS_BACKOFF_MIN_MS;
     while (!atomic_load(&bus->closing)) {
+        if (bus_holding(bus)) {
+            /* Disconnected with messages held: apply them before the broker
+             * may redeliver anything. */
+            bus_hold_step(bus, false);
+            continue;
+        }
         pthread_mutex_lock(&bus->mu);
         uint64_t gen_before = bus->gen;
         pthread_mutex_unlock(&bus->mu);
@@ -728,18 +1105,7 @@ static void *bus_thread_main(void *arg)
         int rc = mosquitto_connect_bind_v5(bus->mosq, bus->host, bus->port,
                                            bus->keepalive, NULL, bus->connect_props);
         if (rc == MOSQ_ERR_SUCCESS) {
-            while (!atomic_load(&bus->closing)) {
-                /* With a group open, wait at most a millisecond for more:
-                 * what arrives meanwhile shares the commit. */
-                uint64_t seen = bus->batch_seen;
-                rc = mosquitto_loop(bus->mosq, bus->batch_open ? 1 : BUS_LOOP_TIMEOUT_MS,
-                                    1);
-                bus_batch_after_loop(bus, seen, rc != MOSQ_ERR_SUCCESS);
-                if (rc != MOSQ_ERR_SUCCESS) {
-                    break;
-                }
-            }
-            bus_batch_close(bus);
+            rc = bus_connection_run(bus);
         }
         if (atomic_load(&bus->closing)) {
             break;
@@ -751,6 +1117,9 @@ static void *bus_thread_main(void *arg)
         if (got_connack) {
             backoff = BUS_BACKOFF_MIN_MS;
         }
+        if (bus_holding(bus)) {
+            continue; /* the hold has its own backoff */
+        }
         ws_log_debug("bus_connect_retry", "error=%s delay_ms=%d", mosquitto_strerror(rc),
                      backoff);
         if (bus_backoff_sleep(bus, backoff)) {
@@ -758,17 +1127,8 @@ static void *bus_thread_main(void *arg)
         }
         backoff = backoff * 2 > BUS_BACKOFF_MAX_MS ? BUS_BACKOFF_MAX_MS : backoff * 2;
     }
-    /* Say goodbye properly so the broker keeps the session without a will
-     * and logs a clean disconnect; bounded. */
-    if (atomic_load(&bus->connected)) {
-        if (mosquitto_disconnect_v5(bus->mosq, 0, NULL) == MOSQ_ERR_SUCCESS) {
-            for (int i = 0; i < 20; i++) {
-                if (mosquitto_loop(bus->mosq, 50, 1) != MOSQ_ERR_SUCCESS) {
-                    break;
-                }
-            }
-        }
-    }
+    bus_goodbye(bus);
+    bus_hold_abandon(bus);
     atomic_store(&bus->connected, false);
     ws_gauge_set(bus->connected_gauge, 0);
     return NULL;
@@ -800,6 +1160,9 @@ ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out)
     }
     bus->port = opts->port > 0 ? opts->port : BUS_DEFAULT_PORT;
     bus->keepalive = opts->keepalive > 0 ? opts->keepalive : BUS_DEFAULT_KEEPALIVE;
+    if (bus->keepalive < 5) {
+        bus->keepalive = 5; /* libmosquitto refuses less */
+    }
     bus->format = opts->format;
     bus->max_payload =
         opts->max_payload > 0 ? opts->max_payload : BUS_DEFAULT_MAX_PAYLOAD;
@@ -974,6 +1337,54 @@ ws_err ws_bus_set_batch(ws_bus *bus, const ws_bus_batch *batch)
                                   "Messages handled inside a group", NULL);
     bus->batch_on = true;
     return WS_OK;
+}
+
+ws_err ws_bus_set_retry(ws_bus *bus, const ws_bus_retry *retry)
+{
+    if (bus == NULL || bus->thread_started ||
+        (retry != NULL && (retry->min_ms < 0 || retry->max_ms < 0))) {
+        return WS_EINVAL;
+    }
+    if (retry == NULL) {
+        bus->retry_on = false;
+        return WS_OK;
+    }
+    bus->retry = *retry;
+    bus->retry.min_ms = retry->min_ms > 0 ? retry->min_ms : BUS_RETRY_MIN_MS;
+    bus->retry.max_ms = retry->max_ms > 0 ? retry->max_ms : BUS_RETRY_MAX_MS;
+    if (bus->retry.max_ms < bus->retry.min_ms) {
+        bus->retry.max_ms = bus->retry.min_ms;
+    }
+    bus->retries = ws_counter_get(bus->metrics, "webshop_bus_handler_retries_total",
+                                  "Handler calls that asked for their message to be kept "
+                                  "and retried",
+                                  NULL);
+    bus->held_gauge = ws_gauge_get(bus->metrics, "webshop_bus_held_messages",
+                                   "Messages kept for a retry; nothing is read from the "
+                                   "broker while this is above 0",
+                                   NULL);
+    ws_gauge_set(bus->held_gauge, 0);
+    bus->retry_on = true;
+    return WS_OK;
+}
+
+bool ws_bus_holding(ws_bus *bus, ws_bus_hold *out)
+{
+    if (bus == NULL) {
+        return false;
+    }
+    pthread_mutex_lock(&bus->mu);
+    bool holding = bus->hold_n > 0;
+    if (holding && out != NULL) {
+        out->held = bus->hold_n;
+        out->attempts = bus->hold_attempts;
+        out->error = bus->hold_err;
+        int64_t ms = bus_mono_ms() - bus->hold_since_ms;
+        out->held_ms = ms > 0 ? (uint64_t)ms : 0;
+        snprintf(out->topic, sizeof(out->topic), "%s", bus->hold_topic);
+    }
+    pthread_mutex_unlock(&bus->mu);
+    return holding;
 }
 
 ws_err ws_bus_start(ws_bus *bus)
@@ -1298,6 +1709,7 @@ void ws_bus_close(ws_bus *bus)
     ws_gauge_set(bus->connected_gauge, 0);
     free(bus->held);
     free(bus->held_data);
+    free(bus->pend);
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cond);
     free(bus->host);

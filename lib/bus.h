@@ -15,7 +15,9 @@
  * webshop_bus_handler_failed_total{topic} (topic = the subscription filter),
  * webshop_bus_redelivered_total, webshop_bus_reconnects_total, with
  * grouping on webshop_bus_batches_total and webshop_bus_batched_messages_total
- * (their ratio is the mean group size), and the gauge webshop_bus_connected.
+ * (their ratio is the mean group size), with retries (ws_bus_set_retry) on
+ * webshop_bus_handler_retries_total and the gauge webshop_bus_held_messages,
+ * and the gauge webshop_bus_connected.
  *
  * Threads: the bus's own network thread (a loop around mosquitto_loop(),
  * which gives millisecond reconnect backoff and re-sends the CONNECT
@@ -51,7 +53,7 @@ typedef struct ws_bus_opts {
     const char *username;    /* NULL = anonymous */
     const char *password;
     ws_bus_format format; /* how this client publishes */
-    int keepalive;        /* seconds; 0 = 30 */
+    int keepalive;        /* seconds; 0 = 30; at least 5 (libmosquitto's floor) */
     size_t max_payload;   /* larger incoming payloads are dropped; 0 = 256 KiB */
     int max_inflight;     /* QoS 1 publishes in flight; 0 = 1000 */
     ws_metrics *metrics;  /* NULL = default registry */
@@ -66,12 +68,17 @@ typedef struct ws_bus_msg_info {
                          and payload as a message received on an earlier
                          connection" (the broker resends only after a
                          reconnect) */
+    unsigned attempt; /* 0 on delivery; n on the nth retry of a held
+                         message (ws_bus_set_retry): log its failure once */
 } ws_bus_msg_info;
 
 /* Subscription handler: msg is decoded, owned by the bus, valid only during
- * the call. Runs on the network thread. The return value is counted in
- * metrics (WS_OK handled, anything else failed); it cannot cause a
- * redelivery (libmosquitto has already acknowledged the message). */
+ * the call. Runs on the network thread. WS_OK: handled. An error cannot
+ * cause a redelivery (libmosquitto has already acknowledged the message):
+ * without ws_bus_set_retry it is counted (webshop_bus_handler_failed_total)
+ * and the message dropped; with it, an error the retry policy calls
+ * transient keeps the message and retries it (see ws_bus_set_retry), and
+ * any other error (WS_EINVAL for an invalid message, say) drops it. */
 typedef ws_err (*ws_bus_handler_fn)(void *ctx, const ProtobufCMessage *msg,
                                     const ws_bus_msg_info *info);
 
@@ -110,6 +117,55 @@ typedef struct ws_bus_batch {
     int max_us;   /* 0 = 1000 */
 } ws_bus_batch;
 ws_err ws_bus_set_batch(ws_bus *bus, const ws_bus_batch *batch);
+
+/* Hold and retry. libmosquitto acknowledges a QoS 1 message before its
+ * handler runs, so a handler that cannot apply it now (its database cannot
+ * commit: disk full, read-only file, I/O error, ...) must not lose it. With
+ * a retry policy set, a handler error for which retryable(err) is true
+ * (NULL: ws_bus_err_transient) makes the bus keep that message, stop
+ * reading from the broker (what the broker has not handed over stays
+ * there, unacknowledged or queued for the persistent session; the few
+ * messages libmosquitto already read in the same pass are kept behind it,
+ * in order), and call the handler again with info->attempt > 0, outside
+ * any group, after min_ms doubling to max_ms, until it returns WS_OK or a
+ * non-retryable error (then the message is dropped and counted). Then the
+ * held messages behind it are applied in order, and reading resumes: no
+ * later message is handled before a held one. While holding, the network
+ * thread still writes (PUBACKs, keepalive pings, publishes from other
+ * threads) but reads nothing, so PUBACKs of this client's own publishes
+ * wait too; after about two keepalive periods libmosquitto gives the
+ * connection up, and the bus reconnects only once nothing is held (the
+ * broker then redelivers what it had sent unacknowledged; a redelivery of a
+ * held message whose PUBACK never left is handled as a duplicate). At
+ * close, messages still held are lost (logged bus_closed_holding; the
+ * publishers' recovery loops heal them). Call before ws_bus_start; NULL
+ * turns it off (the default). WS_EINVAL once started. */
+typedef struct ws_bus_retry {
+    bool (*retryable)(ws_err err); /* NULL = ws_bus_err_transient */
+    int min_ms;                    /* first backoff; 0 = 50 */
+    int max_ms;                    /* cap of the doubling; 0 = 2000 */
+} ws_bus_retry;
+ws_err ws_bus_set_retry(ws_bus *bus, const ws_bus_retry *retry);
+
+/* The default retry policy: true for the errors that say "not now" rather
+ * than "never": WS_EIO (storage cannot be written), WS_EBUSY, WS_EUNAVAIL,
+ * WS_ESTORE (a database error: kept rather than lost, even if it is one
+ * that never clears), WS_ENOMEM, WS_ETIMEDOUT. False for WS_EINVAL,
+ * WS_EPARSE, WS_ERANGE, WS_ENOTFOUND, WS_EEXIST, ... */
+bool ws_bus_err_transient(ws_err err);
+
+/* What a holding bus holds; see ws_bus_holding. */
+typedef struct ws_bus_hold {
+    size_t held;       /* messages kept, the oldest first */
+    unsigned attempts; /* handler calls of the oldest so far */
+    uint64_t held_ms;  /* since the hold began */
+    ws_err error;      /* what the oldest's handler said last */
+    char topic[128];   /* the oldest's topic */
+} ws_bus_hold;
+
+/* True while messages are held for a retry (nothing is read from the broker
+ * meanwhile); then *out (may be NULL) describes them. Any thread. */
+bool ws_bus_holding(ws_bus *bus, ws_bus_hold *out /* OUT, may be NULL */);
 
 /* Start the network thread: connect, and keep reconnecting with backoff
  * (100 ms doubling to 5 s) whenever the connection drops. Returns at once. */
@@ -155,8 +211,10 @@ ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessa
 
 /* Disconnect, stop the network thread, fail pending publishes with
  * WS_ECLOSED (sync waiters wake up and are waited for; async callbacks run
- * on the closing thread), free. bus may be NULL. Not from the network
- * thread. */
+ * on the closing thread), free. A retry in progress is not waited for
+ * beyond the handler call running (the backoff sleep wakes at once); held
+ * messages are logged and dropped (see ws_bus_set_retry). bus may be NULL.
+ * Not from the network thread. */
 void ws_bus_close(ws_bus *bus);
 
 #endif

@@ -27,6 +27,10 @@
 #define OUTBOX_DEFAULT_WINDOW  100
 #define OUTBOX_DEFAULT_POLL_MS 1000
 #define OUTBOX_RETRY_MS        50
+/* A delete (or scan) that fails is tried again after 50 ms doubling to 2 s
+ * while it keeps failing: a full disk must not make the relay spin. */
+#define OUTBOX_FAIL_MIN_MS 50
+#define OUTBOX_FAIL_MAX_MS 2000
 
 static int64_t outbox_now_ms(void)
 {
@@ -208,10 +212,19 @@ struct ws_outbox_relay {
     ws_counter *published;
     ws_counter *failed_publishes;
     ws_counter *dropped;
+    ws_counter *delete_failures;
     ws_gauge *inflight_gauge;
+    ws_gauge *failing_gauge;
 
     pthread_t thread;     /* valid when started */
     int64_t deleted_upto; /* relay thread only: rows <= this are deleted */
+    /* Failure backoff, relay thread only: one per kind of store work. */
+    struct outbox_fail {
+        int delay_ms;    /* 0 while the work succeeds */
+        int64_t next_ms; /* do not try again before (CLOCK_MONOTONIC ms) */
+        int64_t since_ms;
+        unsigned long attempts;
+    } del_fail, scan_fail;
 
     /* Everything below is guarded by mu. */
     pthread_mutex_t mu;
@@ -372,6 +385,96 @@ static void outbox_relay_ring_advance(ws_outbox_relay *r)
     }
 }
 
+/* The store work of kind f (what: "delete" or "scan") failed with err:
+ * back off, and say so once when it starts failing. */
+static void outbox_fail_note(ws_outbox_relay *r, struct outbox_fail *f, const char *what,
+                             int64_t now_ms, ws_err err, int64_t upto)
+{
+    f->attempts++;
+    if (f->delay_ms == 0) {
+        f->delay_ms = OUTBOX_FAIL_MIN_MS;
+        f->since_ms = now_ms;
+        ws_gauge_add(r->failing_gauge, 1);
+        ws_log_error("outbox_store_failing",
+                     "work=%s upto=%lld error=%s retry_ms=%d max_retry_ms=%d note=%s",
+                     what, (long long)upto, ws_errname(err), f->delay_ms,
+                     OUTBOX_FAIL_MAX_MS,
+                     "retried with backoff; the rows wait in the table");
+    } else {
+        f->delay_ms =
+            f->delay_ms * 2 > OUTBOX_FAIL_MAX_MS ? OUTBOX_FAIL_MAX_MS : f->delay_ms * 2;
+    }
+    f->next_ms = now_ms + f->delay_ms;
+}
+
+/* The store work of kind f succeeded: say so if it was failing. */
+static void outbox_fail_clear(ws_outbox_relay *r, struct outbox_fail *f, const char *what,
+                              int64_t now_ms)
+{
+    if (f->delay_ms == 0) {
+        return;
+    }
+    ws_gauge_add(r->failing_gauge, -1);
+    ws_log_info("outbox_store_recovered", "work=%s failed_ms=%lld attempts=%lu", what,
+                (long long)(now_ms - f->since_ms), f->attempts);
+    *f = (struct outbox_fail){0};
+}
+
+/* Milliseconds until the failing work f may be tried again; 0 when it may
+ * now (or is not failing). */
+static int64_t outbox_fail_wait(const struct outbox_fail *f, int64_t now_ms)
+{
+    return f->delay_ms != 0 && f->next_ms > now_ms ? f->next_ms - now_ms : 0;
+}
+
+/* Relay thread: delete the acknowledged rows up to acked when enough are
+ * owed, when the oldest waited long enough, when nothing is in flight, or
+ * when a failing delete's backoff is over. */
+static void outbox_relay_delete_step(ws_outbox_relay *r, int64_t acked, bool idle,
+                                     int64_t now_ms, int64_t *last_delete_ms)
+{
+    if (acked <= r->deleted_upto || outbox_fail_wait(&r->del_fail, now_ms) != 0) {
+        return;
+    }
+    if (!(idle || acked - r->deleted_upto >= OUTBOX_DELETE_BATCH ||
+          now_ms - *last_delete_ms >= OUTBOX_DELETE_MS || r->del_fail.delay_ms != 0)) {
+        return;
+    }
+    ws_err err = ws_store_txn(r->store, outbox_relay_delete_txn, &acked);
+    if (err == WS_OK) {
+        r->deleted_upto = acked;
+        outbox_fail_clear(r, &r->del_fail, "delete", now_ms);
+    } else {
+        /* Tried again later; those rows may go out twice. */
+        ws_counter_inc(r->delete_failures);
+        outbox_fail_note(r, &r->del_fail, "delete", now_ms, err, acked);
+    }
+    *last_delete_ms = now_ms;
+}
+
+/* Relay thread: publish up to room rows after *cursor (unless a failing
+ * scan is backing off: then WS_EIO, "not drained"). WS_OK when room is 0. */
+static ws_err outbox_relay_scan_step(ws_outbox_relay *r, int room, int64_t now_ms,
+                                     int64_t *cursor, size_t *visited)
+{
+    if (room <= 0) {
+        return WS_OK;
+    }
+    if (outbox_fail_wait(&r->scan_fail, now_ms) != 0) {
+        return WS_EIO;
+    }
+    outbox_scan_state ss = {.relay = r, .cursor = *cursor};
+    ws_err err = ws_outbox_scan(r->store, *cursor, (size_t)room, outbox_relay_publish_row,
+                                &ss, visited);
+    *cursor = ss.cursor;
+    if (err != WS_OK && err != WS_EUNAVAIL && err != WS_EBUSY) {
+        outbox_fail_note(r, &r->scan_fail, "scan", now_ms, err, *cursor);
+    } else if (err == WS_OK) {
+        outbox_fail_clear(r, &r->scan_fail, "scan", now_ms);
+    }
+    return err;
+}
+
 static void *outbox_relay_main(void *arg)
 {
     ws_outbox_relay *r = arg;
@@ -396,33 +499,10 @@ static void *outbox_relay_main(void *arg)
         pthread_mutex_unlock(&r->mu);
 
         int64_t now_ms = outbox_mono_ms();
-        bool delete_failed = false;
-        if (acked > r->deleted_upto &&
-            (idle || acked - r->deleted_upto >= OUTBOX_DELETE_BATCH ||
-             now_ms - last_delete_ms >= OUTBOX_DELETE_MS)) {
-            ws_err err = ws_store_txn(r->store, outbox_relay_delete_txn, &acked);
-            if (err == WS_OK) {
-                r->deleted_upto = acked;
-            } else {
-                /* Tried again later; those rows may go out twice. */
-                delete_failed = true;
-                ws_log_error("outbox_delete_failed", "upto=%lld error=%s",
-                             (long long)acked, ws_errname(err));
-            }
-            last_delete_ms = now_ms;
-        }
-
-        ws_err err = WS_OK;
+        outbox_relay_delete_step(r, acked, idle, now_ms, &last_delete_ms);
+        bool delete_failed = r->del_fail.delay_ms != 0;
         size_t visited = 0;
-        if (room > 0) {
-            outbox_scan_state ss = {.relay = r, .cursor = cursor};
-            err = ws_outbox_scan(r->store, cursor, (size_t)room, outbox_relay_publish_row,
-                                 &ss, &visited);
-            cursor = ss.cursor;
-            if (err != WS_OK && err != WS_EUNAVAIL && err != WS_EBUSY) {
-                ws_log_warn("outbox_scan_failed", "error=%s", ws_errname(err));
-            }
-        }
+        ws_err err = outbox_relay_scan_step(r, room, now_ms, &cursor, &visited);
 
         pthread_mutex_lock(&r->mu);
         outbox_relay_ring_advance(r);
@@ -441,6 +521,16 @@ static void *outbox_relay_main(void *arg)
                 (err == WS_OK && !delete_failed) ? (uint32_t)r->poll_ms : OUTBOX_RETRY_MS;
             if (deletes_owed && ms > OUTBOX_DELETE_MS) {
                 ms = OUTBOX_DELETE_MS;
+            }
+            /* A failing delete or scan waits for its backoff, whatever else
+             * would wake the loop sooner. */
+            int64_t del_wait = outbox_fail_wait(&r->del_fail, now_ms);
+            int64_t scan_wait = outbox_fail_wait(&r->scan_fail, now_ms);
+            if (delete_failed && deletes_owed && del_wait > ms) {
+                ms = (uint32_t)del_wait;
+            }
+            if (r->scan_fail.delay_ms != 0 && scan_wait > ms) {
+                ms = (uint32_t)scan_wait;
             }
             struct timespec ts;
             outbox_relay_deadline(&ts, ms);
@@ -490,6 +580,14 @@ ws_err ws_outbox_relay_open(const ws_outbox_relay_opts *opts, ws_outbox_relay **
                        "Outbox rows that could not be decoded and were deleted", NULL);
     r->inflight_gauge = ws_gauge_get(m, "webshop_outbox_inflight",
                                      "Outbox publishes awaiting their PUBACK", NULL);
+    r->delete_failures =
+        ws_counter_get(m, "webshop_outbox_delete_failures_total",
+                       "Deletes of acknowledged outbox rows that failed (retried with "
+                       "backoff)",
+                       NULL);
+    r->failing_gauge =
+        ws_gauge_get(m, "webshop_outbox_store_failing",
+                     "Kinds of outbox store work (delete, scan) failing now", NULL);
     r->store = opts->store;
     r->bus = opts->bus;
     r->types = opts->types;

@@ -6,7 +6,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
+#include "buf.h"
 #include "log.h"
 
 const char *const ws_service_sync_names[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
@@ -65,6 +67,11 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
         {.name = "shutdown-timeout", .type = WS_CONFIG_DURATION, .def = "5s",
          .help = "bound on flushing the outbox at SIGTERM",
          .target.i64 = &cfg->shutdown_timeout_ms, .min = 0, .max = 600000},
+        {.name = "db-check-timeout", .type = WS_CONFIG_DURATION, .def = "10s",
+         .help = "bound on the integrity check (PRAGMA quick_check) of the database at "
+                 "start, about 10 ms per 10 MB; a damaged database is refused (exit 1); "
+                 "0 skips the check",
+         .target.i64 = &cfg->db_check_ms, .min = 0, .max = 3600000},
     };
     memcpy(out, opts, sizeof(opts));
     return WS_SERVICE_N_OPTIONS;
@@ -116,7 +123,129 @@ ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id
 
 bool ws_service_bus_ready(void *bus)
 {
-    return ws_bus_ready_epoch(bus) != 0;
+    return ws_bus_ready_epoch(bus) != 0 && !ws_bus_holding(bus, NULL);
+}
+
+ws_err ws_service_check_store(const ws_service_cfg *cfg, const char *prog,
+                              int want_version)
+{
+    char detail[512];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ws_err err = ws_store_check_path(cfg->db_path, want_version,
+                                     (uint32_t)cfg->db_check_ms, detail, sizeof(detail));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long long took_ms =
+        (long long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (err == WS_ETIMEDOUT) {
+        ws_log_warn("store_check_incomplete", "path=%s detail=%s", cfg->db_path, detail);
+        return WS_OK;
+    }
+    if (err != WS_OK) {
+        const char *what = err == WS_EIO ? "unreadable" : "damaged";
+        ws_log_error(err == WS_EIO ? "store_unreadable" : "store_damaged",
+                     "path=%s detail=%s", cfg->db_path, detail);
+        fprintf(stderr, "%s: %s: %s database (%s); refusing to start\n", prog,
+                cfg->db_path, what, detail);
+        return WS_ESTORE;
+    }
+    ws_log_info("store_checked", "path=%s took_ms=%lld budget_ms=%lld", cfg->db_path,
+                took_ms, (long long)cfg->db_check_ms);
+    return WS_OK;
+}
+
+/* Append one {"name":..,"status":..} to out; status is escaped. */
+static void service_check_put(ws_buf *out, bool first, const char *name,
+                              const char *status)
+{
+    ws_buf_printf(out, "%s{\"name\":\"%s\",\"status\":\"", first ? "" : ",", name);
+    for (const char *p = status; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            ws_buf_putc(out, '\\');
+            ws_buf_putc(out, (char)c);
+        } else if (c < 0x20) {
+            ws_buf_putc(out, ' ');
+        } else {
+            ws_buf_putc(out, (char)c);
+        }
+    }
+    ws_buf_puts(out, "\"}");
+}
+
+/* The bus and events checks: "ok" or why not, into text. */
+static bool service_bus_checks(ws_bus *bus, char *bus_text, char *ev_text, size_t cap)
+{
+    snprintf(bus_text, cap, "ok");
+    snprintf(ev_text, cap, "ok");
+    if (bus == NULL) {
+        return true;
+    }
+    bool ok = true;
+    if (!ws_bus_connected(bus)) {
+        snprintf(bus_text, cap, "not connected");
+        ok = false;
+    } else if (ws_bus_ready_epoch(bus) == 0) {
+        snprintf(bus_text, cap, "subscribing");
+        ok = false;
+    }
+    ws_bus_hold h;
+    if (ws_bus_holding(bus, &h)) {
+        snprintf(
+            ev_text, cap,
+            "holding %zu event%s for %.1f s (first on %s, %u attempts, last error %s)",
+            h.held, h.held == 1 ? "" : "s", (double)h.held_ms / 1000.0, h.topic,
+            h.attempts, ws_errname(h.error));
+        ok = false;
+    }
+    return ok;
+}
+
+bool ws_service_ready_json(const ws_service_ready *r, ws_buf *out)
+{
+    char bus_text[256], ev_text[256], store_text[128] = "ok";
+    bool ok = service_bus_checks(r != NULL ? r->bus : NULL, bus_text, ev_text,
+                                 sizeof(bus_text));
+    for (int i = 0; r != NULL && i < WS_SERVICE_READY_STORES; i++) {
+        char why[96];
+        if (ws_store_failing(r->stores[i], why, sizeof(why))) {
+            snprintf(store_text, sizeof(store_text), "commit failing: %s", why);
+            ok = false;
+            break;
+        }
+    }
+    ws_buf_printf(out, "{\"status\":\"%s\",\"checks\":[", ok ? "ok" : "unavailable");
+    service_check_put(out, true, "bus", bus_text);
+    service_check_put(out, false, "events", ev_text);
+    service_check_put(out, false, "store", store_text);
+    ws_buf_puts(out, "]}");
+    return ok;
+}
+
+static int service_readyz(struct mg_connection *conn, void *ctx)
+{
+    ws_buf b;
+    ws_buf_init(&b, 256);
+    bool ok = ws_service_ready_json(ctx, &b);
+    int st = ws_http_reply(conn, ok ? 200 : 503, "application/json", b.data, b.len,
+                           ok ? NULL : "Retry-After: 1\r\n");
+    ws_buf_fini(&b);
+    return st;
+}
+
+void ws_service_route_basics(ws_http *h, ws_metrics *m, const ws_service_ready *r)
+{
+    /* Two generations of lib/http: the newer routes take an Allow list and
+     * the first route that matches wins; in the older one civetweb's
+     * handler table lets the last registration of a URI win. Either way
+     * this /readyz is the one that answers. */
+#ifdef WS_HTTP_MAX_HEADERS
+    ws_http_route(h, "/readyz$", "GET", service_readyz, (void *)r);
+    ws_http_route_basics(h, m);
+#else
+    ws_http_route_basics(h, m);
+    ws_http_route(h, "/readyz$", service_readyz, (void *)r);
+#endif
 }
 
 void ws_service_block_signals(sigset_t *stop)

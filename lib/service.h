@@ -5,8 +5,10 @@
  * shutdown bound) as one table of config options with the same names,
  * defaults and checks in every service; the steps after parsing (split the
  * broker address, set up logging); bus options built from those settings;
- * and the stop-signal handling (SIGTERM/SIGINT taken by main alone with
- * sigwait, SIGPIPE ignored).
+ * the stop-signal handling (SIGTERM/SIGINT taken by main alone with
+ * sigwait, SIGPIPE ignored); the database check before start
+ * (ws_service_check_store); and /readyz with the reason when not ready
+ * (ws_service_route_basics).
  *
  * Nothing here knows a domain word: a service passes its own defaults
  * (database file, RPC URL, client id, HTTP port) and help text.
@@ -22,6 +24,9 @@
 #include "bus.h"
 #include "config.h"
 #include "err.h"
+#include "http.h"
+#include "metrics.h"
+#include "store.h"
 
 /* The common settings; written by ws_config_parse through the options of
  * ws_service_options(). Strings are owned by the ws_config. */
@@ -45,6 +50,7 @@ typedef struct ws_service_cfg {
     int http_port;
     int log_level;
     int64_t shutdown_timeout_ms;
+    int64_t db_check_ms; /* budget of the quick_check at start; 0 = skip it */
 } ws_service_cfg;
 
 /* A service's own defaults and words for the common options. */
@@ -57,7 +63,7 @@ typedef struct ws_service_defaults {
 } ws_service_defaults;
 
 /* How many options ws_service_options() writes. */
-#define WS_SERVICE_N_OPTIONS 17
+#define WS_SERVICE_N_OPTIONS 18
 
 /* "OFF", "NORMAL", "FULL", "EXTRA", NULL: the choices of --db-synchronous. */
 extern const char *const ws_service_sync_names[];
@@ -88,8 +94,44 @@ ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id
 
 /* A readiness check for ws_http_set_ready: ctx is a ws_bus; ready while it
  * is connected with every subscription acknowledged, i.e. events published
- * now will reach this service. */
+ * now will reach this service, and holds no event for a retry. */
 bool ws_service_bus_ready(void *bus);
+
+/* Before anything else opens the database at cfg->db_path: check it with
+ * ws_store_check_path against want_version (the last migration) within the
+ * --db-check-timeout budget. WS_OK to go on, also when the budget ran out
+ * (logged store_check_incomplete). WS_ESTORE when the database is damaged
+ * (logged store_damaged path=... detail=...) or cannot be read
+ * (store_unreadable), also printed to stderr as "PROG: PATH: damaged
+ * database (DETAIL); refusing to start"; main then exits 1 instead of
+ * serving errors for part of its rows. */
+ws_err ws_service_check_store(const ws_service_cfg *cfg, const char *prog,
+                              int want_version);
+
+/* What /readyz of a backend looks at; it and what it points to must outlive
+ * the ws_http it is routed on. Any field may be NULL. */
+#define WS_SERVICE_READY_STORES 4
+typedef struct ws_service_ready {
+    ws_bus *bus; /* the consumer: connected, every subscription acknowledged,
+                    no event held for a retry (ws_bus_holding) */
+    ws_store *stores[WS_SERVICE_READY_STORES]; /* connections that retry their
+                    writes until they commit (the consumer's, the outbox
+                    relay's): not ready while one fails (ws_store_failing) */
+} ws_service_ready;
+
+/* Render the readiness of r as JSON into out: {"status":"ok"|"unavailable",
+ * "checks":[{"name":"bus","status":...},{"name":"events","status":...},
+ * {"name":"store","status":...}]}, each status "ok" or why not, e.g.
+ * "not connected", "holding 3 events for 12.5 s (first on
+ * public-front/order-send, 40 attempts, last error WS_EIO)", "commit failing:
+ * disk full". Returns true when ready. Any thread. */
+bool ws_service_ready_json(const ws_service_ready *r, ws_buf *out);
+
+/* Route /metrics (of m), /healthz and /readyz on h, /readyz answering 200
+ * or 503 (Retry-After: 1) with ws_service_ready_json's body. Replaces
+ * ws_http_route_basics + ws_http_set_ready for a backend. Call before
+ * ws_http_serve. */
+void ws_service_route_basics(ws_http *h, ws_metrics *m, const ws_service_ready *r);
 
 /* Block SIGTERM and SIGINT in the calling thread (call before starting any
  * thread, so every thread inherits the mask) and ignore SIGPIPE; *stop is

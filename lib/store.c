@@ -7,6 +7,13 @@
  * helper services use, so two processes opening one file at once serialise
  * on the write lock and the second sees the first one's version. Prepared
  * statements are cached in a small chained hash table keyed by their text.
+ *
+ * Fault memory: every path that ends a write transaction (BEGIN, the body,
+ * COMMIT, a group's savepoints and its COMMIT) notes the SQLite code of a
+ * failure that is the database's or its file's (store_fault_note), and a
+ * COMMIT that succeeds clears it (store_fault_clear). The code lives in an
+ * atomic, so /readyz can read it from any thread; each change of state is
+ * logged once and moves the gauge webshop_store_commit_failing.
  */
 #include "store.h"
 
@@ -19,8 +26,11 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define STORE_DEFAULT_BUSY_MS 5000
+#define STORE_DEFAULT_WAL_PAGES     256
+#define STORE_DEFAULT_JOURNAL_LIMIT (1024 * 1024)
 #define STORE_DEFAULT_RETRIES 10
 #define STORE_BACKOFF_MIN_US  100
 #define STORE_BACKOFF_MAX_US  20000
@@ -62,6 +72,8 @@ struct ws_store {
     int in_txn;                     /* inside ws_store_txn's fn */
     unsigned seed;                  /* backoff jitter (rand_r) */
     atomic_ulong busy_retries;      /* read from any thread */
+    atomic_int fault_rc;            /* SQLite code of the last failed write, 0 none */
+    atomic_llong fault_since_ms;    /* CLOCK_MONOTONIC ms when fault_rc was set */
     store_entry **buckets;          /* owned; nbuckets is a power of two */
     size_t nbuckets;
     size_t nentries;
@@ -85,9 +97,143 @@ ws_err ws_err_from_sqlite(int rc)
         return WS_EEXIST;
     case SQLITE_TOOBIG:
         return WS_ETOOBIG;
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+        return WS_EIO;
     default:
         return WS_ESTORE;
     }
+}
+
+/* ---- fault memory ------------------------------------------------------- */
+
+static int64_t store_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The short reason /readyz shows for an SQLite code. */
+static const char *store_fault_text(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        return "disk full";
+    case SQLITE_READONLY:
+        return "database is read-only";
+    case SQLITE_IOERR:
+        return "disk I/O error";
+    case SQLITE_CANTOPEN:
+        return "cannot open the database file";
+    case SQLITE_PERM:
+        return "permission denied";
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return "database damaged";
+    case SQLITE_NOMEM:
+        return "out of memory";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return "database locked";
+    case SQLITE_ABORT:
+        return "transaction rolled back by the database";
+    default:
+        return sqlite3_errstr(rc);
+    }
+}
+
+/* The gauge is looked up at each change of state (rare), not kept: a test
+ * may free the default registry while a store is open. */
+static void store_fault_gauge(double delta)
+{
+    ws_gauge_add(ws_gauge_get(ws_metrics_default(), "webshop_store_commit_failing",
+                              "Database connections whose last write failed", NULL),
+                 delta);
+}
+
+/* True for the codes that say the database or its file cannot take a
+ * write now; not for a constraint, bad SQL or misuse (the program's). */
+static bool store_rc_is_fault(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_NOMEM:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOLFS:
+    case SQLITE_ABORT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A write failed with rc: remember it when it is the database's fault. */
+static void store_fault_note(ws_store *s, int rc)
+{
+    if (!store_rc_is_fault(rc)) {
+        return;
+    }
+    int old = atomic_exchange(&s->fault_rc, rc);
+    if (old == 0) {
+        atomic_store(&s->fault_since_ms, store_mono_ms());
+        store_fault_gauge(1);
+        ws_log_warn("store_commit_failing", "path=%s rc=%d reason=%s", s->path, rc,
+                    store_fault_text(rc));
+    }
+}
+
+/* fn failed with err: note the connection's last code when err says the
+ * store failed (a domain error leaves the code undefined). */
+static void store_fault_note_err(ws_store *s, ws_err err)
+{
+    if (err == WS_ESTORE || err == WS_EIO || err == WS_ENOMEM) {
+        store_fault_note(s, sqlite3_extended_errcode(s->db));
+    }
+}
+
+static void store_fault_clear(ws_store *s)
+{
+    if (atomic_load_explicit(&s->fault_rc, memory_order_relaxed) == 0) {
+        return;
+    }
+    int old = atomic_exchange(&s->fault_rc, 0);
+    if (old != 0) {
+        store_fault_gauge(-1);
+        ws_log_info("store_commit_recovered", "path=%s failed_ms=%lld", s->path,
+                    (long long)(store_mono_ms() - atomic_load(&s->fault_since_ms)));
+    }
+}
+
+bool ws_store_failing(const ws_store *s, char *why, size_t cap)
+{
+    if (s == NULL) {
+        return false;
+    }
+    int rc = atomic_load(&((ws_store *)s)->fault_rc);
+    if (rc == 0) {
+        return false;
+    }
+    if (why != NULL && cap > 0) {
+        snprintf(why, cap, "%s", store_fault_text(rc));
+    }
+    return true;
+}
+
+const char *ws_store_path(const ws_store *s)
+{
+    return s != NULL ? s->path : NULL;
 }
 
 static int store_rc_is_busy(int rc)
@@ -383,6 +529,7 @@ static ws_err store_txn_in_group(ws_store *s, ws_store_txn_fn fn, void *ctx)
     if (rc != SQLITE_OK) {
         ws_log_error("store_savepoint_failed", "path=%s rc=%d msg=%s", s->path, rc,
                      sqlite3_errmsg(s->db));
+        store_fault_note(s, sqlite3_extended_errcode(s->db));
         return ws_err_from_sqlite(rc) == WS_OK ? WS_ESTORE : ws_err_from_sqlite(rc);
     }
     s->in_txn = 1;
@@ -390,6 +537,7 @@ static ws_err store_txn_in_group(ws_store *s, ws_store_txn_fn fn, void *ctx)
     s->in_txn = 0;
     store_cache_reset_busy(s);
     if (err != WS_OK) {
+        store_fault_note_err(s, err);
         if (!sqlite3_get_autocommit(s->db)) {
             rc = store_ctl_run(s, STORE_ROLLBACK_TO);
             if (rc == SQLITE_OK) {
@@ -406,6 +554,7 @@ static ws_err store_txn_in_group(ws_store *s, ws_store_txn_fn fn, void *ctx)
     if (rc != SQLITE_OK) {
         ws_log_error("store_release_failed", "path=%s rc=%d msg=%s", s->path, rc,
                      sqlite3_errmsg(s->db));
+        store_fault_note(s, sqlite3_extended_errcode(s->db));
         return ws_err_from_sqlite(rc) == WS_OK ? WS_ESTORE : ws_err_from_sqlite(rc);
     }
     return WS_OK;
@@ -422,11 +571,13 @@ static ws_err store_begin_retry(ws_store *s)
         if (!store_rc_is_busy(rc)) {
             ws_log_error("store_begin_failed", "path=%s rc=%d msg=%s", s->path, rc,
                          sqlite3_errmsg(s->db));
+            store_fault_note(s, sqlite3_extended_errcode(s->db));
             return ws_err_from_sqlite(rc);
         }
         if (attempt >= s->retries) {
             ws_log_error("store_txn_busy", "path=%s attempts=%d at=%s", s->path,
                          attempt + 1, "begin");
+            store_fault_note(s, SQLITE_BUSY);
             return WS_EBUSY;
         }
         atomic_fetch_add_explicit(&s->busy_retries, 1, memory_order_relaxed);
@@ -459,15 +610,19 @@ ws_err ws_store_group_end(ws_store *s)
     if (sqlite3_get_autocommit(s->db)) {
         /* An error inside (IOERR, FULL, NOMEM) rolled everything back. */
         ws_log_error("store_group_lost", "path=%s", s->path);
+        store_fault_note(s, atomic_load(&s->fault_rc) != 0 ? atomic_load(&s->fault_rc)
+                                                           : SQLITE_ABORT);
         return WS_ESTORE;
     }
     store_cache_reset_busy(s);
     int rc = store_ctl_run(s, STORE_COMMIT);
     if (rc == SQLITE_OK) {
+        store_fault_clear(s);
         return WS_OK;
     }
     ws_log_error("store_group_commit_failed", "path=%s rc=%d msg=%s", s->path, rc,
                  sqlite3_errmsg(s->db));
+    store_fault_note(s, rc);
     store_txn_rollback(s);
     ws_err err = ws_err_from_sqlite(rc);
     return err == WS_OK ? WS_ESTORE : err;
@@ -496,6 +651,7 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
             if (!store_rc_is_busy(rc)) {
                 ws_log_error("store_begin_failed", "path=%s rc=%d msg=%s", s->path, rc,
                              sqlite3_errmsg(s->db));
+                store_fault_note(s, rc);
                 return ws_err_from_sqlite(rc);
             }
             where = "begin";
@@ -504,6 +660,7 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
             ws_err err = fn(s, ctx);
             s->in_txn = 0;
             if (err != WS_OK) {
+                store_fault_note_err(s, err);
                 store_txn_rollback(s);
                 if (err != WS_EBUSY) {
                     return err;
@@ -513,12 +670,14 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
                 store_cache_reset_busy(s);
                 rc = store_ctl_run(s, STORE_COMMIT);
                 if (rc == SQLITE_OK) {
+                    store_fault_clear(s);
                     return WS_OK;
                 }
                 store_txn_rollback(s);
                 if (!store_rc_is_busy(rc)) {
                     ws_log_error("store_commit_failed", "path=%s rc=%d msg=%s", s->path,
-                                 rc, sqlite3_errmsg(s->db));
+                                 rc, sqlite3_errstr(rc));
+                    store_fault_note(s, rc);
                     return ws_err_from_sqlite(rc);
                 }
                 where = "commit";
@@ -527,6 +686,7 @@ ws_err ws_store_txn(ws_store *s, ws_store_txn_fn fn, void *ctx)
         if (attempt >= s->retries) {
             ws_log_error("store_txn_busy", "path=%s attempts=%d at=%s", s->path,
                          attempt + 1, where);
+            store_fault_note(s, SQLITE_BUSY);
             return WS_EBUSY;
         }
         atomic_fetch_add_explicit(&s->busy_retries, 1, memory_order_relaxed);
@@ -644,8 +804,39 @@ static ws_err store_migrate(ws_store *s, const ws_migration *m, size_t n, int re
 }
 
 /* Set and read back the connection pragmas. */
-static ws_err store_configure(ws_store *s, int sync, int readonly)
+/* Keep the WAL small: checkpoint every wal_pages pages, and cut the WAL
+ * file back to limit bytes whenever a checkpoint resets it (without a
+ * limit SQLite reuses the file at its largest size, ~4 MB by default). */
+static ws_err store_wal_limits(ws_store *s, const ws_store_opts *o)
 {
+    int pages = o->wal_autocheckpoint == 0  ? STORE_DEFAULT_WAL_PAGES
+                : o->wal_autocheckpoint < 0 ? 0
+                                            : o->wal_autocheckpoint;
+    int64_t limit = o->journal_size_limit == 0  ? STORE_DEFAULT_JOURNAL_LIMIT
+                    : o->journal_size_limit < 0 ? -1
+                                                : o->journal_size_limit;
+    if (sqlite3_wal_autocheckpoint(s->db, pages) != SQLITE_OK) {
+        return WS_ESTORE;
+    }
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld", (long long)limit);
+    int64_t got = 0;
+    char text[32];
+    if (store_query_one(s, sql, text, sizeof(text), NULL) != SQLITE_OK) {
+        return WS_ESTORE;
+    }
+    got = strtoll(text, NULL, 10);
+    if (got != limit) {
+        ws_log_error("store_journal_limit_refused", "path=%s want=%lld got=%lld", s->path,
+                     (long long)limit, (long long)got);
+        return WS_ESTORE;
+    }
+    return WS_OK;
+}
+
+static ws_err store_configure(ws_store *s, int sync, const ws_store_opts *o)
+{
+    int readonly = o->readonly;
     char text[32];
     int v = -1;
     const char *file = sqlite3_db_filename(s->db, "main");
@@ -672,6 +863,9 @@ static ws_err store_configure(ws_store *s, int sync, int readonly)
         }
         if (strcasecmp(text, "wal") != 0) {
             ws_log_error("store_wal_refused", "path=%s journal_mode=%s", s->path, text);
+            return WS_ESTORE;
+        }
+        if (store_wal_limits(s, o) != WS_OK) {
             return WS_ESTORE;
         }
     }
@@ -747,7 +941,8 @@ ws_err ws_store_open(const ws_store_opts *opts, const ws_migration *migrations, 
         sqlite3_busy_timeout(s->db, 0);
     }
 
-    err = store_configure(s, sync, opts->readonly);
+    store_fault_gauge(0); /* the gauge shows 0 from the first open on */
+    err = store_configure(s, sync, opts);
     if (err != WS_OK) {
         goto fail;
     }
@@ -768,6 +963,9 @@ void ws_store_close(ws_store *s)
     if (s == NULL) {
         return;
     }
+    if (atomic_load(&s->fault_rc) != 0) {
+        store_fault_gauge(-1); /* this connection no longer counts */
+    }
     store_cache_free(s);
     if (s->db != NULL) {
         int rc = sqlite3_close(s->db);
@@ -781,4 +979,182 @@ void ws_store_close(ws_store *s)
     }
     free(s->path);
     free(s);
+}
+
+/* ---- checks at start and checkpoints ------------------------------------ */
+
+typedef struct store_check_clock {
+    int64_t deadline_ms;
+    int expired;
+} store_check_clock;
+
+/* Progress handler of the quick_check: interrupt it past its budget. */
+static int store_check_progress(void *arg)
+{
+    store_check_clock *c = arg;
+    if (store_mono_ms() > c->deadline_ms) {
+        c->expired = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Append text to detail as one line: newlines become "; ". */
+static void store_detail_append(char *detail, size_t cap, const char *text)
+{
+    if (detail == NULL || cap == 0) {
+        return;
+    }
+    size_t n = strlen(detail);
+    if (n > 0 && n + 2 < cap) {
+        detail[n++] = ';';
+        detail[n++] = ' ';
+    }
+    for (const char *p = text; *p != '\0' && n + 1 < cap; p++) {
+        if (*p == '\n' || *p == '\r') {
+            if (n + 2 < cap) {
+                detail[n++] = ';';
+                detail[n++] = ' ';
+            }
+        } else {
+            detail[n++] = *p == '"' ? '\'' : *p;
+        }
+    }
+    detail[n] = '\0';
+}
+
+/* The schema version must be one this program knows, and a version 0 file
+ * must be empty. */
+static ws_err store_check_version(ws_store *s, int want, char *detail, size_t cap)
+{
+    int v = -1;
+    char text[96];
+    if (store_query_one(s, "PRAGMA user_version", NULL, 0, &v) != SQLITE_OK) {
+        store_detail_append(detail, cap, sqlite3_errmsg(s->db));
+        return WS_ESTORE;
+    }
+    if (want >= 0 && v > want) {
+        snprintf(text, sizeof(text), "schema version %d is newer than this program's %d",
+                 v, want);
+        store_detail_append(detail, cap, text);
+        return WS_ESTORE;
+    }
+    int tables = 0;
+    if (store_query_one(s,
+                        "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+                        " AND name NOT LIKE 'sqlite_%'",
+                        NULL, 0, &tables) != SQLITE_OK) {
+        store_detail_append(detail, cap, sqlite3_errmsg(s->db));
+        return WS_ESTORE;
+    }
+    if (v == 0 && tables > 0) {
+        snprintf(text, sizeof(text), "schema version 0 but %d tables", tables);
+        store_detail_append(detail, cap, text);
+        return WS_ESTORE;
+    }
+    return WS_OK;
+}
+
+/* PRAGMA quick_check within budget_ms; the first few problems in detail. */
+static ws_err store_quick_check(ws_store *s, uint32_t budget_ms, char *detail, size_t cap)
+{
+    store_check_clock clock = {.deadline_ms = store_mono_ms() + budget_ms};
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(8)", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        store_detail_append(detail, cap, sqlite3_errmsg(s->db));
+        return WS_ESTORE;
+    }
+    sqlite3_progress_handler(s->db, 1000, store_check_progress, &clock);
+    ws_err err = WS_OK;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *row = (const char *)sqlite3_column_text(st, 0);
+        if (row != NULL && strcmp(row, "ok") != 0) {
+            store_detail_append(detail, cap, row);
+            err = WS_ESTORE;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        if (clock.expired) {
+            char text[96];
+            snprintf(text, sizeof(text), "quick_check did not finish within %u ms",
+                     budget_ms);
+            store_detail_append(detail, cap, text);
+            err = err == WS_OK ? WS_ETIMEDOUT : err;
+        } else {
+            store_detail_append(detail, cap, sqlite3_errmsg(s->db));
+            err = WS_ESTORE;
+        }
+    }
+    sqlite3_progress_handler(s->db, 0, NULL, NULL);
+    sqlite3_finalize(st);
+    return err;
+}
+
+ws_err ws_store_check(ws_store *s, int want_version, uint32_t budget_ms, char *detail,
+                      size_t cap)
+{
+    if (s == NULL) {
+        return WS_EINVAL;
+    }
+    if (detail != NULL && cap > 0) {
+        detail[0] = '\0';
+    }
+    ws_err err = store_check_version(s, want_version, detail, cap);
+    if (err == WS_OK && budget_ms > 0) {
+        err = store_quick_check(s, budget_ms, detail, cap);
+    }
+    return err;
+}
+
+ws_err ws_store_checkpoint(ws_store *s, bool truncate)
+{
+    if (s == NULL) {
+        return WS_EINVAL;
+    }
+    const char *file = sqlite3_db_filename(s->db, "main");
+    if (file == NULL || file[0] == '\0') {
+        return WS_OK;
+    }
+    int frames = -1, done = -1;
+    int rc = sqlite3_wal_checkpoint_v2(
+        s->db, "main", truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE,
+        &frames, &done);
+    ws_err err = ws_err_from_sqlite(rc);
+    if (err == WS_OK && truncate && frames > 0 && done < frames) {
+        err = WS_EBUSY;
+    }
+    ws_log(err == WS_OK ? WS_LOG_INFO : WS_LOG_WARN, "store_checkpoint",
+           "path=%s mode=%s wal_frames=%d checkpointed=%d result=%s", s->path,
+           truncate ? "truncate" : "passive", frames, done, ws_errname(err));
+    return err;
+}
+
+ws_err ws_store_check_path(const char *path, int want_version, uint32_t budget_ms,
+                           char *detail, size_t cap)
+{
+    if (path == NULL) {
+        return WS_EINVAL;
+    }
+    if (detail != NULL && cap > 0) {
+        detail[0] = '\0';
+    }
+    /* A bare connection: no pragma is set, no migration runs, nothing is
+     * written to a file that may be damaged. */
+    ws_store s = {.path = (char *)path};
+    int rc = sqlite3_open_v2(
+        path, &s.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+        NULL);
+    ws_err err;
+    if (rc != SQLITE_OK) {
+        store_detail_append(detail, cap,
+                            s.db != NULL ? sqlite3_errmsg(s.db) : sqlite3_errstr(rc));
+        err = ws_err_from_sqlite(rc) == WS_EIO ? WS_EIO : WS_ESTORE;
+    } else {
+        sqlite3_extended_result_codes(s.db, 1);
+        sqlite3_busy_timeout(s.db, STORE_DEFAULT_BUSY_MS);
+        err = ws_store_check(&s, want_version, budget_ms, detail, cap);
+    }
+    sqlite3_close(s.db);
+    return err;
 }

@@ -3,7 +3,10 @@
  * hands a decoded message of the subscribed type), applies the event, and
  * writes one log line: order_event with what changed, order_event_invalid
  * for a message that fails validation (dropped), or order_event_failed for
- * a store error (the event is lost here; recovery heals it).
+ * a store error. A store error is returned to the bus, whose retry policy
+ * (ws_bus_set_retry) keeps the event and stops consuming until a retry
+ * commits: a full disk or a read-only file loses no event. The failure is
+ * logged on the first attempt only; the bus logs the hold.
  *
  * Group commit: the bus opens a group around what arrived back to back
  * (ws_bus_set_batch); each event's transaction is a savepoint of one store
@@ -112,9 +115,11 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
         return err;
     }
     if (err != WS_OK) {
-        ws_counter_inc(sub->failed);
-        ws_log_error("order_event_failed", "topic=%s order_id=%s err=%s", info->topic, id,
-                     ws_errname(err));
+        if (info->attempt == 0) {
+            ws_counter_inc(sub->failed);
+            ws_log_error("order_event_failed", "topic=%s order_id=%s err=%s held=%d",
+                         info->topic, id, ws_errname(err), ws_bus_err_transient(err));
+        }
         return err;
     }
     bool changed = eff.created || eff.items_filled || eff.revealed ||
@@ -192,7 +197,11 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
         &webshop__v1__in_stock__descriptor, &webshop__v1__out_of_stock__descriptor};
     ws_bus_batch batch = {
         .begin = consumer_group_begin, .end = consumer_group_end, .ctx = c};
+    ws_bus_retry retry = {.retryable = ws_bus_err_transient};
     ws_err err = ws_bus_set_batch(bus, &batch);
+    if (err == WS_OK) {
+        err = ws_bus_set_retry(bus, &retry);
+    }
     if (err != WS_OK) {
         return err;
     }
@@ -204,6 +213,11 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
         }
     }
     return WS_OK;
+}
+
+ws_store *order_consumer_store(order_consumer *c)
+{
+    return c != NULL ? c->opts.store : NULL;
 }
 
 void order_consumer_close(order_consumer *c)

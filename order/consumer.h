@@ -7,8 +7,11 @@
  * telling the outbox relay when rows were queued.
  *
  * Handlers run on the bus network thread; libmosquitto has acknowledged the
- * message before they run, so each commits before it returns and a lost
- * message is healed by the recovery loops, not by redelivery.
+ * message before they run, so each commits before it returns. A handler that
+ * cannot commit returns the store's error and the bus keeps the event and
+ * retries it, reading nothing more from the broker meanwhile
+ * (ws_bus_set_retry); an invalid event is dropped. What is lost anyway (a
+ * crash, or a stop while an event is held) is healed by the recovery loops.
  */
 #ifndef ORDER_CONSUMER_H
 #define ORDER_CONSUMER_H
@@ -33,8 +36,13 @@ typedef struct order_consumer_opts {
 ws_err order_consumer_open(const order_consumer_opts *opts,
                            order_consumer **out /* OUT */);
 
-/* Subscribe the four topics on bus (before or after ws_bus_start). */
+/* Subscribe the four topics on bus, with group commit and the retry policy
+ * (ws_bus_set_batch, ws_bus_set_retry: both before ws_bus_start). */
 ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus);
+
+/* The consumer's connection (still owned by the consumer), for what may
+ * look at it from other threads: ws_store_failing for /readyz. */
+ws_store *order_consumer_store(order_consumer *c);
 
 /* Close the store and free; c may be NULL. Close the bus first (no handler
  * may be running). */

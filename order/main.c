@@ -6,11 +6,27 @@
  * reservations.c), the Orders RPC server (api.c) and /metrics and /healthz
  * over HTTP. No business logic lives here.
  *
+ * Start: the database is checked first (ws_service_check_store: schema
+ * version and PRAGMA quick_check within --db-check-timeout); a damaged one
+ * is refused with store_damaged and exit 1.
+ *
+ * /readyz: 503 with the reason while the consumer is not connected, holds
+ * an event it cannot commit (the bus retries it and reads nothing more), or
+ * the consumer's or the relay's connection cannot commit (disk full,
+ * read-only file, ...); it recovers by itself when the fault clears.
+ *
  * Shutdown on SIGTERM or SIGINT: stop taking RPC work and recovery passes
  * (in-flight calls and the pass in progress finish), flush the outbox
  * within --shutdown-timeout, then close the relay, the bus and the rest,
- * and exit 0. Events that arrive during the flush are still applied; what
- * they queue after it stays in the outbox for the next start.
+ * truncate the WAL (no large WAL is left behind), and exit 0. Events that
+ * arrive during the flush are still applied; what they queue after it stays
+ * in the outbox for the next start. Events held for a retry when the stop
+ * comes are logged (bus_closed_holding) and lost here (the broker has their
+ * PUBACK): a lost OrderSent is healed by the inventory's outcome when that
+ * still waits at the broker (it creates the row; the outcome check fills in
+ * the items), a lost outcome by the re-send of a PENDING order, and an order
+ * of which this service got nothing by the client's re-POST with its
+ * Idempotency-Key after the 202 (tests/e2e/test_faults.py).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -146,6 +162,14 @@ int main(int argc, char **argv)
         return exit_code;
     }
     const char *db_sync = ws_service_sync_names[cfg.svc.db_sync];
+    size_t n_mig = 0;
+    (void)order_schema_migrations(&n_mig);
+    if (ws_service_check_store(&cfg.svc, "webshop-order", (int)n_mig) != WS_OK) {
+        ws_log_info("stopped", "exit=%d", 1);
+        ws_config_free(conf);
+        ws_metrics_free(ws_metrics_default());
+        return 1;
+    }
 
     /* Outcome progress: written by the consumer, read by recovery. */
     orders_progress progress = {0};
@@ -169,6 +193,7 @@ int main(int argc, char **argv)
     ws_http *http = NULL;
     order_reservations reservations = {.deadline_ms =
                                            (uint32_t)cfg.inventory_deadline_ms};
+    ws_service_ready ready = {0}; /* what /readyz looks at; outlives http */
 
     /* The first open applies the migrations; the others find them done. */
     if ((err = order_schema_open(cfg.svc.db_path, db_sync, &consumer_store)) !=
@@ -189,6 +214,8 @@ int main(int argc, char **argv)
         goto done;
     }
     consumer_store = NULL;
+    ready.stores[0] = order_consumer_store(consumer);
+    ready.stores[1] = relay_store;
 
     what = "bus";
     ws_bus_opts bo = ws_service_bus_opts(&cfg.svc, cfg.svc.client_id, false);
@@ -262,8 +289,8 @@ int main(int argc, char **argv)
     if ((err = ws_http_open(&ho, &http)) != WS_OK) {
         goto done;
     }
-    ws_http_route_basics(http, metrics);
-    ws_http_set_ready(http, ws_service_bus_ready, bus);
+    ready.bus = bus;
+    ws_service_route_basics(http, metrics, &ready);
     ws_http_serve(http);
 
     ws_log_info(
@@ -275,7 +302,10 @@ int main(int argc, char **argv)
         (long long)cfg.resend_after_ms, (long long)cfg.tombstone_ttl_ms);
 
     int sig = ws_service_wait(&stop);
-    ws_log_info("stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    ws_bus_hold hold = {0};
+    ws_log_info("stopping", "signal=%s held_events=%zu",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                ws_bus_holding(bus, &hold) ? hold.held : (size_t)0);
 
     /* Stop taking work: RPC first (in-flight calls finish), then recovery. */
     ws_rpc_server_close(server);
@@ -302,6 +332,10 @@ done:
     pthread_mutex_unlock(&kicker.mu);
     ws_outbox_relay_close(relay);
     ws_bus_close(bus);
+    if (rc == 0) {
+        /* Every writer but this one is closed and the readers are idle. */
+        (void)ws_store_checkpoint(order_consumer_store(consumer), true);
+    }
     order_consumer_close(consumer);
     ws_rpc_client_close(inventory);
     order_api_close(api);

@@ -446,3 +446,66 @@ Test(outbox_relay, rows_queued_while_broker_is_down_go_out_when_it_returns)
     pthread_mutex_destroy(&got.mu);
     ws_metrics_free(m);
 }
+
+static uint64_t relay_counter(ws_metrics *m, const char *name)
+{
+    return ws_counter_value(ws_counter_get(m, name, "", NULL));
+}
+
+typedef struct fails_at_least {
+    ws_metrics *m;
+    uint64_t n;
+} fails_at_least;
+
+static bool delete_failures_reached(void *ctx)
+{
+    fails_at_least *f = ctx;
+    return relay_counter(f->m, "webshop_outbox_delete_failures_total") >= f->n;
+}
+
+/* A delete that keeps failing (here a trigger refuses it; in production a
+ * full disk) is retried with backoff, 50 ms doubling, not in a loop, and
+ * the rows go once the fault clears. */
+Test(outbox_relay, a_delete_that_keeps_failing_backs_off_and_heals)
+{
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new("outbox-test-pub", m);
+    received got;
+    ws_bus *sub = subscriber_new(&got, pub, m);
+    ws_store *s = test_store_open();
+    cr_assert_eq(ws_store_exec(s, "CREATE TRIGGER outbox_keep BEFORE DELETE ON outbox"
+                                  " BEGIN SELECT RAISE(ABORT, 'kept'); END"),
+                 WS_OK);
+    ws_outbox_relay *relay = relay_new(pub, m);
+    put_rows(s, 0, 20);
+    ws_outbox_relay_kick(relay);
+    wait_n w = {&got, 20};
+    cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
+
+    fails_at_least one = {m, 1}, five = {m, 5};
+    cr_assert(harness_wait_until(delete_failures_reached, &one, WAIT_MS));
+    long long t1 = harness_now_ms();
+    cr_assert(harness_wait_until(delete_failures_reached, &five, WAIT_MS));
+    long long t5 = harness_now_ms();
+    /* Tries 2..5 come after 50 + 100 + 200 + 400 ms; a loop would have
+     * made them within a few tens of milliseconds. */
+    cr_expect_geq(t5 - t1, 600, "4 retries in %lld ms: no backoff", t5 - t1);
+    ws_gauge *failing = ws_gauge_get(m, "webshop_outbox_store_failing", "", NULL);
+    cr_expect_eq(ws_gauge_value(failing), 1);
+    cr_expect_eq(ws_outbox_relay_flush(relay, 200), WS_ETIMEDOUT, "flush with rows kept");
+    int64_t n = 0;
+    cr_assert_eq(ws_outbox_count(s, &n), WS_OK);
+    cr_expect_eq(n, 20);
+
+    cr_assert_eq(ws_store_exec(s, "DROP TRIGGER outbox_keep"), WS_OK);
+    cr_assert(harness_wait_until(table_empty, s, WAIT_MS));
+    cr_expect_eq(ws_gauge_value(failing), 0);
+    cr_expect_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
+
+    ws_outbox_relay_close(relay);
+    ws_bus_close(sub);
+    ws_bus_close(pub);
+    ws_store_close(s);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(m);
+}

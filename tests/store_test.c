@@ -2,8 +2,10 @@
  * ws_store on real SQLite files in a fresh temp directory per test:
  * migrations (once, upgrade, failure rollback, too-new refusal, list
  * validation), the statement cache, the transaction helper (rollback,
- * bounded busy retry, two writers on one file), and the connection pragmas
- * read back from SQLite.
+ * bounded busy retry, two writers on one file), the connection pragmas
+ * read back from SQLite, the fault memory behind /readyz, the check at
+ * start (truncated file, unknown schema version, budget) and the WAL's
+ * size.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -15,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "store.h"
 
 static char test_dir[256];
@@ -565,7 +568,11 @@ Test(store, sqlite_codes_translate)
     cr_assert_eq(ws_err_from_sqlite(SQLITE_CONSTRAINT_FOREIGNKEY), WS_EEXIST);
     cr_assert_eq(ws_err_from_sqlite(SQLITE_TOOBIG), WS_ETOOBIG);
     cr_assert_eq(ws_err_from_sqlite(SQLITE_CORRUPT), WS_ESTORE);
-    cr_assert_eq(ws_err_from_sqlite(SQLITE_IOERR_FSYNC), WS_ESTORE);
+    cr_assert_eq(ws_err_from_sqlite(SQLITE_IOERR_FSYNC), WS_EIO);
+    cr_assert_eq(ws_err_from_sqlite(SQLITE_FULL), WS_EIO);
+    cr_assert_eq(ws_err_from_sqlite(SQLITE_READONLY_DBMOVED), WS_EIO);
+    cr_assert_eq(ws_err_from_sqlite(SQLITE_CANTOPEN), WS_EIO);
+    cr_assert_eq(ws_err_from_sqlite(SQLITE_NOTADB), WS_ESTORE);
 }
 
 static ws_err insert_value(ws_store *s, void *arg)
@@ -576,6 +583,18 @@ static ws_err insert_value(ws_store *s, void *arg)
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? WS_OK : WS_ESTORE;
+}
+
+/* Insert *arg and return what the statement gave (the test expects an
+ * error). */
+static ws_err insert_value_expect_err(ws_store *s, void *arg)
+{
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(ws_store_stmt(s, "INSERT INTO t VALUES (?)", &st), WS_OK);
+    sqlite3_bind_int(st, 1, *(const int *)arg);
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return ws_err_from_sqlite(rc);
 }
 
 static ws_err insert_value_then_fail(ws_store *s, void *arg)
@@ -614,5 +633,175 @@ Test(store, group_begin_inside_a_txn_is_refused)
     cr_assert_eq(ws_store_exec(s, "BEGIN"), WS_OK);
     cr_assert_eq(ws_store_group_begin(s), WS_EINVAL);
     cr_assert_eq(ws_store_exec(s, "ROLLBACK"), WS_OK);
+    ws_store_close(s);
+}
+
+/* ---- faults, checks at start, the WAL ----------------------------------- */
+
+static double failing_gauge(void)
+{
+    return ws_gauge_value(
+        ws_gauge_get(ws_metrics_default(), "webshop_store_commit_failing", "", NULL));
+}
+
+/* A write the database refuses (query_only stands in for a read-only file:
+ * both give SQLITE_READONLY) marks the connection failing, with the reason,
+ * until a transaction commits again; constraint errors do not. */
+Test(store, a_refused_write_marks_the_store_failing_until_a_commit)
+{
+    ws_store *s = open_db(migs, 1);
+    char why[64] = "";
+    double g0 = failing_gauge();
+    cr_assert_not(ws_store_failing(s, why, sizeof(why)));
+    cr_assert_eq(ws_store_exec(s, "PRAGMA query_only = 1"), WS_OK);
+    int one = 1;
+    cr_assert_eq(ws_store_txn(s, insert_value_expect_err, &one), WS_EIO);
+    cr_assert(ws_store_failing(s, why, sizeof(why)));
+    cr_expect_str_eq(why, "database is read-only");
+    cr_expect_eq(failing_gauge(), g0 + 1);
+    /* In a group too: the group cannot commit what it holds. */
+    cr_assert_eq(ws_store_exec(s, "PRAGMA query_only = 0"), WS_OK);
+    cr_assert_eq(ws_store_txn(s, insert_value, &one), WS_OK);
+    cr_expect_not(ws_store_failing(s, NULL, 0));
+    cr_expect_eq(failing_gauge(), g0);
+    /* A constraint is the program's business, not a fault of the store. */
+    cr_assert_eq(ws_store_exec(s, "CREATE UNIQUE INDEX tx ON t(x)"), WS_OK);
+    cr_assert_eq(ws_store_txn(s, insert_value_expect_err, &one), WS_EEXIST);
+    cr_expect_not(ws_store_failing(s, NULL, 0));
+    /* A failing connection that closes no longer counts. */
+    cr_assert_eq(ws_store_exec(s, "PRAGMA query_only = 1"), WS_OK);
+    int two = 2;
+    cr_assert_eq(ws_store_txn(s, insert_value_expect_err, &two), WS_EIO);
+    cr_expect_eq(failing_gauge(), g0 + 1);
+    ws_store_close(s);
+    cr_expect_eq(failing_gauge(), g0);
+    cr_expect_not(ws_store_failing(NULL, NULL, 0));
+}
+
+Test(store, a_group_that_cannot_commit_marks_the_store_failing)
+{
+    ws_store *s = open_db(migs, 1);
+    cr_assert_eq(ws_store_group_begin(s), WS_OK);
+    cr_assert_eq(ws_store_exec(s, "PRAGMA query_only = 1"), WS_OK);
+    int one = 1;
+    cr_assert_eq(ws_store_txn(s, insert_value_expect_err, &one), WS_EIO);
+    cr_assert_eq(ws_store_group_end(s), WS_OK, "an empty group commits");
+    /* ...and that commit cleared the fault: the next write shows it again. */
+    cr_assert_eq(ws_store_txn(s, insert_value_expect_err, &one), WS_EIO);
+    char why[64];
+    cr_assert(ws_store_failing(s, why, sizeof(why)));
+    cr_expect_str_eq(why, "database is read-only");
+    ws_store_close(s);
+}
+
+/* A file of n rows of about 1 KiB, closed cleanly (no WAL left). */
+static void fill_rows(int n)
+{
+    ws_store *s = open_db(migs, 1);
+    cr_assert_eq(ws_store_exec(s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)"),
+                 WS_OK);
+    char sql[256];
+    snprintf(
+        sql, sizeof(sql),
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < %d)"
+        " INSERT INTO big(b) SELECT randomblob(1000) FROM c",
+        n);
+    cr_assert_eq(ws_store_exec(s, sql), WS_OK);
+    ws_store_close(s);
+}
+
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return -1;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+Test(store, check_passes_a_sound_database_and_a_missing_one)
+{
+    char detail[256];
+    cr_assert_eq(ws_store_check_path(test_db, 1, 1000, detail, sizeof(detail)), WS_OK,
+                 "a fresh file: %s", detail);
+    fill_rows(2000);
+    cr_assert_eq(ws_store_check_path(test_db, 1, 10000, detail, sizeof(detail)), WS_OK,
+                 "%s", detail);
+    cr_expect_str_eq(detail, "");
+}
+
+/* The experiment of issue 13: half the file cut off after a clean stop. */
+Test(store, check_refuses_a_database_truncated_to_half)
+{
+    fill_rows(2000);
+    long n = file_size(test_db);
+    cr_assert_gt(n, 1000000);
+    cr_assert_eq(truncate(test_db, n / 2), 0);
+    char detail[256];
+    cr_assert_eq(ws_store_check_path(test_db, 1, 10000, detail, sizeof(detail)),
+                 WS_ESTORE);
+    cr_expect_neq(detail[0], '\0', "no detail given");
+    cr_expect_null(strchr(detail, '\n'), "detail is one line");
+}
+
+Test(store, check_refuses_an_unknown_schema_version)
+{
+    ws_store *s = open_db(migs, 3);
+    ws_store_close(s);
+    char detail[256];
+    cr_assert_eq(ws_store_check_path(test_db, 2, 1000, detail, sizeof(detail)),
+                 WS_ESTORE);
+    cr_expect(strstr(detail, "newer") != NULL, "%s", detail);
+    cr_assert_eq(ws_store_check_path(test_db, 3, 1000, detail, sizeof(detail)), WS_OK);
+    /* Version 0 with tables: some other program's file. */
+    s = open_db(migs, 0);
+    ws_store_close(s);
+    cr_assert_eq(ws_store_check_path(test_db, -1, 1000, detail, sizeof(detail)), WS_OK);
+    s = open_db(migs, 3);
+    cr_assert_eq(ws_store_exec(s, "PRAGMA user_version = 0"), WS_OK);
+    ws_store_close(s);
+    cr_assert_eq(ws_store_check_path(test_db, 3, 1000, detail, sizeof(detail)),
+                 WS_ESTORE);
+    cr_expect(strstr(detail, "version 0") != NULL, "%s", detail);
+}
+
+Test(store, check_that_runs_out_of_budget_gives_no_verdict)
+{
+    fill_rows(20000); /* ~20 MB: its quick_check takes well over 1 ms */
+    char detail[256];
+    ws_err err = ws_store_check_path(test_db, 1, 1, detail, sizeof(detail));
+    cr_expect_eq(err, WS_ETIMEDOUT, "%s", detail);
+}
+
+/* The WAL stays near journal_size_limit while writes go on (a reader keeps
+ * a connection open), and a TRUNCATE checkpoint leaves it empty. */
+Test(store, wal_stays_small_and_a_truncate_checkpoint_empties_it)
+{
+    ws_store *s = open_db(migs, 1);
+    ws_store *reader = open_db(migs, 1);
+    cr_expect_eq(query_int(s, "PRAGMA wal_autocheckpoint"), 256);
+    cr_expect_eq(query_int(s, "PRAGMA journal_size_limit"), 1024 * 1024);
+    cr_assert_eq(ws_store_exec(s, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)"),
+                 WS_OK);
+    char wal[320];
+    snprintf(wal, sizeof(wal), "%s-wal", test_db);
+    long biggest = 0;
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(ws_store_exec(s, "INSERT INTO big(b) SELECT randomblob(50000)"),
+                     WS_OK);
+        cr_assert_eq(query_int(reader, "SELECT count(*) FROM big"), i + 1);
+        long n = file_size(wal);
+        biggest = n > biggest ? n : biggest;
+    }
+    /* 10 MB written; the WAL never held much more than the 1 MiB limit
+     * plus one transaction. */
+    cr_expect_lt(biggest, 1300 * 1024, "the WAL grew to %ld bytes", biggest);
+    cr_assert_eq(ws_store_checkpoint(s, false), WS_OK);
+    cr_assert_eq(ws_store_checkpoint(s, true), WS_OK);
+    cr_expect_eq(file_size(wal), 0);
+    ws_store_close(reader);
     ws_store_close(s);
 }
