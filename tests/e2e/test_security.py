@@ -159,7 +159,8 @@ class BrokerAuth(unittest.TestCase):
         with open(self.shop.broker_conf) as f:
             self.assertIn("set_tcp_nodelay true\n", f.read())
         root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-        for writer in ("tools/webshop", "tools/bench/shop.c", "tests/support/harness.c"):
+        for writer in ("tools/webshop", "tools/bench/shop.c", "tests/support/harness.c",
+                       "tools/mosquitto.conf"):
             with open(os.path.join(root, writer)) as f:
                 self.assertIn("set_tcp_nodelay true", f.read(), writer)
 
