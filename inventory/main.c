@@ -342,7 +342,7 @@ int main(int argc, char **argv)
     size_t n_mig = 0;
     (void)inv_schema_migrations(&n_mig);
     if (ws_service_check_store(&cfg.svc, "webshop-inventory", (int)n_mig) != WS_OK) {
-        ws_log_info("stopped", "rc=%d", 1);
+        ws_log_info("stopped", "exit=%d", 1);
         ws_config_free(c);
         ws_metrics_free(ws_metrics_default());
         return 1;
@@ -365,11 +365,11 @@ int main(int argc, char **argv)
                     (long long)cfg.orphan_after_ms, (long long)cfg.tombstone_ttl_ms);
         int sig = ws_service_wait(&stop);
         ws_bus_hold hold = {0};
-        ws_log_info("stopping", "signal=%d held_events=%zu", sig,
+        ws_log_info("stopping", "signal=%s held_events=%zu", ws_service_signal_name(sig),
                     ws_bus_holding(app.sub, &hold) ? hold.held : (size_t)0);
     }
     main_app_stop(&app, &cfg.svc, rc == 0);
-    ws_log_info("stopped", "rc=%d", rc);
+    ws_log_info("stopped", "exit=%d", rc);
     ws_config_free(c);
     ws_metrics_free(ws_metrics_default());
     return rc;

@@ -3,6 +3,8 @@
  */
 #include "service.h"
 
+#include <signal.h>
+
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -262,4 +264,20 @@ int ws_service_wait(const sigset_t *stop)
     int sig = 0;
     sigwait(stop, &sig);
     return sig;
+}
+
+const char *ws_service_signal_name(int sig)
+{
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGQUIT:
+        return "SIGQUIT";
+    default:
+        return "SIG?";
+    }
 }

@@ -141,4 +141,8 @@ void ws_service_block_signals(sigset_t *stop /* OUT */);
 /* Wait for a stop signal; returns its number. */
 int ws_service_wait(const sigset_t *stop);
 
+/* "SIGTERM", "SIGINT", ... for a signal number (the one spelling every
+ * service logs, as signal=NAME); "SIG?" for anything else. */
+const char *ws_service_signal_name(int sig);
+
 #endif

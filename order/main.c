@@ -303,8 +303,7 @@ int main(int argc, char **argv)
 
     int sig = ws_service_wait(&stop);
     ws_bus_hold hold = {0};
-    ws_log_info("stopping", "signal=%s held_events=%zu",
-                sig == SIGTERM ? "SIGTERM" : "SIGINT",
+    ws_log_info("stopping", "signal=%s held_events=%zu", ws_service_signal_name(sig),
                 ws_bus_holding(bus, &hold) ? hold.held : (size_t)0);
 
     /* Stop taking work: RPC first (in-flight calls finish), then recovery. */
