@@ -23,6 +23,9 @@
 #define FRONT_STR_(x) #x
 #define FRONT_STR(x) FRONT_STR_(x)
 
+/* Strict-Transport-Security max-age with --hsts: one year. */
+#define FRONT_HSTS_MAX_AGE_S 31536000L
+
 #ifndef WEBSHOP_VERSION
 #define WEBSHOP_VERSION "0.1.0"
 #endif
@@ -36,6 +39,12 @@ typedef struct front_cfg {
     int http_port;
     int64_t http_threads;
     int64_t request_timeout_ms;
+    int64_t keep_alive_ms;
+    int64_t body_timeout_ms;
+    int64_t http_reserve;
+    int64_t busy_grace_ms;
+    int64_t max_headers;
+    bool hsts;
     const char *inventory_url;
     const char *orders_url;
     const char *broker;
@@ -103,9 +112,37 @@ int main(int argc, char **argv)
         {.name = "http-threads", .type = WS_CONFIG_INT, .def = "64", .min = 1, .max = 1024,
          .help = "HTTP worker threads = concurrent connections served",
          .target.i64 = &cfg.http_threads},
-        {.name = "request-timeout", .type = WS_CONFIG_DURATION, .def = "10s", .min = 100,
-         .max = 600000, .help = "time a client has to send a whole request",
+        {.name = "request-timeout", .type = WS_CONFIG_DURATION, .def = "5s", .min = 100,
+         .max = 600000,
+         .help = "time a new connection has to send its request line and headers "
+                 "(then 408, or a close if nothing came)",
          .target.i64 = &cfg.request_timeout_ms},
+        {.name = "body-timeout", .type = WS_CONFIG_DURATION, .def = "5s", .min = 100,
+         .max = 600000,
+         .help = "time a request's body has to arrive, from the end of its headers "
+                 "(then 408 and the connection is closed)",
+         .target.i64 = &cfg.body_timeout_ms},
+        {.name = "keep-alive", .type = WS_CONFIG_DURATION, .def = "2s", .min = 100,
+         .max = 600000,
+         .help = "how long an idle connection is kept for its next request (its headers "
+                 "included)",
+         .target.i64 = &cfg.keep_alive_ms},
+        {.name = "http-reserve", .type = WS_CONFIG_INT, .def = "0", .min = 0, .max = 1024,
+         .help = "HTTP workers kept free: with fewer free, idle and slow connections are "
+                 "cut after --busy-grace (0: --http-threads / 8, at least 1)",
+         .target.i64 = &cfg.http_reserve},
+        {.name = "busy-grace", .type = WS_CONFIG_DURATION, .def = "100ms", .min = 10,
+         .max = 600000,
+         .help = "under load (fewer than --http-reserve workers free), how long a "
+                 "connection may stay idle or send its request slowly",
+         .target.i64 = &cfg.busy_grace_ms},
+        {.name = "max-headers", .type = WS_CONFIG_INT, .def = FRONT_STR(WS_HTTP_MAX_HEADERS),
+         .min = 8, .max = WS_HTTP_MAX_HEADERS,
+         .help = "most header fields in a request (more: 431)",
+         .target.i64 = &cfg.max_headers},
+        {.name = "hsts", .type = WS_CONFIG_BOOL, .def = "true",
+         .help = "with --tls-cert, send Strict-Transport-Security: max-age=31536000",
+         .target.b = &cfg.hsts},
         {.name = "inventory-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7101",
          .help = "RPC address of the inventory service", .target.str = &cfg.inventory_url,
          .choices = front_schemes},
@@ -298,8 +335,14 @@ int main(int argc, char **argv)
                        .port = cfg.http_port,
                        .threads = (int)cfg.http_threads,
                        .request_timeout_ms = (int)cfg.request_timeout_ms,
+                       .keep_alive_ms = (int)cfg.keep_alive_ms,
+                       .body_timeout_ms = (int)cfg.body_timeout_ms,
+                       .reserve = (int)cfg.http_reserve,
+                       .busy_grace_ms = (int)cfg.busy_grace_ms,
+                       .max_headers = (int)cfg.max_headers,
                        .tls_cert = cfg.tls_cert,
-                       .tls_key = cfg.tls_key};
+                       .tls_key = cfg.tls_key,
+                       .hsts_max_age_s = cfg.hsts ? FRONT_HSTS_MAX_AGE_S : 0};
     if ((err = ws_http_open(&ho, &http)) != WS_OK) {
         ws_log_error("startup_failed", "what=http host=%s port=%d err=%s", cfg.http_host,
                      cfg.http_port, ws_strerror(err));
@@ -312,7 +355,7 @@ int main(int argc, char **argv)
                 cfg.inventory_url, cfg.orders_url, cfg.broker);
 
     int sig = ws_service_wait(&stop);
-    ws_log_info("stopping", "signal=%d", sig);
+    ws_log_info("stopping", "signal=%s", ws_service_signal_name(sig));
     rc = 0;
 fail:
     if (statuses != NULL) {
@@ -327,8 +370,6 @@ fail:
     status_stream_free(statuses); /* after the bus: its handlers publish here */
     ws_metrics_free(ws_metrics_default());
     ws_config_free(conf);
-    if (rc == 0) {
-        ws_log_info("stopped", NULL);
-    }
+    ws_log_info("stopped", "exit=%d", rc);
     return rc;
 }

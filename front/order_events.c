@@ -10,8 +10,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <civetweb.h>
-
 #include "front.h"
 #include "http.h"
 #include "json.h"
@@ -25,6 +23,9 @@
 
 /* Browsers wait this long before reconnecting a dropped stream. */
 #define ORDER_EVENTS_RETRY_MS 2000
+
+/* A stream checks this often whether its client went away. */
+#define ORDER_EVENTS_PEER_CHECK_MS 100
 
 /* Room for the orders parameter: 20 ids, commas, and some slack. */
 #define ORDER_EVENTS_QUERY_MAX (STATUS_STREAM_MAX_IDS * ORDER_ID_LEN + 64)
@@ -47,24 +48,28 @@ static bool order_events_final(int status)
 
 /* Parse ?orders=a,b&stock=true into r. Returns 0, or an HTTP status with a
  * message in msg. */
-static int order_events_parse(const char *qs, order_events_req *r, char *msg,
+static int order_events_parse(struct mg_connection *conn, order_events_req *r, char *msg,
                               size_t msg_len)
 {
     memset(r, 0, sizeof(*r));
-    size_t qlen = qs != NULL ? strlen(qs) : 0;
     char val[ORDER_EVENTS_QUERY_MAX];
     char flag[16];
-    if (qlen > 0 && mg_get_var(qs, qlen, "stock", flag, sizeof(flag)) >= 0) {
-        if (strcmp(flag, "true") == 0 || strcmp(flag, "1") == 0) {
+    int fl = ws_http_query_var(conn, "stock", flag, sizeof(flag));
+    if (fl >= 0 || fl == -2 || fl == -3) {
+        if (fl >= 0 && (strcmp(flag, "true") == 0 || strcmp(flag, "1") == 0)) {
             r->stock = true;
-        } else if (strcmp(flag, "false") != 0 && strcmp(flag, "0") != 0) {
+        } else if (fl < 0 || (strcmp(flag, "false") != 0 && strcmp(flag, "0") != 0)) {
             snprintf(msg, msg_len, "stock: expected true or false");
             return 400;
         }
     }
-    int n = qlen > 0 ? mg_get_var(qs, qlen, "orders", val, sizeof(val)) : -1;
+    int n = ws_http_query_var(conn, "orders", val, sizeof(val));
     if (n == -2) {
         snprintf(msg, msg_len, "orders: at most %d order ids", STATUS_STREAM_MAX_IDS);
+        return 400;
+    }
+    if (n == -3) {
+        snprintf(msg, msg_len, "orders: badly encoded");
         return 400;
     }
     if (n > 0) {
@@ -107,7 +112,7 @@ static int order_events_parse(const char *qs, order_events_req *r, char *msg,
 /* Write all of s; false when the client is gone. */
 static bool order_events_write(struct mg_connection *conn, const char *s, size_t len)
 {
-    return mg_write(conn, s, len) == (int)len;
+    return ws_http_write(conn, s, len);
 }
 
 /* Send one SSE event whose data is msg as JSON (proto field names). */
@@ -213,9 +218,18 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
             last_write = ws_now_seconds();
             continue;
         }
+        /* Wake at least this often to see whether the client left: a
+         * closed stream frees its worker and its slot at once, not at the
+         * next heartbeat. */
+        if (wait > ORDER_EVENTS_PEER_CHECK_MS) {
+            wait = ORDER_EVENTS_PEER_CHECK_MS;
+        }
         status_event ev;
         status_next got = status_watch_next(w, wait, &ev);
         if (got == STATUS_NEXT_TIMEOUT) {
+            if (ws_http_peer_gone(conn)) {
+                return;
+            }
             continue;
         }
         if (got != STATUS_NEXT_EVENT) {
@@ -278,20 +292,13 @@ static int order_events_stream(struct mg_connection *conn, front *f, order_event
                                      msg[0] != '\0' ? msg : ws_rpc_code_name(code));
         goto done;
     }
-    /* No Content-Length: the body ends when the connection closes, so
-     * civetweb must not keep it alive afterwards. */
-    mg_disable_connection_keep_alive(conn);
-    char head[320];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 200 OK\r\n"
-                     "Content-Type: text/event-stream; charset=utf-8\r\n"
-                     "Cache-Control: no-store\r\n"
-                     "Connection: close\r\n"
-                     "X-Accel-Buffering: no\r\n"
-                     "\r\n"
-                     "retry: %d\n\n",
-                     ORDER_EVENTS_RETRY_MS);
-    bool ok = order_events_write(conn, head, (size_t)n);
+    /* No Content-Length: the body ends when the connection closes. HEAD
+     * gets this head and nothing more. */
+    char retry[32];
+    int n = snprintf(retry, sizeof(retry), "retry: %d\n\n", ORDER_EVENTS_RETRY_MS);
+    bool ok = ws_http_stream_start(conn, 200, "text/event-stream; charset=utf-8",
+                                   "X-Accel-Buffering: no\r\n") &&
+              !ws_http_is_head(conn) && order_events_write(conn, retry, (size_t)n);
     for (size_t i = 0; i < r->n && ok; i++) {
         if (orders[i] != NULL) {
             r->rank[i] = webshop_v1_order_status_rank(orders[i]->status);
@@ -320,19 +327,16 @@ done:
 int order_events_serve(struct mg_connection *conn, void *ctx)
 {
     front *f = ctx;
-    const struct mg_request_info *ri = mg_get_request_info(conn);
     double t0 = ws_now_seconds();
     int status;
-    if (strcmp(ri->request_method, "GET") != 0) {
-        status = ws_http_reply_error(conn, 405, "METHOD_NOT_ALLOWED", "Allow: GET\r\n",
-                                     "method not allowed; allowed: GET");
+    if (!ws_http_is_get(conn)) {
+        status = ws_http_reply_method_not_allowed(conn, "GET, HEAD");
     } else {
         char msg[256];
         order_events_req *r = malloc(sizeof(*r));
         if (r == NULL) {
             status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
-        } else if ((status = order_events_parse(ri->query_string, r, msg, sizeof(msg))) !=
-                   0) {
+        } else if ((status = order_events_parse(conn, r, msg, sizeof(msg))) != 0) {
             status =
                 ws_http_reply_error(conn, status, "INVALID_ARGUMENT", NULL, "%s", msg);
         } else {
@@ -347,7 +351,7 @@ int order_events_serve(struct mg_connection *conn, void *ctx)
     if (f->access_log) {
         ws_log_info("http_request",
                     "method=%s path=/events route=/events status=%d ms=%.3f",
-                    ri->request_method, status, (ws_now_seconds() - t0) * 1000.0);
+                    ws_http_method(conn), status, (ws_now_seconds() - t0) * 1000.0);
     }
     return status;
 }

@@ -191,6 +191,11 @@ static int order_write_place_read(struct mg_connection *conn, front *f,
                                    "Connection: close\r\n", "body: larger than %zu bytes",
                                    f->max_body);
     }
+    if (err == WS_ETIMEDOUT) {
+        ws_buf_fini(&body);
+        return ws_http_reply_error(conn, 408, "REQUEST_TIMEOUT", NULL,
+                                   "body: not complete in time");
+    }
     if (err != WS_OK) {
         ws_buf_fini(&body);
         return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,

@@ -10,8 +10,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <civetweb.h>
-
 #include "json.h"
 #include "log.h"
 #include "order_events.h"
@@ -134,14 +132,6 @@ int routes_reply_json(struct mg_connection *conn, int status, const ProtobufCMes
     return rc;
 }
 
-static int routes_method_not_allowed(struct mg_connection *conn, const char *allow)
-{
-    char extra[64];
-    snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-    return ws_http_reply_error(conn, 405, "METHOD_NOT_ALLOWED", extra,
-                               "method not allowed; allowed: %s", allow);
-}
-
 /* ---- GET /inventory ---------------------------------------------------- */
 
 /* Fetch the catalog over RPC and render the JSON array the API answers. */
@@ -177,13 +167,8 @@ static ws_rpc_code routes_catalog_fetch(front *f, ws_buf *out, char *msg, size_t
 static int routes_inventory(struct mg_connection *conn, void *ctx)
 {
     front *f = ctx;
-    const struct mg_request_info *ri = mg_get_request_info(conn);
     double t0 = ws_now_seconds();
     int status;
-    if (strcmp(ri->request_method, "GET") != 0 && strcmp(ri->request_method, "HEAD") != 0) {
-        status = routes_method_not_allowed(conn, "GET");
-        goto done;
-    }
     /* The cache is only as fresh as the stock-changed subscription: not
      * while it is down, and not across a reconnect (events in the gap). */
     uint64_t epoch = ws_bus_ready_epoch(f->bus);
@@ -213,12 +198,13 @@ static int routes_inventory(struct mg_connection *conn, void *ctx)
     if (inm != NULL && (strstr(inm, s->etag) != NULL || strcmp(inm, "*") == 0)) {
         status = ws_http_reply(conn, 304, NULL, NULL, 0, extra);
     } else {
-        status = ws_http_reply(conn, 200, "application/json", s->body,
-                               strcmp(ri->request_method, "HEAD") == 0 ? 0 : s->len, extra);
+        /* HEAD: the same head, Content-Length included; the body is left
+         * out by ws_http_reply. */
+        status = ws_http_reply(conn, 200, "application/json", s->body, s->len, extra);
     }
     catalog_snapshot_release(f->catalog, s);
 done:
-    routes_observe(f, ROUTE_INVENTORY, ri->request_method, ri->local_uri, status, t0);
+    routes_observe(f, ROUTE_INVENTORY, ws_http_method(conn), ws_http_path(conn), status, t0);
     return status;
 }
 
@@ -252,9 +238,8 @@ static int routes_get_order(struct mg_connection *conn, front *f, const char *id
 static int routes_order(struct mg_connection *conn, void *ctx)
 {
     front *f = ctx;
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    const char *path = ri->local_uri != NULL ? ri->local_uri : "";
-    const char *method = ri->request_method;
+    const char *path = ws_http_path(conn);
+    const char *method = ws_http_method(conn);
     double t0 = ws_now_seconds();
     route_id route;
     int status;
@@ -262,7 +247,7 @@ static int routes_order(struct mg_connection *conn, void *ctx)
     if (strcmp(path, "/order") == 0 || strcmp(path, "/order/") == 0) {
         route = ROUTE_ORDER;
         if (strcmp(method, "POST") != 0) {
-            status = routes_method_not_allowed(conn, "POST");
+            status = ws_http_reply_method_not_allowed(conn, "POST");
         } else {
             status = order_write_place(conn, f);
         }
@@ -275,10 +260,10 @@ static int routes_order(struct mg_connection *conn, void *ctx)
         status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
         goto done;
     }
-    bool get = strcmp(method, "GET") == 0;
+    bool get = ws_http_is_get(conn);
     bool del = strcmp(method, "DELETE") == 0;
     if (!get && !del) {
-        status = routes_method_not_allowed(conn, "GET, DELETE");
+        status = ws_http_reply_method_not_allowed(conn, "GET, DELETE, HEAD");
         goto done;
     }
     char lower[ORDER_ID_LEN];
@@ -361,30 +346,35 @@ static int routes_openapi(struct mg_connection *conn, void *ctx)
 static int routes_not_found(struct mg_connection *conn, void *ctx)
 {
     front *f = ctx;
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    /* civetweb prefers the longest match and "/" ties with this catch-all:
-     * the storefront's page is served from here. */
-    if (ri->local_uri != NULL && strcmp(ri->local_uri, "/") == 0) {
+    const char *path = ws_http_path(conn);
+    /* The storefront's page is "/" exactly; the catch-all below is a
+     * prefix route, so it is served from here. */
+    if (strcmp(path, "/") == 0) {
+        if (!ws_http_is_get(conn)) {
+            return ws_http_reply_method_not_allowed(conn, "GET, HEAD");
+        }
         return static_files_serve(conn, ctx);
     }
     double t0 = ws_now_seconds();
-    int status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s",
-                                     ri->local_uri != NULL ? ri->local_uri : "?");
-    routes_observe(f, ROUTE_OTHER, ri->request_method, ri->local_uri, status, t0);
+    int status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
+    routes_observe(f, ROUTE_OTHER, ws_http_method(conn), path, status, t0);
     return status;
 }
 
 void routes_install(ws_http *h, front *f)
 {
-    /* civetweb takes the first registered handler that matches: the
-     * catch-all goes last. */
-    ws_http_route(h, "/inventory$", routes_inventory, f);
-    ws_http_route(h, "/order", routes_order, f);
-    ws_http_route(h, "/healthz$", routes_healthz, f);
-    ws_http_route(h, "/readyz$", routes_readyz, f);
-    ws_http_route(h, "/metrics$", routes_metrics, f);
-    ws_http_route(h, "/openapi.json$", routes_openapi, f);
-    ws_http_route(h, "/events$", order_events_serve, f);
-    ws_http_route(h, "/static/", static_files_serve, f);
-    ws_http_route(h, "/", routes_not_found, f);
+    /* Exact, case-sensitive paths; the first route that matches wins, so
+     * the catch-all goes last. A route with its methods listed is answered
+     * 405 with Allow for any other (GET takes HEAD too) before its handler
+     * runs; /order and "/" check their methods themselves (they differ by
+     * path). */
+    ws_http_route(h, "/inventory$", "GET", routes_inventory, f);
+    ws_http_route(h, "/order", NULL, routes_order, f);
+    ws_http_route(h, "/healthz$", "GET", routes_healthz, f);
+    ws_http_route(h, "/readyz$", "GET", routes_readyz, f);
+    ws_http_route(h, "/metrics$", "GET", routes_metrics, f);
+    ws_http_route(h, "/openapi.json$", "GET", routes_openapi, f);
+    ws_http_route(h, "/events$", "GET", order_events_serve, f);
+    ws_http_route(h, "/static/", "GET", static_files_serve, f);
+    ws_http_route(h, "/", NULL, routes_not_found, f);
 }

@@ -1,43 +1,178 @@
 /*
- * civetweb wrapper; see http.h.
+ * civetweb wrapper; see http.h. civetweb parses requests and moves bytes;
+ * everything else is ours: begin_request serves every request (checks,
+ * routing, 405, the handler) so civetweb's own routing, URL decoding and
+ * error pages are never used, and http_error turns the errors civetweb
+ * still raises (unparsable request line, header block too large, bad
+ * version) into our JSON answers.
  */
-#include "http.h"
+#include "http_int.h"
 
-#include <dlfcn.h>
-#include <stdarg.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <civetweb.h>
 
 #include "log.h"
 
-struct ws_http {
-    struct mg_context *ctx; /* owned */
-    int port;               /* bound port, read once at start */
-    bool access_log;
-    ws_metrics *metrics; /* for ws_http_route_basics; not owned */
-    bool (*ready)(void *ctx); /* for /readyz; NULL = always ready */
-    void *ready_ctx;
-    atomic_bool serving; /* set by ws_http_serve; until then every request is 503 */
-};
+#define HTTP_STR_(x) #x
+#define HTTP_STR(x)  HTTP_STR_(x)
 
-/* civetweb accepts connections from mg_start on, but routes can only be
- * registered on the running context: a request in between would get
- * civetweb's own plain-text 404. Until ws_http_serve, answer it ourselves. */
+/* ---- requests ---------------------------------------------------------- */
+
+/* True when method is in allow (a ", " list); GET allows HEAD. */
+static bool http_method_allowed(const char *allow, const char *method, bool head)
+{
+    size_t n = strlen(method);
+    for (const char *p = allow; *p != '\0';) {
+        size_t len = strcspn(p, ", ");
+        if ((len == n && memcmp(p, method, n) == 0) ||
+            (head && len == 3 && memcmp(p, "GET", 3) == 0)) {
+            return true;
+        }
+        p += len;
+        p += strspn(p, ", ");
+    }
+    return false;
+}
+
+static const http_route *http_route_find(ws_http *h, const char *path)
+{
+    int n = atomic_load_explicit(&h->n_routes, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        const http_route *rt = &h->routes[i];
+        size_t len = strlen(rt->uri);
+        if (rt->exact ? strcmp(path, rt->uri) == 0 : strncmp(path, rt->uri, len) == 0) {
+            return rt;
+        }
+    }
+    return NULL;
+}
+
+/* Fill r from conn; 0, or the status of the error answer to send (msg,
+ * code say why). */
+static int http_req_init(ws_http *h, http_req *r, struct mg_connection *conn,
+                         const char **code, char *msg, size_t msg_len)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    memset(r, 0, offsetof(http_req, path));
+    r->path[0] = '\0';
+    r->conn = conn;
+    r->method = ri->request_method != NULL ? ri->request_method : "";
+    r->head = strcmp(r->method, "HEAD") == 0;
+    r->query = ri->query_string;
+    r->content_length = ri->content_length;
+    const char *te = mg_get_header(conn, "Transfer-Encoding");
+    r->chunked = te != NULL;
+    r->body_done = !r->chunked && r->content_length <= 0;
+    int st = ws__http_check_framing(ri, h->max_headers, code, msg, msg_len);
+    if (st != 0) {
+        r->close = true; /* framing we refuse: what follows is not a request */
+        return st;
+    }
+    *code = "INVALID_ARGUMENT";
+    st = ws__http_decode_path(ri->local_uri_raw, r->path, sizeof(r->path), msg, msg_len);
+    if (st == 414) {
+        *code = "URI_TOO_LONG";
+    }
+    return st;
+}
+
+/* Serve one parsed request; returns the status sent. */
+static int http_dispatch(ws_http *h, http_req *r)
+{
+    struct mg_connection *conn = r->conn;
+    if (!atomic_load(&h->serving)) {
+        /* civetweb accepts connections from mg_start on, but routes are
+         * installed after: until ws_http_serve, answer this ourselves. */
+        return ws_http_reply_error(conn, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
+                                   "starting: try again in a moment");
+    }
+    const http_route *rt = http_route_find(h, r->path);
+    if (rt == NULL) {
+        return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s",
+                                   r->path);
+    }
+    if (rt->allow[0] != '\0' && !http_method_allowed(rt->allow, r->method, r->head)) {
+        char allow[80];
+        bool get = http_method_allowed(rt->allow, "GET", false);
+        snprintf(allow, sizeof(allow), "%s%s", rt->allow,
+                 get && !http_method_allowed(rt->allow, "HEAD", false) ? ", HEAD" : "");
+        return ws_http_reply_method_not_allowed(conn, allow);
+    }
+    int status = rt->fn(conn, rt->ctx);
+    return status >= 100 && status < 1000 ? status : 500;
+}
+
+/* civetweb: a request line and headers were read. Serve it; returning a
+ * status tells civetweb it was answered. */
 static int http_begin_request(struct mg_connection *conn)
 {
     ws_http *h = mg_get_user_data(mg_get_context(conn));
-    if (h == NULL || atomic_load(&h->serving)) {
-        return 0; /* civetweb dispatches to the routes */
+    http_slot *s = mg_get_thread_pointer(conn);
+    ws__http_slot_set(s, SLOT_HANDLER);
+    http_req req;
+    http_req *r = &req;
+    const char *code = "INVALID_ARGUMENT";
+    char msg[192];
+    int status = http_req_init(h, r, conn, &code, msg, sizeof(msg));
+    if (s != NULL) {
+        s->req = r;
     }
-    ws_http_reply_error(conn, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
-                        "starting: try again in a moment");
-    return 503; /* handled, with this status */
+    if (status != 0) {
+        status = ws_http_reply_error(conn, status, code, NULL, "%s", msg);
+    } else {
+        status = http_dispatch(h, r);
+    }
+    if (s != NULL) {
+        s->req = NULL;
+    }
+    return status;
+}
+
+/* civetweb: the answer is out; the connection waits for its next request. */
+static void http_end_request(const struct mg_connection *conn, int status)
+{
+    (void)status;
+    ws__http_slot_set(mg_get_thread_pointer(conn), SLOT_WAITING);
+}
+
+/* civetweb: it would send one of its own error pages. Ours instead. */
+static int http_error(struct mg_connection *conn, int status, const char *errmsg)
+{
+    ws__http_reply_civetweb_error(conn, status, errmsg);
+    return 0; /* handled */
+}
+
+static void *http_init_thread(const struct mg_context *ctx, int thread_type)
+{
+    if (thread_type != 1) {
+        return NULL; /* the master and the timer thread serve no connection */
+    }
+    return ws__http_slot_new(mg_get_user_data(ctx));
+}
+
+static void http_exit_thread(const struct mg_context *ctx, int thread_type, void *ptr)
+{
+    (void)ctx;
+    if (thread_type == 1) {
+        ws__http_slot_free(ptr);
+    }
+}
+
+static int http_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+    *conn_data = NULL;
+    ws__http_slot_connect(mg_get_thread_pointer(conn), conn);
+    return 0;
+}
+
+static void http_connection_close(const struct mg_connection *conn)
+{
+    ws__http_slot_disconnect(mg_get_thread_pointer(conn));
 }
 
 static int http_log_message(const struct mg_connection *conn, const char *message)
@@ -47,159 +182,150 @@ static int http_log_message(const struct mg_connection *conn, const char *messag
     return 1; /* handled: civetweb writes nothing itself */
 }
 
-/* civetweb 1.15 loads OpenSSL with dlopen("libssl.so") and, on OpenSSL 3,
- * misses SSL_get_peer_certificate and crashes on the first TLS connection
- * (see tls_compat.c). Load the compat library (SONAME "libssl.so") first,
- * from $WEBSHOP_TLS_COMPAT, the build tree or the install path, and check
- * that what civetweb will get has the function. Never unloaded. */
-static bool http_tls_compat_load(void)
+/* ---- the server -------------------------------------------------------- */
+
+/* Our options with their defaults applied, into h. */
+static void http_opts_apply(ws_http *h, const ws_http_opts *o)
 {
-    const char *paths[3] = {getenv("WEBSHOP_TLS_COMPAT"), NULL, NULL};
-#ifdef WS_TLS_COMPAT_BUILT
-    paths[1] = WS_TLS_COMPAT_BUILT;
-    paths[2] = WS_TLS_COMPAT_INSTALLED;
-#endif
-    for (int i = 0; i < 3; i++) {
-        if (paths[i] != NULL && paths[i][0] != '\0' &&
-            dlopen(paths[i], RTLD_NOW | RTLD_GLOBAL) != NULL) {
-            break;
-        }
+    h->threads = o->threads > 0 ? o->threads : 32;
+    h->request_timeout_ms = o->request_timeout_ms > 0 ? o->request_timeout_ms : 10000;
+    h->keep_alive_ms = o->keep_alive_ms > 0 ? o->keep_alive_ms : 5000;
+    h->body_timeout_ms = o->body_timeout_ms > 0 ? o->body_timeout_ms : 10000;
+    h->reserve = o->reserve > 0 ? o->reserve : (h->threads / 8 > 0 ? h->threads / 8 : 1);
+    h->busy_grace_ms = o->busy_grace_ms > 0 ? o->busy_grace_ms : 100;
+    h->max_headers = o->max_headers > 0 && o->max_headers <= WS_HTTP_MAX_HEADERS
+                         ? o->max_headers
+                         : WS_HTTP_MAX_HEADERS;
+    h->access_log = o->access_log;
+    h->tls = o->tls_cert != NULL && o->tls_cert[0] != '\0';
+    if (h->tls && o->hsts_max_age_s > 0) {
+        snprintf(h->hsts, sizeof(h->hsts), "Strict-Transport-Security: max-age=%ld\r\n",
+                 o->hsts_max_age_s);
     }
-    void *ssl = dlopen("libssl.so", RTLD_LAZY);
-    bool ok = ssl != NULL && dlsym(ssl, "SSL_get_peer_certificate") != NULL;
-    if (ssl != NULL) {
-        dlclose(ssl);
-    }
-    if (!ok) {
-        ws_log_error("http_tls_unavailable", "reason=%s",
-                     ssl == NULL ? "no_libssl.so(install_libssl-dev)"
-                                 : "libwebshop-tls-compat.so_not_found");
-    }
-    return ok;
 }
 
-/* civetweb reads the certificate and the private key from one PEM file
- * (ssl_certificate). For a separate key, join both into an anonymous
- * in-memory file (never on disk) and name it /proc/self/fd/N in path; the
- * caller closes the returned fd once civetweb has read it (mg_start).
- * Returns the fd, or -1 when a file cannot be read. */
-static int http_tls_pem_join(const char *cert, const char *key, char *path, size_t path_len)
+/* The civetweb option strings, kept alive until mg_start has read them. */
+typedef struct http_cw_opts {
+    char ports[300], threads[16], timeout[16], keepalive[16], queue[16];
+    char pem_path[64];
+    int pem_fd;
+    const char *v[40];
+} http_cw_opts;
+
+/* Fill c->v for h; WS_EINVAL when the TLS files are not usable. */
+static ws_err http_cw_opts_build(const ws_http *h, const ws_http_opts *o, http_cw_opts *c)
 {
-    int fd = memfd_create("webshop-tls-pem", MFD_CLOEXEC);
-    if (fd < 0) {
-        return -1;
+    const char *host = o->host != NULL ? o->host : "127.0.0.1";
+    snprintf(c->ports, sizeof(c->ports),
+             strchr(host, ':') != NULL ? "[%s]:%d%s" : "%s:%d%s", host, o->port,
+             h->tls ? "s" : "");
+    snprintf(c->threads, sizeof(c->threads), "%d", h->threads);
+    snprintf(c->timeout, sizeof(c->timeout), "%d", h->request_timeout_ms);
+    snprintf(c->keepalive, sizeof(c->keepalive), "%d", h->keep_alive_ms);
+    snprintf(c->queue, sizeof(c->queue), "%d", h->threads < 64 ? 64 : h->threads);
+    c->pem_fd = -1;
+    const char *pairs[][2] = {
+        {"listening_ports", c->ports},
+        {"num_threads", c->threads},
+        {"request_timeout_ms", c->timeout},
+        {"enable_keep_alive", "yes"},
+        {"keep_alive_timeout_ms", c->keepalive},
+        /* Request line and header block cap: more is answered 431. */
+        {"max_request_size", HTTP_STR(HTTP_MAX_REQUEST_HEAD)},
+        {"enable_directory_listing", "no"},
+        /* Room for connections waiting for a worker, accepted (civetweb's
+         * queue) and not yet (the kernel's): past both, a client's
+         * handshake is dropped and retried after 1, 2, 4... s, which the
+         * guard cannot shorten. */
+        {"listen_backlog", "1024"},
+        {"connection_queue", c->queue},
+        /* The raw path reaches begin_request, which decodes it strictly
+         * (civetweb's decoding turns %00 into a NUL that cuts the path). */
+        {"decode_url", "no"},
+        /* Absolute-form targets (GET http://host:port/x) for our port are
+         * served, whatever the host; civetweb otherwise closes silently. */
+        {"enable_auth_domain_check", "no"},
+        /* Nagle off on accepted connections (civetweb's default is on): a
+         * reply written in two pieces, or an SSE event after a quiet spell,
+         * would otherwise wait for the client's delayed ACK (~40 ms). */
+        {"tcp_nodelay", "1"},
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        c->v[n++] = pairs[i][0];
+        c->v[n++] = pairs[i][1];
     }
-    const char *files[2] = {cert, key};
-    for (int i = 0; i < 2; i++) {
-        FILE *f = fopen(files[i], "rb");
-        if (f == NULL) {
-            ws_log_error("http_tls_unreadable", "file=%s", files[i]);
-            close(fd);
-            return -1;
+    if (h->tls) {
+        if (!ws__http_tls_compat_load()) {
+            return WS_EINVAL;
         }
-        char chunk[4096];
-        size_t n;
-        bool ok = true;
-        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-            if (write(fd, chunk, n) != (ssize_t)n) {
-                ok = false;
-                break;
+        if (o->tls_key != NULL && o->tls_key[0] != '\0') {
+            c->pem_fd = ws__http_tls_pem_join(o->tls_cert, o->tls_key, c->pem_path,
+                                              sizeof(c->pem_path));
+            if (c->pem_fd < 0) {
+                return WS_EINVAL;
             }
         }
-        ok = ok && !ferror(f) && write(fd, "\n", 1) == 1;
-        fclose(f);
-        if (!ok) {
-            close(fd);
-            return -1;
-        }
+        c->v[n++] = "ssl_certificate";
+        c->v[n++] = c->pem_fd >= 0 ? c->pem_path : o->tls_cert;
+        /* Intermediate certificates after the leaf in the cert file. */
+        c->v[n++] = "ssl_certificate_chain";
+        c->v[n++] = o->tls_cert;
+        c->v[n++] = "ssl_protocol_version";
+        c->v[n++] = "4"; /* TLS 1.2 and newer */
+        c->v[n++] = "ssl_cipher_list";
+        c->v[n++] = ws__http_tls_ciphers;
     }
-    snprintf(path, path_len, "/proc/self/fd/%d", fd);
-    return fd;
+    c->v[n] = NULL;
+    return WS_OK;
+}
+
+static void http_callbacks(struct mg_callbacks *cb)
+{
+    memset(cb, 0, sizeof(*cb));
+    cb->log_message = http_log_message;
+    cb->begin_request = http_begin_request;
+    cb->end_request = http_end_request;
+    cb->http_error = http_error;
+    cb->init_thread = http_init_thread;
+    cb->exit_thread = http_exit_thread;
+    cb->init_connection = http_init_connection;
+    cb->connection_close = http_connection_close;
 }
 
 ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
 {
-    char ports[300];
-    char threads[16];
-    char timeout[16];
-    char keepalive[16];
-    const char *host = opts->host != NULL ? opts->host : "127.0.0.1";
-    bool tls = opts->tls_cert != NULL && opts->tls_cert[0] != '\0';
-    bool v6 = strchr(host, ':') != NULL;
-
-    snprintf(ports, sizeof(ports), v6 ? "[%s]:%d%s" : "%s:%d%s", host, opts->port,
-             tls ? "s" : "");
-    snprintf(threads, sizeof(threads), "%d", opts->threads > 0 ? opts->threads : 32);
-    snprintf(timeout, sizeof(timeout), "%d",
-             opts->request_timeout_ms > 0 ? opts->request_timeout_ms : 10000);
-    snprintf(keepalive, sizeof(keepalive), "%d",
-             opts->keep_alive_ms > 0 ? opts->keep_alive_ms : 5000);
-
-    const char *options[32];
-    int n = 0;
-    options[n++] = "listening_ports";
-    options[n++] = ports;
-    options[n++] = "num_threads";
-    options[n++] = threads;
-    options[n++] = "request_timeout_ms";
-    options[n++] = timeout;
-    options[n++] = "enable_keep_alive";
-    options[n++] = "yes";
-    options[n++] = "keep_alive_timeout_ms";
-    options[n++] = keepalive;
-    /* Header block cap: requests with more header bytes are refused. */
-    options[n++] = "max_request_size";
-    options[n++] = "16384";
-    options[n++] = "enable_directory_listing";
-    options[n++] = "no";
-    /* Nagle off on accepted connections (civetweb's default is on): a reply
-     * written in two pieces, or an SSE event after a quiet spell, would
-     * otherwise wait for the client's delayed ACK (~40 ms). */
-    options[n++] = "tcp_nodelay";
-    options[n++] = "1";
-    char pem_path[64];
-    int pem_fd = -1;
-    if (tls && !http_tls_compat_load()) {
-        return WS_EINVAL;
-    }
-    if (tls && opts->tls_key != NULL && opts->tls_key[0] != '\0') {
-        pem_fd = http_tls_pem_join(opts->tls_cert, opts->tls_key, pem_path, sizeof(pem_path));
-        if (pem_fd < 0) {
-            return WS_EINVAL;
-        }
-    }
-    if (tls) {
-        options[n++] = "ssl_certificate";
-        options[n++] = pem_fd >= 0 ? pem_path : opts->tls_cert;
-        /* Intermediate certificates after the leaf in the cert file. */
-        options[n++] = "ssl_certificate_chain";
-        options[n++] = opts->tls_cert;
-        options[n++] = "ssl_protocol_version";
-        options[n++] = "4"; /* TLS 1.2 and newer */
-    }
-    options[n] = NULL;
-
     ws_http *h = calloc(1, sizeof(*h));
     if (h == NULL) {
-        if (pem_fd >= 0) {
-            close(pem_fd);
-        }
         return WS_ENOMEM;
     }
-    h->access_log = opts->access_log;
-    struct mg_callbacks cb;
-    memset(&cb, 0, sizeof(cb));
-    cb.log_message = http_log_message;
-    cb.begin_request = http_begin_request;
+    http_opts_apply(h, opts);
     atomic_init(&h->serving, false);
-    mg_init_library(tls ? MG_FEATURES_TLS : 0);
-    h->ctx = mg_start(&cb, h, options);
-    if (pem_fd >= 0) {
-        close(pem_fd); /* read by mg_start */
+    atomic_init(&h->n_routes, 0);
+    http_cw_opts c;
+    ws_err err = http_cw_opts_build(h, opts, &c);
+    if (err == WS_OK) {
+        err = ws__http_guard_start(h);
+    }
+    if (err != WS_OK) {
+        if (c.pem_fd >= 0) {
+            close(c.pem_fd);
+        }
+        free(h);
+        return err;
+    }
+    struct mg_callbacks cb;
+    http_callbacks(&cb);
+    mg_init_library(h->tls ? MG_FEATURES_TLS : 0);
+    h->ctx = mg_start(&cb, h, c.v);
+    if (c.pem_fd >= 0) {
+        close(c.pem_fd); /* read by mg_start */
     }
     if (h->ctx == NULL) {
-        ws_log_error("http_start_failed", "listen=%s", ports);
+        ws_log_error("http_start_failed", "listen=%s", c.ports);
         mg_exit_library();
+        ws__http_guard_stop(h);
+        bool tls = h->tls;
         free(h);
         return tls ? WS_EINVAL : WS_EUNAVAIL;
     }
@@ -208,8 +334,10 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     h->port = np > 0 ? sp[0].port : opts->port;
     /* The one line that says where the server is: tests and launchers that
      * asked for port 0 read the port from it. */
-    ws_log_info("http_listening", v6 ? "url=%s://[%s]:%d" : "url=%s://%s:%d",
-                tls ? "https" : "http", host, h->port);
+    const char *host = opts->host != NULL ? opts->host : "127.0.0.1";
+    ws_log_info("http_listening",
+                strchr(host, ':') != NULL ? "url=%s://[%s]:%d" : "url=%s://%s:%d",
+                h->tls ? "https" : "http", host, h->port);
     *out = h;
     return WS_OK;
 }
@@ -219,9 +347,22 @@ void ws_http_serve(ws_http *h)
     atomic_store(&h->serving, true);
 }
 
-void ws_http_route(ws_http *h, const char *uri, ws_http_handler_fn fn, void *ctx)
+void ws_http_route(ws_http *h, const char *uri, const char *allow, ws_http_handler_fn fn,
+                   void *ctx)
 {
-    mg_set_request_handler(h->ctx, uri, (mg_request_handler)fn, ctx);
+    int n = atomic_load(&h->n_routes);
+    if (n >= HTTP_MAX_ROUTES) {
+        ws_log_error("http_route_dropped", "uri=%s reason=too_many_routes", uri);
+        return;
+    }
+    http_route *rt = &h->routes[n];
+    size_t len = strlen(uri);
+    rt->exact = len > 0 && uri[len - 1] == '$';
+    snprintf(rt->uri, sizeof(rt->uri), "%.*s", (int)(rt->exact ? len - 1 : len), uri);
+    snprintf(rt->allow, sizeof(rt->allow), "%s", allow != NULL ? allow : "");
+    rt->fn = fn;
+    rt->ctx = ctx;
+    atomic_store_explicit(&h->n_routes, n + 1, memory_order_release);
 }
 
 int ws_http_port(const ws_http *h)
@@ -234,175 +375,48 @@ void ws_http_close(ws_http *h)
     if (h == NULL) {
         return;
     }
-    mg_stop(h->ctx);
+    mg_stop(h->ctx); /* the workers' slots are freed by exit_thread */
     mg_exit_library();
+    ws__http_guard_stop(h);
     free(h);
 }
 
-static const char *http_reason(int status)
+/* ---- request accessors -------------------------------------------------- */
+
+const char *ws_http_method(const struct mg_connection *conn)
 {
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
-    }
+    http_req *r = ws__http_req(conn);
+    return r != NULL ? r->method : "";
 }
 
-/* A response head being built in a fixed buffer; len >= cap once
- * something did not fit. */
-typedef struct http_head {
-    char *p;
-    size_t len, cap;
-} http_head;
-
-static void http_head_put(http_head *h, const char *s, size_t n)
+bool ws_http_is_get(const struct mg_connection *conn)
 {
-    if (h->len < h->cap && n < h->cap - h->len) {
-        memcpy(h->p + h->len, s, n);
-        h->len += n;
-    } else {
-        h->len = h->cap;
-    }
+    http_req *r = ws__http_req(conn);
+    return r != NULL && (r->head || strcmp(r->method, "GET") == 0);
 }
 
-static void http_head_puts(http_head *h, const char *s)
+bool ws_http_is_head(const struct mg_connection *conn)
 {
-    http_head_put(h, s, strlen(s));
+    http_req *r = ws__http_req(conn);
+    return r != NULL && r->head;
 }
 
-/* Write v in decimal into d (room for 20 digits); returns the length. */
-static size_t http_decimal(char *d, size_t v)
+const char *ws_http_path(const struct mg_connection *conn)
 {
-    char tmp[24];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    memcpy(d, tmp + i, sizeof(tmp) - i);
-    return sizeof(tmp) - i;
+    http_req *r = ws__http_req(conn);
+    return r != NULL ? r->path : "";
 }
 
-int ws_http_reply(struct mg_connection *conn, int status, const char *content_type,
-                  const void *body, size_t len, const char *extra_headers)
+const char *ws_http_query(const struct mg_connection *conn)
 {
-    /* One write for headers and a small body: fewer syscalls, and
-     * civetweb's keep-alive only needs a correct Content-Length. */
-    /* Built by hand: snprintf cost more than the rest of a cached reply. */
-    char head[1024];
-    http_head h = {head, 0, sizeof(head)};
-    char num[24];
-    http_head_puts(&h, "HTTP/1.1 ");
-    http_head_put(&h, num, http_decimal(num, (size_t)(status >= 0 ? status : 0)));
-    http_head_puts(&h, " ");
-    http_head_puts(&h, http_reason(status));
-    http_head_puts(&h, "\r\nContent-Length: ");
-    http_head_put(&h, num, http_decimal(num, status == 304 ? (size_t)0 : len));
-    http_head_puts(&h, "\r\n");
-    if (content_type != NULL) {
-        http_head_puts(&h, "Content-Type: ");
-        http_head_puts(&h, content_type);
-        http_head_puts(&h, "\r\n");
-    }
-    http_head_puts(&h, "Cache-Control: no-store\r\n");
-    if (extra_headers != NULL) {
-        http_head_puts(&h, extra_headers);
-    }
-    http_head_puts(&h, "\r\n");
-    if (h.len >= h.cap) {
-        return 500; /* did not fit */
-    }
-    size_t n = h.len;
-    if (status != 304 && len > 0 && len <= 8192) {
-        char stack[1024 + 8192];
-        memcpy(stack, head, n);
-        memcpy(stack + n, body, len);
-        mg_write(conn, stack, n + len);
-    } else {
-        mg_write(conn, head, n);
-        if (status != 304 && len > 0) {
-            mg_write(conn, body, len);
-        }
-    }
-    return status;
+    http_req *r = ws__http_req(conn);
+    return r != NULL ? r->query : NULL;
 }
 
-int ws_http_reply_error(struct mg_connection *conn, int status, const char *code,
-                        const char *extra_headers, const char *fmt, ...)
+int ws_http_query_var(const struct mg_connection *conn, const char *name, char *out,
+                      size_t out_len)
 {
-    char text[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-
-    ws_buf b;
-    ws_buf_init(&b, 0);
-    ws_buf_puts(&b, "{\"code\":\"");
-    ws_buf_puts(&b, code);
-    ws_buf_puts(&b, "\",\"message\":\"");
-    for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\') {
-            ws_buf_putc(&b, '\\');
-            ws_buf_putc(&b, (char)*p);
-        } else if (*p < 0x20) {
-            ws_buf_printf(&b, "\\u%04x", *p);
-        } else {
-            ws_buf_putc(&b, (char)*p);
-        }
-    }
-    ws_buf_puts(&b, "\"}");
-    int rc = ws_http_reply(conn, status, "application/json", b.data != NULL ? b.data : "",
-                           b.len, extra_headers);
-    ws_buf_fini(&b);
-    return rc;
-}
-
-ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    if (ri->content_length > 0 && (unsigned long long)ri->content_length > max) {
-        return WS_ETOOBIG;
-    }
-    char chunk[4096];
-    for (;;) {
-        int n = mg_read(conn, chunk, sizeof(chunk));
-        if (n < 0) {
-            return WS_EIO;
-        }
-        if (n == 0) {
-            break;
-        }
-        if (out->len + (size_t)n > max) {
-            return WS_ETOOBIG;
-        }
-        ws_err err = ws_buf_append(out, chunk, (size_t)n);
-        if (err != WS_OK) {
-            return err;
-        }
-    }
-    if (ri->content_length > 0 && out->len != (size_t)ri->content_length) {
-        return WS_EIO;
-    }
-    return WS_OK;
+    return ws__http_query_var(ws_http_query(conn), name, out, out_len);
 }
 
 const char *ws_http_header(const struct mg_connection *conn, const char *name)
@@ -410,19 +424,16 @@ const char *ws_http_header(const struct mg_connection *conn, const char *name)
     return mg_get_header(conn, name);
 }
 
-int ws_http_reply_metrics(struct mg_connection *conn, ws_metrics *m)
+void ws_http_close_after(struct mg_connection *conn)
 {
-    ws_buf b;
-    ws_buf_init(&b, 0);
-    if (ws_metrics_render(m, &b) != WS_OK) {
-        ws_buf_fini(&b);
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "cannot render metrics");
+    http_req *r = ws__http_req(conn);
+    if (r != NULL) {
+        r->close = true;
     }
-    int rc = ws_http_reply(conn, 200, "text/plain; version=0.0.4; charset=utf-8",
-                           b.data != NULL ? b.data : "", b.len, NULL);
-    ws_buf_fini(&b);
-    return rc;
+    mg_disable_connection_keep_alive(conn);
 }
+
+/* ---- /metrics, /healthz, /readyz for backends --------------------------- */
 
 static int http_metrics_handler(struct mg_connection *conn, void *ctx)
 {
@@ -452,9 +463,9 @@ static int http_readyz_handler(struct mg_connection *conn, void *ctx)
 void ws_http_route_basics(ws_http *h, ws_metrics *m)
 {
     h->metrics = m != NULL ? m : ws_metrics_default();
-    ws_http_route(h, "/metrics$", http_metrics_handler, h);
-    ws_http_route(h, "/healthz$", http_healthz_handler, h);
-    ws_http_route(h, "/readyz$", http_readyz_handler, h);
+    ws_http_route(h, "/metrics$", "GET", http_metrics_handler, h);
+    ws_http_route(h, "/healthz$", "GET", http_healthz_handler, h);
+    ws_http_route(h, "/readyz$", "GET", http_readyz_handler, h);
 }
 
 void ws_http_set_ready(ws_http *h, bool (*ready)(void *ctx), void *ctx)

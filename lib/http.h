@@ -1,12 +1,22 @@
 /*
  * A small HTTP server on civetweb, shared by the front (its whole API) and
  * the backends (/metrics and /healthz). It owns the civetweb context, maps
- * our options onto civetweb's (threads, request timeout, keep-alive, TLS),
- * and offers reply helpers that always set Content-Length so keep-alive
- * works. Handlers run on civetweb worker threads, one request per thread.
+ * our options onto civetweb's (threads, timeouts, keep-alive, TLS) and is
+ * the only place that calls civetweb: handlers see the request through the
+ * ws_http_* accessors below and answer with the reply helpers, which always
+ * set Content-Length so keep-alive works.
  *
- * civetweb gives each keep-alive connection its own worker thread: size
- * `threads` to the connections you accept (DESIGN.md, measured facts).
+ * Everything a hostile client can send is refused here, before a handler
+ * runs, with a JSON error written by us (never civetweb's text/plain page,
+ * never a byte of the request echoed into a status line or header):
+ * framing (header count, Content-Length, Transfer-Encoding), the path
+ * (percent-escapes, NUL, encoded '/', dot segments, UTF-8), the method
+ * (405 with Allow), and time (deadlines for headers, body and idle
+ * keep-alive; a reserve of free workers). See README "Security and limits".
+ *
+ * civetweb gives each connection its own worker thread for as long as the
+ * connection lives: size `threads` to the connections you accept (DESIGN.md,
+ * measured facts). Handlers run on those threads, one request per thread.
  */
 #ifndef WS_HTTP_H
 #define WS_HTTP_H
@@ -21,18 +31,34 @@
 struct mg_connection;
 typedef struct ws_http ws_http;
 
+/* The most header fields a request may have: civetweb 1.15 keeps 64 and
+ * drops the rest silently, so a request with 64 may have had more. */
+#define WS_HTTP_MAX_HEADERS 63
+
+/* The longest decoded path answered (longer: 414). */
+#define WS_HTTP_PATH_MAX 2048
+
 typedef struct ws_http_opts {
-    const char *host;        /* listen address; NULL = "127.0.0.1" */
-    int port;                /* 0 = any free port (see ws_http_port) */
-    int threads;             /* worker threads = concurrent connections; 0 = 32 */
-    int request_timeout_ms;  /* whole request incl. slow clients; 0 = 10000 */
-    int keep_alive_ms;       /* idle keep-alive; 0 = 5000 */
-    const char *tls_cert;    /* PEM certificate (chain); NULL = plain HTTP */
-    const char *tls_key;     /* PEM private key; NULL = the key is in tls_cert */
-    bool access_log;         /* one log line per request */
+    const char *host;       /* listen address; NULL = "127.0.0.1" */
+    int port;               /* 0 = any free port (see ws_http_port) */
+    int threads;            /* worker threads = concurrent connections; 0 = 32 */
+    int request_timeout_ms; /* a new connection's request line and headers; 0 = 10000 */
+    int keep_alive_ms;      /* idle between requests, next headers included; 0 = 5000 */
+    int body_timeout_ms;    /* end of headers to the body's last byte; 0 = 10000 */
+    int reserve;            /* workers kept free: with fewer free, connections
+                               idle or sending their request for longer than
+                               busy_grace_ms are cut; 0 = threads / 8 (at least 1) */
+    int busy_grace_ms;      /* see reserve; 0 = 100 */
+    int max_headers;        /* header fields per request, 1..WS_HTTP_MAX_HEADERS;
+                               0 = WS_HTTP_MAX_HEADERS; more: 431 */
+    const char *tls_cert;   /* PEM certificate (chain); NULL = plain HTTP */
+    const char *tls_key;    /* PEM private key; NULL = the key is in tls_cert */
+    long hsts_max_age_s;    /* with TLS, every answer carries
+                               Strict-Transport-Security: max-age=N; 0 = none */
+    bool access_log;        /* one log line per request */
 } ws_http_opts;
 
-/* Handler for one URI prefix: return the HTTP status sent (for logs). */
+/* Handler for one route: return the HTTP status sent (for logs). */
 typedef int (*ws_http_handler_fn)(struct mg_connection *conn, void *ctx);
 
 /* Start serving. Routes can be added before or after. Once listening, one
@@ -44,14 +70,19 @@ typedef int (*ws_http_handler_fn)(struct mg_connection *conn, void *ctx);
 ws_err ws_http_open(const ws_http_opts *opts, ws_http **out /* OUT */);
 
 /* Start answering through the routes. From ws_http_open until this call
- * every request is answered 503 {"code":"UNAVAILABLE"} with Retry-After
- * (civetweb listens before routes can be added). Call it once every route
- * is installed. Any thread; idempotent. */
+ * every request is answered 503 {"code":"UNAVAILABLE"} with Retry-After.
+ * Call it once every route is installed. Any thread; idempotent. */
 void ws_http_serve(ws_http *h);
 
-/* Route every request whose URI starts with uri (civetweb's rules: "/order"
- * also matches "/order/..."; a trailing "$" makes it exact) to fn. */
-void ws_http_route(ws_http *h, const char *uri, ws_http_handler_fn fn, void *ctx);
+/* Route requests for uri to fn. "/x$" matches the path "/x" exactly; "/x"
+ * (no '$') every path that starts with "/x". Case-sensitive, on the
+ * decoded path; the first route added that matches wins. allow lists the
+ * methods the route takes ("GET", "GET, DELETE"; GET implies HEAD): any
+ * other method is answered 405 with an Allow header before fn runs. NULL
+ * allow: fn checks the method itself. At most 32 routes; call before
+ * ws_http_serve. */
+void ws_http_route(ws_http *h, const char *uri, const char *allow, ws_http_handler_fn fn,
+                   void *ctx);
 
 /* The bound port (useful with port 0). */
 int ws_http_port(const ws_http *h);
@@ -60,23 +91,78 @@ int ws_http_port(const ws_http *h);
  * NULL. */
 void ws_http_close(ws_http *h);
 
+/* ---- the request, inside a handler ------------------------------------ */
+
+/* The method as sent ("GET", "HEAD", "POST", ...). */
+const char *ws_http_method(const struct mg_connection *conn);
+
+/* True for GET and HEAD: a handler serves HEAD as GET and the reply
+ * helpers leave the body out (keeping its Content-Length). */
+bool ws_http_is_get(const struct mg_connection *conn);
+
+/* True for HEAD. */
+bool ws_http_is_head(const struct mg_connection *conn);
+
+/* The path, percent-decoded: starts with '/', valid UTF-8, no control
+ * characters, no NUL, no '/' that was encoded, no "." or ".." segment. */
+const char *ws_http_path(const struct mg_connection *conn);
+
+/* The query string as sent (after '?', still encoded), or NULL. */
+const char *ws_http_query(const struct mg_connection *conn);
+
+/* The first value of query parameter name, decoded ('+' is a space) into
+ * out (NUL-terminated). Returns its length; -1 when absent; -2 when it
+ * does not fit in out_len; -3 when it is badly encoded (an invalid escape,
+ * %00, a control character or not UTF-8). */
+int ws_http_query_var(const struct mg_connection *conn, const char *name, char *out,
+                      size_t out_len);
+
+/* The value of a request header, or NULL. */
+const char *ws_http_header(const struct mg_connection *conn, const char *name);
+
+/* Read the request body into out, at most max bytes, within the body
+ * deadline (ws_http_opts.body_timeout_ms from the end of the headers).
+ * WS_ETOOBIG when the declared or actual length exceeds max, WS_ETIMEDOUT
+ * when the deadline passed (or the client was cut to keep workers free),
+ * WS_EIO when the client stops sending. On any error the answer closes
+ * the connection. */
+ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out);
+
+/* The answer to this request closes the connection (Connection: close);
+ * no further request is read from it. */
+void ws_http_close_after(struct mg_connection *conn);
+
+/* ---- answers ---------------------------------------------------------- */
+
 /* Send a complete response. extra_headers are full lines
- * ("Location: /order/x\r\n"), may be NULL. Returns status. */
+ * ("Location: /order/x\r\n"), may be NULL, and must hold no byte from the
+ * request unchecked. Cache-Control: no-store unless extra_headers has a
+ * Cache-Control. Returns status. */
 int ws_http_reply(struct mg_connection *conn, int status, const char *content_type,
                   const void *body, size_t len, const char *extra_headers);
 
-/* Send {"code": code, "message": formatted} with status. */
+/* Send {"code": code, "message": formatted} with status. Bytes of the
+ * message that are not valid UTF-8 are written as U+FFFD. */
 int ws_http_reply_error(struct mg_connection *conn, int status, const char *code,
                         const char *extra_headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-/* Read the request body into out, at most max bytes. WS_ETOOBIG when the
- * declared or actual length exceeds max, WS_EIO when the client stops
- * sending. */
-ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out);
+/* 405 {"code":"METHOD_NOT_ALLOWED"} with "Allow: allow". */
+int ws_http_reply_method_not_allowed(struct mg_connection *conn, const char *allow);
 
-/* The value of a request header, or NULL. */
-const char *ws_http_header(const struct mg_connection *conn, const char *name);
+/* Start an answer whose body has no length (Server-Sent Events): the head
+ * with Connection: close and no Content-Length. The caller then writes the
+ * body with ws_http_write (nothing for HEAD). False when the client is
+ * gone. */
+bool ws_http_stream_start(struct mg_connection *conn, int status,
+                          const char *content_type, const char *extra_headers);
+
+/* Write len bytes of a streamed body; false when the client is gone. */
+bool ws_http_write(struct mg_connection *conn, const void *data, size_t len);
+
+/* True once the client has closed its side of the connection (or it
+ * broke): a streaming handler polls this to free its worker at once. */
+bool ws_http_peer_gone(struct mg_connection *conn);
 
 /* Render the registry as Prometheus text and send it (200). */
 int ws_http_reply_metrics(struct mg_connection *conn, ws_metrics *m);
