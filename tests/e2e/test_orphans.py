@@ -16,8 +16,6 @@ webshopctl and from the inventory's /metrics.
 Run: /usr/bin/python3 tests/e2e/test_orphans.py BUILD_DIR
 """
 
-import http.client
-import json
 import os
 import re
 import subprocess
@@ -26,67 +24,11 @@ import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shop import Shop, wait_until  # noqa: E402
+from shop import Backends, Shop, wait_until  # noqa: E402
 
 BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
 ORPHAN_AFTER_MS = 500
 REASON = "reservation released: the order service did not know the order within 500 ms"
-
-
-class Ctl:
-    """RPC calls and bus publishes through webshopctl."""
-
-    def __init__(self, shop):
-        self.shop = shop
-        self.ctl = os.path.join(shop.build, "tools", "webshopctl")
-
-    def call(self, url, method, req):
-        r = subprocess.run([self.ctl, "--deadline", "2s", "--emit-defaults", "call", url,
-                            method, json.dumps(req)],
-                           capture_output=True, text=True, timeout=20)
-        if r.returncode != 0:
-            return None, r.stderr.strip()
-        return json.loads(r.stdout), None
-
-    def publish(self, topic, event):
-        r = subprocess.run([self.ctl, "--broker", f"127.0.0.1:{self.shop.broker_port}",
-                            "--deadline", "5s", "publish", topic, json.dumps(event)],
-                           capture_output=True, text=True, timeout=20)
-        assert r.returncode == 0, r.stderr
-
-    def send(self, oid, items):
-        self.publish("public-front/order-send", {"orderId": oid, "items": items})
-
-    def reservation(self, oid):
-        resp, err = self.call(self.shop.inv_rpc, "/webshop.v1.Inventory/GetReservation",
-                              {"order_id": oid})
-        assert resp is not None, err
-        return resp
-
-    def balance(self, pid):
-        resp, err = self.call(self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct",
-                              {"id": pid})
-        assert resp is not None, err
-        return resp["product"]["balance"]
-
-    def order(self, oid):
-        resp, _ = self.call(self.shop.ord_rpc, "/webshop.v1.Orders/GetOrder", {"id": oid})
-        return resp["order"] if resp else None
-
-    def metric(self, name, labels=""):
-        """The value of one sample on the inventory's /metrics (0 if absent)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.shop.inv_http, timeout=5)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        want = name + ("{" + labels + "}" if labels else "")
-        for line in text.splitlines():
-            parts = line.split(" ")
-            if len(parts) == 2 and parts[0] == want:
-                return float(parts[1])
-        return 0.0
 
 
 def new_id():
@@ -100,7 +42,7 @@ class OrphanReservations(unittest.TestCase):
         shop.argv["inventory"] += ["--orders-url", shop.ord_rpc,
                                    "--orphan-after-ms", str(ORPHAN_AFTER_MS)]
         with shop:
-            c = Ctl(shop)
+            c = Backends(shop)
             wait_until(lambda: c.call(shop.inv_rpc, "/webshop.v1.Inventory/GetCatalog",
                                       {})[0] is not None, 20, "inventory RPC")
             before = c.balance(1)
@@ -115,8 +57,8 @@ class OrphanReservations(unittest.TestCase):
 
             # The order service is down: the sweep asks, gets no answer,
             # and releases nothing.
-            failed = c.metric("webshop_inventory_orphan_checks_total", 'result="failed"')
-            wait_until(lambda: c.metric("webshop_inventory_orphan_checks_total",
+            failed = c.inventory_metric("webshop_inventory_orphan_checks_total", 'result="failed"')
+            wait_until(lambda: c.inventory_metric("webshop_inventory_orphan_checks_total",
                                         'result="failed"') >= failed + 2,
                        20, "two sweeps to find the order service unavailable")
             self.assertEqual(c.reservation(orphan)["status"], "RESERVED")
@@ -131,7 +73,7 @@ class OrphanReservations(unittest.TestCase):
             self.assertEqual(r["reason"], REASON)
             self.assertEqual(r["items"], [{"inventory_id": 1, "count": 5}])
             self.assertEqual(c.balance(1), before)
-            self.assertGreaterEqual(c.metric("webshop_inventory_orphans_released_total"), 1)
+            self.assertGreaterEqual(c.inventory_metric("webshop_inventory_orphans_released_total"), 1)
             self.assertIn(f"event=orphan_released order_id={orphan}",
                           shop.procs["inventory"].log())
 
@@ -157,12 +99,12 @@ class OrphanReservations(unittest.TestCase):
             # it, confirms it, and never releases it or asks again.
             before2 = c.balance(2)
             known = self.known_order(c, shop, 3)
-            found = c.metric("webshop_inventory_orphan_checks_total", 'result="found"')
+            found = c.inventory_metric("webshop_inventory_orphan_checks_total", 'result="found"')
             self.assertGreaterEqual(found, 1)
             # A later known order is confirmed by a later pass, which did not
             # ask about the first one again.
             self.known_order(c, shop, 1)
-            self.assertEqual(c.metric("webshop_inventory_orphan_checks_total",
+            self.assertEqual(c.inventory_metric("webshop_inventory_orphan_checks_total",
                                       'result="found"'), found + 1)
             self.assertEqual(c.reservation(known)["status"], "RESERVED")
             self.assertEqual(c.balance(2), before2 - 4)

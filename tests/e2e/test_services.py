@@ -8,84 +8,15 @@ Run: /usr/bin/python3 tests/e2e/test_services.py BUILD_DIR
 
 import json
 import os
-import subprocess
 import sys
 import unittest
-import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shop import Shop, wait_until  # noqa: E402
+from shop import Backends, Shop, wait_until  # noqa: E402
 
 BUILD = os.environ.get("WEBSHOP_BUILD_DIR", "build")
 BACKENDS = ("broker", "inventory", "order")
-
-
-class Backends:
-    """RPC and bus access to a shop's backends through webshopctl."""
-
-    def __init__(self, shop):
-        self.shop = shop
-        self.ctl = os.path.join(shop.build, "tools", "webshopctl")
-        self.broker = f"127.0.0.1:{shop.broker_port}"
-
-    def call(self, url, method, req):
-        r = subprocess.run([self.ctl, "--deadline", "2s", "--emit-defaults", "call", url,
-                            method, json.dumps(req)],
-                           capture_output=True, text=True, timeout=20)
-        if r.returncode != 0:
-            return None, r.stderr.strip()
-        return json.loads(r.stdout), None
-
-    def publish(self, topic, event):
-        r = subprocess.run([self.ctl, "--broker", self.broker, "--deadline", "5s", "publish",
-                            topic, json.dumps(event)],
-                           capture_output=True, text=True, timeout=20)
-        assert r.returncode == 0, r.stderr
-
-    def publish_json_raw(self, topic, text):
-        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p",
-                            str(self.shop.broker_port), *self.shop.mqtt_args(), "-q", "1",
-                            "-t", topic, "-m", text],
-                           capture_output=True, text=True, timeout=20)
-        assert r.returncode == 0, r.stderr
-
-    def order(self, oid):
-        resp, _ = self.call(self.shop.ord_rpc, "/webshop.v1.Orders/GetOrder", {"id": oid})
-        return resp["order"] if resp else None
-
-    def reservation(self, oid):
-        resp, err = self.call(self.shop.inv_rpc, "/webshop.v1.Inventory/GetReservation",
-                              {"order_id": oid})
-        assert resp is not None, err
-        return resp
-
-    def balance(self, pid):
-        resp, err = self.call(self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct",
-                              {"id": pid})
-        assert resp is not None, err
-        return resp["product"]["balance"]
-
-    def wait_status(self, oid, statuses, timeout=20):
-        if isinstance(statuses, str):
-            statuses = (statuses,)
-
-        def done():
-            o = self.order(oid)
-            return o if o is not None and o["status"] in statuses else None
-        return wait_until(done, timeout, f"order {oid} to reach {statuses}")
-
-    def order_metric(self, series):
-        """The value of one series on the order service's /metrics (0 if absent)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.shop.ord_http}/metrics",
-                                    timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(series + " "):
-                    return float(line.split()[-1])
-        return 0.0
-
-    def send(self, oid, items):
-        self.publish("public-front/order-send", {"orderId": oid, "items": items})
 
 
 def new_id():
