@@ -314,6 +314,9 @@ static const char *recovery_reservation_name(Webshop__V1__ReservationStatus st)
     return name != NULL ? name : "UNKNOWN";
 }
 
+static ws_err recovery_due_ids(ws_store *s, const char *sql, int64_t now_ms, size_t limit,
+                               char (*ids)[37], size_t *n);
+
 ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
                                     order_recovery_lookup_fn lookup, void *lookup_ctx,
                                     int64_t now_ms, size_t limit,
@@ -326,27 +329,14 @@ ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
     if (ids == NULL) {
         return WS_ENOMEM;
     }
-    sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "SELECT id FROM orders WHERE status = ?1"
-                      " AND next_resend_ms <= ?2 ORDER BY next_resend_ms LIMIT ?3",
-                      &st);
-    size_t n = 0;
-    if (err == WS_OK) {
-        sqlite3_bind_int(st, 1, WEBSHOP__V1__ORDER_STATUS__CANCELED);
-        sqlite3_bind_int64(st, 2, now_ms);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
-            const unsigned char *id = sqlite3_column_text(st, 0);
-            snprintf(ids[n++], sizeof ids[0], "%s", id != NULL ? (const char *)id : "");
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-            err = ws_err_from_sqlite(rc);
-        }
-    }
+    /* recovery_due_ids binds ?1 = now and ?2 = the limit; the status is
+     * spelled in the SQL (checked against the contract's enum below). */
+    _Static_assert(WEBSHOP__V1__ORDER_STATUS__CANCELED == 4, "CANCELED is 4 in the SQL");
+    size_t n;
+    ws_err err = recovery_due_ids(s,
+                                  "SELECT id FROM orders WHERE status = 4"
+                                  " AND next_resend_ms <= ?1 ORDER BY next_resend_ms LIMIT ?2",
+                                  now_ms, limit, ids, &n);
     bool inventory_down = false;
     for (size_t i = 0; err == WS_OK && i < n; i++) {
         Webshop__V1__ReservationStatus rs =
