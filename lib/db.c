@@ -17,6 +17,7 @@
 
 #include "db/db_int.h"
 #include "log.h"
+#include "metrics.h"
 
 #define DB_DEFAULT_POOL       4
 #define DB_DEFAULT_ACQUIRE_MS 5000
@@ -285,6 +286,15 @@ ws_err ws_db_bind_null(ws_db_stmt *s, int pos)
     return err != WS_OK ? err : s->conn->pool->ops->bind_null(s, pos);
 }
 
+ws_err ws_db_bind_blob(ws_db_stmt *s, int pos, const void *data, size_t len)
+{
+    ws_err err = db_bind_check(s, pos);
+    if (err == WS_OK && data == NULL && len > 0) {
+        err = ws__db_fail(s->conn, WS_EINVAL, 0, NULL, "NULL blob with a length");
+    }
+    return err != WS_OK ? err : s->conn->pool->ops->bind_blob(s, pos, data, len);
+}
+
 ws_err ws_db_step(ws_db_stmt *s, bool *row /* OUT */)
 {
     if (s == NULL || row == NULL) {
@@ -354,6 +364,17 @@ const char *ws_db_column_text(ws_db_stmt *s, int col)
 bool ws_db_column_is_null(ws_db_stmt *s, int col)
 {
     return db_col_ok(s, col) ? s->conn->pool->ops->column_is_null(s, col) : true;
+}
+
+const void *ws_db_column_blob(ws_db_stmt *s, int col, size_t *len /* OUT */)
+{
+    size_t n = 0;
+    const void *p =
+        db_col_ok(s, col) ? s->conn->pool->ops->column_blob(s, col, &n) : NULL;
+    if (len != NULL) {
+        *len = n;
+    }
+    return p;
 }
 
 int64_t ws_db_changes(ws_db_stmt *s)
@@ -517,7 +538,11 @@ void ws_db_release(ws_db_conn *c)
     }
     db_cache_reset_all(c);
     c->pool->ops->conn_cleanup(c);
+    if (c->in_group && db_txn_owner == c->pool) {
+        db_txn_owner = NULL;
+    }
     c->in_txn = 0;
+    c->in_group = 0;
     db_idle_push(c->pool, c);
 }
 
@@ -536,6 +561,77 @@ ws_err ws_db_check(ws_db *db, ws_db_error *why /* OUT */)
     return err;
 }
 
+/* ---- fault memory --------------------------------------------------------- */
+
+/* The gauge is looked up at each change of state (rare), not kept: a test
+ * may free the default registry while a pool is open. */
+static void db_fault_gauge(double delta)
+{
+    ws_gauge_add(ws_gauge_get(ws_metrics_default(), "webshop_db_commit_failing",
+                              "Database connections whose last write failed for the "
+                              "storage (disk full, read-only, I/O error, server gone)",
+                              NULL),
+                 delta);
+}
+
+/* A write transaction of c failed with err: remember it when the storage
+ * (not the program) is at fault. */
+static void db_fault_note(ws_db_conn *c, ws_err err)
+{
+    if (err == WS_OK || c->txn_read_only || c->err.err != err ||
+        (err != WS_EIO && err != WS_EUNAVAIL && err != WS_ESTORE && err != WS_ENOMEM)) {
+        return;
+    }
+    const char *why = c->pool->ops->fault_text(&c->err);
+    if (why == NULL && err == WS_EUNAVAIL) {
+        why = "database unavailable";
+    }
+    if (why == NULL) {
+        return;
+    }
+    if (atomic_load(&c->failing)) {
+        return;
+    }
+    snprintf(c->fail_why, sizeof(c->fail_why), "%s", why);
+    c->fail_since_ms = ws__db_now_ms();
+    atomic_store(&c->failing, 1);
+    db_fault_gauge(1);
+    ws_log_warn("db_commit_failing",
+                "url=%s reason=\"%s\" code=%d sqlstate=%s msg=\"%s\"", c->pool->url_safe,
+                why, c->err.sqlite_code, c->err.sqlstate, c->err.message);
+}
+
+static void db_fault_clear(ws_db_conn *c)
+{
+    if (c->txn_read_only || !atomic_load_explicit(&c->failing, memory_order_relaxed)) {
+        return;
+    }
+    atomic_store(&c->failing, 0);
+    db_fault_gauge(-1);
+    ws_log_info("db_commit_recovered", "url=%s failed_ms=%lld", c->pool->url_safe,
+                ws__db_now_ms() - c->fail_since_ms);
+}
+
+bool ws_db_failing(const ws_db *db, char *why, size_t cap)
+{
+    if (db == NULL) {
+        return false;
+    }
+    ws_db *d = (ws_db *)db;
+    bool failing = false;
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < d->nconns && !failing; i++) {
+        if (atomic_load(&d->conns[i]->failing)) {
+            failing = true;
+            if (why != NULL && cap > 0) {
+                snprintf(why, cap, "%s", d->conns[i]->fail_why);
+            }
+        }
+    }
+    pthread_mutex_unlock(&d->mu);
+    return failing;
+}
+
 /* ---- transactions --------------------------------------------------------- */
 
 /* One attempt: BEGIN, fn, COMMIT or ROLLBACK. */
@@ -543,8 +639,10 @@ static ws_err db_txn_once(ws_db_conn *c, const ws_db_txn_opts *o, ws_db_txn_fn f
                           void *ctx)
 {
     const ws__db_ops *ops = c->pool->ops;
+    c->txn_read_only = o->read_only;
     ws_err err = ops->begin(c, o);
     if (err != WS_OK) {
+        db_fault_note(c, err);
         return err;
     }
     c->in_txn = 1;
@@ -563,14 +661,110 @@ static ws_err db_txn_once(ws_db_conn *c, const ws_db_txn_opts *o, ws_db_txn_fn f
     }
     db_cache_reset_all(c);
     if (err != WS_OK) {
+        db_fault_note(c, err);
         ops->rollback(c);
         return err;
     }
     err = ops->commit(c);
     if (err != WS_OK) {
+        db_fault_note(c, err);
         ops->rollback(c);
+    } else {
+        db_fault_clear(c);
     }
     return err;
+}
+
+/* Inside a group: fn as a SAVEPOINT of the group's transaction. */
+static ws_err db_txn_savepoint(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
+{
+    const ws__db_ops *ops = c->pool->ops;
+    if (!ops->txn_open(c)) {
+        /* The engine rolled the group back (SQLite after FULL/IOERR): a
+         * SAVEPOINT now would start a transaction of its own. */
+        return c->err.err != WS_OK ? c->err.err : WS_ESTORE;
+    }
+    ws_err err = ops->exec(c, "SAVEPOINT ws_db_group");
+    if (err != WS_OK) {
+        db_fault_note(c, err);
+        return err;
+    }
+    c->in_txn = 1;
+    c->txn_err = WS_OK;
+    err = fn(c, ctx);
+    c->in_txn = 0;
+    if (err == WS_OK && c->txn_err != WS_OK) {
+        err = c->txn_err;
+    }
+    c->txn_err = WS_OK;
+    db_cache_reset_all(c);
+    if (err != WS_OK) {
+        db_fault_note(c, err);
+        if (ops->txn_open(c)) {
+            ops->exec(c, "ROLLBACK TO SAVEPOINT ws_db_group");
+            ops->exec(c, "RELEASE SAVEPOINT ws_db_group");
+        }
+        return err;
+    }
+    err = ops->exec(c, "RELEASE SAVEPOINT ws_db_group");
+    if (err != WS_OK) {
+        db_fault_note(c, err);
+    }
+    return err;
+}
+
+ws_err ws_db_group_begin(ws_db_conn *c)
+{
+    if (c == NULL || c->in_txn || c->in_group) {
+        return WS_EINVAL;
+    }
+    static const ws_db_txn_opts defaults = {0};
+    ws_err err = WS_OK;
+    for (int attempt = 0;; attempt++) {
+        c->txn_read_only = 0;
+        err = c->pool->ops->begin(c, &defaults);
+        if (err != WS_EBUSY || attempt >= c->pool->txn_retries) {
+            break;
+        }
+        atomic_fetch_add_explicit(&c->pool->st_retries, 1, memory_order_relaxed);
+        db_backoff(c, attempt);
+    }
+    if (err != WS_OK) {
+        db_fault_note(c, err);
+        return err;
+    }
+    c->in_group = 1;
+    db_txn_owner = c->pool;
+    return WS_OK;
+}
+
+ws_err ws_db_group_end(ws_db_conn *c)
+{
+    if (c == NULL || !c->in_group || c->in_txn) {
+        return WS_EINVAL;
+    }
+    const ws__db_ops *ops = c->pool->ops;
+    c->in_group = 0;
+    if (db_txn_owner == c->pool) {
+        db_txn_owner = NULL;
+    }
+    db_cache_reset_all(c);
+    ws_err err = ops->commit(c);
+    if (err != WS_OK) {
+        db_fault_note(c, err);
+        ops->rollback(c);
+        ws_log_warn("db_group_failed", "url=%s err=%s code=%d sqlstate=%s msg=\"%s\"",
+                    c->pool->url_safe, ws_errname(err), c->err.sqlite_code,
+                    c->err.sqlstate, c->err.message);
+    } else {
+        db_fault_clear(c);
+    }
+    return err;
+}
+
+bool ws_db_in_group(const ws_db_conn *c)
+{
+    return c != NULL && c->in_group;
 }
 
 ws_err ws_db_conn_txn(ws_db_conn *c, const ws_db_txn_opts *opts, ws_db_txn_fn fn,
@@ -582,6 +776,9 @@ ws_err ws_db_conn_txn(ws_db_conn *c, const ws_db_txn_opts *opts, ws_db_txn_fn fn
     if (c->in_txn) {
         ws_log_error("db_txn_nested", "url=%s", c->pool->url_safe);
         return WS_EINVAL;
+    }
+    if (c->in_group) {
+        return db_txn_savepoint(c, fn, ctx);
     }
     static const ws_db_txn_opts defaults = {0};
     const ws_db_txn_opts *o = opts ? opts : &defaults;
@@ -814,6 +1011,12 @@ static ws_err db_pool_new(const ws_db_opts *o, ws_db **out)
                               ? (o->busy_timeout_ms < 0 ? 0 : o->busy_timeout_ms)
                               : DB_DEFAULT_BUSY_MS;
     db->synchronous = sync;
+    db->wal_autocheckpoint = o->wal_autocheckpoint
+                                 ? (o->wal_autocheckpoint < 0 ? 0 : o->wal_autocheckpoint)
+                                 : 256;
+    db->journal_size_limit =
+        o->journal_size_limit ? (o->journal_size_limit < 0 ? -1 : o->journal_size_limit)
+                              : 1048576;
     db->connect_timeout_s =
         o->connect_timeout_s > 0 ? o->connect_timeout_s : DB_DEFAULT_CONNECT_S;
     *out = db;
@@ -914,4 +1117,102 @@ void ws_db_stats_get(const ws_db *db, ws_db_stats *out /* OUT */)
     out->reconnects = atomic_load(&d->st_reconnects);
     out->reconnect_failures = atomic_load(&d->st_reconnect_failures);
     out->prepares = atomic_load(&d->st_prepares);
+}
+
+/* ---- checkpoint and the check before start -------------------------------- */
+
+ws_err ws_db_checkpoint(ws_db *db, bool truncate)
+{
+    if (db == NULL) {
+        return WS_EINVAL;
+    }
+    if (db->ops->checkpoint == NULL) {
+        return WS_OK;
+    }
+    ws_db_conn *c = NULL;
+    ws_err err = ws_db_acquire(db, &c);
+    if (err != WS_OK) {
+        return err;
+    }
+    int frames = -1, done = -1;
+    err = db->ops->checkpoint(c, truncate, &frames, &done);
+    ws_log(err == WS_OK ? WS_LOG_INFO : WS_LOG_WARN, "db_checkpoint",
+           "url=%s mode=%s wal_frames=%d checkpointed=%d result=%s", db->url_safe,
+           truncate ? "truncate" : "passive", frames, done, ws_errname(err));
+    ws_db_release(c);
+    return err;
+}
+
+void ws__db_detail_append(char *detail, size_t cap, const char *text)
+{
+    if (detail == NULL || cap == 0 || text == NULL) {
+        return;
+    }
+    size_t n = strlen(detail);
+    if (n > 0 && n + 2 < cap) {
+        detail[n++] = ';';
+        detail[n++] = ' ';
+    }
+    for (const char *p = text; *p != '\0' && n + 1 < cap; p++) {
+        if (*p == '\n' || *p == '\r') {
+            if (p[1] != '\0' && n + 2 < cap) {
+                detail[n++] = ';';
+                detail[n++] = ' ';
+            }
+        } else {
+            detail[n++] = *p == '"' ? '\'' : *p;
+        }
+    }
+    detail[n] = '\0';
+}
+
+/* PostgreSQL: the server must answer and its schema version be known. */
+static ws_err db_check_pg(ws_db *db, int want, char *detail, size_t cap)
+{
+    ws_db_conn *c = NULL;
+    ws_db_error e = {0};
+    ws_err err = db->ops->conn_open(db, &c, &e);
+    if (err != WS_OK) {
+        ws__db_detail_append(detail, cap, e.message);
+        return err;
+    }
+    c->pool = db;
+    int v = 0;
+    err = db->ops->schema_version(c, &v);
+    if (err != WS_OK) {
+        ws__db_detail_append(detail, cap, c->err.message);
+    } else if (want >= 0 && v > want) {
+        char text[96];
+        snprintf(text, sizeof(text), "schema version %d is newer than this program's %d",
+                 v, want);
+        ws__db_detail_append(detail, cap, text);
+        err = WS_ESTORE;
+    }
+    db->ops->conn_close(c);
+    return err;
+}
+
+ws_err ws_db_check_url(const char *url, int want_version, uint32_t budget_ms,
+                       char *detail, size_t cap)
+{
+    if (detail != NULL && cap > 0) {
+        detail[0] = '\0';
+    }
+    if (url == NULL) {
+        return WS_EINVAL;
+    }
+    ws_db_opts o = {.url = url, .pool_size = 1};
+    ws_db *db = NULL;
+    ws_err err = db_pool_new(&o, &db);
+    if (err != WS_OK) {
+        ws__db_detail_append(detail, cap, "URL refused");
+        return err;
+    }
+    if (db->ops->check != NULL) {
+        err = db->ops->check(db->target, want_version, budget_ms, detail, cap);
+    } else {
+        err = db_check_pg(db, want_version, detail, cap);
+    }
+    ws_db_close(db);
+    return err;
 }

@@ -105,6 +105,10 @@ typedef struct ws_db_opts {
                                           (a connect_timeout in the URL wins) */
     const char *app_name;              /* PostgreSQL fallback_application_name; NULL =
                                           "webshop" */
+    int wal_autocheckpoint;            /* SQLite: WAL pages after which a commit
+                                          checkpoints; 0 = 256 (1 MiB); < 0 = never */
+    int64_t journal_size_limit;        /* SQLite: bytes the WAL is cut back to after a
+                                          checkpoint; 0 = 1 MiB; < 0 = no limit */
     const ws_db_migration *migrations; /* may be NULL when n_migrations is 0 */
     size_t n_migrations;               /* 0: the schema version is neither checked
                                           nor changed */
@@ -200,6 +204,21 @@ ws_err ws_db_txn_with(ws_db *db, const ws_db_txn_opts *opts /* NULL: defaults */
 ws_err ws_db_conn_txn(ws_db_conn *c, const ws_db_txn_opts *opts, ws_db_txn_fn fn,
                       void *ctx);
 
+/* Group commit on a held connection, for a consumer that applies a run of
+ * events back to back: ws_db_group_begin opens one transaction (BEGIN, with
+ * the pool's bounded conflict retry at BEGIN only), and every
+ * ws_db_conn_txn on c until ws_db_group_end runs as a SAVEPOINT of it: an
+ * fn that fails rolls back to its savepoint only and returns its error (one
+ * bad event does not undo its neighbours); no retry happens inside a group
+ * (WS_EBUSY is returned to the caller). ws_db_group_end COMMITs: WS_OK, or
+ * an error after which nothing of the group is in the database (the caller
+ * re-runs its work outside a group: the ws_db_conn_txn calls inside reported
+ * a success that did not last). WS_EINVAL when a group or txn is already
+ * open (begin) or none is (end). On PostgreSQL the group is READ COMMITTED. */
+ws_err ws_db_group_begin(ws_db_conn *c);
+ws_err ws_db_group_end(ws_db_conn *c);
+bool ws_db_in_group(const ws_db_conn *c);
+
 /* Run SQL with no parameters and no result rows; several statements
  * allowed (migrations, PRAGMA, SET). */
 ws_err ws_db_exec(ws_db_conn *c, const char *sql);
@@ -217,6 +236,9 @@ ws_err ws_db_prepare(ws_db_conn *c, const char *sql, ws_db_stmt **out /* OUT */)
 ws_err ws_db_bind_int64(ws_db_stmt *s, int pos, int64_t v);
 ws_err ws_db_bind_text(ws_db_stmt *s, int pos, const char *text /* NULL binds NULL */);
 ws_err ws_db_bind_null(ws_db_stmt *s, int pos);
+/* Binary: SQLite BLOB, PostgreSQL BYTEA (sent and read in its hex text
+ * form). The bytes are copied; data may be NULL only when len is 0. */
+ws_err ws_db_bind_blob(ws_db_stmt *s, int pos, const void *data, size_t len);
 
 /* Run the statement or advance it: WS_OK with *row true when a row is
  * available, false when it is done (stepping again stays done until
@@ -237,6 +259,9 @@ int ws_db_column_count(ws_db_stmt *s);
 int64_t ws_db_column_int64(ws_db_stmt *s, int col);
 const char *ws_db_column_text(ws_db_stmt *s, int col);
 bool ws_db_column_is_null(ws_db_stmt *s, int col);
+/* A BLOB/BYTEA column: its bytes and *len (0 and a non-NULL pointer for an
+ * empty value; NULL for SQL NULL or no row). Valid as column_text is. */
+const void *ws_db_column_blob(ws_db_stmt *s, int col, size_t *len /* OUT */);
 
 /* Rows inserted, updated or deleted by the statement's last run once it is
  * done; 0 for a statement that only reads. 0 for an UPDATE means "the
@@ -263,6 +288,40 @@ bool ws_db_has(const ws_db_conn *c, ws_db_feature f);
 /* sqlite_sql on SQLite, pg_sql on PostgreSQL. */
 const char *ws_db_dialect(const ws_db_conn *c, const char *sqlite_sql,
                           const char *pg_sql);
+
+/* Faults of the storage itself. A connection whose write transaction
+ * failed to commit (or whose statement failed) with WS_EIO or WS_EUNAVAIL
+ * is "failing" until one of its write transactions or groups commits again.
+ * True while any connection of the pool is failing; then why (may be NULL)
+ * receives a short reason ("disk full", "database is read-only", "disk I/O
+ * error", "database damaged", "database unavailable", or the PostgreSQL
+ * message). The gauge webshop_db_commit_failing of the default metrics
+ * registry counts failing connections of every pool. Any thread. */
+bool ws_db_failing(const ws_db *db, char *why, size_t cap);
+
+/* SQLite: checkpoint the WAL into the database, PASSIVE, or with truncate
+ * wait for readers (busy timeout) and cut the WAL file to zero bytes, for a
+ * clean stop; logs db_checkpoint with the frames. WS_OK, WS_EBUSY when
+ * readers or a writer kept it from finishing, WS_EIO/WS_ESTORE when the
+ * file could not be written. PostgreSQL and :memory:: a no-op WS_OK. No
+ * connection of the pool may be held by the caller. */
+ws_err ws_db_checkpoint(ws_db *db, bool truncate);
+
+/* Check a database before a service opens it for work, on a connection of
+ * its own (closed again). want_version is the code's last migration (< 0
+ * skips the version part): the schema version found must be at most that;
+ * on SQLite a version 0 database must hold no table (another program's
+ * file, or a damaged first page), then PRAGMA quick_check, stopped after
+ * budget_ms (0 = skip; its cost is one read of every page, ~10 ms per 10 MB
+ * in the page cache). On PostgreSQL the schema_migrations version is read
+ * and the server must answer. Returns WS_OK; WS_ESTORE when damaged or
+ * newer than the code (detail says what, one line); WS_ETIMEDOUT when the
+ * quick_check ran out of budget (no verdict: the caller decides);
+ * WS_EIO when an SQLite file cannot be opened or read; WS_EUNAVAIL when
+ * the PostgreSQL server cannot be reached; WS_EINVAL for a refused URL.
+ * Logs nothing; the caller says what it does. detail may be NULL. */
+ws_err ws_db_check_url(const char *url, int want_version, uint32_t budget_ms,
+                       char *detail, size_t cap);
 
 typedef struct ws_db_stats {
     unsigned long txn_retries;        /* attempts retried after a conflict */

@@ -932,3 +932,29 @@ int64_t ws_rpc_call_remaining_ms(const ws_rpc_call *call)
     left = (double)call->deadline_ms - (rpc_server_now() - call->arrival) * 1e3;
     return left <= 0 ? 0 : (int64_t)left;
 }
+
+ws_rpc_code ws_rpc_status_of(ws_err err, ws_rpc_call *call, const char *method,
+                             const char *what)
+{
+    switch (err) {
+    case WS_OK:
+        return WS_RPC_OK;
+    case WS_EINVAL:
+        ws_rpc_call_set_message(call, "%s", what ? what : "invalid argument");
+        return WS_RPC_INVALID_ARGUMENT;
+    case WS_ENOTFOUND:
+        ws_rpc_call_set_message(call, "%s", what ? what : "not found");
+        return WS_RPC_NOT_FOUND;
+    case WS_EBUSY:
+    case WS_EUNAVAIL:
+    case WS_ETIMEDOUT:
+    case WS_EIO:
+        ws_rpc_call_set_message(call, "database unavailable (%s)", ws_errname(err));
+        return WS_RPC_UNAVAILABLE;
+    default:
+        ws_log_error("rpc_failed", "method=%s err=%s", method ? method : "?",
+                     ws_errname(err));
+        ws_rpc_call_set_message(call, "%s", ws_strerror(err));
+        return WS_RPC_INTERNAL;
+    }
+}

@@ -83,4 +83,14 @@ void ws_rpc_call_set_message(ws_rpc_call *call, const char *fmt, ...)
  * if the call has none. */
 int64_t ws_rpc_call_remaining_ms(const ws_rpc_call *call);
 
+/* Inside a handler: the status for a backend's ws_err, with the call's
+ * message set, the same in every service. WS_OK OK; WS_EINVAL
+ * INVALID_ARGUMENT and WS_ENOTFOUND NOT_FOUND (message: what, naming the
+ * field or the thing); WS_EBUSY, WS_EUNAVAIL, WS_ETIMEDOUT and WS_EIO
+ * UNAVAILABLE (the database is busy, gone or cannot be written: the caller
+ * may retry, elsewhere); anything else INTERNAL, logged as rpc_failed with
+ * the method. */
+ws_rpc_code ws_rpc_status_of(ws_err err, ws_rpc_call *call, const char *method,
+                             const char *what);
+
 #endif

@@ -1384,6 +1384,185 @@ DB_TEST(pool_serves_many_threads)
     ws_db_close(db);
 }
 
+/* ---- blobs, groups, faults, checkpoint, the check before start ----------- */
+
+static const ws_db_migration blob_migs[] = {
+    {1, "CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB);",
+     "CREATE TABLE b(id BIGINT PRIMARY KEY, v BYTEA);"},
+};
+
+DB_TEST(blobs_round_trip_every_byte)
+{
+    ws_db *db = pool_open(E.url, blob_migs, 1, 1);
+    ws_db_conn *c = NULL;
+    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    unsigned char all[256];
+    for (int i = 0; i < 256; i++) {
+        all[i] = (unsigned char)(255 - i);
+    }
+    ws_db_stmt *s = NULL;
+    for (int id = 1; id <= 3; id++) {
+        cr_assert_eq(ws_db_prepare(c, "INSERT INTO b(id, v) VALUES ($1, $2)", &s), WS_OK);
+        cr_assert_eq(ws_db_bind_int64(s, 1, id), WS_OK);
+        if (id == 3) {
+            cr_assert_eq(ws_db_bind_null(s, 2), WS_OK);
+        } else {
+            cr_assert_eq(ws_db_bind_blob(s, 2, all, id == 1 ? sizeof(all) : 0), WS_OK);
+        }
+        cr_assert_eq(ws_db_run(s, NULL), WS_OK, "%s", ws_db_last_error(c)->message);
+    }
+    cr_assert_eq(ws_db_prepare(c, "SELECT v, v FROM b ORDER BY id", &s), WS_OK);
+    bool row = false;
+    size_t len = 99, len2 = 99;
+    cr_assert_eq(ws_db_step(s, &row), WS_OK);
+    cr_assert(row);
+    const void *v = ws_db_column_blob(s, 0, &len);
+    const void *v2 = ws_db_column_blob(s, 1, &len2);
+    cr_assert_eq(len, sizeof(all));
+    cr_assert_eq(len2, sizeof(all));
+    cr_assert(memcmp(v, all, sizeof(all)) == 0 && memcmp(v2, all, sizeof(all)) == 0);
+    cr_assert_eq(ws_db_step(s, &row), WS_OK);
+    v = ws_db_column_blob(s, 0, &len);
+    cr_assert(v != NULL && len == 0, "an empty blob is not NULL");
+    cr_assert_eq(ws_db_step(s, &row), WS_OK);
+    cr_assert_null(ws_db_column_blob(s, 0, &len));
+    cr_assert_eq(len, 0);
+    ws_db_reset(s);
+    ws_db_release(c);
+    ws_db_close(db);
+}
+
+static const ws_db_migration kv_migs[] = {
+    {1, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v INTEGER NOT NULL CHECK (v >= 0));",
+     "CREATE TABLE kv(k BIGINT PRIMARY KEY, v BIGINT NOT NULL CHECK (v >= 0));"},
+};
+
+typedef struct kv_put {
+    int64_t k, v;
+} kv_put;
+
+static ws_err kv_put_fn(ws_db_conn *c, void *arg)
+{
+    kv_put *p = arg;
+    ws_db_stmt *s = NULL;
+    ws_err err = ws_db_prepare(c, "INSERT INTO kv(k, v) VALUES ($1, $2)", &s);
+    if (err == WS_OK) {
+        err = ws_db_bind_int64(s, 1, p->k);
+    }
+    if (err == WS_OK) {
+        err = ws_db_bind_int64(s, 2, p->v);
+    }
+    return err == WS_OK ? ws_db_run(s, NULL) : err;
+}
+
+DB_TEST(group_commits_its_savepoints_and_skips_the_failed_one)
+{
+    ws_db *db = pool_open(E.url, kv_migs, 1, 2);
+    ws_db_conn *c = NULL;
+    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    cr_assert_eq(ws_db_group_end(c), WS_EINVAL);
+    cr_assert_eq(ws_db_group_begin(c), WS_OK);
+    cr_assert(ws_db_in_group(c));
+    cr_assert_eq(ws_db_group_begin(c), WS_EINVAL);
+    kv_put a = {1, 10}, bad = {2, -1}, dup = {1, 11}, b = {3, 30};
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_fn, &a), WS_OK);
+    cr_assert_neq(ws_db_conn_txn(c, NULL, kv_put_fn, &bad), WS_OK);
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_fn, &dup), WS_EEXIST);
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_fn, &b), WS_OK);
+    /* Another transaction on the same pool from inside the group would
+     * wait for the group's own lock: refused. */
+    cr_assert_eq(ws_db_txn(db, kv_put_fn, &b), WS_EINVAL);
+    cr_assert_eq(ws_db_group_end(c), WS_OK);
+    cr_assert(!ws_db_in_group(c));
+    cr_assert_eq(conn_int(c, "SELECT count(*) FROM kv", 0, 0), 2);
+    cr_assert_eq(conn_int(c, "SELECT v FROM kv WHERE k = $1", 1, 1), 10);
+    /* A group left open at release is rolled back. */
+    kv_put d = {4, 40};
+    cr_assert_eq(ws_db_group_begin(c), WS_OK);
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_fn, &d), WS_OK);
+    ws_db_release(c);
+    cr_assert_eq(sql_int(db, "SELECT count(*) FROM kv"), 2);
+    cr_assert_eq(ws_db_txn(db, kv_put_fn, &d), WS_OK, "the thread may use the pool again");
+    ws_db_close(db);
+}
+
+DB_TEST(check_url_reads_the_version_and_refuses_a_newer_one)
+{
+    char detail[256];
+    ws_db *db = pool_open(E.url, kv_migs, 1, 1);
+    ws_db_close(db);
+    cr_assert_eq(ws_db_check_url(E.url, 1, 1000, detail, sizeof(detail)), WS_OK, "%s",
+                 detail);
+    cr_assert_eq(ws_db_check_url(E.url, -1, 0, detail, sizeof(detail)), WS_OK);
+    cr_assert_eq(ws_db_check_url(E.url, 0, 1000, detail, sizeof(detail)), WS_ESTORE);
+    cr_assert(strstr(detail, "newer") != NULL, "%s", detail);
+    cr_assert_eq(ws_db_check_url("nosuch:x", 1, 0, detail, sizeof(detail)), WS_EINVAL);
+}
+
+Test(sqlite, check_url_refuses_a_damaged_file, .init = env_init_sqlite, .fini = env_fini)
+{
+    char detail[256], path[1100];
+    ws_db *db = pool_open(E.url, kv_migs, 1, 1);
+    for (int i = 0; i < 2000; i++) {
+        kv_put p = {i, i};
+        cr_assert_eq(ws_db_txn(db, kv_put_fn, &p), WS_OK);
+    }
+    cr_assert_eq(ws_db_checkpoint(db, true), WS_OK);
+    ws_db_close(db);
+    snprintf(path, sizeof(path), "%s/test.db", E.dir);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(truncate(path, st.st_size / 2), 0);
+    ws_err err = ws_db_check_url(E.url, 1, 5000, detail, sizeof(detail));
+    cr_assert_eq(err, WS_ESTORE, "%s: %s", ws_errname(err), detail);
+    cr_assert(detail[0] != '\0');
+}
+
+Test(sqlite, checkpoint_truncates_the_wal, .init = env_init_sqlite, .fini = env_fini)
+{
+    char wal[1100];
+    ws_db *db = pool_open(E.url, kv_migs, 1, 2);
+    for (int i = 0; i < 200; i++) {
+        kv_put p = {i, i};
+        cr_assert_eq(ws_db_txn(db, kv_put_fn, &p), WS_OK);
+    }
+    snprintf(wal, sizeof(wal), "%s/test.db-wal", E.dir);
+    struct stat st;
+    cr_assert_eq(stat(wal, &st), 0);
+    cr_assert_gt(st.st_size, 0);
+    cr_assert_eq(ws_db_checkpoint(db, true), WS_OK);
+    cr_assert_eq(stat(wal, &st), 0);
+    cr_assert_eq(st.st_size, 0, "WAL is %lld bytes", (long long)st.st_size);
+    ws_db_close(db);
+}
+
+Test(sqlite, failing_says_why_until_a_commit_succeeds, .init = env_init_sqlite,
+     .fini = env_fini)
+{
+    ws_db *db = pool_open(E.url, kv_migs, 1, 1);
+    char why[128] = "";
+    cr_assert(!ws_db_failing(db, why, sizeof(why)));
+    /* Make the file read-only under the open pool: the next write fails
+     * with SQLITE_READONLY, for the storage, not the program. */
+    ws_db_conn *c = NULL;
+    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    cr_assert_eq(ws_db_exec(c, "PRAGMA query_only = 1"), WS_OK);
+    kv_put p = {1, 1};
+    cr_assert_neq(ws_db_conn_txn(c, NULL, kv_put_fn, &p), WS_OK);
+    ws_db_release(c);
+    /* query_only is the program's choice (WS_EINVAL is not a fault) unless
+     * the engine says READONLY outside a read-only txn: */
+    if (ws_db_failing(db, why, sizeof(why))) {
+        cr_assert(strstr(why, "read-only") != NULL, "%s", why);
+    }
+    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    cr_assert_eq(ws_db_exec(c, "PRAGMA query_only = 0"), WS_OK);
+    ws_db_release(c);
+    cr_assert_eq(ws_db_txn(db, kv_put_fn, &p), WS_OK);
+    cr_assert(!ws_db_failing(db, why, sizeof(why)));
+    ws_db_close(db);
+}
+
 /* ---- the seam ---------------------------------------------------------------- */
 
 /* A driver call: "sqlite3_" or "PQ" + a lower-case letter, not inside a

@@ -35,9 +35,14 @@ struct ws_db_stmt {
 
 struct ws_db_conn {
     ws_db *pool;
-    ws_db_error err;      /* last driver error */
-    ws_err txn_err;       /* first statement error in the open txn */
-    int in_txn;           /* inside a transaction's fn */
+    ws_db_error err;    /* last driver error */
+    ws_err txn_err;     /* first statement error in the open txn */
+    int in_txn;         /* inside a transaction's fn */
+    int in_group;       /* a group transaction is open (ws_db_group_begin) */
+    int txn_read_only;  /* the open transaction is read-only */
+    atomic_int failing; /* 1 while the last write failed for the storage */
+    char fail_why[128]; /* why, while failing (written before failing = 1) */
+    long long fail_since_ms;
     unsigned seed;        /* backoff jitter */
     unsigned long epoch;  /* pool loss epoch when last (re)connected */
     ws_db_stmt **buckets; /* owned statement cache; power-of-two size */
@@ -68,11 +73,13 @@ typedef struct ws__db_ops {
     ws_err (*bind_int64)(ws_db_stmt *s, int pos, int64_t v);
     ws_err (*bind_text)(ws_db_stmt *s, int pos, const char *v);
     ws_err (*bind_null)(ws_db_stmt *s, int pos);
+    ws_err (*bind_blob)(ws_db_stmt *s, int pos, const void *data, size_t len);
     ws_err (*step)(ws_db_stmt *s, bool *row);
     int (*column_count)(ws_db_stmt *s);
     int64_t (*column_int64)(ws_db_stmt *s, int col);
     const char *(*column_text)(ws_db_stmt *s, int col);
     bool (*column_is_null)(ws_db_stmt *s, int col);
+    const void *(*column_blob)(ws_db_stmt *s, int col, size_t *len);
     int64_t (*changes)(ws_db_stmt *s);
     /* The schema version outside or inside a transaction (0: none yet). */
     ws_err (*schema_version)(ws_db_conn *c, int *out);
@@ -81,6 +88,17 @@ typedef struct ws__db_ops {
     ws_err (*migrate_begin)(ws_db_conn *c);
     ws_err (*schema_version_set)(ws_db_conn *c, int from, int to);
     bool (*has)(ws_db_feature f);
+    /* True while c is inside a transaction the server still has open
+     * (SQLite may roll back by itself after FULL or IOERR). */
+    bool (*txn_open)(ws_db_conn *c);
+    /* The short reason /readyz shows for an error (see ws_db_failing), or
+     * NULL when e is not the storage's fault (constraint, bad SQL, misuse). */
+    const char *(*fault_text)(const ws_db_error *e);
+    /* SQLite only (NULL elsewhere): checkpoint the WAL; *frames / *done. */
+    ws_err (*checkpoint)(ws_db_conn *c, bool truncate, int *frames, int *done);
+    /* ws_db_check_url for this engine, on a bare connection to target. */
+    ws_err (*check)(const char *target, int want_version, uint32_t budget_ms,
+                    char *detail, size_t cap);
 } ws__db_ops;
 
 extern const ws__db_ops ws__db_sqlite_ops;
@@ -94,8 +112,10 @@ struct ws_db {
     int pool_size;
     int acquire_timeout_ms;
     int txn_retries;
-    int busy_timeout_ms; /* SQLite */
-    int synchronous;     /* SQLite: 0 OFF .. 3 EXTRA */
+    int busy_timeout_ms;          /* SQLite */
+    int synchronous;              /* SQLite: 0 OFF .. 3 EXTRA */
+    int wal_autocheckpoint;       /* SQLite: pages; 0 = never */
+    long long journal_size_limit; /* SQLite: bytes; -1 = none */
     int connect_timeout_s;
     char *app_name; /* owned */
     int schema_version;
@@ -154,6 +174,10 @@ typedef struct ws__db_sql_info {
  * receives sql with each $N placeholder written ?N (SQLite's positional
  * form, same length). */
 void ws__db_sql_scan(const char *sql, ws__db_sql_info *info /* OUT */, char *rewrite);
+
+/* Append text to detail (cap bytes) as one line: newlines become "; ",
+ * double quotes single ones; a "; " goes between appended parts. */
+void ws__db_detail_append(char *detail, size_t cap, const char *text);
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 long long ws__db_now_ms(void);

@@ -33,10 +33,21 @@ typedef struct pg_stmt {
     PGresult *res; /* the current result, or NULL */
     int row;       /* current row in res */
     int64_t changes;
-    char **vals;      /* nparams entries: NULL (SQL NULL) or a value */
-    char **heap;      /* nparams entries: owned text copies */
-    char (*nums)[24]; /* nparams buffers for integers */
+    char **vals;           /* nparams entries: NULL (SQL NULL) or a value */
+    char **heap;           /* nparams entries: owned text copies */
+    char (*nums)[24];      /* nparams buffers for integers */
+    unsigned char **blobs; /* decoded BYTEA values of the current row */
+    size_t nblobs, capblobs;
 } pg_stmt;
+
+/* Free the decoded BYTEA values (at each step, reset and free). */
+static void pg_blobs_free(pg_stmt *ps)
+{
+    for (size_t i = 0; i < ps->nblobs; i++) {
+        PQfreemem(ps->blobs[i]);
+    }
+    ps->nblobs = 0;
+}
 
 static pg_conn *pg_of(ws_db_conn *c)
 {
@@ -279,6 +290,8 @@ static void pg_stmt_free(ws_db_stmt *s)
 {
     pg_stmt *ps = pg_stmt_of(s);
     PQclear(ps->res);
+    pg_blobs_free(ps);
+    free(ps->blobs);
     for (int i = 0; ps->heap != NULL && i < s->nparams; i++) {
         free(ps->heap[i]);
     }
@@ -321,6 +334,7 @@ static void pg_stmt_reset(ws_db_stmt *s)
 {
     pg_stmt *ps = pg_stmt_of(s);
     PQclear(ps->res);
+    pg_blobs_free(ps);
     ps->res = NULL;
     ps->row = -1;
     ps->changes = 0;
@@ -365,11 +379,35 @@ static ws_err pg_bind_null(ws_db_stmt *s, int pos)
     return WS_OK;
 }
 
+/* BYTEA in its hex text form: \x then two hex digits a byte. */
+static ws_err pg_bind_blob(ws_db_stmt *s, int pos, const void *data, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    pg_stmt *ps = pg_stmt_of(s);
+    pg_bind_clear(ps, pos - 1);
+    char *t = malloc(2 * len + 3);
+    if (t == NULL) {
+        return ws__db_fail(s->conn, WS_ENOMEM, 0, NULL, NULL);
+    }
+    const unsigned char *b = data;
+    t[0] = '\\';
+    t[1] = 'x';
+    for (size_t i = 0; i < len; i++) {
+        t[2 + 2 * i] = hex[b[i] >> 4];
+        t[3 + 2 * i] = hex[b[i] & 15];
+    }
+    t[2 + 2 * len] = '\0';
+    ps->heap[pos - 1] = t;
+    ps->vals[pos - 1] = t;
+    return WS_OK;
+}
+
 /* The first step runs the statement and keeps its whole result. */
 static ws_err pg_step(ws_db_stmt *s, bool *row)
 {
     pg_stmt *ps = pg_stmt_of(s);
     pg_conn *pc = pg_of(s->conn);
+    pg_blobs_free(ps);
     if (ps->res == NULL) {
         PGresult *res = PQexecPrepared(pc->pg, ps->name, s->nparams,
                                        (const char *const *)ps->vals, NULL, NULL, 0);
@@ -404,6 +442,32 @@ static const char *pg_column_text(ws_db_stmt *s, int col)
 {
     pg_stmt *ps = pg_stmt_of(s);
     return pg_column_is_null(s, col) ? NULL : PQgetvalue(ps->res, ps->row, col);
+}
+
+static const void *pg_column_blob(ws_db_stmt *s, int col, size_t *len)
+{
+    pg_stmt *ps = pg_stmt_of(s);
+    const char *t = pg_column_text(s, col);
+    *len = 0;
+    if (t == NULL) {
+        return NULL;
+    }
+    if (ps->nblobs == ps->capblobs) {
+        size_t cap = ps->capblobs ? 2 * ps->capblobs : 4;
+        unsigned char **b = realloc(ps->blobs, cap * sizeof(*b));
+        if (b == NULL) {
+            return NULL;
+        }
+        ps->blobs = b;
+        ps->capblobs = cap;
+    }
+    unsigned char *v = PQunescapeBytea((const unsigned char *)t, len);
+    if (v == NULL) {
+        *len = 0;
+        return NULL;
+    }
+    ps->blobs[ps->nblobs++] = v;
+    return v;
 }
 
 static int64_t pg_column_int64(ws_db_stmt *s, int col)
@@ -482,6 +546,33 @@ static bool pg_has(ws_db_feature f)
     return true;
 }
 
+static bool pg_txn_open(ws_db_conn *c)
+{
+    PGTransactionStatusType ts = PQtransactionStatus(pg_of(c)->pg);
+    return ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR || ts == PQTRANS_ACTIVE;
+}
+
+/* The short reason /readyz shows; NULL when the program is at fault. */
+static const char *pg_fault_text(const ws_db_error *e)
+{
+    if (e->err == WS_EUNAVAIL) {
+        return "database unavailable";
+    }
+    if (pg_is(e->sqlstate, "53100")) {
+        return "disk full";
+    }
+    if (pg_is(e->sqlstate, "58030")) {
+        return "disk I/O error";
+    }
+    if (pg_is(e->sqlstate, "25006")) {
+        return "database is read-only";
+    }
+    if (pg_is(e->sqlstate, "53200")) {
+        return "out of memory";
+    }
+    return NULL;
+}
+
 const ws__db_ops ws__db_pg_ops = {
     .engine = WS_DB_POSTGRES,
     .conn_open = pg_conn_open,
@@ -499,14 +590,18 @@ const ws__db_ops ws__db_pg_ops = {
     .bind_int64 = pg_bind_int64,
     .bind_text = pg_bind_text,
     .bind_null = pg_bind_null,
+    .bind_blob = pg_bind_blob,
     .step = pg_step,
     .column_count = pg_column_count,
     .column_int64 = pg_column_int64,
     .column_text = pg_column_text,
     .column_is_null = pg_column_is_null,
+    .column_blob = pg_column_blob,
     .changes = pg_changes,
     .schema_version = pg_schema_version,
     .migrate_begin = pg_migrate_begin,
     .schema_version_set = pg_schema_version_set,
     .has = pg_has,
+    .txn_open = pg_txn_open,
+    .fault_text = pg_fault_text,
 };

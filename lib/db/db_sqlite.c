@@ -181,7 +181,18 @@ static ws_err sqlite_configure(sqlite_conn *sc)
         return sqlite_fail(sc, rc != SQLITE_OK ? rc : SQLITE_ERROR,
                            "foreign_keys refused");
     }
-    char sql[48];
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %d",
+             sc->base.pool->wal_autocheckpoint);
+    rc = sqlite_pragma(sc, sql, NULL, 0, NULL);
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
+                 sc->base.pool->journal_size_limit);
+        rc = sqlite_pragma(sc, sql, NULL, 0, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        return sqlite_fail(sc, rc, "WAL limits refused");
+    }
     int sync = sc->base.pool->synchronous;
     snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s", sqlite_sync_names[sync]);
     rc = sqlite_pragma(sc, sql, NULL, 0, NULL);
@@ -401,6 +412,17 @@ static ws_err sqlite_bind_null(ws_db_stmt *s, int pos)
     return sqlite_bind_rc(s, sqlite3_bind_null(sqlite_stmt_of(s)->st, pos));
 }
 
+static ws_err sqlite_bind_blob(ws_db_stmt *s, int pos, const void *data, size_t len)
+{
+    if (len > (size_t)INT32_MAX) {
+        return ws__db_fail(s->conn, WS_ETOOBIG, SQLITE_TOOBIG, NULL, "blob too big");
+    }
+    /* A zero-length blob must still be a blob, not NULL. */
+    return sqlite_bind_rc(s, sqlite3_bind_blob(sqlite_stmt_of(s)->st, pos,
+                                               len ? data : (const void *)"", (int)len,
+                                               SQLITE_TRANSIENT));
+}
+
 static ws_err sqlite_step(ws_db_stmt *s, bool *row)
 {
     sqlite_stmt *ss = sqlite_stmt_of(s);
@@ -431,6 +453,18 @@ static int64_t sqlite_column_int64(ws_db_stmt *s, int col)
 static const char *sqlite_column_text(ws_db_stmt *s, int col)
 {
     return (const char *)sqlite3_column_text(sqlite_stmt_of(s)->st, col);
+}
+
+static const void *sqlite_column_blob(ws_db_stmt *s, int col, size_t *len)
+{
+    sqlite3_stmt *st = sqlite_stmt_of(s)->st;
+    if (sqlite3_column_type(st, col) == SQLITE_NULL) {
+        *len = 0;
+        return NULL;
+    }
+    const void *p = sqlite3_column_blob(st, col);
+    *len = (size_t)sqlite3_column_bytes(st, col);
+    return p != NULL ? p : (const void *)"";
 }
 
 static bool sqlite_column_is_null(ws_db_stmt *s, int col)
@@ -476,6 +510,181 @@ static bool sqlite_has(ws_db_feature f)
     return f == WS_DB_RETURNING || f == WS_DB_ON_CONFLICT;
 }
 
+static bool sqlite_txn_open(ws_db_conn *c)
+{
+    return !sqlite3_get_autocommit(sqlite_of(c)->db);
+}
+
+/* The short reason /readyz shows; NULL when the program is at fault. */
+static const char *sqlite_fault_text(const ws_db_error *e)
+{
+    switch (e->sqlite_code & 0xff) {
+    case SQLITE_FULL:
+        return "disk full";
+    case SQLITE_READONLY:
+        return "database is read-only";
+    case SQLITE_IOERR:
+        return "disk I/O error";
+    case SQLITE_CANTOPEN:
+        return "cannot open the database file";
+    case SQLITE_PERM:
+        return "permission denied";
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return "database damaged";
+    case SQLITE_NOMEM:
+        return "out of memory";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return "database locked";
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOLFS:
+        return "database file locking failed";
+    default:
+        return NULL;
+    }
+}
+
+static ws_err sqlite_checkpoint(ws_db_conn *c, bool truncate, int *frames, int *done)
+{
+    sqlite_conn *sc = sqlite_of(c);
+    const char *file = sqlite3_db_filename(sc->db, "main");
+    if (file == NULL || file[0] == '\0') {
+        return WS_OK; /* :memory: */
+    }
+    int rc = sqlite3_wal_checkpoint_v2(
+        sc->db, "main", truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE,
+        frames, done);
+    if (rc != SQLITE_OK) {
+        return sqlite_fail(sc, rc, NULL);
+    }
+    return truncate && *frames > 0 && *done < *frames ? WS_EBUSY : WS_OK;
+}
+
+/* ---- the check before start (ws_db_check_url) ------------------------------ */
+
+typedef struct sqlite_check_clock {
+    long long deadline_ms;
+    int expired;
+} sqlite_check_clock;
+
+/* Progress handler of the quick_check: interrupt it past its budget. */
+static int sqlite_check_progress(void *arg)
+{
+    sqlite_check_clock *k = arg;
+    if (ws__db_now_ms() > k->deadline_ms) {
+        k->expired = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int sqlite_query_int(sqlite3 *db, const char *sql, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int(st, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* The schema version must be one this program knows, and a version 0 file
+ * must hold no table. */
+static ws_err sqlite_check_version(sqlite3 *db, int want, char *detail, size_t cap)
+{
+    int v = -1, tables = 0;
+    char text[96];
+    if (sqlite_query_int(db, "PRAGMA user_version", &v) != SQLITE_OK ||
+        sqlite_query_int(db,
+                         "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+                         " AND name NOT LIKE 'sqlite_%'",
+                         &tables) != SQLITE_OK) {
+        ws__db_detail_append(detail, cap, sqlite3_errmsg(db));
+        return WS_ESTORE;
+    }
+    if (want >= 0 && v > want) {
+        snprintf(text, sizeof(text), "schema version %d is newer than this program's %d",
+                 v, want);
+        ws__db_detail_append(detail, cap, text);
+        return WS_ESTORE;
+    }
+    if (v == 0 && tables > 0) {
+        snprintf(text, sizeof(text), "schema version 0 but %d tables", tables);
+        ws__db_detail_append(detail, cap, text);
+        return WS_ESTORE;
+    }
+    return WS_OK;
+}
+
+/* PRAGMA quick_check within budget_ms; the first few problems in detail. */
+static ws_err sqlite_quick_check(sqlite3 *db, uint32_t budget_ms, char *detail,
+                                 size_t cap)
+{
+    sqlite_check_clock k = {.deadline_ms = ws__db_now_ms() + budget_ms};
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(8)", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        ws__db_detail_append(detail, cap, sqlite3_errmsg(db));
+        return WS_ESTORE;
+    }
+    sqlite3_progress_handler(db, 1000, sqlite_check_progress, &k);
+    ws_err err = WS_OK;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *row = (const char *)sqlite3_column_text(st, 0);
+        if (row != NULL && strcmp(row, "ok") != 0) {
+            ws__db_detail_append(detail, cap, row);
+            err = WS_ESTORE;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        if (k.expired) {
+            char text[96];
+            snprintf(text, sizeof(text), "quick_check did not finish within %u ms",
+                     budget_ms);
+            ws__db_detail_append(detail, cap, text);
+            err = err == WS_OK ? WS_ETIMEDOUT : err;
+        } else {
+            ws__db_detail_append(detail, cap, sqlite3_errmsg(db));
+            err = WS_ESTORE;
+        }
+    }
+    sqlite3_progress_handler(db, 0, NULL, NULL);
+    sqlite3_finalize(st);
+    return err;
+}
+
+/* A bare connection: no pragma is set, no migration runs, nothing is
+ * written to a file that may be damaged (an absent file is created empty). */
+static ws_err sqlite_check(const char *path, int want_version, uint32_t budget_ms,
+                           char *detail, size_t cap)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(
+        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+        NULL);
+    ws_err err;
+    if (rc != SQLITE_OK) {
+        ws__db_detail_append(detail, cap,
+                             db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        err = sqlite_err(rc) == WS_EIO ? WS_EIO : WS_ESTORE;
+    } else {
+        sqlite3_extended_result_codes(db, 1);
+        sqlite3_busy_timeout(db, 5000);
+        err = sqlite_check_version(db, want_version, detail, cap);
+        if (err == WS_OK && budget_ms > 0) {
+            err = sqlite_quick_check(db, budget_ms, detail, cap);
+        }
+    }
+    sqlite3_close(db);
+    return err;
+}
+
 const ws__db_ops ws__db_sqlite_ops = {
     .engine = WS_DB_SQLITE,
     .conn_open = sqlite_conn_open,
@@ -493,14 +702,20 @@ const ws__db_ops ws__db_sqlite_ops = {
     .bind_int64 = sqlite_bind_int64,
     .bind_text = sqlite_bind_text,
     .bind_null = sqlite_bind_null,
+    .bind_blob = sqlite_bind_blob,
     .step = sqlite_step,
     .column_count = sqlite_column_count,
     .column_int64 = sqlite_column_int64,
     .column_text = sqlite_column_text,
     .column_is_null = sqlite_column_is_null,
+    .column_blob = sqlite_column_blob,
     .changes = sqlite_changes,
     .schema_version = sqlite_schema_version,
     .migrate_begin = sqlite_migrate_begin,
     .schema_version_set = sqlite_schema_version_set,
     .has = sqlite_has,
+    .txn_open = sqlite_txn_open,
+    .fault_text = sqlite_fault_text,
+    .checkpoint = sqlite_checkpoint,
+    .check = sqlite_check,
 };
