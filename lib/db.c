@@ -1079,6 +1079,9 @@ void ws_db_close(ws_db *db)
                      db->nconns - db->nidle);
     }
     for (int i = 0; i < db->nconns; i++) {
+        if (atomic_load(&db->conns[i]->failing)) {
+            db_fault_gauge(-1); /* a failing connection that closes no longer counts */
+        }
         db_cache_free(db->conns[i]);
         db->ops->conn_close(db->conns[i]);
     }

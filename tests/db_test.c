@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "metrics.h"
 #include "harness.h"
 #include "pg_cluster.h"
 
@@ -1482,7 +1483,8 @@ DB_TEST(group_commits_its_savepoints_and_skips_the_failed_one)
     cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_fn, &d), WS_OK);
     ws_db_release(c);
     cr_assert_eq(sql_int(db, "SELECT count(*) FROM kv"), 2);
-    cr_assert_eq(ws_db_txn(db, kv_put_fn, &d), WS_OK, "the thread may use the pool again");
+    cr_assert_eq(ws_db_txn(db, kv_put_fn, &d), WS_OK,
+                 "the thread may use the pool again");
     ws_db_close(db);
 }
 
@@ -1536,31 +1538,87 @@ Test(sqlite, checkpoint_truncates_the_wal, .init = env_init_sqlite, .fini = env_
     ws_db_close(db);
 }
 
+static double failing_gauge(void)
+{
+    return ws_gauge_value(
+        ws_gauge_get(ws_metrics_default(), "webshop_db_commit_failing", "", NULL));
+}
+
+static ws_err kv_put_expect_err(ws_db_conn *c, void *arg)
+{
+    ws_err err = kv_put_fn(c, arg);
+    return err == WS_OK ? WS_EINVAL : err;
+}
+
+/* A write the database refuses (query_only stands in for a read-only file:
+ * both give SQLITE_READONLY) marks the pool failing, with the reason, until
+ * a transaction of that connection commits again; a constraint does not. */
 Test(sqlite, failing_says_why_until_a_commit_succeeds, .init = env_init_sqlite,
      .fini = env_fini)
 {
     ws_db *db = pool_open(E.url, kv_migs, 1, 1);
     char why[128] = "";
+    double g0 = failing_gauge();
     cr_assert(!ws_db_failing(db, why, sizeof(why)));
-    /* Make the file read-only under the open pool: the next write fails
-     * with SQLITE_READONLY, for the storage, not the program. */
     ws_db_conn *c = NULL;
     cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
     cr_assert_eq(ws_db_exec(c, "PRAGMA query_only = 1"), WS_OK);
     kv_put p = {1, 1};
-    cr_assert_neq(ws_db_conn_txn(c, NULL, kv_put_fn, &p), WS_OK);
-    ws_db_release(c);
-    /* query_only is the program's choice (WS_EINVAL is not a fault) unless
-     * the engine says READONLY outside a read-only txn: */
-    if (ws_db_failing(db, why, sizeof(why))) {
-        cr_assert(strstr(why, "read-only") != NULL, "%s", why);
-    }
-    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_expect_err, &p), WS_EIO);
+    cr_assert(ws_db_failing(db, why, sizeof(why)));
+    cr_expect_str_eq(why, "database is read-only");
+    cr_expect_eq(failing_gauge(), g0 + 1);
     cr_assert_eq(ws_db_exec(c, "PRAGMA query_only = 0"), WS_OK);
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_fn, &p), WS_OK);
+    cr_expect(!ws_db_failing(db, NULL, 0));
+    cr_expect_eq(failing_gauge(), g0);
+    /* A constraint is the program's business, not a fault of the storage. */
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_expect_err, &p), WS_EEXIST);
+    cr_expect(!ws_db_failing(db, NULL, 0));
+    /* In a group: the group cannot commit what it holds. */
+    cr_assert_eq(ws_db_group_begin(c), WS_OK);
+    cr_assert_eq(ws_db_exec(c, "PRAGMA query_only = 1"), WS_OK);
+    kv_put q = {2, 2};
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_expect_err, &q), WS_EIO);
+    cr_assert(ws_db_failing(db, why, sizeof(why)));
+    cr_assert_eq(ws_db_group_end(c), WS_OK, "an empty group commits");
+    cr_assert_eq(ws_db_conn_txn(c, NULL, kv_put_expect_err, &q), WS_EIO);
+    cr_expect_eq(failing_gauge(), g0 + 1);
     ws_db_release(c);
-    cr_assert_eq(ws_db_txn(db, kv_put_fn, &p), WS_OK);
-    cr_assert(!ws_db_failing(db, why, sizeof(why)));
+    /* A failing connection that closes no longer counts. */
     ws_db_close(db);
+    cr_expect_eq(failing_gauge(), g0);
+    cr_expect(!ws_db_failing(NULL, NULL, 0));
+}
+
+Test(sqlite, check_passes_a_missing_file_and_gives_no_verdict_out_of_budget,
+     .init = env_init_sqlite, .fini = env_fini)
+{
+    char detail[256];
+    cr_assert_eq(ws_db_check_url(E.url, 1, 1000, detail, sizeof(detail)), WS_OK, "%s",
+                 detail);
+    ws_db *db = pool_open(E.url, kv_migs, 1, 1);
+    ws_db_conn *c = NULL;
+    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    cr_assert_eq(ws_db_exec(c, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB);"
+                               "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                               "FROM n WHERE i < 20000) INSERT INTO big(b) SELECT "
+                               "randomblob(1000) FROM n"),
+                 WS_OK);
+    ws_db_release(c);
+    ws_db_close(db);
+    ws_err err = ws_db_check_url(E.url, 1, 1, detail, sizeof(detail));
+    cr_expect_eq(err, WS_ETIMEDOUT, "%s: %s", ws_errname(err), detail);
+}
+
+Test(pg, check_of_an_unreachable_server_says_unavailable, .init = env_init_pg,
+     .fini = env_fini)
+{
+    char detail[256], url[1200];
+    snprintf(url, sizeof(url), "host=%s/nosuch dbname=x connect_timeout=2", E.dir);
+    ws_err err = ws_db_check_url(url, 1, 0, detail, sizeof(detail));
+    cr_assert_eq(err, WS_EUNAVAIL, "%s: %s", ws_errname(err), detail);
+    cr_assert(detail[0] != '\0');
 }
 
 /* ---- the seam ---------------------------------------------------------------- */
