@@ -2,6 +2,18 @@
  * webshop-front: the JSON/HTTP gateway. Wires flags, the RPC clients of
  * inventory and orders, the bus, the catalog cache and the HTTP server, then
  * waits for SIGTERM or SIGINT. No business logic here: see routes.c.
+ *
+ * Supervision (lib/notify): READY=1 once the HTTP server serves,
+ * STOPPING=1 at the stop signal, and WATCHDOG=1 from the bus network
+ * thread's loop (ws_bus_set_loop_hook). That loop is the front's consumer:
+ * it invalidates the catalog cache and confirms every POST and DELETE
+ * /order to its waiting request; stuck, the front serves a stale catalog
+ * and answers every write 202 after --accept-wait, and only a restart
+ * helps. It turns at least every 100 ms while connected and at every
+ * reconnect attempt when not (so a broker outage, which a restart would
+ * not cure, does not stop the beat). The HTTP side is watched from
+ * outside: HAProxy's health check on /readyz takes a front that does not
+ * answer out of rotation.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +25,8 @@
 #include "service.h"
 #include "http.h"
 #include "log.h"
+#include "metrics_process.h"
+#include "notify.h"
 #include "openapi_doc.h"
 #include "routes.h"
 #include "webshop/v1/events.facts.h"
@@ -258,7 +272,8 @@ int main(int argc, char **argv)
     char client_id[64];
     ws_err err;
 
-    if (catalog == NULL || metrics == NULL || statuses == NULL || stats == NULL) {
+    if (catalog == NULL || metrics == NULL || statuses == NULL || stats == NULL ||
+        ws_metrics_process_register(metrics, WEBSHOP_VERSION) != WS_OK) {
         ws_log_error("startup_failed", "reason=%s", "out of memory");
         goto fail;
     }
@@ -309,6 +324,7 @@ int main(int argc, char **argv)
         (err = ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC,
                                 &webshop__v1__order_status_changed__descriptor,
                                 front_on_order_status, &live)) != WS_OK ||
+        (err = ws_bus_set_loop_hook(bus, ws_notify_loop_hook, NULL)) != WS_OK ||
         (err = ws_bus_start(bus)) != WS_OK) {
         ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
         goto fail;
@@ -353,8 +369,11 @@ int main(int argc, char **argv)
     ws_log_info("started", "http=%s://%s:%d inventory=%s orders=%s broker=%s",
                 cfg.tls_cert != NULL ? "https" : "http", cfg.http_host, ws_http_port(http),
                 cfg.inventory_url, cfg.orders_url, cfg.broker);
+    ws_notify_status("serving http port %d", ws_http_port(http));
+    ws_notify_ready();
 
     int sig = ws_service_wait(&stop);
+    ws_notify_stopping();
     ws_log_info("stopping", "signal=%s", ws_service_signal_name(sig));
     rc = 0;
 fail:

@@ -344,10 +344,11 @@ int order_events_serve(struct mg_connection *conn, void *ctx)
         }
         free(r);
     }
-    char labels[64];
-    snprintf(labels, sizeof(labels), "route=\"/events\",status=\"%d\"", status);
+    char labels[96];
+    snprintf(labels, sizeof(labels), "route=\"/events\",method=\"%s\",status=\"%d\"",
+             route_stats_method(ws_http_method(conn)), status);
     ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
-                                  "HTTP requests by route and status", labels));
+                                  "HTTP requests by route, method and status", labels));
     if (f->access_log) {
         ws_log_info("http_request",
                     "method=%s path=/events route=/events status=%d ms=%.3f",

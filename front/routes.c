@@ -88,16 +88,19 @@ static void routes_observe(front *f, route_id route, const char *method, const c
     double secs = ws_now_seconds() - started;
     const char *name = route_stats_name(route);
     if (f->stats != NULL) {
-        route_stats_observe(f->stats, route, status, secs);
+        route_stats_observe(f->stats, route, method, status, secs);
     } else {
-        char labels[128];
-        snprintf(labels, sizeof(labels), "route=\"%s\",status=\"%d\"", name, status);
+        char labels[160];
+        snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"", name,
+                 route_stats_method(method), status);
         ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
-                                      "HTTP requests by route and status", labels));
-        snprintf(labels, sizeof(labels), "route=\"%s\"", name);
+                                      "HTTP requests by route, method and status", labels));
+        snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\"", name,
+                 route_stats_method(method));
         ws_histogram_observe(ws_histogram_get(f->metrics,
                                               "webshop_http_request_duration_seconds",
-                                              "HTTP request latency by route", labels, NULL, 0),
+                                              "HTTP request latency by route and method",
+                                              labels, NULL, 0),
                              secs);
     }
     if (f->access_log) {

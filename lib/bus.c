@@ -51,6 +51,8 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
+#include "fault.h"
 #include "json.h"
 #include "log.h"
 
@@ -68,6 +70,9 @@
 #define BUS_RECENT                256
 #define BUS_CONTENT_TYPE_PROTOBUF "application/x-protobuf"
 #define BUS_CONTENT_TYPE_JSON     "application/json"
+/* MQTT v5 user property with the event's creation time, Unix ms. */
+#define BUS_PROP_CREATED          "created-ms"
+#define BUS_AGE_METRIC            "webshop_event_age_seconds"
 
 /* One subscription; never freed before the bus. */
 typedef struct bus_sub {
@@ -80,6 +85,7 @@ typedef struct bus_sub {
     ws_counter *received;
     ws_counter *undecodable;
     ws_counter *failed;
+    ws_histogram *age; /* webshop_event_age_seconds{topic} */
     struct bus_sub *next;
 } bus_sub;
 
@@ -186,6 +192,11 @@ struct ws_bus {
     ws_counter *retries;
     ws_gauge *held_gauge;
 
+    /* Called on the network thread once per turn of its loop (set before
+     * start): the watchdog's heartbeat comes from here. */
+    void (*loop_hook)(void *ctx);
+    void *loop_hook_ctx;
+
     ws_metrics *metrics;
     ws_counter *acked;
     ws_counter *redelivered;
@@ -197,6 +208,12 @@ struct ws_bus {
 };
 
 /* ---- helpers ------------------------------------------------------------ */
+
+/* Event age buckets, seconds: from a relay hop on loopback (ms) to a
+ * consumer that was down for an hour. */
+static const double bus_age_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25,  0.5,    1,     2.5,  5,     10,   30,
+                                        60,    300,    900,   3600};
 
 static pthread_once_t bus_lib_once = PTHREAD_ONCE_INIT;
 
@@ -949,13 +966,50 @@ static bool bus_recent_seen(ws_bus *bus, int mid, uint64_t hash, uint64_t gen)
     return dup;
 }
 
+/* The created-ms user property of a message, Unix ms; 0 when it has none
+ * or it is not a number. */
+static int64_t bus_created_ms(const mosquitto_property *props)
+{
+    int64_t created = 0;
+    bool skip = false;
+    for (const mosquitto_property *p = props; created == 0;) {
+        char *name = NULL;
+        char *value = NULL;
+        p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value,
+                                                skip);
+        if (p == NULL) {
+            break;
+        }
+        skip = true;
+        if (strcmp(name, BUS_PROP_CREATED) == 0) {
+            char *end = NULL;
+            long long v = strtoll(value, &end, 10);
+            created = end != value && *end == '\0' && v > 0 ? (int64_t)v : 0;
+        }
+        free(name);
+        free(value);
+    }
+    return created;
+}
+
+/* webshop_event_age_seconds: now minus the creation time, 0 when the
+ * publisher's clock is ahead of ours. */
+static void bus_age_observe(bus_sub *s, int64_t created_ms, int64_t now_ms)
+{
+    if (created_ms > 0) {
+        int64_t age = now_ms > created_ms ? now_ms - created_ms : 0;
+        ws_histogram_observe(s->age, (double)age / 1000.0);
+    }
+}
+
 static void bus_on_message(struct mosquitto *mosq, void *obj,
                            const struct mosquitto_message *m,
                            const mosquitto_property *props)
 {
     (void)mosq;
-    (void)props;
     ws_bus *bus = obj;
+    int64_t created_ms = bus_created_ms(props);
+    int64_t now_ms = created_ms > 0 ? ws_clock_wall_ms() : 0;
     size_t len = m->payloadlen > 0 ? (size_t)m->payloadlen : 0;
     bool json = ws__bus_is_json(m->payload, len);
 
@@ -1001,6 +1055,7 @@ static void bus_on_message(struct mosquitto *mosq, void *obj,
     for (size_t i = 0; i < n_match; i++) {
         bus_sub *s = match[i];
         ws_counter_inc(s->received);
+        bus_age_observe(s, created_ms, now_ms);
         if (len > bus->max_payload) {
             ws_counter_inc(s->undecodable);
             ws_log_warn("bus_payload_too_large", "topic=%s len=%zu max=%zu", m->topic,
@@ -1043,12 +1098,24 @@ static bool bus_backoff_sleep(ws_bus *bus, int ms)
     return atomic_load(&bus->closing);
 }
 
+/* Once per turn of the network loop, connected or not: the loop hook (the
+ * watchdog's heartbeat), after the stall fault point that wedges the loop
+ * for the watchdog tests. */
+static void bus_loop_turn(ws_bus *bus)
+{
+    WS_FAULT_STALL("bus_loop_stall");
+    if (bus->loop_hook != NULL) {
+        bus->loop_hook(bus->loop_hook_ctx);
+    }
+}
+
 /* One connection: the loop until it drops or the bus closes. While
  * messages are held it does not read (bus_hold_step). */
 static int bus_connection_run(ws_bus *bus)
 {
     int rc = MOSQ_ERR_SUCCESS;
     while (!atomic_load(&bus->closing)) {
+        bus_loop_turn(bus);
         if (bus_holding(bus)) {
             rc = bus_hold_step(bus, true);
         } else {
@@ -1092,6 +1159,7 @@ static void *bus_thread_main(void *arg)
     ws_bus *bus = arg;
     int backoff = BUS_BACKOFF_MIN_MS;
     while (!atomic_load(&bus->closing)) {
+        bus_loop_turn(bus);
         if (bus_holding(bus)) {
             /* Disconnected with messages held: apply them before the broker
              * may redeliver anything. */
@@ -1289,6 +1357,15 @@ ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
                                            "Messages dropped as undecodable", topic);
     s->failed = bus_topic_counter_get(bus, "webshop_bus_handler_failed_total",
                                       "Messages whose handler returned an error", topic);
+    char *labels = bus_topic_label(topic);
+    s->age = labels == NULL ? NULL
+                            : ws_histogram_get(bus->metrics, BUS_AGE_METRIC,
+                                               "Age of consumed events at delivery, from "
+                                               "their creation time (seconds)",
+                                               labels, bus_age_bounds,
+                                               sizeof(bus_age_bounds) /
+                                                   sizeof(bus_age_bounds[0]));
+    free(labels);
 
     pthread_mutex_lock(&bus->mu);
     bus_sub **tail = &bus->subs;
@@ -1336,6 +1413,16 @@ ws_err ws_bus_set_batch(ws_bus *bus, const ws_bus_batch *batch)
     bus->batched = ws_counter_get(bus->metrics, "webshop_bus_batched_messages_total",
                                   "Messages handled inside a group", NULL);
     bus->batch_on = true;
+    return WS_OK;
+}
+
+ws_err ws_bus_set_loop_hook(ws_bus *bus, void (*fn)(void *ctx), void *ctx)
+{
+    if (bus == NULL || bus->thread_started) {
+        return WS_EINVAL;
+    }
+    bus->loop_hook = fn;
+    bus->loop_hook_ctx = ctx;
     return WS_OK;
 }
 
@@ -1515,8 +1602,32 @@ static ws_counter *bus_published_counter(ws_bus *bus, const char *topic)
 
 /* Hand payload to libmosquitto at QoS 1 and register w under its message
  * id, all under mu so the PUBACK cannot overtake the registration. */
+/* The PUBLISH properties: content type, and the creation time
+ * (created_ms, or now when 0) as the created-ms user property. Built
+ * before mu is taken. */
+static ws_err bus_publish_props(bool json, int64_t created_ms, mosquitto_property **out)
+{
+    mosquitto_property *props = NULL;
+    char created[24];
+    snprintf(created, sizeof(created), "%lld",
+             (long long)(created_ms > 0 ? created_ms : ws_clock_wall_ms()));
+    int rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
+                                           json ? BUS_CONTENT_TYPE_JSON
+                                                : BUS_CONTENT_TYPE_PROTOBUF);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
+                                                BUS_PROP_CREATED, created);
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        mosquitto_property_free_all(&props);
+        return bus_err_from_mosq(rc);
+    }
+    *out = props;
+    return WS_OK;
+}
+
 static ws_err bus_send_locked(ws_bus *bus, const char *topic, const void *payload,
-                              size_t len, bool json, bus_waiter *w)
+                              size_t len, const mosquitto_property *props, bus_waiter *w)
 {
     if (atomic_load(&bus->closing)) {
         return WS_ECLOSED;
@@ -1527,16 +1638,9 @@ static ws_err bus_send_locked(ws_bus *bus, const char *topic, const void *payloa
     if (len > (size_t)INT32_MAX) {
         return WS_ETOOBIG;
     }
-    mosquitto_property *props = NULL;
-    int rc = mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE,
-                                           json ? BUS_CONTENT_TYPE_JSON
-                                                : BUS_CONTENT_TYPE_PROTOBUF);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        return bus_err_from_mosq(rc);
-    }
     int mid = 0;
-    rc = mosquitto_publish_v5(bus->mosq, &mid, topic, (int)len, payload, 1, false, props);
-    mosquitto_property_free_all(&props);
+    int rc =
+        mosquitto_publish_v5(bus->mosq, &mid, topic, (int)len, payload, 1, false, props);
     if (rc != MOSQ_ERR_SUCCESS) {
         return bus_err_from_mosq(rc);
     }
@@ -1548,7 +1652,8 @@ static ws_err bus_send_locked(ws_bus *bus, const char *topic, const void *payloa
 }
 
 static ws_err bus_publish_wait(ws_bus *bus, const char *topic, const void *payload,
-                               size_t len, bool json, uint32_t deadline_ms)
+                               size_t len, bool json, int64_t created_ms,
+                               uint32_t deadline_ms)
 {
     if (bus->thread_started && pthread_equal(pthread_self(), bus->thread)) {
         return WS_EINVAL; /* the PUBACK would wait for this very thread */
@@ -1556,10 +1661,16 @@ static ws_err bus_publish_wait(ws_bus *bus, const char *topic, const void *paylo
     struct timespec ts;
     bus_deadline(&ts, deadline_ms);
     bus_waiter w = {.mid = -1};
+    mosquitto_property *props = NULL;
+    ws_err err = bus_publish_props(json, created_ms, &props);
+    if (err != WS_OK) {
+        return err;
+    }
     pthread_mutex_lock(&bus->mu);
-    ws_err err = bus_send_locked(bus, topic, payload, len, json, &w);
+    err = bus_send_locked(bus, topic, payload, len, props, &w);
     if (err != WS_OK) {
         pthread_mutex_unlock(&bus->mu);
+        mosquitto_property_free_all(&props);
         return err;
     }
     bus->n_sync++;
@@ -1577,6 +1688,7 @@ static ws_err bus_publish_wait(ws_bus *bus, const char *topic, const void *paylo
     bus->n_sync--;
     pthread_cond_broadcast(&bus->cond); /* close may wait for n_sync == 0 */
     pthread_mutex_unlock(&bus->mu);
+    mosquitto_property_free_all(&props);
     return err;
 }
 
@@ -1595,7 +1707,7 @@ ws_err ws_bus_publish(ws_bus *bus, const char *topic, const ProtobufCMessage *ms
     if (err != WS_OK) {
         return err;
     }
-    err = bus_publish_wait(bus, topic, payload, len, bus->format == WS_BUS_JSON,
+    err = bus_publish_wait(bus, topic, payload, len, bus->format == WS_BUS_JSON, 0,
                            deadline_ms);
     free(payload);
     return err;
@@ -1607,14 +1719,20 @@ ws_err ws_bus_publish_raw(ws_bus *bus, const char *topic, const void *payload, s
     if (bus == NULL || topic == NULL || (payload == NULL && len > 0)) {
         return WS_EINVAL;
     }
-    return bus_publish_wait(bus, topic, payload, len, ws__bus_is_json(payload, len),
+    return bus_publish_wait(bus, topic, payload, len, ws__bus_is_json(payload, len), 0,
                             deadline_ms);
 }
 
 ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
                             ws_bus_publish_cb cb, void *ctx)
 {
-    if (bus == NULL || topic == NULL || msg == NULL || cb == NULL) {
+    return ws_bus_publish_async_at(bus, topic, msg, 0, cb, ctx);
+}
+
+ws_err ws_bus_publish_async_at(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
+                               int64_t created_ms, ws_bus_publish_cb cb, void *ctx)
+{
+    if (bus == NULL || topic == NULL || msg == NULL || cb == NULL || created_ms < 0) {
         return WS_EINVAL;
     }
     if (!atomic_load(&bus->connected)) {
@@ -1628,7 +1746,14 @@ ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessa
     w->ctx = ctx;
     void *payload = NULL;
     size_t len = 0;
+    mosquitto_property *props = NULL;
     ws_err err = bus_encode(bus, msg, &payload, &len);
+    if (err == WS_OK) {
+        err = bus_publish_props(bus->format == WS_BUS_JSON, created_ms, &props);
+        if (err != WS_OK) {
+            free(payload);
+        }
+    }
     if (err != WS_OK) {
         free(w);
         return err;
@@ -1637,12 +1762,13 @@ ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessa
     if (bus->n_async >= bus->max_inflight) {
         err = WS_EBUSY;
     } else {
-        err = bus_send_locked(bus, topic, payload, len, bus->format == WS_BUS_JSON, w);
+        err = bus_send_locked(bus, topic, payload, len, props, w);
         if (err == WS_OK) {
             bus->n_async++;
         }
     }
     pthread_mutex_unlock(&bus->mu);
+    mosquitto_property_free_all(&props);
     free(payload);
     if (err != WS_OK) {
         free(w);

@@ -13,7 +13,11 @@
  * webshop_bus_acked_total, webshop_bus_publish_refused_total,
  * webshop_bus_received_total{topic}, webshop_bus_undecodable_total{topic},
  * webshop_bus_handler_failed_total{topic} (topic = the subscription filter),
- * webshop_bus_redelivered_total, webshop_bus_reconnects_total, with
+ * webshop_bus_redelivered_total, webshop_bus_reconnects_total, the
+ * histogram webshop_event_age_seconds{topic} (per subscription, of every
+ * delivered message that carries its creation time: the MQTT v5 user
+ * property "created-ms", Unix milliseconds, which every publish here sets,
+ * to now or to the time given to ws_bus_publish_async_at), with
  * grouping on webshop_bus_batches_total and webshop_bus_batched_messages_total
  * (their ratio is the mean group size), with retries (ws_bus_set_retry) on
  * webshop_bus_handler_retries_total and the gauge webshop_bus_held_messages,
@@ -147,6 +151,18 @@ typedef struct ws_bus_retry {
 } ws_bus_retry;
 ws_err ws_bus_set_retry(ws_bus *bus, const ws_bus_retry *retry);
 
+/* Call fn(ctx) on the network thread once per turn of its loop: about every
+ * 100 ms while connected and idle, after each pass that handled messages,
+ * each retry step while holding, and each reconnect attempt (at most 5 s
+ * apart, plus the time a TCP connect to an unreachable broker takes). A
+ * handler that never returns stops the calls, which is the point: the
+ * service's watchdog heartbeat goes here (ws_notify_loop_hook), so it stops
+ * when the consumer is stuck. fn must be quick and must not call into the
+ * bus. Call before ws_bus_start; NULL turns it off. WS_EINVAL once started.
+ * With fault points compiled in, WEBSHOP_FAULT=bus_loop_stall=FILE wedges
+ * the loop, before the hook, while FILE exists (lib/fault.h). */
+ws_err ws_bus_set_loop_hook(ws_bus *bus, void (*fn)(void *ctx), void *ctx);
+
 /* The default retry policy: true for the errors that say "not now" rather
  * than "never": WS_EIO (storage cannot be written), WS_EBUSY, WS_EUNAVAIL,
  * WS_ESTORE (a database error: kept rather than lost, even if it is one
@@ -208,6 +224,13 @@ ws_err ws_bus_publish_raw(ws_bus *bus, const char *topic, const void *payload, s
  * connected, WS_EBUSY when max_inflight publishes are outstanding). */
 ws_err ws_bus_publish_async(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
                             ws_bus_publish_cb cb, void *ctx);
+
+/* The same for an event made earlier than now (an outbox row): created_ms
+ * (Unix ms, wall clock; 0 = now; negative: WS_EINVAL) goes out as the
+ * created-ms user property, from which consumers measure
+ * webshop_event_age_seconds. */
+ws_err ws_bus_publish_async_at(ws_bus *bus, const char *topic, const ProtobufCMessage *msg,
+                               int64_t created_ms, ws_bus_publish_cb cb, void *ctx);
 
 /* Disconnect, stop the network thread, fail pending publishes with
  * WS_ECLOSED (sync waiters wake up and are waited for; async callbacks run

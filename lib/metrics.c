@@ -14,6 +14,7 @@
 #include "metrics.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -61,11 +62,18 @@ typedef struct metrics_family {
     size_t capseries;
 } metrics_family;
 
+typedef struct metrics_collector {
+    ws_metrics_collect_fn fn;
+    void *ctx;
+} metrics_collector;
+
 struct ws_metrics {
-    pthread_mutex_t mu; /* guards families, nfamilies, capfamilies */
+    pthread_mutex_t mu; /* guards families, nfamilies, capfamilies, collectors */
     metrics_family **families;
     size_t nfamilies;
     size_t capfamilies;
+    metrics_collector collectors[WS_METRICS_MAX_COLLECTORS];
+    size_t ncollectors;
 };
 
 static const double metrics_default_bounds[] = {
@@ -683,6 +691,33 @@ ws_err ws_metrics_render(ws_metrics *m, ws_buf *out)
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < m->nfamilies && err == WS_OK; i++) {
         err = metrics_family_render(out, m->families[i]);
+    }
+    /* Collectors read files: run them on a copy, without the lock. */
+    metrics_collector cs[WS_METRICS_MAX_COLLECTORS];
+    size_t n = m->ncollectors;
+    memcpy(cs, m->collectors, n * sizeof(cs[0]));
+    pthread_mutex_unlock(&m->mu);
+    for (size_t i = 0; i < n && err == WS_OK; i++) {
+        err = cs[i].fn(cs[i].ctx, out);
+    }
+    return err;
+}
+
+ws_err ws_metrics_add_collector(ws_metrics *m, ws_metrics_collect_fn fn, void *ctx)
+{
+    if (m == NULL || fn == NULL) {
+        return WS_EINVAL;
+    }
+    ws_err err = WS_OK;
+    pthread_mutex_lock(&m->mu);
+    bool found = false;
+    for (size_t i = 0; i < m->ncollectors; i++) {
+        found = found || (m->collectors[i].fn == fn && m->collectors[i].ctx == ctx);
+    }
+    if (!found && m->ncollectors == WS_METRICS_MAX_COLLECTORS) {
+        err = WS_ENOMEM;
+    } else if (!found) {
+        m->collectors[m->ncollectors++] = (metrics_collector){.fn = fn, .ctx = ctx};
     }
     pthread_mutex_unlock(&m->mu);
     return err;

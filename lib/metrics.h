@@ -61,8 +61,23 @@ void ws_histogram_observe(ws_histogram *h, double v);
 uint64_t ws_histogram_count(const ws_histogram *h);
 
 /* Append the Prometheus text of every metric in m to out, grouped by name,
- * one HELP and TYPE line per name. */
+ * one HELP and TYPE line per name, then what each collector appends. */
 ws_err ws_metrics_render(ws_metrics *m, ws_buf *out);
+
+/* A collector: metrics whose values are read when scraped (from /proc,
+ * say) rather than kept. fn appends whole families in the exposition
+ * format (# HELP, # TYPE and samples) of names registered nowhere else in
+ * the registry; it runs in ws_metrics_render, on the rendering thread,
+ * with no registry lock held, in the order collectors were added. An error
+ * it returns ends the render with that error. */
+typedef ws_err (*ws_metrics_collect_fn)(void *ctx, ws_buf *out);
+
+/* Add a collector to m (at most WS_METRICS_MAX_COLLECTORS; ctx must
+ * outlive m). Adding the same fn and ctx again does nothing. WS_EINVAL for
+ * a NULL m or fn, WS_ENOMEM when the table is full.
+ * Thread-safe. */
+#define WS_METRICS_MAX_COLLECTORS 8
+ws_err ws_metrics_add_collector(ws_metrics *m, ws_metrics_collect_fn fn, void *ctx);
 
 /* Monotonic clock in seconds, for latency observations. */
 double ws_now_seconds(void);

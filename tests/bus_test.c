@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bus.h"
@@ -289,6 +290,94 @@ Test(bus, publish_async_calls_back_once_per_message)
     cr_assert(got_wait(&p.g, 50));
     pair_close(&p);
     cr_expect_eq(acked, 50);
+}
+
+/* ---- event age and the loop hook ---------------------------------------- */
+
+/* The age histogram's count and sum for TOPIC in m. */
+static void age_of(ws_metrics *m, uint64_t *count, double *sum)
+{
+    ws_buf out;
+    ws_buf_init(&out, 0);
+    cr_assert_eq(ws_metrics_render(m, &out), WS_OK);
+    const char *c = strstr(out.data, "webshop_event_age_seconds_count{topic=\"" TOPIC "\"} ");
+    const char *s = strstr(out.data, "webshop_event_age_seconds_sum{topic=\"" TOPIC "\"} ");
+    cr_assert(c != NULL && s != NULL, "%s", out.data);
+    *count = strtoull(strchr(c, ' ') + 1, NULL, 10);
+    *sum = strtod(strchr(s, ' ') + 1, NULL);
+    ws_buf_fini(&out);
+}
+
+Test(bus, consumed_events_count_their_age_from_creation)
+{
+    pair p;
+    pair_open(&p, WS_BUS_PROTOBUF);
+    order o;
+    order_make(&o, "fresh");
+    cr_assert_eq(ws_bus_publish(p.pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    cr_assert(got_wait(&p.g, 1));
+    uint64_t n = 0;
+    double sum = 0;
+    age_of(p.sm, &n, &sum);
+    cr_expect_eq(n, 1);
+    cr_expect(sum >= 0 && sum < 5, "a fresh event is %f s old", sum);
+    /* An outbox row made a minute ago is a minute old when consumed. */
+    int acked = 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t minute_ago = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - 60000;
+    cr_assert_eq(ws_bus_publish_async_at(p.pub, TOPIC, &o.msg.base, minute_ago, async_done,
+                                         &acked),
+                 WS_OK);
+    cr_assert(got_wait(&p.g, 2));
+    age_of(p.sm, &n, &sum);
+    cr_expect_eq(n, 2);
+    cr_expect(sum >= 60 && sum < 70, "sum of ages %f", sum);
+    cr_expect_eq(ws_bus_publish_async_at(p.pub, TOPIC, &o.msg.base, -1, async_done, &acked),
+                 WS_EINVAL);
+    pair_close(&p);
+}
+
+typedef struct turns_want {
+    int *turns;
+    int n;
+} turns_want;
+
+static bool turns_at_least(void *ctx)
+{
+    turns_want *w = ctx;
+    return __atomic_load_n(w->turns, __ATOMIC_SEQ_CST) >= w->n;
+}
+
+static void count_turn(void *ctx)
+{
+    __atomic_add_fetch((int *)ctx, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(bus, loop_hook_runs_every_turn_connected_or_not)
+{
+    ws_metrics *m = ws_metrics_new();
+    /* Connected and idle: about every 100 ms. */
+    int turns = 0;
+    ws_bus *bus = bus_new("test-hook", WS_BUS_PROTOBUF, broker.port, m);
+    cr_assert_eq(ws_bus_set_loop_hook(bus, count_turn, &turns), WS_OK);
+    cr_assert_eq(ws_bus_start(bus), WS_OK);
+    cr_expect_eq(ws_bus_set_loop_hook(bus, NULL, NULL), WS_EINVAL, "set after start");
+    cr_assert_eq(ws_bus_wait_connected(bus, WAIT_MS), WS_OK);
+    turns_want w = {&turns, __atomic_load_n(&turns, __ATOMIC_SEQ_CST) + 10};
+    cr_assert(harness_wait_until(turns_at_least, &w, WAIT_MS), "idle loop turns");
+    ws_bus_close(bus);
+    /* No broker: every reconnect attempt is a turn too. */
+    int offline = 0;
+    int port = harness_port_reserve();
+    bus = bus_new("test-hook-offline", WS_BUS_PROTOBUF, port, m);
+    cr_assert_eq(ws_bus_set_loop_hook(bus, count_turn, &offline), WS_OK);
+    cr_assert_eq(ws_bus_start(bus), WS_OK);
+    /* Backoff 100 ms doubling: 5 attempts within about 3 s. */
+    turns_want wo = {&offline, 5};
+    cr_expect(harness_wait_until(turns_at_least, &wo, WAIT_MS), "reconnect turns");
+    ws_bus_close(bus);
+    ws_metrics_free(m);
 }
 
 Test(bus, publish_without_broker_is_unavailable)

@@ -7,14 +7,34 @@
  * .proto's directory; "version=V", "license=NAME" and "license_url=URL"
  * fill the document's info (meson passes the project's version and
  * license). main only reads the request and writes the response;
- * openapi.c builds.
+ * openapi.c builds. Run by hand it answers --help and --version (exit 0)
+ * and refuses anything else (exit 2; protoc-gen-webshop/plugin_cli.c).
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "openapi.h"
+#include "plugin_cli.h"
+
+#ifndef WEBSHOP_VERSION
+#define WEBSHOP_VERSION "0.0.0"
+#endif
+
+static const char openapi_help[] =
+    "Writes the OpenAPI 3 document of the routed services (the webshop.v1.http\n"
+    "annotations) of the one .proto file it is asked to generate, as\n"
+    "<file>.openapi.json and as <file>.openapi.c (the same JSON in a C string).\n"
+    "protoc runs it and sends a CodeGeneratorRequest on stdin.\n\n"
+    "Parameters (--openapi_opt=, comma-separated):\n"
+    "  flat             name the files without the .proto's directory\n"
+    "  version=V        the document's info.version\n"
+    "  license=NAME     info.license.name (an SPDX identifier)\n"
+    "  license_url=URL  info.license.url\n\n"
+    "  -h, --help     this text\n"
+    "  --version      the plugin's version\n";
 
 #define OPENAPI_MAX_REQUEST (64u << 20)
 
@@ -104,8 +124,13 @@ static void openapi_output_names(const char *proto, bool flat, char json_name[51
     memcpy(symbol + k, "_openapi_json", 14);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    int cli = plugin_cli("protoc-gen-openapi", WEBSHOP_VERSION, openapi_help, argc, argv,
+                         isatty(STDIN_FILENO), stdout, stderr);
+    if (cli != PLUGIN_CLI_RUN) {
+        return cli;
+    }
     ws_buf in;
     ws_buf_init(&in, OPENAPI_MAX_REQUEST);
     if (openapi_read_all(stdin, &in) != 0) {

@@ -7,12 +7,31 @@
  * CodeGeneratorResponse to stdout; gen.c does the rest. Problems with the
  * .proto files travel back in CodeGeneratorResponse.error (exit 0, as the
  * plugin protocol asks); a request that cannot be read or an exhausted heap
- * is a message on stderr and exit 1.
+ * is a message on stderr and exit 1. Run by hand it answers --help and
+ * --version (exit 0) and refuses anything else (exit 2; plugin_cli.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "gen.h"
+#include "plugin_cli.h"
+
+#ifndef WEBSHOP_VERSION
+#define WEBSHOP_VERSION "0.0.0"
+#endif
+
+static const char main_help[] =
+    "Writes typed RPC client stubs and server bindings, <file>.rpc.h and <file>.rpc.c,\n"
+    "for the services of each .proto file, over the webshop RPC runtime (lib/rpc*.h);\n"
+    "with the parameter \"facts\" (--webshop_out=facts:DIR), <file>.facts.h instead:\n"
+    "the constants of the contract's options (topics, limits).\n"
+    "protoc runs it and sends a CodeGeneratorRequest on stdin; it answers with a\n"
+    "CodeGeneratorResponse on stdout. Problems in the .proto files are reported\n"
+    "through protoc (exit 0, as the plugin protocol asks); an unreadable request is\n"
+    "a message on stderr and exit 1.\n\n"
+    "  -h, --help     this text\n"
+    "  --version      the plugin's version\n";
 
 static int main_fail(const char *what)
 {
@@ -48,7 +67,7 @@ static uint8_t *main_read_all(FILE *in, size_t *len)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     gen_request *req;
     gen_response resp = GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__INIT;
@@ -57,7 +76,12 @@ int main(void)
     size_t in_len = 0;
     size_t out_len;
     bool ok;
+    int rc = plugin_cli("protoc-gen-webshop", WEBSHOP_VERSION, main_help, argc, argv,
+                        isatty(STDIN_FILENO), stdout, stderr);
 
+    if (rc != PLUGIN_CLI_RUN) {
+        return rc;
+    }
     in = main_read_all(stdin, &in_len);
     if (in == NULL) {
         return main_fail("cannot read the CodeGeneratorRequest from stdin");
