@@ -329,21 +329,16 @@ int order_events_serve(struct mg_connection *conn, void *ctx)
     front *f = ctx;
     double t0 = ws_now_seconds();
     int status;
-    if (!ws_http_is_get(conn)) {
-        status = ws_http_reply_method_not_allowed(conn, "GET, HEAD");
+    char msg[256];
+    order_events_req *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
+    } else if ((status = order_events_parse(conn, r, msg, sizeof(msg))) != 0) {
+        status = ws_http_reply_error(conn, status, "INVALID_ARGUMENT", NULL, "%s", msg);
     } else {
-        char msg[256];
-        order_events_req *r = malloc(sizeof(*r));
-        if (r == NULL) {
-            status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
-        } else if ((status = order_events_parse(conn, r, msg, sizeof(msg))) != 0) {
-            status =
-                ws_http_reply_error(conn, status, "INVALID_ARGUMENT", NULL, "%s", msg);
-        } else {
-            status = order_events_stream(conn, f, r);
-        }
-        free(r);
+        status = order_events_stream(conn, f, r);
     }
+    free(r);
     char labels[96];
     snprintf(labels, sizeof(labels), "route=\"/events\",method=\"%s\",status=\"%d\"",
              route_stats_method(ws_http_method(conn)), status);

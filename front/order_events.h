@@ -16,8 +16,8 @@
 
 struct mg_connection;
 
-/* The route handler (a ws_http_handler_fn); ctx is the front. Returns the
- * HTTP status sent. Blocks its worker thread for the stream's lifetime. */
+/* Serve GET (or HEAD) /events, once the route table matched it; ctx is
+ * the front. Returns the HTTP status sent. Blocks its worker thread for the stream's lifetime. */
 int order_events_serve(struct mg_connection *conn, void *ctx);
 
 #endif

@@ -1,6 +1,10 @@
 /*
- * The front's HTTP routes; see routes.h. Handlers run on civetweb worker
- * threads; everything they touch through `front` is thread-safe.
+ * The front's HTTP route handlers; see routes.h. Which handler serves a
+ * request is decided by the route table generated from front.proto
+ * (webshop/v1/front.routes.h, lib/http_route.h): path templates, methods,
+ * 405 with Allow and HEAD come from there, and nothing here looks at the
+ * path or the method. Handlers run on civetweb worker threads; everything
+ * they touch through `front` is thread-safe.
  */
 #include "routes.h"
 
@@ -16,9 +20,11 @@
 #include "order_id.h"
 #include "order_write.h"
 #include "uuid_text.h"
+#include "connect.h"
 #include "static_files.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/front.pb-c.h"
+#include "webshop/v1/front.routes.h"
 #include "webshop/v1/inventory.rpc.h"
 #include "webshop/v1/order.rpc.h"
 #include "webshop/v1/rpc.rpc.h"
@@ -167,8 +173,10 @@ static ws_rpc_code routes_catalog_fetch(front *f, ws_buf *out, char *msg, size_t
     return WS_RPC_OK;
 }
 
-static int routes_inventory(struct mg_connection *conn, void *ctx)
+static int routes_inventory(struct mg_connection *conn, const ws_http_route_match *m,
+                            void *ctx)
 {
+    (void)m;
     front *f = ctx;
     double t0 = ws_now_seconds();
     int status;
@@ -238,54 +246,76 @@ static int routes_get_order(struct mg_connection *conn, front *f, const char *id
     return rc;
 }
 
-static int routes_order(struct mg_connection *conn, void *ctx)
+static int routes_place_order(struct mg_connection *conn, const ws_http_route_match *m,
+                              void *ctx)
 {
+    (void)m;
     front *f = ctx;
-    const char *path = ws_http_path(conn);
-    const char *method = ws_http_method(conn);
     double t0 = ws_now_seconds();
-    route_id route;
-    int status;
+    int status = order_write_place(conn, f);
+    routes_observe(f, ROUTE_ORDER, ws_http_method(conn), ws_http_path(conn), status, t0);
+    return status;
+}
 
-    if (strcmp(path, "/order") == 0 || strcmp(path, "/order/") == 0) {
-        route = ROUTE_ORDER;
-        if (strcmp(method, "POST") != 0) {
-            status = ws_http_reply_method_not_allowed(conn, "POST");
-        } else {
-            status = order_write_place(conn, f);
-        }
+/* GET and DELETE /order/{id}: the id bound from the path (the same
+ * request message for both: {id}), normalized to a lower-case UUID. */
+static int routes_order_id(struct mg_connection *conn, const ws_http_route_match *m,
+                           front *f, bool cancel)
+{
+    double t0 = ws_now_seconds();
+    int status;
+    ProtobufCMessage *msg = NULL;
+    char err[128] = "";
+    ws_err e = ws_http_route_request(m, &msg, err, sizeof(err));
+    if (e != WS_OK) {
+        status = e == WS_EPARSE
+                     ? ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "%s", err)
+                     : ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
         goto done;
     }
-    route = ROUTE_ORDER_ID;
-    const char *id = path + strlen("/order/");
-    if (strncmp(path, "/order/", 7) != 0 || strchr(id, '/') != NULL) {
-        route = ROUTE_OTHER;
-        status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
-        goto done;
-    }
-    bool get = ws_http_is_get(conn);
-    bool del = strcmp(method, "DELETE") == 0;
-    if (!get && !del) {
-        status = ws_http_reply_method_not_allowed(conn, "GET, DELETE, HEAD");
-        goto done;
-    }
+    /* GetOrderRequest and CancelOrderRequest: one string field, id. */
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "id");
+    const char *id = fd != NULL ? *(const char **)((const char *)msg + fd->offset) : "";
     char lower[ORDER_ID_LEN];
     if (!ws_uuid_normalize(id, lower)) {
         status = ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
                                      "id: expected a UUID like "
                                      "123e4567-e89b-12d3-a456-426614174000");
-        goto done;
+    } else {
+        status = cancel ? order_write_cancel(conn, f, lower) : routes_get_order(conn, f, lower);
     }
-    status = get ? routes_get_order(conn, f, lower) : order_write_cancel(conn, f, lower);
+    protobuf_c_message_free_unpacked(msg, NULL);
 done:
-    routes_observe(f, route, method, path, status, t0);
+    routes_observe(f, ROUTE_ORDER_ID, ws_http_method(conn), ws_http_path(conn), status, t0);
     return status;
+}
+
+static int routes_get_order_id(struct mg_connection *conn, const ws_http_route_match *m,
+                               void *ctx)
+{
+    return routes_order_id(conn, m, ctx, false);
+}
+
+static int routes_cancel_order(struct mg_connection *conn, const ws_http_route_match *m,
+                               void *ctx)
+{
+    return routes_order_id(conn, m, ctx, true);
+}
+
+static int routes_watch_events(struct mg_connection *conn, const ws_http_route_match *m,
+                               void *ctx)
+{
+    (void)m;
+    return order_events_serve(conn, ctx);
 }
 
 /* ---- health, metrics, OpenAPI ------------------------------------------- */
 
-static int routes_healthz(struct mg_connection *conn, void *ctx)
+static int routes_healthz(struct mg_connection *conn, const ws_http_route_match *m,
+                          void *ctx)
 {
+    (void)m;
     (void)ctx;
     static const char ok[] = "{\"status\":\"ok\"}";
     return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
@@ -308,8 +338,9 @@ static void routes_ready_check(ws_rpc_client *c, uint32_t deadline_ms,
     }
 }
 
-static int routes_readyz(struct mg_connection *conn, void *ctx)
+static int routes_readyz(struct mg_connection *conn, const ws_http_route_match *m, void *ctx)
 {
+    (void)m;
     front *f = ctx;
     bool ok = true;
     Webshop__V1__HealthCheck checks[3];
@@ -346,38 +377,41 @@ static int routes_openapi(struct mg_connection *conn, void *ctx)
     return ws_http_reply(conn, 200, "application/json", f->openapi, f->openapi_len, NULL);
 }
 
-static int routes_not_found(struct mg_connection *conn, void *ctx)
+/* Every request no other route took: front.proto's routes, or 404. */
+static int routes_api(struct mg_connection *conn, void *ctx)
 {
+    static const webshop_v1_front_routes api = {
+        .get_catalog = routes_inventory,
+        .get_order = routes_get_order_id,
+        .place_order = routes_place_order,
+        .cancel_order = routes_cancel_order,
+        .watch_events = routes_watch_events,
+        .healthz = routes_healthz,
+        .readyz = routes_readyz,
+    };
     front *f = ctx;
-    const char *path = ws_http_path(conn);
-    /* The storefront's page is "/" exactly; the catch-all below is a
-     * prefix route, so it is served from here. */
-    if (strcmp(path, "/") == 0) {
-        if (!ws_http_is_get(conn)) {
-            return ws_http_reply_method_not_allowed(conn, "GET, HEAD");
-        }
-        return static_files_serve(conn, ctx);
+    int status = webshop_v1_front_routes_serve(conn, &api, f);
+    if (status < 0) {
+        double t0 = ws_now_seconds();
+        const char *path = ws_http_path(conn);
+        status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
+        routes_observe(f, ROUTE_OTHER, ws_http_method(conn), path, status, t0);
     }
-    double t0 = ws_now_seconds();
-    int status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
-    routes_observe(f, ROUTE_OTHER, ws_http_method(conn), path, status, t0);
     return status;
 }
 
 void routes_install(ws_http *h, front *f)
 {
-    /* Exact, case-sensitive paths; the first route that matches wins, so
-     * the catch-all goes last. A route with its methods listed is answered
-     * 405 with Allow for any other (GET takes HEAD too) before its handler
-     * runs; /order and "/" check their methods themselves (they differ by
-     * path). */
-    ws_http_route(h, "/inventory$", "GET", routes_inventory, f);
-    ws_http_route(h, "/order", NULL, routes_order, f);
-    ws_http_route(h, "/healthz$", "GET", routes_healthz, f);
-    ws_http_route(h, "/readyz$", "GET", routes_readyz, f);
+    /* The API's routes come from front.proto (routes_api, last: a prefix
+     * route that takes every path). Before it, what front.proto does not
+     * describe: exact, case-sensitive paths with their methods, answered
+     * 405 with Allow by lib/http for any other; the storefront's page is
+     * "/" exactly, its assets under /static/; the Connect endpoint takes
+     * the RPC services' paths (connect.h). */
     ws_http_route(h, "/metrics$", "GET", routes_metrics, f);
     ws_http_route(h, "/openapi.json$", "GET", routes_openapi, f);
-    ws_http_route(h, "/events$", "GET", order_events_serve, f);
     ws_http_route(h, "/static/", "GET", static_files_serve, f);
-    ws_http_route(h, "/", NULL, routes_not_found, f);
+    ws_http_route(h, "/$", "GET", static_files_serve, f);
+    connect_install(h, f);
+    ws_http_route(h, "/", NULL, routes_api, f);
 }

@@ -1,8 +1,12 @@
 /*
- * The front's HTTP routes (DESIGN.md "HTTP API"): request parsing,
- * validation, the RPC or publish behind each route, and the mapping of
- * every outcome onto an HTTP status with a JSON error body. The write
- * routes (POST /order, DELETE /order/{id}) live in order_write.c.
+ * The front's HTTP routes (DESIGN.md "HTTP API"): the handlers of
+ * front.proto's methods (validation, the RPC or publish behind each, the
+ * mapping of every outcome onto an HTTP status with a JSON error body),
+ * served through the route table generated from front.proto's
+ * (webshop.v1.http) rules (webshop/v1/front.routes.h: paths, methods, 405,
+ * HEAD), plus the routes front.proto does not describe (metrics, the
+ * OpenAPI document, the storefront, the Connect endpoint of connect.h).
+ * The write routes (POST /order, DELETE /order/{id}) live in order_write.c.
  */
 #ifndef FRONT_ROUTES_H
 #define FRONT_ROUTES_H

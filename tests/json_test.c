@@ -183,7 +183,7 @@ Test(json, golden_json_for_every_contract_message)
         }
         FILE *f = fopen(path, "r");
         cr_assert_not_null(f, "missing golden file %s", path);
-        char want[8192];
+        static char want[65536]; /* HttpRule nests itself (additional_bindings): ~10 KiB */
         size_t n = fread(want, 1, sizeof want - 1, f);
         fclose(f);
         want[n] = '\0';

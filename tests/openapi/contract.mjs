@@ -329,9 +329,27 @@ describe("the generator", () => {
     assert.deepEqual(Object.keys(doc.components.schemas), ["Res"]);
   });
 
+  test("put, patch and additional_bindings are operations of their own", () => {
+    const { doc, error } = generate(rpc(`put: "/m/{id}" body: "*" summary: "s"
+      responses: [{status: 404 description: "none"}]
+      additional_bindings: {patch: "/m/{id}" body: "*"}
+      additional_bindings: {get: "/n/{id}"}`));
+    assert.equal(error, undefined, error);
+    const put = doc.paths["/m/{id}"].put;
+    const patch = doc.paths["/m/{id}"].patch;
+    const get = doc.paths["/n/{id}"].get;
+    assert.deepEqual([put.operationId, patch.operationId, get.operationId], ["M", "M_2", "M_3"]);
+    for (const o of [put, patch, get]) {
+      assert.equal(o.summary, "s", "a binding shares the rule's summary");
+      assert.deepEqual(Object.keys(o.responses), ["200", "404"], "and its answers");
+    }
+    assert.ok(put.requestBody && patch.requestBody);
+    assert.equal(get.requestBody, undefined);
+  });
+
   const refusals = [
     ["no route at all", "service S { rpc M(Req) returns (Res); }", "no method carries"],
-    ["two verbs", rpc(`get: "/a" post: "/a"`), "exactly one of get, post, delete"],
+    ["two verbs", rpc(`get: "/a" post: "/a"`), "exactly one of get, post, put, patch, delete"],
     ["a path parameter that is no field", rpc(`get: "/a/{nope}"`), "path parameter {nope} is not a field of t.v1.Req"],
     ["unpaired braces", rpc(`get: "/a/{id"`), "pair its braces"],
     ["a body that is no field", rpc(`post: "/a" body: "nope"`), "body nope is not a field"],

@@ -20,7 +20,7 @@ enum { PATH_SERVICE = 6, PATH_METHOD = 2 };
 
 /* One routed method. */
 typedef struct openapi_op {
-    const char *verb;            /* "get", "post", "delete" */
+    const char *verb;            /* "get", "post", "put", "patch", "delete" */
     char *path;                  /* OpenAPI form of the template; owned */
     Webshop__V1__HttpRule *rule; /* owned */
     const method_proto *method;
@@ -96,10 +96,11 @@ static char *openapi_path_of(const char *tmpl)
 static bool openapi_verb(const Webshop__V1__HttpRule *rule, const char **verb,
                          const char **tmpl)
 {
-    const char *const verbs[3] = {"get", "post", "delete"};
-    const char *const tmpls[3] = {rule->get, rule->post, rule->delete_};
+    const char *const verbs[5] = {"get", "post", "put", "patch", "delete"};
+    const char *const tmpls[5] = {rule->get, rule->post, rule->put, rule->patch,
+                                  rule->delete_};
     int n = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         if (openapi_set(tmpls[i])) {
             *verb = verbs[i];
             *tmpl = tmpls[i];
@@ -117,8 +118,8 @@ static bool openapi_add_op(openapi_doc *d, openapi_api *a, size_t m,
     char *path = NULL;
     if (!openapi_verb(rule, &verb, &tmpl)) {
         snprintf(d->err, d->err_len,
-                 "%s.%s: http rule needs exactly one of get, post, delete", a->svc->name,
-                 method->name);
+                 "%s.%s: http rule needs exactly one of get, post, put, patch, delete",
+                 a->svc->name, method->name);
     } else if ((path = openapi_path_of(tmpl)) == NULL) {
         snprintf(d->err, d->err_len,
                  "%s.%s: path %s must start with / and pair its braces", a->svc->name,
@@ -146,6 +147,76 @@ static bool openapi_add_op(openapi_doc *d, openapi_api *a, size_t m,
     op->success = rule->success_status != 0 ? rule->success_status : 200;
     op->operation_id = method->name;
     return true;
+}
+
+/* Additional binding k of rule as a rule of its own: its verb, path, body
+ * and response_body, with everything else (the answers, headers, summary)
+ * from rule. Made by merging encodings (a later field wins): rule without
+ * its route fields, then the binding. NULL when out of memory. */
+static Webshop__V1__HttpRule *openapi_binding_rule(Webshop__V1__HttpRule *rule, size_t k)
+{
+    Webshop__V1__HttpRule base = *rule;
+    base.get = base.post = base.put = base.patch = base.delete_ = "";
+    base.body = base.response_body = "";
+    base.n_additional_bindings = 0;
+    Webshop__V1__HttpRule extra = *rule->additional_bindings[k];
+    extra.n_additional_bindings = 0;
+    size_t n1 = webshop__v1__http_rule__get_packed_size(&base);
+    size_t n2 = webshop__v1__http_rule__get_packed_size(&extra);
+    uint8_t *buf = malloc(n1 + n2 + 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+    webshop__v1__http_rule__pack(&base, buf);
+    webshop__v1__http_rule__pack(&extra, buf + n1);
+    Webshop__V1__HttpRule *out = webshop__v1__http_rule__unpack(NULL, n1 + n2, buf);
+    free(buf);
+    return out;
+}
+
+/* The operations of method m of a: its rule, then each of its
+ * additional_bindings (operationId "<Method>_2", "_3", ...). */
+static bool openapi_add_method(openapi_doc *d, openapi_api *a, size_t m)
+{
+    Webshop__V1__HttpRule *rule = openapi_http_rule(a->svc->method[m]);
+    if (rule == NULL) {
+        return true;
+    }
+    size_t n_extra = rule->n_additional_bindings;
+    Webshop__V1__HttpRule **extra = calloc(n_extra + 1, sizeof(*extra));
+    bool ok = extra != NULL;
+    for (size_t k = 0; ok && k < n_extra; k++) {
+        ok = (extra[k] = openapi_binding_rule(rule, k)) != NULL;
+    }
+    if (!ok) {
+        for (size_t k = 0; extra != NULL && k < n_extra; k++) {
+            if (extra[k] != NULL) {
+                webshop__v1__http_rule__free_unpacked(extra[k], NULL);
+            }
+        }
+        free(extra);
+        webshop__v1__http_rule__free_unpacked(rule, NULL);
+        return openapi_fail(d, "out of memory");
+    }
+    ok = openapi_add_op(d, a, m, rule);
+    for (size_t k = 0; k < n_extra; k++) {
+        if (!ok) {
+            webshop__v1__http_rule__free_unpacked(extra[k], NULL);
+            continue;
+        }
+        ok = openapi_add_op(d, a, m, extra[k]);
+        const char *name = a->svc->method[m]->name;
+        size_t n = strlen(name) + 24;
+        openapi_op *op = &d->ops[d->n_ops - 1];
+        if (ok && (op->owned_id = malloc(n)) == NULL) {
+            ok = openapi_fail(d, "out of memory");
+        } else if (ok) {
+            snprintf(op->owned_id, n, "%s_%zu", name, k + 2);
+            op->operation_id = op->owned_id;
+        }
+    }
+    free(extra);
+    return ok;
 }
 
 static bool openapi_wanted(const Google__Protobuf__Compiler__CodeGeneratorRequest *req,
@@ -180,8 +251,7 @@ static bool openapi_collect(openapi_doc *d,
                 return false;
             }
             for (size_t m = 0; m < a->svc->n_method; m++) {
-                Webshop__V1__HttpRule *rule = openapi_http_rule(a->svc->method[m]);
-                if (rule != NULL && !openapi_add_op(d, a, m, rule)) {
+                if (!openapi_add_method(d, a, m)) {
                     return false;
                 }
             }

@@ -7,7 +7,10 @@
  * "<file>.rpc.h" and "<file>.rpc.c". Files without a service produce
  * nothing. With the parameter "facts" (--webshop_out=facts:DIR) it writes
  * "<file>.facts.h" instead, for every file: the facts declared with the
- * options of webshop/v1/contract.proto (facts.h).
+ * options of webshop/v1/contract.proto (facts.h). With "routes"
+ * (--webshop_out=routes:DIR) it writes "<file>.routes.h" and
+ * "<file>.routes.c" for every file whose services have methods with a
+ * (webshop.v1.http) rule: their route tables (routes.h).
  */
 #include "gen.h"
 
@@ -20,6 +23,7 @@
 #include "facts.h"
 #include "names.h"
 #include "options.h"
+#include "routes.h"
 
 /* protoc's descriptor.proto field numbers, for SourceCodeInfo paths. */
 #define GEN_FILE_SERVICE_FIELD   6
@@ -36,6 +40,7 @@
 typedef struct gen_type {
     char *full_name;
     const gen_file_proto *file;
+    const Google__Protobuf__DescriptorProto *msg;
 } gen_type;
 
 typedef struct gen_ctx {
@@ -112,6 +117,7 @@ static void gen_types_add(gen_ctx *ctx, const char *scope,
     }
     ctx->types[ctx->n_types].full_name = name;
     ctx->types[ctx->n_types].file = file;
+    ctx->types[ctx->n_types].msg = msg;
     ctx->n_types++;
     for (size_t i = 0; i < msg->n_nested_type; i++) {
         gen_types_add(ctx, name, msg->nested_type[i], file);
@@ -219,6 +225,7 @@ static void gen_method_fini(gen_method *m)
     free(m->field);
     free(m->path);
     free(m->in_type);
+    free(m->in_lower);
     free(m->out_type);
     free(m->out_lower);
 }
@@ -282,7 +289,7 @@ static bool gen_method_init(gen_ctx *ctx, const gen_file_proto *file,
     if (ctx->nomem) {
         return false;
     }
-    if (!gen_type_names(ctx, file->name, mp->input_type, &m->in_type, NULL) ||
+    if (!gen_type_names(ctx, file->name, mp->input_type, &m->in_type, &m->in_lower) ||
         !gen_type_names(ctx, file->name, mp->output_type, &m->out_type, &m->out_lower)) {
         return false;
     }
@@ -517,6 +524,46 @@ static void gen_one_facts(gen_ctx *ctx, const gen_file_proto *file, gen_response
     facts_fini(&f);
 }
 
+/* routes_build's msg_of: a message of the request by full name. */
+static const routes_msg_proto *gen_msg_of(const char *full_name, void *arg)
+{
+    const gen_type *t = gen_types_find(arg, full_name);
+
+    return t != NULL ? t->msg : NULL;
+}
+
+/* "<file>.routes.h" and ".routes.c" for one file (the "routes" parameter);
+ * nothing for a file without routed methods. */
+static void gen_one_routes(gen_ctx *ctx, const gen_file_proto *file, gen_response *resp)
+{
+    gen_file f;
+    gen_routes r;
+    strbuf h = STRBUF_INIT;
+    strbuf c = STRBUF_INIT;
+    char err[512] = "";
+
+    memset(&f, 0, sizeof(f));
+    memset(&r, 0, sizeof(r));
+    if (gen_file_init(ctx, file, &f)) {
+        int rc = routes_build(&f, gen_msg_of, ctx, &r, err, sizeof(err));
+        if (rc == -1) {
+            gen_ctx_fail(ctx, "%s", err);
+        } else if (rc != 0) {
+            ctx->nomem = true;
+        } else if (r.n_services > 0) {
+            emit_routes_header(&r, &h);
+            emit_routes_source(&r, &c);
+            if (gen_response_add(ctx, resp, f.base, ".routes.h", &h)) {
+                gen_response_add(ctx, resp, f.base, ".routes.c", &c);
+            }
+        }
+    }
+    strbuf_fini(&h);
+    strbuf_fini(&c);
+    routes_fini(&r);
+    gen_file_fini(&f);
+}
+
 bool gen_run(const gen_request *req, gen_response *resp)
 {
     gen_ctx ctx;
@@ -526,11 +573,15 @@ bool gen_run(const gen_request *req, gen_response *resp)
     resp->has_supported_features = 1;
     resp->supported_features = GEN_FEATURE_PROTO3_OPTIONAL;
     bool facts = false;
+    bool routes = false;
     if (req->parameter != NULL && strcmp(req->parameter, "facts") == 0) {
         facts = true;
+    } else if (req->parameter != NULL && strcmp(req->parameter, "routes") == 0) {
+        routes = true;
     } else if (req->parameter != NULL && req->parameter[0] != '\0') {
         gen_ctx_fail(&ctx,
-                     "protoc-gen-webshop takes no parameter but \"facts\" (got \"%s\")",
+                     "protoc-gen-webshop takes no parameter but \"facts\" or \"routes\" "
+                     "(got \"%s\")",
                      req->parameter);
     }
     gen_types_index(&ctx);
@@ -543,6 +594,8 @@ bool gen_run(const gen_request *req, gen_response *resp)
                          req->file_to_generate[i]);
         } else if (facts) {
             gen_one_facts(&ctx, file, resp);
+        } else if (routes) {
+            gen_one_routes(&ctx, file, resp);
         } else if (file->n_service > 0) {
             gen_one_file(&ctx, file, resp);
         }

@@ -30,6 +30,7 @@ typedef struct gen_method {
     char *field;         /* member of the server struct: M (or M_ if a keyword) */
     char *path;          /* "/pkg.Service/Method" */
     char *in_type;       /* protoc-c C type of the input */
+    char *in_lower;      /* protoc-c lower name of the input (+ "__descriptor") */
     char *out_type;      /* ... of the output */
     char *out_lower;     /* protoc-c lower name of the output (+ "__descriptor") */
     const char *comment; /* leading comment in the .proto, or NULL (borrowed) */

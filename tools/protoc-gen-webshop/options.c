@@ -75,14 +75,16 @@ bool options_find_varint(const ProtobufCMessage *opts, uint32_t number, uint64_t
     return options_varint_read(&p, u->data + u->len, out);
 }
 
-/* Walk msg to the last occurrence of field number with wire type wire:
- * *val is its varint (wire 0), or *bytes its payload (wire 2). */
+/* Walk msg to the last occurrence of field number with wire type wire, or
+ * to occurrence `nth` when nth is not SIZE_MAX: *val is its varint (wire
+ * 0), or *bytes its payload (wire 2). */
 static bool options_msg_field(options_bytes msg, uint32_t number, unsigned wire,
-                              uint64_t *val, options_bytes *bytes)
+                              size_t nth, uint64_t *val, options_bytes *bytes)
 {
     const uint8_t *p = msg.data;
     const uint8_t *end = msg.data + msg.len;
     bool found = false;
+    size_t seen = 0;
 
     while (p < end) {
         uint64_t key;
@@ -96,9 +98,12 @@ static bool options_msg_field(options_bytes msg, uint32_t number, unsigned wire,
             if (!options_varint_read(&p, end, &v)) {
                 return false;
             }
-            if ((key >> 3) == number && wire == 0) {
+            if ((key >> 3) == number && wire == 0 && (nth == SIZE_MAX || seen++ == nth)) {
                 *val = v;
                 found = true;
+                if (nth != SIZE_MAX) {
+                    return true;
+                }
             }
             break;
         case 1:
@@ -113,10 +118,13 @@ static bool options_msg_field(options_bytes msg, uint32_t number, unsigned wire,
             if (!options_varint_read(&p, end, &v) || v > (uint64_t)(end - p)) {
                 return false;
             }
-            if ((key >> 3) == number && wire == 2) {
+            if ((key >> 3) == number && wire == 2 && (nth == SIZE_MAX || seen++ == nth)) {
                 bytes->data = p;
                 bytes->len = (size_t)v;
                 found = true;
+                if (nth != SIZE_MAX) {
+                    return true;
+                }
             }
             p += v;
             break;
@@ -132,7 +140,7 @@ bool options_msg_varint(options_bytes msg, uint32_t number, uint64_t *out)
     uint64_t v;
     options_bytes unused;
 
-    if (!options_msg_field(msg, number, 0, &v, &unused)) {
+    if (!options_msg_field(msg, number, 0, SIZE_MAX, &v, &unused)) {
         return false;
     }
     *out = v;
@@ -144,7 +152,20 @@ bool options_msg_bytes(options_bytes msg, uint32_t number, options_bytes *out)
     uint64_t unused;
     options_bytes b;
 
-    if (!options_msg_field(msg, number, 2, &unused, &b)) {
+    if (!options_msg_field(msg, number, 2, SIZE_MAX, &unused, &b)) {
+        return false;
+    }
+    *out = b;
+    return true;
+}
+
+bool options_msg_bytes_at(options_bytes msg, uint32_t number, size_t index,
+                          options_bytes *out)
+{
+    uint64_t unused;
+    options_bytes b;
+
+    if (index == SIZE_MAX || !options_msg_field(msg, number, 2, index, &unused, &b)) {
         return false;
     }
     *out = b;

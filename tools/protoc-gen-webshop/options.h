@@ -38,4 +38,10 @@ bool options_find_varint(const ProtobufCMessage *opts, uint32_t number,
 bool options_msg_varint(options_bytes msg, uint32_t number, uint64_t *out /* OUT */);
 bool options_msg_bytes(options_bytes msg, uint32_t number, options_bytes *out /* OUT */);
 
+/* The index-th occurrence (from 0) of length-delimited field `number` of
+ * msg, for a repeated field: false when there are no more (or msg is
+ * malformed). */
+bool options_msg_bytes_at(options_bytes msg, uint32_t number, size_t index,
+                          options_bytes *out /* OUT */);
+
 #endif
