@@ -58,9 +58,12 @@ url=$(head -1 "$tmp/srv.out")
 case "$url" in tcp://127.0.0.1:*) ;; *) cat "$tmp/srv.err" >&2; fail "no URL from the server" ;; esac
 
 out=$("$tmp/b/billing-client" "$url" ada 250)
-[ "$out" = "balance=250 read=250" ] || fail "first charge: $out"
+[ "$(head -1 <<<"$out")" = "balance=250 read=250" ] || fail "first charge: $out"
+# The reply's google.protobuf.Timestamp, in its JSON form (RFC 3339, UTC).
+ts_re='^reply=\{"balance_cents":"250","charged_at":"20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9](\.[0-9]{3}|\.[0-9]{6}|\.[0-9]{9})?Z"\}$'
+[[ "$(tail -1 <<<"$out")" =~ $ts_re ]] || fail "first charge's reply: $out"
 out=$("$tmp/b/billing-client" "$url" ada 50)
-[ "$out" = "balance=300 read=300" ] || fail "second charge: $out"
+[ "$(head -1 <<<"$out")" = "balance=300 read=300" ] || fail "second charge: $out"
 if err=$("$tmp/b/billing-client" "$url" "" 5 2>&1); then
     fail "an empty account was accepted"
 fi

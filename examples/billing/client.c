@@ -1,12 +1,14 @@
 /*
  * billing-client URL ACCOUNT CENTS: charges ACCOUNT through the server at
  * URL and prints the balance the charge left and the one GetBalance reads
- * back ("balance=N read=N"). A status other than OK is printed as
- * "CODE: message" on stderr, exit 1.
+ * back ("balance=N read=N"), then the charge's reply in its proto3 JSON
+ * form ("reply={...}", its charged_at an RFC 3339 string). A status other
+ * than OK is printed as "CODE: message" on stderr, exit 1.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <webshop/json.h>
 #include <webshop/rpc_client.h>
 
 #include "billing.rpc.h"
@@ -38,7 +40,16 @@ int main(int argc, char **argv)
         return 1;
     }
     long long balance = (long long)resp->balance_cents;
+    ws_buf json;
+    ws_buf_init(&json, 0);
+    int bad = resp->charged_at == NULL || ws_json_encode(&resp->base, 0, &json) != WS_OK;
     acme__billing__v1__charge_reply__free_unpacked(resp, NULL);
+    if (bad) {
+        fprintf(stderr, "billing-client: a reply without a time\n");
+        ws_buf_fini(&json);
+        ws_rpc_client_close(c);
+        return 1;
+    }
 
     Acme__Billing__V1__GetBalanceRequest get = ACME__BILLING__V1__GET_BALANCE_REQUEST__INIT;
     get.account = argv[2];
@@ -46,10 +57,13 @@ int main(int argc, char **argv)
     code = acme_billing_v1_billing_get_balance_ex(c, &get, &got, 5000, msg, sizeof(msg));
     if (code != WS_RPC_OK) {
         fprintf(stderr, "%s: %s\n", ws_rpc_code_name(code), msg);
+        ws_buf_fini(&json);
         ws_rpc_client_close(c);
         return 1;
     }
-    printf("balance=%lld read=%lld\n", balance, (long long)got->balance_cents);
+    printf("balance=%lld read=%lld\nreply=%s\n", balance, (long long)got->balance_cents,
+           json.data);
+    ws_buf_fini(&json);
     acme__billing__v1__get_balance_reply__free_unpacked(got, NULL);
     ws_rpc_client_close(c);
     return 0;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <webshop/rpc_server.h>
 
@@ -57,6 +58,17 @@ static ws_rpc_code billing_charge(void *ctx, const Acme__Billing__V1__ChargeRequ
         return WS_RPC_RESOURCE_EXHAUSTED;
     }
     acme__billing__v1__charge_reply__init(r);
+    /* Freed with the reply (free_unpacked), so from the heap too. */
+    r->charged_at = malloc(sizeof(*r->charged_at));
+    if (r->charged_at == NULL) {
+        free(r);
+        return WS_RPC_RESOURCE_EXHAUSTED;
+    }
+    google__protobuf__timestamp__init(r->charged_at);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    r->charged_at->seconds = now.tv_sec;
+    r->charged_at->nanos = (int32_t)now.tv_nsec;
     pthread_mutex_lock(&l->mu);
     int i = ledger_slot(l, req->account, 1);
     if (i >= 0) {
@@ -65,7 +77,7 @@ static ws_rpc_code billing_charge(void *ctx, const Acme__Billing__V1__ChargeRequ
     }
     pthread_mutex_unlock(&l->mu);
     if (i < 0) {
-        free(r);
+        acme__billing__v1__charge_reply__free_unpacked(r, NULL);
         ws_rpc_call_set_message(call, "no room for another account");
         return WS_RPC_RESOURCE_EXHAUSTED;
     }
