@@ -1,11 +1,13 @@
 /*
  * Helpers shared by the JSON decoder and encoder (see json_int.h): how a
- * field's JSON name is derived, what counts as valid UTF-8, and how a map
- * field is recognised in a protobuf-c descriptor.
+ * field's JSON name is derived, what counts as valid UTF-8, how a map
+ * field is recognised in a protobuf-c descriptor, and the JSON path that
+ * every error names.
  */
 #include "json_int.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -180,4 +182,83 @@ int ws__json_int_text(ProtobufCType type, const void *p, char *buf)
     default:
         return 0;
     }
+}
+
+ws_err ws__json_fail(ws__json_path *d, ws_err code, const char *fmt, ...)
+{
+    if (d->err == NULL) {
+        return code;
+    }
+    char what[192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    /* Keep the whole complaint; shorten a long path from its start. */
+    char *o = d->err->text;
+    size_t cap = sizeof d->err->text;
+    size_t wlen = strlen(what);
+    if (d->plen > 0) {
+        size_t room = cap - 1 - wlen - 2;
+        const char *path = d->path;
+        size_t plen = d->plen;
+        if (plen > room) {
+            memcpy(o, "...", 3);
+            o += 3;
+            path += plen - (room - 3);
+            plen = room - 3;
+        }
+        memcpy(o, path, plen);
+        o += plen;
+        memcpy(o, ": ", 2);
+        o += 2;
+    }
+    memcpy(o, what, wlen + 1);
+    return code;
+}
+
+/* Copy outside text into an error message: printable ASCII only, bounded. */
+void ws__json_sanitize(char *dst, size_t cap, const char *src, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 4 < cap; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+    }
+    if (o + 4 >= cap) {
+        memcpy(dst + o, "...", 3);
+        o += 3;
+    }
+    dst[o] = '\0';
+}
+
+void ws__json_push_key(ws__json_path *d, const char *key)
+{
+    char safe[48];
+    ws__json_sanitize(safe, sizeof safe, key, strlen(key));
+    int n = snprintf(d->path + d->plen, sizeof d->path - d->plen, "%s%s",
+                     d->plen > 0 ? "." : "", safe);
+    if (n > 0) {
+        d->plen += (size_t)n;
+    }
+    if (d->plen >= sizeof d->path) {
+        d->plen = sizeof d->path - 1;
+    }
+}
+
+void ws__json_push_index(ws__json_path *d, size_t i)
+{
+    int n = snprintf(d->path + d->plen, sizeof d->path - d->plen, "[%zu]", i);
+    if (n > 0) {
+        d->plen += (size_t)n;
+    }
+    if (d->plen >= sizeof d->path) {
+        d->plen = sizeof d->path - 1;
+    }
+}
+
+void ws__json_pop(ws__json_path *d, size_t plen)
+{
+    d->plen = plen;
+    d->path[plen] = '\0';
 }

@@ -24,94 +24,7 @@
 #include <jansson.h>
 
 #include "json_int.h"
-
-typedef struct json_dec {
-    ws_json_error *err; /* caller's, may be NULL */
-    char path[192];     /* JSON path of the value being decoded */
-    size_t plen;        /* bytes used in path */
-} json_dec;
-
-static ws_err json_dec_fail(json_dec *d, ws_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static ws_err json_dec_fail(json_dec *d, ws_err code, const char *fmt, ...)
-{
-    if (d->err == NULL) {
-        return code;
-    }
-    char what[192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    /* Keep the whole complaint; shorten a long path from its start. */
-    char *o = d->err->text;
-    size_t cap = sizeof d->err->text;
-    size_t wlen = strlen(what);
-    if (d->plen > 0) {
-        size_t room = cap - 1 - wlen - 2;
-        const char *path = d->path;
-        size_t plen = d->plen;
-        if (plen > room) {
-            memcpy(o, "...", 3);
-            o += 3;
-            path += plen - (room - 3);
-            plen = room - 3;
-        }
-        memcpy(o, path, plen);
-        o += plen;
-        memcpy(o, ": ", 2);
-        o += 2;
-    }
-    memcpy(o, what, wlen + 1);
-    return code;
-}
-
-/* Copy outside text into an error message: printable ASCII only, bounded. */
-static void json_dec_sanitize(char *dst, size_t cap, const char *src, size_t n)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 4 < cap; i++) {
-        unsigned char c = (unsigned char)src[i];
-        dst[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    if (o + 4 >= cap) {
-        memcpy(dst + o, "...", 3);
-        o += 3;
-    }
-    dst[o] = '\0';
-}
-
-static void json_dec_path_push_key(json_dec *d, const char *key)
-{
-    char safe[48];
-    json_dec_sanitize(safe, sizeof safe, key, strlen(key));
-    int n = snprintf(d->path + d->plen, sizeof d->path - d->plen, "%s%s",
-                     d->plen > 0 ? "." : "", safe);
-    if (n > 0) {
-        d->plen += (size_t)n;
-    }
-    if (d->plen >= sizeof d->path) {
-        d->plen = sizeof d->path - 1;
-    }
-}
-
-static void json_dec_path_push_index(json_dec *d, size_t i)
-{
-    int n = snprintf(d->path + d->plen, sizeof d->path - d->plen, "[%zu]", i);
-    if (n > 0) {
-        d->plen += (size_t)n;
-    }
-    if (d->plen >= sizeof d->path) {
-        d->plen = sizeof d->path - 1;
-    }
-}
-
-static void json_dec_path_pop(json_dec *d, size_t plen)
-{
-    d->plen = plen;
-    d->path[plen] = '\0';
-}
+#include "json_wkt.h"
 
 /* The scan before jansson: nesting depth outside strings. */
 static ws_err json_dec_prescan(const char *s, size_t n, int max_depth, ws_json_error *err)
@@ -165,7 +78,7 @@ static ws_err json_dec_parse_error(const char *s, size_t n, const json_error_t *
         return WS_EPARSE;
     }
     char text[160];
-    json_dec_sanitize(text, sizeof text, je->text, strlen(je->text));
+    ws__json_sanitize(text, sizeof text, je->text, strlen(je->text));
     if (json_error_code(je) == json_error_duplicate_key && je->position > 1 &&
         (size_t)je->position <= n && s[je->position - 1] == '"') {
         /* position is just past the key's closing quote; find its opening one. */
@@ -185,7 +98,7 @@ static ws_err json_dec_parse_error(const char *s, size_t n, const json_error_t *
             }
         }
         char key[64];
-        json_dec_sanitize(key, sizeof key, s + begin + 1, end - begin - 1);
+        ws__json_sanitize(key, sizeof key, s + begin + 1, end - begin - 1);
         snprintf(err->text, sizeof err->text, "line %d column %d: duplicate key \"%s\"",
                  je->line, je->column, key);
         return WS_EPARSE;
@@ -216,7 +129,7 @@ static int json_dec_int_text(const char *s, int allow_minus)
     return 1;
 }
 
-static ws_err json_dec_signed(json_dec *d, const json_t *v, int64_t min, int64_t max,
+static ws_err json_dec_signed(ws__json_path *d, const json_t *v, int64_t min, int64_t max,
                               const char *type, int64_t *out)
 {
     int64_t x;
@@ -225,77 +138,77 @@ static ws_err json_dec_signed(json_dec *d, const json_t *v, int64_t min, int64_t
     } else if (json_is_real(v)) {
         double r = json_real_value(v);
         if (r != floor(r)) {
-            return json_dec_fail(d, WS_EPARSE, "expected integer");
+            return ws__json_fail(d, WS_EPARSE, "expected integer");
         }
         if (!(r >= -9223372036854775808.0 && r < 9223372036854775808.0)) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
         }
         x = (int64_t)r;
     } else if (json_is_string(v)) {
         const char *s = json_string_value(v);
         if (!json_dec_int_text(s, 1)) {
-            return json_dec_fail(d, WS_EPARSE, "expected integer");
+            return ws__json_fail(d, WS_EPARSE, "expected integer");
         }
         errno = 0;
         long long ll = strtoll(s, NULL, 10);
         if (errno == ERANGE) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
         }
         x = ll;
     } else {
-        return json_dec_fail(d, WS_EPARSE, "expected integer");
+        return ws__json_fail(d, WS_EPARSE, "expected integer");
     }
     if (x < min || x > max) {
-        return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+        return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
     }
     *out = x;
     return WS_OK;
 }
 
-static ws_err json_dec_unsigned(json_dec *d, const json_t *v, uint64_t max,
+static ws_err json_dec_unsigned(ws__json_path *d, const json_t *v, uint64_t max,
                                 const char *type, uint64_t *out)
 {
     uint64_t x;
     if (json_is_integer(v)) {
         json_int_t i = json_integer_value(v);
         if (i < 0) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
         }
         x = (uint64_t)i;
     } else if (json_is_real(v)) {
         double r = json_real_value(v);
         if (r != floor(r)) {
-            return json_dec_fail(d, WS_EPARSE, "expected integer");
+            return ws__json_fail(d, WS_EPARSE, "expected integer");
         }
         if (!(r >= 0 && r < 18446744073709551616.0)) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
         }
         x = (uint64_t)r;
     } else if (json_is_string(v)) {
         const char *s = json_string_value(v);
         if (s[0] == '-' && json_dec_int_text(s, 1)) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
         }
         if (!json_dec_int_text(s, 0)) {
-            return json_dec_fail(d, WS_EPARSE, "expected integer");
+            return ws__json_fail(d, WS_EPARSE, "expected integer");
         }
         errno = 0;
         unsigned long long ull = strtoull(s, NULL, 10);
         if (errno == ERANGE) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
         }
         x = ull;
     } else {
-        return json_dec_fail(d, WS_EPARSE, "expected integer");
+        return ws__json_fail(d, WS_EPARSE, "expected integer");
     }
     if (x > max) {
-        return json_dec_fail(d, WS_EPARSE, "out of range for %s", type);
+        return ws__json_fail(d, WS_EPARSE, "out of range for %s", type);
     }
     *out = x;
     return WS_OK;
 }
 
-static ws_err json_dec_real(json_dec *d, const json_t *v, int is_float, double *out)
+static ws_err json_dec_real(ws__json_path *d, const json_t *v, int is_float, double *out)
 {
     double r;
     if (json_is_integer(v)) {
@@ -318,24 +231,24 @@ static ws_err json_dec_real(json_dec *d, const json_t *v, int is_float, double *
         }
         /* A number in a string: digits, sign, point and exponent only. */
         if (s[0] == '\0' || strspn(s, "0123456789+-.eE") != strlen(s)) {
-            return json_dec_fail(d, WS_EPARSE, "expected number");
+            return ws__json_fail(d, WS_EPARSE, "expected number");
         }
         char *end;
         errno = 0;
         r = strtod(s, &end);
         if (*end != '\0') {
-            return json_dec_fail(d, WS_EPARSE, "expected number");
+            return ws__json_fail(d, WS_EPARSE, "expected number");
         }
         if (errno == ERANGE && isinf(r)) {
-            return json_dec_fail(d, WS_EPARSE, "out of range for %s",
+            return ws__json_fail(d, WS_EPARSE, "out of range for %s",
                                  is_float ? "float" : "double");
         }
     } else {
-        return json_dec_fail(d, WS_EPARSE, "expected number");
+        return ws__json_fail(d, WS_EPARSE, "expected number");
     }
     /* Past FLT_MAX by less than half an ulp still rounds to FLT_MAX. */
     if (is_float && isfinite(r) && isinf((float)r)) {
-        return json_dec_fail(d, WS_EPARSE, "out of range for float");
+        return ws__json_fail(d, WS_EPARSE, "out of range for float");
     }
     *out = r;
     return WS_OK;
@@ -362,10 +275,10 @@ static int json_dec_b64_digit(unsigned char c)
 }
 
 /* Standard or URL-safe base64, padded or not. */
-static ws_err json_dec_base64(json_dec *d, const json_t *v, ProtobufCBinaryData *out)
+static ws_err json_dec_base64(ws__json_path *d, const json_t *v, ProtobufCBinaryData *out)
 {
     if (!json_is_string(v)) {
-        return json_dec_fail(d, WS_EPARSE, "expected base64 string");
+        return ws__json_fail(d, WS_EPARSE, "expected base64 string");
     }
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
@@ -375,12 +288,12 @@ static ws_err json_dec_base64(json_dec *d, const json_t *v, ProtobufCBinaryData 
         pad++;
     }
     if (n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0)) {
-        return json_dec_fail(d, WS_EPARSE, "invalid base64");
+        return ws__json_fail(d, WS_EPARSE, "invalid base64");
     }
     size_t cap = n / 4 * 3 + 3;
     uint8_t *buf = malloc(cap);
     if (buf == NULL) {
-        return json_dec_fail(d, WS_ENOMEM, "out of memory");
+        return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
     size_t o = 0;
     uint32_t acc = 0;
@@ -389,7 +302,7 @@ static ws_err json_dec_base64(json_dec *d, const json_t *v, ProtobufCBinaryData 
         int x = json_dec_b64_digit((unsigned char)s[i]);
         if (x < 0) {
             free(buf);
-            return json_dec_fail(d, WS_EPARSE, "invalid base64");
+            return ws__json_fail(d, WS_EPARSE, "invalid base64");
         }
         acc = (acc << 6) | (uint32_t)x;
         bits += 6;
@@ -408,12 +321,10 @@ static ws_err json_dec_base64(json_dec *d, const json_t *v, ProtobufCBinaryData 
     return WS_OK;
 }
 
-static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *desc,
-                               const json_t *obj, ProtobufCMessage **out);
-
-/* One value of field f's type from v (not null) into p. */
-static ws_err json_dec_value(json_dec *d, const ProtobufCFieldDescriptor *f,
-                             const json_t *v, void *p)
+/* One value of field f's type from v into p; v is null only where null is
+ * a value (google.protobuf.Value and NullValue, ws__json_wkt_takes_null). */
+ws_err ws__json_dec_value(ws__json_path *d, const ProtobufCFieldDescriptor *f,
+                          const json_t *v, void *p)
 {
     int64_t s64;
     uint64_t u64;
@@ -452,27 +363,31 @@ static ws_err json_dec_value(json_dec *d, const ProtobufCFieldDescriptor *f,
         return json_dec_real(d, v, 0, (double *)p);
     case PROTOBUF_C_TYPE_BOOL:
         if (!json_is_boolean(v)) {
-            return json_dec_fail(d, WS_EPARSE, "expected boolean");
+            return ws__json_fail(d, WS_EPARSE, "expected boolean");
         }
         *(protobuf_c_boolean *)p = json_is_true(v);
         return WS_OK;
     case PROTOBUF_C_TYPE_ENUM: {
         const ProtobufCEnumDescriptor *ed = f->descriptor;
+        if (json_is_null(v) && ws__json_wkt_is_null_enum(ed)) {
+            *(int *)p = 0; /* NULL_VALUE */
+            return WS_OK;
+        }
         if (json_is_string(v)) {
             const ProtobufCEnumValue *ev =
                 protobuf_c_enum_descriptor_get_value_by_name(ed, json_string_value(v));
             if (ev == NULL) {
                 char name[48];
-                json_dec_sanitize(name, sizeof name, json_string_value(v),
+                ws__json_sanitize(name, sizeof name, json_string_value(v),
                                   json_string_length(v));
-                return json_dec_fail(d, WS_EPARSE, "unknown value \"%s\" for enum %s",
+                return ws__json_fail(d, WS_EPARSE, "unknown value \"%s\" for enum %s",
                                      name, ed->name);
             }
             *(int *)p = ev->value;
             return WS_OK;
         }
         if (!json_is_number(v)) {
-            return json_dec_fail(d, WS_EPARSE, "expected enum name or number");
+            return ws__json_fail(d, WS_EPARSE, "expected enum name or number");
         }
         err = json_dec_signed(d, v, INT32_MIN, INT32_MAX, "enum", &s64);
         if (err == WS_OK) {
@@ -482,12 +397,12 @@ static ws_err json_dec_value(json_dec *d, const ProtobufCFieldDescriptor *f,
     }
     case PROTOBUF_C_TYPE_STRING: {
         if (!json_is_string(v)) {
-            return json_dec_fail(d, WS_EPARSE, "expected string");
+            return ws__json_fail(d, WS_EPARSE, "expected string");
         }
         /* jansson has validated the UTF-8 and refused \u0000. */
         char *s = strdup(json_string_value(v));
         if (s == NULL) {
-            return json_dec_fail(d, WS_ENOMEM, "out of memory");
+            return ws__json_fail(d, WS_ENOMEM, "out of memory");
         }
         *(char **)p = s;
         return WS_OK;
@@ -495,45 +410,45 @@ static ws_err json_dec_value(json_dec *d, const ProtobufCFieldDescriptor *f,
     case PROTOBUF_C_TYPE_BYTES:
         return json_dec_base64(d, v, p);
     case PROTOBUF_C_TYPE_MESSAGE:
-        return json_dec_message(d, f->descriptor, v, (ProtobufCMessage **)p);
+        return ws__json_dec_message(d, f->descriptor, v, (ProtobufCMessage **)p);
     }
-    return json_dec_fail(d, WS_EINTERNAL, "unsupported field type");
+    return ws__json_fail(d, WS_EINTERNAL, "unsupported field type");
 }
 
 /* A map key from its JSON object key text into entry field kf at p. */
-static ws_err json_dec_map_key(json_dec *d, const ProtobufCFieldDescriptor *kf,
+static ws_err json_dec_map_key(ws__json_path *d, const ProtobufCFieldDescriptor *kf,
                                const char *key, void *p)
 {
     if (kf->type == PROTOBUF_C_TYPE_STRING) {
         char *s = strdup(key);
         if (s == NULL) {
-            return json_dec_fail(d, WS_ENOMEM, "out of memory");
+            return ws__json_fail(d, WS_ENOMEM, "out of memory");
         }
         *(char **)p = s;
         return WS_OK;
     }
     if (kf->type == PROTOBUF_C_TYPE_BOOL) {
         if (strcmp(key, "true") != 0 && strcmp(key, "false") != 0) {
-            return json_dec_fail(d, WS_EPARSE, "expected boolean map key");
+            return ws__json_fail(d, WS_EPARSE, "expected boolean map key");
         }
         *(protobuf_c_boolean *)p = strcmp(key, "true") == 0;
         return WS_OK;
     }
     json_t *text = json_string(key);
     if (text == NULL) {
-        return json_dec_fail(d, WS_ENOMEM, "out of memory");
+        return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
-    ws_err err = json_dec_value(d, kf, text, p);
+    ws_err err = ws__json_dec_value(d, kf, text, p);
     json_decref(text);
     return err;
 }
 
 /* A map field: a JSON object whose members become *Entry messages. */
-static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
+static ws_err json_dec_map(ws__json_path *d, const ProtobufCFieldDescriptor *f,
                            const json_t *v, ProtobufCMessage *m)
 {
     if (!json_is_object(v)) {
-        return json_dec_fail(d, WS_EPARSE, "expected object");
+        return ws__json_fail(d, WS_EPARSE, "expected object");
     }
     const ProtobufCMessageDescriptor *ed = f->descriptor;
     size_t n = json_object_size(v);
@@ -542,7 +457,7 @@ static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
     }
     ProtobufCMessage **arr = calloc(n, sizeof *arr);
     if (arr == NULL) {
-        return json_dec_fail(d, WS_ENOMEM, "out of memory");
+        return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
     /* Owned by m from here on: free_unpacked skips NULL slots. */
     *(ProtobufCMessage ***)((char *)m + f->offset) = arr;
@@ -553,10 +468,10 @@ static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
     json_object_foreach((json_t *)v, key, val)
     {
         size_t plen = d->plen;
-        json_dec_path_push_key(d, key);
+        ws__json_push_key(d, key);
         ProtobufCMessage *e = malloc(ed->sizeof_message);
         if (e == NULL) {
-            return json_dec_fail(d, WS_ENOMEM, "out of memory");
+            return ws__json_fail(d, WS_ENOMEM, "out of memory");
         }
         protobuf_c_message_init(ed, e);
         arr[i++] = e;
@@ -570,28 +485,29 @@ static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
         if (err == WS_OK &&
             ws__json_int_text(ed->fields[0].type, (char *)e + ed->fields[0].offset, canon) &&
             strcmp(canon, key) != 0) {
-            err = json_dec_fail(d, WS_EPARSE, "map key must be written \"%s\"", canon);
+            err = ws__json_fail(d, WS_EPARSE, "map key must be written \"%s\"", canon);
         }
-        if (err == WS_OK && json_is_null(val)) {
-            err = json_dec_fail(d, WS_EPARSE, "null is not allowed as a map value");
+        if (err == WS_OK && json_is_null(val) &&
+            !ws__json_wkt_takes_null(&ed->fields[1])) {
+            err = ws__json_fail(d, WS_EPARSE, "null is not allowed as a map value");
         }
         if (err == WS_OK) {
-            err =
-                json_dec_value(d, &ed->fields[1], val, (char *)e + ed->fields[1].offset);
+            err = ws__json_dec_value(d, &ed->fields[1], val,
+                                     (char *)e + ed->fields[1].offset);
         }
         if (err != WS_OK) {
             return err;
         }
-        json_dec_path_pop(d, plen);
+        ws__json_pop(d, plen);
     }
     return WS_OK;
 }
 
-static ws_err json_dec_repeated(json_dec *d, const ProtobufCFieldDescriptor *f,
+static ws_err json_dec_repeated(ws__json_path *d, const ProtobufCFieldDescriptor *f,
                                 const json_t *v, ProtobufCMessage *m)
 {
     if (!json_is_array(v)) {
-        return json_dec_fail(d, WS_EPARSE, "expected array");
+        return ws__json_fail(d, WS_EPARSE, "expected array");
     }
     size_t n = json_array_size(v);
     if (n == 0) {
@@ -600,23 +516,23 @@ static ws_err json_dec_repeated(json_dec *d, const ProtobufCFieldDescriptor *f,
     size_t sz = ws__json_type_size(f->type);
     char *arr = calloc(n, sz);
     if (arr == NULL) {
-        return json_dec_fail(d, WS_ENOMEM, "out of memory");
+        return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
     /* Owned by m from here on: free_unpacked skips zeroed slots. */
     *(char **)((char *)m + f->offset) = arr;
     *(size_t *)((char *)m + f->quantifier_offset) = n;
     for (size_t i = 0; i < n; i++) {
         size_t plen = d->plen;
-        json_dec_path_push_index(d, i);
+        ws__json_push_index(d, i);
         const json_t *e = json_array_get(v, i);
-        if (json_is_null(e)) {
-            return json_dec_fail(d, WS_EPARSE, "null is not allowed in a repeated field");
+        if (json_is_null(e) && !ws__json_wkt_takes_null(f)) {
+            return ws__json_fail(d, WS_EPARSE, "null is not allowed in a repeated field");
         }
-        ws_err err = json_dec_value(d, f, e, arr + i * sz);
+        ws_err err = ws__json_dec_value(d, f, e, arr + i * sz);
         if (err != WS_OK) {
             return err;
         }
-        json_dec_path_pop(d, plen);
+        ws__json_pop(d, plen);
     }
     return WS_OK;
 }
@@ -658,7 +574,7 @@ static void json_dec_camel_name(const char *name, char *out, size_t cap)
     out[o] = '\0';
 }
 
-static ws_err json_dec_field(json_dec *d, const ProtobufCFieldDescriptor *f,
+static ws_err json_dec_field(ws__json_path *d, const ProtobufCFieldDescriptor *f,
                              const json_t *v, ProtobufCMessage *m)
 {
     char *base = (char *)m;
@@ -674,25 +590,25 @@ static ws_err json_dec_field(json_dec *d, const ProtobufCFieldDescriptor *f,
         if (*which != 0 && *which != f->id) {
             const ProtobufCFieldDescriptor *other =
                 protobuf_c_message_descriptor_get_field(m->descriptor, *which);
-            return json_dec_fail(d, WS_EPARSE, "oneof already set by \"%s\"",
+            return ws__json_fail(d, WS_EPARSE, "oneof already set by \"%s\"",
                                  other != NULL ? other->name : "?");
         }
-        if (json_is_null(v)) {
+        if (json_is_null(v) && !ws__json_wkt_takes_null(f)) {
             return WS_OK;
         }
         /* Select the case only once the value is in place: free_unpacked
          * frees the selected member alone, and a member that failed to
          * decode has left nothing behind. */
-        ws_err err = json_dec_value(d, f, v, base + f->offset);
+        ws_err err = ws__json_dec_value(d, f, v, base + f->offset);
         if (err == WS_OK) {
             *which = f->id;
         }
         return err;
     }
-    if (json_is_null(v)) {
+    if (json_is_null(v) && !ws__json_wkt_takes_null(f)) {
         return WS_OK;
     }
-    ws_err err = json_dec_value(d, f, v, base + f->offset);
+    ws_err err = ws__json_dec_value(d, f, v, base + f->offset);
     if (err == WS_OK && f->label == PROTOBUF_C_LABEL_OPTIONAL &&
         f->type != PROTOBUF_C_TYPE_MESSAGE && f->type != PROTOBUF_C_TYPE_STRING) {
         *(protobuf_c_boolean *)(base + f->quantifier_offset) = 1;
@@ -700,15 +616,19 @@ static ws_err json_dec_field(json_dec *d, const ProtobufCFieldDescriptor *f,
     return err;
 }
 
-static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *desc,
-                               const json_t *obj, ProtobufCMessage **out)
+ws_err ws__json_dec_message(ws__json_path *d, const ProtobufCMessageDescriptor *desc,
+                            const json_t *obj, ProtobufCMessage **out)
 {
+    ws__json_wkt kind = ws__json_wkt_of(desc);
+    if (kind != WS__JSON_WKT_NONE) {
+        return ws__json_wkt_decode(d, desc, kind, obj, out);
+    }
     if (!json_is_object(obj)) {
-        return json_dec_fail(d, WS_EPARSE, "expected object");
+        return ws__json_fail(d, WS_EPARSE, "expected object");
     }
     ProtobufCMessage *m = malloc(desc->sizeof_message);
     if (m == NULL) {
-        return json_dec_fail(d, WS_ENOMEM, "out of memory");
+        return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
     protobuf_c_message_init(desc, m);
     /* How each field was named so far: 0 not seen, 1 proto name, 2 camel. */
@@ -718,7 +638,7 @@ static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *de
         seen = calloc(desc->n_fields, 1);
         if (seen == NULL) {
             free(m);
-            return json_dec_fail(d, WS_ENOMEM, "out of memory");
+            return ws__json_fail(d, WS_ENOMEM, "out of memory");
         }
     } else {
         memset(seen_small, 0, sizeof seen_small);
@@ -729,11 +649,11 @@ static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *de
     json_object_foreach((json_t *)obj, key, val)
     {
         size_t plen = d->plen;
-        json_dec_path_push_key(d, key);
+        ws__json_push_key(d, key);
         int by_camel = 0;
         const ProtobufCFieldDescriptor *f = json_dec_field_find(desc, key, &by_camel);
         if (f == NULL) {
-            err = json_dec_fail(d, WS_EPARSE, "unknown field");
+            err = ws__json_fail(d, WS_EPARSE, "unknown field");
             break;
         }
         size_t idx = (size_t)(f - desc->fields);
@@ -744,7 +664,7 @@ static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *de
             } else {
                 json_dec_camel_name(f->name, other, sizeof other);
             }
-            err = json_dec_fail(d, WS_EPARSE, "duplicate field (also given as \"%s\")",
+            err = ws__json_fail(d, WS_EPARSE, "duplicate field (also given as \"%s\")",
                                 other);
             break;
         }
@@ -753,7 +673,7 @@ static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *de
         if (err != WS_OK) {
             break;
         }
-        json_dec_path_pop(d, plen);
+        ws__json_pop(d, plen);
     }
     if (seen != seen_small) {
         free(seen);
@@ -815,10 +735,10 @@ ws_err ws_json_decode(const ProtobufCMessageDescriptor *desc, const char *json,
     if (rc != WS_OK) {
         return rc;
     }
-    json_dec d = {.err = err, .plen = 0};
+    ws__json_path d = {.err = err, .plen = 0};
     d.path[0] = '\0';
     ProtobufCMessage *m = NULL;
-    rc = json_dec_message(&d, desc, root, &m);
+    rc = ws__json_dec_message(&d, desc, root, &m);
     json_decref(root);
     if (rc == WS_OK) {
         *out = m;
@@ -835,22 +755,22 @@ ws_err ws_json_decode_array(const ProtobufCMessageDescriptor *desc, const char *
     if (rc != WS_OK) {
         return rc;
     }
-    json_dec d = {.err = err, .plen = 0};
+    ws__json_path d = {.err = err, .plen = 0};
     d.path[0] = '\0';
     if (!json_is_array(root)) {
         json_decref(root);
-        return json_dec_fail(&d, WS_EPARSE, "expected array");
+        return ws__json_fail(&d, WS_EPARSE, "expected array");
     }
     size_t count = json_array_size(root);
     ProtobufCMessage **arr = calloc(count > 0 ? count : 1, sizeof *arr);
     if (arr == NULL) {
         json_decref(root);
-        return json_dec_fail(&d, WS_ENOMEM, "out of memory");
+        return ws__json_fail(&d, WS_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < count && rc == WS_OK; i++) {
-        json_dec_path_push_index(&d, i);
-        rc = json_dec_message(&d, desc, json_array_get(root, i), &arr[i]);
-        json_dec_path_pop(&d, 0);
+        ws__json_push_index(&d, i);
+        rc = ws__json_dec_message(&d, desc, json_array_get(root, i), &arr[i]);
+        ws__json_pop(&d, 0);
     }
     json_decref(root);
     if (rc != WS_OK) {

@@ -9,20 +9,34 @@
  */
 #include "json.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json_int.h"
+#include "json_wkt.h"
 
-/* Deeper than any sane message; guards against a cyclic message graph. */
-#define JSON_ENC_MAX_DEPTH 100
+/* A failure no inner step explained, explained by its code. */
+static ws_err json_enc_note(ws__json_enc *e, ws_err err)
+{
+    if (err == WS_OK || e->at.err == NULL || e->at.err->text[0] != '\0') {
+        return err;
+    }
+    switch (err) {
+    case WS_ETOOBIG:
+        return ws__json_fail(&e->at, err, "output past the buffer's limit");
+    case WS_ENOMEM:
+        return ws__json_fail(&e->at, err, "out of memory");
+    case WS_EINVAL: /* every other cause says so where it happens */
+        return ws__json_fail(&e->at, err, "invalid UTF-8");
+    default:
+        return ws__json_fail(&e->at, err, "%s", ws_strerror(err));
+    }
+}
 
-static ws_err json_enc_message(ws_buf *b, const ProtobufCMessage *m, unsigned flags,
-                               int depth);
-
-static ws_err json_enc_string(ws_buf *b, const char *s, size_t n)
+ws_err ws__json_enc_string(ws_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     if (!ws__json_utf8_valid(s, n)) {
@@ -105,7 +119,7 @@ static ws_err json_enc_base64(ws_buf *b, const uint8_t *p, size_t n)
 }
 
 /* Shortest decimal text that reads back as the same float or double. */
-static ws_err json_enc_real(ws_buf *b, double v, int is_float)
+ws_err ws__json_enc_real(ws_buf *b, double v, int is_float)
 {
     if (isnan(v)) {
         return ws_buf_puts(b, "\"NaN\"");
@@ -124,13 +138,31 @@ static ws_err json_enc_real(ws_buf *b, double v, int is_float)
             break;
         }
     }
+    /* The shortest text of a float at (or next to) FLT_MAX, 3.4028235e+38,
+     * reads back as that float, but as a double it is past FLT_MAX, and
+     * parsers that range-check the double before narrowing (Python's
+     * json_format, protobuf's own C++ and Java) refuse it. For such a float
+     * write the double's shortest text instead (3.4028234663852886e+38):
+     * every parser reads it as the same float and none finds it too large.
+     * Every other float keeps its shortest form. */
+    if (is_float && fabs(strtod(text, NULL)) > FLT_MAX) {
+        for (int prec = 9; prec <= 17; prec++) {
+            snprintf(text, sizeof text, "%.*g", prec, v);
+            if (strtod(text, NULL) == v) {
+                break;
+            }
+        }
+    }
     return ws_buf_puts(b, text);
 }
 
 static ws_err json_enc_enum(ws_buf *b, const ProtobufCEnumDescriptor *ed, int v,
-                            unsigned flags)
+                            ws__json_enc *e)
 {
-    if ((flags & WS_JSON_ENUM_INTS) == 0) {
+    if (ws__json_wkt_is_null_enum(ed)) {
+        return ws_buf_puts(b, "null"); /* google.protobuf.NullValue, any value */
+    }
+    if ((e->flags & WS_JSON_ENUM_INTS) == 0) {
         const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(ed, v);
         if (ev != NULL) {
             /* Enum value names are identifiers; no escaping needed. */
@@ -141,8 +173,8 @@ static ws_err json_enc_enum(ws_buf *b, const ProtobufCEnumDescriptor *ed, int v,
 }
 
 /* One value of the field's type at p. */
-static ws_err json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const void *p,
-                             unsigned flags, int depth)
+ws_err ws__json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const void *p,
+                          ws__json_enc *e, int depth)
 {
     char num[WS_JSON_INT_TEXT];
     switch (f->type) {
@@ -162,16 +194,16 @@ static ws_err json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const
         ws__json_int_text(f->type, p, num);
         return ws_buf_printf(b, "\"%s\"", num);
     case PROTOBUF_C_TYPE_FLOAT:
-        return json_enc_real(b, *(const float *)p, 1);
+        return ws__json_enc_real(b, *(const float *)p, 1);
     case PROTOBUF_C_TYPE_DOUBLE:
-        return json_enc_real(b, *(const double *)p, 0);
+        return ws__json_enc_real(b, *(const double *)p, 0);
     case PROTOBUF_C_TYPE_BOOL:
         return ws_buf_puts(b, *(const protobuf_c_boolean *)p ? "true" : "false");
     case PROTOBUF_C_TYPE_ENUM:
-        return json_enc_enum(b, f->descriptor, *(const int *)p, flags);
+        return json_enc_enum(b, f->descriptor, *(const int *)p, e);
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
-        return s == NULL ? ws_buf_puts(b, "\"\"") : json_enc_string(b, s, strlen(s));
+        return s == NULL ? ws_buf_puts(b, "\"\"") : ws__json_enc_string(b, s, strlen(s));
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *bd = p;
@@ -179,23 +211,36 @@ static ws_err json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const
     }
     case PROTOBUF_C_TYPE_MESSAGE: {
         const ProtobufCMessage *sub = *(ProtobufCMessage *const *)p;
+        const ProtobufCMessageDescriptor *md = f->descriptor;
+        if (sub == NULL && ws__json_wkt_of(md) != WS__JSON_WKT_NONE) {
+            /* A map value left out on the wire is the type's default, and a
+             * well-known type writes that in its own form (a Value as null). */
+            ProtobufCMessage *dflt = malloc(md->sizeof_message);
+            if (dflt == NULL) {
+                return WS_ENOMEM;
+            }
+            protobuf_c_message_init(md, dflt);
+            ws_err err = ws__json_enc_message(b, dflt, e, depth + 1);
+            free(dflt); /* a default message owns nothing */
+            return err;
+        }
         if (sub == NULL) {
             return ws_buf_puts(b, "{}");
         }
-        return json_enc_message(b, sub, flags, depth + 1);
+        return ws__json_enc_message(b, sub, e, depth + 1);
     }
     }
     return WS_EINVAL;
 }
 
 /* A map key: always a JSON string. */
-static ws_err json_enc_map_key(ws_buf *b, const ProtobufCFieldDescriptor *kf,
-                               const void *p)
+static ws_err json_enc_map_key(ws_buf *b, ws__json_enc *e,
+                               const ProtobufCFieldDescriptor *kf, const void *p)
 {
     switch (kf->type) {
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
-        return s == NULL ? ws_buf_puts(b, "\"\"") : json_enc_string(b, s, strlen(s));
+        return s == NULL ? ws_buf_puts(b, "\"\"") : ws__json_enc_string(b, s, strlen(s));
     }
     case PROTOBUF_C_TYPE_BOOL:
         return ws_buf_puts(b, *(const protobuf_c_boolean *)p ? "\"true\"" : "\"false\"");
@@ -204,11 +249,11 @@ static ws_err json_enc_map_key(ws_buf *b, const ProtobufCFieldDescriptor *kf,
     case PROTOBUF_C_TYPE_SFIXED64:
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
-        return json_enc_value(b, kf, p, 0, 0); /* already quoted */
+        return ws__json_enc_value(b, kf, p, e, 0); /* already quoted */
     default: {
         ws_err err = ws_buf_putc(b, '"');
         if (err == WS_OK) {
-            err = json_enc_value(b, kf, p, 0, 0);
+            err = ws__json_enc_value(b, kf, p, e, 0);
         }
         return err == WS_OK ? ws_buf_putc(b, '"') : err;
     }
@@ -216,7 +261,7 @@ static ws_err json_enc_map_key(ws_buf *b, const ProtobufCFieldDescriptor *kf,
 }
 
 static ws_err json_enc_map(ws_buf *b, const ProtobufCFieldDescriptor *f, const void *arr,
-                           size_t n, unsigned flags, int depth)
+                           size_t n, ws__json_enc *e, int depth)
 {
     const ProtobufCMessageDescriptor *ed = f->descriptor;
     const ProtobufCFieldDescriptor *kf = &ed->fields[0];
@@ -225,25 +270,67 @@ static ws_err json_enc_map(ws_buf *b, const ProtobufCFieldDescriptor *f, const v
     for (size_t i = 0; i < n && err == WS_OK; i++) {
         const char *entry = ((const char *const *)arr)[i];
         if (entry == NULL) {
-            return WS_EINVAL;
+            return ws__json_fail(&e->at, WS_EINVAL, "NULL map entry");
         }
         if (i > 0) {
             err = ws_buf_putc(b, ',');
         }
         if (err == WS_OK) {
-            err = json_enc_map_key(b, kf, entry + kf->offset);
+            err = json_enc_map_key(b, e, kf, entry + kf->offset);
         }
         if (err == WS_OK) {
             err = ws_buf_putc(b, ':');
         }
         if (err == WS_OK) {
-            err = json_enc_value(b, vf, entry + vf->offset, flags, depth);
+            size_t plen = e->at.plen;
+            char key[WS_JSON_INT_TEXT];
+            const void *kp = entry + kf->offset;
+            const char *ks =
+                kf->type == PROTOBUF_C_TYPE_STRING ? *(char *const *)kp : key;
+            if (kf->type == PROTOBUF_C_TYPE_BOOL) {
+                ks = *(const protobuf_c_boolean *)kp ? "true" : "false";
+            } else if (kf->type != PROTOBUF_C_TYPE_STRING &&
+                       !ws__json_int_text(kf->type, kp, key)) {
+                key[0] = '\0';
+            }
+            ws__json_push_key(&e->at, ks != NULL ? ks : "");
+            err =
+                json_enc_note(e, ws__json_enc_value(b, vf, entry + vf->offset, e, depth));
+            if (err == WS_OK) {
+                ws__json_pop(&e->at, plen);
+            }
         }
     }
     return err == WS_OK ? ws_buf_putc(b, '}') : err;
 }
 
-/* Does a field hold its default value, as protobuf-c's packer decides? */
+/* The n elements of repeated field f at arr, as a JSON array. */
+static ws_err json_enc_list(ws_buf *b, const ProtobufCFieldDescriptor *f, const char *arr,
+                            size_t n, ws__json_enc *e, int depth)
+{
+    size_t sz = ws__json_type_size(f->type);
+    ws_err err = ws_buf_putc(b, '[');
+    for (size_t k = 0; k < n && err == WS_OK; k++) {
+        if (k > 0) {
+            err = ws_buf_putc(b, ',');
+        }
+        size_t plen = e->at.plen;
+        ws__json_push_index(&e->at, k);
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
+            ((ProtobufCMessage *const *)arr)[k] == NULL) {
+            err = ws__json_fail(&e->at, WS_EINVAL, "NULL element");
+        }
+        if (err == WS_OK) {
+            err = json_enc_note(e, ws__json_enc_value(b, f, arr + k * sz, e, depth));
+        }
+        if (err == WS_OK) {
+            ws__json_pop(&e->at, plen);
+        }
+    }
+    return err == WS_OK ? ws_buf_putc(b, ']') : err;
+}
+
+/* Does a field hold its default value (left out of the JSON)? */
 static int json_enc_is_default(const ProtobufCFieldDescriptor *f, const void *p)
 {
     switch (f->type) {
@@ -259,10 +346,14 @@ static int json_enc_is_default(const ProtobufCFieldDescriptor *f, const void *p)
     case PROTOBUF_C_TYPE_UINT64:
     case PROTOBUF_C_TYPE_FIXED64:
         return *(const uint64_t *)p == 0;
+    /* -0.0 is not the default: protobuf's C++, Java, Go and Python compare
+     * the bits and write it, and so do we, so a -0.0 survives JSON to and
+     * from them. (protobuf-c's packer compares by value and drops it from
+     * the binary form; that loss is its own, and documented in the README.) */
     case PROTOBUF_C_TYPE_FLOAT:
-        return *(const float *)p == 0;
+        return *(const float *)p == 0 && !signbit(*(const float *)p);
     case PROTOBUF_C_TYPE_DOUBLE:
-        return *(const double *)p == 0;
+        return *(const double *)p == 0 && !signbit(*(const double *)p);
     case PROTOBUF_C_TYPE_BOOL:
         return !*(const protobuf_c_boolean *)p;
     case PROTOBUF_C_TYPE_ENUM:
@@ -281,7 +372,7 @@ static int json_enc_is_default(const ProtobufCFieldDescriptor *f, const void *p)
 
 /* Whether a singular field is written: 1 yes, 0 no. */
 static int json_enc_present(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f,
-                            unsigned flags)
+                            ws__json_enc *e)
 {
     const char *base = (const char *)m;
     const void *p = base + f->offset;
@@ -306,11 +397,11 @@ static int json_enc_present(const ProtobufCMessage *m, const ProtobufCFieldDescr
         }
         return *(const protobuf_c_boolean *)(base + f->quantifier_offset) != 0;
     default:
-        return (flags & WS_JSON_DEFAULTS) != 0 || !json_enc_is_default(f, p);
+        return (e->flags & WS_JSON_DEFAULTS) != 0 || !json_enc_is_default(f, p);
     }
 }
 
-static ws_err json_enc_key(ws_buf *b, const char *name, unsigned flags)
+static ws_err json_enc_key(ws_buf *b, const char *name, ws__json_enc *e)
 {
     ws_err err = ws_buf_reserve(b, strlen(name) + 3);
     if (err != WS_OK) {
@@ -321,7 +412,7 @@ static ws_err json_enc_key(ws_buf *b, const char *name, unsigned flags)
     int upper_next = 0;
     for (const char *p = name; *p != '\0'; p++) {
         char c = *p;
-        if ((flags & WS_JSON_CAMEL) && c == '_') {
+        if ((e->flags & WS_JSON_CAMEL) && c == '_') {
             upper_next = 1;
             continue;
         }
@@ -338,83 +429,109 @@ static ws_err json_enc_key(ws_buf *b, const char *name, unsigned flags)
     return WS_OK;
 }
 
-static ws_err json_enc_message(ws_buf *b, const ProtobufCMessage *m, unsigned flags,
-                               int depth)
+ws_err ws__json_enc_message(ws_buf *b, const ProtobufCMessage *m, ws__json_enc *e,
+                            int depth)
 {
-    if (depth > JSON_ENC_MAX_DEPTH) {
-        return WS_EINVAL;
+    if (depth > WS_JSON_ENC_MAX_DEPTH) {
+        return ws__json_fail(&e->at, WS_EINVAL, "nesting deeper than %d",
+                             WS_JSON_ENC_MAX_DEPTH);
     }
-    const ProtobufCMessageDescriptor *desc = m->descriptor;
-    const char *base = (const char *)m;
+    ws__json_wkt kind = ws__json_wkt_of(m->descriptor);
+    if (kind != WS__JSON_WKT_NONE) {
+        return ws__json_wkt_encode(b, m, kind, e, depth);
+    }
     int first = 1;
     ws_err err = ws_buf_putc(b, '{');
-    for (unsigned i = 0; i < desc->n_fields && err == WS_OK; i++) {
-        const ProtobufCFieldDescriptor *f = &desc->fields[i];
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)(base + f->quantifier_offset);
-            if (n == 0 && (flags & WS_JSON_DEFAULTS) == 0) {
-                continue;
-            }
-            const char *arr = *(char *const *)(base + f->offset);
-            if (n > 0 && arr == NULL) {
-                return WS_EINVAL;
-            }
-            err = first ? WS_OK : ws_buf_putc(b, ',');
-            if (err == WS_OK) {
-                err = json_enc_key(b, f->name, flags);
-            }
-            if (err == WS_OK && ws__json_is_map(f)) {
-                err = json_enc_map(b, f, arr, n, flags, depth);
-            } else if (err == WS_OK) {
-                size_t sz = ws__json_type_size(f->type);
-                err = ws_buf_putc(b, '[');
-                for (size_t k = 0; k < n && err == WS_OK; k++) {
-                    if (k > 0) {
-                        err = ws_buf_putc(b, ',');
-                    }
-                    if (f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                        ((ProtobufCMessage *const *)arr)[k] == NULL) {
-                        err = WS_EINVAL;
-                    }
-                    if (err == WS_OK) {
-                        err = json_enc_value(b, f, arr + k * sz, flags, depth);
-                    }
-                }
-                if (err == WS_OK) {
-                    err = ws_buf_putc(b, ']');
-                }
-            }
-            first = 0;
-            continue;
-        }
-        if (!json_enc_present(m, f, flags)) {
-            continue;
-        }
-        err = first ? WS_OK : ws_buf_putc(b, ',');
-        if (err == WS_OK) {
-            err = json_enc_key(b, f->name, flags);
-        }
-        if (err == WS_OK) {
-            err = json_enc_value(b, f, base + f->offset, flags, depth);
-        }
-        first = 0;
+    if (err == WS_OK) {
+        err = ws__json_enc_members(b, m, e, depth, &first);
     }
     return err == WS_OK ? ws_buf_putc(b, '}') : err;
 }
 
-ws_err ws_json_encode(const ProtobufCMessage *msg, unsigned flags, ws_buf *out)
+ws_err ws__json_enc_members(ws_buf *b, const ProtobufCMessage *m, ws__json_enc *e,
+                            int depth, int *firstp)
 {
+    const ProtobufCMessageDescriptor *desc = m->descriptor;
+    const char *base = (const char *)m;
+    int first = *firstp;
+    ws_err err = WS_OK;
+    for (unsigned i = 0; i < desc->n_fields && err == WS_OK; i++) {
+        const ProtobufCFieldDescriptor *f = &desc->fields[i];
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            if (n == 0 && (e->flags & WS_JSON_DEFAULTS) == 0) {
+                continue;
+            }
+            const char *arr = *(char *const *)(base + f->offset);
+            if (n > 0 && arr == NULL) {
+                ws__json_push_key(&e->at, f->name);
+                return ws__json_fail(&e->at, WS_EINVAL, "NULL array of %zu", n);
+            }
+            err = first ? WS_OK : ws_buf_putc(b, ',');
+            if (err == WS_OK) {
+                err = json_enc_key(b, f->name, e);
+            }
+            size_t plen = e->at.plen;
+            ws__json_push_key(&e->at, f->name);
+            if (err == WS_OK) {
+                err = ws__json_is_map(f) ? json_enc_map(b, f, arr, n, e, depth)
+                                         : json_enc_list(b, f, arr, n, e, depth);
+            }
+            err = json_enc_note(e, err);
+            if (err == WS_OK) {
+                ws__json_pop(&e->at, plen);
+            }
+            first = 0;
+            continue;
+        }
+        if (!json_enc_present(m, f, e)) {
+            continue;
+        }
+        err = first ? WS_OK : ws_buf_putc(b, ',');
+        if (err == WS_OK) {
+            err = json_enc_key(b, f->name, e);
+        }
+        size_t plen = e->at.plen;
+        ws__json_push_key(&e->at, f->name);
+        if (err == WS_OK) {
+            err = json_enc_note(e, ws__json_enc_value(b, f, base + f->offset, e, depth));
+        }
+        if (err == WS_OK) {
+            ws__json_pop(&e->at, plen);
+        }
+        first = 0;
+    }
+    *firstp = first;
+    return err;
+}
+
+ws_err ws_json_encode_err(const ProtobufCMessage *msg, unsigned flags, ws_buf *out,
+                          ws_json_error *err)
+{
+    if (err != NULL) {
+        err->text[0] = '\0';
+    }
+    ws__json_enc e = {.at = {.err = err, .plen = 0}, .flags = flags};
+    e.at.path[0] = '\0';
     if (msg == NULL || out == NULL || msg->descriptor == NULL ||
         msg->descriptor->magic != PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC) {
-        return WS_EINVAL;
+        return ws__json_fail(&e.at, WS_EINVAL, "not a protobuf-c message");
     }
     size_t start = out->len;
-    ws_err err = json_enc_message(out, msg, flags, 0);
-    if (err != WS_OK) {
+    ws_err rc = ws__json_enc_message(out, msg, &e, 0);
+    if (rc != WS_OK) {
         out->len = start;
         if (out->data != NULL) {
             out->data[start] = '\0';
         }
+        if (err != NULL && err->text[0] == '\0') {
+            json_enc_note(&e, rc);
+        }
     }
-    return err;
+    return rc;
+}
+
+ws_err ws_json_encode(const ProtobufCMessage *msg, unsigned flags, ws_buf *out)
+{
+    return ws_json_encode_err(msg, flags, out, NULL);
 }

@@ -8,6 +8,16 @@
  *                               full.Name <TAB> json <TAB> camelJson <TAB> hex
  *   json_xcheck decode NAME     JSON on stdin -> hex of the packed message on
  *                               stdout; exit 1 with the error on stderr
+ *   json_xcheck batch           one request a line on stdin, one answer a
+ *                               line on stdout, for many messages at once:
+ *                               enc NAME HEX, enc_camel NAME HEX  -> ok JSON
+ *                               dec NAME JSON                     -> ok HEX
+ *                               dec_enc NAME JSON (decode, then encode
+ *                               with proto names)                 -> ok JSON
+ *                               or err TEXT; fields tab-separated.
+ *
+ * Message names are looked up with ws_json_type_find, after registering the
+ * contracts and the test messages (so an Any may hold any of them).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +26,7 @@
 #include "alltypes.pb-c.h"
 #include "json.h"
 #include "json_sample.h"
+#include "wkt.pb-c.h"
 
 static void xcheck_hex(const ProtobufCMessage *m)
 {
@@ -53,15 +64,108 @@ static int xcheck_dump_one(const ProtobufCMessageDescriptor *desc, int depth)
 
 static const ProtobufCMessageDescriptor *xcheck_find(const char *name)
 {
-    if (strcmp(name, webshop_test__all_types__descriptor.name) == 0) {
-        return &webshop_test__all_types__descriptor;
-    }
+    return ws_json_type_find(name);
+}
+
+static void xcheck_register(void)
+{
     for (size_t i = 0; i < json_sample_contracts_n; i++) {
-        if (strcmp(name, json_sample_contracts[i]->name) == 0) {
-            return json_sample_contracts[i];
+        ws_json_register(json_sample_contracts[i]);
+    }
+    ws_json_register(&webshop_test__all_types__descriptor);
+    ws_json_register(&webshop_test__well_known__descriptor);
+}
+
+/* Hex text to bytes, malloc'ed; NULL if malformed. */
+static uint8_t *xcheck_unhex(const char *hex, size_t *n)
+{
+    size_t len = strlen(hex);
+    if (len % 2 != 0) {
+        return NULL;
+    }
+    uint8_t *p = malloc(len / 2 + 1);
+    if (p == NULL) {
+        exit(2);
+    }
+    for (size_t i = 0; i < len / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+            free(p);
+            return NULL;
+        }
+        p[i] = (uint8_t)v;
+    }
+    *n = len / 2;
+    return p;
+}
+
+/* One request of the batch mode (line without its newline). */
+static void xcheck_batch_one(char *line)
+{
+    char *op = line;
+    char *name = strchr(op, '\t');
+    char *payload = name != NULL ? strchr(name + 1, '\t') : NULL;
+    if (payload == NULL) {
+        printf("err\tmalformed request\n");
+        return;
+    }
+    *name++ = '\0';
+    *payload++ = '\0';
+    const ProtobufCMessageDescriptor *desc = xcheck_find(name);
+    if (desc == NULL) {
+        printf("err\tno message %s\n", name);
+        return;
+    }
+    ProtobufCMessage *m = NULL;
+    if (strncmp(op, "enc", 3) == 0) {
+        size_t n = 0;
+        uint8_t *bytes = xcheck_unhex(payload, &n);
+        m = bytes != NULL ? protobuf_c_message_unpack(desc, NULL, n, bytes) : NULL;
+        free(bytes);
+        if (m == NULL) {
+            printf("err\tbad packed bytes\n");
+            return;
+        }
+    } else {
+        ws_json_error err;
+        ws_err rc = ws_json_decode(desc, payload, strlen(payload), NULL, &m, &err);
+        if (rc != WS_OK) {
+            printf("err\t%s: %s\n", ws_errname(rc), err.text);
+            return;
         }
     }
-    return NULL;
+    if (strcmp(op, "dec") == 0) {
+        printf("ok\t");
+        xcheck_hex(m);
+        printf("\n");
+    } else {
+        ws_buf out;
+        ws_buf_init(&out, 0);
+        ws_err rc =
+            ws_json_encode(m, strcmp(op, "enc_camel") == 0 ? WS_JSON_CAMEL : 0, &out);
+        if (rc == WS_OK) {
+            printf("ok\t%s\n", out.data);
+        } else {
+            printf("err\tencode: %s\n", ws_errname(rc));
+        }
+        ws_buf_fini(&out);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static int xcheck_batch(void)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+        if (line[n - 1] == '\n') {
+            line[n - 1] = '\0';
+        }
+        xcheck_batch_one(line);
+    }
+    free(line);
+    return 0;
 }
 
 static int xcheck_decode(const char *name)
@@ -97,6 +201,10 @@ static int xcheck_decode(const char *name)
 
 int main(int argc, char **argv)
 {
+    xcheck_register();
+    if (argc == 2 && strcmp(argv[1], "batch") == 0) {
+        return xcheck_batch();
+    }
     if (argc == 2 && strcmp(argv[1], "dump") == 0) {
         int rc = 0;
         for (size_t i = 0; i < json_sample_contracts_n; i++) {
@@ -108,6 +216,6 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "decode") == 0) {
         return xcheck_decode(argv[2]);
     }
-    fprintf(stderr, "usage: %s dump | decode full.MessageName < json\n", argv[0]);
+    fprintf(stderr, "usage: %s dump | decode full.MessageName < json | batch\n", argv[0]);
     return 2;
 }

@@ -14,6 +14,12 @@ program prints (every contract message and the all-types test message):
 It also fails when a contract message has no C sample, so a new message
 cannot be left out of the golden and cross checks.
 
+Then the well-known types (xcheck_wkt.py): every type's edge values both
+ways, the inputs both sides must refuse, and a seeded random differential
+on the all-types and well-known test messages in both directions, bounded
+in count and time (WS_XCHECK_SEED, WS_XCHECK_COUNT, WS_XCHECK_SECONDS
+override the defaults; a failure prints the seed that reproduces it).
+
 usage: json_xcheck.py PROTOC PROTO_ROOT TEST_PROTO_DIR GOOGLE_INCLUDE XCHECK_BIN
 """
 import importlib
@@ -23,6 +29,10 @@ import sys
 import tempfile
 
 from google.protobuf import json_format
+
+sys.dont_write_bytecode = True  # nothing written into the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import xcheck_wkt  # noqa: E402
 
 
 def load_classes(protoc, roots, files, out):
@@ -58,7 +68,7 @@ def main():
     contract_files = sorted(
         os.path.join(proto_root, "webshop", "v1", f)
         for f in os.listdir(os.path.join(proto_root, "webshop", "v1")) if f.endswith(".proto"))
-    test_files = [os.path.join(test_dir, "alltypes.proto")]
+    test_files = [os.path.join(test_dir, "alltypes.proto"), os.path.join(test_dir, "wkt.proto")]
     failures = []
     with tempfile.TemporaryDirectory() as out:
         classes, contract = load_classes(
@@ -95,9 +105,10 @@ def main():
                                     f"  json: {text}\n  c:    {back}")
         for name in sorted(contract - seen):
             failures.append(f"{name}: no sample in tests/json_sample.c")
+        wkt_report = xcheck_wkt.run(classes, xcheck, failures)
     for f in failures:
         print("FAIL", f)
-    print(f"{len(seen)} messages checked, {len(failures)} failures")
+    print(f"{len(seen)} messages checked, {wkt_report}, {len(failures)} failures")
     return 1 if failures else 0
 
 
