@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "json_int.h"
+#include "proto_dyn.h"
 
 typedef struct json_dec {
     ws_json_error *err; /* caller's, may be NULL */
@@ -558,7 +559,7 @@ static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
         if (e == NULL) {
             return json_dec_fail(d, WS_ENOMEM, "out of memory");
         }
-        protobuf_c_message_init(ed, e);
+        ws_proto_message_init(ed, e);
         arr[i++] = e;
         ws_err err =
             json_dec_map_key(d, &ed->fields[0], key, (char *)e + ed->fields[0].offset);
@@ -568,7 +569,8 @@ static ws_err json_dec_map(json_dec *d, const ProtobufCFieldDescriptor *f,
          * members) would then be refused. */
         char canon[WS_JSON_INT_TEXT];
         if (err == WS_OK &&
-            ws__json_int_text(ed->fields[0].type, (char *)e + ed->fields[0].offset, canon) &&
+            ws__json_int_text(ed->fields[0].type, (char *)e + ed->fields[0].offset,
+                              canon) &&
             strcmp(canon, key) != 0) {
             err = json_dec_fail(d, WS_EPARSE, "map key must be written \"%s\"", canon);
         }
@@ -710,7 +712,7 @@ static ws_err json_dec_message(json_dec *d, const ProtobufCMessageDescriptor *de
     if (m == NULL) {
         return json_dec_fail(d, WS_ENOMEM, "out of memory");
     }
-    protobuf_c_message_init(desc, m);
+    ws_proto_message_init(desc, m);
     /* How each field was named so far: 0 not seen, 1 proto name, 2 camel. */
     unsigned char seen_small[64];
     unsigned char *seen = seen_small;
