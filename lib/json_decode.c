@@ -25,6 +25,7 @@
 
 #include "json_int.h"
 #include "json_wkt.h"
+#include "proto_dyn.h"
 
 /* The scan before jansson: nesting depth outside strings. */
 static ws_err json_dec_prescan(const char *s, size_t n, int max_depth, ws_json_error *err)
@@ -473,7 +474,7 @@ static ws_err json_dec_map(ws__json_path *d, const ProtobufCFieldDescriptor *f,
         if (e == NULL) {
             return ws__json_fail(d, WS_ENOMEM, "out of memory");
         }
-        protobuf_c_message_init(ed, e);
+        ws_proto_message_init(ed, e);
         arr[i++] = e;
         ws_err err =
             json_dec_map_key(d, &ed->fields[0], key, (char *)e + ed->fields[0].offset);
@@ -630,7 +631,7 @@ ws_err ws__json_dec_message(ws__json_path *d, const ProtobufCMessageDescriptor *
     if (m == NULL) {
         return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
-    protobuf_c_message_init(desc, m);
+    ws_proto_message_init(desc, m);
     /* How each field was named so far: 0 not seen, 1 proto name, 2 camel. */
     unsigned char seen_small[64];
     unsigned char *seen = seen_small;

@@ -17,6 +17,7 @@
 
 #include "json_int.h"
 #include "json_wkt.h"
+#include "proto_dyn.h"
 
 /* A failure no inner step explained, explained by its code. */
 static ws_err json_enc_note(ws__json_enc *e, ws_err err)
@@ -219,7 +220,7 @@ ws_err ws__json_enc_value(ws_buf *b, const ProtobufCFieldDescriptor *f, const vo
             if (dflt == NULL) {
                 return WS_ENOMEM;
             }
-            protobuf_c_message_init(md, dflt);
+            ws_proto_message_init(md, dflt);
             ws_err err = ws__json_enc_message(b, dflt, e, depth + 1);
             free(dflt); /* a default message owns nothing */
             return err;

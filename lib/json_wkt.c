@@ -9,6 +9,8 @@
  */
 #include "json_wkt.h"
 
+#include "proto_dyn.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -867,7 +869,7 @@ ws_err ws__json_wkt_decode(ws__json_path *d, const ProtobufCMessageDescriptor *d
     if (m == NULL) {
         return ws__json_fail(d, WS_ENOMEM, "out of memory");
     }
-    protobuf_c_message_init(desc, m);
+    ws_proto_message_init(desc, m);
     ws_err err = wkt_dec_into(d, kind, v, m);
     if (err != WS_OK) {
         protobuf_c_message_free_unpacked(m, NULL);

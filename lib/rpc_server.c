@@ -29,7 +29,10 @@
 #include <nng/protocol/reqrep0/rep.h>
 
 #include "log.h"
+#include "google/protobuf/descriptor.pb-c.h"
+#include "proto_dyn.h"
 #include "webshop/v1/rpc.pb-c.h"
+#include "webshop/v1/rpc.rpc.h"
 
 #define RPC_SERVER_DEFAULT_CONTEXTS 16
 #define RPC_SERVER_DEFAULT_WORKERS  4
@@ -53,6 +56,14 @@ typedef struct rpc_server_service {
     void *ctx;
     rpc_server_stats *stats; /* owned; one per method */
 } rpc_server_service;
+
+/* One FileDescriptorProto the server serves through reflection. */
+typedef struct rpc_server_file {
+    char *name;  /* owned: "webshop/v1/inventory.proto" */
+    char **deps; /* owned: the names it imports */
+    size_t n_deps;
+    const ProtobufCBinaryData *data; /* the caller's, outlives the server */
+} rpc_server_file;
 
 typedef enum rpc_server_ctx_state {
     RPC_SERVER_CTX_RECV,
@@ -89,6 +100,9 @@ struct ws_rpc_server {
 
     rpc_server_service *services; /* registered before start; [0] = Reflection */
     size_t n_services;
+    rpc_server_file *files; /* descriptors served by reflection, added before start */
+    size_t n_files;
+    ws_proto_dyn *symbols;     /* built from files at start: symbol -> file */
     rpc_server_stats unknown;  /* unknown methods and undecodable envelopes */
     ws_gauge *in_flight_gauge; /* requests received and not yet answered */
 
@@ -225,9 +239,183 @@ nomem:
     return WS_RPC_RESOURCE_EXHAUSTED;
 }
 
+static const rpc_server_file *rpc_server_file_find(const ws_rpc_server *srv,
+                                                   const char *name)
+{
+    for (size_t i = 0; i < srv->n_files; i++) {
+        if (strcmp(srv->files[i].name, name) == 0) {
+            return &srv->files[i];
+        }
+    }
+    return NULL;
+}
+
+/* Append file and, first, what it imports (each once) to r. */
+static bool rpc_server_files_put(const ws_rpc_server *srv, const rpc_server_file *f,
+                                 Webshop__V1__FileDescriptorResponse *r)
+{
+    for (size_t i = 0; i < r->n_file_descriptor_proto; i++) {
+        if (r->file_descriptor_proto[i].data == f->data->data) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < f->n_deps; i++) {
+        const rpc_server_file *d = rpc_server_file_find(srv, f->deps[i]);
+        if (d != NULL && !rpc_server_files_put(srv, d, r)) {
+            return false;
+        }
+    }
+    if (r->n_file_descriptor_proto == srv->n_files) {
+        return false; /* cannot happen: each file once */
+    }
+    ProtobufCBinaryData *b = &r->file_descriptor_proto[r->n_file_descriptor_proto];
+    b->data = malloc(f->data->len ? f->data->len : 1);
+    if (b->data == NULL) {
+        return false;
+    }
+    memcpy(b->data, f->data->data, f->data->len);
+    b->len = f->data->len;
+    r->n_file_descriptor_proto++;
+    return true;
+}
+
+/* The answer for file f (NULL: NOT_FOUND naming what). */
+static ws_rpc_code rpc_server_files_answer(const ws_rpc_server *srv,
+                                           const rpc_server_file *f, const char *what,
+                                           ProtobufCMessage **resp, ws_rpc_call *call)
+{
+    if (f == NULL) {
+        ws_rpc_call_set_message(call, "%s: not served here", what);
+        return WS_RPC_NOT_FOUND;
+    }
+    Webshop__V1__FileDescriptorResponse *r = malloc(sizeof(*r));
+    if (r != NULL) {
+        webshop__v1__file_descriptor_response__init(r);
+        r->file_descriptor_proto =
+            calloc(srv->n_files, sizeof(*r->file_descriptor_proto));
+    }
+    if (r == NULL || r->file_descriptor_proto == NULL ||
+        !rpc_server_files_put(srv, f, r)) {
+        if (r != NULL) {
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        }
+        ws_rpc_call_set_message(call, "out of memory");
+        return WS_RPC_RESOURCE_EXHAUSTED;
+    }
+    *resp = &r->base;
+    return WS_RPC_OK;
+}
+
+static ws_rpc_code rpc_server_reflection_symbol(void *ctx, const ProtobufCMessage *req,
+                                                ProtobufCMessage **resp,
+                                                ws_rpc_call *call)
+{
+    ws_rpc_server *srv = ctx;
+    const char *sym = ((const Webshop__V1__FileContainingSymbolRequest *)req)->symbol;
+    if (sym[0] == '.') {
+        sym++;
+    }
+    const Google__Protobuf__FileDescriptorProto *fp =
+        srv->symbols ? (const void *)ws_proto_dyn_file_of(srv->symbols, sym) : NULL;
+    return rpc_server_files_answer(srv, fp ? rpc_server_file_find(srv, fp->name) : NULL,
+                                   sym, resp, call);
+}
+
+static ws_rpc_code rpc_server_reflection_file(void *ctx, const ProtobufCMessage *req,
+                                              ProtobufCMessage **resp, ws_rpc_call *call)
+{
+    ws_rpc_server *srv = ctx;
+    const char *name = ((const Webshop__V1__FileByFilenameRequest *)req)->filename;
+    return rpc_server_files_answer(srv, rpc_server_file_find(srv, name), name, resp,
+                                   call);
+}
+
+/* Same order as the methods of service Reflection in rpc.proto. */
 static const ws_rpc_handler_fn rpc_server_reflection_handlers[] = {
     rpc_server_reflection_list,
+    rpc_server_reflection_symbol,
+    rpc_server_reflection_file,
 };
+
+ws_err ws_rpc_server_add_files(ws_rpc_server *srv, const ProtobufCBinaryData *files,
+                               size_t n)
+{
+    if (srv == NULL || (files == NULL && n > 0) || srv->sock_open) {
+        return WS_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Google__Protobuf__FileDescriptorProto *fp =
+            google__protobuf__file_descriptor_proto__unpack(NULL, files[i].len,
+                                                            files[i].data);
+        if (fp == NULL || fp->name == NULL) {
+            if (fp != NULL) {
+                google__protobuf__file_descriptor_proto__free_unpacked(fp, NULL);
+            }
+            return WS_EPARSE;
+        }
+        ws_err err = WS_OK;
+        if (rpc_server_file_find(srv, fp->name) == NULL) {
+            rpc_server_file *g = realloc(srv->files, (srv->n_files + 1) * sizeof(*g));
+            if (g == NULL) {
+                err = WS_ENOMEM;
+            } else {
+                srv->files = g;
+                rpc_server_file *f = &g[srv->n_files];
+                *f = (rpc_server_file){.name = strdup(fp->name),
+                                       .deps =
+                                           calloc(fp->n_dependency + 1, sizeof(char *)),
+                                       .data = &files[i]};
+                srv->n_files++;
+                for (size_t d = 0; f->deps != NULL && d < fp->n_dependency; d++) {
+                    f->deps[f->n_deps] = strdup(fp->dependency[d]);
+                    f->n_deps += f->deps[f->n_deps] != NULL;
+                }
+                if (f->name == NULL || f->deps == NULL || f->n_deps != fp->n_dependency) {
+                    err = WS_ENOMEM;
+                }
+            }
+        }
+        google__protobuf__file_descriptor_proto__free_unpacked(fp, NULL);
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    return WS_OK;
+}
+
+/* At start: index every symbol of the served files. A file whose imports
+ * are not served is logged; its symbols are then not found by reflection. */
+static void rpc_server_symbols_build(ws_rpc_server *srv)
+{
+    if (ws_proto_dyn_new(&srv->symbols) != WS_OK) {
+        return;
+    }
+    for (size_t i = 0; i < srv->n_files; i++) {
+        ws_proto_dyn_add_file(srv->symbols, srv->files[i].data->data,
+                              srv->files[i].data->len);
+    }
+    const char *missing = NULL;
+    ws_err err = ws_proto_dyn_build(srv->symbols, &missing);
+    if (err != WS_OK) {
+        ws_log_warn("rpc_reflection_incomplete", "err=%s missing=%s", ws_errname(err),
+                    missing ? missing : "?");
+        ws_proto_dyn_free(srv->symbols);
+        srv->symbols = NULL;
+    }
+}
+
+static void rpc_server_files_free(ws_rpc_server *srv)
+{
+    for (size_t i = 0; i < srv->n_files; i++) {
+        for (size_t d = 0; d < srv->files[i].n_deps; d++) {
+            free(srv->files[i].deps[d]);
+        }
+        free(srv->files[i].deps);
+        free(srv->files[i].name);
+    }
+    free(srv->files);
+    ws_proto_dyn_free(srv->symbols);
+}
 
 /* -------------------------------------------------------------- lifecycle */
 
@@ -281,6 +469,10 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
     if (err == WS_OK) {
         err = ws_rpc_server_register(srv, &webshop__v1__reflection__descriptor,
                                      rpc_server_reflection_handlers, srv);
+    }
+    if (err == WS_OK) {
+        err =
+            ws_rpc_server_add_files(srv, webshop_v1_rpc__files, webshop_v1_rpc__n_files);
     }
     if (err != WS_OK) {
         ws_rpc_server_close(srv);
@@ -438,7 +630,10 @@ static bool rpc_server_serve(ws_rpc_server *srv, const uint8_t *data, size_t len
     }
     if (code == WS_RPC_OK) {
         size_t n = protobuf_c_message_get_packed_size(resp);
-        if (n + RPC_SERVER_ENVELOPE_ROOM > srv->max_msg) {
+        /* Reflection answers are the server's own descriptors (bounded by
+         * what it was built with), not subject to the cap on handlers. */
+        bool capped = svc != &srv->services[0];
+        if (capped && n + RPC_SERVER_ENVELOPE_ROOM > srv->max_msg) {
             code = WS_RPC_RESOURCE_EXHAUSTED;
             ws_rpc_call_set_message(
                 &call, "response of %zu bytes exceeds the limit of %zu", n, srv->max_msg);
@@ -734,6 +929,9 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
     if (srv == NULL || srv->sock_open) {
         return WS_EINVAL;
     }
+    if (srv->symbols == NULL) {
+        rpc_server_symbols_build(srv);
+    }
     if ((rv = nng_rep0_open(&srv->sock)) != 0) {
         return rpc_server_err_from_nng(rv);
     }
@@ -836,6 +1034,7 @@ void ws_rpc_server_close(ws_rpc_server *srv)
         free(srv->services[i].stats);
     }
     free(srv->services);
+    rpc_server_files_free(srv);
     rpc_server_stats_fini(&srv->unknown);
     free(srv->ctxs);
     free(srv->threads);

@@ -44,7 +44,8 @@ typedef struct ws_rpc_server_opts {
                              * task thread that received its request. Saves a
                              * thread hop per call; only for handlers that are
                              * short and never wait for nng (make no RPC call). */
-    size_t max_msg;         /* cap on a request; 0 = WS_RPC_DEFAULT_MAX_MSG */
+    size_t max_msg;         /* cap on a request and on a handler's response (not on
+                             * reflection's descriptors); 0 = WS_RPC_DEFAULT_MAX_MSG */
     ws_metrics *metrics;    /* registry for per-method metrics; NULL = default */
 } ws_rpc_server_opts;
 
@@ -58,6 +59,16 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out /*
  * service is already registered. */
 ws_err ws_rpc_server_register(ws_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
                               const ws_rpc_handler_fn *handlers, void *ctx);
+
+/* Serve these serialized google.protobuf.FileDescriptorProtos through
+ * reflection (FileContainingSymbol, FileByFilename), so that clients built
+ * without the types (webshopctl) can call the server's methods. Generated
+ * register functions call it with their file and its imports
+ * (IDENT__files); a file already added is skipped. The array and bytes must
+ * outlive the server. Before start; WS_EPARSE for bytes that are not a
+ * FileDescriptorProto. */
+ws_err ws_rpc_server_add_files(ws_rpc_server *srv, const ProtobufCBinaryData *files,
+                               size_t n);
 
 /* Listen on the URL and start serving. A tcp URL may ask for port 0 (any
  * free port); the port bound is in ws_rpc_server_url() and in the line

@@ -58,6 +58,9 @@ const ProtobufCMessageDescriptor *const json_sample_contracts[] = {
     &webshop__v1__method_info__descriptor,
     &webshop__v1__service_info__descriptor,
     &webshop__v1__list_services_response__descriptor,
+    &webshop__v1__file_containing_symbol_request__descriptor,
+    &webshop__v1__file_by_filename_request__descriptor,
+    &webshop__v1__file_descriptor_response__descriptor,
 };
 const size_t json_sample_contracts_n =
     sizeof json_sample_contracts / sizeof json_sample_contracts[0];

@@ -27,6 +27,9 @@
 #include "metrics.h"
 #include "rpc_client.h"
 #include "rpc_server.h"
+#include "proto_dyn.h"
+#include "webshop/v1/inventory.rpc.h"
+#include "google/protobuf/descriptor.pb-c.h"
 #include "rpc_server_int.h"
 #include "json_int.h"
 #include "webshop/v1/inventory.pb-c.h"
@@ -210,6 +213,9 @@ static ws_rpc_server *server_new(const char *url, int contexts, int workers,
     cr_assert_eq(ws_rpc_server_open(&o, &srv), WS_OK);
     cr_assert_eq(ws_rpc_server_register(srv, &webshop__v1__inventory__descriptor,
                                         inventory_handlers, NULL),
+                 WS_OK);
+    cr_assert_eq(ws_rpc_server_add_files(srv, webshop_v1_inventory__files,
+                                         webshop_v1_inventory__n_files),
                  WS_OK);
     return srv;
 }
@@ -733,7 +739,7 @@ Test(rpc, reflection_lists_every_service, .timeout = 30)
         Webshop__V1__ServiceInfo *s = r->services[i];
         if (strcmp(s->name, "webshop.v1.Reflection") == 0) {
             saw_reflection = true;
-            cr_expect_eq(s->n_methods, 1);
+            cr_expect_eq(s->n_methods, 3);
             cr_expect_str_eq(s->methods[0]->name, "ListServices");
             cr_expect_str_eq(s->methods[0]->input_type, "webshop.v1.ListServicesRequest");
             cr_expect_str_eq(s->methods[0]->output_type,
@@ -969,4 +975,73 @@ Test(rpc, lifecycle_errors_are_reported, .timeout = 30)
     ws_rpc_client_close(NULL);
     cr_expect_str_eq(ws_rpc_code_name(WS_RPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
     cr_expect_str_eq(ws_rpc_code_name((ws_rpc_code)99), "UNKNOWN");
+}
+
+/* The server serves its descriptors: the file of a symbol with every file it
+ * imports, dependencies first; a file by name; NOT_FOUND otherwise. The
+ * descriptors are enough to build the types at run time (lib/proto_dyn). */
+static Webshop__V1__FileDescriptorResponse *files_call(ws_rpc_client *c,
+                                                       const char *method,
+                                                       const ProtobufCMessage *req,
+                                                       ws_rpc_code want)
+{
+    ProtobufCMessage *resp = NULL;
+    char msg[WS_RPC_MSG_LEN] = "";
+    ws_rpc_code code = ws_rpc_client_call(
+        c, method, req, &webshop__v1__file_descriptor_response__descriptor, &resp, 2000,
+        msg, sizeof(msg));
+    cr_assert_eq(code, want, "%s: %s %s", method, ws_rpc_code_name(code), msg);
+    return (Webshop__V1__FileDescriptorResponse *)resp;
+}
+
+Test(rpc, reflection_serves_the_descriptors_of_every_symbol, .timeout = 30)
+{
+    char url[128];
+    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
+    ws_rpc_client *c = client_new(url, 0, NULL);
+    Webshop__V1__FileContainingSymbolRequest req =
+        WEBSHOP__V1__FILE_CONTAINING_SYMBOL_REQUEST__INIT;
+    const char *symbols[] = {"webshop.v1.Inventory", "webshop.v1.Inventory.GetCatalog",
+                             ".webshop.v1.Product", "webshop.v1.ReservationStatus",
+                             "webshop.v1.Reflection"};
+    for (size_t k = 0; k < sizeof(symbols) / sizeof(symbols[0]); k++) {
+        req.symbol = (char *)symbols[k];
+        Webshop__V1__FileDescriptorResponse *r = files_call(
+            c, "/webshop.v1.Reflection/FileContainingSymbol", &req.base, WS_RPC_OK);
+        cr_assert_geq(r->n_file_descriptor_proto, 1, "%s", symbols[k]);
+        ws_proto_dyn *p = NULL;
+        cr_assert_eq(ws_proto_dyn_new(&p), WS_OK);
+        for (size_t i = 0; i < r->n_file_descriptor_proto; i++) {
+            cr_assert_eq(ws_proto_dyn_add_file(p, r->file_descriptor_proto[i].data,
+                                               r->file_descriptor_proto[i].len),
+                         WS_OK);
+        }
+        const char *missing = NULL;
+        cr_assert_eq(ws_proto_dyn_build(p, &missing), WS_OK, "%s: missing %s", symbols[k],
+                     missing);
+        cr_assert_not_null(
+            ws_proto_dyn_file_of(p, symbols[k][0] == '.' ? symbols[k] + 1 : symbols[k]));
+        ws_proto_dyn_free(p);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    req.symbol = "webshop.v1.NoSuchThing";
+    cr_assert_null(files_call(c, "/webshop.v1.Reflection/FileContainingSymbol", &req.base,
+                              WS_RPC_NOT_FOUND));
+    Webshop__V1__FileByFilenameRequest byname =
+        WEBSHOP__V1__FILE_BY_FILENAME_REQUEST__INIT;
+    byname.filename = "webshop/v1/inventory.proto";
+    Webshop__V1__FileDescriptorResponse *r =
+        files_call(c, "/webshop.v1.Reflection/FileByFilename", &byname.base, WS_RPC_OK);
+    Google__Protobuf__FileDescriptorProto *last =
+        google__protobuf__file_descriptor_proto__unpack(
+            NULL, r->file_descriptor_proto[r->n_file_descriptor_proto - 1].len,
+            r->file_descriptor_proto[r->n_file_descriptor_proto - 1].data);
+    cr_assert_str_eq(last->name, "webshop/v1/inventory.proto", "the file comes last");
+    google__protobuf__file_descriptor_proto__free_unpacked(last, NULL);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    byname.filename = "nope.proto";
+    cr_assert_null(files_call(c, "/webshop.v1.Reflection/FileByFilename", &byname.base,
+                              WS_RPC_NOT_FOUND));
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(srv);
 }

@@ -4,11 +4,16 @@
  *
  *   webshopctl call URL /webshop.v1.Inventory/GetCatalog '{}'   (JSON or stdin)
  *   webshopctl list URL                                          (reflection)
+ *   webshopctl describe URL webshop.v1.Order                     (reflection)
  *   webshopctl publish TOPIC '{"orderId": "..."}'                (JSON or stdin)
  *   webshopctl watch                                             (every topic)
  *
- * Request and event JSON is the proto3 JSON mapping (lib/json.h); message
- * types come from the contracts (webshopctl_types.h). Output is JSON on
+ * Request and event JSON is the proto3 JSON mapping (lib/json.h). call and
+ * describe know no RPC type at compile time: they take the server's own
+ * descriptors through reflection, or --protoset / --proto files, and build
+ * the types at run time (webshopctl_reflect.h), so they work with any
+ * service that serves reflection. Event types come from the contracts
+ * (webshopctl_types.h). Output is JSON on
  * stdout: one object for call, one line {"topic": ..., "event": ...} per
  * event for watch. Every failure prints one line "webshopctl: ..." on stderr
  * and exits non-zero: 2 for a usage error, 1 for anything else (an RPC
@@ -34,6 +39,7 @@
 #include "log.h"
 #include "rpc_client.h"
 #include "webshop/v1/rpc.rpc.h"
+#include "webshopctl_reflect.h"
 #include "webshopctl_types.h"
 
 #define WSCTL_EXIT_FAIL  1
@@ -52,6 +58,7 @@ typedef struct wsctl_opts {
     const char *username;
     const char *password;
     const char *log_level;
+    wsctl_types_src types; /* --protoset, --proto, --import-path */
 } wsctl_opts;
 
 static const char *const wsctl_formats[] = {"protobuf", "json", NULL};
@@ -184,60 +191,84 @@ static int wsctl_client_open(const char *url, ws_rpc_client **c)
     return 0;
 }
 
-static void wsctl_methods_print(FILE *out)
-{
-    size_t n;
-    const ProtobufCServiceDescriptor *const *svcs = wsctl_services(&n);
-
-    fputs("known methods:\n", out);
-    for (size_t i = 0; i < n; i++) {
-        for (unsigned j = 0; j < svcs[i]->n_methods; j++) {
-            fprintf(out, "  /%s/%s\n", svcs[i]->name, svcs[i]->methods[j].name);
-        }
-    }
-}
-
 static int wsctl_cmd_call(const wsctl_opts *o, char *const *args, size_t n)
 {
-    const ProtobufCMethodDescriptor *m;
-    char path[256];
-    ProtobufCMessage *req = NULL;
-    ProtobufCMessage *resp = NULL;
-    ws_rpc_client *c = NULL;
-    char msg[WS_RPC_MSG_LEN] = "";
-    ws_rpc_code code;
-    int rc;
-
+    char service[256], method[128], path[400], why[512];
     if (n < 2 || n > 3) {
         fprintf(stderr, "webshopctl: usage: webshopctl call URL METHOD [JSON|-]\n");
         return WSCTL_EXIT_USAGE;
     }
-    m = wsctl_method_find(args[1], path, sizeof(path));
-    if (m == NULL) {
-        wsctl_fail("unknown method %s", args[1]);
-        wsctl_methods_print(stderr);
+    if (!wsctl_method_split(args[1], service, sizeof(service), method, sizeof(method))) {
+        fprintf(stderr, "webshopctl: %s: expected /package.Service/Method\n", args[1]);
         return WSCTL_EXIT_USAGE;
     }
+    snprintf(path, sizeof(path), "/%s/%s", service, method);
+    ws_rpc_client *c = NULL;
+    int rc = wsctl_client_open(args[0], &c);
+    if (rc != 0) {
+        return rc;
+    }
+    ws_proto_dyn *types = wsctl_types_load(&o->types, c, (uint32_t)o->deadline_ms,
+                                           service, why, sizeof(why));
+    const ProtobufCServiceDescriptor *sd =
+        types ? ws_proto_dyn_service(types, service) : NULL;
+    const ProtobufCMethodDescriptor *m =
+        sd ? protobuf_c_service_descriptor_get_method_by_name(sd, method) : NULL;
+    if (m == NULL) {
+        ws_rpc_client_close(c);
+        ws_proto_dyn_free(types);
+        return types == NULL ? wsctl_fail("%s", why)
+                             : wsctl_fail("%s has no method %s", service, method);
+    }
+    ProtobufCMessage *req = NULL, *resp = NULL;
     rc = wsctl_input_decode(n == 3 ? args[2] : NULL, m->input, "request", &req);
-    if (rc != 0) {
-        return rc;
+    if (rc == 0) {
+        char msg[WS_RPC_MSG_LEN] = "";
+        ws_rpc_code code = ws_rpc_client_call(c, path, req, m->output, &resp,
+                                              (uint32_t)o->deadline_ms, msg, sizeof(msg));
+        if (code != WS_RPC_OK) {
+            rc = wsctl_fail("%s: %s%s%s", path, ws_rpc_code_name(code),
+                            msg[0] ? ": " : "", msg);
+        } else {
+            rc = wsctl_print_json(resp, wsctl_json_flags(o));
+        }
     }
-    rc = wsctl_client_open(args[0], &c);
-    if (rc != 0) {
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    if (req != NULL) {
         protobuf_c_message_free_unpacked(req, NULL);
+    }
+    ws_rpc_client_close(c);
+    ws_proto_dyn_free(types);
+    return rc;
+}
+
+static int wsctl_cmd_describe(const wsctl_opts *o, char *const *args, size_t n)
+{
+    char why[512];
+    if (n != 2) {
+        fprintf(stderr, "webshopctl: usage: webshopctl describe URL SYMBOL\n");
+        return WSCTL_EXIT_USAGE;
+    }
+    const char *sym = args[1][0] == '.' ? args[1] + 1 : args[1];
+    ws_rpc_client *c = NULL;
+    int rc = wsctl_client_open(args[0], &c);
+    if (rc != 0) {
         return rc;
     }
-    code = ws_rpc_client_call(c, path, req, m->output, &resp, (uint32_t)o->deadline_ms,
-                              msg, sizeof(msg));
+    ws_proto_dyn *types =
+        wsctl_types_load(&o->types, c, (uint32_t)o->deadline_ms, sym, why, sizeof(why));
     ws_rpc_client_close(c);
-    protobuf_c_message_free_unpacked(req, NULL);
-    if (code != WS_RPC_OK) {
-        return wsctl_fail("%s: %s%s%s", path, ws_rpc_code_name(code), msg[0] ? ": " : "",
-                          msg);
+    if (types == NULL) {
+        return wsctl_fail("%s", why);
     }
-    rc = wsctl_print_json(resp, wsctl_json_flags(o));
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return rc;
+    wsctl_describe(types, sym, stdout);
+    ws_proto_dyn_free(types);
+    if (fflush(stdout) != 0) {
+        return wsctl_fail("writing stdout: %s", strerror(errno));
+    }
+    return 0;
 }
 
 static int wsctl_cmd_list(const wsctl_opts *o, char *const *args, size_t n)
@@ -494,12 +525,17 @@ static void wsctl_usage(FILE *out)
         "Commands:\n"
         "  webshopctl call URL METHOD [JSON|-]   call an RPC method, print the response\n"
         "  webshopctl list URL                   list a server's services (reflection)\n"
+        "  webshopctl describe URL SYMBOL        print a service, method, message or "
+        "enum\n"
+        "                                        as .proto (the server's descriptors)\n"
         "  webshopctl publish TOPIC [JSON|-]     publish an event on the bus\n"
         "  webshopctl watch                      print every event, one JSON line each\n"
         "URL: tcp://host:port, ipc:///path, or host:port. JSON from stdin when absent "
-        "or -.\n",
+        "or -.\n"
+        "call and describe take their types from the server (reflection), or from\n"
+        "--protoset FILE (protoc --include_imports -o FILE) or --proto FILE\n"
+        "[--import-path DIR:DIR] when it serves none.\n",
         out);
-    wsctl_methods_print(out);
     wsctl_topics_print(out);
 }
 
@@ -565,6 +601,24 @@ int main(int argc, char **argv)
          .help = "MQTT password",
          .target.str = &o.password,
          .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        {.name = "protoset",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "call/describe: types from this descriptor set instead of reflection",
+         .target.str = &o.types.protoset,
+         .metavar = "FILE"},
+        {.name = "proto",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "call/describe: types from this .proto (compiled with protoc)",
+         .target.str = &o.types.proto,
+         .metavar = "FILE"},
+        {.name = "import-path",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "with --proto: where imports are found, DIR[:DIR...] (default .)",
+         .target.str = &o.types.import_path,
+         .metavar = "DIRS"},
         {.name = "log-level",
          .type = WS_CONFIG_STRING,
          .def = "error",
@@ -608,6 +662,11 @@ int main(int argc, char **argv)
         ws_config_free(cfg);
         return WSCTL_EXIT_USAGE;
     }
+    if (o.types.protoset != NULL && o.types.proto != NULL) {
+        fprintf(stderr, "webshopctl: --protoset and --proto exclude each other\n");
+        ws_config_free(cfg);
+        return WSCTL_EXIT_USAGE;
+    }
     ws_log_set_level((ws_log_level)level);
     ws_log_set_service("webshopctl");
     args = ws_config_args(cfg, &nargs);
@@ -616,6 +675,8 @@ int main(int argc, char **argv)
         rc = WSCTL_EXIT_USAGE;
     } else if (strcmp(args[0], "call") == 0) {
         rc = wsctl_cmd_call(&o, args + 1, nargs - 1);
+    } else if (strcmp(args[0], "describe") == 0) {
+        rc = wsctl_cmd_describe(&o, args + 1, nargs - 1);
     } else if (strcmp(args[0], "list") == 0) {
         rc = wsctl_cmd_list(&o, args + 1, nargs - 1);
     } else if (strcmp(args[0], "publish") == 0) {

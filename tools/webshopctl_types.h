@@ -1,8 +1,7 @@
 /*
- * What webshopctl knows about the contracts: RPC methods by full name, with
- * their input and output message descriptors, taken from the protobuf-c
- * service descriptors of every contract service (so a new method needs no
- * change here), and the event topics of DESIGN.md with their message types.
+ * What webshopctl knows about the contracts at compile time: the event
+ * topics with their message types, for publish and watch. Nothing about RPC
+ * (see webshopctl_reflect.h).
  */
 #ifndef WSCTL_TYPES_H
 #define WSCTL_TYPES_H
@@ -10,16 +9,6 @@
 #include <stddef.h>
 
 #include <protobuf-c/protobuf-c.h>
-
-/* The method named name: "/webshop.v1.Inventory/GetCatalog" (gRPC style),
- * "webshop.v1.Inventory/GetCatalog" or "webshop.v1.Inventory.GetCatalog".
- * Writes the canonical "/pkg.Service/Method" into path (path_len bytes).
- * NULL if no contract service has it. */
-const ProtobufCMethodDescriptor *wsctl_method_find(const char *name, char *path,
-                                                   size_t path_len);
-
-/* The contract services, for listing known methods. */
-const ProtobufCServiceDescriptor *const *wsctl_services(size_t *n /* OUT */);
 
 /* An event topic and its message type. */
 typedef struct wsctl_topic {

@@ -81,6 +81,75 @@ class Webshopctl(unittest.TestCase):
                 self.assertTrue(r.stderr.startswith("webshopctl: "), r.stderr)
                 self.assertIn(frag, r.stderr)
 
+    def test_describe_prints_what_the_server_serves(self):
+        r = self.run_ctl("describe", self.shop.inv_rpc, "webshop.v1.Inventory")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("service webshop.v1.Inventory {", r.stdout)
+        self.assertIn("rpc GetCatalog(webshop.v1.GetCatalogRequest) returns "
+                      "(webshop.v1.GetCatalogResponse);", r.stdout)
+        r = self.run_ctl("describe", self.shop.ord_rpc, "webshop.v1.Order")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("message webshop.v1.Order {", r.stdout)
+        self.assertIn("repeated webshop.v1.OrderItem items = ", r.stdout)
+        r = self.run_ctl("describe", self.shop.ord_rpc, "webshop.v1.OrderStatus")
+        self.assertIn("CANCELED = ", r.stdout)
+        r = self.run_ctl("describe", self.shop.ord_rpc, "webshop.v1.Orders.GetOrder")
+        self.assertTrue(r.stdout.startswith("rpc GetOrder(webshop.v1.GetOrderRequest)"),
+                        r.stdout)
+        # From a descriptor set instead (protoc --include_imports -o, as the
+        # build writes tests/proto_dyn.pb).
+        r = self.run_ctl("--protoset", os.path.join(BUILD, "tests", "proto_dyn.pb"), "call",
+                         self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct", '{"id": 2}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["product"]["price"], 2000)
+        r = self.run_ctl("--protoset", "/nonexistent.pb", "describe", self.shop.inv_rpc,
+                         "webshop.v1.Order")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent.pb", r.stderr)
+        r = self.run_ctl("describe", self.shop.inv_rpc, "webshop.v1.NoSuch")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("NOT_FOUND", r.stderr)
+
+    def test_call_and_describe_a_service_webshopctl_was_not_built_with(self):
+        """examples/billing: its types exist only in the server's descriptors."""
+        exe = os.path.join(BUILD, "tests", "billing-server")
+        srv = subprocess.Popen([exe, "tcp://127.0.0.1:0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            url = srv.stdout.readline().strip()
+            self.assertTrue(url.startswith("tcp://127.0.0.1:"), url)
+            r = self.run_ctl("call", url, "acme.billing.v1.Billing/Charge",
+                             '{"account": "ada", "cents": "250", "purpose": "PURPOSE_ORDER"}')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            reply = json.loads(r.stdout)
+            self.assertEqual(reply["balance_cents"], "250")
+            # A google.protobuf.Timestamp, known by name: RFC 3339 in JSON.
+            self.assertRegex(reply["charged_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+            r = self.run_ctl("call", url, "/acme.billing.v1.Billing/GetBalance",
+                             '{"account": "ada"}')
+            self.assertEqual(json.loads(r.stdout), {"balance_cents": "250"})
+            r = self.run_ctl("call", url, "acme.billing.v1.Billing.Charge", '{"account": ""}')
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("INVALID_ARGUMENT", r.stderr)
+            r = self.run_ctl("call", url, "acme.billing.v1.Billing/Charge", '{"nope": 1}')
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("nope", r.stderr)
+            r = self.run_ctl("describe", url, "acme.billing.v1.ChargeRequest")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("acme.billing.v1.Purpose purpose = 3;", r.stdout)
+            # The same types from the .proto file, compiled by protoc.
+            src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                               "examples", "billing")
+            r = self.run_ctl("--proto", "billing.proto", "--import-path", src, "call", url,
+                             "acme.billing.v1.Billing/GetBalance", '{"account": "ada"}')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout), {"balance_cents": "250"})
+        finally:
+            srv.terminate()
+            srv.wait(timeout=10)
+            srv.stdout.close()
+            srv.stderr.close()
+
     def test_publish_and_watch(self):
         watch = subprocess.Popen([self.ctl, "--broker", self.broker, "--count", "2",
                                   "--duration", "20s", "watch"],

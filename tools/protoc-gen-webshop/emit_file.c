@@ -95,6 +95,7 @@ void emit_file_header(const gen_file *f, strbuf *out)
                   "extern \"C\" {\n"
                   "#endif\n",
                   f->base);
+    emit_descriptors_decl(f, out);
     for (size_t i = 0; i < f->n_services; i++) {
         emit_service_header(&f->services[i], out);
     }

@@ -71,7 +71,7 @@ void emit_routes_header(const gen_routes *r, strbuf *out)
                   " * lib/http_route.h and the handlers that serve them.\n"
                   " */\n"
                   "#ifndef %s\n#define %s\n\n"
-                  "#include \"http_route.h\"\n\n"
+                  "#include <webshop/http_route.h>\n\n"
                   "#include \"%s.pb-c.h\"\n",
                   r->file->proto->name, r->guard, r->guard, r->file->base);
     for (size_t i = 0; i < r->n_services; i++) {

@@ -67,12 +67,17 @@ void emit_service_source(const gen_service *s, strbuf *out)
         strbuf_puts(out,
                     "    static const ws_rpc_handler_fn *const handlers = NULL;\n\n");
     }
-    strbuf_printf(out,
-                  "    if (impl == NULL) {\n"
-                  "        return WS_EINVAL;\n"
-                  "    }\n"
-                  "    return ws_rpc_server_register(srv, &%s__descriptor, handlers,\n"
-                  "                                  (void *)impl);\n"
-                  "}\n",
-                  s->lower);
+    strbuf_printf(
+        out,
+        "    if (impl == NULL) {\n"
+        "        return WS_EINVAL;\n"
+        "    }\n"
+        "    ws_err err = ws_rpc_server_register(srv, &%s__descriptor, handlers,\n"
+        "                                        (void *)impl);\n"
+        "    if (err == WS_OK) {\n"
+        "        err = ws_rpc_server_add_files(srv, %s__files, %s__n_files);\n"
+        "    }\n"
+        "    return err;\n"
+        "}\n",
+        s->lower, s->file_ident, s->file_ident);
 }

@@ -14,6 +14,7 @@
  */
 #include "gen.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -248,6 +249,7 @@ static void gen_file_fini(gen_file *f)
     }
     free(f->services);
     free(f->base);
+    free(f->ident);
 }
 
 static bool gen_method_init(gen_ctx *ctx, const gen_file_proto *file,
@@ -416,6 +418,15 @@ static bool gen_file_init(gen_ctx *ctx, const gen_file_proto *file, gen_file *f)
     if (f->base == NULL) {
         return false;
     }
+    f->req = ctx->req;
+    for (const char *p = f->base; *p != '\0'; p++) {
+        char ch = isalnum((unsigned char)*p) ? *p : '_';
+        strbuf_putn(&sb, &ch, 1);
+    }
+    f->ident = gen_ctx_take(ctx, &sb);
+    if (f->ident == NULL) {
+        return false;
+    }
     f->services = calloc(file->n_service, sizeof(*f->services));
     if (f->services == NULL) {
         ctx->nomem = true;
@@ -426,6 +437,7 @@ static bool gen_file_init(gen_ctx *ctx, const gen_file_proto *file, gen_file *f)
         if (!gen_service_init(ctx, file, (int32_t)i, &f->services[i])) {
             return false;
         }
+        f->services[i].file_ident = f->ident;
     }
     return gen_file_check_clashes(ctx, f);
 }
@@ -481,6 +493,14 @@ static void gen_one_file(gen_ctx *ctx, const gen_file_proto *file, gen_response 
     }
     emit_file_header(&f, &h);
     emit_file_source(&f, &c);
+    if (!emit_descriptors_source(&f, &c)) {
+        gen_ctx_fail(ctx, "%s: an import is missing from the request (or out of memory)",
+                     file->name);
+        strbuf_fini(&h);
+        strbuf_fini(&c);
+        gen_file_fini(&f);
+        return;
+    }
     if (gen_response_add(ctx, resp, f.base, ".rpc.h", &h)) {
         gen_response_add(ctx, resp, f.base, ".rpc.c", &c);
     }

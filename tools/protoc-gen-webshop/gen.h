@@ -45,12 +45,15 @@ typedef struct gen_service {
     gen_method *methods;
     size_t n_methods;
     const char *comment; /* borrowed */
+    const char *file_ident; /* the file's C identifier (borrowed from gen_file) */
 } gen_service;
 
 /* One generated .proto file. */
 typedef struct gen_file {
     const gen_file_proto *proto;
-    char *base; /* name without ".proto": "webshop/v1/inventory" */
+    const gen_request *req; /* every file protoc passed (for the descriptors) */
+    char *base;  /* name without ".proto": "webshop/v1/inventory" */
+    char *ident; /* base as a C identifier: "webshop_v1_inventory" */
     gen_service *services;
     size_t n_services;
 } gen_file;
@@ -69,6 +72,11 @@ void emit_file_header(const gen_file *f, strbuf *out);
 void emit_file_source(const gen_file *f, strbuf *out);
 void emit_service_header(const gen_service *s, strbuf *out);
 void emit_service_source(const gen_service *s, strbuf *out);
+/* The serialized FileDescriptorProtos of f and everything it imports
+ * (IDENT__files, IDENT__n_files), for the server's reflection: the
+ * declarations for the header, the definitions for the source. */
+void emit_descriptors_decl(const gen_file *f, strbuf *out);
+bool emit_descriptors_source(const gen_file *f, strbuf *out);
 void emit_method_decls(const gen_service *s, const gen_method *m, strbuf *out);
 void emit_method_handler_field(const gen_service *s, const gen_method *m, strbuf *out);
 void emit_method_stubs(const gen_service *s, const gen_method *m, strbuf *out);

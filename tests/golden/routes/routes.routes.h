@@ -8,7 +8,7 @@
 #ifndef WS_GEN_ACME_ROUTES_ROUTES_H
 #define WS_GEN_ACME_ROUTES_ROUTES_H
 
-#include "http_route.h"
+#include <webshop/http_route.h>
 
 #include "acme/routes.pb-c.h"
 
