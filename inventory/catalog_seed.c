@@ -1,7 +1,8 @@
 /*
- * Catalog seeding (see catalog_seed.h). The seed is an upsert keyed by
- * product id whose update branch leaves balance and stock_added alone, so
- * running it on every start is safe.
+ * Catalog seeding (see catalog_seed.h): every product through the seed port
+ * (stock_db.h), first time by id or rename and reprice, in one transaction,
+ * so running it on every start is safe. The default catalog's "only when
+ * there is none" is checked in the same transaction.
  */
 #include "catalog_seed.h"
 
@@ -12,104 +13,84 @@
 
 #include "json.h"
 #include "log.h"
+#include "stock_db.h"
 
 #define SEED_MAX_FILE (16u << 20)
 
 typedef struct seed_ctx {
     const Webshop__V1__Product *const *products;
     size_t n;
-    size_t inserted;
+    bool only_if_empty; /* seed nothing when a product exists */
+    size_t inserted;    /* rewritten on every attempt */
 } seed_ctx;
 
-static ws_err seed_txn(ws_store *s, void *arg)
+static ws_err seed_txn(ws_db_conn *c, void *arg)
 {
-    seed_ctx *c = arg;
-    c->inserted = 0;
-    sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "INSERT INTO products(id, name, price, balance, stock_added)"
-                      " VALUES (?1, ?2, ?3, ?4, ?4)"
-                      " ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
-                      " price = excluded.price",
-                      &st);
-    if (err != WS_OK) {
-        return err;
+    seed_ctx *x = arg;
+    x->inserted = 0;
+    if (x->only_if_empty) {
+        int64_t count = 0;
+        ws_err err = inv_db_catalog_count(c, &count);
+        if (err != WS_OK || count > 0) {
+            return err;
+        }
     }
-    sqlite3_stmt *ex;
-    for (size_t i = 0; i < c->n; i++) {
-        const Webshop__V1__Product *p = c->products[i];
-        err = ws_store_stmt(s, "SELECT 1 FROM products WHERE id = ?", &ex);
+    for (size_t i = 0; i < x->n; i++) {
+        bool inserted = false;
+        ws_err err = inv_db_product_seed(c, x->products[i], &inserted);
         if (err != WS_OK) {
             return err;
         }
-        sqlite3_bind_int(ex, 1, p->id);
-        int rc = sqlite3_step(ex);
-        sqlite3_reset(ex);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-            return ws_err_from_sqlite(rc);
-        }
-        c->inserted += rc == SQLITE_DONE;
-        sqlite3_bind_int(st, 1, p->id);
-        sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, p->price);
-        sqlite3_bind_int(st, 4, p->balance);
-        err = ws_err_from_sqlite(sqlite3_step(st));
-        sqlite3_reset(st);
-        if (err != WS_OK) {
-            return err;
-        }
+        x->inserted += inserted;
     }
     return WS_OK;
 }
 
-ws_err inv_catalog_seed(ws_store *s, const Webshop__V1__Product *const *products,
-                        size_t n, size_t *inserted)
+/* Every product valid, no id twice; logged otherwise. */
+static bool seed_products_valid(const Webshop__V1__Product *const *products, size_t n)
 {
-    if (s == NULL || (n > 0 && products == NULL)) {
-        return WS_EINVAL;
-    }
     for (size_t i = 0; i < n; i++) {
         const Webshop__V1__Product *p = products[i];
         if (p == NULL || p->id <= 0 || p->name == NULL || p->name[0] == '\0' ||
             p->price < 0 || p->balance < 0) {
             ws_log_error("catalog_product_invalid", "index=%zu id=%d", i, p ? p->id : 0);
-            return WS_EINVAL;
+            return false;
         }
         for (size_t j = 0; j < i; j++) {
             if (products[j]->id == p->id) {
                 ws_log_error("catalog_product_duplicate", "index=%zu id=%d", i, p->id);
-                return WS_EINVAL;
+                return false;
             }
         }
     }
-    seed_ctx c = {.products = products, .n = n};
-    ws_err err = ws_store_txn(s, seed_txn, &c);
+    return true;
+}
+
+static ws_err seed_run(ws_db *db, const Webshop__V1__Product *const *products, size_t n,
+                       bool only_if_empty, size_t *inserted)
+{
+    if (db == NULL || (n > 0 && products == NULL)) {
+        return WS_EINVAL;
+    }
+    if (!seed_products_valid(products, n)) {
+        return WS_EINVAL;
+    }
+    seed_ctx x = {.products = products, .n = n, .only_if_empty = only_if_empty};
+    ws_err err = ws_db_txn(db, seed_txn, &x);
     if (err == WS_OK && inserted != NULL) {
-        *inserted = c.inserted;
+        *inserted = x.inserted;
     }
     return err;
 }
 
-ws_err inv_catalog_seed_default(ws_store *s, size_t *inserted)
+ws_err inv_catalog_seed(ws_db *db, const Webshop__V1__Product *const *products, size_t n,
+                        size_t *inserted)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, "SELECT count(*) FROM products", &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    int rc = sqlite3_step(st);
-    int64_t count = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-    sqlite3_reset(st);
-    if (count < 0) {
-        return ws_err_from_sqlite(rc) == WS_OK ? WS_ESTORE : ws_err_from_sqlite(rc);
-    }
-    if (count > 0) {
-        if (inserted != NULL) {
-            *inserted = 0;
-        }
-        return WS_OK;
-    }
+    return seed_run(db, products, n, false, inserted);
+}
+
+ws_err inv_catalog_seed_default(ws_db *db, size_t *inserted)
+{
     Webshop__V1__Product p1 = WEBSHOP__V1__PRODUCT__INIT;
     Webshop__V1__Product p2 = WEBSHOP__V1__PRODUCT__INIT;
     p1.id = 1;
@@ -121,7 +102,7 @@ ws_err inv_catalog_seed_default(ws_store *s, size_t *inserted)
     p2.price = 2000;
     p2.balance = 200;
     const Webshop__V1__Product *const prototype[] = {&p1, &p2};
-    return inv_catalog_seed(s, prototype, 2, inserted);
+    return seed_run(db, prototype, 2, true, inserted);
 }
 
 /* Read a whole file of at most SEED_MAX_FILE bytes. */
@@ -168,7 +149,7 @@ static ws_err seed_file_read(const char *path, char **data, size_t *len)
     return WS_OK;
 }
 
-ws_err inv_catalog_seed_file(ws_store *s, const char *path, size_t *inserted)
+ws_err inv_catalog_seed_file(ws_db *db, const char *path, size_t *inserted)
 {
     char *data;
     size_t len;
@@ -188,7 +169,7 @@ ws_err inv_catalog_seed_file(ws_store *s, const char *path, size_t *inserted)
                      ws_errname(err), jerr.text);
         return err;
     }
-    err = inv_catalog_seed(s, (const Webshop__V1__Product *const *)msgs, n, inserted);
+    err = inv_catalog_seed(db, (const Webshop__V1__Product *const *)msgs, n, inserted);
     for (size_t i = 0; i < n; i++) {
         protobuf_c_message_free_unpacked(msgs[i], NULL);
     }

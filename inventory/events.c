@@ -2,15 +2,20 @@
  * Bus handlers of the inventory (see events.h): decode is done by the bus,
  * the decision by stock.c; this file only calls it, kicks the relay, logs
  * and counts. A handler's failure cannot cause a redelivery (libmosquitto
- * acknowledged the message before the callback), so a store error is
+ * acknowledged the message before the callback), so a database error is
  * returned to the bus, whose retry policy (ws_bus_set_retry) keeps the event
  * and stops consuming until a retry commits; the failure is logged and
  * counted on the first attempt only. An invalid event is dropped.
  *
  * Group commit: the bus opens a group around what arrived back to back
- * (ws_bus_set_batch); each handler's transaction is then a savepoint of one
- * store transaction, and the relay is kicked once, after the group commits
- * (kicking earlier would make it scan before the rows are visible).
+ * (ws_bus_set_batch); the group's begin takes a connection of the pool and
+ * opens one transaction on it (ws_db_group_begin), each handler's
+ * transaction is then a savepoint of it, and the end commits and gives the
+ * connection back; the relay is kicked once, after the group commits
+ * (kicking earlier would make it scan before the rows are visible). A
+ * handler outside a group (a retry, or after a group failed) takes a
+ * connection for its own transaction. The connection is used only on the
+ * bus network thread that took it.
  */
 #include "events.h"
 
@@ -19,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "log.h"
 #include "stock.h"
 
@@ -26,46 +32,79 @@
 #define EVENTS_HELP   "Events handled by the inventory, by event and result"
 
 struct inv_events {
-    ws_store *store;                       /* owned; bus network thread only */
+    ws_db *db;                             /* not owned */
+    ws_db_conn *group;                     /* held while a group is open (bus
+                                              network thread only), else NULL */
     ws_outbox_relay *relay;                /* not owned */
-    bool crash_after_reserve;              /* fault point armed */
     ws_counter *sent[INV_ORDER_N_ACTIONS]; /* by inv_order_action */
     ws_counter *sent_failed;
     ws_counter *canceled[INV_CANCEL_N_ACTIONS]; /* by inv_cancel_action */
     ws_counter *canceled_failed;
-    bool in_group;  /* a store group is open (bus network thread) */
     bool kick_owed; /* rows were queued inside the open group */
 };
 
 /* Rows were queued: kick now, or after the group commits. */
 static void events_kick(inv_events *ev)
 {
-    if (ev->in_group) {
+    if (ev->group != NULL) {
         ev->kick_owed = true;
     } else {
         ws_outbox_relay_kick(ev->relay);
     }
 }
 
+/* Take a connection of the pool and open a group on it. On failure no
+ * connection is held and the bus handles the message outside a group. */
 static ws_err events_group_begin(void *ctx)
 {
     inv_events *ev = ctx;
-    ws_err err = ws_store_group_begin(ev->store);
-    ev->in_group = err == WS_OK;
     ev->kick_owed = false;
+    ws_db_conn *c = NULL;
+    ws_err err = ws_db_acquire(ev->db, &c);
+    if (err == WS_OK) {
+        err = ws_db_group_begin(c);
+        if (err != WS_OK) {
+            ws_db_release(c);
+            c = NULL;
+        }
+    }
+    ev->group = c;
     return err;
 }
 
+/* Commit the group and give its connection back. */
 static ws_err events_group_end(void *ctx)
 {
     inv_events *ev = ctx;
-    ev->in_group = false;
-    ws_err err = ws_store_group_end(ev->store);
+    ws_db_conn *c = ev->group;
+    ev->group = NULL;
+    if (c == NULL) {
+        return WS_OK; /* no group was opened */
+    }
+    ws_err err = ws_db_group_end(c);
+    ws_db_release(c);
     if (err == WS_OK && ev->kick_owed) {
         ws_outbox_relay_kick(ev->relay);
     }
     ev->kick_owed = false;
     return err;
+}
+
+/* The connection for one event: the group's, or one of its own. */
+static ws_err events_conn_take(inv_events *ev, ws_db_conn **c)
+{
+    if (ev->group != NULL) {
+        *c = ev->group;
+        return WS_OK;
+    }
+    return ws_db_acquire(ev->db, c);
+}
+
+static void events_conn_give(inv_events *ev, ws_db_conn *c)
+{
+    if (c != ev->group) {
+        ws_db_release(c);
+    }
 }
 
 /* Metric label and log word of each inv_order_action. A duplicate after a
@@ -99,9 +138,16 @@ static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
 {
     inv_events *ev = ctx;
     const Webshop__V1__OrderSent *o = (const Webshop__V1__OrderSent *)msg;
-    inv_order_outcome out;
-    ws_err err = inv_stock_order_sent(ev->store, o, &out);
-    if (err != WS_OK && err != WS_EINVAL) {
+    inv_order_outcome out = {0};
+    ws_db_conn *c = NULL;
+    ws_err err = events_conn_take(ev, &c);
+    bool decided = false; /* out says what happened (WS_EINVAL: a bad id) */
+    if (err == WS_OK) {
+        err = inv_stock_order_sent(c, o, &out);
+        events_conn_give(ev, c);
+        decided = err == WS_OK || err == WS_EINVAL;
+    }
+    if (!decided) {
         if (info->attempt == 0) {
             ws_counter_inc(ev->sent_failed);
             ws_log_error("order_sent_failed", "order_id=%s error=%s held=%d", o->order_id,
@@ -110,16 +156,14 @@ static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
         return err;
     }
     ws_counter_inc(ev->sent[out.action]);
-#ifdef WS_FAULT_POINTS
-    if (ev->crash_after_reserve && out.action == INV_ORDER_RESERVED) {
-        if (ev->in_group) {
+    if (WS_FAULT_POINT("crash_after_reserve_commit") && out.action == INV_ORDER_RESERVED) {
+        if (ev->group != NULL) {
             (void)events_group_end(ev); /* the fault is "after the commit" */
         }
-        ws_log_warn("fault_point", "name=crash_after_reserve_commit order_id=%s",
+        ws_log_warn("fault_point_hit", "name=crash_after_reserve_commit order_id=%s",
                     o->order_id);
-        _exit(9);
+        ws_fault_crash("crash_after_reserve_commit");
     }
-#endif
     events_kick(ev);
     ws_log(err == WS_OK ? WS_LOG_INFO : WS_LOG_WARN, "order_sent",
            "order_id=%s result=%s reason=%s items=%zu queued=%zu json=%d redelivered=%d",
@@ -134,7 +178,12 @@ static ws_err events_order_canceled_handle(void *ctx, const ProtobufCMessage *ms
     inv_events *ev = ctx;
     const Webshop__V1__OrderCanceled *c = (const Webshop__V1__OrderCanceled *)msg;
     inv_cancel_outcome out;
-    ws_err err = inv_stock_order_canceled(ev->store, c, &out);
+    ws_db_conn *conn = NULL;
+    ws_err err = events_conn_take(ev, &conn);
+    if (err == WS_OK) {
+        err = inv_stock_order_canceled(conn, c, &out);
+        events_conn_give(ev, conn);
+    }
     if (err != WS_OK) {
         if (info->attempt == 0) {
             ws_counter_inc(ev->canceled_failed);
@@ -157,7 +206,7 @@ static ws_err events_order_canceled_handle(void *ctx, const ProtobufCMessage *ms
 
 ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
 {
-    if (opts == NULL || opts->store == NULL || out == NULL) {
+    if (opts == NULL || opts->db == NULL || out == NULL) {
         return WS_EINVAL;
     }
     inv_events *ev = calloc(1, sizeof(*ev));
@@ -173,15 +222,9 @@ ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
         ev->canceled[i] = events_counter(m, "order_canceled", events_cancel_results[i]);
     }
     ev->canceled_failed = events_counter(m, "order_canceled", "failed");
-#ifdef WS_FAULT_POINTS
-    const char *fault = getenv("WEBSHOP_FAULT");
-    ev->crash_after_reserve =
-        fault != NULL && strcmp(fault, "crash_after_reserve_commit") == 0;
-    if (ev->crash_after_reserve) {
-        ws_log_warn("fault_point_armed", "name=crash_after_reserve_commit");
-    }
-#endif
-    ev->store = opts->store;
+    /* Logs fault_point_armed at start when WEBSHOP_FAULT arms it. */
+    (void)WS_FAULT_POINT("crash_after_reserve_commit");
+    ev->db = opts->db;
     ev->relay = opts->relay;
     *out = ev;
     return WS_OK;
@@ -199,9 +242,9 @@ ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
     if (err != WS_OK) {
         return err;
     }
-    err =
-        ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_SENT_TOPIC, &webshop__v1__order_sent__descriptor,
-                         events_order_sent_handle, ev);
+    err = ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_SENT_TOPIC,
+                           &webshop__v1__order_sent__descriptor, events_order_sent_handle,
+                           ev);
     if (err != WS_OK) {
         return err;
     }
@@ -215,6 +258,5 @@ void inv_events_close(inv_events *ev)
     if (ev == NULL) {
         return;
     }
-    ws_store_close(ev->store);
     free(ev);
 }

@@ -2,6 +2,13 @@
  * webshop-inventory: flags and environment, wiring and signals around the
  * inventory's modules; no business rule lives here.
  *
+ * One database pool for the whole service (--db-url, or --db-path as the
+ * SQLite shorthand; env WEBSHOP_INVENTORY_DB_URL): the RPC handlers read on
+ * it in read-only transactions, the consumer applies each group of events
+ * on one connection of it, the outbox relay and the sweeper take one per
+ * transaction. Its size is what can run at once: the RPC handlers, plus
+ * one each for the consumer, the relay and the sweeper.
+ *
  * Two bus connections: the consumer (fixed client id, persistent session) on
  * which OrderSent and OrderCanceled arrive, and the relay's publisher
  * (client id + "-outbox", clean session: the outbox table is what survives a
@@ -10,16 +17,17 @@
  * publishes what was committed, within --shutdown-timeout; rows it could not
  * publish stay in the table for the next start.
  *
- * The sweeper (sweeper.h) runs the periodic work on its own thread and
- * connection: tombstone expiry (--tombstone-ttl) always, and orphan release
+ * The sweeper (sweeper.h) runs the periodic work on its own thread:
+ * tombstone expiry (--tombstone-ttl) always, and orphan release
  * (--orphan-after-ms) when --orders-url gives it the order service's RPC
  * address to ask Orders.GetOrder.
  *
- * Faults: the database is checked before anything opens it (schema version
- * and PRAGMA quick_check, --db-check-timeout; a damaged one: store_damaged,
- * exit 1). A handler that cannot commit keeps its event and the consumer
+ * Faults: the database is checked before anything opens it (schema version,
+ * and on SQLite PRAGMA quick_check within --db-check-timeout; a damaged one
+ * exits 1). A handler that cannot commit keeps its event and the consumer
  * stops reading until a retry commits (ws_bus_set_retry); /readyz says why
- * meanwhile (ws_service_route_basics). A clean stop truncates the WAL.
+ * meanwhile (ws_service_route_basics). A clean stop checkpoints the SQLite
+ * WAL and truncates it.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -30,10 +38,12 @@
 #include "bus.h"
 #include "catalog_seed.h"
 #include "config.h"
+#include "db.h"
 #include "events.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "outbox.h"
 #include "read_api.h"
 #include "rpc_client.h"
@@ -41,10 +51,13 @@
 #include "schema.h"
 #include "service.h"
 #include "stock.h"
-#include "store.h"
 #include "sweeper.h"
 
 #define INV_VERSION "0.1.0"
+
+/* Connections besides the RPC handlers': the consumer, the relay, the
+ * sweeper. */
+#define INV_POOL_EXTRA 3
 
 typedef struct inv_cfg {
     ws_service_cfg svc;         /* the settings every backend shares */
@@ -60,7 +73,7 @@ typedef struct inv_cfg {
 
 /* Everything main starts, closed in reverse order. */
 typedef struct inv_app {
-    ws_store *store;
+    ws_db *db; /* the one pool; closed last */
     ws_bus *pub;
     ws_bus *sub;
     ws_outbox_relay *relay;
@@ -70,117 +83,78 @@ typedef struct inv_app {
     ws_http *http;
     ws_rpc_client *orders; /* NULL without --orders-url */
     inv_sweeper *sweeper;
-    ws_store *events_store; /* borrowed: owned by events, for /readyz and the
-                               checkpoint at stop */
     ws_service_ready ready; /* what /readyz looks at */
 } inv_app;
 
-/* The Orders RPC client (with --orders-url) and the sweeper, started. */
-static ws_err main_sweeper_start(inv_app *app, const inv_cfg *icfg,
-                                 const ws_store_opts *so)
-{
-    size_t n_mig;
-    const ws_migration *mig = inv_schema_migrations(&n_mig);
-    if (icfg->orders_url != NULL) {
-        const char *urls[] = {icfg->orders_url};
-        ws_rpc_client_opts co = {
-            .urls = urls, .n_urls = 1, .max_msg = (size_t)icfg->svc.rpc_max_msg};
-        ws_err err = ws_rpc_client_open(&co, &app->orders);
-        if (err != WS_OK) {
-            ws_log_error("orders_client_failed", "url=%s error=%s", icfg->orders_url,
-                         ws_errname(err));
-            return err;
-        }
-    }
-    ws_store *store = NULL;
-    ws_err err = ws_store_open(so, mig, n_mig, &store);
-    if (err != WS_OK) {
-        return err;
-    }
-    inv_sweeper_opts wo = {.store = store,
-                           .relay = app->relay,
-                           .orders = app->orders,
-                           .orders_deadline_ms = (uint32_t)icfg->orders_deadline_ms,
-                           .orphan_after_ms = icfg->orphan_after_ms,
-                           .tombstone_ttl_ms = icfg->tombstone_ttl_ms};
-    err = inv_sweeper_open(&wo, &app->sweeper);
-    if (err != WS_OK) {
-        ws_store_close(store);
-        return err;
-    }
-    return inv_sweeper_start(app->sweeper);
-}
-
-static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
+/* Open the pool (migrating the schema) and seed the catalog. */
+static ws_err main_db_open(inv_app *app, const inv_cfg *icfg)
 {
     const ws_service_cfg *cfg = &icfg->svc;
     size_t n_mig;
-    const ws_migration *mig = inv_schema_migrations(&n_mig);
-    ws_store_opts so = {.path = cfg->db_path,
-                        .synchronous = ws_service_sync_names[cfg->db_sync]};
-
-    ws_err err = ws_store_open(&so, mig, n_mig, &app->store);
+    const ws_db_migration *mig = inv_schema_migrations(&n_mig);
+    int readers = cfg->rpc_workers > 0 ? (int)cfg->rpc_workers : (int)cfg->rpc_readers;
+    ws_db_opts o = ws_service_db_opts(cfg, readers + INV_POOL_EXTRA, mig, n_mig);
+    ws_err err = ws_db_open(&o, &app->db);
     if (err != WS_OK) {
+        char url[512];
+        ws_log_error("db_open_failed", "url=%s error=%s",
+                     ws_db_url_redact(ws_service_db_url(cfg), url, sizeof(url)),
+                     ws_errname(err));
         return err;
     }
     size_t inserted = 0;
-    err = icfg->catalog ? inv_catalog_seed_file(app->store, icfg->catalog, &inserted)
-                        : inv_catalog_seed_default(app->store, &inserted);
+    const char *file = icfg->catalog ? icfg->catalog : "(prototype)";
+    err = icfg->catalog ? inv_catalog_seed_file(app->db, icfg->catalog, &inserted)
+                        : inv_catalog_seed_default(app->db, &inserted);
     if (err != WS_OK) {
-        ws_log_error("catalog_seed_failed", "file=%s error=%s",
-                     icfg->catalog ? icfg->catalog : "(prototype)", ws_errname(err));
+        ws_log_error("catalog_seed_failed", "file=%s error=%s", file, ws_errname(err));
         return err;
     }
-    ws_log_info("catalog_seeded", "file=%s inserted=%zu",
-                icfg->catalog ? icfg->catalog : "(prototype)", inserted);
+    ws_log_info("catalog_seeded", "file=%s inserted=%zu", file, inserted);
+    return WS_OK;
+}
 
+/* The publisher bus and the outbox relay on it (neither started). */
+static ws_err main_relay_open(inv_app *app, const ws_service_cfg *cfg)
+{
     char pub_id[256];
     snprintf(pub_id, sizeof(pub_id), "%s-outbox", cfg->client_id);
     ws_bus_opts bo = ws_service_bus_opts(cfg, pub_id, true);
-    err = ws_bus_open(&bo, &app->pub);
+    ws_err err = ws_bus_open(&bo, &app->pub);
     if (err != WS_OK) {
         return err;
     }
-    ws_store *relay_store = NULL;
-    err = ws_store_open(&so, mig, n_mig, &relay_store);
-    if (err != WS_OK) {
-        return err;
-    }
-    app->ready.stores[1] = relay_store; /* the relay owns it from here */
     ws_outbox_relay_opts ro = {
-        .store = relay_store,
+        .db = app->db,
         .bus = app->pub,
         .types = inv_outbox_types,
         .n_types = inv_outbox_n_types,
     };
-    err = ws_outbox_relay_open(&ro, &app->relay);
-    if (err != WS_OK) {
-        ws_store_close(relay_store);
-        return err;
-    }
+    return ws_outbox_relay_open(&ro, &app->relay);
+}
 
-    inv_events_opts eo = {.store = app->store, .relay = app->relay};
-    err = inv_events_open(&eo, &app->events);
+/* The consumers and their bus (not started). */
+static ws_err main_consumer_open(inv_app *app, const ws_service_cfg *cfg)
+{
+    inv_events_opts eo = {.db = app->db, .relay = app->relay};
+    ws_err err = inv_events_open(&eo, &app->events);
     if (err != WS_OK) {
         return err;
     }
-    app->events_store = app->store;
-    app->ready.stores[0] = app->store;
-    app->store = NULL; /* the events module owns it now */
-    bo = ws_service_bus_opts(cfg, cfg->client_id, false);
+    ws_bus_opts bo = ws_service_bus_opts(cfg, cfg->client_id, false);
     err = ws_bus_open(&bo, &app->sub);
     if (err == WS_OK) {
-        err = inv_events_subscribe(app->events, app->sub);
+        /* The systemd watchdog beats from the consumer's loop. */
+        err = ws_bus_set_loop_hook(app->sub, ws_notify_loop_hook, NULL);
     }
-    if (err != WS_OK) {
-        return err;
-    }
+    return err == WS_OK ? inv_events_subscribe(app->events, app->sub) : err;
+}
 
-    /* One read connection per handler that can run at once; nng's task
-     * threads (about two per core) run them without workers. */
-    err = inv_read_api_open(
-        &so, cfg->rpc_workers > 0 ? (int)cfg->rpc_workers : (int)cfg->rpc_readers,
-        &app->api);
+/* The Inventory RPC server, started. nng's task threads (about two per
+ * core) run the handlers when there are no workers. */
+static ws_err main_rpc_start(inv_app *app, const ws_service_cfg *cfg)
+{
+    ws_err err = inv_read_api_open(app->db, &app->api);
     if (err != WS_OK) {
         return err;
     }
@@ -199,22 +173,71 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
     if (err != WS_OK) {
         ws_log_error("rpc_start_failed", "url=%s error=%s", cfg->rpc_url,
                      ws_errname(err));
-        return err;
     }
+    return err;
+}
 
+/* /metrics, /healthz and /readyz, serving. */
+static ws_err main_http_start(inv_app *app, const ws_service_cfg *cfg)
+{
     ws_http_opts ho = {.host = cfg->http_host, .port = cfg->http_port, .threads = 4};
-    err = ws_http_open(&ho, &app->http);
+    ws_err err = ws_http_open(&ho, &app->http);
     if (err != WS_OK) {
         ws_log_error("http_start_failed", "host=%s port=%d error=%s", cfg->http_host,
                      cfg->http_port, ws_errname(err));
         return err;
     }
     app->ready.bus = app->sub;
+    app->ready.db = app->db;
     ws_service_route_basics(app->http, ws_metrics_default(), &app->ready);
     ws_http_serve(app->http);
+    return WS_OK;
+}
 
+/* The Orders RPC client (with --orders-url) and the sweeper, started. */
+static ws_err main_sweeper_start(inv_app *app, const inv_cfg *icfg)
+{
+    if (icfg->orders_url != NULL) {
+        const char *urls[] = {icfg->orders_url};
+        ws_rpc_client_opts co = {
+            .urls = urls, .n_urls = 1, .max_msg = (size_t)icfg->svc.rpc_max_msg};
+        ws_err err = ws_rpc_client_open(&co, &app->orders);
+        if (err != WS_OK) {
+            ws_log_error("orders_client_failed", "url=%s error=%s", icfg->orders_url,
+                         ws_errname(err));
+            return err;
+        }
+    }
+    inv_sweeper_opts wo = {.db = app->db,
+                           .relay = app->relay,
+                           .orders = app->orders,
+                           .orders_deadline_ms = (uint32_t)icfg->orders_deadline_ms,
+                           .orphan_after_ms = icfg->orphan_after_ms,
+                           .tombstone_ttl_ms = icfg->tombstone_ttl_ms};
+    ws_err err = inv_sweeper_open(&wo, &app->sweeper);
+    return err == WS_OK ? inv_sweeper_start(app->sweeper) : err;
+}
+
+static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
+{
+    const ws_service_cfg *cfg = &icfg->svc;
+    ws_err err = main_db_open(app, icfg);
+    if (err == WS_OK) {
+        err = main_relay_open(app, cfg);
+    }
+    if (err == WS_OK) {
+        err = main_consumer_open(app, cfg);
+    }
+    if (err == WS_OK) {
+        err = main_rpc_start(app, cfg);
+    }
+    if (err == WS_OK) {
+        err = main_http_start(app, cfg);
+    }
     /* Publisher and relay first, so the first outcome has a way out. */
-    err = ws_bus_start(app->pub);
+    if (err == WS_OK) {
+        err = ws_bus_start(app->pub);
+    }
     if (err == WS_OK) {
         err = ws_outbox_relay_start(app->relay);
     }
@@ -222,13 +245,14 @@ static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
         err = ws_bus_start(app->sub);
     }
     if (err == WS_OK) {
-        err = main_sweeper_start(app, icfg, &so);
+        err = main_sweeper_start(app, icfg);
     }
     return err;
 }
 
 /* Stop taking work, finish what is in flight, flush the outbox; after a
- * clean run (clean), truncate the WAL once the other writers are closed. */
+ * clean run (clean), checkpoint and truncate the WAL once nothing else
+ * writes, then close the pool. */
 static void main_app_stop(inv_app *app, const ws_service_cfg *cfg, bool clean)
 {
     /* First: its /readyz looks at the consumer bus closed below. */
@@ -253,14 +277,13 @@ static void main_app_stop(inv_app *app, const ws_service_cfg *cfg, bool clean)
     ws_log_debug("outbox_closed", NULL);
     ws_bus_close(app->pub);
     ws_log_debug("publisher_closed", NULL);
-    if (clean && app->events_store != NULL) {
-        (void)ws_store_checkpoint(app->events_store, true);
-    }
     inv_events_close(app->events);
     inv_read_api_close(app->api);
-    ws_http_close(app->http);
     ws_rpc_client_close(app->orders);
-    ws_store_close(app->store);
+    if (clean && app->db != NULL) {
+        (void)ws_db_checkpoint(app->db, true);
+    }
+    ws_db_close(app->db);
 }
 
 /* Write the common options and the inventory's own, targeting cfg, into
@@ -269,6 +292,7 @@ static size_t main_options(inv_cfg *cfg, ws_config_option *opts)
 {
     static const ws_service_defaults defaults = {
         .db_path = "inventory.db",
+        .db_url_env = "WEBSHOP_INVENTORY_DB_URL",
         .rpc_url = "tcp://127.0.0.1:7101",
         .rpc_help = "where the Inventory RPC service listens",
         .client_id = "webshop-inventory",
@@ -341,7 +365,7 @@ int main(int argc, char **argv)
 
     size_t n_mig = 0;
     (void)inv_schema_migrations(&n_mig);
-    if (ws_service_check_store(&cfg.svc, "webshop-inventory", (int)n_mig) != WS_OK) {
+    if (ws_service_check_db(&cfg.svc, "webshop-inventory", (int)n_mig) != WS_OK) {
         ws_log_info("stopped", "exit=%d", 1);
         ws_config_free(c);
         ws_metrics_free(ws_metrics_default());
@@ -358,12 +382,14 @@ int main(int argc, char **argv)
         ws_log_info("started",
                     "db=%s rpc=%s broker=%s:%d client_id=%s format=%s http=%s:%d"
                     " orders=%s orphan_after_ms=%lld tombstone_ttl_ms=%lld",
-                    cfg.svc.db_path, ws_rpc_server_url(app.rpc), cfg.svc.broker_host,
+                    ws_db_url(app.db), ws_rpc_server_url(app.rpc), cfg.svc.broker_host,
                     cfg.svc.broker_port, cfg.svc.client_id,
                     ws_service_format_names[cfg.svc.bus_format], cfg.svc.http_host,
                     ws_http_port(app.http), cfg.orders_url ? cfg.orders_url : "(off)",
                     (long long)cfg.orphan_after_ms, (long long)cfg.tombstone_ttl_ms);
+        ws_notify_ready();
         int sig = ws_service_wait(&stop);
+        ws_notify_stopping();
         ws_bus_hold hold = {0};
         ws_log_info("stopping", "signal=%s held_events=%zu", ws_service_signal_name(sig),
                     ws_bus_holding(app.sub, &hold) ? hold.held : (size_t)0);

@@ -1,6 +1,8 @@
 /*
- * The inventory's domain: stock reservations on a ws_store, each decision in
- * one SQLite transaction together with the events it queues in the outbox.
+ * The inventory's domain: stock reservations on a ws_db (SQLite or
+ * PostgreSQL), each decision in one transaction together with the events it
+ * queues in the outbox. The SQL is behind the ports of stock_db.h; this
+ * module only decides.
  *
  * Order ids: any case is accepted and means the same order; every id that
  * comes in (OrderSent, OrderCanceled, GetReservation) is normalized with
@@ -8,12 +10,26 @@
  * and answered. An upper-case OrderSent and a lower-case OrderCanceled of the
  * same UUID hit the same record.
  *
- * OrderSent reserves every item or none: each decrement is the statement
- * `UPDATE products SET balance = balance - n WHERE id = ? AND balance >= n`,
- * so two orders racing for the last units can never oversell, and a failed
- * item rolls back the items before it (a savepoint). The outcome is recorded
- * under the order id and InStock or OutOfStock is queued, plus one
- * StockChanged per product whose balance moved.
+ * Many writers (several threads, or replicas on one PostgreSQL): every
+ * "first time" is a unique key. OrderSent first records the reservation
+ * under its order id (INSERT ... ON CONFLICT DO NOTHING); the one event
+ * that recorded it decides, and any other for the same id -- a duplicate,
+ * even one running at the same moment on another connection -- finds the
+ * record and re-queues what it says. A cancel that finds no record leaves
+ * a tombstone the same way.
+ *
+ * OrderSent reserves every item or none: each line is taken with one
+ * statement that moves stock only when `balance >= count` holds in it, so
+ * two orders racing for the last units can never oversell. Lines are taken
+ * in product-id order (two multi-line orders on PostgreSQL then lock their
+ * rows in the same order and cannot deadlock); when one cannot be had, the
+ * lines already taken are put back in the same transaction and the record
+ * becomes rejected. (Undoing rather than a savepoint: inside a consumer's
+ * group the transaction already is a savepoint of the group's, lib/db has
+ * no nested one to offer, and the undo is the same restock port a release
+ * uses; nobody sees the units meanwhile, since a PostgreSQL row stays
+ * locked until commit and SQLite has one writer.) InStock or OutOfStock is
+ * queued, plus one StockChanged per product whose balance moved.
  *
  * A repeated OrderSent changes nothing and re-queues the *current* state of
  * the record, never a stale outcome:
@@ -26,7 +42,9 @@
  *   tombstoned               -> OutOfStock "canceled"; never reserved
  *
  * OrderCanceled releases a reservation exactly once, restoring the balances
- * (StockChanged queued). A cancel for an order not seen yet leaves a
+ * (StockChanged queued): the status moves reserved -> released in one
+ * conditional statement, and only the caller whose statement moved it puts
+ * the items back. A cancel for an order not seen yet leaves a
  * tombstone: a later OrderSent for that id is never reserved; it gets an
  * OutOfStock with reason "canceled", so every OrderSent has an outcome (the
  * order service ranks CANCELED above UNSUCCESSFUL, so this is harmless).
@@ -70,9 +88,14 @@
  * Invariant for every product at every moment:
  * balance + items held by reservations in status reserved = stock_added.
  *
- * Every function takes the caller's store and runs on the caller's thread;
- * any number of threads may work on the same database file, each with its
- * own store.
+ * The event decisions (inv_stock_order_sent, inv_stock_order_canceled) run
+ * in a transaction on the caller's connection (ws_db_conn_txn: a savepoint
+ * when the caller has a group open, ws_db_group_begin); everything else
+ * takes the pool and runs its own transaction on a connection of it (the
+ * reads read-only). Every function runs on the caller's thread; any number
+ * of threads and processes may work on the same database, each thread on
+ * its own connection. READ COMMITTED is enough on PostgreSQL (stock_db.h
+ * says why).
  */
 #ifndef INV_STOCK_H
 #define INV_STOCK_H
@@ -81,7 +104,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store.h"
+#include "db.h"
 #include "uuid_text.h"
 #include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
@@ -143,38 +166,40 @@ typedef struct inv_cancel_outcome {
     size_t n_queued;
 } inv_cancel_outcome;
 
-/* Handle one OrderSent in one transaction (see the file comment). *out
+/* Handle one OrderSent in one transaction on c (see the file comment). *out
  * (OUT) says what happened. WS_OK whenever the event was handled, rejected
  * orders included; WS_EINVAL for an event that could not be handled at all
- * (bad order id, see INV_ORDER_BAD_ID -- *out is still written);
- * WS_EBUSY/WS_ESTORE/WS_ENOMEM from the store, with nothing changed. */
-ws_err inv_stock_order_sent(ws_store *s, const Webshop__V1__OrderSent *ev,
+ * (bad order id, see INV_ORDER_BAD_ID -- *out is still written); the
+ * database's errors (WS_EBUSY, WS_EUNAVAIL, WS_EIO, WS_ESTORE, ...) with
+ * nothing changed. */
+ws_err inv_stock_order_sent(ws_db_conn *c, const Webshop__V1__OrderSent *ev,
                             inv_order_outcome *out /* OUT */);
 
-/* Handle one OrderCanceled in one transaction. WS_EINVAL (nothing changed,
- * *out untouched) for an order id that is not a UUID; store errors as
- * above. */
-ws_err inv_stock_order_canceled(ws_store *s, const Webshop__V1__OrderCanceled *ev,
+/* Handle one OrderCanceled in one transaction on c. WS_EINVAL (nothing
+ * changed, *out untouched) for an order id that is not a UUID; database
+ * errors as above. */
+ws_err inv_stock_order_canceled(ws_db_conn *c, const Webshop__V1__OrderCanceled *ev,
                                 inv_cancel_outcome *out /* OUT */);
 
-/* The catalog ordered by id. On success *out is malloc'ed with everything
- * it points to; free it with protobuf_c_message_free_unpacked(*out, NULL). */
-ws_err inv_stock_catalog(ws_store *s, Webshop__V1__GetCatalogResponse **out /* OUT */);
+/* The catalog ordered by id, read in a read-only transaction on db. On success *out is
+ * malloc'ed with everything it points to; free it with
+ * protobuf_c_message_free_unpacked(*out, NULL). */
+ws_err inv_stock_catalog(ws_db *db, Webshop__V1__GetCatalogResponse **out /* OUT */);
 
-/* One product, allocated as above. WS_ENOTFOUND for an unknown id. */
-ws_err inv_stock_product(ws_store *s, int32_t id, Webshop__V1__Product **out /* OUT */);
+/* One product, read and allocated as above. WS_ENOTFOUND for an unknown id. */
+ws_err inv_stock_product(ws_db *db, int32_t id, Webshop__V1__Product **out /* OUT */);
 
 /* What the inventory decided for order_id (any case; the answer carries
- * the lower-case id), allocated as above: status RESERVATION_UNKNOWN with
+ * the lower-case id), read and allocated as above: status RESERVATION_UNKNOWN with
  * no items for an order never seen; reason set for a rejection or an
  * orphan release. WS_EINVAL for an order id that is not a UUID. */
-ws_err inv_stock_reservation(ws_store *s, const char *order_id,
+ws_err inv_stock_reservation(ws_db *db, const char *order_id,
                              Webshop__V1__GetReservationResponse **out /* OUT */);
 
 /* For tests and checks: *held (OUT) = units of product_id held by
  * reservations in status reserved; *balance and *added (OUT) its columns.
  * WS_ENOTFOUND for an unknown product. */
-ws_err inv_stock_levels(ws_store *s, int32_t product_id, int64_t *balance /* OUT */,
+ws_err inv_stock_levels(ws_db *db, int32_t product_id, int64_t *balance /* OUT */,
                         int64_t *held /* OUT */, int64_t *added /* OUT */);
 
 /* ---- the sweep's domain steps (called by inventory/sweeper.c) --------- */
@@ -187,8 +212,9 @@ typedef struct inv_orphan_candidate {
 
 /* Write into out[0..limit) the reservations still held (status reserved),
  * not confirmed, and reserved at or before now_ms - orphan_after_ms, oldest
- * first; *n (OUT) how many. Reads only. WS_EINVAL for a negative bound. */
-ws_err inv_stock_orphan_candidates(ws_store *s, int64_t now_ms, int64_t orphan_after_ms,
+ * first; *n (OUT) how many. Reads only (a read-only transaction). WS_EINVAL for a
+ * negative bound. */
+ws_err inv_stock_orphan_candidates(ws_db *db, int64_t now_ms, int64_t orphan_after_ms,
                                    inv_orphan_candidate *out /* OUT */, size_t limit,
                                    size_t *n /* OUT */);
 
@@ -219,23 +245,24 @@ typedef struct inv_orphan_outcome {
 /* Apply the order service's answer about order_id -- the id exactly as
  * inv_stock_orphan_candidates listed it (a record kept from before the id
  * rule may be stored in upper case: see schema.c) -- in one transaction
- * that re-checks the record first (status reserved, not confirmed, reserved
- * at or before now_ms - orphan_after_ms; otherwise INV_ORPHAN_SKIPPED):
+ * on db whose statements re-check the record (status reserved, not
+ * confirmed, reserved at or before now_ms - orphan_after_ms, in the same
+ * statement that moves it; otherwise INV_ORPHAN_SKIPPED):
  * FOUND marks it confirmed; NOT_FOUND releases it as a cancel would
  * (balances restored, StockChanged queued) with release kind "orphan" and
  * the reason "reservation released: the order service did not know the
  * order within N s" (orphan_after_ms written as s, or ms when not whole
  * seconds); FAILED changes nothing. *out (OUT) says what happened.
- * WS_EINVAL for a bad id or bound; store errors with nothing changed. */
-ws_err inv_stock_orphan_settle(ws_store *s, const char *order_id, inv_order_lookup found,
+ * WS_EINVAL for a bad id or bound; database errors with nothing changed. */
+ws_err inv_stock_orphan_settle(ws_db *db, const char *order_id, inv_order_lookup found,
                                int64_t now_ms, int64_t orphan_after_ms,
                                inv_orphan_outcome *out /* OUT */);
 
 /* Delete at most limit tombstones recorded at or before now_ms - ttl_ms
- * (oldest first) in one transaction; *n_expired (OUT) how many. The id is
+ * (oldest first) in one transaction on db; *n_expired (OUT) how many. The id is
  * then forgotten: see the file comment for what that means. WS_EINVAL for
  * a negative ttl. */
-ws_err inv_stock_tombstones_expire(ws_store *s, int64_t now_ms, int64_t ttl_ms,
+ws_err inv_stock_tombstones_expire(ws_db *db, int64_t now_ms, int64_t ttl_ms,
                                    size_t limit, size_t *n_expired /* OUT */);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * Private to the stock module (stock.c, stock_sweep.c): the statement
- * helpers and the release step that a cancel and an orphan release share,
- * so that both restore balances and queue StockChanged the same way. Every
- * function runs inside the caller's transaction on the caller's store.
+ * Private to the stock module (stock.c, stock_read.c, stock_sweep.c): the
+ * outbox helpers and the release step that a cancel and an orphan release
+ * share, so that both restore balances and queue StockChanged the same way.
+ * Every function runs inside the caller's transaction on the caller's
+ * connection.
  */
 #ifndef INV_STOCK_INT_H
 #define INV_STOCK_INT_H
@@ -11,21 +12,23 @@
 #include <stdint.h>
 
 #include "stock.h"
+#include "stock_db.h"
 
-/* Wall clock in milliseconds: created_ms / updated_ms of reservations. */
-int64_t inv__stock_now_ms(void);
+/* Queue one StockChanged, with the balance this transaction sees, for each
+ * distinct product among ids[0..n); *n_queued is incremented per event. */
+ws_err inv__stock_queue_changed(ws_db_conn *c, const int32_t *ids, size_t n,
+                                size_t *n_queued);
 
-/* Step a statement that returns no row, then reset it. */
-ws_err inv__stock_stmt_run(sqlite3_stmt *st);
+/* The items of order_id, whose status this transaction has just moved to
+ * released (so no one else restores them), go back to stock in product-id
+ * order (the order every writer locks products in), and one StockChanged
+ * per product touched is queued. *n_items (OUT) the items restored;
+ * *n_queued is incremented per event. */
+ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items /* OUT */,
+                          size_t *n_queued);
 
-/* Release the held reservation of order_id (lower case, status reserved):
- * put its items back, set status released with release kind kind
- * ("canceled" or "orphan") and reason (NULL = ""), updated at now_ms, and
- * queue one StockChanged per product touched. *n_items and *n_queued (OUT)
- * count the items restored and the events queued. WS_ESTORE when the
- * record is not a held reservation (the caller checks first). */
-ws_err inv__stock_release(ws_store *s, const char *order_id, const char *kind,
-                          const char *reason, int64_t now_ms, size_t *n_items /* OUT */,
-                          size_t *n_queued /* OUT */);
+/* Sort lines[0..n) by product id, keeping the order of equal ids: the
+ * order in which every writer takes or restocks products. */
+void inv__stock_lines_sort(inv_db_line *lines, size_t n);
 
 #endif

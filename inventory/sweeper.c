@@ -2,9 +2,10 @@
  * The sweeper thread (see sweeper.h): a pass, then a wait on a condition
  * variable for the interval or for close. The orphan step reads its
  * candidates, then for each one asks Orders.GetOrder with no transaction
- * open (the call may take up to its deadline and must not hold the write
- * lock the bus handlers need) and settles it in a short transaction of its
- * own (stock_sweep.c re-checks the record there).
+ * open and no connection held (the call may take up to its deadline and
+ * must not hold the write lock the bus handlers need, nor a connection of
+ * the pool) and settles it in a short transaction of its own
+ * (stock_sweep.c re-checks the record there).
  */
 #include "sweeper.h"
 
@@ -13,8 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
+#include "clock.h"
 #include "log.h"
 #include "stock.h"
 #include "webshop/v1/order.rpc.h"
@@ -23,7 +23,7 @@
 #define SWEEPER_DEFAULT_DEADLINE 2000
 
 struct inv_sweeper {
-    inv_sweeper_opts opts;            /* store owned; thread only once started */
+    inv_sweeper_opts opts;            /* thread only once started */
     inv_orphan_candidate *candidates; /* opts.batch entries; thread only */
     ws_counter *released;             /* webshop_inventory_orphans_released_total */
     ws_counter *checks[3];            /* by inv_order_lookup */
@@ -89,7 +89,7 @@ static ws_err sweeper_settle(inv_sweeper *w, const inv_orphan_candidate *c,
                              inv_order_lookup found, int64_t now_ms, inv_sweep_stats *st)
 {
     inv_orphan_outcome out;
-    ws_err err = inv_stock_orphan_settle(w->opts.store, c->order_id, found, now_ms,
+    ws_err err = inv_stock_orphan_settle(w->opts.db, c->order_id, found, now_ms,
                                          w->opts.orphan_after_ms, &out);
     if (err != WS_OK) {
         return err;
@@ -116,13 +116,6 @@ static ws_err sweeper_settle(inv_sweeper *w, const inv_orphan_candidate *c,
     return WS_OK;
 }
 
-static int64_t sweeper_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Ask about and settle one batch of candidates. *more (OUT): every one got
  * an answer and the batch was full, so another batch may be due. */
 static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *st,
@@ -130,8 +123,8 @@ static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_sta
 {
     size_t n = 0;
     *more = false;
-    ws_err err = inv_stock_orphan_candidates(
-        w->opts.store, now_ms, w->opts.orphan_after_ms, w->candidates, w->opts.batch, &n);
+    ws_err err = inv_stock_orphan_candidates(w->opts.db, now_ms, w->opts.orphan_after_ms,
+                                             w->candidates, w->opts.batch, &n);
     size_t answered = 0;
     for (size_t i = 0; err == WS_OK && i < n; i++) {
         if (sweeper_stopping(w)) {
@@ -164,12 +157,12 @@ static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_sta
  * bound together) drains faster than one batch per interval. */
 static ws_err sweeper_orphans(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *st)
 {
-    int64_t until = sweeper_mono_ms() + w->opts.interval_ms;
+    int64_t until = ws_clock_mono_ms() + w->opts.interval_ms;
     bool more = true;
     ws_err err = WS_OK;
     while (err == WS_OK && more) {
         err = sweeper_orphan_batch(w, now_ms, st, &more);
-        more = more && sweeper_mono_ms() < until;
+        more = more && ws_clock_mono_ms() < until;
     }
     return err;
 }
@@ -177,8 +170,8 @@ static ws_err sweeper_orphans(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *s
 ws_err inv_sweeper_pass(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *stats)
 {
     inv_sweep_stats st = {0};
-    ws_err err = inv_stock_tombstones_expire(
-        w->opts.store, now_ms, w->opts.tombstone_ttl_ms, w->opts.batch, &st.expired);
+    ws_err err = inv_stock_tombstones_expire(w->opts.db, now_ms, w->opts.tombstone_ttl_ms,
+                                             w->opts.batch, &st.expired);
     if (err == WS_OK && st.expired > 0) {
         ws_counter_add(w->expired, st.expired);
         ws_log_info("tombstones_expired", "count=%zu ttl_ms=%lld", st.expired,
@@ -197,28 +190,14 @@ ws_err inv_sweeper_pass(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *stats)
     return err;
 }
 
-static int64_t sweeper_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void *sweeper_thread_main(void *arg)
 {
     inv_sweeper *w = arg;
     pthread_mutex_lock(&w->mu);
     while (!w->stop) {
         pthread_mutex_unlock(&w->mu);
-        (void)inv_sweeper_pass(w, sweeper_wall_ms(), NULL);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += w->opts.interval_ms / 1000;
-        until.tv_nsec += (long)(w->opts.interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        (void)inv_sweeper_pass(w, ws_clock_wall_ms(), NULL);
+        struct timespec until = ws_clock_mono_after(w->opts.interval_ms);
         pthread_mutex_lock(&w->mu);
         while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
         }
@@ -230,7 +209,7 @@ static void *sweeper_thread_main(void *arg)
 /* Defaults filled in; false for a bound out of range. */
 static bool sweeper_opts_fill(inv_sweeper_opts *o)
 {
-    if (o->store == NULL || o->tombstone_ttl_ms <= 0 || o->interval_ms < 0 ||
+    if (o->db == NULL || o->tombstone_ttl_ms <= 0 || o->interval_ms < 0 ||
         (o->orders != NULL && o->orphan_after_ms <= 0)) {
         return false;
     }
@@ -267,7 +246,7 @@ static void sweeper_metrics_init(inv_sweeper *w)
                                 " --tombstone-ttl",
                                 NULL);
     w->errors = ws_counter_get(m, "webshop_inventory_sweep_errors_total",
-                               "Sweeper passes that met a store error", NULL);
+                               "Sweeper passes that met a database error", NULL);
 }
 
 ws_err inv_sweeper_open(const inv_sweeper_opts *opts, inv_sweeper **out)
@@ -284,13 +263,7 @@ ws_err inv_sweeper_open(const inv_sweeper_opts *opts, inv_sweeper **out)
         return WS_ENOMEM;
     }
     w->candidates = calloc(o.batch, sizeof(*w->candidates));
-    pthread_condattr_t ca;
-    bool ok = w->candidates != NULL && pthread_condattr_init(&ca) == 0;
-    if (ok) {
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        ok = pthread_cond_init(&w->cv, &ca) == 0;
-        pthread_condattr_destroy(&ca);
-    }
+    bool ok = w->candidates != NULL && ws_clock_cond_init(&w->cv) == 0;
     if (ok && pthread_mutex_init(&w->mu, NULL) != 0) {
         pthread_cond_destroy(&w->cv);
         ok = false;
@@ -335,7 +308,6 @@ void inv_sweeper_close(inv_sweeper *w)
     }
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
-    ws_store_close(w->opts.store);
     free(w->candidates);
     free(w);
 }

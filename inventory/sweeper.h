@@ -1,7 +1,8 @@
 /*
- * The inventory's periodic work, on a thread of its own with its own store
- * connection (never on the bus network thread, which must not wait on an
- * RPC). Every pass:
+ * The inventory's periodic work, on a thread of its own that takes
+ * connections of the service's pool for its short transactions (never on
+ * the bus network thread, which must not wait on an RPC; and never holding
+ * a connection across an RPC). Every pass:
  *
  * - expires tombstones older than tombstone_ttl_ms (at most batch per pass;
  *   see stock.h for the rule and what forgetting a tombstone means);
@@ -25,7 +26,7 @@
  *   webshop_inventory_orphan_checks_total{result=...}   counter: found,
  *       not_found, failed (GetOrder answers)
  *   webshop_inventory_tombstones_expired_total          counter
- *   webshop_inventory_sweep_errors_total                counter: store errors
+ *   webshop_inventory_sweep_errors_total                counter: database errors
  */
 #ifndef INV_SWEEPER_H
 #define INV_SWEEPER_H
@@ -36,12 +37,12 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "rpc_client.h"
-#include "store.h"
+#include "db.h"
 
 typedef struct inv_sweeper inv_sweeper;
 
 typedef struct inv_sweeper_opts {
-    ws_store *store;             /* the sweeper's own connection; owned on success */
+    ws_db *db;                   /* the service's pool; not owned, must outlive it */
     ws_outbox_relay *relay;      /* kicked after a release; not owned; may be NULL */
     ws_rpc_client *orders;       /* Orders RPC; not owned, must outlive the
                                     sweeper; NULL = no orphan release */
@@ -63,8 +64,8 @@ typedef struct inv_sweep_stats {
     size_t expired;   /* tombstones deleted */
 } inv_sweep_stats;
 
-/* Create the sweeper (not running). WS_EINVAL for a missing store or a
- * bound out of range; on failure the caller still owns the store. */
+/* Create the sweeper (not running). WS_EINVAL for a missing pool or a
+ * bound out of range. */
 ws_err inv_sweeper_open(const inv_sweeper_opts *opts, inv_sweeper **out /* OUT */);
 
 /* Start the thread. WS_EINVAL if already started. */
@@ -72,11 +73,11 @@ ws_err inv_sweeper_start(inv_sweeper *w);
 
 /* One pass at now_ms (wall clock, ms), on the caller's thread; the thread
  * calls this. Not while the thread runs. *stats (OUT) may be NULL. WS_OK or
- * the first store error (logged and counted). */
+ * the first database error (logged and counted). */
 ws_err inv_sweeper_pass(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *stats /* OUT */);
 
 /* Stop the thread (waiting for the pass in progress, bounded by one
- * GetOrder deadline), close the store, free. w may be NULL. */
+ * GetOrder deadline), free. w may be NULL. */
 void inv_sweeper_close(inv_sweeper *w);
 
 #endif

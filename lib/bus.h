@@ -105,7 +105,7 @@ ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
  * that arrives back to back (read without waiting) then run, up to max_msgs
  * messages or max_us microseconds after the first; then end(ctx) is called.
  * A service opens one store transaction in begin and commits it in end
- * (ws_store_group_begin/_end), so what arrived together costs one commit.
+ * (ws_db_group_begin/_end), so what arrived together costs one commit.
  * libmosquitto has acknowledged every message before its handler runs, so
  * keep the group short: a crash loses the uncommitted group (the recovery
  * loops heal it). If begin fails, that message is handled outside a group.

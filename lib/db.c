@@ -597,7 +597,7 @@ static void db_fault_note(ws_db_conn *c, ws_err err)
     atomic_store(&c->failing, 1);
     db_fault_gauge(1);
     ws_log_warn("db_commit_failing",
-                "url=%s reason=\"%s\" code=%d sqlstate=%s msg=\"%s\"", c->pool->url_safe,
+                "url=%s reason=%s code=%d sqlstate=%s msg=%s", c->pool->url_safe,
                 why, c->err.sqlite_code, c->err.sqlstate, c->err.message);
 }
 
@@ -753,7 +753,7 @@ ws_err ws_db_group_end(ws_db_conn *c)
     if (err != WS_OK) {
         db_fault_note(c, err);
         ops->rollback(c);
-        ws_log_warn("db_group_failed", "url=%s err=%s code=%d sqlstate=%s msg=\"%s\"",
+        ws_log_warn("db_group_failed", "url=%s err=%s code=%d sqlstate=%s msg=%s",
                     c->pool->url_safe, ws_errname(err), c->err.sqlite_code,
                     c->err.sqlstate, c->err.message);
     } else {

@@ -1,17 +1,21 @@
 /*
  * The transactional outbox (see outbox.h): the table helpers, which run on
- * the caller's store inside the caller's transaction, and the relay, a
- * thread with its own store that scans the table in id order, publishes each
- * row with ws_bus_publish_async (a ring of up to `window` publishes in
- * flight, in id order), and deletes the rows whose PUBACK came back by id
- * range, up to the oldest publish still unanswered, a few hundred at a time.
+ * the caller's connection inside the caller's transaction, and the relay, a
+ * thread that claims the next free rows in id order (a lease in the row;
+ * FOR UPDATE SKIP LOCKED on PostgreSQL, so relays of several replicas never
+ * claim the same row), publishes each with ws_bus_publish_async (a ring of
+ * up to `window` publishes in flight, in id order), and deletes the rows
+ * whose PUBACK came back, a few hundred at a time, by runs of consecutive
+ * ids (a run of ids that are all this relay's is safe to delete as a range;
+ * a range over ids another relay holds would not be).
  *
- * The relay thread is the only user of its store. The bus network thread
- * only touches the relay's mutex-protected fields (in-flight count, the ring
- * slots, the failure flag), so every SQLite call stays on the
- * relay thread. The relay object is reference counted by its in-flight
- * publishes, so that closing it before the bus delivers the last callbacks
- * is safe.
+ * The relay thread takes a connection of the pool for each transaction
+ * (claim, delete, release, gauges) and gives it back before it waits. The
+ * bus network thread only touches the relay's mutex-protected fields
+ * (in-flight count, the ring slots, the failure flag), so every database
+ * call stays on the relay thread. The relay object is reference counted by
+ * its in-flight publishes, so that closing it before the bus delivers the
+ * last callbacks is safe.
  */
 #include "outbox.h"
 
@@ -22,26 +26,25 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
-#define OUTBOX_DEFAULT_WINDOW  100
-#define OUTBOX_DEFAULT_POLL_MS 1000
-#define OUTBOX_RETRY_MS        50
-/* A delete (or scan) that fails is tried again after 50 ms doubling to 2 s
+#define OUTBOX_DEFAULT_WINDOW   100
+#define OUTBOX_DEFAULT_POLL_MS  1000
+#define OUTBOX_DEFAULT_LEASE_MS 30000
+#define OUTBOX_RETRY_MS         50
+/* A delete (or claim) that fails is tried again after 50 ms doubling to 2 s
  * while it keeps failing: a full disk must not make the relay spin. */
 #define OUTBOX_FAIL_MIN_MS 50
 #define OUTBOX_FAIL_MAX_MS 2000
+/* The row gauges are refreshed with a claim that did not fill the window
+ * (the table is short), else at most this often (a count of a long table
+ * is not free). */
+#define OUTBOX_GAUGE_MS 250
 
-static int64_t outbox_now_ms(void)
+ws_err ws_outbox_put(ws_db_conn *c, const char *topic, const ProtobufCMessage *msg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-ws_err ws_outbox_put(ws_store *s, const char *topic, const ProtobufCMessage *msg)
-{
-    if (s == NULL || topic == NULL || topic[0] == '\0' || msg == NULL) {
+    if (c == NULL || topic == NULL || topic[0] == '\0' || msg == NULL) {
         return WS_EINVAL;
     }
     size_t len = protobuf_c_message_get_packed_size(msg);
@@ -55,19 +58,16 @@ ws_err ws_outbox_put(ws_store *s, const char *topic, const ProtobufCMessage *msg
     }
     protobuf_c_message_pack(msg, buf);
 
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s, "INSERT INTO outbox(topic, type, payload, created_ms) VALUES (?, ?, ?, ?)",
+    ws_db_stmt *st = NULL;
+    ws_err err = ws_db_prepare(
+        c, "INSERT INTO outbox(topic, type, payload, created_ms) VALUES ($1, $2, $3, $4)",
         &st);
-    if (err == WS_OK) {
-        sqlite3_bind_text(st, 1, topic, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, msg->descriptor->name, -1, SQLITE_STATIC);
-        /* A zero-length blob must still be a blob, not NULL. */
-        sqlite3_bind_blob(st, 3, len ? (const void *)buf : "", (int)len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, outbox_now_ms());
-        err = ws_err_from_sqlite(sqlite3_step(st));
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+    if (err == WS_OK && (err = ws_db_bind_text(st, 1, topic)) == WS_OK &&
+        (err = ws_db_bind_text(st, 2, msg->descriptor->name)) == WS_OK &&
+        /* A zero-length payload is still a blob, not NULL. */
+        (err = ws_db_bind_blob(st, 3, buf, len)) == WS_OK &&
+        (err = ws_db_bind_int64(st, 4, ws_clock_wall_ms())) == WS_OK) {
+        err = ws_db_run(st, NULL);
     }
     if (buf != small) {
         free(buf);
@@ -75,90 +75,83 @@ ws_err ws_outbox_put(ws_store *s, const char *topic, const ProtobufCMessage *msg
     return err;
 }
 
-ws_err ws_outbox_scan(ws_store *s, int64_t after_id, size_t limit, ws_outbox_row_fn fn,
+/* The row under the statement's cursor: columns id, topic, type, payload,
+ * created_ms. WS_ESTORE when a NOT NULL column reads as NULL. */
+static ws_err outbox_row_read(ws_db_stmt *st, ws_outbox_row *row /* OUT */)
+{
+    size_t len = 0;
+    const void *payload = ws_db_column_blob(st, 3, &len);
+    *row = (ws_outbox_row){
+        .id = ws_db_column_int64(st, 0),
+        .topic = ws_db_column_text(st, 1),
+        .type = ws_db_column_text(st, 2),
+        .payload = payload,
+        .len = len,
+        .created_ms = ws_db_column_int64(st, 4),
+    };
+    return row->topic == NULL || row->type == NULL || row->payload == NULL ? WS_ESTORE
+                                                                           : WS_OK;
+}
+
+ws_err ws_outbox_scan(ws_db_conn *c, int64_t after_id, size_t limit, ws_outbox_row_fn fn,
                       void *ctx, size_t *visited)
 {
-    if (s == NULL || fn == NULL) {
+    if (c == NULL || fn == NULL) {
         return WS_EINVAL;
     }
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s,
+    ws_db_stmt *st = NULL;
+    ws_err err = ws_db_prepare(c,
                                "SELECT id, topic, type, payload, created_ms FROM outbox"
-                               " WHERE id > ? ORDER BY id LIMIT ?",
+                               " WHERE id > $1 ORDER BY id LIMIT $2",
                                &st);
-    if (err != WS_OK) {
-        return err;
+    if (err == WS_OK && (err = ws_db_bind_int64(st, 1, after_id)) == WS_OK) {
+        err = ws_db_bind_int64(st, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
     }
-    sqlite3_bind_int64(st, 1, after_id);
-    sqlite3_bind_int64(st, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
     size_t n = 0;
-    for (;;) {
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE) {
-            break;
-        }
-        if (rc != SQLITE_ROW) {
-            err = ws_err_from_sqlite(rc);
-            break;
-        }
-        ws_outbox_row row = {
-            .id = sqlite3_column_int64(st, 0),
-            .topic = (const char *)sqlite3_column_text(st, 1),
-            .type = (const char *)sqlite3_column_text(st, 2),
-            .payload = sqlite3_column_blob(st, 3),
-            .len = (size_t)sqlite3_column_bytes(st, 3),
-            .created_ms = sqlite3_column_int64(st, 4),
-        };
-        if (row.topic == NULL || row.type == NULL) {
-            err = WS_ENOMEM;
+    bool more = err == WS_OK;
+    while (more && (err = ws_db_step(st, &more)) == WS_OK && more) {
+        ws_outbox_row row;
+        if ((err = outbox_row_read(st, &row)) != WS_OK) {
             break;
         }
         n++;
-        err = fn(ctx, &row);
-        if (err != WS_OK) {
+        if ((err = fn(ctx, &row)) != WS_OK) {
             break;
         }
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    ws_db_reset(st);
     if (visited != NULL) {
         *visited = n;
     }
     return err;
 }
 
-ws_err ws_outbox_delete(ws_store *s, int64_t id)
+ws_err ws_outbox_delete(ws_db_conn *c, int64_t id)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, "DELETE FROM outbox WHERE id = ?", &st);
-    if (err != WS_OK) {
-        return err;
+    ws_db_stmt *st = NULL;
+    ws_err err = ws_db_prepare(c, "DELETE FROM outbox WHERE id = $1", &st);
+    if (err == WS_OK && (err = ws_db_bind_int64(st, 1, id)) == WS_OK) {
+        err = ws_db_run(st, NULL);
     }
-    sqlite3_bind_int64(st, 1, id);
-    err = ws_err_from_sqlite(sqlite3_step(st));
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     return err;
 }
 
-ws_err ws_outbox_count(ws_store *s, int64_t *n)
+ws_err ws_outbox_count(ws_db_conn *c, int64_t *n)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, "SELECT count(*) FROM outbox", &st);
-    if (err != WS_OK) {
-        return err;
+    if (n == NULL) {
+        return WS_EINVAL;
     }
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *n = sqlite3_column_int64(st, 0);
-        err = WS_OK;
-    } else {
-        err = ws_err_from_sqlite(rc);
-        if (err == WS_OK) {
+    ws_db_stmt *st = NULL;
+    ws_err err = ws_db_prepare(c, "SELECT count(*) FROM outbox", &st);
+    bool row = false;
+    if (err == WS_OK && (err = ws_db_step(st, &row)) == WS_OK) {
+        if (row) {
+            *n = ws_db_column_int64(st, 0);
+        } else {
             err = WS_ESTORE;
         }
     }
-    sqlite3_reset(st);
+    ws_db_reset(st);
     return err;
 }
 
@@ -182,49 +175,89 @@ ws_err ws_outbox_row_unpack(const ws_outbox_row *row,
 
 /* ---- relay ---------------------------------------------------------- */
 
-/* Acknowledged rows are deleted by id range, not one by one as each PUBACK
+/* Acknowledged rows are deleted in batches, not one by one as each PUBACK
  * comes: when this many are waiting, when the oldest waited this long, and
  * whenever nothing is in flight (so flush sees an empty table). A crash
- * between an ack and its delete only means that row goes out again. */
+ * between an ack and its delete only means that row goes out again once
+ * its lease has run out. */
 #define OUTBOX_DELETE_BATCH 256
 #define OUTBOX_DELETE_MS    20
 /* Acks the network thread collects before it wakes the relay thread. */
 #define OUTBOX_ACKS_PER_WAKE 64
+
+/* The claim: the next free rows in id order become this relay's until $1.
+ * On PostgreSQL rows another relay is claiming right now are skipped, not
+ * waited for; the outer condition re-checks the lease of a row that
+ * another claim committed meanwhile. SQLite has one writer (BEGIN
+ * IMMEDIATE), so nothing is locked there. RETURNING gives no order: the
+ * relay sorts. */
+#define OUTBOX_CLAIM_SQL(lock)                                                           \
+    "UPDATE outbox SET lease_until_ms = $1 WHERE id IN"                                  \
+    " (SELECT id FROM outbox WHERE lease_until_ms < $2 ORDER BY id LIMIT $3" lock ")"    \
+    " AND lease_until_ms < $2 RETURNING id, topic, type, payload, created_ms"
 
 /* One publish in flight: a slot of the relay's ring, in publish (id) order;
  * the context of its callback. */
 typedef struct outbox_slot {
     struct ws_outbox_relay *relay;
     int64_t id;
-    int state; /* OUTBOX_SLOT_* (under the relay's mu) */
+    int64_t lease; /* the lease_until_ms this relay's claim wrote in the row */
+    int state;     /* OUTBOX_SLOT_* (under the relay's mu) */
 } outbox_slot;
 
 enum { OUTBOX_SLOT_FLYING, OUTBOX_SLOT_ACKED, OUTBOX_SLOT_FAILED };
 
+/* A claimed row, copied out of the claim transaction (row points into mem). */
+typedef struct outbox_claimed {
+    ws_outbox_row row;
+    char *mem;
+} outbox_claimed;
+
+/* A claimed row this relay gives back unpublished (lease_until_ms = 0 when
+ * it still holds the lease it wrote). */
+typedef struct outbox_lease {
+    int64_t id;
+    int64_t lease;
+} outbox_lease;
+
 struct ws_outbox_relay {
     /* Set at open, read-only afterwards. */
-    ws_store *store; /* relay thread only */
+    ws_db *db; /* not owned */
     ws_bus *bus;
     const ProtobufCMessageDescriptor *const *types;
     size_t n_types;
     int window;
     int poll_ms;
+    int lease_ms;
+    bool sole_relay; /* drop leases left by an earlier run at start */
     ws_counter *published;
     ws_counter *failed_publishes;
     ws_counter *dropped;
     ws_counter *delete_failures;
     ws_gauge *inflight_gauge;
     ws_gauge *failing_gauge;
+    ws_gauge *rows_gauge;
+    ws_gauge *oldest_gauge;
 
-    pthread_t thread;     /* valid when started */
-    int64_t deleted_upto; /* relay thread only: rows <= this are deleted */
-    /* Failure backoff, relay thread only: one per kind of store work. */
+    pthread_t thread; /* valid when started */
+    /* Relay thread only (the ring walks that fill acked and give_back run
+     * on it, under mu). */
+    int64_t *acked; /* acknowledged (or dropped) ids not deleted yet */
+    size_t nacked, acked_cap;
+    outbox_lease *give_back; /* claimed rows to release; 2 * window (one
+                                claim's rest and one ring: nothing is claimed
+                                while any wait) */
+    size_t ngive;
+    outbox_claimed *batch; /* the last claim; window entries */
+    size_t nbatch;
+    int64_t gauges_ms; /* last refresh of the row gauges (monotonic) */
+    /* Failure backoff: one per kind of database work. */
     struct outbox_fail {
         int delay_ms;    /* 0 while the work succeeds */
         int64_t next_ms; /* do not try again before (CLOCK_MONOTONIC ms) */
         int64_t since_ms;
         unsigned long attempts;
-    } del_fail, scan_fail;
+    } del_fail, claim_fail, rel_fail;
 
     /* Everything below is guarded by mu. */
     pthread_mutex_t mu;
@@ -234,20 +267,13 @@ struct ws_outbox_relay {
     bool stop;
     bool closed;       /* close is done; the last callback frees */
     int inflight;      /* publishes whose callback has not come */
-    bool failed;       /* a publish failed; restart from the oldest row */
+    bool failed;       /* a publish failed; give back what is unacknowledged */
     outbox_slot *ring; /* window slots; [head, tail) in publish order */
     uint64_t head, tail;
-    int64_t acked_upto; /* every published row <= this is acknowledged */
     int acks_unsignaled;
     uint64_t kick_seq;    /* bumped by kick and flush */
     uint64_t drained_seq; /* kick_seq last seen with the table drained */
 };
-
-/* What a scan of the relay thread carries between rows. */
-typedef struct outbox_scan_state {
-    ws_outbox_relay *relay;
-    int64_t cursor; /* last id published or dropped */
-} outbox_scan_state;
 
 static void outbox_relay_free(ws_outbox_relay *r)
 {
@@ -255,25 +281,10 @@ static void outbox_relay_free(ws_outbox_relay *r)
     pthread_cond_destroy(&r->wake);
     pthread_mutex_destroy(&r->mu);
     free(r->ring);
+    free(r->acked);
+    free(r->give_back);
+    free(r->batch);
     free(r);
-}
-
-static void outbox_relay_deadline(struct timespec *ts, uint32_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static int64_t outbox_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Bus network thread: the broker answered one publish. The relay thread is
@@ -310,20 +321,19 @@ static void outbox_relay_on_ack(void *ctx, ws_err result)
     }
 }
 
-/* Relay thread, inside a scan: publish one row. */
-static ws_err outbox_relay_publish_row(void *ctx, const ws_outbox_row *row)
+/* Relay thread: publish one claimed row. A row that can never be published
+ * is logged, counted and queued for deletion (WS_OK). */
+static ws_err outbox_relay_publish_row(ws_outbox_relay *r, const ws_outbox_row *row,
+                                       int64_t lease)
 {
-    outbox_scan_state *ss = ctx;
-    ws_outbox_relay *r = ss->relay;
     ProtobufCMessage *msg = NULL;
     ws_err err = ws_outbox_row_unpack(row, r->types, r->n_types, &msg);
     if (err != WS_OK) {
-        /* It can never be published: say so and drop it. */
         ws_log_error("outbox_row_dropped", "id=%lld topic=%s type=%s error=%s",
                      (long long)row->id, row->topic, row->type, ws_errname(err));
         ws_counter_inc(r->dropped);
-        ss->cursor = row->id;
-        return ws_outbox_delete(r->store, row->id);
+        r->acked[r->nacked++] = row->id; /* room for it was counted at the claim */
+        return WS_OK;
     }
 
     /* Take the slot first: the callback may run before publish returns. */
@@ -331,18 +341,20 @@ static ws_err outbox_relay_publish_row(void *ctx, const ws_outbox_row *row)
     if (r->tail - r->head >= (uint64_t)r->window) {
         pthread_mutex_unlock(&r->mu);
         protobuf_c_message_free_unpacked(msg, NULL);
-        return WS_EBUSY; /* cannot happen: the scan is limited to the room */
+        return WS_EBUSY; /* cannot happen: the claim is limited to the room */
     }
     outbox_slot *slot = &r->ring[r->tail % (uint64_t)r->window];
     slot->relay = r;
     slot->id = row->id;
+    slot->lease = lease;
     slot->state = OUTBOX_SLOT_FLYING;
     r->tail++;
     r->inflight++;
     pthread_mutex_unlock(&r->mu);
     ws_gauge_add(r->inflight_gauge, 1);
 
-    err = ws_bus_publish_async(r->bus, row->topic, msg, outbox_relay_on_ack, slot);
+    err = ws_bus_publish_async_at(r->bus, row->topic, msg, row->created_ms,
+                                  outbox_relay_on_ack, slot);
     protobuf_c_message_free_unpacked(msg, NULL);
     if (err != WS_OK) {
         pthread_mutex_lock(&r->mu);
@@ -350,27 +362,12 @@ static ws_err outbox_relay_publish_row(void *ctx, const ws_outbox_row *row)
         r->inflight--;
         pthread_mutex_unlock(&r->mu);
         ws_gauge_add(r->inflight_gauge, -1);
-        return err;
     }
-    ss->cursor = row->id;
-    return WS_OK;
-}
-
-static ws_err outbox_relay_delete_txn(ws_store *s, void *ctx)
-{
-    const int64_t *upto = ctx;
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, "DELETE FROM outbox WHERE id <= ?", &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_int64(st, 1, *upto);
-    err = ws_err_from_sqlite(sqlite3_step(st));
-    sqlite3_reset(st);
     return err;
 }
 
-/* Move head past the acknowledged slots at the front of the ring (mu). */
+/* Move head past the acknowledged slots at the front of the ring, queueing
+ * their rows for deletion (mu). */
 static void outbox_relay_ring_advance(ws_outbox_relay *r)
 {
     while (r->head < r->tail) {
@@ -378,17 +375,47 @@ static void outbox_relay_ring_advance(ws_outbox_relay *r)
         if (slot->state != OUTBOX_SLOT_ACKED) {
             break;
         }
-        if (slot->id > r->acked_upto) {
-            r->acked_upto = slot->id;
-        }
+        r->acked[r->nacked++] = slot->id;
         r->head++;
     }
 }
 
-/* The store work of kind f (what: "delete" or "scan") failed with err:
+/* A publish failed and nothing is in flight any more (mu): the acknowledged
+ * rows are deleted, the others given back, so that the next claim starts
+ * again from the oldest row left. */
+static void outbox_relay_settle(ws_outbox_relay *r)
+{
+    size_t given = 0;
+    for (uint64_t i = r->head; i < r->tail; i++) {
+        const outbox_slot *slot = &r->ring[i % (uint64_t)r->window];
+        if (slot->state == OUTBOX_SLOT_ACKED) {
+            r->acked[r->nacked++] = slot->id;
+        } else {
+            r->give_back[r->ngive++] = (outbox_lease){slot->id, slot->lease};
+            given++;
+        }
+    }
+    r->head = r->tail = 0;
+    r->failed = false;
+    ws_log_warn("outbox_publish_restart", "rows_given_back=%zu note=%s", given,
+                "published again from the oldest row left");
+}
+
+/* Rows the relay may claim now: room in the ring, and room in acked for
+ * every row in flight or claimed (mu). */
+static int outbox_relay_room(const ws_outbox_relay *r)
+{
+    size_t ring = (size_t)(r->tail - r->head);
+    size_t room = (size_t)r->window - ring;
+    size_t owed = r->nacked + ring;
+    size_t left = owed < r->acked_cap ? r->acked_cap - owed : 0;
+    return (int)(left < room ? left : room);
+}
+
+/* The database work of kind f (what: "delete", "claim" or "release") failed with err:
  * back off, and say so once when it starts failing. */
 static void outbox_fail_note(ws_outbox_relay *r, struct outbox_fail *f, const char *what,
-                             int64_t now_ms, ws_err err, int64_t upto)
+                             int64_t now_ms, ws_err err, size_t rows)
 {
     f->attempts++;
     if (f->delay_ms == 0) {
@@ -396,9 +423,8 @@ static void outbox_fail_note(ws_outbox_relay *r, struct outbox_fail *f, const ch
         f->since_ms = now_ms;
         ws_gauge_add(r->failing_gauge, 1);
         ws_log_error("outbox_store_failing",
-                     "work=%s upto=%lld error=%s retry_ms=%d max_retry_ms=%d note=%s",
-                     what, (long long)upto, ws_errname(err), f->delay_ms,
-                     OUTBOX_FAIL_MAX_MS,
+                     "work=%s rows=%zu error=%s retry_ms=%d max_retry_ms=%d note=%s",
+                     what, rows, ws_errname(err), f->delay_ms, OUTBOX_FAIL_MAX_MS,
                      "retried with backoff; the rows wait in the table");
     } else {
         f->delay_ms =
@@ -407,7 +433,7 @@ static void outbox_fail_note(ws_outbox_relay *r, struct outbox_fail *f, const ch
     f->next_ms = now_ms + f->delay_ms;
 }
 
-/* The store work of kind f succeeded: say so if it was failing. */
+/* The database work of kind f succeeded: say so if it was failing. */
 static void outbox_fail_clear(ws_outbox_relay *r, struct outbox_fail *f, const char *what,
                               int64_t now_ms)
 {
@@ -427,149 +453,378 @@ static int64_t outbox_fail_wait(const struct outbox_fail *f, int64_t now_ms)
     return f->delay_ms != 0 && f->next_ms > now_ms ? f->next_ms - now_ms : 0;
 }
 
-/* Relay thread: delete the acknowledged rows up to acked when enough are
- * owed, when the oldest waited long enough, when nothing is in flight, or
- * when a failing delete's backoff is over. */
-static void outbox_relay_delete_step(ws_outbox_relay *r, int64_t acked, bool idle,
-                                     int64_t now_ms, int64_t *last_delete_ms)
+static int outbox_id_cmp(const void *a, const void *b)
 {
-    if (acked <= r->deleted_upto || outbox_fail_wait(&r->del_fail, now_ms) != 0) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Delete the acknowledged rows (sorted) by runs of consecutive ids: every
+ * id of a run is this relay's, so the range holds no row of another. */
+static ws_err outbox_relay_delete_txn(ws_db_conn *c, void *ctx)
+{
+    const ws_outbox_relay *r = ctx;
+    for (size_t i = 0; i < r->nacked;) {
+        size_t j = i;
+        while (j + 1 < r->nacked && r->acked[j + 1] - r->acked[j] <= 1) {
+            j++; /* equal ids: a row published twice (its lease ran out) */
+        }
+        ws_db_stmt *st = NULL;
+        ws_err err =
+            ws_db_prepare(c, "DELETE FROM outbox WHERE id >= $1 AND id <= $2", &st);
+        if (err == WS_OK && (err = ws_db_bind_int64(st, 1, r->acked[i])) == WS_OK &&
+            (err = ws_db_bind_int64(st, 2, r->acked[j])) == WS_OK) {
+            err = ws_db_run(st, NULL);
+        }
+        if (err != WS_OK) {
+            return err;
+        }
+        i = j + 1;
+    }
+    return WS_OK;
+}
+
+/* Relay thread: delete the acknowledged rows when enough are owed, when the
+ * oldest waited long enough, when nothing is in flight, or when a failing
+ * delete's backoff is over. */
+static void outbox_relay_delete_step(ws_outbox_relay *r, bool idle, int64_t now_ms,
+                                     int64_t *last_delete_ms)
+{
+    if (r->nacked == 0 || outbox_fail_wait(&r->del_fail, now_ms) != 0) {
         return;
     }
-    if (!(idle || acked - r->deleted_upto >= OUTBOX_DELETE_BATCH ||
+    if (!(idle || r->nacked >= OUTBOX_DELETE_BATCH ||
           now_ms - *last_delete_ms >= OUTBOX_DELETE_MS || r->del_fail.delay_ms != 0)) {
         return;
     }
-    ws_err err = ws_store_txn(r->store, outbox_relay_delete_txn, &acked);
+    qsort(r->acked, r->nacked, sizeof(r->acked[0]), outbox_id_cmp);
+    ws_err err = ws_db_txn(r->db, outbox_relay_delete_txn, r);
     if (err == WS_OK) {
-        r->deleted_upto = acked;
+        r->nacked = 0;
         outbox_fail_clear(r, &r->del_fail, "delete", now_ms);
     } else {
         /* Tried again later; those rows may go out twice. */
         ws_counter_inc(r->delete_failures);
-        outbox_fail_note(r, &r->del_fail, "delete", now_ms, err, acked);
+        outbox_fail_note(r, &r->del_fail, "delete", now_ms, err, r->nacked);
     }
     *last_delete_ms = now_ms;
 }
 
-/* Relay thread: publish up to room rows after *cursor (unless a failing
- * scan is backing off: then WS_EIO, "not drained"). WS_OK when room is 0. */
-static ws_err outbox_relay_scan_step(ws_outbox_relay *r, int room, int64_t now_ms,
-                                     int64_t *cursor, size_t *visited)
+static ws_err outbox_relay_give_back_txn(ws_db_conn *c, void *ctx)
 {
+    const ws_outbox_relay *r = ctx;
+    for (size_t i = 0; i < r->ngive; i++) {
+        ws_db_stmt *st = NULL;
+        ws_err err = ws_db_prepare(
+            c,
+            "UPDATE outbox SET lease_until_ms = 0 WHERE id = $1 AND lease_until_ms = $2",
+            &st);
+        if (err == WS_OK &&
+            (err = ws_db_bind_int64(st, 1, r->give_back[i].id)) == WS_OK &&
+            (err = ws_db_bind_int64(st, 2, r->give_back[i].lease)) == WS_OK) {
+            err = ws_db_run(st, NULL);
+        }
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    return WS_OK;
+}
+
+/* Relay thread: release the claimed rows that were not published, so that
+ * the next claim (this relay's or another's) takes them at once. While that
+ * fails the relay claims nothing and tries again with backoff (another
+ * relay takes them when their lease runs out). */
+static void outbox_relay_give_back(ws_outbox_relay *r, int64_t now_ms)
+{
+    if (r->ngive == 0 || outbox_fail_wait(&r->rel_fail, now_ms) != 0) {
+        return;
+    }
+    ws_err err = ws_db_txn(r->db, outbox_relay_give_back_txn, r);
+    if (err == WS_OK) {
+        r->ngive = 0;
+        outbox_fail_clear(r, &r->rel_fail, "release", now_ms);
+    } else {
+        outbox_fail_note(r, &r->rel_fail, "release", now_ms, err, r->ngive);
+    }
+}
+
+/* What a claim transaction takes and gives back. */
+typedef struct outbox_claim_ctx {
+    ws_outbox_relay *r;
+    int limit;
+    int64_t now_wall_ms; /* rows whose lease ended before are free */
+    int64_t lease;       /* lease_until_ms written in the claimed rows */
+    bool gauges_due;     /* read the row gauges even after a full claim */
+    bool gauges_read;    /* OUT: rows and oldest_ms hold the table's state */
+    int64_t rows, oldest_ms;
+} outbox_claim_ctx;
+
+static void outbox_batch_clear(ws_outbox_relay *r)
+{
+    for (size_t i = 0; i < r->nbatch; i++) {
+        free(r->batch[i].mem);
+    }
+    r->nbatch = 0;
+}
+
+/* Copy a claimed row out of the statement (valid until its next step). */
+static ws_err outbox_batch_add(ws_outbox_relay *r, const ws_outbox_row *row)
+{
+    size_t tl = strlen(row->topic) + 1, yl = strlen(row->type) + 1;
+    char *mem = malloc(tl + yl + row->len + 1);
+    if (mem == NULL) {
+        return WS_ENOMEM;
+    }
+    memcpy(mem, row->topic, tl);
+    memcpy(mem + tl, row->type, yl);
+    memcpy(mem + tl + yl, row->payload, row->len);
+    outbox_claimed *b = &r->batch[r->nbatch++];
+    b->mem = mem;
+    b->row = *row;
+    b->row.topic = mem;
+    b->row.type = mem + tl;
+    b->row.payload = mem + tl + yl;
+    return WS_OK;
+}
+
+/* The row gauges' inputs: rows waiting and the oldest created_ms. */
+static ws_err outbox_gauges_read(ws_db_conn *c, int64_t *rows, int64_t *oldest_ms)
+{
+    ws_db_stmt *st = NULL;
+    ws_err err = ws_db_prepare(c, "SELECT count(*), min(created_ms) FROM outbox", &st);
+    bool row = false;
+    if (err == WS_OK && (err = ws_db_step(st, &row)) == WS_OK) {
+        if (row) {
+            *rows = ws_db_column_int64(st, 0);
+            *oldest_ms = ws_db_column_is_null(st, 1) ? 0 : ws_db_column_int64(st, 1);
+        } else {
+            err = WS_ESTORE;
+        }
+    }
+    ws_db_reset(st);
+    return err;
+}
+
+/* The claim (see OUTBOX_CLAIM_SQL); it may run more than once. */
+static ws_err outbox_claim_txn(ws_db_conn *c, void *arg)
+{
+    outbox_claim_ctx *cc = arg;
+    ws_outbox_relay *r = cc->r;
+    outbox_batch_clear(r); /* an earlier attempt's rows */
+    cc->gauges_read = false;
+    const char *sql = ws_db_has(c, WS_DB_SKIP_LOCKED)
+                          ? OUTBOX_CLAIM_SQL(" FOR UPDATE SKIP LOCKED")
+                          : OUTBOX_CLAIM_SQL("");
+    ws_db_stmt *st = NULL;
+    ws_err err = ws_db_prepare(c, sql, &st);
+    if (err == WS_OK && (err = ws_db_bind_int64(st, 1, cc->lease)) == WS_OK &&
+        (err = ws_db_bind_int64(st, 2, cc->now_wall_ms)) == WS_OK) {
+        err = ws_db_bind_int64(st, 3, cc->limit);
+    }
+    bool more = err == WS_OK;
+    while (more && (err = ws_db_step(st, &more)) == WS_OK && more) {
+        ws_outbox_row row;
+        if (r->nbatch >= (size_t)cc->limit) {
+            err = WS_ESTORE; /* more rows than the LIMIT: cannot happen */
+        } else if ((err = outbox_row_read(st, &row)) == WS_OK) {
+            err = outbox_batch_add(r, &row);
+        }
+        if (err != WS_OK) {
+            break;
+        }
+    }
+    ws_db_reset(st);
+    if (err == WS_OK && (cc->gauges_due || r->nbatch < (size_t)cc->limit)) {
+        err = outbox_gauges_read(c, &cc->rows, &cc->oldest_ms);
+        cc->gauges_read = err == WS_OK;
+    }
+    return err;
+}
+
+static void outbox_gauges_set(ws_outbox_relay *r, int64_t rows, int64_t oldest_ms,
+                              int64_t now_ms)
+{
+    int64_t age_ms = rows > 0 ? ws_clock_wall_ms() - oldest_ms : 0;
+    ws_gauge_set(r->rows_gauge, (double)rows);
+    ws_gauge_set(r->oldest_gauge, age_ms > 0 ? (double)age_ms / 1000.0 : 0.0);
+    r->gauges_ms = now_ms;
+}
+
+static int outbox_claimed_cmp(const void *a, const void *b)
+{
+    return outbox_id_cmp(&((const outbox_claimed *)a)->row.id,
+                         &((const outbox_claimed *)b)->row.id);
+}
+
+/* Relay thread: publish the claimed rows in id order; those after a
+ * publish that failed are given back. Returns that publish's error. */
+static ws_err outbox_relay_publish_batch(ws_outbox_relay *r, int64_t lease)
+{
+    qsort(r->batch, r->nbatch, sizeof(r->batch[0]), outbox_claimed_cmp);
+    ws_err err = WS_OK;
+    for (size_t i = 0; i < r->nbatch; i++) {
+        if (err == WS_OK) {
+            err = outbox_relay_publish_row(r, &r->batch[i].row, lease);
+        }
+        if (err != WS_OK) {
+            r->give_back[r->ngive++] = (outbox_lease){r->batch[i].row.id, lease};
+        }
+    }
+    outbox_batch_clear(r);
+    return err;
+}
+
+static ws_err outbox_claim_peek_txn(ws_db_conn *c, void *arg)
+{
+    outbox_claim_ctx *cc = arg;
+    return outbox_gauges_read(c, &cc->rows, &cc->oldest_ms);
+}
+
+/* Relay thread, the bus down: nothing is claimed (another relay may
+ * publish the rows), but the gauges stay fresh and an empty table still
+ * counts as drained (*looked). */
+static ws_err outbox_relay_peek(ws_outbox_relay *r, int64_t now_ms, bool *looked)
+{
+    if (r->gauges_ms != 0 && now_ms - r->gauges_ms < OUTBOX_GAUGE_MS) {
+        return WS_EUNAVAIL;
+    }
+    outbox_claim_ctx cc = {.r = r};
+    ws_db_txn_opts to = {.read_only = true};
+    ws_err err = ws_db_txn_with(r->db, &to, outbox_claim_peek_txn, &cc);
+    if (err != WS_OK) {
+        outbox_fail_note(r, &r->claim_fail, "claim", now_ms, err, 0);
+        return err;
+    }
+    outbox_fail_clear(r, &r->claim_fail, "claim", now_ms);
+    outbox_gauges_set(r, cc.rows, cc.oldest_ms, now_ms);
+    *looked = cc.rows == 0;
+    return cc.rows == 0 ? WS_OK : WS_EUNAVAIL;
+}
+
+/* Relay thread: claim up to room rows and publish them (unless a failing
+ * claim is backing off: then WS_EIO, "not drained"). *looked: the table
+ * was read; *full: the claim took all the room (more may be waiting).
+ * WS_OK when room is 0. */
+static ws_err outbox_relay_claim_step(ws_outbox_relay *r, int room, int64_t now_ms,
+                                      bool *looked, bool *full)
+{
+    *looked = *full = false;
     if (room <= 0) {
         return WS_OK;
     }
-    if (outbox_fail_wait(&r->scan_fail, now_ms) != 0) {
+    if (outbox_fail_wait(&r->claim_fail, now_ms) != 0) {
         return WS_EIO;
     }
-    outbox_scan_state ss = {.relay = r, .cursor = *cursor};
-    ws_err err = ws_outbox_scan(r->store, *cursor, (size_t)room, outbox_relay_publish_row,
-                                &ss, visited);
-    *cursor = ss.cursor;
-    if (err != WS_OK && err != WS_EUNAVAIL && err != WS_EBUSY) {
-        outbox_fail_note(r, &r->scan_fail, "scan", now_ms, err, *cursor);
-    } else if (err == WS_OK) {
-        outbox_fail_clear(r, &r->scan_fail, "scan", now_ms);
+    if (!ws_bus_connected(r->bus)) {
+        return outbox_relay_peek(r, now_ms, looked);
     }
-    return err;
+    int64_t wall = ws_clock_wall_ms();
+    outbox_claim_ctx cc = {.r = r,
+                           .limit = room,
+                           .now_wall_ms = wall,
+                           .lease = wall + r->lease_ms,
+                           .gauges_due = now_ms - r->gauges_ms >= OUTBOX_GAUGE_MS};
+    ws_err err = ws_db_txn(r->db, outbox_claim_txn, &cc);
+    if (err != WS_OK) {
+        outbox_batch_clear(r);
+        outbox_fail_note(r, &r->claim_fail, "claim", now_ms, err, (size_t)room);
+        return err;
+    }
+    outbox_fail_clear(r, &r->claim_fail, "claim", now_ms);
+    if (cc.gauges_read) {
+        outbox_gauges_set(r, cc.rows, cc.oldest_ms, now_ms);
+    }
+    *looked = true;
+    *full = r->nbatch == (size_t)room;
+    return outbox_relay_publish_batch(r, cc.lease);
+}
+
+/* What one pass of the relay loop saw, for the decision to wait. */
+typedef struct outbox_pass {
+    uint64_t seen; /* kick_seq before the pass */
+    int room;
+    ws_err err; /* of the claim step */
+    bool looked, full;
+    bool delete_failed;
+    int64_t now_ms;
+} outbox_pass;
+
+/* After a pass (mu held): tell flush when the table is drained, then wait
+ * unless there is work at once. */
+static void outbox_relay_rest(ws_outbox_relay *r, const outbox_pass *p)
+{
+    outbox_relay_ring_advance(r);
+    bool deletes_owed = r->nacked > 0;
+    if (p->room > 0 && p->err == WS_OK && p->looked && !p->full && r->inflight == 0 &&
+        r->head == r->tail && !deletes_owed && r->ngive == 0 && !r->failed) {
+        r->drained_seq = p->seen;
+        pthread_cond_broadcast(&r->drained);
+    }
+    bool work = r->stop || (r->failed && r->inflight == 0) || r->kick_seq != p->seen ||
+                (r->ngive > 0 && r->rel_fail.delay_ms == 0) ||
+                (p->full && !r->failed && outbox_relay_room(r) > 0) ||
+                (deletes_owed && r->inflight == 0 && !p->delete_failed);
+    if (work) {
+        return;
+    }
+    int64_t ms = (p->err == WS_OK && !p->delete_failed) ? r->poll_ms : OUTBOX_RETRY_MS;
+    if (deletes_owed && ms > OUTBOX_DELETE_MS) {
+        ms = OUTBOX_DELETE_MS;
+    }
+    /* A failing delete, claim or release waits for its backoff, whatever
+     * else would wake the loop sooner. */
+    int64_t del_wait = outbox_fail_wait(&r->del_fail, p->now_ms);
+    int64_t claim_wait = outbox_fail_wait(&r->claim_fail, p->now_ms);
+    if (p->delete_failed && deletes_owed && del_wait > ms) {
+        ms = del_wait;
+    }
+    if (r->claim_fail.delay_ms != 0 && claim_wait > ms) {
+        ms = claim_wait;
+    }
+    if (r->ngive > 0) {
+        /* Nothing else goes on until the release works: try at its time. */
+        ms = outbox_fail_wait(&r->rel_fail, p->now_ms);
+    }
+    struct timespec ts = ws_clock_mono_after(ms);
+    pthread_cond_timedwait(&r->wake, &r->mu, &ts);
 }
 
 static void *outbox_relay_main(void *arg)
 {
     ws_outbox_relay *r = arg;
-    int64_t cursor = 0;
-    int64_t last_delete_ms = outbox_mono_ms();
+    int64_t last_delete_ms = ws_clock_mono_ms();
 
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         if (r->failed && r->inflight == 0) {
-            /* Everything after the failure is settled: start again from the
-             * oldest row still in the table. */
-            outbox_relay_ring_advance(r);
-            r->failed = false;
-            r->head = r->tail = 0;
-            cursor = 0;
+            outbox_relay_settle(r);
         }
         outbox_relay_ring_advance(r);
-        int64_t acked = r->acked_upto;
         bool idle = r->inflight == 0;
-        uint64_t seen = r->kick_seq;
-        int room = r->failed ? 0 : r->window - (int)(r->tail - r->head);
+        outbox_pass p = {.seen = r->kick_seq,
+                         .room = r->failed ? 0 : outbox_relay_room(r)};
         pthread_mutex_unlock(&r->mu);
 
-        int64_t now_ms = outbox_mono_ms();
-        outbox_relay_delete_step(r, acked, idle, now_ms, &last_delete_ms);
-        bool delete_failed = r->del_fail.delay_ms != 0;
-        size_t visited = 0;
-        ws_err err = outbox_relay_scan_step(r, room, now_ms, &cursor, &visited);
+        p.now_ms = ws_clock_mono_ms();
+        outbox_relay_give_back(r, p.now_ms);
+        if (r->ngive > 0) {
+            p.room = 0; /* the rows given back first */
+        }
+        outbox_relay_delete_step(r, idle, p.now_ms, &last_delete_ms);
+        p.delete_failed = r->del_fail.delay_ms != 0;
+        p.err = outbox_relay_claim_step(r, p.room, p.now_ms, &p.looked, &p.full);
 
         pthread_mutex_lock(&r->mu);
-        outbox_relay_ring_advance(r);
-        bool full = room > 0 && err == WS_OK && visited == (size_t)room;
-        bool deletes_owed = r->acked_upto > r->deleted_upto;
-        if (room > 0 && err == WS_OK && !full && r->inflight == 0 && r->head == r->tail &&
-            !deletes_owed && !r->failed) {
-            r->drained_seq = seen;
-            pthread_cond_broadcast(&r->drained);
-        }
-        bool work = r->stop || (r->failed && r->inflight == 0) || r->kick_seq != seen ||
-                    (full && r->tail - r->head < (uint64_t)r->window) ||
-                    (deletes_owed && r->inflight == 0 && !delete_failed);
-        if (!work) {
-            uint32_t ms =
-                (err == WS_OK && !delete_failed) ? (uint32_t)r->poll_ms : OUTBOX_RETRY_MS;
-            if (deletes_owed && ms > OUTBOX_DELETE_MS) {
-                ms = OUTBOX_DELETE_MS;
-            }
-            /* A failing delete or scan waits for its backoff, whatever else
-             * would wake the loop sooner. */
-            int64_t del_wait = outbox_fail_wait(&r->del_fail, now_ms);
-            int64_t scan_wait = outbox_fail_wait(&r->scan_fail, now_ms);
-            if (delete_failed && deletes_owed && del_wait > ms) {
-                ms = (uint32_t)del_wait;
-            }
-            if (r->scan_fail.delay_ms != 0 && scan_wait > ms) {
-                ms = (uint32_t)scan_wait;
-            }
-            struct timespec ts;
-            outbox_relay_deadline(&ts, ms);
-            pthread_cond_timedwait(&r->wake, &r->mu, &ts);
-        }
+        outbox_relay_rest(r, &p);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
 }
 
-ws_err ws_outbox_relay_open(const ws_outbox_relay_opts *opts, ws_outbox_relay **out)
+/* The relay's metrics, in the registry m. */
+static void outbox_relay_metrics(ws_outbox_relay *r, ws_metrics *m)
 {
-    if (opts == NULL || opts->store == NULL || opts->bus == NULL || out == NULL ||
-        (opts->n_types > 0 && opts->types == NULL) || opts->window < 0 ||
-        opts->poll_ms < 0) {
-        return WS_EINVAL;
-    }
-    ws_outbox_relay *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        return WS_ENOMEM;
-    }
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0) {
-        free(r);
-        return WS_ENOMEM;
-    }
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_mutex_init(&r->mu, NULL) != 0) {
-        goto fail_mu;
-    }
-    if (pthread_cond_init(&r->wake, &ca) != 0) {
-        goto fail_wake;
-    }
-    if (pthread_cond_init(&r->drained, &ca) != 0) {
-        goto fail_drained;
-    }
-    pthread_condattr_destroy(&ca);
-
-    ws_metrics *m = opts->metrics ? opts->metrics : ws_metrics_default();
     r->published = ws_counter_get(m, "webshop_outbox_published_total",
                                   "Outbox rows published and acknowledged", NULL);
     r->failed_publishes =
@@ -585,23 +840,66 @@ ws_err ws_outbox_relay_open(const ws_outbox_relay_opts *opts, ws_outbox_relay **
                        "Deletes of acknowledged outbox rows that failed (retried with "
                        "backoff)",
                        NULL);
-    r->failing_gauge =
-        ws_gauge_get(m, "webshop_outbox_store_failing",
-                     "Kinds of outbox store work (delete, scan) failing now", NULL);
-    r->store = opts->store;
+    r->failing_gauge = ws_gauge_get(
+        m, "webshop_outbox_store_failing",
+        "Kinds of outbox database work (delete, claim, release) failing now", NULL);
+    r->rows_gauge =
+        ws_gauge_get(m, "webshop_outbox_rows",
+                     "Outbox rows waiting to be published (every relay's), as "
+                     "of the relay's last look at the table",
+                     NULL);
+    r->oldest_gauge = ws_gauge_get(
+        m, "webshop_outbox_oldest_age_seconds",
+        "Age of the oldest outbox row waiting, as of the relay's last look at "
+        "the table (0 when none)",
+        NULL);
+}
+
+/* The relay's buffers, sized by its window. */
+static ws_err outbox_relay_alloc(ws_outbox_relay *r)
+{
+    size_t w = (size_t)r->window;
+    r->acked_cap = 2 * w + OUTBOX_DELETE_BATCH;
+    r->ring = calloc(w, sizeof(*r->ring));
+    r->acked = calloc(r->acked_cap, sizeof(*r->acked));
+    r->give_back = calloc(2 * w, sizeof(*r->give_back));
+    r->batch = calloc(w, sizeof(*r->batch));
+    return r->ring && r->acked && r->give_back && r->batch ? WS_OK : WS_ENOMEM;
+}
+
+ws_err ws_outbox_relay_open(const ws_outbox_relay_opts *opts, ws_outbox_relay **out)
+{
+    if (opts == NULL || opts->db == NULL || opts->bus == NULL || out == NULL ||
+        (opts->n_types > 0 && opts->types == NULL) || opts->window < 0 ||
+        opts->poll_ms < 0 || opts->lease_ms < 0) {
+        return WS_EINVAL;
+    }
+    ws_outbox_relay *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return WS_ENOMEM;
+    }
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        goto fail_mu;
+    }
+    if (ws_clock_cond_init(&r->wake) != 0) {
+        goto fail_wake;
+    }
+    if (ws_clock_cond_init(&r->drained) != 0) {
+        goto fail_drained;
+    }
+    r->db = opts->db;
     r->bus = opts->bus;
     r->types = opts->types;
     r->n_types = opts->n_types;
     r->window = opts->window ? opts->window : OUTBOX_DEFAULT_WINDOW;
     r->poll_ms = opts->poll_ms ? opts->poll_ms : OUTBOX_DEFAULT_POLL_MS;
-    r->ring = calloc((size_t)r->window, sizeof(*r->ring));
-    if (r->ring == NULL) {
-        pthread_cond_destroy(&r->drained);
-        pthread_cond_destroy(&r->wake);
-        pthread_mutex_destroy(&r->mu);
-        free(r);
+    r->lease_ms = opts->lease_ms ? opts->lease_ms : OUTBOX_DEFAULT_LEASE_MS;
+    r->sole_relay = opts->sole_relay;
+    if (outbox_relay_alloc(r) != WS_OK) {
+        outbox_relay_free(r);
         return WS_ENOMEM;
     }
+    outbox_relay_metrics(r, opts->metrics ? opts->metrics : ws_metrics_default());
     *out = r;
     return WS_OK;
 
@@ -610,15 +908,32 @@ fail_drained:
 fail_wake:
     pthread_mutex_destroy(&r->mu);
 fail_mu:
-    pthread_condattr_destroy(&ca);
     free(r);
     return WS_ENOMEM;
+}
+
+static ws_err outbox_leases_drop_txn(ws_db_conn *c, void *arg)
+{
+    int64_t *n = arg;
+    ws_db_stmt *s = NULL;
+    ws_err err = ws_db_prepare(
+        c, "UPDATE outbox SET lease_until_ms = 0 WHERE lease_until_ms > 0", &s);
+    return err == WS_OK ? ws_db_run(s, n) : err;
 }
 
 ws_err ws_outbox_relay_start(ws_outbox_relay *r)
 {
     if (r == NULL) {
         return WS_EINVAL;
+    }
+    if (r->sole_relay) {
+        int64_t n = 0;
+        ws_err err = ws_db_txn(r->db, outbox_leases_drop_txn, &n);
+        if (err != WS_OK) {
+            ws_log_warn("outbox_leases_drop_failed", "err=%s", ws_errname(err));
+        } else if (n > 0) {
+            ws_log_info("outbox_leases_dropped", "rows=%lld", (long long)n);
+        }
     }
     pthread_mutex_lock(&r->mu);
     if (r->started) {
@@ -649,8 +964,7 @@ ws_err ws_outbox_relay_flush(ws_outbox_relay *r, uint32_t timeout_ms)
     if (r == NULL) {
         return WS_EINVAL;
     }
-    struct timespec ts;
-    outbox_relay_deadline(&ts, timeout_ms);
+    struct timespec ts = ws_clock_mono_after(timeout_ms);
     ws_err err = WS_OK;
     pthread_mutex_lock(&r->mu);
     if (!r->started || r->stop) {
@@ -683,8 +997,7 @@ void ws_outbox_relay_close(ws_outbox_relay *r)
     if (started) {
         pthread_join(r->thread, NULL);
     }
-    ws_store_close(r->store);
-    r->store = NULL;
+    outbox_batch_clear(r);
 
     pthread_mutex_lock(&r->mu);
     r->closed = true;

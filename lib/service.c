@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "metrics_process.h"
 
 const char *const ws_service_sync_names[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
 const char *const ws_service_format_names[] = {"protobuf", "json", NULL};
@@ -22,7 +23,13 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
 {
     const ws_config_option opts[WS_SERVICE_N_OPTIONS] = {
         {.name = "db-path", .type = WS_CONFIG_STRING, .def = d->db_path,
-         .help = "SQLite database file", .target.str = &cfg->db_path, .metavar = "PATH"},
+         .help = "SQLite database file (shorthand for --db-url sqlite:PATH)",
+         .target.str = &cfg->db_path, .metavar = "PATH"},
+        {.name = "db-url", .type = WS_CONFIG_STRING, .def = NULL, .env = d->db_url_env,
+         .help = "database: sqlite:PATH, postgresql://USER@HOST/DB or a libpq keyword "
+                 "string (\"host=/run/postgresql dbname=shop\"); wins over --db-path",
+         .target.str = &cfg->db_url, .metavar = "URL",
+         .flags = WS_CONFIG_SECRET | WS_CONFIG_FROM_FILE},
         {.name = "db-synchronous", .type = WS_CONFIG_ENUM, .def = "NORMAL",
          .help = "SQLite synchronous (NORMAL survives a process crash, not a power cut)",
          .target.i = &cfg->db_sync, .choices = ws_service_sync_names},
@@ -128,31 +135,56 @@ bool ws_service_bus_ready(void *bus)
     return ws_bus_ready_epoch(bus) != 0 && !ws_bus_holding(bus, NULL);
 }
 
-ws_err ws_service_check_store(const ws_service_cfg *cfg, const char *prog,
-                              int want_version)
+const char *ws_service_db_url(const ws_service_cfg *cfg)
 {
-    char detail[512];
+    return cfg->db_url != NULL && cfg->db_url[0] != '\0' ? cfg->db_url : cfg->db_path;
+}
+
+ws_db_opts ws_service_db_opts(const ws_service_cfg *cfg, int pool_size,
+                              const ws_db_migration *m, size_t n)
+{
+    ws_db_opts o = {
+        .url = ws_service_db_url(cfg),
+        .pool_size = pool_size,
+        .synchronous = ws_service_sync_names[cfg->db_sync],
+        .app_name = cfg->client_id,
+        .migrations = m,
+        .n_migrations = n,
+    };
+    return o;
+}
+
+ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog, int want_version)
+{
+    char detail[512], safe[512];
+    const char *url = ws_service_db_url(cfg);
+    ws_db_url_redact(url, safe, sizeof(safe));
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    ws_err err = ws_store_check_path(cfg->db_path, want_version,
-                                     (uint32_t)cfg->db_check_ms, detail, sizeof(detail));
+    ws_err err = ws_db_check_url(url, want_version, (uint32_t)cfg->db_check_ms, detail,
+                                 sizeof(detail));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     long long took_ms =
         (long long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     if (err == WS_ETIMEDOUT) {
-        ws_log_warn("store_check_incomplete", "path=%s detail=%s", cfg->db_path, detail);
+        ws_log_warn("db_check_incomplete", "url=%s detail=%s", safe, detail);
         return WS_OK;
+    }
+    if (err == WS_EUNAVAIL) {
+        ws_log_error("db_unavailable", "url=%s detail=%s", safe, detail);
+        fprintf(stderr, "%s: %s: database unavailable (%s)\n", prog, safe, detail);
+        return WS_EUNAVAIL;
     }
     if (err != WS_OK) {
         const char *what = err == WS_EIO ? "unreadable" : "damaged";
-        ws_log_error(err == WS_EIO ? "store_unreadable" : "store_damaged",
-                     "path=%s detail=%s", cfg->db_path, detail);
-        fprintf(stderr, "%s: %s: %s database (%s); refusing to start\n", prog,
-                cfg->db_path, what, detail);
+        ws_log_error(err == WS_EIO ? "db_unreadable" : "db_damaged", "url=%s detail=%s",
+                     safe, detail);
+        fprintf(stderr, "%s: %s: %s database (%s); refusing to start\n", prog, safe, what,
+                detail);
         return WS_ESTORE;
     }
-    ws_log_info("store_checked", "path=%s took_ms=%lld budget_ms=%lld", cfg->db_path,
-                took_ms, (long long)cfg->db_check_ms);
+    ws_log_info("db_checked", "url=%s took_ms=%lld budget_ms=%lld", safe, took_ms,
+                (long long)cfg->db_check_ms);
     return WS_OK;
 }
 
@@ -205,16 +237,18 @@ static bool service_bus_checks(ws_bus *bus, char *bus_text, char *ev_text, size_
 
 bool ws_service_ready_json(const ws_service_ready *r, ws_buf *out)
 {
-    char bus_text[256], ev_text[256], store_text[128] = "ok";
+    char bus_text[256], ev_text[256], store_text[320] = "ok";
     bool ok = service_bus_checks(r != NULL ? r->bus : NULL, bus_text, ev_text,
                                  sizeof(bus_text));
-    for (int i = 0; r != NULL && i < WS_SERVICE_READY_STORES; i++) {
-        char why[96];
-        if (ws_store_failing(r->stores[i], why, sizeof(why))) {
-            snprintf(store_text, sizeof(store_text), "commit failing: %s", why);
-            ok = false;
-            break;
-        }
+    char why[128];
+    ws_db_error e = {0};
+    if (r != NULL && ws_db_failing(r->db, why, sizeof(why))) {
+        snprintf(store_text, sizeof(store_text), "commit failing: %s", why);
+        ok = false;
+    } else if (r != NULL && r->db != NULL && ws_db_engine_of(r->db) == WS_DB_POSTGRES &&
+               ws_db_check(r->db, &e) != WS_OK) {
+        snprintf(store_text, sizeof(store_text), "unavailable: %s", e.message);
+        ok = false;
     }
     ws_buf_printf(out, "{\"status\":\"%s\",\"checks\":[", ok ? "ok" : "unavailable");
     service_check_put(out, true, "bus", bus_text);
@@ -237,17 +271,10 @@ static int service_readyz(struct mg_connection *conn, void *ctx)
 
 void ws_service_route_basics(ws_http *h, ws_metrics *m, const ws_service_ready *r)
 {
-    /* Two generations of lib/http: the newer routes take an Allow list and
-     * the first route that matches wins; in the older one civetweb's
-     * handler table lets the last registration of a URI win. Either way
-     * this /readyz is the one that answers. */
-#ifdef WS_HTTP_MAX_HEADERS
+    (void)ws_metrics_process_register(m, WEBSHOP_VERSION);
+    /* The first route that matches wins: this /readyz, not the basic one. */
     ws_http_route(h, "/readyz$", "GET", service_readyz, (void *)r);
     ws_http_route_basics(h, m);
-#else
-    ws_http_route_basics(h, m);
-    ws_http_route(h, "/readyz$", service_readyz, (void *)r);
-#endif
 }
 
 void ws_service_block_signals(sigset_t *stop)

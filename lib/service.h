@@ -26,12 +26,13 @@
 #include "err.h"
 #include "http.h"
 #include "metrics.h"
-#include "store.h"
+#include "db.h"
 
 /* The common settings; written by ws_config_parse through the options of
  * ws_service_options(). Strings are owned by the ws_config. */
 typedef struct ws_service_cfg {
     const char *db_path;
+    const char *db_url; /* --db-url; NULL: the SQLite file db_path */
     int db_sync; /* index into ws_service_sync_names */
     const char *rpc_url;
     int64_t rpc_contexts; /* requests in flight */
@@ -56,6 +57,8 @@ typedef struct ws_service_cfg {
 /* A service's own defaults and words for the common options. */
 typedef struct ws_service_defaults {
     const char *db_path;   /* "inventory.db" */
+    const char *db_url_env; /* "WEBSHOP_INVENTORY_DB_URL": the service's own
+                               variable for --db-url */
     const char *rpc_url;   /* "tcp://127.0.0.1:7101" */
     const char *rpc_help;  /* "where the Inventory RPC service listens" */
     const char *client_id; /* "webshop-inventory" */
@@ -63,7 +66,7 @@ typedef struct ws_service_defaults {
 } ws_service_defaults;
 
 /* How many options ws_service_options() writes. */
-#define WS_SERVICE_N_OPTIONS 18
+#define WS_SERVICE_N_OPTIONS 19
 
 /* "OFF", "NORMAL", "FULL", "EXTRA", NULL: the choices of --db-synchronous. */
 extern const char *const ws_service_sync_names[];
@@ -97,26 +100,37 @@ ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id
  * now will reach this service, and holds no event for a retry. */
 bool ws_service_bus_ready(void *bus);
 
-/* Before anything else opens the database at cfg->db_path: check it with
- * ws_store_check_path against want_version (the last migration) within the
- * --db-check-timeout budget. WS_OK to go on, also when the budget ran out
- * (logged store_check_incomplete). WS_ESTORE when the database is damaged
- * (logged store_damaged path=... detail=...) or cannot be read
- * (store_unreadable), also printed to stderr as "PROG: PATH: damaged
- * database (DETAIL); refusing to start"; main then exits 1 instead of
- * serving errors for part of its rows. */
-ws_err ws_service_check_store(const ws_service_cfg *cfg, const char *prog,
-                              int want_version);
+/* The database URL to open: --db-url when given, else --db-path (a SQLite
+ * file). */
+const char *ws_service_db_url(const ws_service_cfg *cfg);
+
+/* Pool options from cfg: the URL, synchronous, the client id as the
+ * PostgreSQL application name, pool_size connections, the migrations, and
+ * the default WAL limits. */
+ws_db_opts ws_service_db_opts(const ws_service_cfg *cfg, int pool_size,
+                              const ws_db_migration *m, size_t n);
+
+/* Before anything else opens the database: check it with ws_db_check_url
+ * against want_version (the last migration) within the --db-check-timeout
+ * budget. WS_OK to go on, also when the budget ran out (logged
+ * db_check_incomplete). WS_ESTORE when the database is damaged or newer
+ * than the code (logged db_damaged url=... detail=...), cannot be read
+ * (db_unreadable) or refused its URL, also printed to stderr as "PROG: URL:
+ * damaged database (DETAIL); refusing to start"; main then exits 1 instead
+ * of serving errors for part of its rows. WS_EUNAVAIL when the PostgreSQL
+ * server does not answer (logged db_unavailable; printed): main exits 1
+ * and its supervisor starts it again. */
+ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog,
+                           int want_version);
 
 /* What /readyz of a backend looks at; it and what it points to must outlive
  * the ws_http it is routed on. Any field may be NULL. */
-#define WS_SERVICE_READY_STORES 4
 typedef struct ws_service_ready {
     ws_bus *bus; /* the consumer: connected, every subscription acknowledged,
                     no event held for a retry (ws_bus_holding) */
-    ws_store *stores[WS_SERVICE_READY_STORES]; /* connections that retry their
-                    writes until they commit (the consumer's, the outbox
-                    relay's): not ready while one fails (ws_store_failing) */
+    ws_db *db;   /* the service's pool: not ready while a write fails for the
+                    storage (ws_db_failing), or, on PostgreSQL, while the
+                    server does not answer (ws_db_check) */
 } ws_service_ready;
 
 /* Render the readiness of r as JSON into out: {"status":"ok"|"unavailable",
@@ -124,7 +138,7 @@ typedef struct ws_service_ready {
  * {"name":"store","status":...}]}, each status "ok" or why not, e.g.
  * "not connected", "holding 3 events for 12.5 s (first on
  * public-front/order-send, 40 attempts, last error WS_EIO)", "commit failing:
- * disk full". Returns true when ready. Any thread. */
+ * disk full", "unavailable: could not connect to server ...". Returns true when ready. Any thread. */
 bool ws_service_ready_json(const ws_service_ready *r, ws_buf *out);
 
 /* Route /metrics (of m), /healthz and /readyz on h, /readyz answering 200

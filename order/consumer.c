@@ -3,21 +3,24 @@
  * hands a decoded message of the subscribed type), applies the event, and
  * writes one log line: order_event with what changed, order_event_invalid
  * for a message that fails validation (dropped), or order_event_failed for
- * a store error. A store error is returned to the bus, whose retry policy
+ * a database error. A database error is returned to the bus, whose retry policy
  * (ws_bus_set_retry) keeps the event and stops consuming until a retry
  * commits: a full disk or a read-only file loses no event. The failure is
  * logged on the first attempt only; the bus logs the hold.
  *
  * Group commit: the bus opens a group around what arrived back to back
- * (ws_bus_set_batch); each event's transaction is a savepoint of one store
- * transaction, and the relay is told once, after the group commits.
+ * (ws_bus_set_batch). The bus network thread then holds one connection of
+ * the pool from the group's begin to its end (ws_db_group_begin/_end):
+ * each event's transaction is a savepoint of one transaction, and the
+ * relay is told once, after the group commits. Outside a group each event
+ * takes a connection for its own transaction and gives it back.
  */
 #include "consumer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "uuid_text.h"
 
@@ -41,26 +44,37 @@ typedef struct consumer_sub {
 } consumer_sub;
 
 struct order_consumer {
-    order_consumer_opts opts; /* store owned; used only on the bus network thread */
+    order_consumer_opts opts; /* db not owned */
     consumer_sub subs[KIND__N];
-    bool in_group;  /* a store group is open (bus network thread) */
-    bool kick_owed; /* rows were queued inside the open group */
+    ws_db_conn *group; /* held while a group is open (bus network thread) */
+    bool kick_owed;    /* rows were queued inside the open group */
 };
 
 static ws_err consumer_group_begin(void *ctx)
 {
     order_consumer *c = ctx;
-    ws_err err = ws_store_group_begin(c->opts.store);
-    c->in_group = err == WS_OK;
     c->kick_owed = false;
+    ws_db_conn *conn = NULL;
+    ws_err err = ws_db_acquire(c->opts.db, &conn);
+    if (err == WS_OK && (err = ws_db_group_begin(conn)) != WS_OK) {
+        ws_db_release(conn);
+    }
+    if (err == WS_OK) {
+        c->group = conn;
+    }
     return err;
 }
 
 static ws_err consumer_group_end(void *ctx)
 {
     order_consumer *c = ctx;
-    c->in_group = false;
-    ws_err err = ws_store_group_end(c->opts.store);
+    ws_db_conn *conn = c->group;
+    c->group = NULL;
+    if (conn == NULL) {
+        return WS_EINVAL;
+    }
+    ws_err err = ws_db_group_end(conn);
+    ws_db_release(conn);
     if (err == WS_OK && c->kick_owed && c->opts.queued != NULL) {
         c->opts.queued(c->opts.queued_ctx);
     }
@@ -68,11 +82,30 @@ static ws_err consumer_group_end(void *ctx)
     return err;
 }
 
-static int64_t consumer_now_ms(void)
+/* Apply msg, of the subscription's kind, on conn. */
+static ws_err consumer_apply(consumer_sub *sub, ws_db_conn *conn,
+                             const ProtobufCMessage *msg, orders_effect *eff,
+                             const char **id)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    const orders_policy *p = &sub->c->opts.policy;
+    int64_t now = ws_clock_wall_ms();
+    switch (sub->kind) {
+    case KIND_SENT:
+        *id = ((const Webshop__V1__OrderSent *)msg)->order_id;
+        return orders_apply_sent(conn, p, (const Webshop__V1__OrderSent *)msg, now, eff);
+    case KIND_CANCEL:
+        *id = ((const Webshop__V1__CancelOrder *)msg)->order_id;
+        return orders_apply_cancel(conn, p, (const Webshop__V1__CancelOrder *)msg, now,
+                                   eff);
+    case KIND_IN:
+        *id = ((const Webshop__V1__InStock *)msg)->order_id;
+        return orders_apply_in_stock(conn, p, (const Webshop__V1__InStock *)msg, now,
+                                     eff);
+    default:
+        *id = ((const Webshop__V1__OutOfStock *)msg)->order_id;
+        return orders_apply_out_of_stock(conn, p, (const Webshop__V1__OutOfStock *)msg,
+                                         now, eff);
+    }
 }
 
 static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
@@ -80,32 +113,15 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
 {
     consumer_sub *sub = ctx;
     order_consumer *c = sub->c;
-    const orders_policy *p = &c->opts.policy;
-    int64_t now = consumer_now_ms();
-    orders_effect eff;
-    const char *id;
-    ws_err err;
-    switch (sub->kind) {
-    case KIND_SENT:
-        id = ((const Webshop__V1__OrderSent *)msg)->order_id;
-        err = orders_apply_sent(c->opts.store, p, (const Webshop__V1__OrderSent *)msg,
-                                now, &eff);
-        break;
-    case KIND_CANCEL:
-        id = ((const Webshop__V1__CancelOrder *)msg)->order_id;
-        err = orders_apply_cancel(c->opts.store, p, (const Webshop__V1__CancelOrder *)msg,
-                                  now, &eff);
-        break;
-    case KIND_IN:
-        id = ((const Webshop__V1__InStock *)msg)->order_id;
-        err = orders_apply_in_stock(c->opts.store, p, (const Webshop__V1__InStock *)msg,
-                                    now, &eff);
-        break;
-    default:
-        id = ((const Webshop__V1__OutOfStock *)msg)->order_id;
-        err = orders_apply_out_of_stock(c->opts.store, p,
-                                        (const Webshop__V1__OutOfStock *)msg, now, &eff);
-        break;
+    orders_effect eff = {0};
+    const char *id = NULL;
+    ws_db_conn *conn = c->group;
+    ws_err err = conn != NULL ? WS_OK : ws_db_acquire(c->opts.db, &conn);
+    if (err == WS_OK) {
+        err = consumer_apply(sub, conn, msg, &eff, &id);
+        if (conn != c->group) {
+            ws_db_release(conn);
+        }
     }
     if (err == WS_EINVAL) {
         ws_counter_inc(sub->invalid);
@@ -118,7 +134,8 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
         if (info->attempt == 0) {
             ws_counter_inc(sub->failed);
             ws_log_error("order_event_failed", "topic=%s order_id=%s err=%s held=%d",
-                         info->topic, id, ws_errname(err), ws_bus_err_transient(err));
+                         info->topic, id != NULL ? id : "", ws_errname(err),
+                         ws_bus_err_transient(err));
         }
         return err;
     }
@@ -138,7 +155,7 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
                 eff.revealed, eff.items_filled, eff.conflict, eff.check, eff.queued,
                 info->json, info->redelivered);
     if (eff.queued > 0 && c->opts.queued != NULL) {
-        if (c->in_group) {
+        if (c->group != NULL) {
             c->kick_owed = true;
         } else {
             c->opts.queued(c->opts.queued_ctx);
@@ -149,7 +166,7 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
 
 ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out)
 {
-    if (opts == NULL || opts->store == NULL) {
+    if (opts == NULL || opts->db == NULL) {
         return WS_EINVAL;
     }
     order_consumer *c = calloc(1, sizeof *c);
@@ -215,16 +232,7 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
     return WS_OK;
 }
 
-ws_store *order_consumer_store(order_consumer *c)
-{
-    return c != NULL ? c->opts.store : NULL;
-}
-
 void order_consumer_close(order_consumer *c)
 {
-    if (c == NULL) {
-        return;
-    }
-    ws_store_close(c->opts.store);
     free(c);
 }

@@ -1,10 +1,13 @@
 /*
- * Applying events to orders and reading them back, on SQLite through
- * ws_store. Each event runs in one ws_store_txn: read the row, decide with
- * the precedence rules of orders.h, write the row and its items, and queue
- * the resulting events in the outbox, all or nothing. The transaction
- * function may run more than once (busy retry), so it keeps its findings in
- * the context and resets them at every start.
+ * Applying events to orders and reading them back, through the ports of
+ * order_db.h (no SQL here). Each event runs in one transaction on the
+ * caller's connection: insert the row if this is the first event for the
+ * id, else read it, decide with the precedence rules of orders.h, make
+ * each move with one conditional port (re-reading and deciding again when
+ * another writer was first), and queue the resulting events in the outbox,
+ * all or nothing. The transaction function may run more than once (busy
+ * retry), so it keeps its findings in the context and resets them at every
+ * start.
  */
 #include "orders.h"
 
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "order_db.h"
 #include "outbox.h"
 #include "uuid_text.h"
 
@@ -106,93 +110,13 @@ typedef struct orders_txn {
     orders_effect eff; /* reset at every run */
 } orders_txn;
 
-/* An order row as a transaction finds it. */
-typedef struct orders_row {
-    int status;
-    bool confirmed; /* the inventory confirmed the cancel */
-    bool tombstone;
-    bool check_due;
-    int check_attempts;
-    bool has_items;
-    int64_t created_ms;
-} orders_row;
-
-/* Step a statement that returns no row. */
-static ws_err orders_step_done(sqlite3_stmt *st)
+/* The deadline of the first recovery step after now. */
+static int64_t orders_first_due(const orders_txn *t)
 {
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        sqlite3_reset(st);
-        ws_err err = ws_err_from_sqlite(rc);
-        return err == WS_OK ? WS_ESTORE : err;
-    }
-    return WS_OK;
+    return t->now_ms + orders_policy_delay(t->p, 0);
 }
 
-/* Step a statement with RETURNING: *hit true when it returned a row. */
-static ws_err orders_step_hit(sqlite3_stmt *st, bool *hit)
-{
-    int rc = sqlite3_step(st);
-    *hit = rc == SQLITE_ROW;
-    if (rc == SQLITE_ROW) {
-        rc = sqlite3_step(st); /* one row at most: runs the statement to its end */
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        ws_err err = ws_err_from_sqlite(rc);
-        return err == WS_OK ? WS_ESTORE : err;
-    }
-    return WS_OK;
-}
-
-/* Run "UPDATE ... WHERE id = ?1" with ?2 = now_ms when the SQL uses it. */
-static ws_err orders_row_exec(ws_store *s, const orders_txn *t, const char *sql)
-{
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, sql, &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    if (sqlite3_bind_parameter_count(st) >= 2) {
-        sqlite3_bind_int64(st, 2, t->now_ms);
-    }
-    return orders_step_done(st);
-}
-
-/* Read the row of id into *row: WS_OK, WS_ENOTFOUND, or a store error. */
-static ws_err orders_row_read(ws_store *s, const char *id, orders_row *row)
-{
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "SELECT status, cancel_confirmed, tombstone, check_due_ms IS NOT NULL,"
-        " check_attempts, created_ms,"
-        " EXISTS (SELECT 1 FROM order_items WHERE order_id = ?1)"
-        " FROM orders WHERE id = ?1",
-        &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        row->status = sqlite3_column_int(st, 0);
-        row->confirmed = sqlite3_column_int(st, 1) != 0;
-        row->tombstone = sqlite3_column_int(st, 2) != 0;
-        row->check_due = sqlite3_column_int(st, 3) != 0;
-        row->check_attempts = sqlite3_column_int(st, 4);
-        row->created_ms = sqlite3_column_int64(st, 5);
-        row->has_items = sqlite3_column_int(st, 6) != 0;
-    }
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE) {
-        return WS_ENOTFOUND;
-    }
-    return rc == SQLITE_ROW ? WS_OK : ws_err_from_sqlite(rc);
-}
-
-static ws_err orders_queue_status(ws_store *s, orders_txn *t, int status,
+static ws_err orders_queue_status(ws_db_conn *c, orders_txn *t, int status,
                                   const char *reason, size_t reason_len)
 {
     char rbuf[ORDERS_MAX_REASON + 1];
@@ -202,283 +126,242 @@ static ws_err orders_queue_status(ws_store *s, orders_txn *t, int status,
     m.order_id = (char *)t->id;
     m.status = (order_status)status;
     m.reason = rbuf;
-    ws_err err = ws_outbox_put(s, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC, &m.base);
+    ws_err err = ws_outbox_put(c, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC, &m.base);
     if (err == WS_OK) {
         t->eff.queued++;
     }
     return err;
 }
 
-static ws_err orders_queue_canceled(ws_store *s, orders_txn *t)
+static ws_err orders_queue_canceled(ws_db_conn *c, orders_txn *t)
 {
     Webshop__V1__OrderCanceled m = WEBSHOP__V1__ORDER_CANCELED__INIT;
     m.order_id = (char *)t->id;
-    ws_err err = ws_outbox_put(s, WEBSHOP_V1_ORDER_CANCELED_TOPIC, &m.base);
+    ws_err err = ws_outbox_put(c, WEBSHOP_V1_ORDER_CANCELED_TOPIC, &m.base);
     if (err == WS_OK) {
         t->eff.queued++;
     }
     return err;
 }
 
-static ws_err orders_items_insert(ws_store *s, orders_txn *t)
+/* Read the row again after a conditional write changed nothing (someone
+ * else was first). A row gone meanwhile (an expired tombstone) makes the
+ * whole event run again. */
+static ws_err orders_reread(ws_db_conn *c, orders_txn *t, order_db_row *row)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s,
-                               "INSERT INTO order_items(order_id, line, inventory_id, "
-                               "count) VALUES (?1, ?2, ?3, ?4)",
-                               &st);
-    if (err != WS_OK) {
-        return err;
+    ws_err err = order_db_read(c, t->id, row);
+    if (err == WS_ENOTFOUND) {
+        return WS_EBUSY;
     }
-    for (size_t i = 0; i < t->sent->n_items; i++) {
-        sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)i);
-        sqlite3_bind_int(st, 3, t->sent->items[i]->inventory_id);
-        sqlite3_bind_int(st, 4, t->sent->items[i]->count);
-        if ((err = orders_step_done(st)) != WS_OK) {
-            return err;
-        }
-        sqlite3_reset(st);
+    if (err == WS_OK) {
+        t->eff.old_status = t->eff.new_status = row->status;
+        t->eff.check = row->check_due;
     }
-    t->eff.items_filled = true;
-    return WS_OK;
+    return err;
 }
 
-/* Compare the stored items with the event's: *same true if equal. *empty
- * true if none are stored. */
-static ws_err orders_items_compare(ws_store *s, orders_txn *t, bool *empty, bool *same)
+/* The lines of t->sent for an order that has none: stored when this event
+ * is the first to claim them (with the bookkeeping of a late OrderSent: no
+ * items check any more; a PENDING order created by an outcome gets its
+ * first re-send deadline). Lines already stored are kept; with compare,
+ * other lines than the event's are a conflict. */
+static ws_err orders_items_take(ws_db_conn *c, orders_txn *t, order_db_row *row,
+                                bool compare)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "SELECT inventory_id, count FROM order_items WHERE order_id = ?1 ORDER BY line",
-        &st);
-    if (err != WS_OK) {
-        return err;
+    bool claimed = false, same = true;
+    ws_err err = order_db_items_claim(c, t->id, t->now_ms, orders_first_due(t), &claimed);
+    if (err == WS_OK && claimed) {
+        err = order_db_items_put(c, t->id, t->sent->n_items, t->sent->items);
+        t->eff.items_filled = err == WS_OK;
+    } else if (err == WS_OK && compare) {
+        err = order_db_items_same(c, t->id, t->sent->n_items, t->sent->items, &same);
+        t->eff.conflict = t->eff.conflict || !same;
     }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    size_t n = 0;
-    bool eq = true;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n >= t->sent->n_items ||
-            sqlite3_column_int(st, 0) != t->sent->items[n]->inventory_id ||
-            sqlite3_column_int(st, 1) != t->sent->items[n]->count) {
-            eq = false;
-        }
-        n++;
+    if (err == WS_OK) {
+        row->has_items = true;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        return ws_err_from_sqlite(rc);
-    }
-    *empty = n == 0;
-    *same = eq && n == t->sent->n_items;
-    return WS_OK;
+    return err;
 }
 
-/* Store the items of t->sent in a row that has none: the lines, then the
- * bookkeeping of a late OrderSent (no items to ask the inventory for any
- * more; a PENDING order without a re-send deadline, one created by an
- * outcome, gets its first, since now it has an OrderSent to re-send). */
-static ws_err orders_items_fill(ws_store *s, orders_txn *t)
-{
-    ws_err err = orders_items_insert(s, t);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_stmt *st;
-    err =
-        ws_store_stmt(s,
-                      "UPDATE orders SET updated_ms = ?2, items_due_ms = NULL,"
-                      " next_resend_ms = CASE WHEN status = ?3 AND next_resend_ms IS NULL"
-                      " THEN ?4 ELSE next_resend_ms END WHERE id = ?1",
-                      &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, t->now_ms);
-    sqlite3_bind_int(st, 3, ST_PENDING);
-    sqlite3_bind_int64(st, 4, t->now_ms + orders_policy_delay(t->p, 0));
-    return orders_step_done(st);
-}
-
-/* The deadline of the first recovery step for an order entering status. */
-static void orders_bind_due(sqlite3_stmt *st, int idx, const orders_txn *t, int status)
-{
-    if (status == ST_PENDING || status == ST_CANCELED) {
-        sqlite3_bind_int64(st, idx, t->now_ms + orders_policy_delay(t->p, 0));
-    } else {
-        sqlite3_bind_null(st, idx);
-    }
-}
-
-/* The first event for an id creates its row. An OrderSent: a PENDING order
- * with its items, due for a re-send. An outcome: a PENDING order without
- * items, due for an outcome check at once (the check brings the items too).
- * A cancel: a tombstone, due for a cancel check and an items check, which
- * queues OrderCanceled but no status (it is not an order). */
-static ws_err orders_txn_insert(ws_store *s, orders_txn *t)
+/* The first event for an id creates its row (*created), unless another one
+ * was first. An OrderSent: a PENDING order with its items, due for a
+ * re-send. An outcome: a PENDING order without items, due for an outcome
+ * check at once (the check brings the items too). A cancel: a tombstone,
+ * due for a cancel check and an items check, which queues OrderCanceled
+ * but no status (it is not an order). */
+static ws_err orders_txn_insert(ws_db_conn *c, orders_txn *t, bool *created)
 {
     bool cancel = t->ev_status == ST_CANCELED;
     bool outcome = !cancel && t->sent == NULL;
-    int status = cancel ? ST_CANCELED : ST_PENDING;
-    int64_t first = t->now_ms + orders_policy_delay(t->p, 0);
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "INSERT INTO orders(id, status, reason, created_ms, updated_ms, next_resend_ms,"
-        " items_due_ms, check_due_ms, tombstone) VALUES (?1, ?2, '', ?3, ?3, ?4, ?5, ?6, "
-        "?7)",
-        &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, status);
-    sqlite3_bind_int64(st, 3, t->now_ms);
-    outcome ? sqlite3_bind_null(st, 4) : sqlite3_bind_int64(st, 4, first);
-    cancel ? sqlite3_bind_int64(st, 5, first) : sqlite3_bind_null(st, 5);
-    outcome ? sqlite3_bind_int64(st, 6, t->now_ms) : sqlite3_bind_null(st, 6);
-    sqlite3_bind_int(st, 7, cancel);
-    if ((err = orders_step_done(st)) != WS_OK) {
+    int64_t first = orders_first_due(t);
+    order_db_new o = {.id = t->id,
+                      .status = cancel ? ST_CANCELED : ST_PENDING,
+                      .tombstone = cancel,
+                      .has_items = t->sent != NULL,
+                      .now_ms = t->now_ms,
+                      .next_resend_ms = outcome ? -1 : first,
+                      .items_due_ms = cancel ? first : -1,
+                      .check_due_ms = outcome ? t->now_ms : -1};
+    ws_err err = order_db_insert(c, &o, created);
+    if (err != WS_OK || !*created) {
         return err;
     }
     t->eff.created = true;
     t->eff.tombstone = cancel;
     t->eff.check = outcome;
-    t->eff.new_status = status;
-    if (t->sent != NULL && (err = orders_items_insert(s, t)) != WS_OK) {
-        return err;
+    t->eff.new_status = o.status;
+    if (t->sent != NULL) {
+        err = order_db_items_put(c, t->id, t->sent->n_items, t->sent->items);
+        if (err != WS_OK) {
+            return err;
+        }
+        t->eff.items_filled = true;
     }
     if (cancel) {
-        return orders_queue_canceled(s, t);
+        return orders_queue_canceled(c, t);
     }
-    return orders_queue_status(s, t, status, "", 0);
+    return orders_queue_status(c, t, o.status, "", 0);
 }
 
-/* Move the order to t->ev_status (a higher rank than it has) and queue the
- * status, plus OrderCanceled when it becomes CANCELED. */
-static ws_err orders_txn_raise(ws_store *s, orders_txn *t)
+/* Move the order up to t->ev_status (rank-guarded in the statement) and
+ * queue the status, plus OrderCanceled when it becomes CANCELED. *moved
+ * false: the order already ranks as high (or has no lines, with
+ * need_items): nothing written, nothing queued. */
+static ws_err orders_txn_raise(ws_db_conn *c, orders_txn *t, bool need_items, bool *moved)
 {
-    sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "UPDATE orders SET status = ?2, reason = ?3, updated_ms = ?4,"
-                      " next_resend_ms = ?5 WHERE id = ?1",
-                      &st);
-    if (err != WS_OK) {
+    int st = t->ev_status;
+    size_t rlen = st == ST_UNSUCCESSFUL ? t->reason_len : 0;
+    order_db_move m = {.id = t->id,
+                       .status = st,
+                       .reason = t->reason,
+                       .reason_len = rlen,
+                       .now_ms = t->now_ms,
+                       .next_resend_ms = st == ST_PENDING || st == ST_CANCELED
+                                             ? orders_first_due(t)
+                                             : -1,
+                       .need_items = need_items};
+    ws_err err = order_db_status_raise(c, &m, moved);
+    if (err != WS_OK || !*moved) {
         return err;
     }
-    size_t rlen = t->ev_status == ST_UNSUCCESSFUL ? t->reason_len : 0;
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, t->ev_status);
-    sqlite3_bind_text(st, 3, t->reason, (int)rlen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, t->now_ms);
-    orders_bind_due(st, 5, t, t->ev_status);
-    if ((err = orders_step_done(st)) != WS_OK) {
+    t->eff.new_status = st;
+    if ((err = orders_queue_status(c, t, st, t->reason, rlen)) != WS_OK) {
         return err;
     }
-    t->eff.new_status = t->ev_status;
-    if ((err = orders_queue_status(s, t, t->ev_status, t->reason, rlen)) != WS_OK) {
+    return st == ST_CANCELED ? orders_queue_canceled(c, t) : WS_OK;
+}
+
+/* Its OrderSent or an outcome came: a tombstone is an order now. */
+static ws_err orders_txn_reveal(ws_db_conn *c, orders_txn *t)
+{
+    bool revealed = false;
+    int status = 0;
+    ws_err err = order_db_reveal(c, t->id, t->now_ms, &revealed, &status);
+    if (err != WS_OK || !revealed) {
         return err;
     }
-    if (t->ev_status == ST_CANCELED) {
-        return orders_queue_canceled(s, t);
-    }
-    return WS_OK;
+    t->eff.tombstone = false;
+    t->eff.revealed = true;
+    return orders_queue_status(c, t, status, "", 0);
 }
 
 /* Mark the order for an outcome check at once, unless one is already due. */
-static ws_err orders_check_arm(ws_store *s, orders_txn *t)
+static ws_err orders_check_arm(ws_db_conn *c, orders_txn *t)
 {
     t->eff.check = true;
-    return orders_row_exec(s, t,
-                           "UPDATE orders SET check_due_ms = ?2, check_attempts = 0"
-                           " WHERE id = ?1 AND check_due_ms IS NULL");
+    return order_db_check_arm(c, t->id, t->now_ms);
 }
 
-/* An outcome for an existing order (see the file comment of orders.h). */
-static ws_err orders_txn_outcome(ws_store *s, orders_txn *t, const orders_row *row)
+/* A CancelOrder for an existing order: CANCELED from any status; already
+ * CANCELED (a duplicate, or a cancel applied a moment ago by another
+ * writer), OrderCanceled is queued again while the inventory has not
+ * confirmed. */
+static ws_err orders_txn_cancel(ws_db_conn *c, orders_txn *t, order_db_row *row)
+{
+    bool moved = false;
+    ws_err err = orders_txn_raise(c, t, false, &moved);
+    if (err != WS_OK || moved) {
+        return err;
+    }
+    if (row->status != ST_CANCELED && (err = orders_reread(c, t, row)) != WS_OK) {
+        return err;
+    }
+    return row->confirmed ? WS_OK : orders_queue_canceled(c, t);
+}
+
+/* An outcome for an existing order (see the file comment of orders.h),
+ * decided on row and re-decided on a fresh read when the move finds that
+ * another writer was first. Ranks only go up, so this ends in a few
+ * rounds. */
+static ws_err orders_txn_outcome(ws_db_conn *c, orders_txn *t, order_db_row *row)
 {
     int rank_ev = webshop_v1_order_status_rank(t->ev_status);
-    int rank_cur = webshop_v1_order_status_rank(row->status);
-    if (rank_ev < rank_cur) {
-        return WS_OK; /* CANCELED is never left */
-    }
-    if (rank_ev > rank_cur) {
+    for (int round = 0; round < 4; round++) {
+        int rank_cur = webshop_v1_order_status_rank(row->status);
+        if (rank_ev < rank_cur) {
+            return WS_OK; /* CANCELED is never left */
+        }
+        if (rank_ev == rank_cur) {
+            if (row->status == t->ev_status) {
+                return WS_OK; /* a duplicate */
+            }
+            t->eff.conflict = true; /* the other outcome: the record decides */
+            return orders_check_arm(c, t);
+        }
         /* PENDING. Items known: the normal flow, the outcome of our
          * OrderSent. Unknown: only the inventory's record can say. */
-        return row->has_items ? orders_txn_raise(s, t) : orders_check_arm(s, t);
+        if (!row->has_items) {
+            return orders_check_arm(c, t);
+        }
+        bool moved = false;
+        ws_err err = orders_txn_raise(c, t, true, &moved);
+        if (err != WS_OK || moved) {
+            return err;
+        }
+        if ((err = orders_reread(c, t, row)) != WS_OK) {
+            return err;
+        }
     }
-    if (row->status == t->ev_status) {
-        return WS_OK; /* a duplicate */
-    }
-    t->eff.conflict = true; /* the other outcome: the record decides */
-    return orders_check_arm(s, t);
+    return WS_EBUSY;
 }
 
-static ws_err orders_txn_run(ws_store *s, void *ctx)
+static ws_err orders_txn_run(ws_db_conn *c, void *ctx)
 {
     orders_txn *t = ctx;
     memset(&t->eff, 0, sizeof t->eff);
     bool outcome = t->ev_status == ST_SUCCESSFUL || t->ev_status == ST_UNSUCCESSFUL;
-    orders_row row;
-    ws_err err = orders_row_read(s, t->id, &row);
-    if (err == WS_ENOTFOUND) {
-        if (outcome) {
+    bool created = false;
+    ws_err err = orders_txn_insert(c, t, &created);
+    if (err != WS_OK || created) {
+        if (err == WS_OK && outcome) {
             orders_progress_note(t->p->progress, t->now_ms, t->now_ms);
         }
-        return orders_txn_insert(s, t);
+        return err;
     }
-    if (err != WS_OK) {
+    order_db_row row;
+    if ((err = orders_reread(c, t, &row)) != WS_OK) {
         return err;
     }
     if (outcome) {
         orders_progress_note(t->p->progress, row.created_ms, t->now_ms);
     }
-    t->eff.old_status = t->eff.new_status = row.status;
     t->eff.tombstone = row.tombstone;
-    t->eff.check = row.check_due;
-
-    if (t->sent != NULL) {
-        bool empty = false, same = true;
-        if ((err = orders_items_compare(s, t, &empty, &same)) != WS_OK) {
-            return err;
-        }
-        if (empty) {
-            if ((err = orders_items_fill(s, t)) != WS_OK) {
-                return err;
-            }
-            row.has_items = true;
-        } else if (!same) {
-            t->eff.conflict = true;
-        }
+    if (t->sent != NULL && (err = orders_items_take(c, t, &row, true)) != WS_OK) {
+        return err;
     }
-    if (row.tombstone && t->ev_status != ST_CANCELED) {
-        /* Its OrderSent or an outcome came: the tombstone is an order now. */
-        if ((err = orders_row_exec(s, t,
-                                   "UPDATE orders SET tombstone = 0, updated_ms = ?2"
-                                   " WHERE id = ?1")) != WS_OK ||
-            (err = orders_queue_status(s, t, row.status, "", 0)) != WS_OK) {
-            return err;
-        }
-        t->eff.tombstone = false;
-        t->eff.revealed = true;
+    if (row.tombstone && t->ev_status != ST_CANCELED &&
+        (err = orders_txn_reveal(c, t)) != WS_OK) {
+        return err;
     }
     if (t->ev_status == ST_CANCELED) {
-        if (webshop_v1_order_status_rank(t->ev_status) > webshop_v1_order_status_rank(row.status)) {
-            return orders_txn_raise(s, t);
-        }
-        return row.confirmed ? WS_OK : orders_queue_canceled(s, t);
+        return orders_txn_cancel(c, t, &row);
     }
-    return outcome ? orders_txn_outcome(s, t, &row) : WS_OK;
+    return outcome ? orders_txn_outcome(c, t, &row) : WS_OK;
 }
 
-static ws_err orders_apply(ws_store *s, orders_txn *t, orders_effect *out)
+static ws_err orders_apply(ws_db_conn *c, orders_txn *t, orders_effect *out)
 {
-    ws_err err = ws_store_txn(s, orders_txn_run, t);
+    ws_err err = ws_db_conn_txn(c, NULL, orders_txn_run, t);
     if (err == WS_OK && out != NULL) {
         *out = t->eff;
     }
@@ -511,7 +394,7 @@ static const char *orders_items_check(size_t n, Webshop__V1__OrderItem *const *i
     return NULL;
 }
 
-ws_err orders_apply_sent(ws_store *s, const orders_policy *p,
+ws_err orders_apply_sent(ws_db_conn *c, const orders_policy *p,
                          const Webshop__V1__OrderSent *ev, int64_t now_ms,
                          orders_effect *out)
 {
@@ -529,10 +412,10 @@ ws_err orders_apply_sent(ws_store *s, const orders_policy *p,
                     .reason = "",
                     .sent = ev,
                     .now_ms = now_ms};
-    return orders_apply(s, &t, out);
+    return orders_apply(c, &t, out);
 }
 
-ws_err orders_apply_in_stock(ws_store *s, const orders_policy *p,
+ws_err orders_apply_in_stock(ws_db_conn *c, const orders_policy *p,
                              const Webshop__V1__InStock *ev, int64_t now_ms,
                              orders_effect *out)
 {
@@ -542,10 +425,10 @@ ws_err orders_apply_in_stock(ws_store *s, const orders_policy *p,
     }
     orders_txn t = {
         .p = p, .id = id, .ev_status = ST_SUCCESSFUL, .reason = "", .now_ms = now_ms};
-    return orders_apply(s, &t, out);
+    return orders_apply(c, &t, out);
 }
 
-ws_err orders_apply_out_of_stock(ws_store *s, const orders_policy *p,
+ws_err orders_apply_out_of_stock(ws_db_conn *c, const orders_policy *p,
                                  const Webshop__V1__OutOfStock *ev, int64_t now_ms,
                                  orders_effect *out)
 {
@@ -560,10 +443,10 @@ ws_err orders_apply_out_of_stock(ws_store *s, const orders_policy *p,
                     .reason = reason,
                     .reason_len = orders_reason_len(reason, ORDERS_MAX_REASON),
                     .now_ms = now_ms};
-    return orders_apply(s, &t, out);
+    return orders_apply(c, &t, out);
 }
 
-ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
+ws_err orders_apply_cancel(ws_db_conn *c, const orders_policy *p,
                            const Webshop__V1__CancelOrder *ev, int64_t now_ms,
                            orders_effect *out)
 {
@@ -573,7 +456,7 @@ ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
     }
     orders_txn t = {
         .p = p, .id = id, .ev_status = ST_CANCELED, .reason = "", .now_ms = now_ms};
-    return orders_apply(s, &t, out);
+    return orders_apply(c, &t, out);
 }
 
 /* ---- settling an outcome check ------------------------------------------ */
@@ -608,26 +491,14 @@ static bool orders_record_target(const Webshop__V1__GetReservationResponse *rec,
 
 /* Nothing decided: ask again after the policy's backoff, or drop the check
  * after max_attempts. */
-static ws_err orders_check_rearm(ws_store *s, orders_txn *t, const orders_row *row)
+static ws_err orders_check_rearm(ws_db_conn *c, orders_txn *t, const order_db_row *row)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "UPDATE orders SET check_attempts = check_attempts + 1,"
-        " check_due_ms = CASE WHEN check_attempts + 1 >= ?3 THEN NULL ELSE ?2 END"
-        " WHERE id = ?1 AND check_due_ms IS NOT NULL RETURNING check_attempts",
-        &st);
+    bool found = false, dropped = false;
+    ws_err err = order_db_check_rearm(
+        c, t->id, t->now_ms + orders_policy_delay(t->p, row->check_attempts),
+        t->p->max_attempts, &found, &dropped);
     if (err != WS_OK) {
         return err;
-    }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, t->now_ms + orders_policy_delay(t->p, row->check_attempts));
-    sqlite3_bind_int(st, 3, t->p->max_attempts);
-    int rc = sqlite3_step(st);
-    bool dropped = rc == SQLITE_ROW && sqlite3_column_int(st, 0) >= t->p->max_attempts;
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        return ws_err_from_sqlite(rc);
     }
     t->eff.check = !dropped;
     t->eff.settled = dropped;
@@ -636,43 +507,36 @@ static ws_err orders_check_rearm(ws_store *s, orders_txn *t, const orders_row *r
 
 /* Take the record's status (rank-guarded: never out of CANCELED) and clear
  * the check; queue the status if it changed (a new reason counts). */
-static ws_err orders_settle_move(ws_store *s, orders_txn *t, int target)
+static ws_err orders_settle_move(ws_db_conn *c, orders_txn *t, int target)
 {
     size_t rlen = target == ST_UNSUCCESSFUL ? t->reason_len : 0;
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "UPDATE orders SET status = ?2, reason = ?3, updated_ms = ?4,"
-        " next_resend_ms = NULL, check_due_ms = NULL WHERE id = ?1 AND status <> ?5"
-        " AND NOT (status = ?2 AND reason = ?3) RETURNING 1",
-        &st);
+    order_db_move m = {.id = t->id,
+                       .status = target,
+                       .reason = t->reason,
+                       .reason_len = rlen,
+                       .now_ms = t->now_ms,
+                       .next_resend_ms = -1};
+    bool moved = false;
+    ws_err err = order_db_status_settle(c, &m, &moved);
     if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, target);
-    sqlite3_bind_text(st, 3, t->reason, (int)rlen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, t->now_ms);
-    sqlite3_bind_int(st, 5, ST_CANCELED);
-    bool moved;
-    if ((err = orders_step_hit(st, &moved)) != WS_OK) {
         return err;
     }
     t->eff.settled = true;
     if (!moved) {
-        return orders_row_exec(s, t,
-                               "UPDATE orders SET check_due_ms = NULL WHERE id = ?1");
+        return order_db_check_clear(c, t->id);
     }
     t->eff.new_status = target;
-    return orders_queue_status(s, t, target, t->reason, rlen);
+    return orders_queue_status(c, t, target, t->reason, rlen);
 }
 
-static ws_err orders_settle_run(ws_store *s, void *ctx)
+static ws_err orders_settle_run(ws_db_conn *c, void *ctx)
 {
     orders_txn *t = ctx;
     memset(&t->eff, 0, sizeof t->eff);
-    orders_row row;
-    ws_err err = orders_row_read(s, t->id, &row);
+    t->reason = "";
+    t->reason_len = 0;
+    order_db_row row;
+    ws_err err = order_db_read(c, t->id, &row);
     if (err == WS_ENOTFOUND) {
         return WS_OK;
     }
@@ -687,17 +551,18 @@ static ws_err orders_settle_run(ws_store *s, void *ctx)
     int target;
     const char *reason;
     if (!orders_record_target(t->rec, &target, &reason)) {
-        return orders_check_rearm(s, t, &row);
+        return orders_check_rearm(c, t, &row);
     }
-    if (!row.has_items && t->sent != NULL && (err = orders_items_fill(s, t)) != WS_OK) {
+    if (!row.has_items && t->sent != NULL &&
+        (err = orders_items_take(c, t, &row, false)) != WS_OK) {
         return err;
     }
     t->reason = reason;
     t->reason_len = orders_reason_len(reason, ORDERS_MAX_REASON);
-    return orders_settle_move(s, t, target);
+    return orders_settle_move(c, t, target);
 }
 
-ws_err orders_settle(ws_store *s, const orders_policy *p, const char *id,
+ws_err orders_settle(ws_db_conn *c, const orders_policy *p, const char *id,
                      const Webshop__V1__GetReservationResponse *rec, int64_t now_ms,
                      orders_effect *out)
 {
@@ -717,7 +582,7 @@ ws_err orders_settle(ws_store *s, const orders_policy *p, const char *id,
                     .sent = items_ok ? &view : NULL,
                     .rec = rec,
                     .now_ms = now_ms};
-    ws_err err = ws_store_txn(s, orders_settle_run, &t);
+    ws_err err = ws_db_conn_txn(c, NULL, orders_settle_run, &t);
     if (err == WS_OK && out != NULL) {
         *out = t.eff;
     }
@@ -726,104 +591,13 @@ ws_err orders_settle(ws_store *s, const orders_policy *p, const char *id,
 
 /* ---- queries ------------------------------------------------------------ */
 
-#define ORDERS_COLUMNS "id, status, reason, created_ms, updated_ms, attempts"
-
-static char *orders_column_dup(sqlite3_stmt *st, int col)
-{
-    const unsigned char *v = sqlite3_column_text(st, col);
-    return strdup(v != NULL ? (const char *)v : "");
-}
-
-static ws_err orders_items_load(ws_store *s, Webshop__V1__Order *o)
-{
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "SELECT inventory_id, count FROM order_items WHERE order_id = ?1 ORDER BY line",
-        &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, o->id, -1, SQLITE_STATIC);
-    int rc;
-    size_t cap = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (o->n_items == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            Webshop__V1__OrderItem **ni = realloc(o->items, ncap * sizeof *ni);
-            if (ni == NULL) {
-                sqlite3_reset(st);
-                return WS_ENOMEM;
-            }
-            o->items = ni;
-            cap = ncap;
-        }
-        Webshop__V1__OrderItem *it = malloc(sizeof *it);
-        if (it == NULL) {
-            sqlite3_reset(st);
-            return WS_ENOMEM;
-        }
-        webshop__v1__order_item__init(it);
-        it->inventory_id = sqlite3_column_int(st, 0);
-        it->count = sqlite3_column_int(st, 1);
-        o->items[o->n_items++] = it;
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? WS_OK : ws_err_from_sqlite(rc);
-}
-
-/* Build an Order from the current row of st (ORDERS_COLUMNS) and its items. */
-static ws_err orders_row_load(sqlite3_stmt *st, Webshop__V1__Order **out)
-{
-    Webshop__V1__Order *o = malloc(sizeof *o);
-    if (o == NULL) {
-        return WS_ENOMEM;
-    }
-    webshop__v1__order__init(o);
-    o->id = orders_column_dup(st, 0);
-    o->reason = orders_column_dup(st, 2);
-    if (o->id == NULL || o->reason == NULL) {
-        protobuf_c_message_free_unpacked(&o->base, NULL);
-        return WS_ENOMEM;
-    }
-    o->status = (order_status)sqlite3_column_int(st, 1);
-    o->created_ms = sqlite3_column_int64(st, 3);
-    o->updated_ms = sqlite3_column_int64(st, 4);
-    o->attempts = sqlite3_column_int(st, 5);
-    *out = o;
-    return WS_OK;
-}
-
-ws_err orders_get(ws_store *s, const char *id_in, Webshop__V1__Order **out)
+ws_err orders_get(ws_db_conn *c, const char *id_in, Webshop__V1__Order **out)
 {
     char id[WS_UUID_TEXT_LEN];
     if (!ws_uuid_normalize(id_in, id)) {
         return WS_EINVAL;
     }
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s, "SELECT " ORDERS_COLUMNS " FROM orders WHERE id = ?1 AND tombstone = 0", &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(st);
-        return rc == SQLITE_DONE ? WS_ENOTFOUND : ws_err_from_sqlite(rc);
-    }
-    Webshop__V1__Order *o;
-    err = orders_row_load(st, &o);
-    sqlite3_reset(st);
-    if (err != WS_OK) {
-        return err;
-    }
-    if ((err = orders_items_load(s, o)) != WS_OK) {
-        protobuf_c_message_free_unpacked(&o->base, NULL);
-        return err;
-    }
-    *out = o;
-    return WS_OK;
+    return order_db_get(c, id, out);
 }
 
 static const char orders_b64[] =
@@ -930,7 +704,7 @@ static ws_err orders_token_make(const Webshop__V1__Order *o, char **out)
     return WS_OK;
 }
 
-ws_err orders_list(ws_store *s, int32_t page_size, const char *page_token,
+ws_err orders_list(ws_db_conn *c, int32_t page_size, const char *page_token,
                    Webshop__V1__ListOrdersResponse **out)
 {
     if (page_size < 0) {
@@ -945,22 +719,6 @@ ws_err orders_list(ws_store *s, int32_t page_size, const char *page_token,
     if (!first && !orders_token_parse(page_token, &after_ms, after_id)) {
         return WS_EINVAL;
     }
-
-    sqlite3_stmt *st;
-    ws_err err = first ? ws_store_stmt(s,
-                                       "SELECT " ORDERS_COLUMNS " FROM orders"
-                                       " WHERE tombstone = 0"
-                                       " ORDER BY created_ms DESC, id DESC LIMIT ?3",
-                                       &st)
-                       : ws_store_stmt(s,
-                                       "SELECT " ORDERS_COLUMNS " FROM orders"
-                                       " WHERE (created_ms, id) < (?1, ?2)"
-                                       " AND tombstone = 0"
-                                       " ORDER BY created_ms DESC, id DESC LIMIT ?3",
-                                       &st);
-    if (err != WS_OK) {
-        return err;
-    }
     Webshop__V1__ListOrdersResponse *r = malloc(sizeof *r);
     if (r == NULL) {
         return WS_ENOMEM;
@@ -971,31 +729,9 @@ ws_err orders_list(ws_store *s, int32_t page_size, const char *page_token,
         free(r);
         return WS_ENOMEM;
     }
-    if (!first) {
-        sqlite3_bind_int64(st, 1, after_ms);
-        sqlite3_bind_text(st, 2, after_id, -1, SQLITE_STATIC);
-    }
-    sqlite3_bind_int64(st, 3,
-                       (sqlite3_int64)limit + 1); /* one more: is there a next page? */
-    int rc;
     bool more = false;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (r->n_orders == limit) {
-            more = true;
-            break;
-        }
-        if ((err = orders_row_load(st, &r->orders[r->n_orders])) != WS_OK) {
-            break;
-        }
-        r->n_orders++;
-    }
-    sqlite3_reset(st);
-    if (err == WS_OK && rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        err = ws_err_from_sqlite(rc);
-    }
-    for (size_t i = 0; err == WS_OK && i < r->n_orders; i++) {
-        err = orders_items_load(s, r->orders[i]);
-    }
+    ws_err err = order_db_list(c, after_ms, first ? NULL : after_id, limit, r->orders,
+                               &r->n_orders, &more);
     if (err == WS_OK) {
         err = more ? orders_token_make(r->orders[r->n_orders - 1], &r->next_page_token)
                    : ((r->next_page_token = strdup("")) == NULL ? WS_ENOMEM : WS_OK);

@@ -72,9 +72,24 @@
  * heals a lost OrderCanceled at once instead of at the next recovery pass;
  * once confirmed, a duplicate CancelOrder queues nothing.
  *
+ * Many writers (several replicas on one PostgreSQL, or two connections):
+ * every move above is one conditional statement of order_db.h (a status
+ * moves only up in rank, the first event for an id is a unique key, the
+ * lines are stored by whoever claims them first), so two events for one
+ * order applied at the same moment end as they would one after the other,
+ * in either order. A write that changed nothing means another event was
+ * first: the row is read again and the rules above are applied to what is
+ * there (an outcome that finds the other outcome asks the inventory, as
+ * always).
+ *
  * Time is a parameter (now_ms, Unix milliseconds) so tests need no clock.
- * Every function runs on the caller's ws_store and thread; writes run in
- * their own ws_store_txn.
+ * Every function runs on the caller's connection and thread. The apply
+ * functions and orders_settle run their own transaction on it
+ * (ws_db_conn_txn: READ COMMITTED on PostgreSQL, which the conditional
+ * statements make enough; inside a consumer's group commit a savepoint);
+ * the caller holds no transaction open. orders_get and orders_list only
+ * read, in the caller's transaction if one is open (a read-only one, for
+ * the RPC handlers).
  */
 #ifndef ORDER_ORDERS_H
 #define ORDER_ORDERS_H
@@ -84,7 +99,7 @@
 #include <stdint.h>
 
 #include "err.h"
-#include "store.h"
+#include "db.h"
 #include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/inventory.facts.h"
@@ -98,7 +113,7 @@
  * (order.facts.h: 1..WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS lines of
  * 1..WEBSHOP_V1_ORDER_ITEM_COUNT_MAX units, the front's own), and the status
  * precedence (webshop_v1_order_status_rank). */
-#define ORDERS_MAX_REASON 512  /* bytes of an OutOfStock reason kept */
+#define ORDERS_MAX_REASON 512 /* bytes of an OutOfStock reason kept */
 
 /* The reason of an order settled UNSUCCESSFUL because the inventory's record
  * says the reservation was released (or canceled before it was made). */
@@ -159,21 +174,22 @@ typedef struct orders_effect {
 /* Apply one event at now_ms. ev is not retained. Returns WS_OK (*out, which
  * may be NULL, says what changed; a duplicate changes nothing), WS_EINVAL for
  * an invalid event (nothing written; out->invalid names the field), or a
- * store error (WS_EBUSY, WS_ESTORE, WS_ENOMEM; nothing written). Validation:
+ * database error (WS_EBUSY after the retries, WS_EUNAVAIL, WS_EIO,
+ * WS_ESTORE, WS_ENOMEM; nothing written). Validation:
  * the order id is a UUID in either case (stored lower case); an OrderSent
  * has 1 to WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS items, each with a positive inventory_id and a
  * count of 1 to WEBSHOP_V1_ORDER_ITEM_COUNT_MAX; an OutOfStock reason is cut to
  * ORDERS_MAX_REASON bytes (on a UTF-8 boundary). */
-ws_err orders_apply_sent(ws_store *s, const orders_policy *p,
+ws_err orders_apply_sent(ws_db_conn *c, const orders_policy *p,
                          const Webshop__V1__OrderSent *ev, int64_t now_ms,
                          orders_effect *out /* OUT, may be NULL */);
-ws_err orders_apply_in_stock(ws_store *s, const orders_policy *p,
+ws_err orders_apply_in_stock(ws_db_conn *c, const orders_policy *p,
                              const Webshop__V1__InStock *ev, int64_t now_ms,
                              orders_effect *out /* OUT, may be NULL */);
-ws_err orders_apply_out_of_stock(ws_store *s, const orders_policy *p,
+ws_err orders_apply_out_of_stock(ws_db_conn *c, const orders_policy *p,
                                  const Webshop__V1__OutOfStock *ev, int64_t now_ms,
                                  orders_effect *out /* OUT, may be NULL */);
-ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
+ws_err orders_apply_cancel(ws_db_conn *c, const orders_policy *p,
                            const Webshop__V1__CancelOrder *ev, int64_t now_ms,
                            orders_effect *out /* OUT, may be NULL */);
 
@@ -186,16 +202,16 @@ ws_err orders_apply_cancel(ws_store *s, const orders_policy *p,
  * dropped after max_attempts: out->settled true, out->check false). A status
  * change queues OrderStatusChanged. An order not due for a check (settled
  * meanwhile, or unknown) is left alone: WS_OK, out->check false and
- * out->settled false. WS_EINVAL for an invalid id; store errors as above. */
-ws_err orders_settle(ws_store *s, const orders_policy *p, const char *id,
+ * out->settled false. WS_EINVAL for an invalid id; database errors as above. */
+ws_err orders_settle(ws_db_conn *c, const orders_policy *p, const char *id,
                      const Webshop__V1__GetReservationResponse *rec, int64_t now_ms,
                      orders_effect *out /* OUT, may be NULL */);
 
 /* The order id (any case). On WS_OK *out is a malloc'ed message (free with
  * protobuf_c_message_free_unpacked(*out, NULL)). WS_EINVAL for an invalid
- * id, WS_ENOTFOUND for an order never heard of or only a tombstone, store
+ * id, WS_ENOTFOUND for an order never heard of or only a tombstone, database
  * errors. */
-ws_err orders_get(ws_store *s, const char *id, Webshop__V1__Order **out /* OUT */);
+ws_err orders_get(ws_db_conn *c, const char *id, Webshop__V1__Order **out /* OUT */);
 
 /* One page of orders, newest first (created_ms descending, then id
  * descending); tombstones are not orders and are never listed. page_size 0 means
@@ -204,7 +220,7 @@ ws_err orders_get(ws_store *s, const char *id, Webshop__V1__Order **out /* OUT *
  * earlier response (opaque: base64url of "created_ms:id"); anything else is WS_EINVAL.
  * next_page_token is "" on the last page. On WS_OK *out is a malloc'ed message as for
  * orders_get. */
-ws_err orders_list(ws_store *s, int32_t page_size, const char *page_token,
+ws_err orders_list(ws_db_conn *c, int32_t page_size, const char *page_token,
                    Webshop__V1__ListOrdersResponse **out /* OUT */);
 
 /* Read p (see orders_progress): *outcome_created_ms and *outcome_seen_ms

@@ -1,13 +1,15 @@
 /*
- * Recovery passes over the orders table and the thread that runs them. The
- * OrderSent pass reads and writes in one transaction (it touches only the
- * database); the cancel pass asks the inventory first, outside any
- * transaction (an RPC may take up to its deadline and must not hold the
- * write lock), then settles each order in a short transaction that
- * re-checks the row, since a CancelOrder may have been applied meanwhile.
- * The outcome-check pass works the same way (lookup first, then
- * orders_settle in its own transaction), and the tombstone pass is one
- * DELETE.
+ * Recovery passes over the orders, through the ports of order_db.h (no SQL
+ * here), and the thread that runs them. The OrderSent pass reads and writes
+ * in one transaction (it touches only the database; on PostgreSQL the due
+ * rows are locked SKIP LOCKED, so replicas share the work). The passes that
+ * ask the inventory first claim their due rows in a short transaction (the
+ * deadline moves to a lease, ORDER_RECOVERY_LEASE_MS ahead), then ask,
+ * outside any transaction (an RPC may take up to its deadline and must not
+ * hold a lock), then settle each order in a short transaction that
+ * re-checks the row, since an event may have been applied meanwhile. A row
+ * whose question could not be asked is given back (its deadline as it
+ * was). The tombstone pass is one DELETE.
  */
 #include "recovery.h"
 
@@ -16,9 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "log.h"
+#include "order_db.h"
 #include "outbox.h"
 
 typedef struct recovery_due {
@@ -26,6 +29,68 @@ typedef struct recovery_due {
     int attempts;
     bool gave_up;
 } recovery_due;
+
+/* ---- claims ---------------------------------------------------------------- */
+
+/* The rows of one pass of a kind, claimed until lease_until_ms. */
+typedef struct recovery_claim {
+    order_db_due_kind kind;
+    int64_t now_ms;
+    int64_t lease_until_ms;
+    size_t cap;
+    order_db_due *rows; /* cap entries */
+    size_t n;
+    size_t from; /* recovery_unclaim: give back rows[from..n) */
+} recovery_claim;
+
+static ws_err recovery_claim_run(ws_db_conn *c, void *ctx)
+{
+    recovery_claim *cl = ctx;
+    cl->n = 0;
+    return order_db_claim_due(c, cl->kind, cl->now_ms, cl->lease_until_ms, cl->cap,
+                              cl->rows, &cl->n);
+}
+
+static ws_err recovery_unclaim_run(ws_db_conn *c, void *ctx)
+{
+    recovery_claim *cl = ctx;
+    ws_err err = WS_OK;
+    for (size_t i = cl->from; err == WS_OK && i < cl->n; i++) {
+        err = order_db_unclaim(c, cl->kind, cl->rows[i].id, cl->lease_until_ms,
+                               cl->rows[i].due_ms);
+    }
+    return err;
+}
+
+/* Claim up to limit due rows of kind (cl->rows allocated here; free it). */
+static ws_err recovery_claim_open(ws_db_conn *c, order_db_due_kind kind, int64_t now_ms,
+                                  size_t limit, recovery_claim *cl)
+{
+    *cl = (recovery_claim){.kind = kind,
+                           .now_ms = now_ms,
+                           .lease_until_ms = now_ms + ORDER_RECOVERY_LEASE_MS,
+                           .cap = limit};
+    cl->rows = calloc(limit, sizeof *cl->rows);
+    if (cl->rows == NULL) {
+        return WS_ENOMEM;
+    }
+    return ws_db_conn_txn(c, NULL, recovery_claim_run, cl);
+}
+
+/* Give back the rows from `from` on (not asked about), free the claim. */
+static void recovery_claim_close(ws_db_conn *c, recovery_claim *cl, size_t from)
+{
+    if (from < cl->n) {
+        cl->from = from;
+        ws_err err = ws_db_conn_txn(c, NULL, recovery_unclaim_run, cl);
+        if (err != WS_OK) {
+            ws_log_warn("order_recovery_unclaim_failed", "rows=%zu err=%s", cl->n - from,
+                        ws_errname(err)); /* due again when the lease ends */
+        }
+    }
+    free(cl->rows);
+    cl->rows = NULL;
+}
 
 /* ---- PENDING orders: re-send OrderSent ---------------------------------- */
 
@@ -37,111 +102,70 @@ typedef struct recovery_resend {
     const orders_policy *p;
     int64_t now_ms;
     size_t limit;
-    recovery_due *due; /* limit entries */
-    size_t n;          /* reset at every run */
-    size_t deferred;   /* due, but the outcome stream has not passed them */
-    int64_t backlog;   /* outbox rows waiting when the pass looked */
+    order_db_due *rows; /* limit entries: the due rows */
+    recovery_due *due;  /* limit entries: what was done */
+    size_t n;           /* reset at every run */
+    size_t deferred;    /* due, but the outcome stream has not passed them */
+    int64_t backlog;    /* outbox rows waiting when the pass looked */
 } recovery_resend;
 
-/* Outbox rows waiting (ids are increasing, so the ends give the span). */
-static ws_err recovery_outbox_backlog(ws_store *s, int64_t *n)
-{
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s,
-                               "SELECT coalesce((SELECT max(id) FROM outbox) -"
-                               " (SELECT min(id) FROM outbox) + 1, 0)",
-                               &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *n = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? WS_OK : ws_err_from_sqlite(rc);
-}
-
 /* Queue OrderSent for one order, rebuilt from its stored items. */
-static ws_err recovery_sent_queue(ws_store *s, const char *id)
+static ws_err recovery_sent_queue(ws_db_conn *c, const char *id)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "SELECT inventory_id, count FROM order_items WHERE order_id = ?1 ORDER BY line",
-        &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    Webshop__V1__OrderItem *items = calloc(WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, sizeof *items);
+    Webshop__V1__OrderItem *items =
+        calloc(WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, sizeof *items);
     Webshop__V1__OrderItem **ptrs = calloc(WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, sizeof *ptrs);
-    if (items == NULL || ptrs == NULL) {
-        free(items);
-        free(ptrs);
-        return WS_ENOMEM;
-    }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     size_t n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) {
-        webshop__v1__order_item__init(&items[n]);
-        items[n].inventory_id = sqlite3_column_int(st, 0);
-        items[n].count = sqlite3_column_int(st, 1);
-        ptrs[n] = &items[n];
-        n++;
+    ws_err err = items != NULL && ptrs != NULL ? WS_OK : WS_ENOMEM;
+    if (err == WS_OK) {
+        err = order_db_items_read(c, id, items, WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS, &n);
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        err = ws_err_from_sqlite(rc);
-    } else {
+    if (err == WS_OK) {
+        for (size_t i = 0; i < n; i++) {
+            ptrs[i] = &items[i];
+        }
         Webshop__V1__OrderSent m = WEBSHOP__V1__ORDER_SENT__INIT;
         m.order_id = (char *)id;
         m.n_items = n;
         m.items = ptrs;
-        err = ws_outbox_put(s, WEBSHOP_V1_ORDER_SENT_TOPIC, &m.base);
+        err = ws_outbox_put(c, WEBSHOP_V1_ORDER_SENT_TOPIC, &m.base);
     }
     free(items);
     free(ptrs);
     return err;
 }
 
-/* Run an UPDATE of one order: ?1 its id, ?2 a deadline, or NULL when next
- * is negative. */
-static ws_err recovery_row_update(ws_store *s, const char *sql, const char *id,
-                                  int64_t next)
+/* One due order: count the re-send and queue OrderSent, or give up. An
+ * order no longer PENDING (an event was first) is left alone. */
+static ws_err recovery_resend_one(ws_db_conn *c, recovery_resend *r,
+                                  const order_db_due *d)
 {
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, sql, &st);
-    if (err != WS_OK) {
+    bool gave_up = d->attempts >= r->p->max_attempts;
+    int64_t next = gave_up ? -1 : r->now_ms + orders_policy_delay(r->p, d->attempts + 1);
+    bool moved = false;
+    ws_err err = order_db_resend_next(c, d->id, !gave_up, next, &moved);
+    if (err != WS_OK || !moved) {
         return err;
     }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (next >= 0) {
-        sqlite3_bind_int64(st, 2, next);
-    } else {
-        sqlite3_bind_null(st, 2);
+    if (!gave_up && (err = recovery_sent_queue(c, d->id)) != WS_OK) {
+        return err;
     }
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE) {
-        return WS_OK;
-    }
-    err = ws_err_from_sqlite(rc);
-    return err != WS_OK ? err : WS_ESTORE;
+    recovery_due *out = &r->due[r->n++];
+    snprintf(out->id, sizeof out->id, "%s", d->id);
+    out->attempts = d->attempts;
+    out->gave_up = gave_up;
+    return WS_OK;
 }
 
-static ws_err recovery_resend_run(ws_store *s, void *ctx)
+static ws_err recovery_resend_run(ws_db_conn *c, void *ctx)
 {
     recovery_resend *r = ctx;
     r->n = 0;
     r->deferred = 0;
     r->backlog = 0;
-    ws_err err = recovery_outbox_backlog(s, &r->backlog);
-    if (err != WS_OK) {
-        return err;
-    }
-    if (r->backlog > RECOVERY_OUTBOX_BEHIND) {
-        return WS_OK; /* the relay is behind: re-sending adds to its queue */
+    ws_err err = order_db_outbox_backlog(c, &r->backlog);
+    if (err != WS_OK || r->backlog > RECOVERY_OUTBOX_BEHIND) {
+        return err; /* the relay is behind: re-sending adds to its queue */
     }
     /* An order is re-sent only when the outcome stream has passed it (an
      * outcome came for an order created no earlier) or has been quiet for
@@ -150,72 +174,37 @@ static ws_err recovery_resend_run(ws_store *s, void *ctx)
     int64_t passed_ms, seen_ms;
     orders_progress_read(r->p->progress, &passed_ms, &seen_ms);
     bool quiet = r->now_ms - seen_ms >= r->p->resend_after_ms;
-    sqlite3_stmt *st;
-    err = ws_store_stmt(s,
-                        "SELECT id, attempts, created_ms FROM orders WHERE status = ?1"
-                        " AND next_resend_ms <= ?2"
-                        " AND EXISTS (SELECT 1 FROM order_items WHERE order_id = id)"
-                        " ORDER BY next_resend_ms LIMIT ?3",
-                        &st);
-    if (err != WS_OK) {
+    size_t k = 0;
+    if ((err = order_db_resend_due(c, r->now_ms, r->limit, r->rows, &k)) != WS_OK) {
         return err;
     }
-    sqlite3_bind_int(st, 1, WEBSHOP__V1__ORDER_STATUS__PENDING);
-    sqlite3_bind_int64(st, 2, r->now_ms);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)r->limit);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && r->n < r->limit) {
-        if (!quiet && sqlite3_column_int64(st, 2) > passed_ms) {
+    for (size_t i = 0; err == WS_OK && i < k; i++) {
+        if (!quiet && r->rows[i].created_ms > passed_ms) {
             r->deferred++;
             continue;
         }
-        recovery_due *d = &r->due[r->n++];
-        const unsigned char *id = sqlite3_column_text(st, 0);
-        snprintf(d->id, sizeof d->id, "%s", id != NULL ? (const char *)id : "");
-        d->attempts = sqlite3_column_int(st, 1);
-        d->gave_up = d->attempts >= r->p->max_attempts;
+        err = recovery_resend_one(c, r, &r->rows[i]);
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        return ws_err_from_sqlite(rc);
-    }
-    for (size_t i = 0; i < r->n; i++) {
-        recovery_due *d = &r->due[i];
-        if (d->gave_up) {
-            err = recovery_row_update(
-                s, "UPDATE orders SET next_resend_ms = ?2 WHERE id = ?1", d->id, -1);
-        } else {
-            int64_t next = r->now_ms + orders_policy_delay(r->p, d->attempts + 1);
-            err = recovery_sent_queue(s, d->id);
-            if (err == WS_OK) {
-                err = recovery_row_update(s,
-                                          "UPDATE orders SET attempts = attempts + 1,"
-                                          " next_resend_ms = ?2 WHERE id = ?1",
-                                          d->id, next);
-            }
-        }
-        if (err != WS_OK) {
-            return err;
-        }
-    }
-    return WS_OK;
+    return err;
 }
 
-ws_err order_recovery_resend_pending(ws_store *s, const orders_policy *p, int64_t now_ms,
-                                     size_t limit, order_recovery_stats *stats)
+ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
+                                     int64_t now_ms, size_t limit,
+                                     order_recovery_stats *stats)
 {
     if (limit == 0) {
         return WS_OK;
     }
     recovery_resend r = {.p = p, .now_ms = now_ms, .limit = limit};
     r.due = calloc(limit, sizeof *r.due);
-    if (r.due == NULL) {
-        return WS_ENOMEM;
-    }
-    ws_err err = ws_store_txn(s, recovery_resend_run, &r);
+    r.rows = calloc(limit, sizeof *r.rows);
+    ws_err err = r.due != NULL && r.rows != NULL
+                     ? ws_db_conn_txn(c, NULL, recovery_resend_run, &r)
+                     : WS_ENOMEM;
     if (err != WS_OK) {
         ws_log_error("order_resend_failed", "err=%s", ws_errname(err));
         free(r.due);
+        free(r.rows);
         return err;
     }
     if (r.backlog > RECOVERY_OUTBOX_BEHIND || r.deferred > 0) {
@@ -234,6 +223,7 @@ ws_err order_recovery_resend_pending(ws_store *s, const orders_policy *p, int64_
         }
     }
     free(r.due);
+    free(r.rows);
     return WS_OK;
 }
 
@@ -255,55 +245,37 @@ typedef struct recovery_cancel {
     int attempts;
 } recovery_cancel;
 
-static ws_err recovery_cancel_run(ws_store *s, void *ctx)
+static ws_err recovery_cancel_run(ws_db_conn *c, void *ctx)
 {
-    recovery_cancel *c = ctx;
-    c->outcome = RECOVERY_NONE;
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s,
-                               "SELECT cancel_attempts FROM orders WHERE id = ?1"
-                               " AND status = ?2 AND cancel_confirmed = 0"
-                               " AND next_resend_ms IS NOT NULL",
-                               &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, WEBSHOP__V1__ORDER_STATUS__CANCELED);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        c->attempts = sqlite3_column_int(st, 0);
-    }
-    sqlite3_reset(st);
-    if (rc == SQLITE_DONE) {
+    recovery_cancel *rc = ctx;
+    rc->outcome = RECOVERY_NONE;
+    ws_err err = order_db_cancel_due(c, rc->id, &rc->attempts);
+    if (err == WS_ENOTFOUND) {
         return WS_OK;
     }
-    if (rc != SQLITE_ROW) {
-        return ws_err_from_sqlite(rc);
-    }
-    if (c->settled) {
-        c->outcome = RECOVERY_CONFIRMED;
-        return recovery_row_update(s,
-                                   "UPDATE orders SET cancel_confirmed = 1,"
-                                   " next_resend_ms = ?2 WHERE id = ?1",
-                                   c->id, -1);
-    }
-    if (c->attempts >= c->p->max_attempts) {
-        c->outcome = RECOVERY_GAVE_UP;
-        return recovery_row_update(
-            s, "UPDATE orders SET next_resend_ms = ?2 WHERE id = ?1", c->id, -1);
-    }
-    Webshop__V1__OrderCanceled m = WEBSHOP__V1__ORDER_CANCELED__INIT;
-    m.order_id = (char *)c->id;
-    if ((err = ws_outbox_put(s, WEBSHOP_V1_ORDER_CANCELED_TOPIC, &m.base)) != WS_OK) {
+    bool moved = false;
+    if (err == WS_OK && rc->settled) {
+        err = order_db_cancel_confirm(c, rc->id, &moved);
+        rc->outcome = moved ? RECOVERY_CONFIRMED : RECOVERY_NONE;
         return err;
     }
-    c->outcome = RECOVERY_RESENT;
-    return recovery_row_update(s,
-                               "UPDATE orders SET cancel_attempts = cancel_attempts + 1,"
-                               " next_resend_ms = ?2 WHERE id = ?1",
-                               c->id,
-                               c->now_ms + orders_policy_delay(c->p, c->attempts + 1));
+    if (err == WS_OK && rc->attempts >= rc->p->max_attempts) {
+        err = order_db_cancel_next(c, rc->id, false, -1, &moved);
+        rc->outcome = moved ? RECOVERY_GAVE_UP : RECOVERY_NONE;
+        return err;
+    }
+    if (err == WS_OK) {
+        err = order_db_cancel_next(
+            c, rc->id, true, rc->now_ms + orders_policy_delay(rc->p, rc->attempts + 1),
+            &moved);
+    }
+    if (err != WS_OK || !moved) {
+        return err;
+    }
+    Webshop__V1__OrderCanceled m = WEBSHOP__V1__ORDER_CANCELED__INIT;
+    m.order_id = (char *)rc->id;
+    rc->outcome = RECOVERY_RESENT;
+    return ws_outbox_put(c, WEBSHOP_V1_ORDER_CANCELED_TOPIC, &m.base);
 }
 
 static const char *recovery_reservation_name(Webshop__V1__ReservationStatus st)
@@ -314,10 +286,30 @@ static const char *recovery_reservation_name(Webshop__V1__ReservationStatus st)
     return name != NULL ? name : "UNKNOWN";
 }
 
-static ws_err recovery_due_ids(ws_store *s, const char *sql, int64_t now_ms, size_t limit,
-                               char (*ids)[37], size_t *n);
+static void recovery_cancel_note(const recovery_cancel *rc, const char *seen,
+                                 order_recovery_stats *stats)
+{
+    switch (rc->outcome) {
+    case RECOVERY_CONFIRMED:
+        ws_log_info("order_cancel_confirmed", "order_id=%s reservation=%s", rc->id, seen);
+        stats->cancels_confirmed++;
+        break;
+    case RECOVERY_RESENT:
+        ws_log_info("order_cancel_resent", "order_id=%s reservation=%s attempt=%d",
+                    rc->id, seen, rc->attempts + 1);
+        stats->cancels_resent++;
+        break;
+    case RECOVERY_GAVE_UP:
+        ws_log_warn("order_cancel_gave_up", "order_id=%s reservation=%s attempts=%d",
+                    rc->id, seen, rc->attempts);
+        stats->cancel_gave_up++;
+        break;
+    case RECOVERY_NONE:
+        break;
+    }
+}
 
-ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
+ws_err order_recovery_check_cancels(ws_db_conn *c, const orders_policy *p,
                                     order_recovery_lookup_fn lookup, void *lookup_ctx,
                                     int64_t now_ms, size_t limit,
                                     order_recovery_stats *stats)
@@ -325,70 +317,42 @@ ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
     if (limit == 0) {
         return WS_OK;
     }
-    char(*ids)[37] = calloc(limit, sizeof *ids);
-    if (ids == NULL) {
-        return WS_ENOMEM;
-    }
-    /* recovery_due_ids binds ?1 = now and ?2 = the limit; the status is
-     * spelled in the SQL (checked against the contract's enum below). */
-    _Static_assert(WEBSHOP__V1__ORDER_STATUS__CANCELED == 4, "CANCELED is 4 in the SQL");
-    size_t n;
-    ws_err err = recovery_due_ids(s,
-                                  "SELECT id FROM orders WHERE status = 4"
-                                  " AND next_resend_ms <= ?1 ORDER BY next_resend_ms LIMIT ?2",
-                                  now_ms, limit, ids, &n);
+    recovery_claim cl;
+    ws_err err = recovery_claim_open(c, ORDER_DB_DUE_CANCEL, now_ms, limit, &cl);
     bool inventory_down = false;
-    for (size_t i = 0; err == WS_OK && i < n; i++) {
+    size_t i = 0;
+    for (; err == WS_OK && i < cl.n; i++) {
+        const char *id = cl.rows[i].id;
         Webshop__V1__ReservationStatus rs =
             WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN;
         ws_err lerr = WS_EUNAVAIL;
         if (!inventory_down) {
             Webshop__V1__GetReservationResponse *resp = NULL;
-            lerr = lookup(lookup_ctx, ids[i], &resp);
+            lerr = lookup(lookup_ctx, id, &resp);
             inventory_down = lerr != WS_OK;
             if (lerr == WS_OK) {
                 rs = resp->status;
                 webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
             }
         }
-        recovery_cancel c = {.p = p, .now_ms = now_ms, .id = ids[i]};
+        recovery_cancel rc = {.p = p, .now_ms = now_ms, .id = id};
         if (lerr != WS_OK) {
             stats->lookups_failed++;
         } else {
-            c.settled = rs == WEBSHOP__V1__RESERVATION_STATUS__RELEASED ||
-                        rs == WEBSHOP__V1__RESERVATION_STATUS__REJECTED ||
-                        rs == WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED;
+            rc.settled = rs == WEBSHOP__V1__RESERVATION_STATUS__RELEASED ||
+                         rs == WEBSHOP__V1__RESERVATION_STATUS__REJECTED ||
+                         rs == WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED;
         }
-        err = ws_store_txn(s, recovery_cancel_run, &c);
-        if (err != WS_OK) {
-            break;
-        }
-        const char *seen =
-            lerr == WS_OK ? recovery_reservation_name(rs) : ws_errname(lerr);
-        switch (c.outcome) {
-        case RECOVERY_CONFIRMED:
-            ws_log_info("order_cancel_confirmed", "order_id=%s reservation=%s", ids[i],
-                        seen);
-            stats->cancels_confirmed++;
-            break;
-        case RECOVERY_RESENT:
-            ws_log_info("order_cancel_resent", "order_id=%s reservation=%s attempt=%d",
-                        ids[i], seen, c.attempts + 1);
-            stats->cancels_resent++;
-            break;
-        case RECOVERY_GAVE_UP:
-            ws_log_warn("order_cancel_gave_up", "order_id=%s reservation=%s attempts=%d",
-                        ids[i], seen, c.attempts);
-            stats->cancel_gave_up++;
-            break;
-        case RECOVERY_NONE:
+        if ((err = ws_db_conn_txn(c, NULL, recovery_cancel_run, &rc)) != WS_OK) {
             break;
         }
+        recovery_cancel_note(
+            &rc, lerr == WS_OK ? recovery_reservation_name(rs) : ws_errname(lerr), stats);
     }
+    recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
         ws_log_error("order_cancel_check_failed", "err=%s", ws_errname(err));
     }
-    free(ids);
     return err;
 }
 
@@ -404,37 +368,59 @@ typedef struct recovery_items {
 } recovery_items;
 
 /* Nothing learned: count the attempt and re-arm, or give up. */
-static ws_err recovery_items_rearm(ws_store *s, void *ctx)
+static ws_err recovery_items_rearm(ws_db_conn *c, void *ctx)
 {
-    recovery_items *c = ctx;
-    sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "UPDATE orders SET items_attempts = items_attempts + 1,"
-                      " items_due_ms = CASE WHEN items_attempts + 1 >= ?3 THEN NULL"
-                      " ELSE ?2 + ?4 END WHERE id = ?1 AND items_due_ms IS NOT NULL"
-                      " RETURNING items_attempts",
-                      &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_text(st, 1, c->id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, c->now_ms);
-    sqlite3_bind_int(st, 3, c->p->max_attempts);
-    sqlite3_bind_int64(st, 4, orders_policy_delay(c->p, c->done + 1));
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        c->attempts = sqlite3_column_int(st, 0);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        return ws_err_from_sqlite(rc);
-    }
-    c->gave_up = rc == SQLITE_ROW && c->attempts >= c->p->max_attempts;
-    return WS_OK;
+    recovery_items *ri = ctx;
+    bool found = false;
+    ws_err err = order_db_items_rearm(
+        c, ri->id, ri->now_ms + orders_policy_delay(ri->p, ri->done + 1),
+        ri->p->max_attempts, &found, &ri->attempts);
+    ri->gave_up = err == WS_OK && found && ri->attempts >= ri->p->max_attempts;
+    return err;
 }
 
-ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
+/* Fill the lines of one order from the inventory's answer, exactly as a
+ * late OrderSent does (the status stays: PENDING ranks below any status the
+ * row can have), or re-arm / give up when the answer has none (or invalid
+ * ones). */
+static ws_err recovery_items_one(ws_db_conn *c, const orders_policy *p, int64_t now_ms,
+                                 const order_db_due *d,
+                                 Webshop__V1__GetReservationResponse *resp,
+                                 order_recovery_stats *stats)
+{
+    ws_err err = WS_OK;
+    size_t n_items = resp->n_items;
+    if (n_items > 0) {
+        Webshop__V1__OrderSent ev = WEBSHOP__V1__ORDER_SENT__INIT;
+        ev.order_id = (char *)d->id;
+        ev.n_items = resp->n_items;
+        ev.items = resp->items;
+        orders_effect eff;
+        err = orders_apply_sent(c, p, &ev, now_ms, &eff);
+        if (err == WS_OK) {
+            stats->items_filled++;
+            ws_log_info("order_items_recovered", "order_id=%s items=%zu filled=%d", d->id,
+                        n_items, eff.items_filled);
+        } else if (err == WS_EINVAL) {
+            ws_log_warn("order_items_invalid", "order_id=%s field=%s", d->id,
+                        eff.invalid != NULL ? eff.invalid : "?");
+            err = WS_OK; /* re-arm below */
+            n_items = 0;
+        }
+    }
+    if (err == WS_OK && n_items == 0) {
+        recovery_items ri = {.p = p, .now_ms = now_ms, .id = d->id, .done = d->attempts};
+        err = ws_db_conn_txn(c, NULL, recovery_items_rearm, &ri);
+        if (err == WS_OK && ri.gave_up) {
+            stats->items_gave_up++;
+            ws_log_warn("order_items_gave_up", "order_id=%s attempts=%d", d->id,
+                        ri.attempts);
+        }
+    }
+    return err;
+}
+
+ws_err order_recovery_fill_items(ws_db_conn *c, const orders_policy *p,
                                  order_recovery_lookup_fn lookup, void *lookup_ctx,
                                  int64_t now_ms, size_t limit,
                                  order_recovery_stats *stats)
@@ -442,102 +428,29 @@ ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
     if (limit == 0) {
         return WS_OK;
     }
-    char(*ids)[37] = calloc(limit, sizeof *ids);
-    int *tries = calloc(limit, sizeof *tries);
-    if (ids == NULL || tries == NULL) {
-        free(ids);
-        free(tries);
-        return WS_ENOMEM;
-    }
-    sqlite3_stmt *st;
-    ws_err err =
-        ws_store_stmt(s,
-                      "SELECT id, items_attempts FROM orders WHERE items_due_ms <= ?1"
-                      " ORDER BY items_due_ms LIMIT ?2",
-                      &st);
-    size_t n = 0;
-    if (err == WS_OK) {
-        sqlite3_bind_int64(st, 1, now_ms);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < limit) {
-            const unsigned char *id = sqlite3_column_text(st, 0);
-            snprintf(ids[n], sizeof ids[0], "%s", id != NULL ? (const char *)id : "");
-            tries[n++] = sqlite3_column_int(st, 1);
-        }
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-            err = ws_err_from_sqlite(rc);
-        }
-    }
-    for (size_t i = 0; err == WS_OK && i < n; i++) {
+    recovery_claim cl;
+    ws_err err = recovery_claim_open(c, ORDER_DB_DUE_ITEMS, now_ms, limit, &cl);
+    size_t i = 0;
+    for (; err == WS_OK && i < cl.n; i++) {
         Webshop__V1__GetReservationResponse *resp = NULL;
-        if (lookup(lookup_ctx, ids[i], &resp) != WS_OK) {
-            stats->lookups_failed += n - i; /* inventory down: try next pass */
+        if (lookup(lookup_ctx, cl.rows[i].id, &resp) != WS_OK) {
+            stats->lookups_failed += cl.n - i; /* inventory down: try next pass */
             break;
         }
-        if (resp->n_items > 0) {
-            /* Exactly what a late OrderSent does: fill the lines, keep the
-             * status (PENDING ranks below any status the row can have). */
-            Webshop__V1__OrderSent ev = WEBSHOP__V1__ORDER_SENT__INIT;
-            ev.order_id = ids[i];
-            ev.n_items = resp->n_items;
-            ev.items = resp->items;
-            orders_effect eff;
-            err = orders_apply_sent(s, p, &ev, now_ms, &eff);
-            if (err == WS_OK) {
-                stats->items_filled++;
-                ws_log_info("order_items_recovered", "order_id=%s items=%zu filled=%d",
-                            ids[i], resp->n_items, eff.items_filled);
-            } else if (err == WS_EINVAL) {
-                ws_log_warn("order_items_invalid", "order_id=%s field=%s", ids[i],
-                            eff.invalid != NULL ? eff.invalid : "?");
-                err = WS_OK; /* fall through to re-arm below */
-                resp->n_items = 0;
-            }
-        }
-        if (err == WS_OK && resp->n_items == 0) {
-            recovery_items c = {.p = p, .now_ms = now_ms, .id = ids[i], .done = tries[i]};
-            err = ws_store_txn(s, recovery_items_rearm, &c);
-            if (err == WS_OK && c.gave_up) {
-                stats->items_gave_up++;
-                ws_log_warn("order_items_gave_up", "order_id=%s attempts=%d", ids[i],
-                            c.attempts);
-            }
-        }
+        err = recovery_items_one(c, p, now_ms, &cl.rows[i], resp, stats);
         webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+        if (err != WS_OK) {
+            break;
+        }
     }
+    recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
         ws_log_error("order_items_check_failed", "err=%s", ws_errname(err));
     }
-    free(tries);
-    free(ids);
     return err;
 }
 
 /* ---- outcome checks -------------------------------------------------------- */
-
-/* The ids of up to limit orders due by `sql` (?1 now_ms, ?2 limit), oldest
- * deadline first, into ids[0..*n). */
-static ws_err recovery_due_ids(ws_store *s, const char *sql, int64_t now_ms, size_t limit,
-                               char (*ids)[37], size_t *n)
-{
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(s, sql, &st);
-    *n = 0;
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_int64(st, 1, now_ms);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < limit) {
-        const unsigned char *id = sqlite3_column_text(st, 0);
-        snprintf(ids[(*n)++], sizeof ids[0], "%s", id != NULL ? (const char *)id : "");
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? WS_OK : ws_err_from_sqlite(rc);
-}
 
 /* Count and log what settling one order did. */
 static void recovery_check_note(const char *id, Webshop__V1__ReservationStatus rs,
@@ -563,7 +476,7 @@ static void recovery_check_note(const char *id, Webshop__V1__ReservationStatus r
     }
 }
 
-ws_err order_recovery_check_outcomes(ws_store *s, const orders_policy *p,
+ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
                                      order_recovery_lookup_fn lookup, void *lookup_ctx,
                                      int64_t now_ms, size_t limit,
                                      order_recovery_stats *stats)
@@ -571,32 +484,30 @@ ws_err order_recovery_check_outcomes(ws_store *s, const orders_policy *p,
     if (limit == 0) {
         return WS_OK;
     }
-    char(*ids)[37] = calloc(limit, sizeof *ids);
-    if (ids == NULL) {
-        return WS_ENOMEM;
-    }
-    size_t n;
-    ws_err err = recovery_due_ids(s,
-                                  "SELECT id FROM orders WHERE check_due_ms <= ?1"
-                                  " ORDER BY check_due_ms LIMIT ?2",
-                                  now_ms, limit, ids, &n);
-    for (size_t i = 0; err == WS_OK && i < n; i++) {
+    recovery_claim cl;
+    ws_err err = recovery_claim_open(c, ORDER_DB_DUE_CHECK, now_ms, limit, &cl);
+    size_t i = 0;
+    for (; err == WS_OK && i < cl.n; i++) {
+        const char *id = cl.rows[i].id;
         Webshop__V1__GetReservationResponse *resp = NULL;
-        if (lookup(lookup_ctx, ids[i], &resp) != WS_OK) {
-            stats->lookups_failed += n - i; /* inventory down: still due next pass */
+        if (lookup(lookup_ctx, id, &resp) != WS_OK) {
+            stats->lookups_failed += cl.n - i; /* inventory down: still due next pass */
             break;
         }
         orders_effect eff;
-        err = orders_settle(s, p, ids[i], resp, now_ms, &eff);
+        err = orders_settle(c, p, id, resp, now_ms, &eff);
         if (err == WS_OK) {
-            recovery_check_note(ids[i], resp->status, &eff, stats);
+            recovery_check_note(id, resp->status, &eff, stats);
         }
         webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+        if (err != WS_OK) {
+            break;
+        }
     }
+    recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
         ws_log_error("order_outcome_check_failed", "err=%s", ws_errname(err));
     }
-    free(ids);
     return err;
 }
 
@@ -608,32 +519,14 @@ typedef struct recovery_expire {
     size_t deleted; /* reset at every run */
 } recovery_expire;
 
-static ws_err recovery_expire_run(ws_store *s, void *ctx)
+static ws_err recovery_expire_run(ws_db_conn *c, void *ctx)
 {
     recovery_expire *e = ctx;
     e->deleted = 0;
-    sqlite3_stmt *st;
-    ws_err err = ws_store_stmt(
-        s,
-        "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE tombstone = 1"
-        " AND created_ms <= ?1 AND items_due_ms IS NULL"
-        " AND (cancel_confirmed = 1 OR next_resend_ms IS NULL)"
-        " ORDER BY created_ms LIMIT ?2) RETURNING id",
-        &st);
-    if (err != WS_OK) {
-        return err;
-    }
-    sqlite3_bind_int64(st, 1, e->before_ms);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)e->limit);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        e->deleted++;
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? WS_OK : ws_err_from_sqlite(rc);
+    return order_db_tombstones_expire(c, e->before_ms, e->limit, &e->deleted);
 }
 
-ws_err order_recovery_expire_tombstones(ws_store *s, int64_t ttl_ms, int64_t now_ms,
+ws_err order_recovery_expire_tombstones(ws_db_conn *c, int64_t ttl_ms, int64_t now_ms,
                                         size_t limit, order_recovery_stats *stats)
 {
     if (ttl_ms <= 0) {
@@ -643,7 +536,7 @@ ws_err order_recovery_expire_tombstones(ws_store *s, int64_t ttl_ms, int64_t now
         return WS_OK;
     }
     recovery_expire e = {.before_ms = now_ms - ttl_ms, .limit = limit};
-    ws_err err = ws_store_txn(s, recovery_expire_run, &e);
+    ws_err err = ws_db_conn_txn(c, NULL, recovery_expire_run, &e);
     if (err != WS_OK) {
         ws_log_error("order_tombstone_expiry_failed", "err=%s", ws_errname(err));
         return err;
@@ -665,21 +558,14 @@ typedef struct recovery_metrics {
 } recovery_metrics;
 
 struct order_recovery {
-    order_recovery_opts opts; /* store owned */
+    order_recovery_opts opts; /* db not owned */
     recovery_metrics m;
     pthread_t thread;
     bool started;
     pthread_mutex_t mu; /* guards stop */
-    pthread_cond_t cv;
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC (ws_clock_cond_init) */
     bool stop;
 };
-
-static int64_t recovery_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void recovery_metrics_init(recovery_metrics *m, ws_metrics *reg)
 {
@@ -710,40 +596,43 @@ static void recovery_metrics_add(recovery_metrics *m, const order_recovery_stats
     ws_counter_add(m->tombstones_expired, st->tombstones_expired);
 }
 
+/* One round of the five passes on a connection of the pool. */
+static void recovery_round(order_recovery *r)
+{
+    const order_recovery_opts *o = &r->opts;
+    ws_db_conn *c = NULL;
+    ws_err err = ws_db_acquire(o->db, &c);
+    if (err != WS_OK) {
+        ws_log_debug("order_recovery_skipped", "err=%s", ws_errname(err));
+        return;
+    }
+    order_recovery_stats st = {0};
+    int64_t now = ws_clock_wall_ms();
+    (void)order_recovery_resend_pending(c, &o->policy, now, o->batch, &st);
+    (void)order_recovery_check_cancels(c, &o->policy, o->lookup, o->lookup_ctx, now,
+                                       o->batch, &st);
+    (void)order_recovery_fill_items(c, &o->policy, o->lookup, o->lookup_ctx, now,
+                                    o->batch, &st);
+    size_t failed_before = st.lookups_failed;
+    (void)order_recovery_check_outcomes(c, &o->policy, o->lookup, o->lookup_ctx, now,
+                                        o->batch, &st);
+    (void)order_recovery_expire_tombstones(c, o->tombstone_ttl_ms, now, o->batch, &st);
+    ws_db_release(c);
+    recovery_metrics_add(&r->m, &st, st.lookups_failed - failed_before);
+    bool queued = st.resent || st.cancels_resent || st.items_filled || st.checks_moved;
+    if (queued && o->queued != NULL) {
+        o->queued(o->queued_ctx);
+    }
+}
+
 static void *recovery_thread_main(void *arg)
 {
     order_recovery *r = arg;
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         pthread_mutex_unlock(&r->mu);
-        order_recovery_stats st = {0};
-        int64_t now = recovery_wall_ms();
-        (void)order_recovery_resend_pending(r->opts.store, &r->opts.policy, now,
-                                            r->opts.batch, &st);
-        (void)order_recovery_check_cancels(r->opts.store, &r->opts.policy, r->opts.lookup,
-                                           r->opts.lookup_ctx, now, r->opts.batch, &st);
-        (void)order_recovery_fill_items(r->opts.store, &r->opts.policy, r->opts.lookup,
-                                        r->opts.lookup_ctx, now, r->opts.batch, &st);
-        size_t failed_before = st.lookups_failed;
-        (void)order_recovery_check_outcomes(r->opts.store, &r->opts.policy,
-                                            r->opts.lookup, r->opts.lookup_ctx, now,
-                                            r->opts.batch, &st);
-        (void)order_recovery_expire_tombstones(r->opts.store, r->opts.tombstone_ttl_ms,
-                                               now, r->opts.batch, &st);
-        recovery_metrics_add(&r->m, &st, st.lookups_failed - failed_before);
-        bool queued =
-            st.resent || st.cancels_resent || st.items_filled || st.checks_moved;
-        if (queued && r->opts.queued != NULL) {
-            r->opts.queued(r->opts.queued_ctx);
-        }
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += r->opts.interval_ms / 1000;
-        until.tv_nsec += (long)(r->opts.interval_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        recovery_round(r);
+        struct timespec until = ws_clock_mono_after(r->opts.interval_ms);
         pthread_mutex_lock(&r->mu);
         while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
         }
@@ -754,7 +643,7 @@ static void *recovery_thread_main(void *arg)
 
 ws_err order_recovery_open(const order_recovery_opts *opts, order_recovery **out)
 {
-    if (opts == NULL || opts->store == NULL || opts->lookup == NULL ||
+    if (opts == NULL || opts->db == NULL || opts->lookup == NULL ||
         opts->interval_ms < 0 || opts->tombstone_ttl_ms < 0) {
         return WS_EINVAL;
     }
@@ -774,21 +663,15 @@ ws_err order_recovery_open(const order_recovery_opts *opts, order_recovery **out
     }
     recovery_metrics_init(&r->m,
                           opts->metrics != NULL ? opts->metrics : ws_metrics_default());
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     if (pthread_mutex_init(&r->mu, NULL) != 0) {
-        pthread_condattr_destroy(&ca);
         free(r);
         return WS_ENOMEM;
     }
-    if (pthread_cond_init(&r->cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
+    if (ws_clock_cond_init(&r->cv) != 0) {
         pthread_mutex_destroy(&r->mu);
         free(r);
         return WS_ENOMEM;
     }
-    pthread_condattr_destroy(&ca);
     *out = r;
     return WS_OK;
 }
@@ -819,6 +702,5 @@ void order_recovery_close(order_recovery *r)
     }
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
-    ws_store_close(r->opts.store);
     free(r);
 }

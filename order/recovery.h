@@ -40,6 +40,14 @@
  * bookkeeping (attempts, next deadline): recovery never publishes itself.
  * The pass functions take now_ms so that tests drive the clock; the loop
  * thread calls them with the wall clock.
+ *
+ * Several replicas (one PostgreSQL database) run these loops at once: each
+ * pass claims the rows it works (order_db.h: FOR UPDATE SKIP LOCKED on
+ * PostgreSQL, then the deadline moved to a lease of
+ * ORDER_RECOVERY_LEASE_MS), so no row is worked by two replicas at once,
+ * and the rows of a replica that died mid-pass are due again when the
+ * lease ends. A pass runs on the caller's connection (held, no
+ * transaction open); it opens its own short transactions on it.
  */
 #ifndef ORDER_RECOVERY_H
 #define ORDER_RECOVERY_H
@@ -50,7 +58,7 @@
 #include "err.h"
 #include "metrics.h"
 #include "orders.h"
-#include "store.h"
+#include "db.h"
 #include "webshop/v1/inventory.pb-c.h"
 
 /* Ask the inventory what it decided for order_id. WS_OK with *resp, the
@@ -81,17 +89,18 @@ typedef struct order_recovery_stats {
 } order_recovery_stats;
 
 /* Re-queue OrderSent for up to limit PENDING orders due at now_ms (oldest
- * deadline first), in one transaction, and log each. WS_OK or a store error
+ * deadline first), in one transaction, and log each. WS_OK or a database error
  * (then nothing is written and stats are unchanged). */
-ws_err order_recovery_resend_pending(ws_store *s, const orders_policy *p, int64_t now_ms,
-                                     size_t limit, order_recovery_stats *stats /* OUT */);
+ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
+                                     int64_t now_ms, size_t limit,
+                                     order_recovery_stats *stats /* OUT */);
 
 /* Check up to limit unconfirmed CANCELED orders due at now_ms with lookup
  * (one call per order; after the first failed call the rest of the pass is
  * not looked up but treated as failed, so a down inventory costs one
  * deadline per pass), then confirm or re-queue each in its own transaction,
- * and log each. WS_OK or the first store error. */
-ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
+ * and log each. WS_OK or the first database error. */
+ws_err order_recovery_check_cancels(ws_db_conn *c, const orders_policy *p,
                                     order_recovery_lookup_fn lookup, void *lookup_ctx,
                                     int64_t now_ms, size_t limit,
                                     order_recovery_stats *stats /* OUT */);
@@ -99,8 +108,8 @@ ws_err order_recovery_check_cancels(ws_store *s, const orders_policy *p,
 /* Ask the inventory for the lines of up to limit orders whose items_due_ms
  * passed at now_ms (lookup as for cancels: one failed call skips the rest
  * of the pass), fill them in where it knows them, else re-arm or give up.
- * WS_OK or the first store error. */
-ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
+ * WS_OK or the first database error. */
+ws_err order_recovery_fill_items(ws_db_conn *c, const orders_policy *p,
                                  order_recovery_lookup_fn lookup, void *lookup_ctx,
                                  int64_t now_ms, size_t limit,
                                  order_recovery_stats *stats /* OUT */);
@@ -108,19 +117,23 @@ ws_err order_recovery_fill_items(ws_store *s, const orders_policy *p,
 /* Settle up to limit orders whose check_due_ms passed at now_ms: ask
  * lookup for each (one failed call skips the rest of the pass, counted in
  * lookups_failed; they stay due), then orders_settle with the answer, and
- * log each. WS_OK or the first store error. */
-ws_err order_recovery_check_outcomes(ws_store *s, const orders_policy *p,
+ * log each. WS_OK or the first database error. */
+ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
                                      order_recovery_lookup_fn lookup, void *lookup_ctx,
                                      int64_t now_ms, size_t limit,
                                      order_recovery_stats *stats /* OUT */);
 
 /* Delete up to limit tombstones created at or before now_ms - ttl_ms for
  * which nothing is left to do (cancel confirmed or given up, no items check
- * due), in one transaction. WS_EINVAL for ttl_ms <= 0; WS_OK or a store
+ * due), in one transaction. WS_EINVAL for ttl_ms <= 0; WS_OK or a database
  * error (nothing deleted). */
-ws_err order_recovery_expire_tombstones(ws_store *s, int64_t ttl_ms, int64_t now_ms,
+ws_err order_recovery_expire_tombstones(ws_db_conn *c, int64_t ttl_ms, int64_t now_ms,
                                         size_t limit,
                                         order_recovery_stats *stats /* OUT */);
+
+/* How long a pass holds the rows it claimed (longer than a pass of
+ * GetReservation calls takes: a batch stops at the first failed call). */
+#define ORDER_RECOVERY_LEASE_MS 60000
 
 /* Default tombstone lifetime: long past any bus race (a cancel overtaking
  * its OrderSent by more than a day is not a race), short enough that stray
@@ -131,7 +144,7 @@ ws_err order_recovery_expire_tombstones(ws_store *s, int64_t ttl_ms, int64_t now
 typedef struct order_recovery order_recovery;
 
 typedef struct order_recovery_opts {
-    ws_store *store; /* the loop's own connection; owned by the loop once open succeeds */
+    ws_db *db; /* the service's pool (not owned): a connection per round */
     orders_policy policy;
     order_recovery_lookup_fn lookup; /* required */
     void *lookup_ctx;
@@ -144,7 +157,7 @@ typedef struct order_recovery_opts {
     ws_metrics *metrics;      /* NULL = default registry */
 } order_recovery_opts;
 
-/* Create the loop (not running). On failure the caller still owns the store. */
+/* Create the loop (not running). */
 ws_err order_recovery_open(const order_recovery_opts *opts,
                            order_recovery **out /* OUT */);
 
@@ -152,7 +165,7 @@ ws_err order_recovery_open(const order_recovery_opts *opts,
 ws_err order_recovery_start(order_recovery *r);
 
 /* Stop the thread (waiting for the pass in progress, which is bounded by one
- * lookup deadline), close the store, free. r may be NULL. */
+ * lookup deadline), free. r may be NULL. */
 void order_recovery_close(order_recovery *r);
 
 #endif

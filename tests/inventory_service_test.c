@@ -1,5 +1,7 @@
 /*
- * webshop-inventory as a process, against a real mosquitto (harness): the
+ * webshop-inventory as a process, against a real mosquitto (harness) and a
+ * fresh database of the run's engine given with --db-url (test_db.h:
+ * SQLite, or PostgreSQL when registered through with_pg): the
  * RPC read side through the generated client stubs, an OrderSent published
  * on the bus coming back as InStock, a clean exit 0 on SIGTERM, and the
  * crash fault point -- killed right after a reservation commits and before
@@ -13,12 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "bus.h"
 #include "harness.h"
 #include "rpc_client.h"
+#include "test_db.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/inventory.rpc.h"
 
@@ -26,6 +30,7 @@
 #define ORDER_ID "5b0c9f3e-7a41-4d2b-9c55-0123456789ab"
 
 static char *tmpdir;
+static char db_url[512];
 static harness_broker broker;
 static int rpc_port;
 static int http_port;
@@ -82,25 +87,15 @@ static bool bus_up(void *ctx)
 
 static void inv_start(const char *fault)
 {
-    char db[4200], log[4200], port[32], hport[16];
-    snprintf(db, sizeof(db), "%s/inventory.db", tmpdir);
+    char log[4200], port[32], hport[16];
     snprintf(log, sizeof(log), "%s/inventory.log", tmpdir);
     snprintf(port, sizeof(port), "127.0.0.1:%d", broker.port);
     snprintf(hport, sizeof(hport), "%d", http_port);
-    char *const argv[] = {INVENTORY_EXE,
-                          "--db-path",
-                          db,
-                          "--broker",
-                          port,
-                          "--rpc-url",
-                          rpc_url,
-                          "--http-port",
-                          hport,
-                          "--client-id",
-                          "inventory-test",
-                          "--shutdown-timeout",
-                          "5s",
-                          NULL};
+    char *const argv[] = {
+        INVENTORY_EXE, "--db-url",    db_url,           "--broker",
+        port,          "--rpc-url",   rpc_url,          "--http-port",
+        hport,         "--client-id", "inventory-test", "--shutdown-timeout",
+        "5s",          NULL};
     if (fault != NULL) {
         setenv("WEBSHOP_FAULT", fault, 1);
     }
@@ -125,6 +120,7 @@ static void setup(void)
 {
     tmpdir = harness_tmpdir_new("inventory-svc");
     cr_assert_not_null(tmpdir);
+    cr_assert_eq(test_db_fresh(db_url, sizeof(db_url)), 0);
     cr_assert_eq(harness_broker_start(&broker, tmpdir, NULL), 0);
     rpc_port = harness_port_reserve(); /* kept across the restart below */
     http_port = harness_port_reserve();
@@ -167,16 +163,12 @@ static void teardown(void)
     ws_bus_close(bus);
     ws_metrics_free(metrics);
     cr_expect_eq(harness_broker_stop(&broker, SIGTERM), 0);
+    test_db_cleanup(db_url);
     harness_tmpdir_free(tmpdir);
 }
 
 TestSuite(inventory_service, .init = setup, .fini = teardown, .timeout = 90);
 
-static bool inv_exited(void *ctx)
-{
-    (void)ctx;
-    return !harness_proc_alive(&inv);
-}
 
 static void publish_order(void)
 {
@@ -254,9 +246,22 @@ Test(inventory_service, serves_catalog_reserves_an_order_and_stops_cleanly)
     cr_assert_eq(harness_proc_stop(&inv, SIGTERM, 10000), 0);
     cr_assert(WIFEXITED(inv.status), "inventory did not exit by itself");
     cr_assert_eq(WEXITSTATUS(inv.status), 0);
+    if (!test_db_is_pg()) { /* a clean stop leaves no WAL behind */
+        char wal[600];
+        struct stat st;
+        snprintf(wal, sizeof(wal), "%s-wal", db_url + strlen("sqlite:"));
+        cr_assert(stat(wal, &st) != 0 || st.st_size == 0, "%s: %lld bytes", wal,
+                  (long long)st.st_size);
+    }
 }
 
 #ifdef WS_FAULT_POINTS
+static bool inv_exited(void *ctx)
+{
+    (void)ctx;
+    return !harness_proc_alive(&inv);
+}
+
 Test(inventory_service, crash_after_reserve_commit_publishes_outcome_after_restart)
 {
     inv_start("crash_after_reserve_commit");

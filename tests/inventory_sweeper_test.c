@@ -1,5 +1,6 @@
 /*
- * The inventory's periodic work (inventory/sweeper.c) on a temp SQLite file,
+ * The inventory's periodic work (inventory/sweeper.c) on a fresh database of
+ * the run's engine (tests/support/test_db.h),
  * one pass at a time with the clock as a parameter: tombstones expire
  * through a pass and are counted; without an Orders client no reservation
  * is ever released; with a real Orders RPC client whose order service is
@@ -12,18 +13,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "catalog_seed.h"
+#include "clock.h"
+#include "db.h"
 #include "outbox.h"
 #include "rpc_client.h"
 #include "schema.h"
 #include "stock.h"
 #include "sweeper.h"
+#include "test_db.h"
 
-static char test_dir[256];
-static char test_db[300];
+static char test_dir[256]; /* for the ipc:// address nobody listens on */
+static char test_url[512];
+static ws_db *test_pool;
 static ws_metrics *test_metrics;
 
 static void test_setup(void)
@@ -31,43 +35,36 @@ static void test_setup(void)
     const char *tmp = getenv("TMPDIR");
     snprintf(test_dir, sizeof(test_dir), "%s/ws-inv-sweep-XXXXXX", tmp ? tmp : "/tmp");
     cr_assert_not_null(mkdtemp(test_dir));
-    snprintf(test_db, sizeof(test_db), "%s/inventory.db", test_dir);
+    cr_assert_eq(test_db_fresh(test_url, sizeof(test_url)), 0);
+    size_t n;
+    const ws_db_migration *m = inv_schema_migrations(&n);
+    ws_db_opts o = {.url = test_url, .pool_size = 4, .migrations = m, .n_migrations = n};
+    cr_assert_eq(ws_db_open(&o, &test_pool), WS_OK, "open %s", test_url);
     test_metrics = ws_metrics_new();
     cr_assert_not_null(test_metrics);
 }
 
 static void test_teardown(void)
 {
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        char p[320];
-        snprintf(p, sizeof(p), "%s%s", test_db, suffix[i]);
-        unlink(p);
-    }
+    ws_db_close(test_pool);
+    test_pool = NULL;
+    test_db_cleanup(test_url);
     ws_metrics_free(test_metrics);
     cr_assert_eq(rmdir(test_dir), 0, "temp dir not empty");
 }
 
 TestSuite(inventory_sweeper, .init = test_setup, .fini = test_teardown, .timeout = 60);
 
-static ws_store *test_store_open(void)
+static void test_order_sent(const Webshop__V1__OrderSent *ev, inv_order_outcome *out)
 {
-    size_t n;
-    const ws_migration *m = inv_schema_migrations(&n);
-    ws_store_opts o = {.path = test_db, .busy_timeout_ms = 10000};
-    ws_store *s = NULL;
-    cr_assert_eq(ws_store_open(&o, m, n, &s), WS_OK);
-    return s;
+    ws_db_conn *c = NULL;
+    cr_assert_eq(ws_db_acquire(test_pool, &c), WS_OK);
+    ws_err err = inv_stock_order_sent(c, ev, out);
+    ws_db_release(c);
+    cr_assert_eq(err, WS_OK);
 }
 
-static int64_t test_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void test_reserve(ws_store *s, const char *id, int32_t count)
+static void test_reserve(const char *id, int32_t count)
 {
     Webshop__V1__OrderItem item = WEBSHOP__V1__ORDER_ITEM__INIT;
     item.inventory_id = 1;
@@ -78,23 +75,27 @@ static void test_reserve(ws_store *s, const char *id, int32_t count)
     ev.n_items = 1;
     ev.items = items;
     inv_order_outcome out;
-    cr_assert_eq(inv_stock_order_sent(s, &ev, &out), WS_OK);
+    test_order_sent(&ev, &out);
     cr_assert_eq(out.action, INV_ORDER_RESERVED);
 }
 
-static void test_tombstone(ws_store *s, const char *id)
+static void test_tombstone(const char *id)
 {
     Webshop__V1__OrderCanceled c = WEBSHOP__V1__ORDER_CANCELED__INIT;
     c.order_id = (char *)id;
     inv_cancel_outcome out;
-    cr_assert_eq(inv_stock_order_canceled(s, &c, &out), WS_OK);
+    ws_db_conn *conn = NULL;
+    cr_assert_eq(ws_db_acquire(test_pool, &conn), WS_OK);
+    ws_err err = inv_stock_order_canceled(conn, &c, &out);
+    ws_db_release(conn);
+    cr_assert_eq(err, WS_OK);
     cr_assert_eq(out.action, INV_CANCEL_TOMBSTONED);
 }
 
-static Webshop__V1__ReservationStatus test_status(ws_store *s, const char *id)
+static Webshop__V1__ReservationStatus test_status(const char *id)
 {
     Webshop__V1__GetReservationResponse *r = NULL;
-    cr_assert_eq(inv_stock_reservation(s, id, &r), WS_OK);
+    cr_assert_eq(inv_stock_reservation(test_pool, id, &r), WS_OK);
     Webshop__V1__ReservationStatus st = r->status;
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return st;
@@ -111,41 +112,37 @@ static uint64_t test_counter(const char *name, const char *labels)
 
 Test(inventory_sweeper, pass_expires_tombstones_and_never_releases_without_orders)
 {
-    ws_store *s = test_store_open();
-    cr_assert_eq(inv_catalog_seed_default(s, NULL), WS_OK);
-    test_tombstone(s, ID_A);
-    test_reserve(s, ID_B, 4);
+    cr_assert_eq(inv_catalog_seed_default(test_pool, NULL), WS_OK);
+    test_tombstone(ID_A);
+    test_reserve(ID_B, 4);
 
-    inv_sweeper_opts o = {.store = test_store_open(),
+    inv_sweeper_opts o = {.db = test_pool,
                           .tombstone_ttl_ms = TTL,
                           .orphan_after_ms = 1000,
                           .metrics = test_metrics};
     inv_sweeper *w = NULL;
     cr_assert_eq(inv_sweeper_open(&o, &w), WS_OK);
-    int64_t now = test_wall_ms();
+    int64_t now = ws_clock_wall_ms();
     inv_sweep_stats st;
     cr_assert_eq(inv_sweeper_pass(w, now, &st), WS_OK);
     cr_assert_eq(st.expired, 0);
-    cr_assert_eq(test_status(s, ID_A), WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED);
+    cr_assert_eq(test_status(ID_A), WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED);
 
     cr_assert_eq(inv_sweeper_pass(w, now + TTL + 1000, &st), WS_OK);
     cr_assert_eq(st.expired, 1);
     cr_assert_eq(st.released + st.checked + st.failed, 0, "no orders client: no sweep");
-    cr_assert_eq(test_status(s, ID_A),
-                 WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN);
-    cr_assert_eq(test_status(s, ID_B), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
+    cr_assert_eq(test_status(ID_A), WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN);
+    cr_assert_eq(test_status(ID_B), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
     cr_assert_eq(test_counter("webshop_inventory_tombstones_expired_total", NULL), 1);
     cr_assert_eq(test_counter("webshop_inventory_orphans_released_total", NULL), 0);
     inv_sweeper_close(w);
-    ws_store_close(s);
 }
 
 Test(inventory_sweeper, order_service_down_releases_nothing)
 {
-    ws_store *s = test_store_open();
-    cr_assert_eq(inv_catalog_seed_default(s, NULL), WS_OK);
-    test_reserve(s, ID_A, 3);
-    test_reserve(s, ID_B, 2);
+    cr_assert_eq(inv_catalog_seed_default(test_pool, NULL), WS_OK);
+    test_reserve(ID_A, 3);
+    test_reserve(ID_B, 2);
 
     char url[400];
     snprintf(url, sizeof(url), "ipc://%s/orders.ipc", test_dir);
@@ -153,7 +150,7 @@ Test(inventory_sweeper, order_service_down_releases_nothing)
     ws_rpc_client_opts co = {.urls = urls, .n_urls = 1, .metrics = test_metrics};
     ws_rpc_client *orders = NULL;
     cr_assert_eq(ws_rpc_client_open(&co, &orders), WS_OK);
-    inv_sweeper_opts o = {.store = test_store_open(),
+    inv_sweeper_opts o = {.db = test_pool,
                           .orders = orders,
                           .orders_deadline_ms = 200,
                           .tombstone_ttl_ms = TTL,
@@ -163,7 +160,7 @@ Test(inventory_sweeper, order_service_down_releases_nothing)
     cr_assert_eq(inv_sweeper_open(&o, &w), WS_OK);
     inv_sweep_stats st;
     for (int i = 0; i < 2; i++) {
-        cr_assert_eq(inv_sweeper_pass(w, test_wall_ms() + 5000, &st), WS_OK);
+        cr_assert_eq(inv_sweeper_pass(w, ws_clock_wall_ms() + 5000, &st), WS_OK);
         cr_assert_eq(st.released, 0);
         cr_assert_eq(st.checked, 0);
         cr_assert_eq(st.failed, 2, "one call fails, the other waits for the next pass");
@@ -171,20 +168,18 @@ Test(inventory_sweeper, order_service_down_releases_nothing)
     cr_assert_eq(
         test_counter("webshop_inventory_orphan_checks_total", "result=\"failed\""), 2,
         "one call per pass while the order service is down");
-    cr_assert_eq(test_status(s, ID_A), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
-    cr_assert_eq(test_status(s, ID_B), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
+    cr_assert_eq(test_status(ID_A), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
+    cr_assert_eq(test_status(ID_B), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
     int64_t balance, held, added;
-    cr_assert_eq(inv_stock_levels(s, 1, &balance, &held, &added), WS_OK);
+    cr_assert_eq(inv_stock_levels(test_pool, 1, &balance, &held, &added), WS_OK);
     cr_assert_eq(balance + held, added);
     cr_assert_eq(held, 5);
     inv_sweeper_close(w);
     ws_rpc_client_close(orders);
-    ws_store_close(s);
 }
 
 Test(inventory_sweeper, open_refuses_bounds_out_of_range)
 {
-    ws_store *s = test_store_open();
     char url[400];
     snprintf(url, sizeof(url), "ipc://%s/orders.ipc", test_dir);
     const char *urls[] = {url};
@@ -192,7 +187,7 @@ Test(inventory_sweeper, open_refuses_bounds_out_of_range)
     ws_rpc_client *orders = NULL;
     cr_assert_eq(ws_rpc_client_open(&co, &orders), WS_OK);
     inv_sweeper *w = NULL;
-    inv_sweeper_opts o = {.store = s, .tombstone_ttl_ms = 0};
+    inv_sweeper_opts o = {.db = test_pool, .tombstone_ttl_ms = 0};
     cr_assert_eq(inv_sweeper_open(&o, &w), WS_EINVAL);
     o.tombstone_ttl_ms = TTL;
     o.interval_ms = -1;
@@ -201,11 +196,10 @@ Test(inventory_sweeper, open_refuses_bounds_out_of_range)
     o.orders = orders;
     o.orphan_after_ms = 0; /* an orphan bound is required with an Orders client */
     cr_assert_eq(inv_sweeper_open(&o, &w), WS_EINVAL);
-    o.store = NULL;
+    o.db = NULL;
     o.orphan_after_ms = 1000;
     cr_assert_eq(inv_sweeper_open(&o, &w), WS_EINVAL);
     cr_assert_null(w);
     inv_sweeper_close(NULL);
     ws_rpc_client_close(orders);
-    ws_store_close(s); /* still the caller's after a refused open */
 }

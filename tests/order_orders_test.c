@@ -1,12 +1,17 @@
 /*
- * The order domain (order/orders.c) on a temp SQLite file, no broker:
+ * The order domain (order/orders.c) on a fresh database of the run's engine
+ * (tests/support/test_db.h: SQLite, or PostgreSQL under with_pg), no broker:
  * precedence and idempotence of the four events over every arrival order,
  * conflicting outcomes settled by the inventory's record (every arrival
  * order again, against every kind of record), tombstones, what each event
  * queues in the outbox, the id rule and the limits, and the two queries.
- * The clock is a parameter, so nothing sleeps.
+ * The clock is a parameter, so nothing sleeps. The races at the end apply
+ * two events to one order from two threads, each on its own connection, at
+ * the same moment, many times: the rank rule and the unique keys must hold
+ * with two writers (PostgreSQL READ COMMITTED; SQLite's one writer).
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,35 +21,37 @@
 #include "orders.h"
 #include "outbox.h"
 #include "schema.h"
+#include "test_db.h"
 #include "uuid_text.h"
 
 #define IN  WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL
 #define OUT WEBSHOP__V1__ORDER_STATUS__UNSUCCESSFUL
 
-static char tmpdir[64];
-static ws_store *store;
+static char url[512];
+static ws_db *db;
+static ws_db_conn *conn; /* the test's own connection, held throughout */
 static orders_policy pol;
 
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ws-order-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    char path[128];
-    snprintf(path, sizeof path, "%s/order.db", tmpdir);
-    cr_assert_eq(order_schema_open(path, "OFF", &store), WS_OK);
+    cr_assert_eq(test_db_fresh(url, sizeof url), 0);
+    size_t n;
+    const ws_db_migration *m = order_schema_migrations(&n);
+    ws_db_opts o = {.url = url,
+                    .pool_size = 3,
+                    .synchronous = "OFF",
+                    .migrations = m,
+                    .n_migrations = n};
+    cr_assert_eq(ws_db_open(&o, &db), WS_OK, "%s", url);
+    cr_assert_eq(ws_db_acquire(db, &conn), WS_OK);
     pol = orders_policy_default();
 }
 
 static void teardown(void)
 {
-    ws_store_close(store);
-    char path[128];
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/order.db%s", tmpdir, suffix[i]);
-        unlink(path);
-    }
-    cr_assert_eq(rmdir(tmpdir), 0);
+    ws_db_release(conn);
+    ws_db_close(db);
+    test_db_cleanup(url);
 }
 
 TestSuite(order_orders, .init = setup, .fini = teardown);
@@ -70,7 +77,7 @@ typedef struct drained {
 } drained;
 
 typedef struct drain_ctx {
-    ws_store *s;
+    ws_db_conn *s;
     drained d;
     int64_t ids[4096];
     size_t n_ids;
@@ -115,10 +122,10 @@ static drained drain(void)
 {
     static drain_ctx c;
     memset(&c, 0, sizeof c);
-    c.s = store;
-    cr_assert_eq(ws_outbox_scan(store, 0, 4096, drain_row, &c, NULL), WS_OK);
+    c.s = conn;
+    cr_assert_eq(ws_outbox_scan(conn, 0, 4096, drain_row, &c, NULL), WS_OK);
     for (size_t i = 0; i < c.n_ids; i++) {
-        cr_assert_eq(ws_outbox_delete(store, c.ids[i]), WS_OK);
+        cr_assert_eq(ws_outbox_delete(conn, c.ids[i]), WS_OK);
     }
     return c.d;
 }
@@ -137,14 +144,14 @@ static ws_err send_ev(const char *id, int64_t now, orders_effect *eff)
     e.order_id = (char *)id;
     e.n_items = 2;
     e.items = two_items;
-    return orders_apply_sent(store, &pol, &e, now, eff);
+    return orders_apply_sent(conn, &pol, &e, now, eff);
 }
 
 static ws_err in_ev(const char *id, int64_t now, orders_effect *eff)
 {
     Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;
     e.order_id = (char *)id;
-    return orders_apply_in_stock(store, &pol, &e, now, eff);
+    return orders_apply_in_stock(conn, &pol, &e, now, eff);
 }
 
 static ws_err out_ev(const char *id, const char *reason, int64_t now, orders_effect *eff)
@@ -152,14 +159,14 @@ static ws_err out_ev(const char *id, const char *reason, int64_t now, orders_eff
     Webshop__V1__OutOfStock e = WEBSHOP__V1__OUT_OF_STOCK__INIT;
     e.order_id = (char *)id;
     e.reason = (char *)reason;
-    return orders_apply_out_of_stock(store, &pol, &e, now, eff);
+    return orders_apply_out_of_stock(conn, &pol, &e, now, eff);
 }
 
 static ws_err cancel_ev(const char *id, int64_t now, orders_effect *eff)
 {
     Webshop__V1__CancelOrder e = WEBSHOP__V1__CANCEL_ORDER__INIT;
     e.order_id = (char *)id;
-    return orders_apply_cancel(store, &pol, &e, now, eff);
+    return orders_apply_cancel(conn, &pol, &e, now, eff);
 }
 
 /* The inventory's record as GetReservation answers it; items are the two of
@@ -175,21 +182,39 @@ static ws_err settle_ev(const char *id, Webshop__V1__ReservationStatus st,
         r.n_items = 2;
         r.items = two_items;
     }
-    return orders_settle(store, &pol, id, &r, now, eff);
+    return orders_settle(conn, &pol, id, &r, now, eff);
 }
 
 /* Whether the order's row is marked for an outcome check. */
 static bool check_due(const char *id)
 {
-    sqlite3_stmt *st;
-    cr_assert_eq(
-        ws_store_stmt(store, "SELECT check_due_ms IS NOT NULL FROM orders WHERE id = ?1",
-                      &st),
-        WS_OK);
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    bool due = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 0;
-    sqlite3_reset(st);
+    ws_db_stmt *st;
+    cr_assert_eq(ws_db_prepare(conn,
+                               "SELECT CASE WHEN check_due_ms IS NULL THEN 0 ELSE 1 END"
+                               " FROM orders WHERE id = $1",
+                               &st),
+                 WS_OK);
+    ws_db_bind_text(st, 1, id);
+    bool row = false;
+    cr_assert_eq(ws_db_step(st, &row), WS_OK);
+    bool due = row && ws_db_column_int64(st, 0) != 0;
+    ws_db_reset(st);
     return due;
+}
+
+/* Rows under id (0 or 1). */
+static int64_t rows_of(const char *id)
+{
+    ws_db_stmt *st;
+    cr_assert_eq(ws_db_prepare(conn, "SELECT count(*) FROM orders WHERE id = $1", &st),
+                 WS_OK);
+    ws_db_bind_text(st, 1, id);
+    bool row = false;
+    cr_assert_eq(ws_db_step(st, &row), WS_OK);
+    cr_assert(row);
+    int64_t n = ws_db_column_int64(st, 0);
+    ws_db_reset(st);
+    return n;
 }
 
 /* What GetOrder shows of an order: status 0 when it is not found. */
@@ -204,7 +229,7 @@ static shown look(const char *id)
 {
     shown v = {0};
     Webshop__V1__Order *o = NULL;
-    ws_err err = orders_get(store, id, &o);
+    ws_err err = orders_get(conn, id, &o);
     if (err == WS_ENOTFOUND) {
         return v;
     }
@@ -740,11 +765,11 @@ Test(order_orders, late_order_sent_fills_items_only)
     e.order_id = id;
     e.n_items = 1;
     e.items = two_items;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 30, &eff), WS_OK);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 30, &eff), WS_OK);
     cr_assert(eff.conflict);
     cr_assert(!eff.items_filled);
     Webshop__V1__Order *o;
-    cr_assert_eq(orders_get(store, id, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, id, &o), WS_OK);
     cr_assert_eq(o->n_items, 2);
     cr_assert_eq(o->status, OUT);
     cr_assert_str_eq(o->reason, "unknown product");
@@ -786,7 +811,7 @@ Test(order_orders, duplicate_cancel_requeues_only_until_confirmed)
     char sql[200];
     snprintf(sql, sizeof sql, "UPDATE orders SET cancel_confirmed = 1 WHERE id = '%s'",
              id);
-    cr_assert_eq(ws_store_exec(store, sql), WS_OK);
+    cr_assert_eq(ws_db_exec(conn, sql), WS_OK);
     cr_assert_eq(cancel_ev(id, 3, &eff), WS_OK);
     cr_assert_eq(eff.queued, 0);
     cr_assert_eq(drain().n_rows, 0);
@@ -806,17 +831,17 @@ Test(order_orders, cancel_of_an_unseen_order_is_a_tombstone_not_an_order)
     cr_assert_eq(d.n_canceled, 1, "the inventory is told, to leave its own tombstone");
     cr_assert_eq(d.n_status, 0, "no status: it is not an order");
     Webshop__V1__Order *o = NULL;
-    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND);
+    cr_assert_eq(orders_get(conn, id, &o), WS_ENOTFOUND);
     cr_assert_null(o);
     Webshop__V1__ListOrdersResponse *r;
-    cr_assert_eq(orders_list(store, 0, NULL, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 0, NULL, &r), WS_OK);
     cr_assert_eq(r->n_orders, 0);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     /* A duplicate cancel keeps it a tombstone. */
     cr_assert_eq(cancel_ev(id, 8, &eff), WS_OK);
     cr_assert(eff.tombstone);
     cr_assert_eq(drain().n_status, 0);
-    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND);
+    cr_assert_eq(orders_get(conn, id, &o), WS_ENOTFOUND);
 }
 
 Test(order_orders, tombstone_becomes_a_canceled_order_when_its_order_sent_comes)
@@ -839,7 +864,7 @@ Test(order_orders, tombstone_becomes_a_canceled_order_when_its_order_sent_comes)
     cr_assert_eq(v.n_items, 2);
     cr_assert_eq(v.created_ms, 7);
     Webshop__V1__ListOrdersResponse *r;
-    cr_assert_eq(orders_list(store, 0, NULL, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 0, NULL, &r), WS_OK);
     cr_assert_eq(r->n_orders, 1);
     cr_assert_str_eq(r->orders[0]->id, id);
     protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -920,13 +945,13 @@ Test(order_orders, ids_in_any_case_are_one_order_stored_in_lower_case)
     cr_assert_str_eq(drain().last_status_id, id);
 
     Webshop__V1__Order *o;
-    cr_assert_eq(orders_get(store, up, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, up, &o), WS_OK);
     cr_assert_str_eq(o->id, id, "answered in lower case");
     protobuf_c_message_free_unpacked(&o->base, NULL);
-    cr_assert_eq(orders_get(store, mx, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, mx, &o), WS_OK);
     protobuf_c_message_free_unpacked(&o->base, NULL);
     Webshop__V1__ListOrdersResponse *r;
-    cr_assert_eq(orders_list(store, 0, NULL, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 0, NULL, &r), WS_OK);
     cr_assert_eq(r->n_orders, 1, "one row for three spellings");
     cr_assert_str_eq(r->orders[0]->id, id);
     protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -939,14 +964,7 @@ Test(order_orders, ids_in_any_case_are_one_order_stored_in_lower_case)
         mixed(in, lo);
         apply_char(kinds[k], 0, in, 10);
         cr_assert(check_due(lo) || kinds[k] != 'I', "row under the lower-case id");
-        sqlite3_stmt *st;
-        cr_assert_eq(
-            ws_store_stmt(store, "SELECT count(*) FROM orders WHERE id = ?1", &st),
-            WS_OK);
-        sqlite3_bind_text(st, 1, lo, -1, SQLITE_TRANSIENT);
-        cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-        cr_assert_eq(sqlite3_column_int(st, 0), 1, "event %c", kinds[k]);
-        sqlite3_reset(st);
+        cr_assert_eq(rows_of(lo), 1, "event %c", kinds[k]);
         if (kinds[k] != 'C') {
             cr_assert_str_eq(drain().last_status_id, lo, "event %c", kinds[k]);
         }
@@ -963,7 +981,7 @@ Test(order_orders, page_token_with_an_upper_case_id_is_the_same_key)
     /* The token "101:<ID>" of the second newest, its id in upper case. */
     Webshop__V1__ListOrdersResponse *r;
     char raw[80], up[37];
-    cr_assert_eq(orders_list(store, 2, NULL, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 2, NULL, &r), WS_OK);
     char second[37];
     snprintf(second, sizeof second, "%s", r->orders[1]->id);
     protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -987,7 +1005,7 @@ Test(order_orders, page_token_with_an_upper_case_id_is_the_same_key)
         }
     }
     tok[o] = '\0';
-    cr_assert_eq(orders_list(store, 10, tok, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 10, tok, &r), WS_OK);
     cr_assert_eq(r->n_orders, 1, "only the oldest is after the second newest");
     cr_assert_eq(r->orders[0]->created_ms, 100);
     protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -1012,27 +1030,28 @@ Test(order_orders, limits_are_the_fronts_at_and_past_the_bound)
     e.items = ptrs;
     orders_effect eff;
     e.n_items = WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS + 1;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_EINVAL);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_EINVAL);
     cr_assert_str_eq(eff.invalid, "items");
     lines[0].count = WEBSHOP_V1_ORDER_ITEM_COUNT_MAX + 1;
     e.n_items = WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_EINVAL);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_EINVAL);
     cr_assert_str_eq(eff.invalid, "items.count");
     cr_assert_eq(look(id).status, 0, "nothing written");
     /* 100 lines of 1000 units: the largest order the front accepts. */
     lines[0].count = WEBSHOP_V1_ORDER_ITEM_COUNT_MAX;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_OK);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_OK);
     cr_assert(eff.created);
     Webshop__V1__Order *o;
-    cr_assert_eq(orders_get(store, id, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, id, &o), WS_OK);
     cr_assert_eq(o->n_items, WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS);
-    cr_assert_eq(o->items[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS - 1]->count, WEBSHOP_V1_ORDER_ITEM_COUNT_MAX);
+    cr_assert_eq(o->items[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS - 1]->count,
+                 WEBSHOP_V1_ORDER_ITEM_COUNT_MAX);
     protobuf_c_message_free_unpacked(&o->base, NULL);
     /* The smallest: one line of one unit. */
     new_id(id);
     lines[0].count = 1;
     e.n_items = 1;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_OK);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_OK);
     /* A record with lines past the bound fills nothing in. */
     new_id(id);
     cr_assert_eq(in_ev(id, 1, NULL), WS_OK);
@@ -1041,7 +1060,7 @@ Test(order_orders, limits_are_the_fronts_at_and_past_the_bound)
     rec.status = WEBSHOP__V1__RESERVATION_STATUS__RESERVED;
     rec.items = ptrs;
     rec.n_items = WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS + 1;
-    cr_assert_eq(orders_settle(store, &pol, id, &rec, 2, &eff), WS_OK);
+    cr_assert_eq(orders_settle(conn, &pol, id, &rec, 2, &eff), WS_OK);
     cr_assert(eff.settled);
     cr_assert(!eff.items_filled);
     cr_assert_eq(look(id).n_items, 0);
@@ -1066,7 +1085,7 @@ Test(order_orders, invalid_events_are_refused_and_write_nothing)
     new_id(id);
     Webshop__V1__OrderSent e = WEBSHOP__V1__ORDER_SENT__INIT;
     e.order_id = id;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_EINVAL);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_EINVAL);
     cr_assert_str_eq(eff.invalid, "items");
     Webshop__V1__OrderItem bad_count = WEBSHOP__V1__ORDER_ITEM__INIT;
     bad_count.inventory_id = 1;
@@ -1074,17 +1093,17 @@ Test(order_orders, invalid_events_are_refused_and_write_nothing)
     Webshop__V1__OrderItem *items[] = {&item1, &bad_count};
     e.items = items;
     e.n_items = 2;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_EINVAL);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_EINVAL);
     cr_assert_str_eq(eff.invalid, "items.count");
     Webshop__V1__OrderItem bad_id = WEBSHOP__V1__ORDER_ITEM__INIT;
     bad_id.inventory_id = -3;
     bad_id.count = 1;
     items[1] = &bad_id;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, 1, &eff), WS_EINVAL);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, 1, &eff), WS_EINVAL);
     cr_assert_str_eq(eff.invalid, "items.inventory_id");
 
     Webshop__V1__Order *o;
-    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND);
+    cr_assert_eq(orders_get(conn, id, &o), WS_ENOTFOUND);
     cr_assert_eq(drain().n_rows, 0);
 }
 
@@ -1112,7 +1131,7 @@ Test(order_orders, long_reason_is_cut_on_a_utf8_boundary)
     const char *ids[] = {id, rec};
     for (int i = 0; i < 2; i++) {
         Webshop__V1__Order *o;
-        cr_assert_eq(orders_get(store, ids[i], &o), WS_OK);
+        cr_assert_eq(orders_get(conn, ids[i], &o), WS_OK);
         size_t len = strlen(o->reason);
         cr_assert_leq(len, ORDERS_MAX_REASON);
         cr_assert_geq(len, ORDERS_MAX_REASON - 1);
@@ -1124,9 +1143,9 @@ Test(order_orders, long_reason_is_cut_on_a_utf8_boundary)
 Test(order_orders, get_unknown_or_malformed_id)
 {
     Webshop__V1__Order *o = NULL;
-    cr_assert_eq(orders_get(store, "6f9619ff-8b86-d011-b42d-00c04fc964ff", &o),
+    cr_assert_eq(orders_get(conn, "6f9619ff-8b86-d011-b42d-00c04fc964ff", &o),
                  WS_ENOTFOUND);
-    cr_assert_eq(orders_get(store, "bogus", &o), WS_EINVAL);
+    cr_assert_eq(orders_get(conn, "bogus", &o), WS_EINVAL);
     cr_assert_null(o);
 }
 
@@ -1140,7 +1159,7 @@ static size_t walk_pages(int32_t page_size, size_t expect_pages)
     char prev_id[37] = "~";
     for (;;) {
         Webshop__V1__ListOrdersResponse *r;
-        cr_assert_eq(orders_list(store, page_size, token, &r), WS_OK);
+        cr_assert_eq(orders_list(conn, page_size, token, &r), WS_OK);
         free(token);
         pages++;
         for (size_t i = 0; i < r->n_orders; i++) {
@@ -1191,12 +1210,12 @@ Test(order_orders, list_page_size_default_and_cap)
         cr_assert_eq(in_ev(id, i, NULL), WS_OK);
     }
     Webshop__V1__ListOrdersResponse *r;
-    cr_assert_eq(orders_list(store, 0, NULL, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 0, NULL, &r), WS_OK);
     cr_assert_eq(r->n_orders, ORDERS_PAGE_DEFAULT);
     cr_assert_eq(r->orders[0]->created_ms, ORDERS_PAGE_MAX + 4);
     cr_assert_neq(r->next_page_token[0], '\0');
     protobuf_c_message_free_unpacked(&r->base, NULL);
-    cr_assert_eq(orders_list(store, 1 << 30, NULL, &r), WS_OK);
+    cr_assert_eq(orders_list(conn, 1 << 30, NULL, &r), WS_OK);
     cr_assert_eq(r->n_orders, ORDERS_PAGE_MAX);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     cr_assert_eq(walk_pages(ORDERS_PAGE_MAX, 2), ORDERS_PAGE_MAX + 5);
@@ -1205,7 +1224,7 @@ Test(order_orders, list_page_size_default_and_cap)
 Test(order_orders, list_refuses_bad_tokens_and_sizes)
 {
     Webshop__V1__ListOrdersResponse *r = NULL;
-    cr_assert_eq(orders_list(store, -1, NULL, &r), WS_EINVAL);
+    cr_assert_eq(orders_list(conn, -1, NULL, &r), WS_EINVAL);
     const char *bad[] = {
         "!!!",        /* not base64url */
         "a",          /* impossible length */
@@ -1215,13 +1234,210 @@ Test(order_orders, list_refuses_bad_tokens_and_sizes)
         "OjZmOTYxOWZmLThiODYtZDAxMS1iNDJkLTAwYzA0ZmM5NjRmZg",   /* ":<uuid>" */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cr_assert_eq(orders_list(store, 10, bad[i], &r), WS_EINVAL, "token %s", bad[i]);
+        cr_assert_eq(orders_list(conn, 10, bad[i], &r), WS_EINVAL, "token %s", bad[i]);
     }
     cr_assert_null(r);
     /* The good form of the same: "1:<uuid>". */
     cr_assert_eq(
-        orders_list(store, 10, "MTo2Zjk2MTlmZi04Yjg2LWQwMTEtYjQyZC0wMGMwNGZjOTY0ZmY", &r),
+        orders_list(conn, 10, "MTo2Zjk2MTlmZi04Yjg2LWQwMTEtYjQyZC0wMGMwNGZjOTY0ZmY", &r),
         WS_OK);
     cr_assert_eq(r->n_orders, 0);
     protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+/* ---- two writers at once ---------------------------------------------------- */
+
+#define RACE_ROUNDS 50
+
+/* One writer of a race: its own connection, taken before the start line. */
+typedef struct racer {
+    char kind; /* as apply_char: 'S', 'I', 'C' */
+    const char *id;
+    int64_t now;
+    pthread_barrier_t *start;
+    ws_err err;
+    orders_effect eff;
+} racer;
+
+static void *racer_main(void *arg)
+{
+    racer *r = arg;
+    ws_db_conn *c = NULL;
+    r->err = ws_db_acquire(db, &c);
+    pthread_barrier_wait(r->start);
+    if (r->err != WS_OK) {
+        return NULL;
+    }
+    if (r->kind == 'S') {
+        Webshop__V1__OrderSent e = WEBSHOP__V1__ORDER_SENT__INIT;
+        e.order_id = (char *)r->id;
+        e.n_items = 2;
+        e.items = two_items;
+        r->err = orders_apply_sent(c, &pol, &e, r->now, &r->eff);
+    } else if (r->kind == 'I') {
+        Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;
+        e.order_id = (char *)r->id;
+        r->err = orders_apply_in_stock(c, &pol, &e, r->now, &r->eff);
+    } else {
+        Webshop__V1__CancelOrder e = WEBSHOP__V1__CANCEL_ORDER__INIT;
+        e.order_id = (char *)r->id;
+        r->err = orders_apply_cancel(c, &pol, &e, r->now, &r->eff);
+    }
+    ws_db_release(c);
+    return NULL;
+}
+
+/* Apply events a and b to id from two threads at the same moment. */
+static void race(char a, char b, const char *id, int64_t now, racer out[2])
+{
+    pthread_barrier_t start;
+    cr_assert_eq(pthread_barrier_init(&start, NULL, 2), 0);
+    out[0] = (racer){.kind = a, .id = id, .now = now, .start = &start};
+    out[1] = (racer){.kind = b, .id = id, .now = now, .start = &start};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(pthread_create(&t[i], NULL, racer_main, &out[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+    pthread_barrier_destroy(&start);
+    cr_assert_eq(out[0].err, WS_OK, "%c: %s", a, ws_errname(out[0].err));
+    cr_assert_eq(out[1].err, WS_OK, "%c: %s", b, ws_errname(out[1].err));
+}
+
+/* Cancel vs in-stock on a PENDING order with its items: CANCELED ranks
+ * higher, so it is the final status whichever commits first; the outbox
+ * holds exactly one OrderCanceled and status events that end in CANCELED
+ * (SUCCESSFUL before it only when the in-stock won the race). */
+Test(order_orders, cancel_and_in_stock_at_once_end_canceled, .timeout = 60)
+{
+    int in_first = 0;
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        char id[37];
+        new_id(id);
+        cr_assert_eq(send_ev(id, 10, NULL), WS_OK);
+        drain();
+        racer r[2];
+        race(round % 2 ? 'C' : 'I', round % 2 ? 'I' : 'C', id, 20, r);
+        shown v = look(id);
+        cr_assert_eq(v.status, WEBSHOP__V1__ORDER_STATUS__CANCELED, "round %d: %s", round,
+                     orders_status_name(v.status));
+        drained d = drain();
+        cr_assert_eq(d.n_canceled, 1, "round %d", round);
+        cr_assert(d.n_status == 1 || d.n_status == 2, "round %d: %d status events", round,
+                  d.n_status);
+        cr_assert_eq(d.last_status, WEBSHOP__V1__ORDER_STATUS__CANCELED,
+                     "round %d: the last status event", round);
+        in_first += d.n_status == 2;
+    }
+    cr_log_info("%s: in-stock first in %d of %d rounds", test_db_engine(), in_first,
+                RACE_ROUNDS);
+}
+
+/* The same OrderSent twice at once for an unseen id: one order, its items
+ * stored once, one PENDING status event; one of the two created it. */
+Test(order_orders, same_order_sent_twice_at_once_makes_one_order, .timeout = 60)
+{
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        char id[37];
+        new_id(id);
+        racer r[2];
+        race('S', 'S', id, 10, r);
+        cr_assert_eq(r[0].eff.created + r[1].eff.created, 1, "round %d", round);
+        cr_assert_eq(rows_of(id), 1);
+        shown v = look(id);
+        cr_assert_eq(v.status, WEBSHOP__V1__ORDER_STATUS__PENDING);
+        cr_assert_eq(v.n_items, 2);
+        drained d = drain();
+        cr_assert_eq(d.n_status, 1, "round %d: %d status events", round, d.n_status);
+        cr_assert_eq(d.last_status, WEBSHOP__V1__ORDER_STATUS__PENDING);
+        cr_assert_eq(d.n_rows, 1);
+    }
+}
+
+/* A cancel and an OrderSent at once for an unseen id: whichever comes
+ * first, one row, CANCELED, with its items, visible as an order; the
+ * outbox ends with its CANCELED status and holds one OrderCanceled at
+ * least (the tombstone queues one, and so does the cancel of an order). */
+Test(order_orders, cancel_and_order_sent_at_once_for_an_unseen_order, .timeout = 60)
+{
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        char id[37];
+        new_id(id);
+        racer r[2];
+        race('C', 'S', id, 10, r);
+        cr_assert_eq(r[0].eff.created + r[1].eff.created, 1, "round %d", round);
+        shown v = look(id);
+        cr_assert_eq(v.status, WEBSHOP__V1__ORDER_STATUS__CANCELED, "round %d: %s", round,
+                     orders_status_name(v.status));
+        cr_assert_eq(v.n_items, 2);
+        drained d = drain();
+        cr_assert_geq(d.n_canceled, 1, "round %d", round);
+        cr_assert_eq(d.last_status, WEBSHOP__V1__ORDER_STATUS__CANCELED, "round %d",
+                     round);
+    }
+}
+
+/* ---- a file of the previous release ------------------------------------------ */
+
+/* An SQLite file at schema version 3 (what the previous release made),
+ * holding an order with its lines and an outbox row, opens and upgrades:
+ * the order is known to have its lines (has_items), the outbox row gets
+ * the relay's lease column, and the order behaves as it did. */
+Test(order_orders, sqlite_file_of_the_previous_release_upgrades)
+{
+    if (test_db_is_pg()) {
+        cr_skip_test("SQLite files only");
+    }
+    char old_url[512];
+    cr_assert_eq(test_db_fresh(old_url, sizeof old_url), 0);
+    size_t n;
+    const ws_db_migration *m = order_schema_migrations(&n);
+    cr_assert_eq(n, 4);
+    ws_db_opts o = {.url = old_url, .pool_size = 1, .migrations = m, .n_migrations = 3};
+    ws_db *old;
+    cr_assert_eq(ws_db_open(&o, &old), WS_OK);
+    ws_db_conn *c;
+    cr_assert_eq(ws_db_acquire(old, &c), WS_OK);
+    char id[37], sql[600];
+    new_id(id);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO orders(id, status, created_ms, updated_ms, next_resend_ms)"
+             " VALUES ('%s', 1, 5, 5, 5005);"
+             "INSERT INTO order_items VALUES ('%s', 0, 1, 2), ('%s', 1, 2, 5);"
+             "INSERT INTO outbox(topic, type, payload, created_ms)"
+             " VALUES ('t', 'webshop.v1.OrderSent', x'', 5);",
+             id, id, id);
+    cr_assert_eq(ws_db_exec(c, sql), WS_OK);
+    ws_db_release(c);
+    ws_db_close(old);
+
+    o.n_migrations = n;
+    cr_assert_eq(ws_db_open(&o, &old), WS_OK);
+    cr_assert_eq(ws_db_schema_version(old), 4);
+    cr_assert_eq(ws_db_acquire(old, &c), WS_OK);
+    ws_db_stmt *st;
+    cr_assert_eq(ws_db_prepare(c,
+                               "SELECT has_items, (SELECT lease_until_ms FROM outbox)"
+                               " FROM orders WHERE id = $1",
+                               &st),
+                 WS_OK);
+    ws_db_bind_text(st, 1, id);
+    bool row = false;
+    cr_assert_eq(ws_db_step(st, &row), WS_OK);
+    cr_assert(row);
+    cr_assert_eq(ws_db_column_int64(st, 0), 1, "the lines are known");
+    cr_assert_eq(ws_db_column_int64(st, 1), 0, "the lease column, free");
+    ws_db_reset(st);
+    /* An outcome for it is applied as for any order with lines. */
+    Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;
+    e.order_id = id;
+    orders_effect eff;
+    cr_assert_eq(orders_apply_in_stock(c, &pol, &e, 10, &eff), WS_OK);
+    cr_assert_eq(eff.new_status, IN);
+    cr_assert_not(eff.check);
+    ws_db_release(c);
+    ws_db_close(old);
+    test_db_cleanup(old_url);
 }

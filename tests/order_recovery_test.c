@@ -1,12 +1,13 @@
 /*
- * The order service's recovery loops (order/recovery.c) on a temp SQLite
- * file with a fake inventory: which orders each pass picks, when, with what
- * backoff and bound, what the GetReservation answer does to a cancel and to
- * an outcome check, and which tombstones expire.
- * The passes take the clock as a parameter; the one thread test polls with
- * a deadline.
+ * The order service's recovery loops (order/recovery.c) on a fresh database
+ * of the run's engine (tests/support/test_db.h) with a fake inventory: which orders each
+ * pass picks, when, with what backoff and bound, what the GetReservation answer does to a
+ * cancel and to an outcome check, and which tombstones expire. The passes take the clock
+ * as a parameter; the thread tests poll with a deadline. Two replicas' passes at once
+ * claim disjoint rows.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,21 +18,29 @@
 #include "orders.h"
 #include "outbox.h"
 #include "recovery.h"
+#include "clock.h"
 #include "schema.h"
+#include "test_db.h"
 #include "uuid_text.h"
 
-static char tmpdir[64];
-static char dbpath[128];
-static ws_store *store;
+static char url[512];
+static ws_db *db;
+static ws_db_conn *conn; /* the test's own connection, held throughout */
 static orders_policy pol;
 static orders_progress progress;
 
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ws-order-rec-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(dbpath, sizeof dbpath, "%s/order.db", tmpdir);
-    cr_assert_eq(order_schema_open(dbpath, "OFF", &store), WS_OK);
+    cr_assert_eq(test_db_fresh(url, sizeof url), 0);
+    size_t n;
+    const ws_db_migration *m = order_schema_migrations(&n);
+    ws_db_opts o = {.url = url,
+                    .pool_size = 4,
+                    .synchronous = "OFF",
+                    .migrations = m,
+                    .n_migrations = n};
+    cr_assert_eq(ws_db_open(&o, &db), WS_OK, "%s", url);
+    cr_assert_eq(ws_db_acquire(db, &conn), WS_OK);
     memset(&progress, 0, sizeof progress);
     pol = (orders_policy){.resend_after_ms = 1000,
                           .backoff_cap_ms = 5000,
@@ -41,14 +50,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-    ws_store_close(store);
-    char path[160];
-    const char *suffix[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s%s", dbpath, suffix[i]);
-        unlink(path);
-    }
-    cr_assert_eq(rmdir(tmpdir), 0);
+    ws_db_release(conn);
+    ws_db_close(db);
+    test_db_cleanup(url);
 }
 
 TestSuite(order_recovery, .init = setup, .fini = teardown);
@@ -70,21 +74,21 @@ static void place(const char *id, int64_t now)
     e.order_id = (char *)id;
     e.n_items = 1;
     e.items = items;
-    cr_assert_eq(orders_apply_sent(store, &pol, &e, now, NULL), WS_OK);
+    cr_assert_eq(orders_apply_sent(conn, &pol, &e, now, NULL), WS_OK);
 }
 
 static void cancel(const char *id, int64_t now)
 {
     Webshop__V1__CancelOrder e = WEBSHOP__V1__CANCEL_ORDER__INIT;
     e.order_id = (char *)id;
-    cr_assert_eq(orders_apply_cancel(store, &pol, &e, now, NULL), WS_OK);
+    cr_assert_eq(orders_apply_cancel(conn, &pol, &e, now, NULL), WS_OK);
 }
 
 static void in_stock(const char *id, int64_t now)
 {
     Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;
     e.order_id = (char *)id;
-    cr_assert_eq(orders_apply_in_stock(store, &pol, &e, now, NULL), WS_OK);
+    cr_assert_eq(orders_apply_in_stock(conn, &pol, &e, now, NULL), WS_OK);
 }
 
 static void out_of_stock(const char *id, int64_t now)
@@ -92,19 +96,21 @@ static void out_of_stock(const char *id, int64_t now)
     Webshop__V1__OutOfStock e = WEBSHOP__V1__OUT_OF_STOCK__INIT;
     e.order_id = (char *)id;
     e.reason = "not enough stock";
-    cr_assert_eq(orders_apply_out_of_stock(store, &pol, &e, now, NULL), WS_OK);
+    cr_assert_eq(orders_apply_out_of_stock(conn, &pol, &e, now, NULL), WS_OK);
 }
 
 /* Rows under id in the orders table (tombstones included). */
 static int rows(const char *id)
 {
-    sqlite3_stmt *st;
-    cr_assert_eq(ws_store_stmt(store, "SELECT count(*) FROM orders WHERE id = ?1", &st),
+    ws_db_stmt *st;
+    cr_assert_eq(ws_db_prepare(conn, "SELECT count(*) FROM orders WHERE id = $1", &st),
                  WS_OK);
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-    int n = sqlite3_column_int(st, 0);
-    sqlite3_reset(st);
+    ws_db_bind_text(st, 1, id);
+    bool row = false;
+    cr_assert_eq(ws_db_step(st, &row), WS_OK);
+    cr_assert(row);
+    int n = (int)ws_db_column_int64(st, 0);
+    ws_db_reset(st);
     return n;
 }
 
@@ -147,9 +153,9 @@ static counted drain(void)
 {
     static counted c;
     memset(&c, 0, sizeof c);
-    cr_assert_eq(ws_outbox_scan(store, 0, 1024, count_row, &c, NULL), WS_OK);
+    cr_assert_eq(ws_outbox_scan(conn, 0, 1024, count_row, &c, NULL), WS_OK);
     for (size_t i = 0; i < c.n; i++) {
-        cr_assert_eq(ws_outbox_delete(store, c.ids[i]), WS_OK);
+        cr_assert_eq(ws_outbox_delete(conn, c.ids[i]), WS_OK);
     }
     return c;
 }
@@ -157,7 +163,7 @@ static counted drain(void)
 static int resend_at(int64_t now)
 {
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_resend_pending(store, &pol, now, 100, &st), WS_OK);
+    cr_assert_eq(order_recovery_resend_pending(conn, &pol, now, 100, &st), WS_OK);
     counted c = drain();
     cr_assert_eq((size_t)c.sent, st.resent);
     return c.sent;
@@ -192,16 +198,16 @@ Test(order_recovery, resend_backoff_doubles_up_to_the_cap_then_gives_up)
         now = due[i];
     }
     Webshop__V1__Order *o;
-    cr_assert_eq(orders_get(store, a, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, a, &o), WS_OK);
     cr_assert_eq(o->attempts, 4);
     protobuf_c_message_free_unpacked(&o->base, NULL);
     /* max_attempts = 4: the next due pass gives up and leaves it. */
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_resend_pending(store, &pol, now + 5000, 100, &st), WS_OK);
+    cr_assert_eq(order_recovery_resend_pending(conn, &pol, now + 5000, 100, &st), WS_OK);
     cr_assert_eq(st.resent, 0);
     cr_assert_eq(st.resend_gave_up, 1);
     cr_assert_eq(resend_at(INT64_MAX / 2), 0);
-    cr_assert_eq(orders_get(store, a, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, a, &o), WS_OK);
     cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__PENDING);
     protobuf_c_message_free_unpacked(&o->base, NULL);
 }
@@ -228,7 +234,7 @@ Test(order_recovery, resend_pass_is_bounded_by_its_limit)
     }
     drain();
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_resend_pending(store, &pol, 5000, 3, &st), WS_OK);
+    cr_assert_eq(order_recovery_resend_pending(conn, &pol, 5000, 3, &st), WS_OK);
     cr_assert_eq(st.resent, 3);
     cr_assert_eq(drain().sent, 3);
     cr_assert_eq(resend_at(5000), 4);
@@ -272,7 +278,7 @@ static ws_err fake_lookup(void *ctx, const char *order_id,
 static order_recovery_stats check_at(fake_inventory *f, int64_t now)
 {
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_check_cancels(store, &pol, fake_lookup, f, now, 100, &st),
+    cr_assert_eq(order_recovery_check_cancels(conn, &pol, fake_lookup, f, now, 100, &st),
                  WS_OK);
     return st;
 }
@@ -365,7 +371,7 @@ Test(order_recovery, unconfirmed_cancel_gives_up_after_max_attempts)
 static order_recovery_stats fill_at(fake_inventory *f, int64_t now)
 {
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_fill_items(store, &pol, fake_lookup, f, now, 100, &st),
+    cr_assert_eq(order_recovery_fill_items(conn, &pol, fake_lookup, f, now, 100, &st),
                  WS_OK);
     return st;
 }
@@ -373,7 +379,7 @@ static order_recovery_stats fill_at(fake_inventory *f, int64_t now)
 static size_t stored_items(const char *id, Webshop__V1__OrderStatus *status)
 {
     Webshop__V1__Order *o = NULL;
-    cr_assert_eq(orders_get(store, id, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, id, &o), WS_OK);
     size_t n = o->n_items;
     *status = o->status;
     webshop__v1__order__free_unpacked(o, NULL);
@@ -390,7 +396,7 @@ Test(order_recovery, lines_lost_with_order_sent_come_back_from_the_inventory)
     cr_assert_eq(fill_at(&f, 999).items_filled, 0, "not due yet");
     cr_assert_eq(f.calls, 0);
     Webshop__V1__Order *o = NULL;
-    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND, "a tombstone");
+    cr_assert_eq(orders_get(conn, id, &o), WS_ENOTFOUND, "a tombstone");
     drain();
     order_recovery_stats st = fill_at(&f, 1000);
     cr_assert_eq(st.items_filled, 1);
@@ -434,7 +440,7 @@ Test(order_recovery, unknown_lines_are_asked_again_with_backoff_then_left)
     cr_assert_eq(asked, pol.max_attempts, "asked %d times", asked);
     cr_assert_eq(total.items_gave_up, 1);
     Webshop__V1__Order *o = NULL;
-    cr_assert_eq(orders_get(store, id, &o), WS_ENOTFOUND, "still only a tombstone");
+    cr_assert_eq(orders_get(conn, id, &o), WS_ENOTFOUND, "still only a tombstone");
     cr_assert_eq(rows(id), 1);
 }
 
@@ -456,15 +462,15 @@ Test(order_recovery, unreachable_inventory_leaves_lines_due)
 static order_recovery_stats settle_at(fake_inventory *f, int64_t now)
 {
     order_recovery_stats st = {0};
-    cr_assert_eq(
-        order_recovery_check_outcomes(store, &pol, fake_lookup, f, now, 100, &st), WS_OK);
+    cr_assert_eq(order_recovery_check_outcomes(conn, &pol, fake_lookup, f, now, 100, &st),
+                 WS_OK);
     return st;
 }
 
 static Webshop__V1__Order *get(const char *id)
 {
     Webshop__V1__Order *o = NULL;
-    cr_assert_eq(orders_get(store, id, &o), WS_OK);
+    cr_assert_eq(orders_get(conn, id, &o), WS_OK);
     return o;
 }
 
@@ -570,7 +576,7 @@ Test(order_recovery, checked_order_with_late_lines_is_resent_while_unknown)
 static size_t expire_at(int64_t ttl, int64_t now, size_t limit)
 {
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_expire_tombstones(store, ttl, now, limit, &st), WS_OK);
+    cr_assert_eq(order_recovery_expire_tombstones(conn, ttl, now, limit, &st), WS_OK);
     return st.tombstones_expired;
 }
 
@@ -628,15 +634,13 @@ Test(order_recovery, tombstone_expiry_is_bounded_and_validated)
     cr_assert_eq(expire_at(1, now, 3), 2);
     cr_assert_eq(expire_at(1, now, 0), 0);
     order_recovery_stats st = {0};
-    cr_assert_eq(order_recovery_expire_tombstones(store, 0, now, 10, &st), WS_EINVAL);
-    cr_assert_eq(order_recovery_expire_tombstones(store, -5, now, 10, &st), WS_EINVAL);
+    cr_assert_eq(order_recovery_expire_tombstones(conn, 0, now, 10, &st), WS_EINVAL);
+    cr_assert_eq(order_recovery_expire_tombstones(conn, -5, now, 10, &st), WS_EINVAL);
 }
 
 static int64_t wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ws_clock_mono_ms();
 }
 
 static void queued_cb(void *ctx)
@@ -649,16 +653,12 @@ Test(order_recovery, loop_thread_resends_due_orders_and_stops)
     pol.resend_after_ms = 1;
     char id[37];
     new_id(id);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    place(id, (int64_t)ts.tv_sec * 1000 - 10000); /* long overdue */
+    place(id, ws_clock_wall_ms() - 10000); /* long overdue */
     drain();
 
-    ws_store *own;
-    cr_assert_eq(order_schema_open(dbpath, "OFF", &own), WS_OK);
     fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED};
     int kicks = 0;
-    order_recovery_opts o = {.store = own,
+    order_recovery_opts o = {.db = db,
                              .policy = pol,
                              .lookup = fake_lookup,
                              .lookup_ctx = &f,
@@ -714,9 +714,7 @@ Test(order_recovery, pending_order_is_resent_once_outcomes_have_been_quiet)
 
 Test(order_recovery, loop_thread_settles_checks_expires_tombstones_and_counts)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000;
+    int64_t now = ws_clock_wall_ms();
     char checked[37], old[37];
     new_id(checked);
     new_id(old);
@@ -728,16 +726,14 @@ Test(order_recovery, loop_thread_settles_checks_expires_tombstones_and_counts)
              "UPDATE orders SET cancel_confirmed = 1, next_resend_ms = NULL,"
              " items_due_ms = NULL WHERE id = '%s'",
              old);
-    cr_assert_eq(ws_store_exec(store, sql), WS_OK);
+    cr_assert_eq(ws_db_exec(conn, sql), WS_OK);
 
-    ws_store *own;
-    cr_assert_eq(order_schema_open(dbpath, "OFF", &own), WS_OK);
     ws_metrics *m = ws_metrics_new();
     cr_assert_not_null(m);
     fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED,
                         .n_items = 1};
     int kicks = 0;
-    order_recovery_opts o = {.store = own,
+    order_recovery_opts o = {.db = db,
                              .policy = pol,
                              .lookup = fake_lookup,
                              .lookup_ctx = &f,
@@ -768,4 +764,110 @@ Test(order_recovery, loop_thread_settles_checks_expires_tombstones_and_counts)
     protobuf_c_message_free_unpacked(&got->base, NULL);
     cr_assert_eq(rows(old), 0);
     ws_metrics_free(m);
+}
+
+/* ---- two replicas at once ----------------------------------------------------- */
+
+#define CLAIM_ORDERS 30
+
+/* A thread-safe inventory that answers RESERVED and counts the questions
+ * per order. */
+typedef struct shared_inventory {
+    pthread_mutex_t mu;
+    char ids[2 * CLAIM_ORDERS][37];
+    int asked[2 * CLAIM_ORDERS];
+    size_t n;
+} shared_inventory;
+
+static ws_err shared_lookup(void *ctx, const char *order_id,
+                            Webshop__V1__GetReservationResponse **out)
+{
+    shared_inventory *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    size_t i = 0;
+    while (i < f->n && strcmp(f->ids[i], order_id) != 0) {
+        i++;
+    }
+    if (i == f->n && f->n < 2 * CLAIM_ORDERS) {
+        snprintf(f->ids[f->n++], 37, "%s", order_id);
+    }
+    if (i < 2 * CLAIM_ORDERS) {
+        f->asked[i]++;
+    }
+    pthread_mutex_unlock(&f->mu);
+    Webshop__V1__GetReservationResponse *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        return WS_ENOMEM;
+    }
+    webshop__v1__get_reservation_response__init(r);
+    r->order_id = strdup(order_id);
+    r->status = WEBSHOP__V1__RESERVATION_STATUS__RESERVED;
+    *out = r;
+    return WS_OK;
+}
+
+typedef struct replica {
+    shared_inventory *inv;
+    pthread_barrier_t *start;
+    order_recovery_stats st;
+    ws_err err;
+} replica;
+
+static void *replica_main(void *arg)
+{
+    replica *r = arg;
+    ws_db_conn *c = NULL;
+    r->err = ws_db_acquire(db, &c);
+    pthread_barrier_wait(r->start);
+    if (r->err == WS_OK) {
+        r->err = order_recovery_check_outcomes(c, &pol, shared_lookup, r->inv, 10,
+                                               CLAIM_ORDERS, &r->st);
+        ws_db_release(c);
+    }
+    return NULL;
+}
+
+/* Two replicas' outcome-check passes at the same moment over the same due
+ * rows: each order is asked about once and settled once (the claim moves
+ * its deadline to a lease; PostgreSQL skips the rows the other pass has
+ * locked), and every check is done. */
+Test(order_recovery, two_replicas_at_once_work_each_due_row_once, .timeout = 60)
+{
+    for (int round = 0; round < 5; round++) {
+        char ids[CLAIM_ORDERS][37];
+        for (int i = 0; i < CLAIM_ORDERS; i++) {
+            new_id(ids[i]);
+            in_stock(ids[i], 0); /* unseen: PENDING, a check due at once */
+        }
+        drain();
+        shared_inventory inv = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        pthread_barrier_t start;
+        cr_assert_eq(pthread_barrier_init(&start, NULL, 2), 0);
+        replica r[2] = {{.inv = &inv, .start = &start}, {.inv = &inv, .start = &start}};
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(pthread_create(&t[i], NULL, replica_main, &r[i]), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+            pthread_join(t[i], NULL);
+            cr_assert_eq(r[i].err, WS_OK, "replica %d: %s", i, ws_errname(r[i].err));
+        }
+        pthread_barrier_destroy(&start);
+        cr_assert_eq(inv.n, CLAIM_ORDERS, "round %d: %zu orders asked about", round,
+                     inv.n);
+        for (size_t i = 0; i < inv.n; i++) {
+            cr_assert_eq(inv.asked[i], 1, "round %d: %s asked %d times", round,
+                         inv.ids[i], inv.asked[i]);
+        }
+        cr_assert_eq(r[0].st.checks_settled + r[1].st.checks_settled, CLAIM_ORDERS);
+        for (int i = 0; i < CLAIM_ORDERS; i++) {
+            Webshop__V1__Order *o = get(ids[i]);
+            cr_assert_eq(o->status, WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL);
+            protobuf_c_message_free_unpacked(&o->base, NULL);
+        }
+        fake_inventory none = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RESERVED};
+        cr_assert_eq(settle_at(&none, 100000).checks_settled, 0, "nothing left due");
+        cr_assert_eq(none.calls, 0);
+        drain();
+    }
 }

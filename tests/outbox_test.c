@@ -1,12 +1,19 @@
 /*
- * The transactional outbox (lib/outbox.c). Suite outbox: the table helpers
- * on a temp SQLite file, without a broker -- put inside a transaction, scan
- * in id order, delete, unpack by type name, rollback taking the row with
- * it. Suite outbox_relay: the relay against a real mosquitto started by the
- * harness -- every row published in id order and deleted on its PUBACK, rows
- * left by an earlier run published on start without a kick, rows queued
- * while the broker is down published when it returns, and flush timing out
- * rather than hanging when nothing can be published.
+ * The transactional outbox (lib/outbox.c), on the run's engine (SQLite, or
+ * PostgreSQL under tests/support/with_pg: test outbox_pg). Suite outbox:
+ * the table helpers on a fresh database, without a broker -- put inside a
+ * transaction, scan in id order, delete, unpack by type name, rollback
+ * taking the row with it, an empty payload, a SQLite file made before the
+ * lease column. Suite outbox_relay: the relay against a real mosquitto
+ * started by the harness -- every row published in id order and deleted on
+ * its PUBACK, rows left by an earlier run published on start without a
+ * kick, rows queued while the broker is down published when it returns,
+ * flush timing out rather than hanging when nothing can be published, the
+ * row gauges, a row of an unknown type dropped, claimed rows the bus
+ * refused given back at once, a delete or a release that keeps failing
+ * backing off, two relays sharing one table (each row published once), and
+ * a relay that stopped mid-way whose rows another relay takes over when
+ * their lease runs out.
  */
 #include <criterion/criterion.h>
 
@@ -15,19 +22,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bus.h"
+#include "db.h"
 #include "harness.h"
 #include "outbox.h"
-#include "store.h"
+#include "test_db.h"
 #include "webshop/v1/events.pb-c.h"
 
 #define WAIT_MS 15000
 #define TOPIC   "test/outbox"
 
-static const ws_migration test_migrations[] = {
-    {1, "CREATE TABLE state(k TEXT PRIMARY KEY, v INTEGER);" WS_OUTBOX_SCHEMA_SQL},
+static const ws_db_migration test_migrations[] = {
+    {1, "CREATE TABLE state(k TEXT PRIMARY KEY, v INTEGER);" WS_OUTBOX_SCHEMA_SQLITE,
+     "CREATE TABLE state(k TEXT PRIMARY KEY, v BIGINT);" WS_OUTBOX_SCHEMA_PG},
 };
 
 static const ProtobufCMessageDescriptor *const test_types[] = {
@@ -35,14 +45,47 @@ static const ProtobufCMessageDescriptor *const test_types[] = {
 };
 
 static char *tmpdir;
-static char db_path[4200];
+static char db_url[4200];
 
-static ws_store *test_store_open(void)
+static ws_db *test_db_open_with(const ws_db_migration *m, size_t n)
 {
-    ws_store_opts o = {.path = db_path};
-    ws_store *s = NULL;
-    cr_assert_eq(ws_store_open(&o, test_migrations, 1, &s), WS_OK);
-    return s;
+    ws_db_opts o = {.url = db_url, .pool_size = 2, .migrations = m, .n_migrations = n};
+    ws_db *db = NULL;
+    cr_assert_eq(ws_db_open(&o, &db), WS_OK, "open %s", db_url);
+    return db;
+}
+
+static ws_db *test_db_open(void)
+{
+    return test_db_open_with(test_migrations, 1);
+}
+
+static ws_db_conn *conn_of(ws_db *db)
+{
+    ws_db_conn *c = NULL;
+    cr_assert_eq(ws_db_acquire(db, &c), WS_OK);
+    return c;
+}
+
+static void db_exec(ws_db *db, const char *sqlite_sql, const char *pg_sql)
+{
+    ws_db_conn *c = conn_of(db);
+    const char *sql = ws_db_dialect(c, sqlite_sql, pg_sql);
+    cr_assert_eq(ws_db_exec(c, sql), WS_OK, "%s: %s", sql, ws_db_last_error(c)->message);
+    ws_db_release(c);
+}
+
+static int64_t db_count(ws_db *db)
+{
+    ws_db_conn *c = NULL;
+    int64_t n = -1;
+    if (ws_db_acquire(db, &c) == WS_OK) {
+        if (ws_outbox_count(c, &n) != WS_OK) {
+            n = -1;
+        }
+        ws_db_release(c);
+    }
+    return n;
 }
 
 /* ---- table helpers, no broker ------------------------------------------- */
@@ -51,11 +94,13 @@ static void table_setup(void)
 {
     tmpdir = harness_tmpdir_new("outbox");
     cr_assert_not_null(tmpdir);
-    snprintf(db_path, sizeof(db_path), "%s/outbox.db", tmpdir);
+    cr_assert_eq(test_db_fresh(db_url, sizeof(db_url)), 0);
 }
 
 static void table_teardown(void)
 {
+    test_db_cleanup(db_url);
+    db_url[0] = '\0';
     harness_tmpdir_free(tmpdir);
     tmpdir = NULL;
 }
@@ -68,26 +113,26 @@ typedef struct put_ctx {
     ws_err fail_with; /* returned after the puts; WS_OK commits */
 } put_ctx;
 
-static ws_err put_txn(ws_store *s, void *arg)
+static ws_err put_txn(ws_db_conn *c, void *arg)
 {
-    put_ctx *c = arg;
-    for (int i = 0; i < c->n; i++) {
+    put_ctx *p = arg;
+    for (int i = 0; i < p->n; i++) {
         char id[32];
-        snprintf(id, sizeof(id), "m-%06d", c->first + i);
+        snprintf(id, sizeof(id), "m-%06d", p->first + i);
         Webshop__V1__InStock m = WEBSHOP__V1__IN_STOCK__INIT;
         m.order_id = id;
-        ws_err err = ws_outbox_put(s, TOPIC, &m.base);
+        ws_err err = ws_outbox_put(c, TOPIC, &m.base);
         if (err != WS_OK) {
             return err;
         }
     }
-    return c->fail_with;
+    return p->fail_with;
 }
 
-static void put_rows(ws_store *s, int first, int n)
+static void put_rows(ws_db *db, int first, int n)
 {
-    put_ctx c = {.first = first, .n = n, .fail_with = WS_OK};
-    cr_assert_eq(ws_store_txn(s, put_txn, &c), WS_OK);
+    put_ctx p = {.first = first, .n = n, .fail_with = WS_OK};
+    cr_assert_eq(ws_db_txn(db, put_txn, &p), WS_OK);
 }
 
 typedef struct scan_seen {
@@ -121,16 +166,17 @@ static ws_err scan_collect(void *ctx, const ws_outbox_row *row)
 
 Test(outbox, put_then_scan_returns_rows_in_id_order)
 {
-    ws_store *s = test_store_open();
-    put_rows(s, 0, 10);
-    put_rows(s, 10, 5);
+    ws_db *db = test_db_open();
+    put_rows(db, 0, 10);
+    put_rows(db, 10, 5);
+    ws_db_conn *c = conn_of(db);
     int64_t n = 0;
-    cr_assert_eq(ws_outbox_count(s, &n), WS_OK);
+    cr_assert_eq(ws_outbox_count(c, &n), WS_OK);
     cr_assert_eq(n, 15);
 
     scan_seen seen = {0};
     size_t visited = 0;
-    cr_assert_eq(ws_outbox_scan(s, 0, 100, scan_collect, &seen, &visited), WS_OK);
+    cr_assert_eq(ws_outbox_scan(c, 0, 100, scan_collect, &seen, &visited), WS_OK);
     cr_assert_eq(visited, 15);
     cr_assert(seen.in_order);
     cr_assert_str_eq(seen.first_order, "m-000000");
@@ -138,38 +184,39 @@ Test(outbox, put_then_scan_returns_rows_in_id_order)
 
     /* A limit and a cursor page through the table. */
     scan_seen page = {0};
-    cr_assert_eq(ws_outbox_scan(s, 3, 4, scan_collect, &page, &visited), WS_OK);
+    cr_assert_eq(ws_outbox_scan(c, 3, 4, scan_collect, &page, &visited), WS_OK);
     cr_assert_eq(visited, 4);
     cr_assert_str_eq(page.first_order, "m-000003");
     cr_assert_str_eq(page.last_order, "m-000006");
-    ws_store_close(s);
+    ws_db_release(c);
+    ws_db_close(db);
 }
 
 Test(outbox, delete_removes_only_that_row)
 {
-    ws_store *s = test_store_open();
-    put_rows(s, 0, 3);
-    cr_assert_eq(ws_outbox_delete(s, 2), WS_OK);
-    cr_assert_eq(ws_outbox_delete(s, 2), WS_OK); /* already gone: fine */
+    ws_db *db = test_db_open();
+    put_rows(db, 0, 3);
+    ws_db_conn *c = conn_of(db);
+    cr_assert_eq(ws_outbox_delete(c, 2), WS_OK);
+    cr_assert_eq(ws_outbox_delete(c, 2), WS_OK); /* already gone: fine */
     int64_t n = 0;
-    cr_assert_eq(ws_outbox_count(s, &n), WS_OK);
+    cr_assert_eq(ws_outbox_count(c, &n), WS_OK);
     cr_assert_eq(n, 2);
     scan_seen seen = {0};
-    cr_assert_eq(ws_outbox_scan(s, 0, 10, scan_collect, &seen, NULL), WS_OK);
+    cr_assert_eq(ws_outbox_scan(c, 0, 10, scan_collect, &seen, NULL), WS_OK);
     cr_assert_str_eq(seen.first_order, "m-000000");
     cr_assert_str_eq(seen.last_order, "m-000002");
-    ws_store_close(s);
+    ws_db_release(c);
+    ws_db_close(db);
 }
 
 Test(outbox, put_rolls_back_with_its_transaction)
 {
-    ws_store *s = test_store_open();
-    put_ctx c = {.first = 0, .n = 4, .fail_with = WS_EINVAL};
-    cr_assert_eq(ws_store_txn(s, put_txn, &c), WS_EINVAL);
-    int64_t n = -1;
-    cr_assert_eq(ws_outbox_count(s, &n), WS_OK);
-    cr_assert_eq(n, 0);
-    ws_store_close(s);
+    ws_db *db = test_db_open();
+    put_ctx p = {.first = 0, .n = 4, .fail_with = WS_EINVAL};
+    cr_assert_eq(ws_db_txn(db, put_txn, &p), WS_EINVAL);
+    cr_assert_eq(db_count(db), 0);
+    ws_db_close(db);
 }
 
 static ws_err scan_stop_at_second(void *ctx, const ws_outbox_row *row)
@@ -181,14 +228,36 @@ static ws_err scan_stop_at_second(void *ctx, const ws_outbox_row *row)
 
 Test(outbox, scan_stops_when_the_visitor_says_so)
 {
-    ws_store *s = test_store_open();
-    put_rows(s, 0, 5);
+    ws_db *db = test_db_open();
+    put_rows(db, 0, 5);
+    ws_db_conn *c = conn_of(db);
     int calls = 0;
     size_t visited = 0;
-    cr_assert_eq(ws_outbox_scan(s, 0, 10, scan_stop_at_second, &calls, &visited),
+    cr_assert_eq(ws_outbox_scan(c, 0, 10, scan_stop_at_second, &calls, &visited),
                  WS_EBUSY);
     cr_assert_eq(visited, 2);
-    ws_store_close(s);
+    /* The statement stopped between rows is usable again at once. */
+    scan_seen seen = {0};
+    cr_assert_eq(ws_outbox_scan(c, 0, 10, scan_collect, &seen, &visited), WS_OK);
+    cr_assert_eq(visited, 5);
+    ws_db_release(c);
+    ws_db_close(db);
+}
+
+Test(outbox, an_empty_payload_stays_an_empty_blob)
+{
+    ws_db *db = test_db_open();
+    ws_db_conn *c = conn_of(db);
+    Webshop__V1__InStock m = WEBSHOP__V1__IN_STOCK__INIT; /* packs to 0 bytes */
+    cr_assert_eq(protobuf_c_message_get_packed_size(&m.base), 0);
+    cr_assert_eq(ws_outbox_put(c, TOPIC, &m.base), WS_OK);
+    scan_seen seen = {0};
+    size_t visited = 0;
+    cr_assert_eq(ws_outbox_scan(c, 0, 10, scan_collect, &seen, &visited), WS_OK);
+    cr_assert_eq(visited, 1);
+    cr_assert_str_eq(seen.first_order, "");
+    ws_db_release(c);
+    ws_db_close(db);
 }
 
 Test(outbox, unpack_refuses_unknown_type_and_bad_payload)
@@ -206,16 +275,52 @@ Test(outbox, unpack_refuses_unknown_type_and_bad_payload)
 
 Test(outbox, put_and_relay_open_refuse_bad_arguments)
 {
-    ws_store *s = test_store_open();
+    ws_db *db = test_db_open();
+    ws_db_conn *c = conn_of(db);
     Webshop__V1__InStock m = WEBSHOP__V1__IN_STOCK__INIT;
-    cr_assert_eq(ws_outbox_put(s, "", &m.base), WS_EINVAL);
-    cr_assert_eq(ws_outbox_put(s, TOPIC, NULL), WS_EINVAL);
-    ws_outbox_relay_opts o = {.store = s, .bus = NULL};
+    cr_assert_eq(ws_outbox_put(c, "", &m.base), WS_EINVAL);
+    cr_assert_eq(ws_outbox_put(c, TOPIC, NULL), WS_EINVAL);
+    cr_assert_eq(ws_outbox_put(NULL, TOPIC, &m.base), WS_EINVAL);
+    ws_db_release(c);
+    ws_outbox_relay_opts o = {.db = db, .bus = NULL};
     ws_outbox_relay *r = NULL;
     cr_assert_eq(ws_outbox_relay_open(&o, &r), WS_EINVAL);
     cr_assert_null(r);
     ws_outbox_relay_close(NULL);
-    ws_store_close(s);
+    ws_db_close(db);
+}
+
+/* A SQLite file made before the lease column (the old schema) gets it from
+ * WS_OUTBOX_LEASE_SQLITE in a later migration, and its rows are free. */
+Test(outbox, a_sqlite_file_from_before_the_lease_gets_the_column)
+{
+    if (test_db_is_pg()) {
+        cr_skip_test("SQLite only: PostgreSQL tables are made with the lease");
+    }
+    static const ws_db_migration old[] = {
+        {1,
+         "CREATE TABLE outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
+         " type TEXT NOT NULL, payload BLOB NOT NULL, created_ms INTEGER NOT NULL);",
+         NULL},
+        {2, WS_OUTBOX_LEASE_SQLITE, NULL},
+    };
+    ws_db *db = test_db_open_with(old, 1);
+    put_rows(db, 0, 3);
+    ws_db_close(db);
+    db = test_db_open_with(old, 2);
+    cr_assert_eq(ws_db_schema_version(db), 2);
+    ws_db_conn *c = conn_of(db);
+    ws_db_stmt *st = NULL;
+    cr_assert_eq(
+        ws_db_prepare(c, "SELECT count(*) FROM outbox WHERE lease_until_ms = 0", &st),
+        WS_OK);
+    bool row = false;
+    cr_assert_eq(ws_db_step(st, &row), WS_OK);
+    cr_assert(row);
+    cr_assert_eq(ws_db_column_int64(st, 0), 3);
+    ws_db_reset(st);
+    ws_db_release(c);
+    ws_db_close(db);
 }
 
 /* ---- the relay against a real broker ----------------------------------- */
@@ -236,13 +341,19 @@ static void relay_teardown(void)
 
 TestSuite(outbox_relay, .init = relay_setup, .fini = relay_teardown, .timeout = 90);
 
-/* A subscriber that checks the messages arrive in the order queued. */
+#define MAX_ROWS 4000
+
+/* A subscriber that checks the messages arrive in the order queued, and
+ * counts each message (m-NNNNNN) it receives. */
 typedef struct received {
     pthread_mutex_t mu;
     int n;        /* m-* messages received, duplicates included */
     int next;     /* the next index expected in order */
     int reorders; /* messages that came before one queued earlier */
     int probes;
+    int distinct;              /* indexes received at least once */
+    int count[MAX_ROWS];       /* times each index was received */
+    long long first[MAX_ROWS]; /* harness_now_ms() of its first receipt */
 } received;
 
 static ws_err received_handler(void *ctx, const ProtobufCMessage *msg,
@@ -263,6 +374,10 @@ static ws_err received_handler(void *ctx, const ProtobufCMessage *msg,
             r->reorders++;
             r->next = i + 1;
         } /* i < next: a QoS 1 duplicate, allowed */
+        if (i >= 0 && i < MAX_ROWS && r->count[i]++ == 0) {
+            r->first[i] = harness_now_ms();
+            r->distinct++;
+        }
     }
     pthread_mutex_unlock(&r->mu);
     return WS_OK;
@@ -282,6 +397,16 @@ static bool received_all(void *ctx)
     return ok;
 }
 
+/* Every index below n received, in whatever order. */
+static bool received_each(void *ctx)
+{
+    wait_n *w = ctx;
+    pthread_mutex_lock(&w->r->mu);
+    bool ok = w->r->distinct >= w->n;
+    pthread_mutex_unlock(&w->r->mu);
+    return ok;
+}
+
 static bool received_probe(void *ctx)
 {
     received *r = ctx;
@@ -296,17 +421,25 @@ static bool bus_is_connected(void *ctx)
     return ws_bus_connected(ctx);
 }
 
-static ws_bus *bus_new(const char *client_id, ws_metrics *m)
+/* A publisher; max_inflight 0: the bus's default. */
+static ws_bus *bus_new_at(int port, const char *client_id, ws_metrics *m,
+                          int max_inflight)
 {
     ws_bus_opts o = {.host = "127.0.0.1",
-                     .port = broker.port,
+                     .port = port,
                      .client_id = client_id,
                      .clean_start = true,
+                     .max_inflight = max_inflight,
                      .metrics = m};
     ws_bus *bus = NULL;
     cr_assert_eq(ws_bus_open(&o, &bus), WS_OK);
     cr_assert_eq(ws_bus_start(bus), WS_OK);
     return bus;
+}
+
+static ws_bus *bus_new(const char *client_id, ws_metrics *m)
+{
+    return bus_new_at(broker.port, client_id, m, 0);
 }
 
 /* A subscriber on TOPIC whose subscription is known to be live: a probe
@@ -339,14 +472,16 @@ static ws_bus *subscriber_new(received *r, ws_bus *pub, ws_metrics *m)
     return bus;
 }
 
-static ws_outbox_relay *relay_new(ws_bus *bus, ws_metrics *m)
+static ws_outbox_relay *relay_new_lease(ws_db *db, ws_bus *bus, ws_metrics *m,
+                                        int lease_ms)
 {
-    ws_outbox_relay_opts o = {.store = test_store_open(),
+    ws_outbox_relay_opts o = {.db = db,
                               .bus = bus,
                               .types = test_types,
                               .n_types = 1,
                               .window = 32,
                               .poll_ms = 100,
+                              .lease_ms = lease_ms,
                               .metrics = m};
     ws_outbox_relay *r = NULL;
     cr_assert_eq(ws_outbox_relay_open(&o, &r), WS_OK);
@@ -354,41 +489,59 @@ static ws_outbox_relay *relay_new(ws_bus *bus, ws_metrics *m)
     return r;
 }
 
+static ws_outbox_relay *relay_new(ws_db *db, ws_bus *bus, ws_metrics *m)
+{
+    return relay_new_lease(db, bus, m, 0);
+}
+
 static bool table_empty(void *ctx)
 {
-    int64_t n = -1;
-    return ws_outbox_count(ctx, &n) == WS_OK && n == 0;
+    return db_count(ctx) == 0;
+}
+
+static uint64_t relay_counter(ws_metrics *m, const char *name)
+{
+    return ws_counter_value(ws_counter_get(m, name, "", NULL));
+}
+
+static double relay_gauge(ws_metrics *m, const char *name)
+{
+    return ws_gauge_value(ws_gauge_get(m, name, "", NULL));
 }
 
 Test(outbox_relay, publishes_every_row_in_order_and_deletes_on_puback)
 {
     ws_metrics *m = ws_metrics_new();
     ws_bus *pub = bus_new("outbox-test-pub", m);
-    received got;
+    static received got;
     ws_bus *sub = subscriber_new(&got, pub, m);
-    ws_store *s = test_store_open();
-    ws_outbox_relay *relay = relay_new(pub, m);
+    ws_db *db = test_db_open();
+    ws_db *relay_db = test_db_open();
+    ws_outbox_relay *relay = relay_new(relay_db, pub, m);
 
     /* Rows committed in several transactions, each followed by a kick. */
     const int total = 1000;
     for (int i = 0; i < total; i += 100) {
-        put_rows(s, i, 100);
+        put_rows(db, i, 100);
         ws_outbox_relay_kick(relay);
     }
     cr_assert_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
-    cr_assert(table_empty(s));
+    cr_assert(table_empty(db));
     wait_n w = {&got, total};
     cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
     pthread_mutex_lock(&got.mu);
     cr_expect_eq(got.reorders, 0);
     pthread_mutex_unlock(&got.mu);
-    ws_counter *published = ws_counter_get(m, "webshop_outbox_published_total", "", NULL);
-    cr_assert_eq(ws_counter_value(published), (uint64_t)total);
+    cr_assert_eq(relay_counter(m, "webshop_outbox_published_total"), (uint64_t)total);
+    /* The last look at the table, the one that found it drained. */
+    cr_expect_eq(relay_gauge(m, "webshop_outbox_rows"), 0);
+    cr_expect_eq(relay_gauge(m, "webshop_outbox_oldest_age_seconds"), 0);
 
     ws_outbox_relay_close(relay);
     ws_bus_close(sub);
     ws_bus_close(pub);
-    ws_store_close(s);
+    ws_db_close(relay_db);
+    ws_db_close(db);
     pthread_mutex_destroy(&got.mu);
     ws_metrics_free(m);
 }
@@ -396,60 +549,200 @@ Test(outbox_relay, publishes_every_row_in_order_and_deletes_on_puback)
 Test(outbox_relay, resumes_rows_left_by_an_earlier_run_without_a_kick)
 {
     ws_metrics *m = ws_metrics_new();
-    ws_store *s = test_store_open();
-    put_rows(s, 0, 50); /* as if the process died before publishing */
+    ws_db *db = test_db_open();
+    put_rows(db, 0, 50); /* as if the process died before publishing */
 
     ws_bus *pub = bus_new("outbox-test-pub", m);
-    received got;
+    static received got;
     ws_bus *sub = subscriber_new(&got, pub, m);
-    ws_outbox_relay *relay = relay_new(pub, m);
-    cr_assert(harness_wait_until(table_empty, s, WAIT_MS));
+    ws_outbox_relay *relay = relay_new(db, pub, m); /* the relay shares the pool */
+    cr_assert(harness_wait_until(table_empty, db, WAIT_MS));
     wait_n w = {&got, 50};
     cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
 
     ws_outbox_relay_close(relay);
     ws_bus_close(sub);
     ws_bus_close(pub);
-    ws_store_close(s);
+    ws_db_close(db);
     pthread_mutex_destroy(&got.mu);
     ws_metrics_free(m);
+}
+
+typedef struct gauge_at {
+    ws_metrics *m;
+    const char *name;
+    double v;
+} gauge_at;
+
+static bool gauge_reached(void *ctx)
+{
+    gauge_at *g = ctx;
+    return relay_gauge(g->m, g->name) == g->v;
 }
 
 Test(outbox_relay, rows_queued_while_broker_is_down_go_out_when_it_returns)
 {
     ws_metrics *m = ws_metrics_new();
     ws_bus *pub = bus_new("outbox-test-pub", m);
-    received got;
+    static received got;
     ws_bus *sub = subscriber_new(&got, pub, m);
-    ws_store *s = test_store_open();
-    ws_outbox_relay *relay = relay_new(pub, m);
+    ws_db *db = test_db_open();
+    ws_outbox_relay *relay = relay_new(db, pub, m);
 
     cr_assert_eq(harness_broker_stop(&broker, SIGTERM), 0);
-    put_rows(s, 0, 200);
+    put_rows(db, 0, 200);
     ws_outbox_relay_kick(relay);
     /* Nothing can be published: flush reports the timeout, does not hang. */
     cr_assert_eq(ws_outbox_relay_flush(relay, 300), WS_ETIMEDOUT);
-    int64_t n = 0;
-    cr_assert_eq(ws_outbox_count(s, &n), WS_OK);
-    cr_assert_eq(n, 200);
+    cr_assert_eq(db_count(db), 200);
+    /* The relay still looks at the table: the gauges say what waits. */
+    gauge_at rows = {m, "webshop_outbox_rows", 200};
+    cr_assert(harness_wait_until(gauge_reached, &rows, WAIT_MS));
+    cr_expect_geq(relay_gauge(m, "webshop_outbox_oldest_age_seconds"), 0);
 
     cr_assert_eq(harness_broker_restart(&broker), 0);
     cr_assert_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
-    cr_assert(table_empty(s));
+    cr_assert(table_empty(db));
     wait_n w = {&got, 200};
     cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
+    cr_expect_eq(relay_gauge(m, "webshop_outbox_rows"), 0);
 
     ws_outbox_relay_close(relay);
     ws_bus_close(sub);
     ws_bus_close(pub);
-    ws_store_close(s);
+    ws_db_close(db);
     pthread_mutex_destroy(&got.mu);
     ws_metrics_free(m);
 }
 
-static uint64_t relay_counter(ws_metrics *m, const char *name)
+/* A publish the bus refuses (here: its in-flight limit, 4, is below the
+ * relay's window, 32) gives the rest of the claim back at once: the rows go
+ * out in order within the flush, not a lease (30 s) later. */
+Test(outbox_relay, rows_claimed_but_not_published_are_given_back_at_once)
 {
-    return ws_counter_value(ws_counter_get(m, name, "", NULL));
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new_at(broker.port, "outbox-test-pub", m, 4);
+    static received got;
+    ws_bus *sub = subscriber_new(&got, pub, m);
+    ws_db *db = test_db_open();
+    put_rows(db, 0, 300);
+    ws_outbox_relay *relay = relay_new(db, pub, m);
+    cr_assert_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
+    cr_assert(table_empty(db));
+    wait_n w = {&got, 300};
+    cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
+    pthread_mutex_lock(&got.mu);
+    cr_expect_eq(got.reorders, 0);
+    cr_expect_eq(got.n, 300);
+    pthread_mutex_unlock(&got.mu);
+
+    ws_outbox_relay_close(relay);
+    ws_bus_close(sub);
+    ws_bus_close(pub);
+    ws_db_close(db);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(m);
+}
+
+typedef struct rows_left {
+    ws_db *db;
+    int64_t n;
+} rows_left;
+
+static bool rows_left_reached(void *ctx)
+{
+    rows_left *l = ctx;
+    return db_count(l->db) == l->n;
+}
+
+/* A release that fails (a trigger refuses it; in production a full disk)
+ * holds the relay back: it claims nothing more while the rows it gives back
+ * are still its own, retries with backoff, and goes on in order once the
+ * fault clears. */
+Test(outbox_relay, a_release_that_fails_holds_the_claims_back_until_it_heals)
+{
+    enum { ROWS = 1000 };
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new_at(broker.port, "outbox-test-pub", m, 4);
+    static received got;
+    ws_bus *sub = subscriber_new(&got, pub, m);
+    ws_db *db = test_db_open();
+    db_exec(db,
+            "CREATE TRIGGER outbox_hold BEFORE UPDATE ON outbox"
+            " WHEN NEW.lease_until_ms = 0 BEGIN SELECT RAISE(ABORT, 'held'); END",
+            "CREATE FUNCTION outbox_hold() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN IF NEW.lease_until_ms = 0 THEN RAISE EXCEPTION 'held'; END IF;"
+            " RETURN NEW; END $$;"
+            " CREATE TRIGGER outbox_hold BEFORE UPDATE ON outbox"
+            " FOR EACH ROW EXECUTE FUNCTION outbox_hold()");
+    put_rows(db, 0, ROWS);
+    ws_outbox_relay *relay = relay_new(db, pub, m);
+    gauge_at failing = {m, "webshop_outbox_store_failing", 1};
+    cr_assert(harness_wait_until(gauge_reached, &failing, WAIT_MS));
+    gauge_at landed = {m, "webshop_outbox_inflight", 0};
+    cr_assert(harness_wait_until(gauge_reached, &landed, WAIT_MS));
+    /* What the first claim got out before the bus said "busy"; the rest is
+     * held: nothing more goes out while the release fails. */
+    uint64_t sent = relay_counter(m, "webshop_outbox_published_total");
+    cr_assert_lt(sent, ROWS);
+    rows_left left = {db, ROWS - (int64_t)sent};
+    cr_assert(harness_wait_until(rows_left_reached, &left, WAIT_MS));
+    cr_expect_eq(ws_outbox_relay_flush(relay, 300), WS_ETIMEDOUT);
+    cr_expect_eq(relay_counter(m, "webshop_outbox_published_total"), sent);
+    cr_expect_eq(db_count(db), ROWS - (int64_t)sent);
+
+    db_exec(db, "DROP TRIGGER outbox_hold", "DROP TRIGGER outbox_hold ON outbox");
+    cr_assert_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
+    cr_assert(table_empty(db));
+    cr_expect_eq(relay_gauge(m, "webshop_outbox_store_failing"), 0);
+    wait_n w = {&got, ROWS};
+    cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
+    pthread_mutex_lock(&got.mu);
+    cr_expect_eq(got.reorders, 0);
+    cr_expect_eq(got.n, ROWS);
+    pthread_mutex_unlock(&got.mu);
+
+    ws_outbox_relay_close(relay);
+    ws_bus_close(sub);
+    ws_bus_close(pub);
+    ws_db_close(db);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(m);
+}
+
+static ws_err put_foreign_txn(ws_db_conn *c, void *arg)
+{
+    (void)arg;
+    Webshop__V1__CancelOrder m = WEBSHOP__V1__CANCEL_ORDER__INIT;
+    return ws_outbox_put(c, TOPIC, &m.base);
+}
+
+/* A row of a type the relay was not told about can never be published: it
+ * is logged, counted as dropped and deleted, and the rows after it go. */
+Test(outbox_relay, a_row_of_an_unknown_type_is_dropped_and_the_rest_go)
+{
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new("outbox-test-pub", m);
+    static received got;
+    ws_bus *sub = subscriber_new(&got, pub, m);
+    ws_db *db = test_db_open();
+    put_rows(db, 0, 5);
+    cr_assert_eq(ws_db_txn(db, put_foreign_txn, NULL), WS_OK);
+    put_rows(db, 5, 5);
+    ws_outbox_relay *relay = relay_new(db, pub, m);
+    cr_assert_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
+    cr_assert(table_empty(db));
+    wait_n w = {&got, 10};
+    cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
+    cr_expect_eq(relay_counter(m, "webshop_outbox_dropped_total"), 1);
+    cr_expect_eq(relay_counter(m, "webshop_outbox_published_total"), 10);
+
+    ws_outbox_relay_close(relay);
+    ws_bus_close(sub);
+    ws_bus_close(pub);
+    ws_db_close(db);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(m);
 }
 
 typedef struct fails_at_least {
@@ -470,14 +763,18 @@ Test(outbox_relay, a_delete_that_keeps_failing_backs_off_and_heals)
 {
     ws_metrics *m = ws_metrics_new();
     ws_bus *pub = bus_new("outbox-test-pub", m);
-    received got;
+    static received got;
     ws_bus *sub = subscriber_new(&got, pub, m);
-    ws_store *s = test_store_open();
-    cr_assert_eq(ws_store_exec(s, "CREATE TRIGGER outbox_keep BEFORE DELETE ON outbox"
-                                  " BEGIN SELECT RAISE(ABORT, 'kept'); END"),
-                 WS_OK);
-    ws_outbox_relay *relay = relay_new(pub, m);
-    put_rows(s, 0, 20);
+    ws_db *db = test_db_open();
+    db_exec(db,
+            "CREATE TRIGGER outbox_keep BEFORE DELETE ON outbox"
+            " BEGIN SELECT RAISE(ABORT, 'kept'); END",
+            "CREATE FUNCTION outbox_keep() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'kept'; END $$;"
+            " CREATE TRIGGER outbox_keep BEFORE DELETE ON outbox"
+            " FOR EACH ROW EXECUTE FUNCTION outbox_keep()");
+    ws_outbox_relay *relay = relay_new(db, pub, m);
+    put_rows(db, 0, 20);
     ws_outbox_relay_kick(relay);
     wait_n w = {&got, 20};
     cr_assert(harness_wait_until(received_all, &w, WAIT_MS));
@@ -490,22 +787,201 @@ Test(outbox_relay, a_delete_that_keeps_failing_backs_off_and_heals)
     /* Tries 2..5 come after 50 + 100 + 200 + 400 ms; a loop would have
      * made them within a few tens of milliseconds. */
     cr_expect_geq(t5 - t1, 600, "4 retries in %lld ms: no backoff", t5 - t1);
-    ws_gauge *failing = ws_gauge_get(m, "webshop_outbox_store_failing", "", NULL);
-    cr_expect_eq(ws_gauge_value(failing), 1);
+    cr_expect_eq(relay_gauge(m, "webshop_outbox_store_failing"), 1);
     cr_expect_eq(ws_outbox_relay_flush(relay, 200), WS_ETIMEDOUT, "flush with rows kept");
-    int64_t n = 0;
-    cr_assert_eq(ws_outbox_count(s, &n), WS_OK);
-    cr_expect_eq(n, 20);
+    cr_expect_eq(db_count(db), 20);
 
-    cr_assert_eq(ws_store_exec(s, "DROP TRIGGER outbox_keep"), WS_OK);
-    cr_assert(harness_wait_until(table_empty, s, WAIT_MS));
-    cr_expect_eq(ws_gauge_value(failing), 0);
+    db_exec(db, "DROP TRIGGER outbox_keep", "DROP TRIGGER outbox_keep ON outbox");
+    cr_assert(harness_wait_until(table_empty, db, WAIT_MS));
+    cr_expect_eq(relay_gauge(m, "webshop_outbox_store_failing"), 0);
     cr_expect_eq(ws_outbox_relay_flush(relay, WAIT_MS), WS_OK);
+    /* The rows were published once: the lease kept them from going again. */
+    cr_expect_eq(relay_counter(m, "webshop_outbox_published_total"), 20);
 
     ws_outbox_relay_close(relay);
     ws_bus_close(sub);
     ws_bus_close(pub);
-    ws_store_close(s);
+    ws_db_close(db);
     pthread_mutex_destroy(&got.mu);
     ws_metrics_free(m);
+}
+
+/* Two replicas on one database: two relays, each with its own pool and its
+ * own bus, claim from the same table while rows keep coming. Every row is
+ * published, by one relay only (the claims never overlap while a lease
+ * holds: each row reaches the subscriber exactly once), both take part, and
+ * the table is empty at the end. On PostgreSQL the claims race for real
+ * (FOR UPDATE SKIP LOCKED); on SQLite they take turns at the write lock. */
+Test(outbox_relay, two_relays_on_one_table_publish_each_row_once)
+{
+    ws_metrics *ma = ws_metrics_new(), *mb = ws_metrics_new();
+    ws_bus *pub_a = bus_new("outbox-test-pub-a", ma);
+    ws_bus *pub_b = bus_new("outbox-test-pub-b", mb);
+    static received got;
+    ws_bus *sub = subscriber_new(&got, pub_a, ma);
+    cr_assert(harness_wait_until(bus_is_connected, pub_b, WAIT_MS));
+    ws_db *db = test_db_open(), *db_a = test_db_open(), *db_b = test_db_open();
+
+    const int total = 3000;
+    put_rows(db, 0, 1000); /* a backlog both find at start */
+    ws_outbox_relay *ra = relay_new(db_a, pub_a, ma);
+    ws_outbox_relay *rb = relay_new(db_b, pub_b, mb);
+    for (int i = 1000; i < total; i += 100) {
+        put_rows(db, i, 100);
+        ws_outbox_relay_kick(ra);
+        ws_outbox_relay_kick(rb);
+    }
+    wait_n w = {&got, total};
+    cr_assert(harness_wait_until(received_each, &w, 4 * WAIT_MS));
+    cr_assert_eq(ws_outbox_relay_flush(ra, WAIT_MS), WS_OK);
+    cr_assert_eq(ws_outbox_relay_flush(rb, WAIT_MS), WS_OK);
+    cr_assert(table_empty(db));
+
+    uint64_t na = relay_counter(ma, "webshop_outbox_published_total");
+    uint64_t nb = relay_counter(mb, "webshop_outbox_published_total");
+    cr_expect_eq(na + nb, (uint64_t)total, "a %llu + b %llu", (unsigned long long)na,
+                 (unsigned long long)nb);
+    cr_log_info("%s: relay a published %llu rows, relay b %llu", test_db_engine(),
+                (unsigned long long)na, (unsigned long long)nb);
+    cr_expect_gt(na, 0, "relay a published nothing");
+    cr_expect_gt(nb, 0, "relay b published nothing");
+    pthread_mutex_lock(&got.mu);
+    int twice = 0;
+    for (int i = 0; i < total; i++) {
+        twice += got.count[i] > 1;
+    }
+    cr_expect_eq(twice, 0, "%d rows published more than once", twice);
+    cr_expect_eq(got.n, total);
+    pthread_mutex_unlock(&got.mu);
+
+    ws_outbox_relay_close(ra);
+    ws_outbox_relay_close(rb);
+    ws_bus_close(sub);
+    ws_bus_close(pub_a);
+    ws_bus_close(pub_b);
+    ws_db_close(db_b);
+    ws_db_close(db_a);
+    ws_db_close(db);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(mb);
+    ws_metrics_free(ma);
+}
+
+static bool gauge_is(void *ctx)
+{
+    gauge_at *g = ctx;
+    return relay_gauge(g->m, g->name) >= g->v;
+}
+
+/* A relay stops mid-way (its broker hangs, then it is closed: the rows it
+ * claimed are neither acknowledged nor deleted, as after a crash). A second
+ * relay publishes the rows nobody holds at once, and the first relay's rows
+ * once their lease (1 s) has run out: not before, and each row once. */
+Test(outbox_relay, a_relay_that_stopped_mid_way_is_taken_over_when_its_lease_ends)
+{
+    enum { LEASE_MS = 1000, WINDOW = 32, ROWS = 100 };
+    ws_metrics *ma = ws_metrics_new(), *mb = ws_metrics_new();
+    char dir2[4200];
+    snprintf(dir2, sizeof(dir2), "%s/broker2", tmpdir);
+    cr_assert_eq(mkdir(dir2, 0700), 0);
+    harness_broker hung;
+    cr_assert_eq(harness_broker_start(&hung, dir2, NULL), 0);
+    ws_bus *pub_a = bus_new_at(hung.port, "outbox-test-pub-a", ma, 0);
+    cr_assert(harness_wait_until(bus_is_connected, pub_a, WAIT_MS));
+    cr_assert_eq(kill(hung.proc.pid, SIGSTOP), 0); /* no PUBACK will come */
+
+    ws_bus *pub_b = bus_new("outbox-test-pub-b", mb);
+    static received got;
+    ws_bus *sub = subscriber_new(&got, pub_b, mb);
+    ws_db *db = test_db_open();
+    put_rows(db, 0, ROWS);
+
+    long long t0 = harness_now_ms();
+    ws_outbox_relay *ra = relay_new_lease(db, pub_a, ma, LEASE_MS);
+    gauge_at flying = {ma, "webshop_outbox_inflight", WINDOW};
+    cr_assert(harness_wait_until(gauge_is, &flying, WAIT_MS));
+    ws_outbox_relay_close(ra); /* the first WINDOW rows stay claimed */
+    cr_assert_eq(db_count(db), ROWS);
+
+    ws_outbox_relay *rb = relay_new(db, pub_b, mb);
+    wait_n w = {&got, ROWS};
+    cr_assert(harness_wait_until(received_each, &w, WAIT_MS));
+    cr_assert_eq(ws_outbox_relay_flush(rb, WAIT_MS), WS_OK);
+    cr_assert(table_empty(db));
+    cr_expect_eq(relay_counter(mb, "webshop_outbox_published_total"), ROWS);
+    pthread_mutex_lock(&got.mu);
+    cr_expect_eq(got.n, ROWS, "every row once");
+    for (int i = 0; i < WINDOW; i++) {
+        cr_expect_geq(got.first[i] - t0, LEASE_MS, "row %d taken after %lld ms", i,
+                      got.first[i] - t0);
+    }
+    pthread_mutex_unlock(&got.mu);
+
+    ws_outbox_relay_close(rb);
+    cr_assert_eq(kill(hung.proc.pid, SIGCONT), 0);
+    ws_bus_close(pub_a); /* what relay a left in flight is answered or failed */
+    cr_expect_eq(harness_broker_stop(&hung, SIGTERM), 0);
+    ws_bus_close(sub);
+    ws_bus_close(pub_b);
+    ws_db_close(db);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(mb);
+    ws_metrics_free(ma);
+}
+
+/* A sole relay (a service alone on its SQLite file) that starts after a
+ * killed run does not wait for that run's leases: what it had claimed goes
+ * out at once. */
+Test(outbox_relay, a_sole_relay_drops_the_leases_of_an_earlier_run)
+{
+    enum { LEASE_MS = 60000, WINDOW = 32, ROWS = 100 };
+    ws_metrics *ma = ws_metrics_new(), *mb = ws_metrics_new();
+    char dir2[4200];
+    snprintf(dir2, sizeof(dir2), "%s/broker2", tmpdir);
+    cr_assert_eq(mkdir(dir2, 0700), 0);
+    harness_broker hung;
+    cr_assert_eq(harness_broker_start(&hung, dir2, NULL), 0);
+    ws_bus *pub_a = bus_new_at(hung.port, "outbox-test-pub-a", ma, 0);
+    cr_assert(harness_wait_until(bus_is_connected, pub_a, WAIT_MS));
+    cr_assert_eq(kill(hung.proc.pid, SIGSTOP), 0); /* no PUBACK will come */
+
+    ws_bus *pub_b = bus_new("outbox-test-pub-b", mb);
+    static received got;
+    ws_bus *sub = subscriber_new(&got, pub_b, mb);
+    ws_db *db = test_db_open();
+    put_rows(db, 0, ROWS);
+
+    ws_outbox_relay *ra = relay_new_lease(db, pub_a, ma, LEASE_MS);
+    gauge_at flying = {ma, "webshop_outbox_inflight", WINDOW};
+    cr_assert(harness_wait_until(gauge_is, &flying, WAIT_MS));
+    ws_outbox_relay_close(ra); /* the first WINDOW rows stay claimed for 60 s */
+
+    ws_outbox_relay_opts o = {.db = db,
+                              .bus = pub_b,
+                              .types = test_types,
+                              .n_types = 1,
+                              .window = WINDOW,
+                              .poll_ms = 100,
+                              .lease_ms = LEASE_MS,
+                              .sole_relay = true,
+                              .metrics = mb};
+    ws_outbox_relay *rb = NULL;
+    cr_assert_eq(ws_outbox_relay_open(&o, &rb), WS_OK);
+    cr_assert_eq(ws_outbox_relay_start(rb), WS_OK);
+    wait_n w = {&got, ROWS};
+    cr_assert(harness_wait_until(received_each, &w, WAIT_MS),
+              "well before the lease ends");
+    cr_assert_eq(ws_outbox_relay_flush(rb, WAIT_MS), WS_OK);
+    cr_assert(table_empty(db));
+
+    ws_outbox_relay_close(rb);
+    cr_assert_eq(kill(hung.proc.pid, SIGCONT), 0);
+    ws_bus_close(pub_a);
+    cr_expect_eq(harness_broker_stop(&hung, SIGTERM), 0);
+    ws_bus_close(sub);
+    ws_bus_close(pub_b);
+    ws_db_close(db);
+    pthread_mutex_destroy(&got.mu);
+    ws_metrics_free(mb);
+    ws_metrics_free(ma);
 }

@@ -11,7 +11,7 @@ Real processes, a real broker, SQLite files; HTTP from a real client.
   while the order service holds an event it cannot commit: it stops within
   --shutdown-timeout, says what it drops, and the order still heals.
 - The order database truncated to half after a clean stop: refused at
-  start, exit 1, with store_damaged and the reason.
+  start, exit 1, with db_damaged and the reason.
 
 Each fault run prints one line of figures (answers, orders lost, time to
 recover). Traffic is bounded in count and time; every wait polls a
@@ -366,7 +366,7 @@ class Damaged(unittest.TestCase):
             code = p.p.wait(timeout=30 * TIME_SCALE)
             log = p.log_since_start()
             self.assertEqual(code, 1, log[-2000:])
-            self.assertIn("event=store_damaged", log)
+            self.assertIn("event=db_damaged", log)
             self.assertIn("detail=", log)
             self.assertIn("damaged database", log)
             self.assertNotIn("event=started", log)

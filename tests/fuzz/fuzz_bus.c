@@ -15,7 +15,7 @@
 #include "bus_int.h"
 #include "fuzz_common.h"
 #include "json.h"
-#include "store.h"
+#include "db.h"
 #include "webshop/v1/events.pb-c.h"
 
 #include "inventory/catalog_seed.h"
@@ -56,8 +56,8 @@ static const struct {
 };
 #define FUZZ_BUS_N_SUBS (sizeof(fuzz_bus_subs) / sizeof(fuzz_bus_subs[0]))
 
-static ws_store *fuzz_bus_inv;
-static ws_store *fuzz_bus_ord;
+static ws_db *fuzz_bus_inv; /* sqlite::memory:, one connection each */
+static ws_db *fuzz_bus_ord;
 static int64_t fuzz_bus_now_ms = 1000;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -65,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void fuzz_bus_cleanup(void)
 {
-    ws_store_close(fuzz_bus_inv);
-    ws_store_close(fuzz_bus_ord);
+    ws_db_close(fuzz_bus_inv);
+    ws_db_close(fuzz_bus_ord);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -74,13 +74,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     fuzz_quiet_logs();
-    ws_store_opts so = {.path = ":memory:"};
-    size_t n;
-    const ws_migration *mig = inv_schema_migrations(&n);
-    FUZZ_CHECK(ws_store_open(&so, mig, n, &fuzz_bus_inv) == WS_OK, "inventory store");
+    ws_db_opts o = {.url = "sqlite::memory:", .pool_size = 1};
+    o.migrations = inv_schema_migrations(&o.n_migrations);
+    FUZZ_CHECK(ws_db_open(&o, &fuzz_bus_inv) == WS_OK, "inventory db");
     FUZZ_CHECK(inv_catalog_seed_default(fuzz_bus_inv, NULL) == WS_OK, "catalog seed");
-    mig = order_schema_migrations(&n);
-    FUZZ_CHECK(ws_store_open(&so, mig, n, &fuzz_bus_ord) == WS_OK, "order store");
+    o.migrations = order_schema_migrations(&o.n_migrations);
+    FUZZ_CHECK(ws_db_open(&o, &fuzz_bus_ord) == WS_OK, "order db");
     atexit(fuzz_bus_cleanup);
     return 0;
 }
@@ -114,40 +113,45 @@ static void fuzz_bus_apply_event(fuzz_bus_apply apply, const ProtobufCMessage *m
     ws_err err;
 
     fuzz_bus_now_ms += 10;
+    ws_db_conn *inv = NULL, *ord = NULL;
+    FUZZ_CHECK(ws_db_acquire(fuzz_bus_ord, &ord) == WS_OK, "order connection");
     switch (apply) {
     case FUZZ_BUS_ORDER_SENT: {
         const Webshop__V1__OrderSent *ev = (const Webshop__V1__OrderSent *)msg;
         inv_order_outcome out;
-        err = inv_stock_order_sent(fuzz_bus_inv, ev, &out);
+        FUZZ_CHECK(ws_db_acquire(fuzz_bus_inv, &inv) == WS_OK, "inventory connection");
+        err = inv_stock_order_sent(inv, ev, &out);
+        ws_db_release(inv);
         FUZZ_CHECK(err == WS_OK || err == WS_EINVAL, "inventory order sent: %s",
                    ws_errname(err));
         for (size_t i = 0; i < ev->n_items; i++) {
             fuzz_bus_check_stock(ev->items[i]->inventory_id);
         }
-        err = orders_apply_sent(fuzz_bus_ord, &p, ev, fuzz_bus_now_ms, &eff);
+        err = orders_apply_sent(ord, &p, ev, fuzz_bus_now_ms, &eff);
         fuzz_bus_check_order_err(err, &eff, "orders sent");
         break;
     }
     case FUZZ_BUS_CANCEL_ORDER:
-        err = orders_apply_cancel(fuzz_bus_ord, &p, (const Webshop__V1__CancelOrder *)msg,
+        err = orders_apply_cancel(ord, &p, (const Webshop__V1__CancelOrder *)msg,
                                   fuzz_bus_now_ms, &eff);
         fuzz_bus_check_order_err(err, &eff, "orders cancel");
         break;
     case FUZZ_BUS_IN_STOCK:
-        err = orders_apply_in_stock(fuzz_bus_ord, &p, (const Webshop__V1__InStock *)msg,
+        err = orders_apply_in_stock(ord, &p, (const Webshop__V1__InStock *)msg,
                                     fuzz_bus_now_ms, &eff);
         fuzz_bus_check_order_err(err, &eff, "orders in stock");
         break;
     case FUZZ_BUS_OUT_OF_STOCK:
-        err = orders_apply_out_of_stock(fuzz_bus_ord, &p,
+        err = orders_apply_out_of_stock(ord, &p,
                                         (const Webshop__V1__OutOfStock *)msg,
                                         fuzz_bus_now_ms, &eff);
         fuzz_bus_check_order_err(err, &eff, "orders out of stock");
         break;
     case FUZZ_BUS_ORDER_CANCELED: {
         inv_cancel_outcome out;
-        err = inv_stock_order_canceled(fuzz_bus_inv,
-                                       (const Webshop__V1__OrderCanceled *)msg, &out);
+        FUZZ_CHECK(ws_db_acquire(fuzz_bus_inv, &inv) == WS_OK, "inventory connection");
+        err = inv_stock_order_canceled(inv, (const Webshop__V1__OrderCanceled *)msg, &out);
+        ws_db_release(inv);
         FUZZ_CHECK(err == WS_OK || err == WS_EINVAL, "inventory cancel: %s",
                    ws_errname(err));
         for (int32_t id = 1; id <= 4; id++) {
@@ -158,6 +162,7 @@ static void fuzz_bus_apply_event(fuzz_bus_apply apply, const ProtobufCMessage *m
     case FUZZ_BUS_DECODE_ONLY:
         break;
     }
+    ws_db_release(ord);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

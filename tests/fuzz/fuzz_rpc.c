@@ -20,7 +20,6 @@
 #include "json.h"
 #include "json_int.h"
 #include "rpc_server_int.h"
-#include "store.h"
 #include "webshop/v1/order.rpc.h"
 #include "webshop/v1/rpc.pb-c.h"
 
@@ -40,6 +39,8 @@ static char fuzz_rpc_ord_path[128];
 static ws_rpc_server *fuzz_rpc_srv;
 static inv_read_api *fuzz_rpc_inv;
 static order_api *fuzz_rpc_ord;
+static ws_db *fuzz_rpc_ord_db; /* the order service's pool */
+static ws_db *fuzz_rpc_inv_db; /* the inventory's pool */
 static const ProtobufCServiceDescriptor *const fuzz_rpc_services[] = {
     &webshop__v1__reflection__descriptor,
     &webshop__v1__inventory__descriptor,
@@ -56,6 +57,8 @@ static void fuzz_rpc_cleanup(void)
     ws_rpc_server_close(fuzz_rpc_srv);
     inv_read_api_close(fuzz_rpc_inv);
     order_api_close(fuzz_rpc_ord);
+    ws_db_close(fuzz_rpc_ord_db);
+    ws_db_close(fuzz_rpc_inv_db);
     static const char *const files[] = {"inventory.db",     "inventory.db-wal",
                                         "inventory.db-shm", "order.db",
                                         "order.db-wal",     "order.db-shm"};
@@ -69,13 +72,12 @@ static void fuzz_rpc_cleanup(void)
 /* The inventory database: default catalog, one reservation. */
 static void fuzz_rpc_seed_inventory(void)
 {
-    ws_store_opts so = {.path = fuzz_rpc_inv_path};
-    ws_store *s = NULL;
-    size_t n;
-    const ws_migration *mig = inv_schema_migrations(&n);
-
-    FUZZ_CHECK(ws_store_open(&so, mig, n, &s) == WS_OK, "inventory store");
-    FUZZ_CHECK(inv_catalog_seed_default(s, NULL) == WS_OK, "catalog seed");
+    ws_db_opts o = {.url = fuzz_rpc_inv_path, .pool_size = 2};
+    o.migrations = inv_schema_migrations(&o.n_migrations);
+    FUZZ_CHECK(ws_db_open(&o, &fuzz_rpc_inv_db) == WS_OK, "inventory db");
+    FUZZ_CHECK(inv_catalog_seed_default(fuzz_rpc_inv_db, NULL) == WS_OK, "catalog seed");
+    ws_db_conn *s = NULL;
+    FUZZ_CHECK(ws_db_acquire(fuzz_rpc_inv_db, &s) == WS_OK, "inventory connection");
     Webshop__V1__OrderItem item = WEBSHOP__V1__ORDER_ITEM__INIT;
     Webshop__V1__OrderItem *items[] = {&item};
     Webshop__V1__OrderSent ev = WEBSHOP__V1__ORDER_SENT__INIT;
@@ -86,17 +88,21 @@ static void fuzz_rpc_seed_inventory(void)
     ev.items = items;
     inv_order_outcome out;
     FUZZ_CHECK(inv_stock_order_sent(s, &ev, &out) == WS_OK, "reservation");
-    ws_store_close(s);
+    ws_db_release(s);
 }
 
 /* The order database: one order, successful. */
 static void fuzz_rpc_seed_orders(void)
 {
-    ws_store *s = NULL;
+    ws_db_conn *s = NULL;
     orders_policy p = orders_policy_default();
+    size_t n_mig;
+    const ws_db_migration *mig = order_schema_migrations(&n_mig);
+    ws_db_opts dbo = {
+        .url = fuzz_rpc_ord_path, .pool_size = 1, .migrations = mig, .n_migrations = n_mig};
 
-    FUZZ_CHECK(order_schema_open(fuzz_rpc_ord_path, "NORMAL", &s) == WS_OK,
-               "order store");
+    FUZZ_CHECK(ws_db_open(&dbo, &fuzz_rpc_ord_db) == WS_OK, "order db");
+    FUZZ_CHECK(ws_db_acquire(fuzz_rpc_ord_db, &s) == WS_OK, "order connection");
     Webshop__V1__OrderItem item = WEBSHOP__V1__ORDER_ITEM__INIT;
     Webshop__V1__OrderItem *items[] = {&item};
     Webshop__V1__OrderSent ev = WEBSHOP__V1__ORDER_SENT__INIT;
@@ -109,7 +115,7 @@ static void fuzz_rpc_seed_orders(void)
     in.order_id = (char *)FUZZ_RPC_ORDER_ID;
     FUZZ_CHECK(orders_apply_sent(s, &p, &ev, 1000, NULL) == WS_OK, "order sent");
     FUZZ_CHECK(orders_apply_in_stock(s, &p, &in, 2000, NULL) == WS_OK, "in stock");
-    ws_store_close(s);
+    ws_db_release(s);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -125,9 +131,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fuzz_rpc_seed_inventory();
     fuzz_rpc_seed_orders();
 
-    ws_store_opts so = {.path = fuzz_rpc_inv_path};
-    FUZZ_CHECK(inv_read_api_open(&so, 1, &fuzz_rpc_inv) == WS_OK, "inventory api");
-    FUZZ_CHECK(order_api_open(fuzz_rpc_ord_path, 1, &fuzz_rpc_ord) == WS_OK, "order api");
+    FUZZ_CHECK(inv_read_api_open(fuzz_rpc_inv_db, &fuzz_rpc_inv) == WS_OK, "inventory api");
+    FUZZ_CHECK(order_api_open(fuzz_rpc_ord_db, &fuzz_rpc_ord) == WS_OK, "order api");
     ws_rpc_server_opts ro = {.url = "inproc://fuzz", .max_msg = 64 * 1024};
     FUZZ_CHECK(ws_rpc_server_open(&ro, &fuzz_rpc_srv) == WS_OK, "server");
     FUZZ_CHECK(inv_read_api_register(fuzz_rpc_inv, fuzz_rpc_srv) == WS_OK,
