@@ -9,7 +9,10 @@
  * time) with end-to-end timing to a final status over MQTT, GET
  * /order/{id}, and POST -> 201 latency at half the maximal order rate;
  * samples the RSS of every process; prints every ratio next to its target
- * with "met"/"MISSED", and optionally JSON. With --curve it measures the
+ * with "met"/"MISSED", and optionally JSON. --store picks the backends'
+ * store of the shop it starts (`tools/webshop up --store`); --store both
+ * measures the shop on SQLite, then on PostgreSQL, and shows them side by
+ * side (compare.h). With --curve it measures the
  * scaling curve instead (curve.h). Loopback only. Speed is reported, never
  * asserted: the exit status says only whether the measurements could be
  * taken.
@@ -27,6 +30,7 @@
 #include <nng/nng.h>
 
 #include "ceiling.h"
+#include "compare.h"
 #include "curve.h"
 #include "load.h"
 #include "opts.h"
@@ -66,6 +70,14 @@ static void bench_usage(FILE *f)
         "                     GET /inventory at 10, 1000, 10000 products, plotted to "
         "SVG\n"
         "  --svg FILE         with --curve: the plot (default BUILD/bench-curve.svg)\n"
+        "  --store S          sqlite, postgres or both: the store of the shop it\n"
+        "                     starts (tools/webshop up --store; default sqlite).\n"
+        "                     both: the shop on SQLite, then on PostgreSQL, each in\n"
+        "                     its own temporary state dir, then side by side with\n"
+        "                     the ratio PostgreSQL/SQLite and the targets (>= 0.5 x\n"
+        "                     SQLite and >= 1000 orders/s end to end); the ceilings\n"
+        "                     are measured once; --json holds {sqlite, postgres,\n"
+        "                     comparison}\n"
         "  --state-dir DIR    use the shop running from DIR, or start one there\n"
         "  --url URL          target a running shop at URL (loopback only)\n"
         "  --broker HOST:PORT with --url: its broker (end-to-end timing, MQTT ceiling)\n"
@@ -104,6 +116,7 @@ enum {
     O_CURVE,
     O_SVG,
     O_TRANSPORT,
+    O_STORE,
 };
 
 /* A number flag: v in (lo, hi] for doubles; 0 or 2 (with a message). */
@@ -175,6 +188,15 @@ static int bench_opt_value(int c, const char *arg, bench_opts *o)
         return bench_opt_int("window", arg, 1, 65535, &o->window);
     case O_PID:
         return bench_opt_pid(arg, o);
+    case O_STORE:
+        if (strcmp(arg, "sqlite") != 0 && strcmp(arg, "postgres") != 0 &&
+            strcmp(arg, "both") != 0) {
+            fprintf(stderr,
+                    "webshop-bench: --store: expected sqlite, postgres or both\n");
+            return 2;
+        }
+        o->store = arg;
+        return 0;
     case O_TRANSPORT:
         if (strcmp(arg, "tcp") != 0 && strcmp(arg, "ipc") != 0) {
             fprintf(stderr, "webshop-bench: --rpc-transport: expected tcp or ipc\n");
@@ -239,6 +261,25 @@ static int bench_opt_one(int c, const char *arg, bench_opts *o)
     }
 }
 
+/* --store with the other flags: only for a shop the bench starts. */
+static int bench_opts_check_store(const bench_opts *o)
+{
+    if (o->store == NULL) {
+        return 0;
+    }
+    if (o->url != NULL) {
+        fprintf(stderr, "webshop-bench: --store and --url exclude each other (the store "
+                        "of a shop at a URL is its own)\n");
+        return 2;
+    }
+    if (strcmp(o->store, "both") == 0 && (o->state_dir != NULL || o->curve)) {
+        fprintf(stderr, "webshop-bench: --store both starts two shops of its own: not "
+                        "with --state-dir or --curve\n");
+        return 2;
+    }
+    return 0;
+}
+
 static int bench_opts_parse(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {
@@ -257,6 +298,7 @@ static int bench_opts_parse(int argc, char **argv, bench_opts *o)
         {"broker-user", required_argument, NULL, O_BUSER},
         {"broker-password-file", required_argument, NULL, O_BPASS},
         {"rpc-transport", required_argument, NULL, O_TRANSPORT},
+        {"store", required_argument, NULL, O_STORE},
         {"webshop", required_argument, NULL, O_SCRIPT},
         {"build-dir", required_argument, NULL, O_BUILD},
         {"no-ceilings", no_argument, NULL, O_NOCEIL},
@@ -287,7 +329,7 @@ static int bench_opts_parse(int argc, char **argv, bench_opts *o)
         fprintf(stderr, "webshop-bench: --svg needs --curve\n");
         return 2;
     }
-    return 0;
+    return bench_opts_check_store(o);
 }
 
 /* ---- the ceilings ------------------------------------------------------------ */
@@ -462,40 +504,102 @@ static void bench_shop_run(const bench_opts *o, bench_session *s, bench_report *
     bench_orders_close(orders);
 }
 
-static int bench_run(bench_opts *o)
+/* A load phase that ran without one successful answer. */
+static bool bench_report_empty(const bench_report *rp)
 {
-    bench_report rp;
-    memset(&rp, 0, sizeof(rp));
-    rp.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    rp.seconds = o->seconds;
-    rp.connections = o->connections;
-    rp.window = o->window;
+    return (rp->inventory.ran && rp->inventory.r.ok == 0) ||
+           (rp->post.ran && rp->post.r.ok == 0) ||
+           (rp->order_get.ran && rp->order_get.r.ok == 0);
+}
+
+/*
+ * Measure one shop into rp: the ceilings (copied from `ceilings` when not
+ * NULL, else measured unless --no-ceilings), then the shop's phases. 0; 3
+ * when a load phase got no successful answer (rp is filled); else the exit
+ * status of bench_session_open (rp holds nothing).
+ */
+static int bench_measure(const bench_opts *o, const bench_report *ceilings,
+                         bench_report *rp)
+{
+    memset(rp, 0, sizeof(*rp));
+    rp->cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    rp->seconds = o->seconds;
+    rp->connections = o->connections;
+    rp->window = o->window;
     bench_session s;
     int rc = bench_session_open(&s, o, 2);
     if (rc != 0) {
         return rc;
     }
-    snprintf(rp.url, sizeof(rp.url), "%s", s.url);
-    rp.transport = s.transport;
+    snprintf(rp->url, sizeof(rp->url), "%s", s.url);
+    snprintf(rp->store, sizeof(rp->store), "%s", s.shop.store);
+    rp->transport = s.transport;
     bench_shop_sample_idle(&s.shop);
     bench_shop_sampler_start(&s.shop);
-    if (!o->no_ceilings) {
-        bench_ceilings_run(o, &s, &rp);
+    if (ceilings != NULL) {
+        rp->civetweb = ceilings->civetweb;
+        memcpy(rp->civetweb_rpc, ceilings->civetweb_rpc, sizeof(rp->civetweb_rpc));
+        rp->nng = ceilings->nng;
+        rp->mqtt = ceilings->mqtt;
+    } else if (!o->no_ceilings) {
+        bench_ceilings_run(o, &s, rp);
     }
-    bench_shop_run(o, &s, &rp);
+    bench_shop_run(o, &s, rp);
     bench_shop_sampler_stop(&s.shop);
-    memcpy(rp.procs, s.shop.procs, sizeof(rp.procs));
-    bench_report_print(&rp, stdout);
-    if (o->json != NULL && bench_report_json(&rp, o->json) != 0) {
-        rc = 1;
-    }
-    if ((rp.inventory.ran && rp.inventory.r.ok == 0) ||
-        (rp.post.ran && rp.post.r.ok == 0) ||
-        (rp.order_get.ran && rp.order_get.r.ok == 0)) {
+    memcpy(rp->procs, s.shop.procs, sizeof(rp->procs));
+    rc = bench_report_empty(rp) ? 3 : 0;
+    if (rc != 0) {
         fprintf(stderr, "webshop-bench: a load phase got no successful answer\n");
-        rc = 3;
     }
     bench_session_close(&s, o->keep || rc != 0);
+    return rc;
+}
+
+/* One store (the script's default unless --store): its table and JSON. */
+static int bench_run(const bench_opts *o)
+{
+    bench_report *rp = calloc(1, sizeof(*rp));
+    if (rp == NULL) {
+        return 1;
+    }
+    int rc = bench_measure(o, NULL, rp);
+    if (rc == 0 || rc == 3) {
+        bench_report_print(rp, stdout);
+        if (o->json != NULL && bench_report_json(rp, o->json) != 0 && rc == 0) {
+            rc = 1;
+        }
+    }
+    free(rp);
+    return rc;
+}
+
+/* --store both: SQLite, then PostgreSQL with the same ceilings, side by side. */
+static int bench_run_both(const bench_opts *o)
+{
+    bench_report *rp = calloc(2, sizeof(*rp));
+    if (rp == NULL) {
+        return 1;
+    }
+    bench_opts one = *o;
+    one.store = "sqlite";
+    fprintf(stderr,
+            "bench: --store both: the shop on SQLite first, then on PostgreSQL\n");
+    int rc = bench_measure(&one, NULL, &rp[0]);
+    if (rc == 0 || rc == 3) {
+        one.store = "postgres";
+        int rc_pg = bench_measure(&one, o->no_ceilings ? NULL : &rp[0], &rp[1]);
+        rc = rc_pg != 0 ? rc_pg : rc;
+        if (rc_pg == 0 || rc_pg == 3) {
+            bench_report_print(&rp[0], stdout);
+            bench_report_print(&rp[1], stdout);
+            bench_compare_print(&rp[0], &rp[1], stdout);
+            if (o->json != NULL && bench_compare_json(&rp[0], &rp[1], o->json) != 0 &&
+                rc == 0) {
+                rc = 1;
+            }
+        }
+    }
+    free(rp);
     return rc;
 }
 
@@ -520,7 +624,13 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     mg_init_library(0);
     mosquitto_lib_init();
-    rc = o.curve ? bench_curve_main(&o) : bench_run(&o);
+    if (o.curve) {
+        rc = bench_curve_main(&o);
+    } else if (o.store != NULL && strcmp(o.store, "both") == 0) {
+        rc = bench_run_both(&o);
+    } else {
+        rc = bench_run(&o);
+    }
     mosquitto_lib_cleanup();
     mg_exit_library();
     nng_fini();

@@ -26,6 +26,7 @@ typedef struct bench_opts {
     const char *svg;    /* --curve: the plot's path, or NULL for BUILD/bench-curve.svg */
     const char *script; /* tools/webshop */
     const char *build_dir;
+    const char *store; /* sqlite, postgres or both (--store); NULL: the default */
     bool no_ceilings;
     bool keep;
     bool curve;                /* run the scaling curve instead of the table */

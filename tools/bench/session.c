@@ -66,12 +66,19 @@ static int session_attach_url(bench_session *s, const bench_opts *o)
 static int session_start(bench_session *s, const bench_opts *o, int products)
 {
     int port = bench_free_port();
-    if (bench_shop_up(&s->shop, o->script, o->build_dir, o->state_dir, port, products) !=
-        0) {
+    if (bench_shop_up(&s->shop, o->script, o->build_dir, o->state_dir, port, products,
+                      o->store) != 0) {
         bench_shop_down(&s->shop, true);
         return 1;
     }
     s->have_shop = true;
+    if (o->store != NULL && s->shop.store[0] != '\0' &&
+        strcmp(o->store, s->shop.store) != 0) {
+        fprintf(stderr,
+                "webshop-bench: the shop running from %s is on --store %s, not %s\n",
+                s->shop.state_dir, s->shop.store, o->store);
+        return 2;
+    }
     snprintf(s->url, sizeof(s->url), "%s", s->shop.url);
     snprintf(s->broker_host, sizeof(s->broker_host), "%s", s->shop.broker_host);
     s->broker_port = s->shop.broker_port;

@@ -21,13 +21,17 @@
 static const char *const shop_proc_names[BENCH_PROCS] = {"broker", "inventory", "order",
                                                          "front"};
 
+/* Most extra arguments shop_script_run passes. */
+#define SHOP_EXTRA_MAX 4
+
 /*
  * Run `script verb --state-dir DIR [extra...]` with WEBSHOP_BUILD_DIR set;
- * its stdout goes to out (cap bytes, NUL-terminated) when out is not NULL,
+ * extra is NULL or a NULL-terminated list of at most SHOP_EXTRA_MAX. Its
+ * stdout goes to out (cap bytes, NUL-terminated) when out is not NULL,
  * else to our stderr. Returns the exit status, -1 if it could not run.
  */
-static int shop_script_run(const bench_shop *s, const char *verb, const char *extra_flag,
-                           const char *extra_value, char *out, size_t cap)
+static int shop_script_run(const bench_shop *s, const char *verb,
+                           const char *const *extra, char *out, size_t cap)
 {
     int pipefd[2] = {-1, -1};
     if (out != NULL && pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -42,11 +46,11 @@ static int shop_script_run(const bench_shop *s, const char *verb, const char *ex
     if (pid == 0) {
         dup2(out != NULL ? pipefd[1] : STDERR_FILENO, STDOUT_FILENO);
         setenv("WEBSHOP_BUILD_DIR", s->build_dir, 1);
-        const char *argv[8] = {s->script, verb, "--state-dir", s->state_dir, NULL};
-        if (extra_flag != NULL) {
-            argv[4] = extra_flag;
-            argv[5] = extra_value;
-            argv[6] = NULL;
+        const char *argv[5 + SHOP_EXTRA_MAX] = {s->script, verb, "--state-dir",
+                                                s->state_dir, NULL};
+        for (int i = 0; extra != NULL && extra[i] != NULL && i < SHOP_EXTRA_MAX; i++) {
+            argv[4 + i] = extra[i];
+            argv[5 + i] = NULL;
         }
         execv(s->script, (char *const *)argv);
         fprintf(stderr, "bench: cannot run %s: %s\n", s->script, strerror(errno));
@@ -81,7 +85,7 @@ static int shop_script_run(const bench_shop *s, const char *verb, const char *ex
 static bool shop_facts_read(bench_shop *s)
 {
     char out[4096];
-    if (shop_script_run(s, "status", NULL, NULL, out, sizeof(out)) != 0) {
+    if (shop_script_run(s, "status", NULL, out, sizeof(out)) != 0) {
         return false;
     }
     bool running = false;
@@ -102,6 +106,8 @@ static bool shop_facts_read(bench_shop *s)
             snprintf(s->broker_host, sizeof(s->broker_host), "%s", v);
         } else if (strcmp(line, "broker_port") == 0) {
             s->broker_port = atoi(v);
+        } else if (strcmp(line, "store") == 0) {
+            snprintf(s->store, sizeof(s->store), "%s", v);
         } else if (strcmp(line, "order_rpc") == 0) {
             snprintf(s->order_rpc, sizeof(s->order_rpc), "%s", v);
         } else if (strcmp(line, "broker_user") == 0) {
@@ -163,7 +169,7 @@ static int shop_state_dir_make(bench_shop *s, const char *state_dir)
 }
 
 int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
-                  const char *state_dir, int http_port, int products)
+                  const char *state_dir, int http_port, int products, const char *store)
 {
     memset(s, 0, sizeof(*s));
     atomic_init(&s->sampler_stop, false);
@@ -192,10 +198,13 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
     if (own_catalog && shop_catalog_write(catalog, products < 2 ? 2 : products) == 0) {
         setenv("WEBSHOP_CATALOG", catalog, 1);
     }
-    fprintf(stderr, "bench: starting a shop: %s up --state-dir %s --http-port %s\n",
-            s->script, s->state_dir, port);
+    const char *extra[] = {"--http-port", port, store != NULL ? "--store" : NULL, store,
+                           NULL};
+    fprintf(stderr, "bench: starting a shop: %s up --state-dir %s --http-port %s%s%s\n",
+            s->script, s->state_dir, port, store != NULL ? " --store " : "",
+            store != NULL ? store : "");
     s->started = true;
-    int rc = shop_script_run(s, "up", "--http-port", port, NULL, 0);
+    int rc = shop_script_run(s, "up", extra, NULL, 0);
     if (own_catalog) {
         unsetenv("WEBSHOP_CATALOG");
     }
@@ -224,7 +233,7 @@ void bench_shop_down(bench_shop *s, bool keep)
 {
     bench_shop_sampler_stop(s);
     if (s->started) {
-        shop_script_run(s, "down", NULL, NULL, NULL, 0);
+        shop_script_run(s, "down", NULL, NULL, 0);
         s->started = false;
     }
     if (s->temp_dir) {

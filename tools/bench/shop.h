@@ -32,6 +32,7 @@ typedef struct bench_shop {
     char broker_host[64];
     int broker_port;           /* 0 when unknown */
     char order_rpc[160];       /* the order service's RPC address; empty when unknown */
+    char store[16];            /* sqlite or postgres (the facts' store); empty unknown */
     char broker_user[64];      /* empty: anonymous */
     char broker_password[256]; /* read from the facts' broker_password_file */
     bench_proc procs[BENCH_PROCS];
@@ -42,14 +43,15 @@ typedef struct bench_shop {
 
 /*
  * Set up s for script and build_dir. With state_dir NULL a temporary one is
- * made. If a shop already runs from state_dir it is attached, else one is
- * started on http_port with a catalog of `products` products (ids 1..N,
- * stock deep enough that no bench order runs out; at least 2; the
- * environment's WEBSHOP_CATALOG wins when set). Returns 0, or -1 with a
- * message on stderr.
+ * made. If a shop already runs from state_dir it is attached (whatever its
+ * store), else one is started on http_port with a catalog of `products`
+ * products (ids 1..N, stock deep enough that no bench order runs out; at
+ * least 2; the environment's WEBSHOP_CATALOG wins when set) on store
+ * ("sqlite" or "postgres": `up --store`; NULL: the script's default).
+ * Returns 0, or -1 with a message on stderr.
  */
 int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
-                  const char *state_dir, int http_port, int products);
+                  const char *state_dir, int http_port, int products, const char *store);
 
 /* Stop the shop if we started it; remove the temporary state directory unless keep. */
 void bench_shop_down(bench_shop *s, bool keep);
