@@ -94,7 +94,7 @@ static ws_err main_db_open(inv_app *app, const inv_cfg *icfg)
     const ws_db_migration *mig = inv_schema_migrations(&n_mig);
     int readers = cfg->rpc_workers > 0 ? (int)cfg->rpc_workers : (int)cfg->rpc_readers;
     ws_db_opts o = ws_service_db_opts(cfg, readers + INV_POOL_EXTRA, mig, n_mig);
-    ws_err err = ws_db_open(&o, &app->db);
+    ws_err err = ws_service_db_open(cfg, &o, &app->db);
     if (err != WS_OK) {
         char url[512];
         ws_log_error("db_open_failed", "url=%s error=%s",
@@ -365,11 +365,13 @@ int main(int argc, char **argv)
 
     size_t n_mig = 0;
     (void)inv_schema_migrations(&n_mig);
-    if (ws_service_check_db(&cfg.svc, "webshop-inventory", (int)n_mig) != WS_OK) {
-        ws_log_info("stopped", "exit=%d", 1);
+    ws_err checked = ws_service_check_db(&cfg.svc, "webshop-inventory", (int)n_mig);
+    if (checked != WS_OK) {
+        int code = checked == WS_ECANCELED ? 0 : 1; /* SIGTERM while waiting */
+        ws_log_info("stopped", "exit=%d", code);
         ws_config_free(c);
         ws_metrics_free(ws_metrics_default());
-        return 1;
+        return code;
     }
 
     inv_app app = {0};

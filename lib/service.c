@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics_process.h"
 
@@ -22,65 +23,140 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
                           ws_config_option *out)
 {
     const ws_config_option opts[WS_SERVICE_N_OPTIONS] = {
-        {.name = "db-path", .type = WS_CONFIG_STRING, .def = d->db_path,
+        {.name = "db-path",
+         .type = WS_CONFIG_STRING,
+         .def = d->db_path,
          .help = "SQLite database file (shorthand for --db-url sqlite:PATH)",
-         .target.str = &cfg->db_path, .metavar = "PATH"},
-        {.name = "db-url", .type = WS_CONFIG_STRING, .def = NULL, .env = d->db_url_env,
+         .target.str = &cfg->db_path,
+         .metavar = "PATH"},
+        {.name = "db-url",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .env = d->db_url_env,
          .help = "database: sqlite:PATH, postgresql://USER@HOST/DB or a libpq keyword "
                  "string (\"host=/run/postgresql dbname=shop\"); wins over --db-path",
-         .target.str = &cfg->db_url, .metavar = "URL",
+         .target.str = &cfg->db_url,
+         .metavar = "URL",
          .flags = WS_CONFIG_SECRET | WS_CONFIG_FROM_FILE},
-        {.name = "db-synchronous", .type = WS_CONFIG_ENUM, .def = "NORMAL",
+        {.name = "db-synchronous",
+         .type = WS_CONFIG_ENUM,
+         .def = "NORMAL",
          .help = "SQLite synchronous (NORMAL survives a process crash, not a power cut)",
-         .target.i = &cfg->db_sync, .choices = ws_service_sync_names},
-        {.name = "rpc-url", .type = WS_CONFIG_URL, .def = d->rpc_url, .help = d->rpc_help,
-         .target.str = &cfg->rpc_url, .flags = WS_CONFIG_LISTEN},
-        {.name = "rpc-contexts", .type = WS_CONFIG_INT, .def = "16",
+         .target.i = &cfg->db_sync,
+         .choices = ws_service_sync_names},
+        {.name = "rpc-url",
+         .type = WS_CONFIG_URL,
+         .def = d->rpc_url,
+         .help = d->rpc_help,
+         .target.str = &cfg->rpc_url,
+         .flags = WS_CONFIG_LISTEN},
+        {.name = "rpc-contexts",
+         .type = WS_CONFIG_INT,
+         .def = "16",
          .help = "RPC requests served concurrently (nng contexts)",
-         .target.i64 = &cfg->rpc_contexts, .min = 1, .max = 1024},
-        {.name = "rpc-workers", .type = WS_CONFIG_INT, .def = "0",
+         .target.i64 = &cfg->rpc_contexts,
+         .min = 1,
+         .max = 1024},
+        {.name = "rpc-workers",
+         .type = WS_CONFIG_INT,
+         .def = "0",
          .help = "RPC handler threads; 0 runs each handler on the nng thread that "
                  "received it (one thread hop less per call; handlers are short reads)",
-         .target.i64 = &cfg->rpc_workers, .min = 0, .max = 64},
-        {.name = "rpc-readers", .type = WS_CONFIG_INT, .def = "4",
+         .target.i64 = &cfg->rpc_workers,
+         .min = 0,
+         .max = 64},
+        {.name = "rpc-readers",
+         .type = WS_CONFIG_INT,
+         .def = "4",
          .help = "read-only database connections shared by the RPC handlers",
-         .target.i64 = &cfg->rpc_readers, .min = 1, .max = 64},
-        {.name = "rpc-max-msg", .type = WS_CONFIG_SIZE, .def = "1MiB",
+         .target.i64 = &cfg->rpc_readers,
+         .min = 1,
+         .max = 64},
+        {.name = "rpc-max-msg",
+         .type = WS_CONFIG_SIZE,
+         .def = "1MiB",
          .help = "largest RPC message accepted (requests served, responses read)",
-         .target.i64 = &cfg->rpc_max_msg, .min = 1024, .max = 64 << 20},
-        {.name = "broker", .type = WS_CONFIG_HOSTPORT, .def = "127.0.0.1:1883",
-         .help = "MQTT broker", .target.str = &cfg->broker},
-        {.name = "client-id", .type = WS_CONFIG_STRING, .def = d->client_id,
+         .target.i64 = &cfg->rpc_max_msg,
+         .min = 1024,
+         .max = 64 << 20},
+        {.name = "broker",
+         .type = WS_CONFIG_HOSTPORT,
+         .def = "127.0.0.1:1883",
+         .help = "MQTT broker",
+         .target.str = &cfg->broker},
+        {.name = "client-id",
+         .type = WS_CONFIG_STRING,
+         .def = d->client_id,
          .help = "fixed MQTT client id of the consumer (persistent session); the outbox "
                  "relay connects as CLIENT_ID-outbox",
          .target.str = &cfg->client_id},
-        {.name = "bus-format", .type = WS_CONFIG_ENUM, .def = "protobuf",
+        {.name = "bus-format",
+         .type = WS_CONFIG_ENUM,
+         .def = "protobuf",
          .help = "payload format of published events (both are accepted)",
-         .target.i = &cfg->bus_format, .choices = ws_service_format_names},
-        {.name = "username", .type = WS_CONFIG_STRING, .def = NULL,
-         .help = "MQTT user name (none: anonymous)", .target.str = &cfg->username},
-        {.name = "password", .type = WS_CONFIG_STRING, .def = NULL, .help = "MQTT password",
-         .target.str = &cfg->password, .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
-        {.name = "bus-max-payload", .type = WS_CONFIG_SIZE, .def = "256KiB",
+         .target.i = &cfg->bus_format,
+         .choices = ws_service_format_names},
+        {.name = "username",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "MQTT user name (none: anonymous)",
+         .target.str = &cfg->username},
+        {.name = "password",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "MQTT password",
+         .target.str = &cfg->password,
+         .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        {.name = "bus-max-payload",
+         .type = WS_CONFIG_SIZE,
+         .def = "256KiB",
          .help = "larger bus payloads are logged, counted and dropped",
-         .target.i64 = &cfg->bus_max_payload, .min = 1024, .max = 64 << 20},
-        {.name = "http-host", .type = WS_CONFIG_STRING, .def = "127.0.0.1",
-         .help = "address of the /metrics and /healthz server", .target.str = &cfg->http_host},
-        {.name = "http-port", .type = WS_CONFIG_PORT, .def = d->http_port,
+         .target.i64 = &cfg->bus_max_payload,
+         .min = 1024,
+         .max = 64 << 20},
+        {.name = "http-host",
+         .type = WS_CONFIG_STRING,
+         .def = "127.0.0.1",
+         .help = "address of the /metrics and /healthz server",
+         .target.str = &cfg->http_host},
+        {.name = "http-port",
+         .type = WS_CONFIG_PORT,
+         .def = d->http_port,
          .help = "port of the /metrics and /healthz server (0: any free port, logged "
                  "as http_listening)",
-         .target.i = &cfg->http_port, .flags = WS_CONFIG_LISTEN},
-        {.name = "log-level", .type = WS_CONFIG_ENUM, .def = "info",
-         .help = "lowest level logged", .target.i = &cfg->log_level,
+         .target.i = &cfg->http_port,
+         .flags = WS_CONFIG_LISTEN},
+        {.name = "log-level",
+         .type = WS_CONFIG_ENUM,
+         .def = "info",
+         .help = "lowest level logged",
+         .target.i = &cfg->log_level,
          .choices = service_levels},
-        {.name = "shutdown-timeout", .type = WS_CONFIG_DURATION, .def = "5s",
+        {.name = "shutdown-timeout",
+         .type = WS_CONFIG_DURATION,
+         .def = "5s",
          .help = "bound on flushing the outbox at SIGTERM",
-         .target.i64 = &cfg->shutdown_timeout_ms, .min = 0, .max = 600000},
-        {.name = "db-check-timeout", .type = WS_CONFIG_DURATION, .def = "10s",
+         .target.i64 = &cfg->shutdown_timeout_ms,
+         .min = 0,
+         .max = 600000},
+        {.name = "db-check-timeout",
+         .type = WS_CONFIG_DURATION,
+         .def = "10s",
          .help = "bound on the integrity check (PRAGMA quick_check) of the database at "
                  "start, about 10 ms per 10 MB; a damaged database is refused (exit 1); "
                  "0 skips the check",
-         .target.i64 = &cfg->db_check_ms, .min = 0, .max = 3600000},
+         .target.i64 = &cfg->db_check_ms,
+         .min = 0,
+         .max = 3600000},
+        {.name = "db-wait",
+         .type = WS_CONFIG_DURATION,
+         .def = "5m",
+         .help =
+             "at start, how long to wait for a database server that does not "
+             "answer (PostgreSQL restarting) before exiting 1; SIGTERM stops the wait",
+         .target.i64 = &cfg->db_wait_ms,
+         .min = 0,
+         .max = 86400000},
     };
     memcpy(out, opts, sizeof(opts));
     return WS_SERVICE_N_OPTIONS;
@@ -99,8 +175,8 @@ ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *s
     return WS_OK;
 }
 
-int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog, const char *service,
-                     int argc, char **argv)
+int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog,
+                     const char *service, int argc, char **argv)
 {
     switch (ws_config_parse(c, argc, argv, NULL)) {
     case WS_CONFIG_OK:
@@ -154,24 +230,59 @@ ws_db_opts ws_service_db_opts(const ws_service_cfg *cfg, int pool_size,
     return o;
 }
 
+/* One step of the wait for an unreachable database: false when the wait is
+ * over (SIGTERM/SIGINT pending: *canceled, or the deadline passed). */
+static bool service_db_wait(const ws_service_cfg *cfg, const char *safe,
+                            const char *detail, int64_t t0_ms, int *delay_ms,
+                            int64_t *next_log_ms, bool *canceled)
+{
+    sigset_t pending;
+    int64_t now = ws_clock_mono_ms();
+    if (sigpending(&pending) == 0 &&
+        (sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1)) {
+        *canceled = true;
+        return false;
+    }
+    if (now - t0_ms >= cfg->db_wait_ms) {
+        return false;
+    }
+    if (now >= *next_log_ms) {
+        ws_log_warn("db_waiting", "url=%s waited_ms=%lld wait_ms=%lld detail=%s", safe,
+                    (long long)(now - t0_ms), (long long)cfg->db_wait_ms, detail);
+        *next_log_ms = now + 10000;
+    }
+    struct timespec ts = {*delay_ms / 1000, (long)(*delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    *delay_ms = *delay_ms * 2 > 2000 ? 2000 : *delay_ms * 2;
+    return true;
+}
+
 ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog, int want_version)
 {
     char detail[512], safe[512];
     const char *url = ws_service_db_url(cfg);
     ws_db_url_redact(url, safe, sizeof(safe));
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    ws_err err = ws_db_check_url(url, want_version, (uint32_t)cfg->db_check_ms, detail,
-                                 sizeof(detail));
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    long long took_ms =
-        (long long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    int64_t t0 = ws_clock_mono_ms(), next_log = t0;
+    int delay = 100;
+    bool canceled = false;
+    ws_err err;
+    do {
+        err = ws_db_check_url(url, want_version, (uint32_t)cfg->db_check_ms, detail,
+                              sizeof(detail));
+    } while (err == WS_EUNAVAIL &&
+             service_db_wait(cfg, safe, detail, t0, &delay, &next_log, &canceled));
+    long long took_ms = (long long)(ws_clock_mono_ms() - t0);
+    if (canceled) {
+        ws_log_info("db_wait_canceled", "url=%s waited_ms=%lld", safe, took_ms);
+        return WS_ECANCELED;
+    }
     if (err == WS_ETIMEDOUT) {
         ws_log_warn("db_check_incomplete", "url=%s detail=%s", safe, detail);
         return WS_OK;
     }
     if (err == WS_EUNAVAIL) {
-        ws_log_error("db_unavailable", "url=%s detail=%s", safe, detail);
+        ws_log_error("db_unavailable", "url=%s waited_ms=%lld detail=%s", safe, took_ms,
+                     detail);
         fprintf(stderr, "%s: %s: database unavailable (%s)\n", prog, safe, detail);
         return WS_EUNAVAIL;
     }
@@ -186,6 +297,21 @@ ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog, int want
     ws_log_info("db_checked", "url=%s took_ms=%lld budget_ms=%lld", safe, took_ms,
                 (long long)cfg->db_check_ms);
     return WS_OK;
+}
+
+ws_err ws_service_db_open(const ws_service_cfg *cfg, const ws_db_opts *opts, ws_db **out)
+{
+    char safe[512];
+    ws_db_url_redact(opts->url, safe, sizeof(safe));
+    int64_t t0 = ws_clock_mono_ms(), next_log = t0;
+    int delay = 100;
+    bool canceled = false;
+    ws_err err;
+    do {
+        err = ws_db_open(opts, out);
+    } while (err == WS_EUNAVAIL && service_db_wait(cfg, safe, "server unavailable", t0,
+                                                   &delay, &next_log, &canceled));
+    return canceled ? WS_ECANCELED : err;
 }
 
 /* Append one {"name":..,"status":..} to out; status is escaped. */

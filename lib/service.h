@@ -33,13 +33,13 @@
 typedef struct ws_service_cfg {
     const char *db_path;
     const char *db_url; /* --db-url; NULL: the SQLite file db_path */
-    int db_sync; /* index into ws_service_sync_names */
+    int db_sync;        /* index into ws_service_sync_names */
     const char *rpc_url;
     int64_t rpc_contexts; /* requests in flight */
     int64_t rpc_workers;  /* handler threads; 0 = inline on nng's threads */
     int64_t rpc_readers;  /* read-only database connections of the handlers */
     int64_t rpc_max_msg;
-    const char *broker; /* host:port, checked by config */
+    const char *broker;    /* host:port, checked by config */
     char broker_host[256]; /* split from broker by ws_service_configure */
     int broker_port;
     const char *client_id;
@@ -52,21 +52,22 @@ typedef struct ws_service_cfg {
     int log_level;
     int64_t shutdown_timeout_ms;
     int64_t db_check_ms; /* budget of the quick_check at start; 0 = skip it */
+    int64_t db_wait_ms;  /* how long start waits for an unreachable database server */
 } ws_service_cfg;
 
 /* A service's own defaults and words for the common options. */
 typedef struct ws_service_defaults {
-    const char *db_path;   /* "inventory.db" */
+    const char *db_path;    /* "inventory.db" */
     const char *db_url_env; /* "WEBSHOP_INVENTORY_DB_URL": the service's own
                                variable for --db-url */
-    const char *rpc_url;   /* "tcp://127.0.0.1:7101" */
-    const char *rpc_help;  /* "where the Inventory RPC service listens" */
-    const char *client_id; /* "webshop-inventory" */
-    const char *http_port; /* "7102" */
+    const char *rpc_url;    /* "tcp://127.0.0.1:7101" */
+    const char *rpc_help;   /* "where the Inventory RPC service listens" */
+    const char *client_id;  /* "webshop-inventory" */
+    const char *http_port;  /* "7102" */
 } ws_service_defaults;
 
 /* How many options ws_service_options() writes. */
-#define WS_SERVICE_N_OPTIONS 19
+#define WS_SERVICE_N_OPTIONS 20
 
 /* "OFF", "NORMAL", "FULL", "EXTRA", NULL: the choices of --db-synchronous. */
 extern const char *const ws_service_sync_names[];
@@ -87,8 +88,8 @@ ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *s
 /* Parse argv with c and configure cfg, the way every service's main does it.
  * Returns -1 to go on, or the exit code for main: 0 after --help or
  * --version, 2 on a bad flag or value (the message is printed). */
-int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog, const char *service,
-                     int argc, char **argv);
+int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog,
+                     const char *service, int argc, char **argv);
 
 /* Bus options from cfg for one connection: client_id and clean_start are
  * the caller's (a consumer keeps a persistent session, a relay does not). */
@@ -118,10 +119,17 @@ ws_db_opts ws_service_db_opts(const ws_service_cfg *cfg, int pool_size,
  * (db_unreadable) or refused its URL, also printed to stderr as "PROG: URL:
  * damaged database (DETAIL); refusing to start"; main then exits 1 instead
  * of serving errors for part of its rows. WS_EUNAVAIL when the PostgreSQL
- * server does not answer (logged db_unavailable; printed): main exits 1
- * and its supervisor starts it again. */
-ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog,
-                           int want_version);
+ * server does not answer within --db-wait (logged db_waiting while it
+ * waits, with backoff from 100 ms to 2 s, then db_unavailable; printed):
+ * main exits 1 and its supervisor starts it again. WS_ECANCELED when
+ * SIGTERM or SIGINT arrived meanwhile (they must be blocked, as
+ * ws_service_block_signals does): main exits 0. */
+ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog, int want_version);
+
+/* ws_db_open with the same wait: a server that went away between the check
+ * and the open (a restart) is waited for, up to --db-wait. */
+ws_err ws_service_db_open(const ws_service_cfg *cfg, const ws_db_opts *opts,
+                          ws_db **out /* OUT */);
 
 /* What /readyz of a backend looks at; it and what it points to must outlive
  * the ws_http it is routed on. Any field may be NULL. */
@@ -138,7 +146,8 @@ typedef struct ws_service_ready {
  * {"name":"store","status":...}]}, each status "ok" or why not, e.g.
  * "not connected", "holding 3 events for 12.5 s (first on
  * public-front/order-send, 40 attempts, last error WS_EIO)", "commit failing:
- * disk full", "unavailable: could not connect to server ...". Returns true when ready. Any thread. */
+ * disk full", "unavailable: could not connect to server ...". Returns true when ready.
+ * Any thread. */
 bool ws_service_ready_json(const ws_service_ready *r, ws_buf *out);
 
 /* Route /metrics (of m), /healthz and /readyz on h, /readyz answering 200

@@ -211,7 +211,7 @@ static ws_err order_app_open_db(order_app *app)
     const ws_db_migration *mig = order_schema_migrations(&n_mig);
     ws_db_opts o = ws_service_db_opts(
         &app->cfg.svc, (int)app->cfg.svc.rpc_readers + ORDER_DB_OWN_CONNS, mig, n_mig);
-    ws_err err = ws_db_open(&o, &app->db);
+    ws_err err = ws_service_db_open(&app->cfg.svc, &o, &app->db);
     if (err == WS_OK) {
         err = order_api_open(app->db, &app->api);
     }
@@ -417,10 +417,12 @@ int main(int argc, char **argv)
     }
     size_t n_mig = 0;
     (void)order_schema_migrations(&n_mig);
-    if (ws_service_check_db(&app.cfg.svc, ORDER_PROG, (int)n_mig) != WS_OK) {
-        ws_log_info("stopped", "exit=%d", 1);
+    ws_err checked = ws_service_check_db(&app.cfg.svc, ORDER_PROG, (int)n_mig);
+    if (checked != WS_OK) {
+        int code = checked == WS_ECANCELED ? 0 : 1; /* SIGTERM while waiting */
+        ws_log_info("stopped", "exit=%d", code);
         order_app_close(&app, false);
-        return 1;
+        return code;
     }
     const char *what = "database";
     ws_err err = order_app_open(&app, &what);

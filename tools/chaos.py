@@ -1,9 +1,18 @@
-"""Chaos run (issue 6, item 1; issue 12): a bounded load of orders and
-cancels over HTTP while the inventory, the order service, the front and the
-broker are killed with SIGKILL and restarted at moments drawn from a seed;
-afterwards wait (bounded) until the shop is quiet and the checks can hold,
-stop the shop, read both SQLite databases read-only and check that nothing
-was lost or held twice.
+"""Chaos run (issue 6, item 1; issue 12; issue 13): a bounded load of orders
+and cancels over HTTP while the inventory, the order service, the front and
+the broker are killed with SIGKILL and restarted at moments drawn from a
+seed; afterwards wait (bounded) until the shop is quiet and the checks can
+hold, stop the shop, read both databases and check that nothing was lost or
+held twice.
+
+Storage (--store): sqlite (default) gives each backend an SQLite file in the
+run's dir; postgres starts a throwaway PostgreSQL 15 cluster of the run's
+own (initdb + postgres on a Unix socket, as the user "postgres" when run as
+root; tests/e2e/shop.py PgCluster), gives each backend a database on it,
+and adds PostgreSQL itself to the kill list: its postmaster is SIGKILLed
+and started again like the other processes. Either way the checks read the
+databases through lib/db, with tools/webshop-dbq (Shop.query), in SQL that
+both engines take; never with python's sqlite3.
 
 The clients behave as DESIGN.md ("What an answer promises") asks of a
 client. Every POST carries an Idempotency-Key. A 201 is a promise: the order
@@ -50,6 +59,7 @@ by bind, and restarts every process on its own port, so no outgoing
 connection and no other port of the run can take it while a process is down.
 
 Run: /usr/bin/python3 tools/chaos.py --build BUILD_DIR --seconds N --seed S
+       [--store sqlite|postgres]
 Standard library only. Exit status 0 when every check passes, 1 otherwise.
 """
 
@@ -59,7 +69,6 @@ import json
 import os
 import random
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -69,10 +78,12 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-from shop import Shop, port_open, wait_until  # noqa: E402
+from shop import PgCluster, Shop, port_open, wait_until  # noqa: E402
 
 FINAL = ("SUCCESSFUL", "UNSUCCESSFUL", "CANCELED")
 PROCS = ("broker", "inventory", "order", "front")
+# With --store postgres, the cluster's postmaster is killed too.
+PG_PROC = "postgres"
 # orders.status in the order database (proto enum OrderStatus).
 ST_NAMES = {1: "PENDING", 2: "SUCCESSFUL", 3: "UNSUCCESSFUL", 4: "CANCELED"}
 # Answers after which a client sends the same request again (None: the
@@ -379,8 +390,10 @@ class Run:
         self.think = 0.03
         self.repeat_after = args.repeat_after
         self.budget = Budget(args.max_requests or max(4000, 400 * args.seconds))
-        self.kills = {p: 0 for p in PROCS}
-        self.crashes = {p: 0 for p in PROCS}
+        self.procs = PROCS + ((PG_PROC,) if args.store == "postgres" else ())
+        self.kills = {p: 0 for p in self.procs}
+        self.crashes = {p: 0 for p in self.procs}
+        self.cluster = None  # PgCluster with --store postgres
         self.down = set()  # processes the run killed and has not restarted yet
         self.mu = threading.Lock()
         self.errors = []
@@ -432,10 +445,19 @@ class Run:
         order_args = ("--resend-after", "1s", "--resend-max-delay", "4s",
                       "--resend-attempts", "1000", "--inventory-deadline", "1s",
                       "--log-level", "warn")
+        pg_url = None
+        if self.args.store == "postgres":
+            self.cluster = PgCluster.create()
+            self.cluster.start()
+            pg_url = self.cluster.url
+            log(f"postgres cluster {self.cluster.dir} (pid {self.cluster.proc.pid}),"
+                f" url {pg_url}")
         self.shop = self.new_shop(tmp, order_args=order_args,
                                   inventory_args=("--catalog", cat_path, "--log-level", "warn"),
                                   front_args=("--publish-deadline", "1s"),
-                                  broker_conf_extra=BROKER_NODELAY)
+                                  broker_conf_extra=BROKER_NODELAY, pg_url=pg_url)
+        log(f"storage {self.shop.engine}: inventory {self.shop.db_urls['inventory']},"
+            f" order {self.shop.db_urls['order']}")
         self.orphan_release = self.inventory_has_orphan_release()
         if self.orphan_release:
             self.shop.argv["inventory"] += ["--orders-url", self.shop.ord_rpc,
@@ -447,8 +469,17 @@ class Run:
             f" order={s.ord_rpc},{s.ord_http} front={s.http_port} (reserved by shop.py)")
         self.shop.start()
 
+    def kill(self, name):
+        if name == PG_PROC:
+            self.cluster.kill()
+        else:
+            self.shop.kill(name)
+
     def restart(self, name):
         shop = self.shop
+        if name == PG_PROC:
+            self.cluster.start()
+            return
         shop.start(name, wait=False)
         if name == "broker":
             wait_until(lambda: port_open(shop.broker_port), 20, "the broker to listen")
@@ -458,7 +489,7 @@ class Run:
         t = time.monotonic()
         while True:
             t += self.rng.expovariate(1.0 / self.args.kill_every)
-            name = self.rng.choice(PROCS)
+            name = self.rng.choice(self.procs)
             down_for = self.rng.uniform(0.0, self.args.max_down)
             if t + down_for >= self.load_end:
                 break
@@ -467,7 +498,7 @@ class Run:
                 time.sleep(min(0.05, max(0.0, t - time.monotonic())))
             with self.mu:
                 self.down.add(name)
-            self.shop.kill(name)
+            self.kill(name)
             self.kills[name] += 1
             log(f"t={time.monotonic() - self.t0:6.2f} killed {name}; down {down_for:.2f} s")
             end = time.monotonic() + down_for
@@ -484,11 +515,23 @@ class Run:
 
     def watch(self):
         """A process that died unless killed is a crash: count and restart it."""
-        for name in PROCS:
-            p = self.shop.procs.get(name)
+        for name in self.procs:
             with self.mu:
                 if name in self.down:
                     continue
+                pg_down = PG_PROC in self.down
+            if name == PG_PROC:
+                if not self.cluster.alive():
+                    self.crashes[name] += 1
+                    log(f"postgres exited by itself with {self.cluster.proc.returncode};"
+                        f" restarting\n{self.cluster.log_tail(1500)}")
+                    self.restart(name)
+                continue
+            p = self.shop.procs.get(name)
+            if p is not None and not p.alive() and pg_down:
+                # A backend that exits while PostgreSQL is down would only
+                # exit again: count it and start it once PostgreSQL is back.
+                continue
             if p is not None and not p.alive():
                 self.crashes[name] += 1
                 log(f"{name} exited by itself with {p.p.returncode}; restarting")
@@ -496,51 +539,40 @@ class Run:
 
     # -- reading state -----------------------------------------------------
 
-    def db(self, name):
-        path = os.path.join(self.shop.tmp, f"{name}.db")
-        c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        c.row_factory = sqlite3.Row
-        return c
+    def q(self, service, sql):
+        """Rows of sql on a backend's database (lib/db through webshop-dbq,
+        either engine): lists of text or None."""
+        return self.shop.query(service, sql)
+
+    def ids(self, service, sql):
+        return {r[0] for r in self.q(service, sql)}
 
     BUSY_NAMES = ("pending", "unconfirmed_cancels", "outbox_order", "outbox_inventory",
                   "lines_due", "outcome_checks_due", "orphans")
 
-    @staticmethod
-    def has_column(conn, table, column):
-        return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
-
     def busy(self):
         """What the shop still has to do, as a tuple (all zero when quiet)."""
-        o = self.db("order")
-        i = self.db("inventory")
-        try:
-            pending = o.execute("SELECT count(*) FROM orders WHERE status = 1").fetchone()[0]
-            unconfirmed = o.execute(
-                "SELECT count(*) FROM orders WHERE status = 4 AND cancel_confirmed = 0"
-                " AND next_resend_ms IS NOT NULL").fetchone()[0]
-            ob_o = o.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            ob_i = i.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            # Orders without lines that the inventory can still supply
-            # (the order service's items recovery has not run yet).
-            due = {r[0] for r in o.execute(
-                "SELECT id FROM orders WHERE items_due_ms IS NOT NULL")}
-            known = {r[0] for r in i.execute("SELECT DISTINCT order_id FROM reservation_items")}
-            # Outcomes that conflicted (or came before the items), still to
-            # be checked against the inventory's record (order schema 3).
-            checks = o.execute("SELECT count(*) FROM orders WHERE check_due_ms IS NOT NULL"
-                               ).fetchone()[0] if self.has_column(o, "orders", "check_due_ms") \
-                else 0
-            # Stock held for an order that is not SUCCESSFUL (read the
-            # inventory first: an order becomes SUCCESSFUL after its
-            # reservation, never before).
-            held = {r[0] for r in i.execute(
-                "SELECT order_id FROM reservations WHERE status = 'reserved'")}
-            ok = {r[0] for r in o.execute("SELECT id FROM orders WHERE status = 2")}
-            return (pending, unconfirmed, ob_o, ob_i, len(due & known), checks,
-                    len(held - ok))
-        finally:
-            o.close()
-            i.close()
+        # Read the inventory first: an order becomes SUCCESSFUL after its
+        # reservation, never before, so a reservation held for an order not
+        # (yet) SUCCESSFUL is counted at most once too often, never missed.
+        held = self.ids("inventory", "SELECT order_id FROM reservations"
+                                     " WHERE status = 'reserved'")
+        known = self.ids("inventory", "SELECT DISTINCT order_id FROM reservation_items")
+        ob_i = int(self.q("inventory", "SELECT count(*) FROM outbox")[0][0])
+        # Pending orders, cancels the inventory has not confirmed yet, the
+        # order outbox, and outcomes that conflicted (or came before the
+        # items), still to be checked against the inventory's record.
+        pending, unconfirmed, ob_o, checks = (int(x) for x in self.q("order", (
+            "SELECT (SELECT count(*) FROM orders WHERE status = 1),"
+            " (SELECT count(*) FROM orders WHERE status = 4"
+            "  AND CAST(cancel_confirmed AS INTEGER) = 0 AND next_resend_ms IS NOT NULL),"
+            " (SELECT count(*) FROM outbox),"
+            " (SELECT count(*) FROM orders WHERE check_due_ms IS NOT NULL)"))[0])
+        # Orders without lines that the inventory can still supply (the
+        # order service's items recovery has not run yet).
+        due = self.ids("order", "SELECT id FROM orders WHERE items_due_ms IS NOT NULL")
+        ok = self.ids("order", "SELECT id FROM orders WHERE status = 2")
+        return (pending, unconfirmed, ob_o, ob_i, len(due & known), checks, len(held - ok))
 
     def settle(self, clients):
         """Poll, bounded by --settle, until the clients are done and the shop
@@ -553,7 +585,7 @@ class Run:
             clients_busy = sum(1 for c in clients if c.is_alive())
             try:
                 b = self.busy()
-            except sqlite3.Error as e:
+            except (AssertionError, OSError, subprocess.TimeoutExpired, ValueError) as e:
                 b = ("db", str(e))
             # Without orphan release in the inventory, orphans never clear:
             # do not wait for them (check no_orphan_reservations reports them).
@@ -594,26 +626,29 @@ class Run:
         return None
 
     def read_final(self):
-        o = self.db("order")
-        i = self.db("inventory")
-        try:
-            orders = {r["id"]: dict(r) for r in o.execute("SELECT * FROM orders")}
-            oitems = {}
-            for r in o.execute("SELECT order_id, inventory_id, count FROM order_items"
-                               " ORDER BY order_id, line"):
-                oitems.setdefault(r["order_id"], []).append((r["inventory_id"], r["count"]))
-            products = {r["id"]: dict(r) for r in i.execute("SELECT * FROM products")}
-            res = {r["order_id"]: dict(r) for r in i.execute("SELECT * FROM reservations")}
-            ritems = {}
-            for r in i.execute("SELECT order_id, product_id, count FROM reservation_items"
-                               " ORDER BY order_id, idx"):
-                ritems.setdefault(r["order_id"], []).append((r["product_id"], r["count"]))
-            outbox = (o.execute("SELECT count(*) FROM outbox").fetchone()[0],
-                      i.execute("SELECT count(*) FROM outbox").fetchone()[0])
-            return orders, oitems, products, res, ritems, outbox
-        finally:
-            o.close()
-            i.close()
+        """Both databases, as the checks need them (columns named as in the
+        schemas of both engines; integers and flags read as int)."""
+        orders = {}
+        for oid, status, attempts, tomb in self.q("order", (
+                "SELECT id, status, attempts, CAST(tombstone AS INTEGER) FROM orders")):
+            orders[oid] = {"id": oid, "status": int(status), "attempts": int(attempts),
+                           "tombstone": int(tomb)}
+        oitems = {}
+        for oid, pid, cnt in self.q("order", "SELECT order_id, inventory_id, count"
+                                             " FROM order_items ORDER BY order_id, line"):
+            oitems.setdefault(oid, []).append((int(pid), int(cnt)))
+        products = {int(pid): {"id": int(pid), "balance": int(bal), "stock_added": int(add)}
+                    for pid, bal, add in self.q("inventory", "SELECT id, balance, stock_added"
+                                                             " FROM products")}
+        res = {oid: {"order_id": oid, "status": st}
+               for oid, st in self.q("inventory", "SELECT order_id, status FROM reservations")}
+        ritems = {}
+        for oid, pid, cnt in self.q("inventory", "SELECT order_id, product_id, count FROM"
+                                                 " reservation_items ORDER BY order_id, idx"):
+            ritems.setdefault(oid, []).append((int(pid), int(cnt)))
+        outbox = (int(self.q("order", "SELECT count(*) FROM outbox")[0][0]),
+                  int(self.q("inventory", "SELECT count(*) FROM outbox")[0][0]))
+        return orders, oitems, products, res, ritems, outbox
 
     # -- checks ------------------------------------------------------------
 
@@ -752,7 +787,7 @@ class Run:
         tmp = tempfile.mkdtemp(prefix="webshop-chaos-")
         ok = False
         try:
-            log(f"seed {a.seed}, {a.seconds} s of load, {a.threads} clients,"
+            log(f"seed {a.seed}, {a.seconds} s of load, {a.threads} clients, store {a.store},"
                 f" client re-sends {'off' if a.no_client_resend else 'on'}, dir {tmp}")
             self.start_shop(tmp)
             t0 = self.t0 = time.monotonic()
@@ -789,7 +824,12 @@ class Run:
                     self.shop.stop_all()
                 except AssertionError:
                     pass
-            if ok and not a.keep:
+            keep = a.keep or not ok
+            if self.cluster is not None:
+                self.cluster.destroy(keep=keep)
+                if keep:
+                    log(f"postgres cluster kept in {self.cluster.dir} (stopped)")
+            if not keep:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 log(f"state and logs kept in {tmp}")
@@ -814,6 +854,7 @@ class Run:
                   else "off (inventory lacks the flags)")
         rows = [
             ("seed", self.seed),
+            ("storage", self.shop.engine),
             ("load seconds / total seconds", f"{a.seconds} / {elapsed:.0f}"),
             ("client re-sends", "off" if a.no_client_resend else "on"),
             ("HTTP requests", tot.get("requests", 0)),
@@ -846,7 +887,7 @@ class Run:
              "?" if self.orphans_released is None else self.orphans_released),
             ("orders without lines anywhere (canceled unseen)", info["no_lines"]),
         ]
-        for p in PROCS:
+        for p in self.procs:
             rows.append((f"kills: {p}", self.kills[p]))
         rows.append(("kills: total", sum(self.kills.values())))
         nviol = 0
@@ -895,6 +936,9 @@ def main():
                          " restart, several times over)")
     ap.add_argument("--max-requests", type=int, default=0,
                     help="bound on HTTP requests (default 400 per second of load)")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                    help="the backends' databases: SQLite files, or a PostgreSQL cluster"
+                         " the run starts for itself (and kills too)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
     if a.seconds < 1:

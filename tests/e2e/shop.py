@@ -1,6 +1,15 @@
 """Start a whole shop for end-to-end tests: a real mosquitto on a reserved
-loopback port, the real inventory, order and front processes, SQLite files
-in a temp dir; talk HTTP to it with a real client (http.client).
+loopback port, the real inventory, order and front processes, their
+databases (see Storage); talk HTTP to it with a real client (http.client).
+
+Storage. By default each backend gets an SQLite file in the shop's temp
+dir (--db-path). When WS_TEST_PG_URL names a PostgreSQL cluster (the test
+runs under tests/support/with_pg, which exports it), or a Shop is given
+pg_url=, each shop gets two fresh databases on that cluster, one per
+backend, with unique names, and the backends are started with --db-url.
+Tests read the databases through Shop.query (tools/webshop-dbq: lib/db,
+the services' own seam), never with python's sqlite3, so one test reads
+either engine.
 
 Ports. A Shop's processes are killed and restarted by tests (and by
 tools/chaos.py) and must come back where the others dial them, so each
@@ -23,6 +32,7 @@ import fcntl
 import http.client
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -47,6 +57,10 @@ BROKER_USERS = ("webshop-front", "webshop-inventory", "webshop-order", "webshop-
 # for programs that run that much slower under it.
 WRAPPER = shlex.split(os.environ.get("WEBSHOP_WRAPPER", ""))
 TIME_SCALE = float(os.environ.get("WEBSHOP_TIME_SCALE", "1") or "1")
+
+# PostgreSQL's programs (pg_ctl, postgres) for tests that stop and start
+# the cluster; tests/support/pg_cluster.c reads the same variable.
+PG_BINDIR = os.environ.get("WS_PG_BINDIR") or "/usr/lib/postgresql/15/bin"
 
 # Sanitizer reports in a service's log make the test fail.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
@@ -331,12 +345,218 @@ class Proc:
             return ""
 
 
+# -- storage -------------------------------------------------------------
+
+def dbq_path(build_dir):
+    """tools/webshop-dbq of the build: one SQL statement through lib/db."""
+    return os.path.join(build_dir, "tools", "webshop-dbq")
+
+
+def db_query(build_dir, url, sql, timeout=30):
+    """Run one statement on the database at url (any form lib/db opens) with
+    webshop-dbq; the rows as lists of text or None. Fails with the tool's
+    message when the database cannot be opened or the statement fails."""
+    r = subprocess.run([dbq_path(build_dir), url, sql], capture_output=True, text=True,
+                       timeout=timeout * TIME_SCALE)
+    if r.returncode != 0:
+        raise AssertionError(f"webshop-dbq failed ({r.returncode}): {r.stderr.strip()}")
+    return [json.loads(line) for line in r.stdout.splitlines() if line]
+
+
+def pg_database_url(cluster_url, name):
+    """The URL of database name on the cluster of cluster_url (a libpq
+    keyword string, where a later dbname= wins, or a postgresql:// URI)."""
+    if cluster_url.startswith(("postgresql://", "postgres://")):
+        head, sep, query = cluster_url.partition("?")
+        scheme, rest = head.split("://", 1)
+        host = rest.split("/", 1)[0]
+        return f"{scheme}://{host}/{name}" + (sep + query if sep else "")
+    return f"{cluster_url} dbname={name}"
+
+
+_db_seq = 0
+
+
+def pg_fresh_database(build_dir, cluster_url, label):
+    """CREATE DATABASE with a name unique on the cluster (pid, a counter and
+    random bits); returns its URL."""
+    global _db_seq
+    _db_seq += 1
+    name = f"shop_{os.getpid()}_{_db_seq}_{os.urandom(3).hex()}_{label}"
+    db_query(build_dir, cluster_url, f"CREATE DATABASE {name} TEMPLATE template0")
+    return pg_database_url(cluster_url, name)
+
+
+class PgCluster:
+    """A PostgreSQL cluster in a dir of its own, laid out as
+    tests/support/pg_cluster.c makes it: DIR/data, the Unix socket in DIR, no
+    TCP listener, trust auth, superuser "webshop", URL "host=DIR
+    dbname=postgres user=webshop". initdb and postgres refuse root, so when
+    we are root both run as the data dir's owner ("postgres"). create()
+    makes a new one (tools/chaos.py); adopt() takes the one with_pg started
+    (WS_TEST_PG_DIR), to stop and start it under a running shop. A
+    postmaster started here is our child, in its own session, with SIGQUIT
+    as its parent-death signal (set after setuid, which clears it): it dies
+    with the test. Start it from the thread that outlives it."""
+
+    SETTINGS = ("listen_addresses=", "fsync=off", "full_page_writes=off",
+                "shared_buffers=16MB", "max_connections=100")
+
+    def __init__(self, pg_dir, owned=False):
+        self.dir = pg_dir
+        self.data = os.path.join(pg_dir, "data")
+        self.url = f"host={pg_dir} dbname=postgres user=webshop"
+        self.log_path = os.path.join(pg_dir, "postgres.log")
+        self.owned = owned  # made here: destroy() removes the dir
+        st = os.stat(pg_dir)
+        self.uid, self.gid = st.st_uid, st.st_gid
+        self.proc = None    # the postmaster, when we started it
+
+    @classmethod
+    def create(cls):
+        """initdb a new cluster in a new temp dir (not started)."""
+        d = tempfile.mkdtemp(prefix="webshop-pg-")
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+        c = cls(d, owned=True)
+        r = subprocess.run([os.path.join(PG_BINDIR, "initdb"), "--no-sync", "-D", c.data,
+                            "-A", "trust", "-U", "webshop", "-E", "UTF8", "--locale=C"],
+                           capture_output=True, text=True, preexec_fn=c._as_owner,
+                           timeout=120)
+        if r.returncode != 0:
+            shutil.rmtree(d, ignore_errors=True)
+            raise AssertionError(f"initdb failed ({r.returncode}): {r.stdout}{r.stderr}")
+        return c
+
+    @classmethod
+    def adopt(cls, pg_dir=None):
+        """The cluster with_pg runs (WS_TEST_PG_DIR)."""
+        return cls(pg_dir or os.environ["WS_TEST_PG_DIR"])
+
+    def _as_owner(self):
+        """preexec_fn: become the cluster's owner when we are root."""
+        if os.geteuid() == 0 and self.uid != 0:
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+
+    def _postmaster_child(self):
+        os.setsid()  # a signal to the test's process group does not reach it
+        self._as_owner()
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGQUIT)
+        except OSError:
+            pass
+
+    def argv(self):
+        """The settings of the postmaster's last start (postmaster.opts,
+        which it writes itself), else ours."""
+        try:
+            with open(os.path.join(self.data, "postmaster.opts")) as f:
+                return shlex.split(f.read())
+        except OSError:
+            pass
+        argv = [os.path.join(PG_BINDIR, "postgres"), "-D", self.data,
+                "-c", f"unix_socket_directories={self.dir}"]
+        for kv in self.SETTINGS:
+            argv += ["-c", kv]
+        return argv
+
+    def ready(self):
+        """The 8th line of postmaster.pid says "ready" (what pg_ctl -w and
+        pg_cluster.c wait for), and the file is our postmaster's (a killed
+        one leaves its own behind, "ready" included)."""
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return False
+        if self.proc is not None and (not lines or lines[0].strip() != str(self.proc.pid)):
+            return False
+        return len(lines) >= 8 and lines[7].startswith("ready")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout=60):
+        """Start the postmaster and wait until it takes connections. After a
+        SIGKILL its old backends may still hold the shared memory for a
+        moment ("pre-existing shared memory block is still in use"): a start
+        that exits is tried again until the deadline."""
+        def up():
+            if self.proc is not None and self.proc.poll() is not None:
+                self.proc = None  # exited at start: try again
+            if self.proc is None:
+                log = open(self.log_path, "ab")
+                try:
+                    self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                                 stdout=log, stderr=subprocess.STDOUT,
+                                                 preexec_fn=self._postmaster_child)
+                finally:
+                    log.close()
+            return self.ready() and self.alive()
+        try:
+            wait_until(up, timeout, "PostgreSQL to take connections", interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log_tail()}") from None
+
+    def kill(self):
+        """SIGKILL the postmaster we started (its backends notice and exit)."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def pg_ctl(self, *args):
+        r = subprocess.run([os.path.join(PG_BINDIR, "pg_ctl"), "-D", self.data, *args],
+                           capture_output=True, text=True, preexec_fn=self._as_owner,
+                           timeout=60 * TIME_SCALE)
+        if r.returncode != 0:
+            raise AssertionError(f"pg_ctl {' '.join(args)} failed ({r.returncode}):"
+                                 f" {r.stdout}{r.stderr}")
+
+    def stop_immediate(self):
+        """`pg_ctl stop -m immediate` (whoever started it), waiting until the
+        postmaster is gone: clients cut off, crash recovery at the next start."""
+        self.pg_ctl("stop", "-m", "immediate", "-w", "-t", "60")
+        if self.proc is not None:
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+    def stop(self):
+        """Fast shutdown of the postmaster we started, if it runs."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60 * TIME_SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def destroy(self, keep=False):
+        """Stop it; remove the dir of a cluster create() made (unless keep)."""
+        self.stop()
+        if self.owned and not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+
 class Shop:
     """A whole shop on loopback. Use as a context manager."""
 
     def __init__(self, build_dir, tmp=None, broker_conf_extra="", bus_format="protobuf",
                  order_args=(), inventory_args=(), front_args=(), env=None,
-                 services=("broker", "inventory", "order", "front"), auth=True, tls_ca=None):
+                 services=("broker", "inventory", "order", "front"), auth=True, tls_ca=None,
+                 pg_url=None):
         self.build = build_dir
         self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
         self.own_tmp = tmp is None
@@ -359,6 +579,20 @@ class Shop:
         self.broker_conf_extra = broker_conf_extra
         self.procs = {}
         self.services = services
+        # Storage (see the module comment): the cluster, the engine, each
+        # backend's database URL and its flags.
+        self.pg_url = pg_url or os.environ.get("WS_TEST_PG_URL") or None
+        self.engine = "postgresql" if self.pg_url else "sqlite"
+        db_flags = {}
+        self.db_urls = {}
+        for n in ("inventory", "order"):
+            if self.pg_url:
+                self.db_urls[n] = pg_fresh_database(build_dir, self.pg_url, n)
+                db_flags[n] = ["--db-url", self.db_urls[n]]
+            else:
+                path = os.path.join(self.tmp, f"{n}.db")
+                self.db_urls[n] = f"sqlite:{path}"
+                db_flags[n] = ["--db-path", path]
         conf = os.path.join(self.tmp, "mosquitto.conf")
         os.makedirs(os.path.join(self.tmp, "mosquitto"), exist_ok=True)
         # Broker authentication and ACLs (auth=False: anonymous, no ACL).
@@ -402,12 +636,12 @@ class Shop:
         self.argv = {
             "broker": [MOSQUITTO, "-c", conf],
             "inventory": [os.path.join(build_dir, "inventory", "webshop-inventory"),
-                          "--db-path", os.path.join(self.tmp, "inventory.db"),
+                          *db_flags["inventory"],
                           "--rpc-url", self.inv_rpc, "--broker", broker,
                           "--http-port", str(self.inv_http), "--bus-format", bus_format,
                           *creds("inventory"), *inventory_args],
             "order": [os.path.join(build_dir, "order", "webshop-order"),
-                      "--db-path", os.path.join(self.tmp, "order.db"),
+                      *db_flags["order"],
                       "--rpc-url", self.ord_rpc, "--inventory-url", self.inv_rpc,
                       "--broker", broker, "--http-port", str(self.ord_http),
                       "--bus-format", bus_format, *creds("order"), *order_args],
@@ -443,6 +677,21 @@ class Shop:
         acl = os.path.join(secrets, "mosquitto.acl")
         shutil.copyfile(ACL_FILE, acl)
         return f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
+
+    # -- storage ---------------------------------------------------------------
+
+    def query(self, service, sql):
+        """Rows of one SQL statement on a backend's database ("inventory" or
+        "order"), through lib/db whatever the engine: each row a list of
+        text or None. Write SQL both engines take."""
+        return db_query(self.build, self.db_urls[service], sql)
+
+    def scalar(self, service, sql):
+        """The first column of the only row of sql, as text or None."""
+        rows = self.query(service, sql)
+        if len(rows) != 1 or not rows[0]:
+            raise AssertionError(f"{sql!r} on {service}: {len(rows)} rows, want one")
+        return rows[0][0]
 
     # -- broker credentials for tools ----------------------------------------
 

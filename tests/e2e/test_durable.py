@@ -2,7 +2,8 @@
 and 11.6, 11.7): a 201 means the order service committed the order, a 202
 means it is only queued at the broker, an Idempotency-Key reused with other
 items is refused with 422, a DELETE of an order nobody recorded is 404.
-Real processes, a real broker, SQLite files; HTTP from a real client.
+Real processes, a real broker, SQLite files (or, under with_pg, PostgreSQL
+databases: e2e_durable_pg); HTTP from a real client.
 Run: /usr/bin/python3 tests/e2e/test_durable.py BUILD_DIR
 """
 
