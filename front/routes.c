@@ -349,14 +349,22 @@ static int routes_readyz(struct mg_connection *conn, const ws_http_route_match *
         webshop__v1__health_check__init(&checks[i]);
         ptrs[i] = &checks[i];
     }
+    /* Ready means: this front can take an order now. A POST or DELETE
+     * /order needs the broker only (the answer waits for the order service,
+     * but falls back to 202 queued without it), so the broker decides the
+     * status code; the backends' RPC serves reads only, and while one is
+     * down the front is "degraded" (200: reads answer 503 for what needs
+     * it, writes still go through). A load balancer then keeps a front
+     * that can accept orders in rotation. */
     checks[0].name = "broker";
     checks[0].status = ws_bus_connected(f->bus) ? "ok" : "UNAVAILABLE";
     ok = ws_bus_connected(f->bus);
+    bool reads = true;
     uint32_t deadline = f->rpc_deadline_ms < 1000 ? f->rpc_deadline_ms : 1000;
-    routes_ready_check(f->inventory, deadline, &checks[1], "inventory", &ok);
-    routes_ready_check(f->orders, deadline, &checks[2], "orders", &ok);
+    routes_ready_check(f->inventory, deadline, &checks[1], "inventory", &reads);
+    routes_ready_check(f->orders, deadline, &checks[2], "orders", &reads);
     Webshop__V1__HealthResponse resp = WEBSHOP__V1__HEALTH_RESPONSE__INIT;
-    resp.status = ok ? "ok" : "unavailable";
+    resp.status = !ok ? "unavailable" : reads ? "ok" : "degraded";
     resp.n_checks = 3;
     resp.checks = ptrs;
     return routes_reply_json(conn, ok ? 200 : 503, &resp.base, 0, ok ? NULL : RETRY_AFTER);

@@ -230,10 +230,22 @@ class FrontFaults(unittest.TestCase):
             shop.procs["inventory"].kill()
             shop.catalog_invalidated = True
             t0 = time.monotonic()
-            # The catalog may be cached; a product order is not.
+            # Reads are down, orders are not: the front still takes them
+            # (202 queued without the order service), so it stays in
+            # rotation, "degraded", naming what is down.
             st, _, body = shop.get("/readyz")
-            self.assertEqual(st, 503, body)
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["status"], "degraded", body)
+            checks = {c["name"]: c["status"] for c in body["checks"]}
+            self.assertEqual(checks["broker"], "ok", body)
+            self.assertNotEqual(checks["orders"], "ok", body)
             self.assertLess(time.monotonic() - t0, 5)
+            st, _, body = shop.place([{"inventoryId": 1, "count": 1}])
+            self.assertEqual(st, 202, body)
+            shop.procs["broker"].kill()
+            wait_until(lambda: shop.get("/readyz")[0] == 503, 10,
+                       "the front's /readyz to say 503 without the broker")
+            shop.start("broker")
             shop.start("inventory", "order", wait=False)
             shop.wait_ready()
 
