@@ -76,7 +76,9 @@
 
 /* One subscription; never freed before the bus. */
 typedef struct bus_sub {
-    char *topic;
+    char *topic; /* the filter messages are matched against (no $share/) */
+    char *wire;  /* what SUBSCRIBE carries: "$share/<group>/<topic>" for a
+                    shared subscription, else topic itself (not owned) */
     const ProtobufCMessageDescriptor *desc;
     ws_bus_handler_fn fn;
     void *ctx;
@@ -138,6 +140,7 @@ typedef struct bus_recent {
 struct ws_bus {
     struct mosquitto *mosq;
     char *host;
+    char *share_group; /* opts->share_group copied; NULL = none */
     int port;
     int keepalive;
     ws_bus_format format;
@@ -405,7 +408,7 @@ static void bus_on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
         if (topics != NULL) {
             int i = 0;
             for (bus_sub *s = bus->subs; s != NULL; s = s->next) {
-                topics[i++] = s->topic;
+                topics[i++] = s->wire;
             }
             src = mosquitto_subscribe_multiple(mosq, &mid, n, topics, 1, 0, NULL);
             free(topics);
@@ -458,8 +461,7 @@ static void bus_on_subscribe(struct mosquitto *mosq, void *obj, int mid, int qos
          * a resubscribe carries every sub in list order. */
         int granted = i < qos_count ? granted_qos[i] : 1;
         if (granted >= 0x80) {
-            ws_log_error("bus_subscribe_refused", "topic=%s reason=%d", s->topic,
-                         granted);
+            ws_log_error("bus_subscribe_refused", "topic=%s reason=%d", s->wire, granted);
         }
         s->acked_gen = bus->gen;
         s->mid = -1;
@@ -1204,6 +1206,23 @@ static void *bus_thread_main(void *arg)
 
 /* ---- public API --------------------------------------------------------- */
 
+/* A share name as MQTT v5 allows it (len bytes at name): not empty, no
+ * '/', '+' or '#'. */
+static bool bus_share_name_valid(const char *name, size_t len)
+{
+    return len > 0 && len < 256 && memchr(name, '/', len) == NULL &&
+           memchr(name, '+', len) == NULL && memchr(name, '#', len) == NULL;
+}
+
+static void bus_sub_free(bus_sub *s)
+{
+    if (s->wire != s->topic) {
+        free(s->wire);
+    }
+    free(s->topic);
+    free(s);
+}
+
 ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out)
 {
     if (opts == NULL || out == NULL) {
@@ -1213,6 +1232,10 @@ ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out)
         return WS_EINVAL; /* a persistent session needs a fixed id */
     }
     if (opts->format != WS_BUS_PROTOBUF && opts->format != WS_BUS_JSON) {
+        return WS_EINVAL;
+    }
+    if (opts->share_group != NULL &&
+        !bus_share_name_valid(opts->share_group, strlen(opts->share_group))) {
         return WS_EINVAL;
     }
     pthread_once(&bus_lib_once, bus_lib_init_once);
@@ -1225,6 +1248,12 @@ ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out)
     bus->host = bus_strdup(opts->host != NULL ? opts->host : BUS_DEFAULT_HOST);
     if (bus->host == NULL) {
         goto fail_bus;
+    }
+    if (opts->share_group != NULL) {
+        bus->share_group = bus_strdup(opts->share_group);
+        if (bus->share_group == NULL) {
+            goto fail_host;
+        }
     }
     bus->port = opts->port > 0 ? opts->port : BUS_DEFAULT_PORT;
     bus->keepalive = opts->keepalive > 0 ? opts->keepalive : BUS_DEFAULT_KEEPALIVE;
@@ -1322,42 +1351,87 @@ fail_mu:
 fail_cond:
     pthread_cond_destroy(&bus->cond);
 fail_host:
+    free(bus->share_group);
     free(bus->host);
 fail_bus:
     free(bus);
     return err;
 }
 
-ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
-                        const ProtobufCMessageDescriptor *desc, ws_bus_handler_fn fn,
-                        void *ctx)
+/* Split "$share/<group>/<filter>" (group NULL) or take group and topic as
+ * given; *share (not NUL-terminated, share_len bytes) is NULL when
+ * unshared. Validates both parts. */
+static ws_err bus_sub_parse(const char *group, const char *topic,
+                            const char **share /* OUT */, size_t *share_len /* OUT */,
+                            const char **filter /* OUT */)
 {
-    if (bus == NULL || topic == NULL || desc == NULL || fn == NULL) {
+    const char *sh = group;
+    size_t sh_len = group != NULL ? strlen(group) : 0;
+    if (strncmp(topic, "$share/", 7) == 0) {
+        const char *slash = strchr(topic + 7, '/');
+        if (group != NULL || slash == NULL) {
+            return WS_EINVAL;
+        }
+        sh = topic + 7;
+        sh_len = (size_t)(slash - sh);
+        topic = slash + 1;
+    }
+    if (sh != NULL && !bus_share_name_valid(sh, sh_len)) {
         return WS_EINVAL;
     }
-    if (mosquitto_sub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
+    if (topic[0] == '\0' || mosquitto_sub_topic_check(topic) != MOSQ_ERR_SUCCESS ||
+        strncmp(topic, "$share/", 7) == 0) {
         return WS_EINVAL;
+    }
+    *share = sh;
+    *share_len = sh_len;
+    *filter = topic;
+    return WS_OK;
+}
+
+/* A new subscription node, names and metrics set, not linked. The filter is
+ * kept apart from the share: the broker delivers a shared subscription's
+ * messages with their original topic, and that is what is matched. */
+static ws_err bus_sub_new(ws_bus *bus, const char *group, const char *topic,
+                          bus_sub **out /* OUT */)
+{
+    const char *share = NULL;
+    size_t share_len = 0;
+    const char *filter = NULL;
+    ws_err err = bus_sub_parse(group, topic, &share, &share_len, &filter);
+    if (err != WS_OK) {
+        return err;
     }
     bus_sub *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         return WS_ENOMEM;
     }
-    s->topic = strdup(topic);
+    s->topic = strdup(filter);
     if (s->topic == NULL) {
         free(s);
         return WS_ENOMEM;
     }
-    s->desc = desc;
-    s->fn = fn;
-    s->ctx = ctx;
+    s->wire = s->topic;
+    if (share != NULL) {
+        size_t n = 7 + share_len + 1 + strlen(filter) + 1;
+        s->wire = malloc(n);
+        if (s->wire == NULL) {
+            free(s->topic);
+            free(s);
+            return WS_ENOMEM;
+        }
+        snprintf(s->wire, n, "$share/%.*s/%s", (int)share_len, share, filter);
+    }
     s->mid = -1;
+    /* Labelled with the plain filter: the same series with or without a
+     * share, whatever the replica count. */
     s->received = bus_topic_counter_get(bus, "webshop_bus_received_total",
-                                        "Messages received per subscription", topic);
+                                        "Messages received per subscription", filter);
     s->undecodable = bus_topic_counter_get(bus, "webshop_bus_undecodable_total",
-                                           "Messages dropped as undecodable", topic);
+                                           "Messages dropped as undecodable", filter);
     s->failed = bus_topic_counter_get(bus, "webshop_bus_handler_failed_total",
-                                      "Messages whose handler returned an error", topic);
-    char *labels = bus_topic_label(topic);
+                                      "Messages whose handler returned an error", filter);
+    char *labels = bus_topic_label(filter);
     s->age = labels == NULL ? NULL
                             : ws_histogram_get(bus->metrics, BUS_AGE_METRIC,
                                                "Age of consumed events at delivery, from "
@@ -1366,16 +1440,34 @@ ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
                                                sizeof(bus_age_bounds) /
                                                    sizeof(bus_age_bounds[0]));
     free(labels);
+    *out = s;
+    return WS_OK;
+}
+
+ws_err ws_bus_subscribe_shared(ws_bus *bus, const char *group, const char *topic,
+                               const ProtobufCMessageDescriptor *desc,
+                               ws_bus_handler_fn fn, void *ctx)
+{
+    if (bus == NULL || topic == NULL || desc == NULL || fn == NULL) {
+        return WS_EINVAL;
+    }
+    bus_sub *s = NULL;
+    ws_err err = bus_sub_new(bus, group, topic, &s);
+    if (err != WS_OK) {
+        return err;
+    }
+    s->desc = desc;
+    s->fn = fn;
+    s->ctx = ctx;
 
     pthread_mutex_lock(&bus->mu);
     bus_sub **tail = &bus->subs;
     while (*tail != NULL) {
         tail = &(*tail)->next;
     }
-    ws_err err = WS_OK;
     if (atomic_load(&bus->connected)) {
         int mid = -1;
-        int rc = mosquitto_subscribe_v5(bus->mosq, &mid, topic, 1, 0, NULL);
+        int rc = mosquitto_subscribe_v5(bus->mosq, &mid, s->wire, 1, 0, NULL);
         if (rc == MOSQ_ERR_SUCCESS) {
             s->mid = mid;
         } else if (rc != MOSQ_ERR_NO_CONN) {
@@ -1388,10 +1480,20 @@ ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
     }
     pthread_mutex_unlock(&bus->mu);
     if (err != WS_OK) {
-        free(s->topic);
-        free(s);
+        bus_sub_free(s);
     }
     return err;
+}
+
+ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
+                        const ProtobufCMessageDescriptor *desc, ws_bus_handler_fn fn,
+                        void *ctx)
+{
+    if (bus == NULL || topic == NULL) {
+        return WS_EINVAL;
+    }
+    const char *group = strncmp(topic, "$share/", 7) == 0 ? NULL : bus->share_group;
+    return ws_bus_subscribe_shared(bus, group, topic, desc, fn, ctx);
 }
 
 ws_err ws_bus_set_batch(ws_bus *bus, const ws_bus_batch *batch)
@@ -1823,8 +1925,7 @@ void ws_bus_close(ws_bus *bus)
     while (bus->subs != NULL) {
         bus_sub *s = bus->subs;
         bus->subs = s->next;
-        free(s->topic);
-        free(s);
+        bus_sub_free(s);
     }
     while (bus->topics != NULL) {
         bus_topic_counter *t = bus->topics;
@@ -1838,6 +1939,7 @@ void ws_bus_close(ws_bus *bus)
     free(bus->pend);
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cond);
+    free(bus->share_group);
     free(bus->host);
     free(bus);
 }

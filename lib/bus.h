@@ -3,11 +3,16 @@
  * connection with a fixed client id and a persistent session (clean start
  * off, session expiry set), so subscriptions and queued QoS 1 messages
  * survive a restart of the service. It reconnects by itself with backoff and
- * resubscribes. Subscriptions are typed: each topic has a message
- * descriptor, and payloads are decoded as protobuf or, when the first
- * non-blank byte is '{', as proto3 JSON. Undecodable payloads are logged,
- * counted and dropped. Publishing encodes in the configured format, sets the
- * MQTT v5 content-type property, and can wait for the broker's PUBACK.
+ * subscribes everything again on every CONNACK, session present or not
+ * (Mosquitto 2.0.11 does not restore shared subscriptions after a broker
+ * restart). A subscription can be shared (MQTT v5 "$share/<group>/<topic>"):
+ * replicas of one service, each with its own client id, join one group and
+ * the broker hands each message to one of them. Subscriptions are typed:
+ * each topic has a message descriptor, and payloads are decoded as protobuf
+ * or, when the first non-blank byte is '{', as proto3 JSON. Undecodable
+ * payloads are logged, counted and dropped. Publishing encodes in the
+ * configured format, sets the MQTT v5 content-type property, and can wait
+ * for the broker's PUBACK.
  *
  * Metrics (in opts->metrics): webshop_bus_published_total{topic},
  * webshop_bus_acked_total, webshop_bus_publish_refused_total,
@@ -56,11 +61,15 @@ typedef struct ws_bus_opts {
                                 or 0 = none when clean_start */
     const char *username;    /* NULL = anonymous */
     const char *password;
-    ws_bus_format format; /* how this client publishes */
-    int keepalive;        /* seconds; 0 = 30; at least 5 (libmosquitto's floor) */
-    size_t max_payload;   /* larger incoming payloads are dropped; 0 = 256 KiB */
-    int max_inflight;     /* QoS 1 publishes in flight; 0 = 1000 */
-    ws_metrics *metrics;  /* NULL = default registry */
+    ws_bus_format format;    /* how this client publishes */
+    int keepalive;           /* seconds; 0 = 30; at least 5 (libmosquitto's floor) */
+    size_t max_payload;      /* larger incoming payloads are dropped; 0 = 256 KiB */
+    int max_inflight;        /* QoS 1 publishes in flight; 0 = 1000 */
+    const char *share_group; /* NULL = none; else every ws_bus_subscribe of
+                                this bus joins this share group (copied; no
+                                '/', '+', '#'; WS_EINVAL otherwise): one name
+                                per service, the same for all its replicas */
+    ws_metrics *metrics;     /* NULL = default registry */
 } ws_bus_opts;
 
 /* Facts about one delivered message. */
@@ -94,11 +103,31 @@ typedef void (*ws_bus_publish_cb)(void *ctx, ws_err result);
 ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out /* OUT */);
 
 /* Subscribe at QoS 1 to topic (MQTT filter syntax allowed), decoding each
- * payload as desc. Before or after start; subscriptions are renewed on every
- * reconnect. desc must outlive the bus. */
+ * payload as desc; in opts->share_group when set (see
+ * ws_bus_subscribe_shared). topic may also be "$share/<group>/<filter>",
+ * which is the same as ws_bus_subscribe_shared(bus, group, filter, ...).
+ * Before or after start; subscriptions are renewed on every reconnect, and
+ * readiness (ws_bus_wait_connected, ws_bus_ready_epoch) waits for their
+ * SUBACKs each time. desc must outlive the bus. WS_EINVAL for a malformed
+ * filter or share name. */
 ws_err ws_bus_subscribe(ws_bus *bus, const char *topic,
                         const ProtobufCMessageDescriptor *desc, ws_bus_handler_fn fn,
                         void *ctx);
+
+/* The same as a member of share group group (NULL = unshared, whatever
+ * opts->share_group says): the bus subscribes "$share/<group>/<topic>",
+ * and of the clients (distinct client ids) in that group the broker gives
+ * each message to one, round robin. Messages arrive with their original
+ * topic; the handler's info->topic and the metrics' topic label are the
+ * plain topic. Mosquitto 2.0.11 facts: a member's share is queued for it
+ * even while it is offline (its persistent session), an in-flight message
+ * is not moved to another member, and a broker restart forgets the share
+ * (the bus subscribes again on the next CONNACK). Do not subscribe one bus
+ * to overlapping shared and unshared filters: each copy the broker sends is
+ * handed to every subscription of this bus whose filter matches. */
+ws_err ws_bus_subscribe_shared(ws_bus *bus, const char *group, const char *topic,
+                               const ProtobufCMessageDescriptor *desc,
+                               ws_bus_handler_fn fn, void *ctx);
 
 /* Group commit around the handlers. begin(ctx) is called on the network
  * thread before the first handler of a group; the handlers of every message

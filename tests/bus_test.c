@@ -1,8 +1,10 @@
 /*
  * ws_bus against a real mosquitto started by the harness on a reserved
  * loopback port: QoS 1 round trips in both payload formats, publish-and-wait,
- * broker restarts, offline delivery through a persistent session, and
- * garbage payloads; and the harness's own promises (reserved ports, the
+ * broker restarts, offline delivery through a persistent session,
+ * garbage payloads, and shared subscriptions (two members of a share group
+ * split every message, before and after a broker restart, next to a plain
+ * subscriber); and the harness's own promises (reserved ports, the
  * broker config). Every wait polls a condition with a deadline.
  */
 #include <criterion/criterion.h>
@@ -1055,6 +1057,238 @@ Test(bus, close_while_holding_returns_at_once)
     ws_metrics_free(pm);
     ws_metrics_free(sm);
     pthread_mutex_destroy(&f.mu);
+}
+
+/* ---- shared subscriptions ----------------------------------------------- */
+
+#define SHARE_N     300
+#define SHARE_GROUP "test-svc"
+
+/* What the members of a share group and a plain subscriber got: how often
+ * each message index arrived, and on which topic. */
+typedef struct share_tally {
+    pthread_mutex_t mu;
+    int seen[2 * SHARE_N];  /* by the share group, per message index */
+    int plain[2 * SHARE_N]; /* by the unshared subscriber */
+    int by_member[2];       /* messages per group member */
+    int shared_total, plain_total;
+    int bad_topic; /* deliveries whose info->topic was not TOPIC */
+} share_tally;
+
+typedef struct share_ctx {
+    share_tally *t;
+    int member; /* 0, 1; -1 for the plain subscriber */
+} share_ctx;
+
+static ws_err share_handler(void *ctx, const ProtobufCMessage *msg,
+                            const ws_bus_msg_info *info)
+{
+    share_ctx *c = ctx;
+    share_tally *t = c->t;
+    const Webshop__V1__OrderSent *o = (const Webshop__V1__OrderSent *)msg;
+    int i = atoi(o->order_id + 2); /* "s-<i>" */
+    pthread_mutex_lock(&t->mu);
+    if (strcmp(info->topic, TOPIC) != 0) {
+        t->bad_topic++;
+    }
+    if (i >= 0 && i < 2 * SHARE_N) {
+        if (c->member < 0) {
+            t->plain[i]++;
+            t->plain_total++;
+        } else {
+            t->seen[i]++;
+            t->shared_total++;
+            t->by_member[c->member]++;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return WS_OK;
+}
+
+typedef struct share_rig {
+    share_tally t;
+    share_ctx ctx[3];
+    ws_metrics *m[4];
+    ws_bus *member[2], *plain, *pub;
+} share_rig;
+
+/* Two members of SHARE_GROUP on TOPIC (member 0 through opts.share_group,
+ * member 1 through ws_bus_subscribe_shared), a plain subscriber and a
+ * publisher, all ready. */
+static void share_rig_open(share_rig *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->t.mu, NULL);
+    for (int i = 0; i < 4; i++) {
+        r->m[i] = ws_metrics_new();
+    }
+    for (int i = 0; i < 2; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "test-share-%d", i);
+        ws_bus_opts o = {.port = broker.port, .client_id = id, .metrics = r->m[i]};
+        o.share_group = i == 0 ? SHARE_GROUP : NULL;
+        cr_assert_eq(ws_bus_open(&o, &r->member[i]), WS_OK);
+        r->ctx[i] = (share_ctx){&r->t, i};
+    }
+    r->ctx[2] = (share_ctx){&r->t, -1};
+    const ProtobufCMessageDescriptor *d = &webshop__v1__order_sent__descriptor;
+    cr_assert_eq(ws_bus_subscribe(r->member[0], TOPIC, d, share_handler, &r->ctx[0]),
+                 WS_OK);
+    cr_assert_eq(ws_bus_subscribe_shared(r->member[1], SHARE_GROUP, TOPIC, d,
+                                         share_handler, &r->ctx[1]),
+                 WS_OK);
+    r->plain = bus_new("test-plain", WS_BUS_PROTOBUF, broker.port, r->m[2]);
+    cr_assert_eq(ws_bus_subscribe(r->plain, TOPIC, d, share_handler, &r->ctx[2]), WS_OK);
+    r->pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, r->m[3]);
+    ws_bus *all[4] = {r->member[0], r->member[1], r->plain, r->pub};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(ws_bus_start(all[i]), WS_OK);
+    }
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(ws_bus_wait_connected(all[i], WAIT_MS), WS_OK);
+    }
+}
+
+static void share_rig_close(share_rig *r)
+{
+    ws_bus_close(r->pub);
+    ws_bus_close(r->plain);
+    ws_bus_close(r->member[1]);
+    ws_bus_close(r->member[0]);
+    for (int i = 0; i < 4; i++) {
+        ws_metrics_free(r->m[i]);
+    }
+    pthread_mutex_destroy(&r->t.mu);
+}
+
+/* Publish messages [from, to) at QoS 1, each acknowledged. */
+static void share_publish(share_rig *r, int from, int to)
+{
+    order o;
+    for (int i = from; i < to; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "s-%d", i);
+        order_make(&o, id);
+        cr_assert_eq(ws_bus_publish(r->pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    }
+}
+
+typedef struct share_want {
+    share_tally *t;
+    int shared, plain;
+} share_want;
+
+static bool share_reached(void *ctx)
+{
+    share_want *w = ctx;
+    pthread_mutex_lock(&w->t->mu);
+    bool ok = w->t->shared_total >= w->shared && w->t->plain_total >= w->plain;
+    pthread_mutex_unlock(&w->t->mu);
+    return ok;
+}
+
+/* Every message in [from, to) reached the group exactly once and the plain
+ * subscriber exactly once, on the plain topic. */
+static void share_expect_once(share_rig *r, int from, int to)
+{
+    share_want w = {&r->t, to, to};
+    cr_assert(harness_wait_until(share_reached, &w, WAIT_MS), "shared %d plain %d of %d",
+              r->t.shared_total, r->t.plain_total, to);
+    pthread_mutex_lock(&r->t.mu);
+    for (int i = from; i < to; i++) {
+        cr_expect_eq(r->t.seen[i], 1, "message %d reached the group %d times", i,
+                     r->t.seen[i]);
+        cr_expect_eq(r->t.plain[i], 1, "message %d reached the plain subscriber %d times",
+                     i, r->t.plain[i]);
+    }
+    cr_expect_eq(r->t.shared_total, to);
+    cr_expect_eq(r->t.plain_total, to);
+    cr_expect_eq(r->t.bad_topic, 0, "delivered with a $share/ topic");
+    pthread_mutex_unlock(&r->t.mu);
+}
+
+Test(bus, share_group_members_get_every_message_once_between_them)
+{
+    share_rig r;
+    share_rig_open(&r);
+    share_publish(&r, 0, SHARE_N);
+    share_expect_once(&r, 0, SHARE_N);
+    cr_expect_gt(r.t.by_member[0], 0);
+    cr_expect_gt(r.t.by_member[1], 0);
+    cr_log_info("share split %d/%d", r.t.by_member[0], r.t.by_member[1]);
+    /* Labelled with the plain filter in both members. */
+    uint64_t m0 = counter(r.m[0], "webshop_bus_received_total", "topic=\"" TOPIC "\"");
+    uint64_t m1 = counter(r.m[1], "webshop_bus_received_total", "topic=\"" TOPIC "\"");
+    cr_expect_eq(m0 + m1, SHARE_N);
+    share_rig_close(&r);
+}
+
+typedef struct epoch_change {
+    ws_bus *bus;
+    uint64_t old;
+} epoch_change;
+
+static bool epoch_renewed(void *ctx)
+{
+    epoch_change *e = ctx;
+    uint64_t now = ws_bus_ready_epoch(e->bus);
+    return now != 0 && now != e->old;
+}
+
+Test(bus, share_group_members_subscribe_again_after_a_broker_restart)
+{
+    share_rig r;
+    share_rig_open(&r);
+    share_publish(&r, 0, SHARE_N / 2);
+    share_expect_once(&r, 0, SHARE_N / 2);
+    int before[2] = {r.t.by_member[0], r.t.by_member[1]};
+    ws_bus *all[4] = {r.member[0], r.member[1], r.plain, r.pub};
+    epoch_change e[4];
+    for (int i = 0; i < 4; i++) {
+        e[i] = (epoch_change){all[i], ws_bus_ready_epoch(all[i])};
+        cr_assert_neq(e[i].old, 0);
+    }
+    /* SIGTERM: the broker saves the sessions (persistence is on) but, in
+     * 2.0.11, not the shared subscriptions in them. */
+    cr_assert_eq(harness_broker_restart(&broker), 0);
+    for (int i = 0; i < 4; i++) {
+        cr_assert(harness_wait_until(epoch_renewed, &e[i], WAIT_MS), "bus %d not ready",
+                  i);
+    }
+    share_publish(&r, SHARE_N / 2, 2 * SHARE_N);
+    share_expect_once(&r, 0, 2 * SHARE_N);
+    cr_expect_gt(r.t.by_member[0] - before[0], 0,
+                 "member 0 got nothing after the restart");
+    cr_expect_gt(r.t.by_member[1] - before[1], 0,
+                 "member 1 got nothing after the restart");
+    cr_log_info("after restart split %d/%d", r.t.by_member[0] - before[0],
+                r.t.by_member[1] - before[1]);
+    cr_expect_eq(counter(r.m[0], "webshop_bus_reconnects_total", NULL), 1);
+    share_rig_close(&r);
+}
+
+Test(bus, malformed_share_groups_are_refused)
+{
+    ws_bus *bus = bus_new("test-share-bad", WS_BUS_PROTOBUF, broker.port, NULL);
+    const ProtobufCMessageDescriptor *d = &webshop__v1__order_sent__descriptor;
+    cr_expect_eq(ws_bus_subscribe_shared(bus, "", TOPIC, d, share_handler, NULL),
+                 WS_EINVAL);
+    cr_expect_eq(ws_bus_subscribe_shared(bus, "a/b", TOPIC, d, share_handler, NULL),
+                 WS_EINVAL);
+    cr_expect_eq(ws_bus_subscribe_shared(bus, "a+", TOPIC, d, share_handler, NULL),
+                 WS_EINVAL);
+    cr_expect_eq(ws_bus_subscribe(bus, "$share/g", d, share_handler, NULL), WS_EINVAL);
+    cr_expect_eq(ws_bus_subscribe(bus, "$share//" TOPIC, d, share_handler, NULL),
+                 WS_EINVAL);
+    cr_expect_eq(
+        ws_bus_subscribe_shared(bus, "g", "$share/h/" TOPIC, d, share_handler, NULL),
+        WS_EINVAL);
+    cr_expect_eq(ws_bus_subscribe(bus, "$share/g/" TOPIC, d, share_handler, NULL), WS_OK);
+    ws_bus_close(bus);
+    ws_bus_opts o = {.port = broker.port, .client_id = "x", .share_group = "a#"};
+    ws_bus *b2 = NULL;
+    cr_expect_eq(ws_bus_open(&o, &b2), WS_EINVAL);
+    cr_expect_null(b2);
 }
 
 /* ---- the harness itself -------------------------------------------------- */
