@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "db/db_int.h"
 #include "log.h"
 #include "metrics.h"
@@ -492,14 +493,9 @@ static ws_err db_acquire(ws_db *db, ws_db_conn **out, ws_db_error *why)
     if (db == NULL || out == NULL) {
         return WS_EINVAL;
     }
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += db->acquire_timeout_ms / 1000;
-    deadline.tv_nsec += (long)(db->acquire_timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    /* Monotonic (the cv is set to CLOCK_MONOTONIC): a wall-clock jump
+     * neither stretches the wait nor ends it at once. */
+    struct timespec deadline = ws_clock_mono_after(db->acquire_timeout_ms);
     pthread_mutex_lock(&db->mu);
     while (db->nidle == 0) {
         if (pthread_cond_timedwait(&db->cv, &db->mu, &deadline) != 0 && db->nidle == 0) {
@@ -596,9 +592,9 @@ static void db_fault_note(ws_db_conn *c, ws_err err)
     c->fail_since_ms = ws__db_now_ms();
     atomic_store(&c->failing, 1);
     db_fault_gauge(1);
-    ws_log_warn("db_commit_failing",
-                "url=%s reason=%s code=%d sqlstate=%s msg=%s", c->pool->url_safe,
-                why, c->err.sqlite_code, c->err.sqlstate, c->err.message);
+    ws_log_warn("db_commit_failing", "url=%s reason=%s code=%d sqlstate=%s msg=%s",
+                c->pool->url_safe, why, c->err.sqlite_code, c->err.sqlstate,
+                c->err.message);
 }
 
 static void db_fault_clear(ws_db_conn *c)
@@ -991,7 +987,7 @@ static ws_err db_pool_new(const ws_db_opts *o, ws_db **out)
         return WS_ENOMEM;
     }
     pthread_mutex_init(&db->mu, NULL);
-    pthread_cond_init(&db->cv, NULL);
+    ws_clock_cond_init(&db->cv);
     db->ops = kind == WS__DB_URL_PG ? &ws__db_pg_ops : &ws__db_sqlite_ops;
     db->target = strdup(kind == WS__DB_URL_PG ? o->url : path);
     db->url_safe = strdup(ws_db_url_redact(o->url, safe, sizeof(safe)));

@@ -21,6 +21,7 @@
  * answered 408 if any of it arrived, and the worker takes the next queued
  * connection. Handlers (RPCs, waits) and streams are never cut here.
  */
+#include "clock.h"
 #include "http_int.h"
 
 #include <arpa/inet.h>
@@ -432,13 +433,8 @@ static void *http_guard_main(void *arg)
             pthread_mutex_lock(&h->guard_mu);
             http_guard_cut(h, v, f, n);
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += HTTP_GUARD_TICK_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts =
+            ws_clock_mono_after(HTTP_GUARD_TICK_MS); /* cv is monotonic */
         pthread_cond_timedwait(&h->guard_cv, &h->guard_mu, &ts);
     }
     pthread_mutex_unlock(&h->guard_mu);
@@ -459,7 +455,7 @@ ws_err ws__http_guard_start(ws_http *h)
                               : NULL;
     }
     pthread_mutex_init(&h->guard_mu, NULL);
-    pthread_cond_init(&h->guard_cv, NULL);
+    ws_clock_cond_init(&h->guard_cv);
     if (pthread_create(&h->guard_thread, NULL, http_guard_main, h) != 0) {
         pthread_cond_destroy(&h->guard_cv);
         pthread_mutex_destroy(&h->guard_mu);

@@ -9,7 +9,9 @@
  * hold a lock), then settle each order in a short transaction that
  * re-checks the row, since an event may have been applied meanwhile. A row
  * whose question could not be asked is given back (its deadline as it
- * was). The tombstone pass is one DELETE.
+ * was). The tombstone pass is one DELETE. The loop thread reads the wall
+ * clock once per round through a ws_clock_watch (clock.h) and waits on the
+ * monotonic clock between rounds.
  */
 #include "recovery.h"
 
@@ -173,7 +175,11 @@ static ws_err recovery_resend_run(ws_db_conn *c, void *ctx)
      * behind a backlog, and a re-send would only feed the backlog. */
     int64_t passed_ms, seen_ms;
     orders_progress_read(r->p->progress, &passed_ms, &seen_ms);
-    bool quiet = r->now_ms - seen_ms >= r->p->resend_after_ms;
+    /* An outcome seen further ahead than a resend period was stamped by a
+     * clock ahead of ours (ours jumped back; the maximum then sticks until
+     * our clock catches up): progress cannot be judged, so do not wait. */
+    bool quiet = r->now_ms - seen_ms >= r->p->resend_after_ms ||
+                 seen_ms - r->now_ms > r->p->resend_after_ms;
     size_t k = 0;
     if ((err = order_db_resend_due(c, r->now_ms, r->limit, r->rows, &k)) != WS_OK) {
         return err;
@@ -549,7 +555,121 @@ ws_err order_recovery_expire_tombstones(ws_db_conn *c, int64_t ttl_ms, int64_t n
     return WS_OK;
 }
 
+/* ---- a backward wall-clock jump: reschedule ------------------------------ */
+
+int64_t order_recovery_horizon_ms(const orders_policy *p)
+{
+    int64_t d =
+        p->backoff_cap_ms > p->resend_after_ms ? p->backoff_cap_ms : p->resend_after_ms;
+    return d + ORDER_RECOVERY_LEASE_MS;
+}
+
+typedef struct recovery_resched {
+    const orders_policy *p;
+    int64_t now_ms;
+    int64_t back_ms;
+    size_t cap;
+    order_db_due *rows; /* cap entries */
+    size_t seen;        /* reset at every run: rows looked at */
+    size_t moved;       /* reset at every run: deadlines moved */
+} recovery_resched;
+
+/* Where a deadline due_ms goes: a deadline beyond the horizon was written
+ * by a clock back_ms ahead of ours, and moves back by that much (not before
+ * now); any other stays (< 0: stays). */
+static int64_t recovery_resched_target(const recovery_resched *x, int64_t due_ms)
+{
+    if (due_ms <= x->now_ms + order_recovery_horizon_ms(x->p)) {
+        return -1;
+    }
+    int64_t to = due_ms - x->back_ms;
+    return to > x->now_ms ? to : x->now_ms;
+}
+
+static ws_err recovery_resched_resend(ws_db_conn *c, void *ctx)
+{
+    recovery_resched *x = ctx;
+    x->seen = x->moved = 0;
+    int64_t upto = x->now_ms + x->back_ms + order_recovery_horizon_ms(x->p);
+    ws_err err = order_db_resend_due(c, upto, x->cap, x->rows, &x->seen);
+    for (size_t i = 0; err == WS_OK && i < x->seen; i++) {
+        int64_t to = recovery_resched_target(x, x->rows[i].due_ms);
+        bool moved = false;
+        if (to >= 0) {
+            err = order_db_resend_next(c, x->rows[i].id, false, to, &moved);
+        }
+        x->moved += moved;
+    }
+    return err;
+}
+
+/* The claim kinds: claim the rows up to the shifted deadline and give each
+ * back in the same transaction, at its new deadline or its old one. */
+typedef struct recovery_resched_kind {
+    recovery_resched *x;
+    order_db_due_kind kind;
+} recovery_resched_kind;
+
+static ws_err recovery_resched_claimed(ws_db_conn *c, void *ctx)
+{
+    recovery_resched_kind *k = ctx;
+    recovery_resched *x = k->x;
+    x->seen = x->moved = 0;
+    int64_t upto = x->now_ms + x->back_ms + order_recovery_horizon_ms(x->p);
+    int64_t lease = upto + 1;
+    ws_err err = order_db_claim_due(c, k->kind, upto, lease, x->cap, x->rows, &x->seen);
+    for (size_t i = 0; err == WS_OK && i < x->seen; i++) {
+        int64_t to = recovery_resched_target(x, x->rows[i].due_ms);
+        x->moved += to >= 0;
+        err = order_db_unclaim(c, k->kind, x->rows[i].id, lease,
+                               to >= 0 ? to : x->rows[i].due_ms);
+    }
+    return err;
+}
+
+ws_err order_recovery_reschedule(ws_db_conn *c, const orders_policy *p, int64_t now_ms,
+                                 int64_t back_ms, size_t limit, size_t *moved, bool *more)
+{
+    if (back_ms <= 0 || limit == 0) {
+        *more = false;
+        return back_ms < 0 ? WS_EINVAL : WS_OK;
+    }
+    recovery_resched x = {.p = p, .now_ms = now_ms, .back_ms = back_ms, .cap = limit};
+    x.rows = calloc(limit, sizeof *x.rows);
+    if (x.rows == NULL) {
+        return WS_ENOMEM;
+    }
+    size_t total = 0;
+    bool full = false;
+    ws_err err = ws_db_conn_txn(c, NULL, recovery_resched_resend, &x);
+    total += err == WS_OK ? x.moved : 0;
+    full = err == WS_OK && x.seen == limit;
+    static const order_db_due_kind kinds[3] = {ORDER_DB_DUE_CANCEL, ORDER_DB_DUE_ITEMS,
+                                               ORDER_DB_DUE_CHECK};
+    for (int i = 0; err == WS_OK && i < 3; i++) {
+        recovery_resched_kind k = {.x = &x, .kind = kinds[i]};
+        err = ws_db_conn_txn(c, NULL, recovery_resched_claimed, &k);
+        total += err == WS_OK ? x.moved : 0;
+        full = full || (err == WS_OK && x.seen == limit);
+    }
+    free(x.rows);
+    if (err != WS_OK) {
+        ws_log_error("order_reschedule_failed", "err=%s", ws_errname(err));
+        return err;
+    }
+    if (total > 0) {
+        ws_log_info("order_deadlines_rescheduled", "count=%zu back_ms=%lld", total,
+                    (long long)back_ms);
+    }
+    *moved += total;
+    *more = full;
+    return WS_OK;
+}
+
 /* ---- the loop thread ----------------------------------------------------- */
+
+/* A catch-up pass looks at this many batches of rows per kind. */
+#define RECOVERY_CATCHUP_FACTOR 10
 
 /* The loop's counters, registered at open; updated by the loop thread. */
 typedef struct recovery_metrics {
@@ -565,6 +685,9 @@ struct order_recovery {
     pthread_mutex_t mu; /* guards stop */
     pthread_cond_t cv;  /* CLOCK_MONOTONIC (ws_clock_cond_init) */
     bool stop;
+    ws_clock_watch watch;     /* loop thread only (set at start) */
+    int64_t back_ms;          /* backward jump still to reschedule; loop thread */
+    int64_t catchup_until_ms; /* monotonic end of that; loop thread */
 };
 
 static void recovery_metrics_init(recovery_metrics *m, ws_metrics *reg)
@@ -596,6 +719,41 @@ static void recovery_metrics_add(recovery_metrics *m, const order_recovery_stats
     ws_counter_add(m->tombstones_expired, st->tombstones_expired);
 }
 
+/* The wall clock for this round, noting a jump: a forward one needs
+ * nothing (each pass acts on at most batch rows, and rounds are paced on
+ * the monotonic clock); a backward one leaves deadlines written before it
+ * too far ahead, which recovery_catch_up moves back. */
+static int64_t recovery_clock(order_recovery *r)
+{
+    int64_t now;
+    int64_t skew = ws_clock_watch_step(&r->watch, &now);
+    if (skew > WS_CLOCK_JUMP_MS || skew < -WS_CLOCK_JUMP_MS) {
+        ws_log_warn("clock_jump", "loop=order_recovery jump_ms=%lld", (long long)skew);
+        r->back_ms -= skew;
+        if (r->back_ms < 0) {
+            r->back_ms = 0;
+        }
+        r->catchup_until_ms =
+            ws_clock_mono_ms() + r->back_ms + order_recovery_horizon_ms(&r->opts.policy);
+    }
+    return now;
+}
+
+/* Reschedule after a backward jump until no deadline beyond the horizon is
+ * left, or until the wall clock has passed every deadline the old clock
+ * could have written. */
+static void recovery_catch_up(order_recovery *r, ws_db_conn *c, int64_t now)
+{
+    size_t moved = 0;
+    bool more = false;
+    ws_err err =
+        order_recovery_reschedule(c, &r->opts.policy, now, r->back_ms,
+                                  RECOVERY_CATCHUP_FACTOR * r->opts.batch, &moved, &more);
+    if ((err == WS_OK && !more) || ws_clock_mono_ms() >= r->catchup_until_ms) {
+        r->back_ms = 0;
+    }
+}
+
 /* One round of the five passes on a connection of the pool. */
 static void recovery_round(order_recovery *r)
 {
@@ -607,7 +765,10 @@ static void recovery_round(order_recovery *r)
         return;
     }
     order_recovery_stats st = {0};
-    int64_t now = ws_clock_wall_ms();
+    int64_t now = recovery_clock(r);
+    if (r->back_ms > 0) {
+        recovery_catch_up(r, c, now);
+    }
     (void)order_recovery_resend_pending(c, &o->policy, now, o->batch, &st);
     (void)order_recovery_check_cancels(c, &o->policy, o->lookup, o->lookup_ctx, now,
                                        o->batch, &st);
@@ -681,6 +842,7 @@ ws_err order_recovery_start(order_recovery *r)
     if (r->started) {
         return WS_EINVAL;
     }
+    (void)ws_clock_watch_step(&r->watch, NULL); /* a jump from here on is seen */
     if (pthread_create(&r->thread, NULL, recovery_thread_main, r) != 0) {
         return WS_ENOMEM;
     }

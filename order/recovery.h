@@ -41,6 +41,28 @@
  * The pass functions take now_ms so that tests drive the clock; the loop
  * thread calls them with the wall clock.
  *
+ * Clocks (lib/clock.h). Deadlines in rows are wall-clock times (they
+ * survive a restart and every replica compares them); everything in the
+ * process is on the monotonic clock: the wait between rounds, the lookup
+ * deadlines. A wall-clock jump is handled so:
+ * - forward: rows look due early. Each pass acts on at most batch rows of
+ *   its kind, oldest deadline first, and rounds are interval_ms apart on
+ *   the monotonic clock, so a jump costs at most batch early re-sends per
+ *   kind and round (as a backlog would: re-sends are idempotent), never a
+ *   storm; the outbox-backlog guard still defers re-sends.
+ * - backward by B: deadlines written before the jump lie B too far ahead,
+ *   and would stall for B. No deadline is ever written more than
+ *   order_recovery_horizon_ms ahead of its writer's clock, so a deadline
+ *   beyond now + horizon was written by a clock ahead of ours: the loop
+ *   sees the jump (a ws_clock_watch: wall progress minus monotonic
+ *   progress below -WS_CLOCK_JUMP_MS between rounds) and, at the start of
+ *   each round until none is left (or B + horizon has passed on the
+ *   monotonic clock), moves such deadlines back by B, not before now
+ *   (order_recovery_reschedule). A deadline within the horizon is left: it
+ *   waits at most the horizon. An outcome seen "in the future" (the
+ *   progress stamp of the old clock) counts as quiet, so the backlog guard
+ *   does not hold re-sends for B either.
+ *
  * Several replicas (one PostgreSQL database) run these loops at once: each
  * pass claims the rows it works (order_db.h: FOR UPDATE SKIP LOCKED on
  * PostgreSQL, then the deadline moved to a lease of
@@ -52,6 +74,7 @@
 #ifndef ORDER_RECOVERY_H
 #define ORDER_RECOVERY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -130,6 +153,22 @@ ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
 ws_err order_recovery_expire_tombstones(ws_db_conn *c, int64_t ttl_ms, int64_t now_ms,
                                         size_t limit,
                                         order_recovery_stats *stats /* OUT */);
+
+/* How far ahead of its writer's clock a deadline can be: the longest delay
+ * of p plus the lease. */
+int64_t order_recovery_horizon_ms(const orders_policy *p);
+
+/* After the wall clock went back by back_ms (> 0): move every deadline
+ * (re-send, cancel check, items check, outcome check; leases included)
+ * that lies beyond now_ms + order_recovery_horizon_ms back by back_ms, but
+ * not before now_ms, looking at up to limit rows of each kind (oldest
+ * deadline first), one transaction per kind; nothing is counted as an
+ * attempt. *moved is added to; *more (OUT) is true when a kind had limit
+ * rows or more in range (call again). WS_EINVAL for back_ms < 0; WS_OK or
+ * a database error (that kind unchanged). */
+ws_err order_recovery_reschedule(ws_db_conn *c, const orders_policy *p, int64_t now_ms,
+                                 int64_t back_ms, size_t limit, size_t *moved,
+                                 bool *more /* OUT */);
 
 /* How long a pass holds the rows it claimed (longer than a pass of
  * GetReservation calls takes: a batch stops at the first failed call). */

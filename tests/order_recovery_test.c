@@ -50,6 +50,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    ws_clock_test_offset(0);
     ws_db_release(conn);
     ws_db_close(db);
     test_db_cleanup(url);
@@ -870,4 +871,124 @@ Test(order_recovery, two_replicas_at_once_work_each_due_row_once, .timeout = 60)
         cr_assert_eq(none.calls, 0);
         drain();
     }
+}
+
+/* ---- wall-clock jumps ------------------------------------------------------ */
+
+/* What the loop queued, seen from its queued callback after each round. */
+typedef struct jump_watch {
+    ws_db *db;
+    int64_t total;     /* outbox rows after the last round that queued */
+    int64_t max_round; /* most rows one round queued */
+} jump_watch;
+
+static void jump_queued(void *ctx)
+{
+    jump_watch *w = ctx;
+    ws_db_conn *c;
+    cr_assert_eq(ws_db_acquire(w->db, &c), WS_OK);
+    ws_db_stmt *st;
+    cr_assert_eq(ws_db_prepare(c, "SELECT count(*) FROM outbox", &st), WS_OK);
+    bool row = false;
+    cr_assert_eq(ws_db_step(st, &row), WS_OK);
+    int64_t n = ws_db_column_int64(st, 0);
+    ws_db_reset(st);
+    ws_db_release(c);
+    int64_t round = n - __atomic_load_n(&w->total, __ATOMIC_SEQ_CST);
+    if (round > w->max_round) {
+        __atomic_store_n(&w->max_round, round, __ATOMIC_SEQ_CST);
+    }
+    __atomic_store_n(&w->total, n, __ATOMIC_SEQ_CST);
+}
+
+/* Start the loop with batch rows per pass, move the wall clock by jump_ms,
+ * and wait (monotonic deadline of 10 s) until want rows are queued. */
+static jump_watch jump_run(size_t batch, int64_t jump_ms, int64_t want)
+{
+    static fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED};
+    jump_watch w = {.db = db};
+    order_recovery_opts o = {.db = db,
+                             .policy = pol,
+                             .lookup = fake_lookup,
+                             .lookup_ctx = &f,
+                             .queued = jump_queued,
+                             .queued_ctx = &w,
+                             .interval_ms = 20,
+                             .batch = batch};
+    order_recovery *r;
+    cr_assert_eq(order_recovery_open(&o, &r), WS_OK);
+    cr_assert_eq(order_recovery_start(r), WS_OK);
+    ws_clock_test_offset(jump_ms);
+    int64_t deadline = ws_clock_mono_ms() + 10000;
+    while (__atomic_load_n(&w.total, __ATOMIC_SEQ_CST) < want &&
+           ws_clock_mono_ms() < deadline) {
+        struct timespec d = {0, 2000000};
+        nanosleep(&d, NULL);
+    }
+    order_recovery_close(r);
+    return w;
+}
+
+Test(order_recovery, wall_clock_jump_forward_resends_no_more_than_a_batch_per_round)
+{
+    pol.resend_after_ms = 30000; /* not due for 30 s without the jump */
+    pol.backoff_cap_ms = 60000;
+    enum { N = 12, BATCH = 3 };
+    int64_t now = ws_clock_wall_ms();
+    for (int i = 0; i < N; i++) {
+        char id[37];
+        new_id(id);
+        place(id, now);
+    }
+    drain();
+    jump_watch w = jump_run(BATCH, 3600 * 1000LL, N);
+    cr_assert_eq(w.total, N, "every order re-sent once: %lld", (long long)w.total);
+    cr_assert_leq(w.max_round, BATCH, "a round re-sent %lld", (long long)w.max_round);
+    cr_assert_eq(drain().sent, N);
+}
+
+Test(order_recovery, wall_clock_jump_back_does_not_stall_resends)
+{
+    pol.resend_after_ms = 200;
+    enum { N = 5 };
+    int64_t now = ws_clock_wall_ms();
+    for (int i = 0; i < N; i++) {
+        char id[37];
+        new_id(id);
+        place(id, now); /* due in 200 ms, or in 1 h 200 ms after the jump */
+    }
+    drain();
+    int64_t t0 = ws_clock_mono_ms();
+    jump_watch w = jump_run(100, -3600 * 1000LL, N);
+    cr_assert_geq(w.total, N, "re-sent within 10 s: %lld", (long long)w.total);
+    cr_assert_lt(ws_clock_mono_ms() - t0, 10000);
+    cr_assert_geq(drain().sent, N);
+}
+
+Test(order_recovery, reschedule_moves_back_only_deadlines_beyond_the_horizon)
+{
+    const int64_t back = 3600 * 1000LL;
+    char ahead[37], near[37], canceled[37];
+    new_id(ahead);
+    new_id(near);
+    new_id(canceled);
+    place(ahead, back + 500); /* written by a clock 1 h ahead: due at back + 1500 */
+    place(near, 0);           /* due at 1000: within the horizon */
+    place(canceled, back + 500);
+    cancel(canceled, back + 500); /* its check is due at back + 1500 */
+    drain();
+    cr_assert_eq(resend_at(1000), 1, "only near is due on our clock");
+    size_t moved = 0;
+    bool more = true;
+    cr_assert_eq(order_recovery_reschedule(conn, &pol, 1000, back, 100, &moved, &more),
+                 WS_OK);
+    cr_assert_not(more);
+    cr_assert_eq(moved, 2, "ahead's re-send and canceled's check: %zu", moved);
+    cr_assert_eq(resend_at(1400), 0, "ahead is due at 1500, not before");
+    cr_assert_eq(resend_at(1500), 1);
+    fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED};
+    cr_assert_eq(check_at(&f, 1500).cancels_confirmed, 1);
+    bool m2 = false;
+    cr_assert_eq(order_recovery_reschedule(conn, &pol, 1000, -1, 100, &moved, &m2),
+                 WS_EINVAL);
 }
