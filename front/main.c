@@ -164,6 +164,7 @@ int main(int argc, char **argv)
          .help = "RPC address of the order service", .target.str = &cfg.orders_url,
          .choices = front_schemes},
         {.name = "broker", .type = WS_CONFIG_HOSTPORT, .def = "127.0.0.1:1883",
+         .env = "WEBSHOP_BROKER", /* one broker for every process of the shop */
          .help = "MQTT broker", .target.str = &cfg.broker},
         {.name = "client-id", .type = WS_CONFIG_STRING, .def = NULL,
          .help = "MQTT client id (default: webshop-front-<pid>)", .target.str = &cfg.client_id},
@@ -227,8 +228,11 @@ int main(int argc, char **argv)
     ws_config *conf = ws_config_new("webshop-front", WEBSHOP_VERSION,
                                     "The webshop's JSON/HTTP gateway.", opts,
                                     sizeof(opts) / sizeof(opts[0]));
-    if (conf == NULL) {
+    /* The front's own variables (WEBSHOP_FRONT_HTTP_PORT, ...), as the
+     * backends' ws_service_parse gives theirs. */
+    if (conf == NULL || ws_service_env_prefix(conf, "front") != 0) {
         fprintf(stderr, "webshop-front: out of memory\n");
+        ws_config_free(conf);
         return 1;
     }
     switch (ws_config_parse(conf, argc, argv, NULL)) {
@@ -274,24 +278,25 @@ int main(int argc, char **argv)
 
     if (catalog == NULL || metrics == NULL || statuses == NULL || stats == NULL ||
         ws_metrics_process_register(metrics, WEBSHOP_VERSION) != WS_OK) {
-        ws_log_error("startup_failed", "reason=%s", "out of memory");
+        ws_log_error("start_failed", "what=memory error=%s", ws_errname(WS_ENOMEM));
         goto fail;
     }
     const char *inv_urls[] = {cfg.inventory_url};
     ws_rpc_client_opts co = {
         .urls = inv_urls, .n_urls = 1, .max_msg = (size_t)cfg.rpc_max_msg, .metrics = metrics};
     if ((err = ws_rpc_client_open(&co, &inventory)) != WS_OK) {
-        ws_log_error("startup_failed", "what=inventory_client err=%s", ws_strerror(err));
+        ws_log_error("start_failed", "what=inventory error=%s", ws_errname(err));
         goto fail;
     }
     const char *ord_urls[] = {cfg.orders_url};
     co.urls = ord_urls;
     if ((err = ws_rpc_client_open(&co, &orders)) != WS_OK) {
-        ws_log_error("startup_failed", "what=orders_client err=%s", ws_strerror(err));
+        ws_log_error("start_failed", "what=orders error=%s", ws_errname(err));
         goto fail;
     }
     if (ws_config_hostport_split(cfg.broker, host, sizeof(host), &port) != 0) {
-        ws_log_error("startup_failed", "what=broker value=%s", cfg.broker);
+        ws_log_error("start_failed", "what=broker error=%s value=%s", ws_errname(WS_EINVAL),
+                     cfg.broker);
         goto fail;
     }
     if (cfg.client_id == NULL) {
@@ -315,7 +320,7 @@ int main(int argc, char **argv)
                       .max_payload = (size_t)cfg.bus_max_payload,
                       .metrics = metrics};
     if ((err = ws_bus_open(&bo, &bus)) != WS_OK) {
-        ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
+        ws_log_error("start_failed", "what=bus error=%s", ws_errname(err));
         goto fail;
     }
     if ((err = ws_bus_subscribe(bus, WEBSHOP_V1_STOCK_CHANGED_TOPIC,
@@ -326,7 +331,7 @@ int main(int argc, char **argv)
                                 front_on_order_status, &live)) != WS_OK ||
         (err = ws_bus_set_loop_hook(bus, ws_notify_loop_hook, NULL)) != WS_OK ||
         (err = ws_bus_start(bus)) != WS_OK) {
-        ws_log_error("startup_failed", "what=bus err=%s", ws_strerror(err));
+        ws_log_error("start_failed", "what=bus error=%s", ws_errname(err));
         goto fail;
     }
 
@@ -360,15 +365,17 @@ int main(int argc, char **argv)
                        .tls_key = cfg.tls_key,
                        .hsts_max_age_s = cfg.hsts ? FRONT_HSTS_MAX_AGE_S : 0};
     if ((err = ws_http_open(&ho, &http)) != WS_OK) {
-        ws_log_error("startup_failed", "what=http host=%s port=%d err=%s", cfg.http_host,
-                     cfg.http_port, ws_strerror(err));
+        ws_service_http_failed(conf, "webshop-front", cfg.http_host, cfg.http_port, err);
+        ws_log_error("start_failed", "what=http error=%s", ws_errname(err));
         goto fail;
     }
     routes_install(http, &f);
     ws_http_serve(http);
-    ws_log_info("started", "http=%s://%s:%d inventory=%s orders=%s broker=%s",
+    ws_log_info("started",
+                "http=%s://%s:%d broker=%s client_id=%s bus_format=%s inventory=%s orders=%s",
                 cfg.tls_cert != NULL ? "https" : "http", cfg.http_host, ws_http_port(http),
-                cfg.inventory_url, cfg.orders_url, cfg.broker);
+                cfg.broker, client_id, front_formats[cfg.bus_format], cfg.inventory_url,
+                cfg.orders_url);
     ws_notify_status("serving http port %d", ws_http_port(http));
     ws_notify_ready();
 

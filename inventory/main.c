@@ -171,8 +171,7 @@ static ws_err main_rpc_start(inv_app *app, const ws_service_cfg *cfg)
         err = ws_rpc_server_start(app->rpc);
     }
     if (err != WS_OK) {
-        ws_log_error("rpc_start_failed", "url=%s error=%s", cfg->rpc_url,
-                     ws_errname(err));
+        ws_service_rpc_failed(cfg->conf, cfg->prog, cfg->rpc_url, err);
     }
     return err;
 }
@@ -183,8 +182,7 @@ static ws_err main_http_start(inv_app *app, const ws_service_cfg *cfg)
     ws_http_opts ho = {.host = cfg->http_host, .port = cfg->http_port, .threads = 4};
     ws_err err = ws_http_open(&ho, &app->http);
     if (err != WS_OK) {
-        ws_log_error("http_start_failed", "host=%s port=%d error=%s", cfg->http_host,
-                     cfg->http_port, ws_errname(err));
+        ws_service_http_failed(cfg->conf, cfg->prog, cfg->http_host, cfg->http_port, err);
         return err;
     }
     app->ready.bus = app->sub;
@@ -218,36 +216,27 @@ static ws_err main_sweeper_start(inv_app *app, const inv_cfg *icfg)
     return err == WS_OK ? inv_sweeper_start(app->sweeper) : err;
 }
 
-static ws_err main_app_start(inv_app *app, const inv_cfg *icfg)
+/* Start everything in order; on failure *what names the step (logged as
+ * start_failed what=...; the caller closes what was opened). */
+static ws_err main_app_start(inv_app *app, const inv_cfg *icfg, const char **what)
 {
     const ws_service_cfg *cfg = &icfg->svc;
-    ws_err err = main_db_open(app, icfg);
-    if (err == WS_OK) {
-        err = main_relay_open(app, cfg);
-    }
-    if (err == WS_OK) {
-        err = main_consumer_open(app, cfg);
-    }
-    if (err == WS_OK) {
-        err = main_rpc_start(app, cfg);
-    }
-    if (err == WS_OK) {
-        err = main_http_start(app, cfg);
+    ws_err err;
+    if ((*what = "database", err = main_db_open(app, icfg)) != WS_OK ||
+        (*what = "outbox", err = main_relay_open(app, cfg)) != WS_OK ||
+        (*what = "bus", err = main_consumer_open(app, cfg)) != WS_OK ||
+        (*what = "rpc", err = main_rpc_start(app, cfg)) != WS_OK ||
+        (*what = "http", err = main_http_start(app, cfg)) != WS_OK) {
+        return err;
     }
     /* Publisher and relay first, so the first outcome has a way out. */
-    if (err == WS_OK) {
-        err = ws_bus_start(app->pub);
+    if ((*what = "bus", err = ws_bus_start(app->pub)) != WS_OK ||
+        (*what = "outbox", err = ws_outbox_relay_start(app->relay)) != WS_OK ||
+        (*what = "bus", err = ws_bus_start(app->sub)) != WS_OK ||
+        (*what = "sweeper", err = main_sweeper_start(app, icfg)) != WS_OK) {
+        return err;
     }
-    if (err == WS_OK) {
-        err = ws_outbox_relay_start(app->relay);
-    }
-    if (err == WS_OK) {
-        err = ws_bus_start(app->sub);
-    }
-    if (err == WS_OK) {
-        err = main_sweeper_start(app, icfg);
-    }
-    return err;
+    return WS_OK;
 }
 
 /* Stop taking work, finish what is in flight, flush the outbox; after a
@@ -265,7 +254,9 @@ static void main_app_stop(inv_app *app, const ws_service_cfg *cfg, bool clean)
     ws_log_debug("sweeper_closed", NULL);
     ws_bus_close(app->sub); /* waits for a handler in progress */
     ws_log_debug("consumer_closed", NULL);
-    if (app->relay != NULL && app->pub != NULL) {
+    /* After a failed start nothing was served: no flush, whose timeout
+     * would only add a warning to the start failure. */
+    if (clean && app->relay != NULL && app->pub != NULL) {
         ws_err err =
             ws_outbox_relay_flush(app->relay, (uint32_t)cfg->shutdown_timeout_ms);
         if (err != WS_OK) {
@@ -376,18 +367,20 @@ int main(int argc, char **argv)
 
     inv_app app = {0};
     int rc = 0;
-    ws_err err = main_app_start(&app, &cfg);
+    const char *what = "database";
+    ws_err err = main_app_start(&app, &cfg, &what);
     if (err != WS_OK) {
-        ws_log_error("start_failed", "error=%s", ws_errname(err));
+        ws_log_error("start_failed", "what=%s error=%s", what, ws_errname(err));
         rc = 1;
     } else {
         ws_log_info("started",
-                    "db=%s rpc=%s broker=%s:%d client_id=%s format=%s http=%s:%d"
-                    " orders=%s orphan_after_ms=%lld tombstone_ttl_ms=%lld",
-                    ws_db_url(app.db), ws_rpc_server_url(app.rpc), cfg.svc.broker_host,
-                    cfg.svc.broker_port, cfg.svc.client_id,
-                    ws_service_format_names[cfg.svc.bus_format], cfg.svc.http_host,
-                    ws_http_port(app.http), cfg.orders_url ? cfg.orders_url : "(off)",
+                    "http=http://%s:%d rpc=%s broker=%s client_id=%s bus_format=%s db=%s"
+                    " engine=%s orders=%s orphan_after_ms=%lld tombstone_ttl_ms=%lld",
+                    cfg.svc.http_host, ws_http_port(app.http), ws_rpc_server_url(app.rpc),
+                    cfg.svc.broker, cfg.svc.client_id,
+                    ws_service_format_names[cfg.svc.bus_format], ws_db_url(app.db),
+                    ws_db_engine_name(ws_db_engine_of(app.db)),
+                    cfg.orders_url ? cfg.orders_url : "(off)",
                     (long long)cfg.orphan_after_ms, (long long)cfg.tombstone_ttl_ms);
         ws_notify_ready();
         int sig = ws_service_wait(&stop);

@@ -49,7 +49,8 @@ struct ws_config {
     const ws_config_option *opts; /* borrowed */
     size_t n;
     config_slot *slots; /* owned, n entries */
-    char **env;         /* owned, n derived variable names */
+    char *env_prefix;   /* owned: "WEBSHOP_" or what ws_config_set_env_prefix set */
+    char **env;         /* owned, n variable names (derived or the option's .env) */
     char **env_file;    /* owned, n names of the _FILE variables (or NULL) */
     FILE *out;
     bool allow_args;
@@ -72,21 +73,48 @@ static void config_error_set(ws_config *c, const char *fmt, ...)
     va_end(ap);
 }
 
-/* "WEBSHOP_" + name upper-cased with '-' as '_' + suffix. */
-static char *config_env_name(const char *name, const char *suffix)
+/* prefix + name upper-cased with '-' as '_' + suffix. */
+static char *config_env_name(const char *prefix, const char *name, const char *suffix)
 {
+    size_t pn = strlen(prefix);
     size_t n = strlen(name);
     size_t sn = strlen(suffix);
-    char *s = malloc(8 + n + sn + 1);
+    char *s = malloc(pn + n + sn + 1);
     if (s == NULL) {
         return NULL;
     }
-    memcpy(s, "WEBSHOP_", 8);
+    memcpy(s, prefix, pn);
     for (size_t i = 0; i < n; i++) {
-        s[8 + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
+        s[pn + i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
     }
-    memcpy(s + 8 + n, suffix, sn + 1);
+    memcpy(s + pn + n, suffix, sn + 1);
     return s;
+}
+
+/* (Re)compute the variable names of every option from c->env_prefix: an
+ * option's own .env is kept as it is. -1 on ENOMEM (c->env may then hold
+ * NULLs, which ws_config_free accepts). */
+static int config_env_names(ws_config *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const ws_config_option *o = &c->opts[i];
+        const char *name = o->name != NULL ? o->name : "";
+        free(c->env[i]);
+        free(c->env_file[i]);
+        c->env_file[i] = NULL;
+        c->env[i] = o->env != NULL ? strdup(o->env) : config_env_name(c->env_prefix, name, "");
+        if (c->env[i] == NULL) {
+            return -1;
+        }
+        if (o->flags & WS_CONFIG_FROM_FILE) {
+            c->env_file[i] = o->env != NULL ? config_env_name(o->env, "", "_FILE")
+                                            : config_env_name(c->env_prefix, name, "_FILE");
+            if (c->env_file[i] == NULL) {
+                return -1;
+            }
+        }
+    }
+    return 0;
 }
 
 ws_config *ws_config_new(const char *prog, const char *version, const char *summary,
@@ -105,36 +133,35 @@ ws_config *ws_config_new(const char *prog, const char *version, const char *summ
     c->slots = calloc(n + 1, sizeof *c->slots);
     c->env = calloc(n + 1, sizeof *c->env);
     c->env_file = calloc(n + 1, sizeof *c->env_file);
+    c->env_prefix = strdup("WEBSHOP_");
     if (c->prog == NULL || (version != NULL && c->version == NULL) ||
         (summary != NULL && c->summary == NULL) || c->slots == NULL || c->env == NULL ||
-        c->env_file == NULL) {
+        c->env_file == NULL || c->env_prefix == NULL || config_env_names(c) != 0) {
         ws_config_free(c);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++) {
-        const char *name = opts[i].name != NULL ? opts[i].name : "";
-        c->env[i] = opts[i].env != NULL ? strdup(opts[i].env) : config_env_name(name, "");
-        if (c->env[i] == NULL) {
-            ws_config_free(c);
-            return NULL;
-        }
-        if (opts[i].flags & WS_CONFIG_FROM_FILE) {
-            if (opts[i].env != NULL) {
-                c->env_file[i] = malloc(strlen(opts[i].env) + 6);
-                if (c->env_file[i] != NULL) {
-                    strcpy(c->env_file[i], opts[i].env);
-                    strcat(c->env_file[i], "_FILE");
-                }
-            } else {
-                c->env_file[i] = config_env_name(name, "_FILE");
-            }
-            if (c->env_file[i] == NULL) {
-                ws_config_free(c);
-                return NULL;
-            }
+    return c;
+}
+
+int ws_config_set_env_prefix(ws_config *c, const char *prefix)
+{
+    char *p = strdup(prefix != NULL ? prefix : "WEBSHOP_");
+    if (p == NULL) {
+        return -1;
+    }
+    free(c->env_prefix);
+    c->env_prefix = p;
+    return config_env_names(c);
+}
+
+const char *ws_config_env(const ws_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->opts[i].name, name) == 0) {
+            return c->env[i];
         }
     }
-    return c;
+    return NULL;
 }
 
 /* Forget the staged values (not the committed strings targets use). */
@@ -165,6 +192,7 @@ void ws_config_free(ws_config *c)
     }
     free(c->env);
     free(c->env_file);
+    free(c->env_prefix);
     free(c->slots);
     free(c->args);
     free(c->prog);

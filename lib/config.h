@@ -1,7 +1,10 @@
 /*
  * Command-line flags and WEBSHOP_* environment variables from one table of
  * option specs. Every setting has a long flag ("--db-path"), an environment
- * variable derived from it (WEBSHOP_DB_PATH) and a default; a flag beats the
+ * variable derived from it (WEBSHOP_DB_PATH; with ws_config_set_env_prefix
+ * "WEBSHOP_INVENTORY_", WEBSHOP_INVENTORY_DB_PATH, so that one exported
+ * variable configures one program, not every program reading the same
+ * flag name) and a default; a flag beats the
  * environment, which beats the default. Every value is parsed and checked by
  * its type, and a bad one yields a message naming the flag (and the
  * variable, when the value came from the environment):
@@ -62,7 +65,7 @@ typedef enum ws_config_type {
 /* Option flags. */
 enum {
     /* A string option that may instead be read from a file: --NAME-file=PATH
-     * or WEBSHOP_NAME_FILE (the first line of the file, at most
+     * or PREFIX_NAME_FILE (the first line of the file, at most
      * WS_CONFIG_FILE_MAX bytes, without its line ending). For secrets. */
     WS_CONFIG_FROM_FILE = 1u << 0,
     /* Never print the value (in --help or in error messages). */
@@ -91,7 +94,9 @@ typedef struct ws_config_option {
     int64_t min, max;           /* INT, DURATION, SIZE: checked when min < max */
     const char *const *choices; /* ENUM: the names; URL: the schemes; NULL-ended */
     unsigned flags;             /* WS_CONFIG_FROM_FILE | ... */
-    const char *env;            /* override of the derived variable name; or NULL */
+    const char *env;            /* the variable's name, kept whatever the prefix (for a
+                                   setting shared by every program: WEBSHOP_BROKER);
+                                   NULL: derived from the prefix and name */
     const char *metavar;        /* placeholder in --help ("PATH"); or NULL */
 } ws_config_option;
 
@@ -108,6 +113,17 @@ typedef struct ws_config ws_config;
  * ws_config (it is not copied); the strings are. NULL on ENOMEM. */
 ws_config *ws_config_new(const char *prog, const char *version, const char *summary,
                          const ws_config_option *opts, size_t n);
+
+/* Derive the variable names from prefix ("WEBSHOP_INVENTORY_") instead of
+ * "WEBSHOP_" (NULL restores that): --http-port reads
+ * WEBSHOP_INVENTORY_HTTP_PORT, --password-file WEBSHOP_INVENTORY_PASSWORD_FILE;
+ * options with their own .env keep it. Call before ws_config_parse; --help
+ * shows the names. 0, or -1 on ENOMEM (c must then only be freed). */
+int ws_config_set_env_prefix(ws_config *c, const char *prefix);
+
+/* The environment variable of option name ("WEBSHOP_INVENTORY_HTTP_PORT"),
+ * owned by c; NULL for an unknown name. For messages that name a setting. */
+const char *ws_config_env(const ws_config *c, const char *name);
 
 /* Free c and every string it wrote into targets; c may be NULL. */
 void ws_config_free(ws_config *c);

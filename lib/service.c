@@ -5,10 +5,15 @@
 
 #include <signal.h>
 
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "clock.h"
@@ -82,6 +87,7 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
         {.name = "broker",
          .type = WS_CONFIG_HOSTPORT,
          .def = "127.0.0.1:1883",
+         .env = "WEBSHOP_BROKER", /* one broker for every process of the shop */
          .help = "MQTT broker",
          .target.str = &cfg->broker},
         {.name = "client-id",
@@ -175,9 +181,27 @@ ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *s
     return WS_OK;
 }
 
+int ws_service_env_prefix(ws_config *c, const char *service)
+{
+    char prefix[64];
+    size_t o = (size_t)snprintf(prefix, sizeof(prefix), "WEBSHOP_");
+    for (const char *p = service; *p != '\0' && o + 2 < sizeof(prefix); p++) {
+        prefix[o++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    }
+    prefix[o++] = '_';
+    prefix[o] = '\0';
+    return ws_config_set_env_prefix(c, prefix);
+}
+
 int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog,
                      const char *service, int argc, char **argv)
 {
+    if (ws_service_env_prefix(c, service) != 0) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return 1;
+    }
+    cfg->conf = c;
+    cfg->prog = prog;
     switch (ws_config_parse(c, argc, argv, NULL)) {
     case WS_CONFIG_OK:
         break;
@@ -228,6 +252,101 @@ ws_db_opts ws_service_db_opts(const ws_service_cfg *cfg, int pool_size,
         .n_migrations = n,
     };
     return o;
+}
+
+/* Why host:port cannot be listened on, found by binding it once ourselves
+ * (the HTTP and RPC libraries report only that they failed): "address in
+ * use" and the like, or NULL when the probe binds. */
+static const char *service_listen_probe(const char *host, int port, char *buf, size_t cap)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char serv[16];
+    snprintf(serv, sizeof(serv), "%d", port);
+    int gai = getaddrinfo(host, serv, &hints, &res);
+    if (gai != 0) {
+        snprintf(buf, cap, "cannot resolve %s: %s", host, gai_strerror(gai));
+        return buf;
+    }
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+    int rc = fd >= 0 ? 0 : -1;
+    int on = 1;
+    if (rc == 0) {
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+        rc = bind(fd, res->ai_addr, res->ai_addrlen);
+    }
+    int e = errno;
+    if (fd >= 0) {
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (rc == 0) {
+        return NULL;
+    }
+    switch (e) {
+    case EADDRINUSE:
+        return "address in use";
+    case EACCES:
+        return "permission denied (a port below 1024 needs privileges)";
+    case EADDRNOTAVAIL:
+        return "address not available on this host";
+    default:
+        snprintf(buf, cap, "%s", strerror(e));
+        return buf;
+    }
+}
+
+/* The listener of option (its value as text) failed with err at host:port
+ * (host NULL: no probe): log listen_failed and print the setting. */
+static void service_listen_failed(const ws_config *c, const char *prog, const char *what,
+                                  const char *option, const char *value,
+                                  const char *host, int port, ws_err err)
+{
+    char buf[256];
+    const char *reason = host != NULL && port > 0
+                             ? service_listen_probe(host, port, buf, sizeof(buf))
+                             : NULL;
+    if (reason == NULL) {
+        reason = ws_strerror(err);
+    }
+    const char *env = c != NULL ? ws_config_env(c, option) : NULL;
+    const char *src = c != NULL ? ws_config_source(c, option) : NULL;
+    ws_log_error("listen_failed",
+                 "what=%s setting=--%s env=%s source=%s value=%s port=%d error=%s "
+                 "reason=%s",
+                 what, option, env != NULL ? env : "-", src != NULL ? src : "-", value,
+                 port, ws_errname(err), reason);
+    const char *how = src == NULL                    ? ""
+                      : strcmp(src, "env") == 0      ? ", from the environment"
+                      : strcmp(src, "default") == 0  ? ", the default"
+                                                     : "";
+    fprintf(stderr, "%s: --%s %s (%s%s): %s\n", prog, option, value,
+            env != NULL ? env : "no variable", how, reason);
+}
+
+void ws_service_http_failed(const ws_config *c, const char *prog, const char *host,
+                            int port, ws_err err)
+{
+    char value[16];
+    snprintf(value, sizeof(value), "%d", port);
+    service_listen_failed(c, prog, "http", "http-port", value,
+                          host != NULL ? host : "127.0.0.1", port, err);
+}
+
+void ws_service_rpc_failed(const ws_config *c, const char *prog, const char *url,
+                           ws_err err)
+{
+    char host[256];
+    int port = 0;
+    const char *sep = url != NULL ? strstr(url, "://") : NULL;
+    bool tcp = sep != NULL && strncmp(url, "tcp", 3) == 0;
+    if (!tcp || ws_config_hostport_split(sep + 3, host, sizeof(host), &port) != 0) {
+        port = 0;
+    }
+    service_listen_failed(c, prog, "rpc", "rpc-url", url != NULL ? url : "",
+                          port > 0 ? host : NULL, port, err);
 }
 
 /* One step of the wait for an unreachable database: false when the wait is

@@ -53,6 +53,8 @@ typedef struct ws_service_cfg {
     int64_t shutdown_timeout_ms;
     int64_t db_check_ms; /* budget of the quick_check at start; 0 = skip it */
     int64_t db_wait_ms;  /* how long start waits for an unreachable database server */
+    const ws_config *conf; /* set by ws_service_parse: names settings in messages */
+    const char *prog;      /* set by ws_service_parse: "webshop-inventory" */
 } ws_service_cfg;
 
 /* A service's own defaults and words for the common options. */
@@ -85,11 +87,34 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
  * stderr and returns WS_EINVAL. */
 ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *service);
 
-/* Parse argv with c and configure cfg, the way every service's main does it.
+/* Give c the service's own environment names: "inventory" makes --http-port
+ * read WEBSHOP_INVENTORY_HTTP_PORT (ws_config_set_env_prefix
+ * "WEBSHOP_INVENTORY_"); options with their own .env keep it, which among
+ * the common ones only --broker has (WEBSHOP_BROKER: one broker for the
+ * whole shop). 0, or -1 on ENOMEM. */
+int ws_service_env_prefix(ws_config *c, const char *service);
+
+/* Parse argv with c and configure cfg, the way every service's main does it:
+ * the environment names are the service's own (ws_service_env_prefix), and
+ * cfg->conf and cfg->prog are set for the messages below.
  * Returns -1 to go on, or the exit code for main: 0 after --help or
- * --version, 2 on a bad flag or value (the message is printed). */
+ * --version, 2 on a bad flag or value (the message is printed), 1 on
+ * ENOMEM. */
 int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog,
                      const char *service, int argc, char **argv);
+
+/* The HTTP server (--http-port) did not start with err: log listen_failed
+ * (what=http setting=--http-port env=... port=... error=... reason=...) and
+ * print "PROG: --http-port 8080 (WEBSHOP_INVENTORY_HTTP_PORT): address in
+ * use" to stderr. The reason comes from binding host:port once more (the
+ * server library only says that it failed). c may be NULL (no variable
+ * named). The caller still logs start_failed. */
+void ws_service_http_failed(const ws_config *c, const char *prog, const char *host,
+                            int port, ws_err err);
+
+/* The same for the RPC server (--rpc-url URL; probed when it is tcp://). */
+void ws_service_rpc_failed(const ws_config *c, const char *prog, const char *url,
+                           ws_err err);
 
 /* Bus options from cfg for one connection: client_id and clean_start are
  * the caller's (a consumer keeps a persistent session, a relay does not). */

@@ -133,7 +133,7 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
     if (err != WS_OK) {
         if (info->attempt == 0) {
             ws_counter_inc(sub->failed);
-            ws_log_error("order_event_failed", "topic=%s order_id=%s err=%s held=%d",
+            ws_log_error("order_event_failed", "topic=%s order_id=%s error=%s held=%d",
                          info->topic, id != NULL ? id : "", ws_errname(err),
                          ws_bus_err_transient(err));
         }

@@ -86,10 +86,15 @@ typedef struct order_kicker {
     ws_outbox_relay *relay; /* NULL once detached */
 } order_kicker;
 
+/* How many options the order service adds to the common ones. */
+enum { ORDER_N_OWN = 6 };
+
 /* Everything the process runs, opened in this order and closed in reverse
  * (order_app_close). Owned by main; the pointers are NULL until opened. */
 typedef struct order_app {
     order_cfg cfg;
+    /* The option table conf borrows: it must live as long as conf. */
+    ws_config_option opts[WS_SERVICE_N_OPTIONS + ORDER_N_OWN];
     ws_config *conf;
     orders_progress progress; /* outcome progress: consumer writes, recovery reads */
     orders_policy policy;     /* points at progress */
@@ -125,8 +130,6 @@ static const ProtobufCMessageDescriptor *const order_outbox_types[] = {
 };
 
 /* ---- settings ---------------------------------------------------------- */
-
-enum { ORDER_N_OWN = 6 };
 
 /* The order service's own options, targeting cfg, into out[ORDER_N_OWN]. */
 static void order_cfg_options(order_cfg *cfg, ws_config_option *out)
@@ -189,13 +192,12 @@ static int order_cfg_parse(order_app *app, int argc, char **argv)
         .client_id = "webshop-order",
         .http_port = "7202",
     };
-    ws_config_option opts[WS_SERVICE_N_OPTIONS + ORDER_N_OWN];
-    size_t n = ws_service_options(&app->cfg.svc, &defaults, opts);
-    order_cfg_options(&app->cfg, opts + n);
+    size_t n = ws_service_options(&app->cfg.svc, &defaults, app->opts);
+    order_cfg_options(&app->cfg, app->opts + n);
     n += ORDER_N_OWN;
     app->conf = ws_config_new(
         ORDER_PROG, "0.1.0",
-        "The order service: order status from bus events, Orders RPC.", opts, n);
+        "The order service: order status from bus events, Orders RPC.", app->opts, n);
     if (app->conf == NULL) {
         fprintf(stderr, ORDER_PROG ": out of memory\n");
         return 1;
@@ -306,6 +308,9 @@ static ws_err order_app_open_rpc(order_app *app)
     if (err == WS_OK) {
         err = ws_rpc_server_start(app->server);
     }
+    if (err != WS_OK) {
+        ws_service_rpc_failed(svc->conf, svc->prog, svc->rpc_url, err);
+    }
     return err;
 }
 
@@ -317,6 +322,8 @@ static ws_err order_app_open_http(order_app *app)
     if (err == WS_OK) {
         ws_service_route_basics(app->http, app->metrics, &app->ready);
         ws_http_serve(app->http);
+    } else {
+        ws_service_http_failed(app->cfg.svc.conf, app->cfg.svc.prog, ho.host, ho.port, err);
     }
     return err;
 }
@@ -351,12 +358,12 @@ static void order_app_log_started(const order_app *app)
 {
     const order_cfg *cfg = &app->cfg;
     ws_log_info("started",
-                "db=%s engine=%s rpc=%s inventory=%s broker=%s client_id=%s "
-                "bus_format=%s http=%s:%d resend_after_ms=%lld tombstone_ttl_ms=%lld",
-                ws_db_url(app->db), ws_db_engine_name(ws_db_engine_of(app->db)),
-                ws_rpc_server_url(app->server), cfg->inventory_url, cfg->svc.broker,
-                cfg->svc.client_id, ws_service_format_names[cfg->svc.bus_format],
+                "http=http://%s:%d rpc=%s broker=%s client_id=%s bus_format=%s db=%s "
+                "engine=%s inventory=%s resend_after_ms=%lld tombstone_ttl_ms=%lld",
                 cfg->svc.http_host, ws_http_port(app->http),
+                ws_rpc_server_url(app->server), cfg->svc.broker, cfg->svc.client_id,
+                ws_service_format_names[cfg->svc.bus_format], ws_db_url(app->db),
+                ws_db_engine_name(ws_db_engine_of(app->db)), cfg->inventory_url,
                 (long long)cfg->resend_after_ms, (long long)cfg->tombstone_ttl_ms);
 }
 
@@ -374,7 +381,7 @@ static void order_app_stop(order_app *app, int sig)
     ws_err err =
         ws_outbox_relay_flush(app->relay, (uint32_t)app->cfg.svc.shutdown_timeout_ms);
     if (err != WS_OK) {
-        ws_log_warn("outbox_flush_incomplete", "err=%s timeout_ms=%lld", ws_errname(err),
+        ws_log_warn("outbox_flush_incomplete", "error=%s timeout_ms=%lld", ws_errname(err),
                     (long long)app->cfg.svc.shutdown_timeout_ms);
     }
 }
@@ -427,7 +434,7 @@ int main(int argc, char **argv)
     const char *what = "database";
     ws_err err = order_app_open(&app, &what);
     if (err != WS_OK) {
-        ws_log_error("startup_failed", "what=%s err=%s", what, ws_errname(err));
+        ws_log_error("start_failed", "what=%s error=%s", what, ws_errname(err));
         order_app_close(&app, false);
         ws_log_info("stopped", "exit=%d", 1);
         return 1;

@@ -86,7 +86,7 @@ static void recovery_claim_close(ws_db_conn *c, recovery_claim *cl, size_t from)
         cl->from = from;
         ws_err err = ws_db_conn_txn(c, NULL, recovery_unclaim_run, cl);
         if (err != WS_OK) {
-            ws_log_warn("order_recovery_unclaim_failed", "rows=%zu err=%s", cl->n - from,
+            ws_log_warn("order_recovery_unclaim_failed", "rows=%zu error=%s", cl->n - from,
                         ws_errname(err)); /* due again when the lease ends */
         }
     }
@@ -208,7 +208,7 @@ ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
                      ? ws_db_conn_txn(c, NULL, recovery_resend_run, &r)
                      : WS_ENOMEM;
     if (err != WS_OK) {
-        ws_log_error("order_resend_failed", "err=%s", ws_errname(err));
+        ws_log_error("order_resend_failed", "error=%s", ws_errname(err));
         free(r.due);
         free(r.rows);
         return err;
@@ -357,7 +357,7 @@ ws_err order_recovery_check_cancels(ws_db_conn *c, const orders_policy *p,
     }
     recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
-        ws_log_error("order_cancel_check_failed", "err=%s", ws_errname(err));
+        ws_log_error("order_cancel_check_failed", "error=%s", ws_errname(err));
     }
     return err;
 }
@@ -451,7 +451,7 @@ ws_err order_recovery_fill_items(ws_db_conn *c, const orders_policy *p,
     }
     recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
-        ws_log_error("order_items_check_failed", "err=%s", ws_errname(err));
+        ws_log_error("order_items_check_failed", "error=%s", ws_errname(err));
     }
     return err;
 }
@@ -512,7 +512,7 @@ ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
     }
     recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
-        ws_log_error("order_outcome_check_failed", "err=%s", ws_errname(err));
+        ws_log_error("order_outcome_check_failed", "error=%s", ws_errname(err));
     }
     return err;
 }
@@ -544,7 +544,7 @@ ws_err order_recovery_expire_tombstones(ws_db_conn *c, int64_t ttl_ms, int64_t n
     recovery_expire e = {.before_ms = now_ms - ttl_ms, .limit = limit};
     ws_err err = ws_db_conn_txn(c, NULL, recovery_expire_run, &e);
     if (err != WS_OK) {
-        ws_log_error("order_tombstone_expiry_failed", "err=%s", ws_errname(err));
+        ws_log_error("order_tombstone_expiry_failed", "error=%s", ws_errname(err));
         return err;
     }
     if (e.deleted > 0) {
@@ -654,7 +654,7 @@ ws_err order_recovery_reschedule(ws_db_conn *c, const orders_policy *p, int64_t 
     }
     free(x.rows);
     if (err != WS_OK) {
-        ws_log_error("order_reschedule_failed", "err=%s", ws_errname(err));
+        ws_log_error("order_reschedule_failed", "error=%s", ws_errname(err));
         return err;
     }
     if (total > 0) {
@@ -761,7 +761,7 @@ static void recovery_round(order_recovery *r)
     ws_db_conn *c = NULL;
     ws_err err = ws_db_acquire(o->db, &c);
     if (err != WS_OK) {
-        ws_log_debug("order_recovery_skipped", "err=%s", ws_errname(err));
+        ws_log_debug("order_recovery_skipped", "error=%s", ws_errname(err));
         return;
     }
     order_recovery_stats st = {0};

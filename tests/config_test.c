@@ -761,3 +761,66 @@ Test(config, process_environment_is_used_when_envp_is_null)
     cr_expect_eq(port, 4242);
     ws_config_free(c);
 }
+
+/* Per-program variables: with a prefix, WEBSHOP_HTTP_PORT (another
+ * program's, or the old shared name) is ignored and the program's own
+ * WEBSHOP_INVENTORY_HTTP_PORT is read; an option naming its own .env keeps
+ * it (the shared broker), and --NAME-file follows the prefix. */
+Test(config, env_prefix_gives_each_program_its_own_variables)
+{
+    int port = 0;
+    const char *broker = NULL;
+    const char *password = NULL;
+    ws_config_option o[] = {
+        {.name = "http-port", .type = WS_CONFIG_PORT, .def = "7102", .target.i = &port},
+        {.name = "broker", .type = WS_CONFIG_HOSTPORT, .def = "127.0.0.1:1883",
+         .env = "WEBSHOP_BROKER", .target.str = &broker},
+        {.name = "password", .type = WS_CONFIG_STRING, .target.str = &password,
+         .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+    };
+    ws_config *c = ws_config_new("svc", NULL, NULL, o, 3);
+    cr_assert(c != NULL);
+    cr_expect_str_eq(ws_config_env(c, "http-port"), "WEBSHOP_HTTP_PORT");
+    cr_assert_eq(ws_config_set_env_prefix(c, "WEBSHOP_INVENTORY_"), 0);
+    cr_expect_str_eq(ws_config_env(c, "http-port"), "WEBSHOP_INVENTORY_HTTP_PORT");
+    cr_expect_str_eq(ws_config_env(c, "broker"), "WEBSHOP_BROKER");
+    cr_expect_null(ws_config_env(c, "nope"));
+
+    char path[] = "/tmp/config_test_pwXXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, "s3cret\n", 7), 7);
+    close(fd);
+    char pw_env[64];
+    snprintf(pw_env, sizeof pw_env, "WEBSHOP_INVENTORY_PASSWORD_FILE=%s", path);
+    char *argv[] = {"svc", NULL};
+    char *env[] = {"WEBSHOP_HTTP_PORT=8080", "WEBSHOP_PASSWORD=old",
+                   "WEBSHOP_BROKER=127.0.0.1:1999", pw_env, NULL};
+    cr_assert_eq(ws_config_parse(c, 1, argv, env), WS_CONFIG_OK, "%s", ws_config_error(c));
+    cr_expect_eq(port, 7102, "the old shared name is not this program's");
+    cr_expect_str_eq(ws_config_source(c, "http-port"), "default");
+    cr_expect_str_eq(broker, "127.0.0.1:1999");
+    cr_expect_str_eq(password, "s3cret");
+
+    char *env2[] = {"WEBSHOP_INVENTORY_HTTP_PORT=0", NULL};
+    cr_expect_eq(ws_config_parse(c, 1, argv, env2), WS_CONFIG_ERROR);
+    cr_expect_str_eq(ws_config_error(c), "--http-port (from WEBSHOP_INVENTORY_HTTP_PORT): "
+                                         "expected a port number 1..65535, got \"0\"");
+
+    char *help_out = NULL;
+    size_t help_len = 0;
+    FILE *f = open_memstream(&help_out, &help_len);
+    ws_config_usage(c, f);
+    fclose(f);
+    cr_expect(strstr(help_out, "env WEBSHOP_INVENTORY_HTTP_PORT;") != NULL, "%s", help_out);
+    cr_expect(strstr(help_out, "env WEBSHOP_BROKER;") != NULL, "%s", help_out);
+    cr_expect(strstr(help_out, "env WEBSHOP_INVENTORY_PASSWORD or "
+                               "WEBSHOP_INVENTORY_PASSWORD_FILE;") != NULL,
+              "%s", help_out);
+    free(help_out);
+
+    cr_assert_eq(ws_config_set_env_prefix(c, NULL), 0);
+    cr_expect_str_eq(ws_config_env(c, "http-port"), "WEBSHOP_HTTP_PORT");
+    unlink(path);
+    ws_config_free(c);
+}

@@ -741,7 +741,8 @@ class Shop:
         there are no such lines, and an open port has to do."""
         p = self.procs[name]
         argv = p.argv
-        level = {**os.environ, **self.env}.get("WEBSHOP_LOG_LEVEL", "info")
+        level = {**os.environ, **self.env}.get(
+            f"WEBSHOP_{name.upper()}_LOG_LEVEL", "info")
         for i, a in enumerate(argv):
             if a == "--log-level" and i + 1 < len(argv):
                 level = argv[i + 1]

@@ -190,13 +190,13 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
     char port[16];
     snprintf(port, sizeof(port), "%d", http_port);
     /* The inventory reads the catalog through its --catalog variable,
-     * WEBSHOP_CATALOG; one already set wins. The child inherits it, so it
+     * WEBSHOP_INVENTORY_CATALOG; one already set wins. The child inherits it, so it
      * is set for the `up` only and restored after. */
     char catalog[sizeof(s->state_dir) + 32];
     snprintf(catalog, sizeof(catalog), "%s/bench-catalog.json", s->state_dir);
-    bool own_catalog = getenv("WEBSHOP_CATALOG") == NULL;
+    bool own_catalog = getenv("WEBSHOP_INVENTORY_CATALOG") == NULL;
     if (own_catalog && shop_catalog_write(catalog, products < 2 ? 2 : products) == 0) {
-        setenv("WEBSHOP_CATALOG", catalog, 1);
+        setenv("WEBSHOP_INVENTORY_CATALOG", catalog, 1);
     }
     const char *extra[] = {"--http-port", port, store != NULL ? "--store" : NULL, store,
                            NULL};
@@ -206,7 +206,7 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
     s->started = true;
     int rc = shop_script_run(s, "up", extra, NULL, 0);
     if (own_catalog) {
-        unsetenv("WEBSHOP_CATALOG");
+        unsetenv("WEBSHOP_INVENTORY_CATALOG");
     }
     if (rc != 0) {
         fprintf(stderr, "bench: `%s up` failed; logs in %s/logs\n", s->script,

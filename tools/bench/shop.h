@@ -46,7 +46,7 @@ typedef struct bench_shop {
  * made. If a shop already runs from state_dir it is attached (whatever its
  * store), else one is started on http_port with a catalog of `products`
  * products (ids 1..N, stock deep enough that no bench order runs out; at
- * least 2; the environment's WEBSHOP_CATALOG wins when set) on store
+ * least 2; the environment's WEBSHOP_INVENTORY_CATALOG wins when set) on store
  * ("sqlite" or "postgres": `up --store`; NULL: the script's default).
  * Returns 0, or -1 with a message on stderr.
  */
