@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "uuid_text.h"
 
 struct status_watch {
@@ -34,20 +35,20 @@ struct status_watch {
 #define STATUS_STREAM_BUCKETS 64
 
 struct status_waiter {
-    status_stream *hub;          /* not owned */
-    status_waiter *prev, *next;  /* guarded by hub->mu: the bucket's list */
-    size_t bucket;               /* immutable after open */
-    char id[ORDER_ID_LEN];       /* immutable after open: lower case */
-    unsigned seen;               /* guarded by hub->mu: STATUS_WANT bits */
-    pthread_cond_t cv;           /* signalled on a status for id, shutdown */
+    status_stream *hub;         /* not owned */
+    status_waiter *prev, *next; /* guarded by hub->mu: the bucket's list */
+    size_t bucket;              /* immutable after open */
+    char id[ORDER_ID_LEN];      /* immutable after open: lower case */
+    unsigned seen;              /* guarded by hub->mu: STATUS_WANT bits */
+    pthread_cond_t cv;          /* signalled on a status for id, shutdown */
 };
 
 struct status_stream {
     pthread_mutex_t mu;
-    status_watch *watches; /* guarded by mu: open watches */
-    int n_watches;         /* guarded by mu */
-    int max_watches;       /* immutable */
-    bool closed;           /* guarded by mu */
+    status_watch *watches;                         /* guarded by mu: open watches */
+    int n_watches;                                 /* guarded by mu */
+    int max_watches;                               /* immutable */
+    bool closed;                                   /* guarded by mu */
     status_waiter *waiters[STATUS_STREAM_BUCKETS]; /* guarded by mu */
     int n_waiters;                                 /* guarded by mu */
 };
@@ -112,38 +113,12 @@ static unsigned status_stream_bit(int status)
     return status >= 0 && status <= 30 ? STATUS_WANT(status) : 1u << 31;
 }
 
-/* The monotonic instant timeout_ms (< 0 counts as 0) from now. */
-static struct timespec status_stream_deadline(int timeout_ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    if (timeout_ms < 0) {
-        timeout_ms = 0;
-    }
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    return until;
-}
-
-/* A condition variable on CLOCK_MONOTONIC, the clock of the deadlines. */
-static void status_stream_cond_init(pthread_cond_t *cv)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 /* Record status for every waiter on id. Caller holds s->mu. */
 static void status_stream_wake_waiters(status_stream *s, const char id[ORDER_ID_LEN],
                                        int status)
 {
-    for (status_waiter *w = s->waiters[status_stream_bucket(id)]; w != NULL; w = w->next) {
+    for (status_waiter *w = s->waiters[status_stream_bucket(id)]; w != NULL;
+         w = w->next) {
         if (memcmp(w->id, id, ORDER_ID_LEN) == 0) {
             w->seen |= status_stream_bit(status);
             pthread_cond_signal(&w->cv);
@@ -236,7 +211,7 @@ ws_err status_watch_open(status_stream *s, const char *const *ids, size_t n, boo
     w->n_ids = n;
     w->stock = stock;
     w->hub = s;
-    status_stream_cond_init(&w->cv);
+    ws_clock_cond_init(&w->cv); /* monotonic, the clock of the deadlines */
 
     pthread_mutex_lock(&s->mu);
     ws_err err = WS_OK;
@@ -265,7 +240,7 @@ ws_err status_watch_open(status_stream *s, const char *const *ids, size_t n, boo
 status_next status_watch_next(status_watch *w, int timeout_ms, status_event *out)
 {
     status_stream *s = w->hub;
-    struct timespec until = status_stream_deadline(timeout_ms);
+    struct timespec until = ws_clock_mono_after(timeout_ms);
     status_next r;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -337,7 +312,7 @@ ws_err status_waiter_open(status_stream *s, const char *order_id, status_waiter 
     }
     w->hub = s;
     w->bucket = status_stream_bucket(w->id);
-    status_stream_cond_init(&w->cv);
+    ws_clock_cond_init(&w->cv); /* monotonic, the clock of the deadlines */
     pthread_mutex_lock(&s->mu);
     bool closed = s->closed;
     if (!closed) {
@@ -369,10 +344,11 @@ static int status_waiter_pick(unsigned bits)
     return -1;
 }
 
-status_next status_waiter_wait(status_waiter *w, unsigned want, int timeout_ms, int *status)
+status_next status_waiter_wait(status_waiter *w, unsigned want, int timeout_ms,
+                               int *status)
 {
     status_stream *s = w->hub;
-    struct timespec until = status_stream_deadline(timeout_ms);
+    struct timespec until = ws_clock_mono_after(timeout_ms);
     status_next r;
     pthread_mutex_lock(&s->mu);
     for (;;) {

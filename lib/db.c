@@ -39,9 +39,7 @@ static const char *const db_sync_names[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
 
 long long ws__db_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
+    return ws_clock_mono_ms();
 }
 
 const char *ws_db_engine_name(ws_db_engine engine)
