@@ -15,6 +15,7 @@
  * Reading each argument ourselves keeps the va_list in step with the fmt.
  */
 #include "log.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -493,6 +494,11 @@ void ws_log(ws_log_level level, const char *event, const char *fmt, ...)
     (void)ws_buf_puts(&line, " event=");
     const char *ev = event != NULL ? event : "";
     log_value_append(&line, ev, strlen(ev));
+    const ws_trace *trace = ws_trace_current();
+    if (trace != NULL) {
+        (void)ws_buf_puts(&line, " trace_id=");
+        (void)ws_buf_puts(&line, trace->trace_id);
+    }
     if (fmt != NULL) {
         va_list ap;
         va_start(ap, fmt);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "trace.h"
 
 static int saved_stderr = -1;
 static int capture_fd = -1;
@@ -320,5 +321,20 @@ Test(log, concurrent_lines_never_interleave)
     }
     cr_expect_eq(lines, (size_t)LOG_THREADS * LOG_LINES);
     regfree(&re);
+    free(out);
+}
+
+Test(log, trace_id_of_the_current_trace_follows_the_event)
+{
+    ws_log_set_service(NULL);
+    ws_trace t;
+    cr_assert(ws_trace_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55, &t));
+    ws_trace_set_current(&t);
+    capture_begin();
+    ws_log_info("order_placed", "n=%d", 2);
+    char *out = capture_end();
+    ws_trace_set_current(NULL);
+    cr_expect_str_eq(after_time(out),
+                     "level=info event=order_placed trace_id=4bf92f3577b34da6a3ce929d0e0e4736 n=2\n");
     free(out);
 }
