@@ -289,6 +289,9 @@ static ws_err dyn_build_enum(ws_proto_dyn *p, dyn_sym *s)
     d->name = s->name;
     d->short_name = e->name;
     d->c_name = dyn_c_name(p, s->name);
+    if (d->c_name == NULL) {
+        return WS_ENOMEM;
+    }
     d->package_name = s->file->package ? s->file->package : "";
     d->n_values = u;
     d->values = v;
@@ -534,6 +537,9 @@ static ws_err dyn_build_message(ws_proto_dyn *p, dyn_sym *s)
     d->name = s->name;
     d->short_name = m->name;
     d->c_name = dyn_c_name(p, s->name);
+    if (d->c_name == NULL) {
+        return WS_ENOMEM;
+    }
     d->package_name = s->file->package ? s->file->package : "";
     d->sizeof_message =
         (at + alignof(max_align_t) - 1) / alignof(max_align_t) * alignof(max_align_t);
@@ -589,6 +595,9 @@ static ws_err dyn_build_service(ws_proto_dyn *p, const dyn_file_pb *f,
     d->name = name;
     d->short_name = sv->name;
     d->c_name = dyn_c_name(p, name);
+    if (d->c_name == NULL) {
+        return WS_ENOMEM;
+    }
     d->package = f->package ? f->package : "";
     d->n_methods = n;
     d->methods = ms;
