@@ -88,15 +88,50 @@ static const char *compare_verdict(const compare_target *t)
 
 /* ---- the table ------------------------------------------------------------- */
 
+/* The processes of either run, by name: sq's in order, then pg's others
+ * (the postgres cluster); returns their count (at most 2 x BENCH_PROCS_MAX). */
+static int compare_proc_names(const bench_report *sq, const bench_report *pg,
+                              const char **names)
+{
+    int n = 0;
+    for (int i = 0; i < sq->n_procs; i++) {
+        names[n++] = sq->procs[i].name;
+    }
+    for (int i = 0; i < pg->n_procs; i++) {
+        if (bench_proc_find(sq->procs, sq->n_procs, pg->procs[i].name) == NULL) {
+            names[n++] = pg->procs[i].name;
+        }
+    }
+    return n;
+}
+
+/* "idle / peak" MiB of p into out, "-" when the run has no such process. */
+static void compare_mib(const bench_proc *p, char *out, size_t cap)
+{
+    if (p == NULL || p->idle_kb < 0) {
+        snprintf(out, cap, "-");
+        return;
+    }
+    snprintf(out, cap, "%.1f / %8.1f", (double)p->idle_kb / 1024.0,
+             (double)p->peak_kb / 1024.0);
+}
+
+static long compare_kb(const bench_proc *p, bool peak)
+{
+    return p == NULL ? -1 : peak ? p->peak_kb : p->idle_kb;
+}
+
 static void compare_print_rss(FILE *f, const bench_report *sq, const bench_report *pg)
 {
+    const char *names[2 * BENCH_PROCS_MAX];
+    int n = compare_proc_names(sq, pg, names);
     fprintf(f, "\n  %-40s %21s %21s\n", "RSS MiB, idle / peak", "sqlite", "postgres");
-    for (int i = 0; i < BENCH_PROCS; i++) {
-        const bench_proc *a = &sq->procs[i];
-        const bench_proc *b = &pg->procs[i];
-        fprintf(f, "  %-40s %10.1f / %8.1f %10.1f / %8.1f\n", a->name,
-                (double)a->idle_kb / 1024.0, (double)a->peak_kb / 1024.0,
-                (double)b->idle_kb / 1024.0, (double)b->peak_kb / 1024.0);
+    for (int i = 0; i < n; i++) {
+        char a[48];
+        char b[48];
+        compare_mib(bench_proc_find(sq->procs, sq->n_procs, names[i]), a, sizeof(a));
+        compare_mib(bench_proc_find(pg->procs, pg->n_procs, names[i]), b, sizeof(b));
+        fprintf(f, "  %-40s %21s %21s\n", names[i], a, b);
     }
 }
 
@@ -144,15 +179,17 @@ void bench_compare_print(const bench_report *sq, const bench_report *pg, FILE *f
 
 static void compare_json_rss(FILE *f, const bench_report *sq, const bench_report *pg)
 {
+    const char *names[2 * BENCH_PROCS_MAX];
+    int n = compare_proc_names(sq, pg, names);
     fprintf(f, "    \"rss_kib\": {\n");
-    for (int i = 0; i < BENCH_PROCS; i++) {
-        const bench_proc *a = &sq->procs[i];
-        const bench_proc *b = &pg->procs[i];
+    for (int i = 0; i < n; i++) {
+        const bench_proc *a = bench_proc_find(sq->procs, sq->n_procs, names[i]);
+        const bench_proc *b = bench_proc_find(pg->procs, pg->n_procs, names[i]);
         fprintf(f,
                 "      \"%s\": {\"sqlite\": {\"idle\": %ld, \"peak\": %ld}, "
                 "\"postgres\": {\"idle\": %ld, \"peak\": %ld}}%s\n",
-                a->name, a->idle_kb, a->peak_kb, b->idle_kb, b->peak_kb,
-                i + 1 < BENCH_PROCS ? "," : "");
+                names[i], compare_kb(a, false), compare_kb(a, true), compare_kb(b, false),
+                compare_kb(b, true), i + 1 < n ? "," : "");
     }
     fprintf(f, "    },\n");
 }

@@ -35,6 +35,7 @@
 #include "load.h"
 #include "opts.h"
 #include "orders.h"
+#include "replicas.h"
 #include "report.h"
 #include "routes.h"
 #include "session.h"
@@ -78,13 +79,29 @@ static void bench_usage(FILE *f)
         "                     SQLite and >= 1000 orders/s end to end); the ceilings\n"
         "                     are measured once; --json holds {sqlite, postgres,\n"
         "                     comparison}\n"
+        "  --replicas N       the shop it starts runs `tools/webshop up --replicas N` "
+        "(N\n"
+        "                     of each backend and of the front, HAProxy at the edge;\n"
+        "                     N > 1 on PostgreSQL): every route is measured directly\n"
+        "                     at one front (the ratios to the ceilings) and through\n"
+        "                     HAProxy (its cost: through / direct, target >= %.2f)\n"
+        "  --replicas A,B     two shops back to back, A then B replicas, both on\n"
+        "                     PostgreSQL, with the same ceilings, side by side: "
+        "orders/s\n"
+        "                     end to end through HAProxy, GET latency through HAProxy\n"
+        "                     and direct, and the coordination ratio B / A (target\n"
+        "                     >= %.2f); --json holds {replicas_A, replicas_B, "
+        "comparison}\n"
+        "  --replicas-compare the same as --replicas 1,2\n"
         "  --state-dir DIR    use the shop running from DIR, or start one there\n"
         "  --url URL          target a running shop at URL (loopback only)\n"
+        "  --edge-url URL     with --url: the same shop through its proxy (HAProxy)\n"
         "  --broker HOST:PORT with --url: its broker (end-to-end timing, MQTT ceiling)\n"
         "  --broker-user U    with --broker: MQTT user (e.g. webshop-admin)\n"
         "  --broker-password-file F  with --broker: file holding that user's password\n"
         "  --pid NAME=PID     with --url: a process to sample (broker, inventory, order, "
-        "front)\n"
+        "front,\n"
+        "                     or any other name, e.g. front_1, haproxy; repeatable)\n"
         "  --rpc-transport T  tcp or ipc: the shop's RPC transport, whose ceiling GET\n"
         "                     /order/{id} is held to (default: from the shop's facts, "
         "else tcp)\n"
@@ -93,7 +110,7 @@ static void bench_usage(FILE *f)
         "  --no-ceilings      skip the ceiling measurements\n"
         "  --keep             keep the temporary state directory and its logs\n"
         "  -h, --help         this text\n",
-        BENCH_WEBSHOP_SCRIPT, BENCH_BUILD_DIR);
+        TARGET_EDGE, TARGET_COORDINATION, BENCH_WEBSHOP_SCRIPT, BENCH_BUILD_DIR);
 }
 
 enum {
@@ -117,6 +134,9 @@ enum {
     O_SVG,
     O_TRANSPORT,
     O_STORE,
+    O_REPLICAS,
+    O_REPCMP,
+    O_EDGE,
 };
 
 /* A number flag: v in (lo, hi] for doubles; 0 or 2 (with a message). */
@@ -144,25 +164,44 @@ static int bench_opt_int(const char *flag, const char *arg, long lo, long hi, in
     return 0;
 }
 
-/* --pid NAME=PID. */
+/* --pid NAME=PID: NAME letters, digits, '_' or '-'. */
 static int bench_opt_pid(const char *arg, bench_opts *o)
 {
-    static const char *const names[BENCH_PROCS] = {"broker", "inventory", "order",
-                                                   "front"};
     const char *eq = strchr(arg, '=');
-    int found = -1;
-    for (int i = 0; eq != NULL && i < BENCH_PROCS; i++) {
-        if (strlen(names[i]) == (size_t)(eq - arg) &&
-            strncmp(arg, names[i], (size_t)(eq - arg)) == 0) {
-            found = i;
-        }
-    }
-    if (found < 0 || atoi(eq + 1) <= 0) {
-        fprintf(stderr, "webshop-bench: --pid: expected NAME=PID, NAME one of broker, "
-                        "inventory, order, front\n");
+    size_t n = eq != NULL ? (size_t)(eq - arg) : 0;
+    bool ok = n > 0 && n < sizeof(((bench_proc *)NULL)->name) && atoi(eq + 1) > 0 &&
+              strspn(arg, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+    if (!ok || o->n_pids == BENCH_PROCS_MAX) {
+        fprintf(stderr,
+                "webshop-bench: --pid: expected NAME=PID (at most %d), NAME e.g. "
+                "broker, inventory, order, front, front_1, haproxy\n",
+                BENCH_PROCS_MAX);
         return 2;
     }
-    o->pids[found] = atoi(eq + 1);
+    snprintf(o->pid_names[o->n_pids], sizeof(o->pid_names[0]), "%.*s", (int)n, arg);
+    o->pids[o->n_pids++] = atoi(eq + 1);
+    return 0;
+}
+
+/* --replicas N or A,B (each 1..8). */
+static int bench_opt_replicas(const char *arg, bench_opts *o)
+{
+    char *end;
+    long a = strtol(arg, &end, 10);
+    long b = 0;
+    if (*end == ',') {
+        b = strtol(end + 1, &end, 10);
+        if (b < 1 || b > 8) {
+            a = 0;
+        }
+    }
+    if (*end != '\0' || a < 1 || a > 8 || a == b) {
+        fprintf(stderr, "webshop-bench: --replicas: expected N or A,B (A != B), each "
+                        "1..8\n");
+        return 2;
+    }
+    o->replicas = (int)a;
+    o->replicas_vs = (int)b;
     return 0;
 }
 
@@ -188,6 +227,8 @@ static int bench_opt_value(int c, const char *arg, bench_opts *o)
         return bench_opt_int("window", arg, 1, 65535, &o->window);
     case O_PID:
         return bench_opt_pid(arg, o);
+    case O_REPLICAS:
+        return bench_opt_replicas(arg, o);
     case O_STORE:
         if (strcmp(arg, "sqlite") != 0 && strcmp(arg, "postgres") != 0 &&
             strcmp(arg, "both") != 0) {
@@ -225,6 +266,13 @@ static int bench_opt_one(int c, const char *arg, bench_opts *o)
         return 0;
     case O_URL:
         o->url = arg;
+        return 0;
+    case O_EDGE:
+        o->edge_url = arg;
+        return 0;
+    case O_REPCMP:
+        o->replicas = 1;
+        o->replicas_vs = 2;
         return 0;
     case O_BROKER:
         o->broker = arg;
@@ -280,6 +328,34 @@ static int bench_opts_check_store(const bench_opts *o)
     return 0;
 }
 
+/* --replicas with the other flags; more than one replica is on PostgreSQL,
+ * and so are both runs of a comparison (the same store for both). */
+static int bench_opts_check_replicas(bench_opts *o)
+{
+    if (o->replicas == 0) {
+        return 0;
+    }
+    const char *why = NULL;
+    bool pg = o->replicas > 1 || o->replicas_vs > 0;
+    if (o->url != NULL) {
+        why = "--replicas is for a shop the bench starts: not with --url";
+    } else if (o->replicas_vs > 0 && (o->state_dir != NULL || o->curve)) {
+        why = "--replicas A,B starts two shops of its own: not with --state-dir or "
+              "--curve";
+    } else if (pg && o->store != NULL && strcmp(o->store, "postgres") != 0) {
+        why = "more than one replica (and a comparison of replicas) runs on --store "
+              "postgres only";
+    }
+    if (why != NULL) {
+        fprintf(stderr, "webshop-bench: %s\n", why);
+        return 2;
+    }
+    if (pg) {
+        o->store = "postgres";
+    }
+    return 0;
+}
+
 static int bench_opts_parse(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {
@@ -299,6 +375,9 @@ static int bench_opts_parse(int argc, char **argv, bench_opts *o)
         {"broker-password-file", required_argument, NULL, O_BPASS},
         {"rpc-transport", required_argument, NULL, O_TRANSPORT},
         {"store", required_argument, NULL, O_STORE},
+        {"replicas", required_argument, NULL, O_REPLICAS},
+        {"replicas-compare", no_argument, NULL, O_REPCMP},
+        {"edge-url", required_argument, NULL, O_EDGE},
         {"webshop", required_argument, NULL, O_SCRIPT},
         {"build-dir", required_argument, NULL, O_BUILD},
         {"no-ceilings", no_argument, NULL, O_NOCEIL},
@@ -321,15 +400,15 @@ static int bench_opts_parse(int argc, char **argv, bench_opts *o)
         fprintf(stderr, "webshop-bench: --url and --state-dir exclude each other\n");
         return 2;
     }
-    if (o->url == NULL && o->broker != NULL) {
-        fprintf(stderr, "webshop-bench: --broker needs --url\n");
+    if (o->url == NULL && (o->broker != NULL || o->edge_url != NULL)) {
+        fprintf(stderr, "webshop-bench: --broker and --edge-url need --url\n");
         return 2;
     }
     if (o->svg != NULL && !o->curve) {
         fprintf(stderr, "webshop-bench: --svg needs --curve\n");
         return 2;
     }
-    return bench_opts_check_store(o);
+    return bench_opts_check_store(o) != 0 ? 2 : bench_opts_check_replicas(o);
 }
 
 /* ---- the ceilings ------------------------------------------------------------ */
@@ -428,21 +507,24 @@ static void bench_ceilings_run(const bench_opts *o, const bench_session *s,
 
 /* ---- the shop ------------------------------------------------------------------ */
 
-/* POST /order as fast as the shop answers, then wait for the final statuses. */
-static void bench_post_max(const bench_opts *o, bench_load_spec *spec, bench_report *rp)
+/* POST /order as fast as spec's target answers, then wait for the final
+ * statuses of this phase's orders into *e2e. */
+static void bench_post_max(const bench_opts *o, const char *what, bench_load_spec *spec,
+                           bench_phase *post, bench_e2e *e2e, bool *e2e_ran)
 {
     bench_req_ctx *ctx = spec->ctx;
     spec->make = bench_make_post;
     spec->done = bench_done_post;
     spec->ok_status = 201;
     spec->rate = 0;
+    size_t from = ctx->orders != NULL ? bench_orders_count(ctx->orders) : 0;
     double t0 = bench_now();
-    bench_phase_run("POST /order", &rp->post, spec);
+    bench_phase_run(what, post, spec);
     if (ctx->orders != NULL) {
         fprintf(stderr, "bench: waiting for the orders to reach a final status ...\n");
         bench_orders_drain(ctx->orders, o->drain, 10.0 * o->drain + o->seconds);
-        bench_orders_match(ctx->orders, 0, t0, &rp->e2e);
-        rp->e2e_ran = true;
+        bench_orders_match(ctx->orders, from, t0, e2e);
+        *e2e_ran = true;
     }
 }
 
@@ -473,6 +555,33 @@ static void bench_post_half(const bench_opts *o, bench_load_spec *spec, bench_re
     }
 }
 
+/* GET /order/{id} of the orders recorded so far, directly and (edge not
+ * NULL) through the edge. */
+static void bench_get_orders(bench_load_spec *spec, bench_load_spec *edge,
+                             bench_report *rp)
+{
+    bench_req_ctx *ctx = spec->ctx;
+    size_t n = ctx->orders != NULL ? bench_orders_count(ctx->orders) : 0;
+    if (n == 0) {
+        fprintf(stderr, "bench: no accepted orders: GET /order/{id} not run\n");
+        return;
+    }
+    ctx->n_ids = n;
+    spec->make = bench_make_get_order;
+    spec->done = NULL;
+    spec->ok_status = 200;
+    bench_phase_run("GET /order/{id}", &rp->order_get, spec);
+    if (edge != NULL) {
+        ((bench_req_ctx *)edge->ctx)->n_ids = n;
+        edge->make = bench_make_get_order;
+        edge->done = NULL;
+        edge->ok_status = 200;
+        bench_phase_run("GET /order/{id} via haproxy", &rp->edge_order_get, edge);
+    }
+}
+
+/* The shop's phases: each route directly at one front, and through the edge
+ * when there is one (the same orders, the same broker subscription). */
 static void bench_shop_run(const bench_opts *o, bench_session *s, bench_report *rp)
 {
     bench_orders *orders = NULL;
@@ -481,7 +590,9 @@ static void bench_shop_run(const bench_opts *o, bench_session *s, bench_report *
                                    s->broker_password);
     }
     bench_req_ctx ctx;
+    bench_req_ctx ectx;
     bench_req_ctx_init(&ctx, &s->target, orders);
+    bench_req_ctx_init(&ectx, &s->edge_target, orders);
     bench_load_spec spec = {.target = &s->target,
                             .connections = o->connections,
                             .seconds = o->seconds,
@@ -489,17 +600,21 @@ static void bench_shop_run(const bench_opts *o, bench_session *s, bench_report *
                             .ok_status = 200,
                             .make = bench_make_inventory,
                             .ctx = &ctx};
+    bench_load_spec edge = spec;
+    edge.target = &s->edge_target;
+    edge.ctx = &ectx;
+    rp->edge = s->has_edge;
+    snprintf(rp->edge_url, sizeof(rp->edge_url), "%s", s->edge_url);
     bench_phase_run("GET /inventory", &rp->inventory, &spec);
-    bench_post_max(o, &spec, rp);
-    ctx.n_ids = orders != NULL ? bench_orders_count(orders) : 0;
-    if (ctx.n_ids > 0) {
-        spec.make = bench_make_get_order;
-        spec.done = NULL;
-        spec.ok_status = 200;
-        bench_phase_run("GET /order/{id}", &rp->order_get, &spec);
-    } else {
-        fprintf(stderr, "bench: no accepted orders: GET /order/{id} not run\n");
+    if (rp->edge) {
+        bench_phase_run("GET /inventory via haproxy", &rp->edge_inventory, &edge);
     }
+    bench_post_max(o, "POST /order", &spec, &rp->post, &rp->e2e, &rp->e2e_ran);
+    if (rp->edge) {
+        bench_post_max(o, "POST /order via haproxy", &edge, &rp->edge_post, &rp->edge_e2e,
+                       &rp->edge_e2e_ran);
+    }
+    bench_get_orders(&spec, rp->edge ? &edge : NULL, rp);
     bench_post_half(o, &spec, rp);
     bench_orders_close(orders);
 }
@@ -509,7 +624,10 @@ static bool bench_report_empty(const bench_report *rp)
 {
     return (rp->inventory.ran && rp->inventory.r.ok == 0) ||
            (rp->post.ran && rp->post.r.ok == 0) ||
-           (rp->order_get.ran && rp->order_get.r.ok == 0);
+           (rp->order_get.ran && rp->order_get.r.ok == 0) ||
+           (rp->edge_inventory.ran && rp->edge_inventory.r.ok == 0) ||
+           (rp->edge_post.ran && rp->edge_post.r.ok == 0) ||
+           (rp->edge_order_get.ran && rp->edge_order_get.r.ok == 0);
 }
 
 /*
@@ -534,6 +652,7 @@ static int bench_measure(const bench_opts *o, const bench_report *ceilings,
     snprintf(rp->url, sizeof(rp->url), "%s", s.url);
     snprintf(rp->store, sizeof(rp->store), "%s", s.shop.store);
     rp->transport = s.transport;
+    rp->replicas = s.shop.replicas;
     bench_shop_sample_idle(&s.shop);
     bench_shop_sampler_start(&s.shop);
     if (ceilings != NULL) {
@@ -546,6 +665,7 @@ static int bench_measure(const bench_opts *o, const bench_report *ceilings,
     }
     bench_shop_run(o, &s, rp);
     bench_shop_sampler_stop(&s.shop);
+    rp->n_procs = s.shop.n_procs;
     memcpy(rp->procs, s.shop.procs, sizeof(rp->procs));
     rc = bench_report_empty(rp) ? 3 : 0;
     if (rc != 0) {
@@ -603,6 +723,36 @@ static int bench_run_both(const bench_opts *o)
     return rc;
 }
 
+/* --replicas A,B: A replicas, then B with the same ceilings, side by side. */
+static int bench_run_replicas(const bench_opts *o)
+{
+    bench_report *rp = calloc(2, sizeof(*rp));
+    if (rp == NULL) {
+        return 1;
+    }
+    bench_opts one = *o;
+    one.replicas_vs = 0;
+    fprintf(stderr, "bench: --replicas %d,%d: the shop with %d replicas first, then %d\n",
+            o->replicas, o->replicas_vs, o->replicas, o->replicas_vs);
+    int rc = bench_measure(&one, NULL, &rp[0]);
+    if (rc == 0 || rc == 3) {
+        one.replicas = o->replicas_vs;
+        int rc_b = bench_measure(&one, o->no_ceilings ? NULL : &rp[0], &rp[1]);
+        rc = rc_b != 0 ? rc_b : rc;
+        if (rc_b == 0 || rc_b == 3) {
+            bench_report_print(&rp[0], stdout);
+            bench_report_print(&rp[1], stdout);
+            bench_replicas_print(&rp[0], &rp[1], stdout);
+            if (o->json != NULL && bench_replicas_json(&rp[0], &rp[1], o->json) != 0 &&
+                rc == 0) {
+                rc = 1;
+            }
+        }
+    }
+    free(rp);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     bench_opts o = {.seconds = 5.0,
@@ -626,6 +776,8 @@ int main(int argc, char **argv)
     mosquitto_lib_init();
     if (o.curve) {
         rc = bench_curve_main(&o);
+    } else if (o.replicas_vs > 0) {
+        rc = bench_run_replicas(&o);
     } else if (o.store != NULL && strcmp(o.store, "both") == 0) {
         rc = bench_run_both(&o);
     } else {

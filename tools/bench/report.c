@@ -18,7 +18,7 @@ typedef struct report_ratio {
     bool ran;        /* both sides were measured */
 } report_ratio;
 
-#define REPORT_MAX_RATIOS 10
+#define REPORT_MAX_RATIOS 16
 
 static double report_ms(double ns)
 {
@@ -61,6 +61,42 @@ static report_ratio *report_add(report_ratio *v, int *n, const char *key, double
     return r;
 }
 
+double bench_phase_rate(const bench_phase *p)
+{
+    return p->ran ? bench_load_rate(&p->r) : 0.0;
+}
+
+double bench_phase_ms(const bench_phase *p, double pct)
+{
+    return p->ran && p->r.ok > 0 ? report_ms(bench_hist_percentile(&p->r.hist, pct))
+                                 : 0.0;
+}
+
+/* The cost of the edge, route by route: through HAProxy / directly. */
+static void report_ratios_edge(const bench_report *rp, report_ratio *v, int *n)
+{
+    static const struct {
+        const char *key, *label;
+    } what[4] = {
+        {"edge_get_inventory_of_direct", "GET /inventory via haproxy / direct"},
+        {"edge_get_order_of_direct", "GET /order/{id} via haproxy / direct"},
+        {"edge_post_order_201_of_direct", "POST /order -> 201 via haproxy / direct"},
+        {"edge_orders_e2e_of_direct", "orders/s end to end via haproxy / direct"},
+    };
+    double through[4] = {
+        bench_phase_rate(&rp->edge_inventory), bench_phase_rate(&rp->edge_order_get),
+        bench_phase_rate(&rp->edge_post), rp->edge_e2e_ran ? rp->edge_e2e.per_sec : 0.0};
+    double direct[4] = {bench_phase_rate(&rp->inventory),
+                        bench_phase_rate(&rp->order_get), bench_phase_rate(&rp->post),
+                        rp->e2e_ran ? rp->e2e.per_sec : 0.0};
+    for (int i = 0; i < 4; i++) {
+        report_ratio *r =
+            report_add(v, n, what[i].key, report_frac(through[i], direct[i]), TARGET_EDGE,
+                       true, through[i] > 0 && direct[i] > 0);
+        snprintf(r->label, sizeof(r->label), "%s", what[i].label);
+    }
+}
+
 /* Fill v (REPORT_MAX_RATIOS) with rp's ratios, targets first; the count. */
 static int report_ratios(const bench_report *rp, report_ratio *v)
 {
@@ -99,6 +135,9 @@ static int report_ratios(const bench_report *rp, report_ratio *v)
         r = report_add(v, &n, "orders_e2e_per_sec_postgres", rp->e2e.per_sec,
                        TARGET_PG_E2E_PER_SEC, true, rp->e2e_ran && rp->e2e.per_sec > 0);
         snprintf(r->label, sizeof(r->label), "orders/s end to end on PostgreSQL");
+    }
+    if (rp->edge) {
+        report_ratios_edge(rp, v, &n);
     }
 
     r = report_add(v, &n,
@@ -217,17 +256,17 @@ static bool report_proc_met(const bench_proc *p)
 
 static void report_print_rss(FILE *f, const bench_report *rp)
 {
-    fprintf(f, "\n  %-12s %10s %10s %14s\n", "RSS MiB", "idle", "peak", "target");
-    for (int i = 0; i < BENCH_PROCS; i++) {
+    fprintf(f, "\n  %-16s %10s %10s %14s\n", "RSS MiB", "idle", "peak", "target");
+    for (int i = 0; i < rp->n_procs; i++) {
         const bench_proc *p = &rp->procs[i];
-        bool service = strcmp(p->name, "broker") != 0;
+        bool service = bench_proc_is_service(p->name);
         const char *target = service ? "< 10 / < 40" : "(not a target)";
         if (p->idle_kb < 0 && p->peak_kb < 0) {
-            fprintf(f, "  %-12s %10s %10s %14s %s\n", p->name, "?", "?", target,
+            fprintf(f, "  %-16s %10s %10s %14s %s\n", p->name, "?", "?", target,
                     service ? "n/a" : "");
             continue;
         }
-        fprintf(f, "  %-12s %10.1f %10.1f %14s %s\n", p->name,
+        fprintf(f, "  %-16s %10.1f %10.1f %14s %s\n", p->name,
                 (double)p->idle_kb / 1024.0, (double)p->peak_kb / 1024.0, target,
                 !service             ? ""
                 : report_proc_met(p) ? "met"
@@ -237,11 +276,16 @@ static void report_print_rss(FILE *f, const bench_report *rp)
 
 void bench_report_print(const bench_report *rp, FILE *f)
 {
+    char reps[32] = "";
+    if (rp->replicas > 0) {
+        snprintf(reps, sizeof(reps), ", replicas %d", rp->replicas);
+    }
     fprintf(f,
             "\nwebshop bench: %d cores, %.1f s per phase, %d connections, civetweb %d "
-            "threads, shop at %s (rpc %s, store %s)\n\n",
+            "threads, shop at %s (rpc %s, store %s%s)%s%s\n\n",
             rp->cores, rp->seconds, rp->connections, BENCH_FRONT_HTTP_THREADS, rp->url,
-            bench_transport_name(rp->transport), rp->store[0] != '\0' ? rp->store : "?");
+            bench_transport_name(rp->transport), rp->store[0] != '\0' ? rp->store : "?",
+            reps, rp->edge ? ", haproxy at " : "", rp->edge ? rp->edge_url : "");
     fprintf(f, "  %-36s %17s %8s %8s %8s\n", "ceilings (same machine, run)", "rate",
             "p50 ms", "p90 ms", "p99 ms");
     report_print_ceiling(f, "civetweb bare, 400 B JSON", &rp->civetweb, "req/s");
@@ -263,6 +307,15 @@ void bench_report_print(const bench_report *rp, FILE *f)
     report_print_e2e(f, "orders end to end (max)", rp->e2e_ran, &rp->e2e);
     report_print_load(f, "POST /order -> 201 at half rate", &rp->half_post, true);
     report_print_e2e(f, "orders end to end at half rate", rp->half_ran, &rp->half);
+    if (rp->edge) {
+        fprintf(f, "\n  %-36s %17s %8s %8s %8s\n", "shop through haproxy", "rate",
+                "p50 ms", "p90 ms", "p99 ms");
+        report_print_load(f, "GET /inventory via haproxy", &rp->edge_inventory, false);
+        report_print_load(f, "GET /order/{id} via haproxy", &rp->edge_order_get, false);
+        report_print_load(f, "POST /order -> 201 via haproxy", &rp->edge_post, true);
+        report_print_e2e(f, "orders end to end via haproxy", rp->edge_e2e_ran,
+                         &rp->edge_e2e);
+    }
     report_print_ratios(f, rp);
     report_print_rss(f, rp);
     fputc('\n', f);
@@ -340,9 +393,9 @@ static void report_json_ratios(FILE *f, const bench_report *rp)
 static void report_json_rss(FILE *f, const bench_report *rp)
 {
     fprintf(f, "  \"rss_kib\": {\n");
-    for (int i = 0; i < BENCH_PROCS; i++) {
+    for (int i = 0; i < rp->n_procs; i++) {
         const bench_proc *p = &rp->procs[i];
-        bool service = strcmp(p->name, "broker") != 0;
+        bool service = bench_proc_is_service(p->name);
         fprintf(f, "    \"%s\": {\"pid\": %d, \"idle\": %ld, \"peak\": %ld", p->name,
                 p->pid, p->idle_kb, p->peak_kb);
         if (service) {
@@ -352,7 +405,7 @@ static void report_json_rss(FILE *f, const bench_report *rp)
                     : report_proc_met(p) ? "met"
                                          : "MISSED");
         }
-        fprintf(f, "}%s\n", i + 1 < BENCH_PROCS ? "," : "");
+        fprintf(f, "}%s\n", i + 1 < rp->n_procs ? "," : "");
     }
     fprintf(f, "  }\n");
 }
@@ -362,9 +415,11 @@ void bench_report_json_write(const bench_report *rp, FILE *f)
     fprintf(
         f,
         "{\n  \"cores\": %d,\n  \"seconds_per_phase\": %.3f,\n  \"connections\": %d,\n"
-        "  \"http_threads\": %d,\n  \"rpc_transport\": \"%s\",\n  \"store\": \"%s\",\n",
+        "  \"http_threads\": %d,\n  \"rpc_transport\": \"%s\",\n  \"store\": \"%s\",\n"
+        "  \"replicas\": %d,\n  \"url\": \"%s\",\n  \"edge_url\": \"%s\",\n",
         rp->cores, rp->seconds, rp->connections, BENCH_FRONT_HTTP_THREADS,
-        bench_transport_name(rp->transport), rp->store);
+        bench_transport_name(rp->transport), rp->store, rp->replicas, rp->url,
+        rp->edge ? rp->edge_url : "");
     fprintf(f, "  \"ceilings\": {\n");
     report_json_ceiling(f, "civetweb", &rp->civetweb, true);
     report_json_ceiling(f, "civetweb_nng_tcp", &rp->civetweb_rpc[BENCH_TCP], true);
@@ -379,7 +434,16 @@ void bench_report_json_write(const bench_report *rp, FILE *f)
     report_json_load(f, "post_order_half_rate", &rp->half_post, true);
     report_json_e2e(f, "orders_e2e_half_rate", rp->half_ran, &rp->half, rp->half_rate,
                     false);
-    fprintf(f, "  },\n");
+    if (rp->edge) {
+        fprintf(f, "  },\n  \"edge\": {\n");
+        report_json_load(f, "get_inventory", &rp->edge_inventory, true);
+        report_json_load(f, "get_order", &rp->edge_order_get, true);
+        report_json_load(f, "post_order", &rp->edge_post, true);
+        report_json_e2e(f, "orders_e2e", rp->edge_e2e_ran, &rp->edge_e2e, 0, false);
+        fprintf(f, "  },\n");
+    } else {
+        fprintf(f, "  },\n  \"edge\": null,\n");
+    }
     report_json_ratios(f, rp);
     report_json_rss(f, rp);
     fprintf(f, "}");

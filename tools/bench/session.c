@@ -7,9 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const session_proc_names[BENCH_PROCS] = {"broker", "inventory",
-                                                            "order", "front"};
-
 /* Split "host:port" of a loopback broker; refuses other hosts. */
 static int session_broker_parse(const char *s, char *host, size_t cap, int *port)
 {
@@ -36,12 +33,14 @@ static int session_broker_parse(const char *s, char *host, size_t cap, int *port
 static int session_attach_url(bench_session *s, const bench_opts *o)
 {
     snprintf(s->url, sizeof(s->url), "%s", o->url);
-    for (int i = 0; i < BENCH_PROCS; i++) {
-        snprintf(s->shop.procs[i].name, sizeof(s->shop.procs[i].name), "%s",
-                 session_proc_names[i]);
-        s->shop.procs[i].pid = o->pids[i];
-        s->shop.procs[i].idle_kb = -1;
-        s->shop.procs[i].peak_kb = -1;
+    if (o->edge_url != NULL) {
+        snprintf(s->edge_url, sizeof(s->edge_url), "%s", o->edge_url);
+    }
+    /* The processes named by --pid, else the four of a shop, unknown. */
+    bench_shop_procs_default(&s->shop);
+    s->shop.n_procs = o->n_pids > 0 ? 0 : s->shop.n_procs;
+    for (int i = 0; i < o->n_pids; i++) {
+        bench_shop_proc_add(&s->shop, o->pid_names[i], o->pids[i]);
     }
     atomic_init(&s->shop.sampler_stop, false);
     s->transport = o->transport;
@@ -65,9 +64,11 @@ static int session_attach_url(bench_session *s, const bench_opts *o)
 /* A shop through tools/webshop: its facts name everything. */
 static int session_start(bench_session *s, const bench_opts *o, int products)
 {
-    int port = bench_free_port();
+    /* With replicas the shop takes ports well past --http-port (a block per
+     * replica): up reserves free ones itself. */
+    int port = o->replicas > 1 ? 0 : bench_free_port();
     if (bench_shop_up(&s->shop, o->script, o->build_dir, o->state_dir, port, products,
-                      o->store) != 0) {
+                      o->store, o->replicas) != 0) {
         bench_shop_down(&s->shop, true);
         return 1;
     }
@@ -79,7 +80,16 @@ static int session_start(bench_session *s, const bench_opts *o, int products)
                 s->shop.state_dir, s->shop.store, o->store);
         return 2;
     }
-    snprintf(s->url, sizeof(s->url), "%s", s->shop.url);
+    if (s->shop.edge_url[0] != '\0' && s->shop.front_url[0] == '\0') {
+        fprintf(stderr,
+                "bench: `status` names HAProxy at %s but no front's own URL: "
+                "every route measured through HAProxy only\n",
+                s->shop.edge_url);
+        snprintf(s->url, sizeof(s->url), "%s", s->shop.edge_url);
+    } else {
+        snprintf(s->url, sizeof(s->url), "%s", s->shop.front_url);
+        snprintf(s->edge_url, sizeof(s->edge_url), "%s", s->shop.edge_url);
+    }
     snprintf(s->broker_host, sizeof(s->broker_host), "%s", s->shop.broker_host);
     s->broker_port = s->shop.broker_port;
     s->broker_user = s->shop.broker_user;
@@ -99,6 +109,13 @@ int bench_session_open(bench_session *s, const bench_opts *o, int products)
     if (rc == 0 && bench_target_parse(s->url, &s->target, err, sizeof(err)) != 0) {
         fprintf(stderr, "webshop-bench: %s\n", err);
         rc = 2;
+    }
+    if (rc == 0 && s->edge_url[0] != '\0') {
+        if (bench_target_parse(s->edge_url, &s->edge_target, err, sizeof(err)) != 0) {
+            fprintf(stderr, "webshop-bench: the edge: %s\n", err);
+            rc = 2;
+        }
+        s->has_edge = rc == 0;
     }
     if (rc == 0 && s->broker_port > 0) {
         char url[128];

@@ -2,8 +2,9 @@
  * The shop one run loads: a running one named by --url (with its broker
  * and processes from flags), or one started (or found running) through
  * tools/webshop in a state directory; and what the run needs to know of
- * it: its HTTP target, its broker and credentials, the RPC transport
- * between its services.
+ * it: its HTTP target (one front directly) and, when HAProxy is at the
+ * edge, the edge's, its broker and credentials, the RPC transport between
+ * its services.
  */
 #ifndef BENCH_SESSION_H
 #define BENCH_SESSION_H
@@ -18,8 +19,11 @@
 typedef struct bench_session {
     bench_shop shop;     /* its processes (pids, RSS); the shop itself unless --url */
     bool have_shop;      /* started or attached through tools/webshop */
-    bench_target target; /* the front */
+    bench_target target; /* one front, directly */
     char url[256];
+    bool has_edge;            /* HAProxy at the edge: edge_target holds it */
+    bench_target edge_target; /* the edge */
+    char edge_url[256];
     char broker_host[64];
     int broker_port;             /* 0 when unknown */
     const char *broker_user;     /* NULL or empty: anonymous; points into shop or opts */

@@ -22,7 +22,7 @@ static const char *const shop_proc_names[BENCH_PROCS] = {"broker", "inventory", 
                                                          "front"};
 
 /* Most extra arguments shop_script_run passes. */
-#define SHOP_EXTRA_MAX 4
+#define SHOP_EXTRA_MAX 6
 
 /*
  * Run `script verb --state-dir DIR [extra...]` with WEBSHOP_BUILD_DIR set;
@@ -81,14 +81,189 @@ static int shop_script_run(const bench_shop *s, const char *verb,
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+void bench_shop_procs_default(bench_shop *s)
+{
+    s->n_procs = 0;
+    for (int i = 0; i < BENCH_PROCS; i++) {
+        bench_shop_proc_add(s, shop_proc_names[i], 0);
+    }
+}
+
+bool bench_shop_proc_add(bench_shop *s, const char *name, int pid)
+{
+    for (int i = 0; i < s->n_procs; i++) {
+        if (strcmp(s->procs[i].name, name) == 0) {
+            s->procs[i].pid = pid;
+            return true;
+        }
+    }
+    if (s->n_procs == BENCH_PROCS_MAX) {
+        return false;
+    }
+    bench_proc *p = &s->procs[s->n_procs++];
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->pid = pid;
+    p->idle_kb = -1;
+    p->peak_kb = -1;
+    return true;
+}
+
+bool bench_proc_is_service(const char *name)
+{
+    return strncmp(name, "inventory", 9) == 0 || strncmp(name, "order", 5) == 0 ||
+           strncmp(name, "front", 5) == 0;
+}
+
+const bench_proc *bench_proc_find(const bench_proc *v, int n, const char *name)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v[i].name, name) == 0) {
+            return &v[i];
+        }
+    }
+    return NULL;
+}
+
+/* Whether key ends with suffix. */
+static bool shop_key_ends(const char *key, const char *suffix)
+{
+    size_t n = strlen(key);
+    size_t m = strlen(suffix);
+    return n > m && strcmp(key + n - m, suffix) == 0;
+}
+
+/* The port of an http://HOST:PORT/ URL, 0 when it has none. */
+static int shop_url_port(const char *url)
+{
+    const char *p = strstr(url, "://");
+    p = p != NULL ? strchr(p + 3, ':') : NULL;
+    return p != NULL ? atoi(p + 1) : 0;
+}
+
+/* What the facts say of the edge and the fronts, gathered while parsing. */
+typedef struct shop_fronts {
+    bool haproxy;      /* a haproxy_pid key */
+    int haproxy_port;  /* haproxy_port (or haproxy_http_port), 0 none */
+    char urls[8][256]; /* front*url* values, comma lists split */
+    int n_urls;
+    int ports[8]; /* front*_port values */
+    int n_ports;
+} shop_fronts;
+
+/* A key naming a front's URL or port, or the edge's: gathered into f. */
+static bool shop_fact_front(bench_shop *s, shop_fronts *f, const char *key, const char *v)
+{
+    if (strcmp(key, "haproxy_url") == 0 || strcmp(key, "edge_url") == 0) {
+        snprintf(s->edge_url, sizeof(s->edge_url), "%s", v);
+        return true;
+    }
+    if (strcmp(key, "haproxy_port") == 0 || strcmp(key, "haproxy_http_port") == 0) {
+        f->haproxy_port = atoi(v);
+        return true;
+    }
+    if (strncmp(key, "front", 5) != 0) {
+        return false;
+    }
+    if (strstr(key, "url") != NULL) {
+        char list[1024];
+        snprintf(list, sizeof(list), "%s", v);
+        char *save = NULL;
+        for (char *u = strtok_r(list, ", ", &save); u != NULL && f->n_urls < 8;
+             u = strtok_r(NULL, ", ", &save)) {
+            snprintf(f->urls[f->n_urls++], sizeof(f->urls[0]), "%s", u);
+        }
+        return true;
+    }
+    if (shop_key_ends(key, "_port") && strstr(key, "metrics") == NULL && atoi(v) > 0 &&
+        f->n_ports < 8) {
+        f->ports[f->n_ports++] = atoi(v);
+        return true;
+    }
+    return false;
+}
+
+/* The edge and one front's direct URL from what the facts said. */
+static void shop_fronts_resolve(bench_shop *s, const shop_fronts *f)
+{
+    if (s->edge_url[0] == '\0' && f->haproxy_port > 0) {
+        snprintf(s->edge_url, sizeof(s->edge_url), "http://127.0.0.1:%d/",
+                 f->haproxy_port);
+    }
+    if (s->edge_url[0] == '\0' && f->haproxy) {
+        snprintf(s->edge_url, sizeof(s->edge_url), "%s", s->url);
+    }
+    if (s->edge_url[0] == '\0') { /* no edge: `url` is the front */
+        snprintf(s->front_url, sizeof(s->front_url), "%s", s->url);
+        return;
+    }
+    int edge_port = shop_url_port(s->edge_url);
+    for (int i = 0; i < f->n_urls && s->front_url[0] == '\0'; i++) {
+        if (edge_port == 0 || shop_url_port(f->urls[i]) != edge_port) {
+            snprintf(s->front_url, sizeof(s->front_url), "%s", f->urls[i]);
+        }
+    }
+    for (int i = 0; i < f->n_ports && s->front_url[0] == '\0'; i++) {
+        if (f->ports[i] != edge_port) {
+            snprintf(s->front_url, sizeof(s->front_url), "http://127.0.0.1:%d/",
+                     f->ports[i]);
+        }
+    }
+}
+
+/* One name=value fact (not `running`) into s and f. */
+static void shop_fact(bench_shop *s, shop_fronts *f, const char *key, const char *v)
+{
+    if (strcmp(key, "url") == 0) {
+        snprintf(s->url, sizeof(s->url), "%s", v);
+    } else if (strcmp(key, "broker_host") == 0) {
+        snprintf(s->broker_host, sizeof(s->broker_host), "%s", v);
+    } else if (strcmp(key, "broker_port") == 0) {
+        s->broker_port = atoi(v);
+    } else if (strcmp(key, "replicas") == 0) {
+        s->replicas = atoi(v);
+    } else if (strcmp(key, "store") == 0) {
+        snprintf(s->store, sizeof(s->store), "%s", v);
+    } else if (strcmp(key, "order_rpc") == 0 ||
+               (strncmp(key, "order", 5) == 0 && strstr(key, "rpc") != NULL &&
+                strstr(v, "://") != NULL && s->order_rpc[0] == '\0')) {
+        /* order_rpc, or the first replica's (order_rpc_0, order-0_rpc, ...); a
+         * comma list's first address decides the transport. */
+        snprintf(s->order_rpc, sizeof(s->order_rpc), "%s", v);
+    } else if (strcmp(key, "broker_user") == 0) {
+        snprintf(s->broker_user, sizeof(s->broker_user), "%s", v);
+    } else if (strcmp(key, "broker_password_file") == 0) {
+        if (bench_read_secret(v, s->broker_password, sizeof(s->broker_password)) != 0) {
+            fprintf(stderr, "bench: cannot read the broker password file %s\n", v);
+        }
+    } else if (shop_key_ends(key, "_pid") && strstr(key, "supervisor") == NULL) {
+        char name[sizeof(s->procs[0].name)];
+        snprintf(name, sizeof(name), "%.*s", (int)(strlen(key) - 4), key);
+        f->haproxy |= strncmp(name, "haproxy", 7) == 0;
+        if (!bench_shop_proc_add(s, name, atoi(v))) {
+            fprintf(stderr, "bench: more than %d processes: %s not sampled\n",
+                    BENCH_PROCS_MAX, name);
+        }
+    } else {
+        shop_fact_front(s, f, key, v);
+    }
+}
+
 /* Read `tools/webshop status` into s; returns true when the shop runs. */
 static bool shop_facts_read(bench_shop *s)
 {
-    char out[4096];
-    if (shop_script_run(s, "status", NULL, out, sizeof(out)) != 0) {
+    size_t cap = 65536;
+    char *out = malloc(cap);
+    if (out == NULL || shop_script_run(s, "status", NULL, out, cap) != 0) {
+        free(out);
         return false;
     }
     bool running = false;
+    shop_fronts f;
+    memset(&f, 0, sizeof(f));
+    s->n_procs = 0;
+    s->edge_url[0] = '\0';
+    s->front_url[0] = '\0';
+    s->order_rpc[0] = '\0';
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); line != NULL;
          line = strtok_r(NULL, "\n", &save)) {
@@ -97,35 +272,16 @@ static bool shop_facts_read(bench_shop *s)
             continue;
         }
         *eq = '\0';
-        const char *v = eq + 1;
         if (strcmp(line, "running") == 0) {
-            running = strcmp(v, "yes") == 0;
-        } else if (strcmp(line, "url") == 0) {
-            snprintf(s->url, sizeof(s->url), "%s", v);
-        } else if (strcmp(line, "broker_host") == 0) {
-            snprintf(s->broker_host, sizeof(s->broker_host), "%s", v);
-        } else if (strcmp(line, "broker_port") == 0) {
-            s->broker_port = atoi(v);
-        } else if (strcmp(line, "store") == 0) {
-            snprintf(s->store, sizeof(s->store), "%s", v);
-        } else if (strcmp(line, "order_rpc") == 0) {
-            snprintf(s->order_rpc, sizeof(s->order_rpc), "%s", v);
-        } else if (strcmp(line, "broker_user") == 0) {
-            snprintf(s->broker_user, sizeof(s->broker_user), "%s", v);
-        } else if (strcmp(line, "broker_password_file") == 0) {
-            if (bench_read_secret(v, s->broker_password, sizeof(s->broker_password)) !=
-                0) {
-                fprintf(stderr, "bench: cannot read the broker password file %s\n", v);
-            }
+            running = strcmp(eq + 1, "yes") == 0;
         } else {
-            for (int i = 0; i < BENCH_PROCS; i++) {
-                size_t n = strlen(shop_proc_names[i]);
-                if (strncmp(line, shop_proc_names[i], n) == 0 &&
-                    strcmp(line + n, "_pid") == 0) {
-                    s->procs[i].pid = atoi(v);
-                }
-            }
+            shop_fact(s, &f, line, eq + 1);
         }
+    }
+    free(out);
+    shop_fronts_resolve(s, &f);
+    if (s->n_procs == 0) {
+        bench_shop_procs_default(s);
     }
     return running;
 }
@@ -168,16 +324,28 @@ static int shop_state_dir_make(bench_shop *s, const char *state_dir)
     return 0;
 }
 
+/* Set the inventory's catalog (WEBSHOP_INVENTORY_CATALOG, for the `up` only)
+ * to a fresh one of `products` products unless one is set; whether we set it. */
+static bool shop_catalog_set(const bench_shop *s, int products)
+{
+    char catalog[sizeof(s->state_dir) + 32];
+    snprintf(catalog, sizeof(catalog), "%s/bench-catalog.json", s->state_dir);
+    if (getenv("WEBSHOP_INVENTORY_CATALOG") != NULL ||
+        shop_catalog_write(catalog, products < 2 ? 2 : products) != 0) {
+        return false;
+    }
+    setenv("WEBSHOP_INVENTORY_CATALOG", catalog, 1);
+    return true;
+}
+
 int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
-                  const char *state_dir, int http_port, int products, const char *store)
+                  const char *state_dir, int http_port, int products, const char *store,
+                  int replicas)
 {
     memset(s, 0, sizeof(*s));
     atomic_init(&s->sampler_stop, false);
-    for (int i = 0; i < BENCH_PROCS; i++) {
-        snprintf(s->procs[i].name, sizeof(s->procs[i].name), "%s", shop_proc_names[i]);
-        s->procs[i].idle_kb = -1;
-        s->procs[i].peak_kb = -1;
-    }
+    bench_shop_procs_default(s);
+    s->replicas = replicas;
     snprintf(s->script, sizeof(s->script), "%s", script);
     snprintf(s->build_dir, sizeof(s->build_dir), "%s", build_dir);
     if (shop_state_dir_make(s, state_dir) != 0) {
@@ -188,21 +356,28 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
         return 0;
     }
     char port[16];
+    char nrep[16];
     snprintf(port, sizeof(port), "%d", http_port);
+    snprintf(nrep, sizeof(nrep), "%d", replicas);
     /* The inventory reads the catalog through its --catalog variable,
      * WEBSHOP_INVENTORY_CATALOG; one already set wins. The child inherits it, so it
      * is set for the `up` only and restored after. */
-    char catalog[sizeof(s->state_dir) + 32];
-    snprintf(catalog, sizeof(catalog), "%s/bench-catalog.json", s->state_dir);
-    bool own_catalog = getenv("WEBSHOP_INVENTORY_CATALOG") == NULL;
-    if (own_catalog && shop_catalog_write(catalog, products < 2 ? 2 : products) == 0) {
-        setenv("WEBSHOP_INVENTORY_CATALOG", catalog, 1);
+    bool own_catalog = shop_catalog_set(s, products);
+    const char *extra[SHOP_EXTRA_MAX + 1] = {"--http-port", port};
+    int n = 2;
+    if (store != NULL) {
+        extra[n++] = "--store";
+        extra[n++] = store;
     }
-    const char *extra[] = {"--http-port", port, store != NULL ? "--store" : NULL, store,
-                           NULL};
-    fprintf(stderr, "bench: starting a shop: %s up --state-dir %s --http-port %s%s%s\n",
+    if (replicas > 0) {
+        extra[n++] = "--replicas";
+        extra[n++] = nrep;
+    }
+    fprintf(stderr,
+            "bench: starting a shop: %s up --state-dir %s --http-port %s%s%s%s%s\n",
             s->script, s->state_dir, port, store != NULL ? " --store " : "",
-            store != NULL ? store : "");
+            store != NULL ? store : "", replicas > 0 ? " --replicas " : "",
+            replicas > 0 ? nrep : "");
     s->started = true;
     int rc = shop_script_run(s, "up", extra, NULL, 0);
     if (own_catalog) {
@@ -288,7 +463,7 @@ long bench_rss_kb(int pid)
 
 void bench_shop_sample_idle(bench_shop *s)
 {
-    for (int i = 0; i < BENCH_PROCS; i++) {
+    for (int i = 0; i < s->n_procs; i++) {
         s->procs[i].idle_kb = bench_rss_kb(s->procs[i].pid);
         if (s->procs[i].idle_kb > s->procs[i].peak_kb) {
             s->procs[i].peak_kb = s->procs[i].idle_kb;
@@ -300,7 +475,7 @@ static void *shop_sampler_main(void *arg)
 {
     bench_shop *s = arg;
     while (!atomic_load(&s->sampler_stop)) {
-        for (int i = 0; i < BENCH_PROCS; i++) {
+        for (int i = 0; i < s->n_procs; i++) {
             long kb = bench_rss_kb(s->procs[i].pid);
             if (kb > s->procs[i].peak_kb) {
                 s->procs[i].peak_kb = kb;
