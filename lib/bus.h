@@ -14,6 +14,15 @@
  * configured format, sets the MQTT v5 content-type property, and can wait
  * for the broker's PUBACK.
  *
+ * Trace context (lib/trace.h): a publish from a thread that works for a
+ * trace (ws_trace_current()) carries a child span of it as the MQTT v5 user
+ * property "traceparent" (WS_TRACEPARENT_NAME). Every handler runs with the
+ * message's trace as the network thread's current trace (so its log lines
+ * carry trace_id=): the one its traceparent names, or a new trace when it
+ * has none or one that does not parse; it is cleared after the handler. A
+ * held message's retries and a failed group's replay run under the same
+ * trace as the first call; each message of a group under its own.
+ *
  * Metrics (in opts->metrics): webshop_bus_published_total{topic},
  * webshop_bus_acked_total, webshop_bus_publish_refused_total,
  * webshop_bus_received_total{topic}, webshop_bus_undecodable_total{topic},
@@ -86,7 +95,8 @@ typedef struct ws_bus_msg_info {
 } ws_bus_msg_info;
 
 /* Subscription handler: msg is decoded, owned by the bus, valid only during
- * the call. Runs on the network thread. WS_OK: handled. An error cannot
+ * the call. Runs on the network thread, with the message's trace as the
+ * thread's current trace (ws_trace_current(); never NULL there). WS_OK: handled. An error cannot
  * cause a redelivery (libmosquitto has already acknowledged the message):
  * without ws_bus_set_retry it is counted (webshop_bus_handler_failed_total)
  * and the message dropped; with it, an error the retry policy calls

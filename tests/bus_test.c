@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "bus.h"
 #include "harness.h"
 #include "metrics.h"
+#include "trace.h"
 #include "webshop/v1/events.pb-c.h"
 
 #define WAIT_MS 10000
@@ -1289,6 +1291,339 @@ Test(bus, malformed_share_groups_are_refused)
     ws_bus *b2 = NULL;
     cr_expect_eq(ws_bus_open(&o, &b2), WS_EINVAL);
     cr_expect_null(b2);
+}
+
+typedef struct want_n {
+    int *n;
+    int target;
+} want_n;
+
+static bool acked_reached(void *ctx)
+{
+    want_n *w = ctx;
+    return __atomic_load_n(w->n, __ATOMIC_SEQ_CST) >= w->target;
+}
+
+/* ---- many publishers at once -------------------------------------------- */
+
+#define CONC_THREADS 16
+#define CONC_EACH    200
+
+typedef struct conc {
+    ws_bus *bus;
+    int ok; /* publishes that returned WS_OK (atomic) */
+    int failed;
+} conc;
+
+static void *conc_thread(void *arg)
+{
+    conc *c = arg;
+    order o;
+    order_make(&o, "concurrent");
+    for (int i = 0; i < CONC_EACH; i++) {
+        ws_err err = ws_bus_publish(c->bus, TOPIC, &o.msg.base, WAIT_MS);
+        __atomic_add_fetch(err == WS_OK ? &c->ok : &c->failed, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+static double conc_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Every waiting publisher is woken by its own PUBACK: 16 threads publishing
+ * and waiting at once all complete, each publish exactly once, and the
+ * acknowledged count matches. Prints the rate (sync, and async in a loop)
+ * for comparing implementations. */
+Test(bus, many_concurrent_sync_publishers_all_complete)
+{
+    ws_metrics *m = ws_metrics_new();
+    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
+    cr_assert_eq(ws_bus_start(pub), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    conc c = {.bus = pub};
+    pthread_t t[CONC_THREADS];
+    double t0 = conc_now_s();
+    for (int i = 0; i < CONC_THREADS; i++) {
+        cr_assert_eq(pthread_create(&t[i], NULL, conc_thread, &c), 0);
+    }
+    for (int i = 0; i < CONC_THREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    double sync_s = conc_now_s() - t0;
+    cr_expect_eq(c.ok, CONC_THREADS * CONC_EACH);
+    cr_expect_eq(c.failed, 0);
+    cr_expect_eq(counter(m, "webshop_bus_acked_total", NULL),
+                 (uint64_t)CONC_THREADS * CONC_EACH);
+
+    int acked = 0;
+    order o;
+    order_make(&o, "async-rate");
+    int n_async = CONC_THREADS * CONC_EACH;
+    t0 = conc_now_s();
+    for (int i = 0; i < n_async; i++) {
+        ws_err err;
+        while ((err = ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked)) ==
+               WS_EBUSY) {
+            sched_yield();
+        }
+        cr_assert_eq(err, WS_OK);
+    }
+    want_n wn = {&acked, n_async};
+    cr_assert(harness_wait_until(acked_reached, &wn, 3 * WAIT_MS));
+    double async_s = conc_now_s() - t0;
+    fprintf(stderr, "bus throughput: sync %d threads x %d: %.0f/s; async %d: %.0f/s\n",
+            CONC_THREADS, CONC_EACH, CONC_THREADS * CONC_EACH / sync_s, n_async,
+            n_async / async_s);
+    ws_bus_close(pub);
+    ws_metrics_free(m);
+}
+
+/* ---- trace context on the bus ------------------------------------------- */
+
+#define TR_MAX 32
+
+/* What each handler call saw: the order id and the thread's current trace;
+ * and whether the loop hook, between handlers, ever saw a trace. */
+typedef struct traced {
+    pthread_mutex_t mu;
+    int n;
+    char id[TR_MAX][64];
+    bool had[TR_MAX];
+    ws_trace seen[TR_MAX];
+    bool grouped[TR_MAX]; /* inside a group */
+    bool in_group;
+    int ends, fail_ends;
+    int hook_turns, hook_traced;
+} traced;
+
+static ws_err traced_handler(void *ctx, const ProtobufCMessage *msg,
+                             const ws_bus_msg_info *info)
+{
+    (void)info;
+    traced *t = ctx;
+    const ws_trace *cur = ws_trace_current();
+    pthread_mutex_lock(&t->mu);
+    if (t->n < TR_MAX) {
+        snprintf(t->id[t->n], sizeof(t->id[0]), "%s",
+                 ((const Webshop__V1__OrderSent *)msg)->order_id);
+        t->had[t->n] = cur != NULL;
+        if (cur != NULL) {
+            t->seen[t->n] = *cur;
+        }
+        t->grouped[t->n] = t->in_group;
+    }
+    t->n++;
+    pthread_mutex_unlock(&t->mu);
+    return WS_OK;
+}
+
+static void traced_hook(void *ctx)
+{
+    traced *t = ctx;
+    bool cur = ws_trace_current() != NULL;
+    pthread_mutex_lock(&t->mu);
+    t->hook_turns++;
+    t->hook_traced += cur;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static ws_err traced_begin(void *ctx)
+{
+    traced *t = ctx;
+    pthread_mutex_lock(&t->mu);
+    t->in_group = true;
+    pthread_mutex_unlock(&t->mu);
+    return WS_OK;
+}
+
+static ws_err traced_end(void *ctx)
+{
+    traced *t = ctx;
+    pthread_mutex_lock(&t->mu);
+    t->in_group = false;
+    bool fail = ++t->ends <= t->fail_ends;
+    pthread_mutex_unlock(&t->mu);
+    return fail ? WS_ESTORE : WS_OK;
+}
+
+typedef struct traced_want {
+    traced *t;
+    int n;
+} traced_want;
+
+static bool traced_reached(void *ctx)
+{
+    traced_want *w = ctx;
+    pthread_mutex_lock(&w->t->mu);
+    bool done = w->t->n >= w->n && !w->t->in_group;
+    pthread_mutex_unlock(&w->t->mu);
+    return done;
+}
+
+/* A subscriber with traced_handler (and group hooks when batch) and a
+ * publisher, both ready. */
+static void traced_open(traced *t, bool batch, ws_bus **sub, ws_bus **pub)
+{
+    pthread_mutex_init(&t->mu, NULL);
+    *sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, NULL);
+    *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, NULL);
+    ws_bus_batch b = {.begin = traced_begin, .end = traced_end, .ctx = t, .max_msgs = 64,
+                      .max_us = 200000};
+    if (batch) {
+        cr_assert_eq(ws_bus_set_batch(*sub, &b), WS_OK);
+    }
+    cr_assert_eq(ws_bus_set_loop_hook(*sub, traced_hook, t), WS_OK);
+    cr_assert_eq(ws_bus_subscribe(*sub, TOPIC, &webshop__v1__order_sent__descriptor,
+                                  traced_handler, t),
+                 WS_OK);
+    cr_assert_eq(ws_bus_start(*sub), WS_OK);
+    cr_assert_eq(ws_bus_start(*pub), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(*sub, WAIT_MS), WS_OK);
+    cr_assert_eq(ws_bus_wait_connected(*pub, WAIT_MS), WS_OK);
+}
+
+static void traced_close(traced *t, ws_bus *sub, ws_bus *pub)
+{
+    ws_bus_close(pub);
+    ws_bus_close(sub);
+    cr_expect_gt(t->hook_turns, 0);
+    cr_expect_eq(t->hook_traced, 0, "the network thread kept a trace after a handler");
+    pthread_mutex_destroy(&t->mu);
+}
+
+static void traced_publish(ws_bus *pub, const char *id, const ws_trace *trace)
+{
+    order o;
+    order_make(&o, id);
+    ws_trace_set_current(trace);
+    cr_assert_eq(ws_bus_publish(pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
+    ws_trace_set_current(NULL);
+}
+
+Test(bus, a_publish_under_a_trace_is_handled_in_that_trace_as_a_child_span)
+{
+    traced t = {0};
+    ws_bus *sub, *pub;
+    traced_open(&t, false, &sub, &pub);
+    ws_trace mine;
+    ws_trace_new(&mine);
+    traced_publish(pub, "traced-sync", &mine);
+    cr_expect_null(ws_trace_current(), "publish changed the caller's trace");
+    /* The async path (the outbox relay's) carries it too. */
+    int acked = 0;
+    order o;
+    order_make(&o, "traced-async");
+    ws_trace_set_current(&mine);
+    cr_assert_eq(ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked), WS_OK);
+    ws_trace_set_current(NULL);
+    traced_want w = {&t, 2};
+    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    for (int i = 0; i < 2; i++) {
+        cr_assert(t.had[i], "handler %d ran without a trace", i);
+        cr_expect_str_eq(t.seen[i].trace_id, mine.trace_id);
+        cr_expect_str_neq(t.seen[i].span_id, mine.span_id, "not a child span");
+        cr_expect_eq(t.seen[i].flags, mine.flags);
+    }
+    cr_expect_str_neq(t.seen[0].span_id, t.seen[1].span_id, "one span per publish");
+    traced_close(&t, sub, pub);
+}
+
+Test(bus, a_message_without_a_trace_is_handled_under_a_new_one)
+{
+    traced t = {0};
+    ws_bus *sub, *pub;
+    traced_open(&t, false, &sub, &pub);
+    traced_publish(pub, "untraced-1", NULL);
+    traced_publish(pub, "untraced-2", NULL);
+    traced_want w = {&t, 2};
+    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    cr_expect(t.had[0] && t.had[1], "a handler ran without a trace");
+    cr_expect_str_neq(t.seen[0].trace_id, t.seen[1].trace_id, "two messages, one trace");
+    traced_close(&t, sub, pub);
+}
+
+Test(bus, a_malformed_traceparent_gets_a_new_trace_and_the_message_is_delivered)
+{
+    traced t = {0};
+    ws_bus *sub, *pub;
+    traced_open(&t, false, &sub, &pub);
+    /* A current trace whose id is not lower-case hex: the publisher sends
+     * it as it is, and the traceparent on the wire does not parse. */
+    ws_trace bad;
+    ws_trace_new(&bad);
+    memset(bad.trace_id, 'Z', 32);
+    traced_publish(pub, "malformed", &bad);
+    traced_want w = {&t, 1};
+    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    cr_expect_str_eq(t.id[0], "malformed");
+    cr_assert(t.had[0], "the handler ran without a trace");
+    cr_expect_str_neq(t.seen[0].trace_id, bad.trace_id);
+    ws_trace parsed;
+    char text[WS_TRACEPARENT_SIZE];
+    ws_trace_format(&t.seen[0], text);
+    cr_expect(ws_trace_parse(text, WS_TRACEPARENT_LEN, &parsed), "not a valid new trace");
+    traced_close(&t, sub, pub);
+}
+
+/* Index of the publish whose order id is id, or -1. */
+static int traced_which(const char ids[][16], int n, const char *id)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(ids[i], id) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+Test(bus, grouped_messages_each_run_in_their_own_trace_also_when_replayed)
+{
+    enum { N = 6 };
+    traced t = {.fail_ends = 1}; /* the first group's end fails: a replay */
+    ws_bus *sub, *pub;
+    traced_open(&t, true, &sub, &pub);
+    char ids[N][16];
+    ws_trace traces[N];
+    int acked = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "grouped-%d", i);
+        ws_trace_new(&traces[i]);
+        order o;
+        order_make(&o, ids[i]);
+        ws_trace_set_current(&traces[i]);
+        cr_assert_eq(ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked),
+                     WS_OK);
+    }
+    ws_trace_set_current(NULL);
+    traced_want w = {&t, N + 1}; /* at least one replayed call */
+    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    want_n all = {&acked, N};
+    cr_assert(harness_wait_until(acked_reached, &all, WAIT_MS));
+    pthread_mutex_lock(&t.mu);
+    int n = t.n < TR_MAX ? t.n : TR_MAX;
+    int in_group = 0, replayed = 0;
+    for (int i = 0; i < n; i++) {
+        int k = traced_which((const char(*)[16])ids, N, t.id[i]);
+        cr_assert_geq(k, 0, "unknown message %s", t.id[i]);
+        cr_assert(t.had[i], "call %d without a trace", i);
+        cr_expect_str_eq(t.seen[i].trace_id, traces[k].trace_id, "call %d (%s)", i, t.id[i]);
+        in_group += t.grouped[i];
+        /* A replay runs under the very span of the first call. */
+        for (int j = 0; j < i; j++) {
+            if (strcmp(t.id[j], t.id[i]) == 0) {
+                replayed++;
+                cr_expect_str_eq(t.seen[j].span_id, t.seen[i].span_id);
+            }
+        }
+    }
+    pthread_mutex_unlock(&t.mu);
+    cr_expect_gt(in_group, 0, "nothing ran in a group");
+    cr_expect_gt(replayed, 0, "nothing was replayed");
+    traced_close(&t, sub, pub);
 }
 
 /* ---- the harness itself -------------------------------------------------- */
