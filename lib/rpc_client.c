@@ -47,6 +47,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "rpc_tls.h"
 #include "webshop/v1/rpc.pb-c.h"
 
 #define RPC_CLIENT_RECONN_MIN_MS    10
@@ -270,6 +271,56 @@ static void rpc_client_slot_unlink(rpc_client_slot **list, rpc_client_slot *k)
     k->prev = k->next = NULL;
 }
 
+/* Whether opts asks for TLS consistently: every TLS option or none, and
+ * then only and all tls+tcp:// URLs. When they do, the files are tried
+ * once here, so that a bad one fails the open with its own error. */
+static ws_err rpc_client_tls_check(const ws_rpc_client_opts *opts)
+{
+    int set = (opts->tls_cert != NULL) + (opts->tls_key != NULL) +
+              (opts->tls_ca != NULL) + (opts->tls_server_name != NULL);
+    if (set != 0 && set != 4) {
+        return WS_EINVAL;
+    }
+    for (size_t i = 0; i < opts->n_urls; i++) {
+        if ((strncmp(opts->urls[i], "tls+", 4) == 0) != (set == 4)) {
+            return WS_EINVAL;
+        }
+    }
+    if (set == 0) {
+        return WS_OK;
+    }
+    nng_tls_config *cfg;
+    ws_err err = ws__rpc_tls_config_new(0, opts->tls_cert, opts->tls_key, opts->tls_ca,
+                                        opts->tls_server_name, &cfg);
+    if (err == WS_OK) {
+        nng_tls_config_free(cfg);
+    }
+    return err;
+}
+
+/* Dial url, non-blocking (the peer may come up later; nng keeps redialing),
+ * with its own TLS configuration when opts asks for TLS (the dialer holds
+ * the reference). Returns 0 or an nng error. */
+static int rpc_client_dial(ws_rpc_client *c, const ws_rpc_client_opts *opts,
+                           const char *url)
+{
+    if (opts->tls_cert == NULL) {
+        return nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    }
+    nng_tls_config *cfg;
+    nng_dialer d;
+    if (ws__rpc_tls_config_new(0, opts->tls_cert, opts->tls_key, opts->tls_ca,
+                               opts->tls_server_name, &cfg) != WS_OK) {
+        return NNG_EINVAL;
+    }
+    int rv = nng_dialer_create(&d, c->sock, url);
+    if (rv == 0 && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg)) == 0) {
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    }
+    nng_tls_config_free(cfg);
+    return rv; /* on failure the socket's close ends d */
+}
+
 ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
 {
     ws_rpc_client *c;
@@ -283,6 +334,10 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
         if (opts->urls[i] == NULL || opts->urls[i][0] == '\0') {
             return WS_EINVAL;
         }
+    }
+    ws_err tls_err = rpc_client_tls_check(opts);
+    if (tls_err != WS_OK) {
+        return tls_err;
     }
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -326,7 +381,7 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
     }
     for (size_t i = 0; i < opts->n_urls; i++) {
         /* NONBLOCK: the peer may come up later; nng keeps redialing. */
-        if ((rv = nng_dial(c->sock, opts->urls[i], NULL, NNG_FLAG_NONBLOCK)) != 0) {
+        if ((rv = rpc_client_dial(c, opts, opts->urls[i])) != 0) {
             goto fail_opts;
         }
     }

@@ -26,10 +26,24 @@ typedef struct ws_rpc_client_opts {
     size_t n_urls;
     size_t max_msg;       /* cap on a response; 0 = WS_RPC_DEFAULT_MAX_MSG */
     ws_metrics *metrics;  /* NULL = default registry */
+    /* Mutual TLS, for tls+tcp:// URLs (and then required): tls_cert is a PEM
+     * file with our certificate and then its chain (tools/shop_ca's ID.crt),
+     * tls_key its unencrypted key, tls_ca the CA that signs the servers (the
+     * shop's root, ca.crt), tls_server_name the name every server dialed
+     * must present (a DNS subjectAltName: its identity, "inventory"). All
+     * four or none; the files are read at open. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
+    const char *tls_server_name;
 } ws_rpc_client_opts;
 
 /* Create a client and start dialing (non-blocking: peers may come up later).
- * WS_EINVAL for a malformed URL or no URL, WS_ENOMEM. */
+ * WS_EINVAL for a malformed URL or no URL, for a tls+tcp:// URL without the
+ * four TLS options or TLS options without a tls+tcp:// URL; WS_ENOTFOUND,
+ * WS_EIO or WS_EPARSE for a TLS file that cannot be used (logged); WS_ENOMEM.
+ * A server whose certificate does not chain to tls_ca or does not carry
+ * tls_server_name is never connected: calls to it end UNAVAILABLE. */
 ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out /* OUT */);
 
 /* Close the socket and free; in-flight calls fail with CANCELLED. c may be

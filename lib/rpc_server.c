@@ -29,6 +29,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 
 #include "log.h"
+#include "rpc_tls.h"
 #include "google/protobuf/descriptor.pb-c.h"
 #include "proto_dyn.h"
 #include "webshop/v1/rpc.pb-c.h"
@@ -54,8 +55,19 @@ typedef struct rpc_server_service {
     const ProtobufCServiceDescriptor *desc; /* caller's, outlives the server */
     const ws_rpc_handler_fn *handlers;      /* caller's, desc->n_methods */
     void *ctx;
-    rpc_server_stats *stats; /* owned; one per method */
+    rpc_server_stats *stats;         /* owned; one per method */
+    const char *const *const *allow; /* caller's, desc->n_methods; NULL = none */
 } rpc_server_service;
+
+/* One mutual-TLS listener: calls that come in on it are identity's. Set up
+ * before start, read without a lock once the server runs. */
+typedef struct rpc_server_tls {
+    char *url;           /* owned, as given */
+    char *bound_url;     /* owned; set by start: url with the port bound */
+    char *identity;      /* owned */
+    nng_tls_config *cfg; /* one reference, owned */
+    nng_listener l;      /* set by start */
+} rpc_server_tls;
 
 /* One FileDescriptorProto the server serves through reflection. */
 typedef struct rpc_server_file {
@@ -105,6 +117,9 @@ struct ws_rpc_server {
     ws_proto_dyn *symbols;     /* built from files at start: symbol -> file */
     rpc_server_stats unknown;  /* unknown methods and undecodable envelopes */
     ws_gauge *in_flight_gauge; /* requests received and not yet answered */
+    rpc_server_tls *tls;       /* identity listeners, added before start */
+    size_t n_tls;
+    nng_listener plain; /* the listener of url, set by start */
 
     nng_socket sock;
     bool sock_open;
@@ -255,7 +270,10 @@ static bool rpc_server_files_put(const ws_rpc_server *srv, const rpc_server_file
                                  Webshop__V1__FileDescriptorResponse *r)
 {
     for (size_t i = 0; i < r->n_file_descriptor_proto; i++) {
-        if (r->file_descriptor_proto[i].data == f->data->data) {
+        /* The answer holds copies: the same file is the same bytes (a file
+         * imported on two paths, as descriptor.proto is, goes in once). */
+        const ProtobufCBinaryData *b = &r->file_descriptor_proto[i];
+        if (b->len == f->data->len && memcmp(b->data, f->data->data, b->len) == 0) {
             return true;
         }
     }
@@ -424,7 +442,8 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
     ws_rpc_server *srv;
     ws_err err;
 
-    if (opts == NULL || opts->url == NULL || opts->url[0] == '\0' || opts->contexts < 0 ||
+    if (opts == NULL || (opts->url == NULL) != (opts->identities_only != 0) ||
+        (opts->url != NULL && opts->url[0] == '\0') || opts->contexts < 0 ||
         opts->workers < 0) {
         return WS_EINVAL;
     }
@@ -440,8 +459,8 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
     }
     srv->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
     srv->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
-    srv->url = strdup(opts->url);
-    if (srv->url == NULL) {
+    srv->url = opts->url != NULL ? strdup(opts->url) : NULL;
+    if (opts->url != NULL && srv->url == NULL) {
         free(srv);
         return WS_ENOMEM;
     }
@@ -523,6 +542,150 @@ ws_err ws_rpc_server_register(ws_rpc_server *srv, const ProtobufCServiceDescript
     return WS_OK;
 }
 
+/* ------------------------------------------------------------- identities */
+
+ws_err ws_rpc_server_allow(ws_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                           const char *const *const *allow)
+{
+    if (srv == NULL || svc == NULL || allow == NULL || srv->sock_open) {
+        return WS_EINVAL;
+    }
+    for (size_t i = 0; i < srv->n_services; i++) {
+        if (srv->services[i].desc == svc) {
+            srv->services[i].allow = allow;
+            return WS_OK;
+        }
+    }
+    return WS_ENOTFOUND;
+}
+
+ws_err ws_rpc_server_listen_tls(ws_rpc_server *srv, const char *url, const char *identity,
+                                const char *cert, const char *key, const char *ca)
+{
+    if (srv == NULL || url == NULL || strncmp(url, "tls+tcp", 7) != 0 || srv->sock_open ||
+        !ws__rpc_identity_valid(identity) ||
+        ws_rpc_server_tls_url(srv, identity) != NULL) {
+        return WS_EINVAL;
+    }
+    rpc_server_tls *grown = realloc(srv->tls, (srv->n_tls + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        return WS_ENOMEM;
+    }
+    srv->tls = grown;
+    rpc_server_tls t = {.url = strdup(url), .identity = strdup(identity)};
+    ws_err err = t.url != NULL && t.identity != NULL ? WS_OK : WS_ENOMEM;
+    if (err == WS_OK) {
+        err = ws__rpc_tls_config_new(1, cert, key, ca, NULL, &t.cfg);
+    }
+    if (err != WS_OK) {
+        free(t.url);
+        free(t.identity);
+        return err;
+    }
+    srv->tls[srv->n_tls++] = t;
+    return WS_OK;
+}
+
+const char *ws_rpc_server_tls_url(const ws_rpc_server *srv, const char *identity)
+{
+    for (size_t i = 0; srv != NULL && identity != NULL && i < srv->n_tls; i++) {
+        if (strcmp(srv->tls[i].identity, identity) == 0) {
+            return srv->tls[i].bound_url ? srv->tls[i].bound_url : srv->tls[i].url;
+        }
+    }
+    return NULL;
+}
+
+static char *rpc_server_url_with_port(const char *url, int port);
+
+/* At start: open every identity listener. Returns 0 or an nng error. */
+static int rpc_server_tls_start(ws_rpc_server *srv)
+{
+    for (size_t i = 0; i < srv->n_tls; i++) {
+        rpc_server_tls *t = &srv->tls[i];
+        int port = 0, rv;
+        if ((rv = nng_listener_create(&t->l, srv->sock, t->url)) != 0 ||
+            (rv = nng_listener_set_ptr(t->l, NNG_OPT_TLS_CONFIG, t->cfg)) != 0 ||
+            (rv = nng_listener_set_bool(t->l, NNG_OPT_TCP_NODELAY, true)) != 0 ||
+            (rv = nng_listener_start(t->l, 0)) != 0 ||
+            (rv = nng_listener_get_int(t->l, NNG_OPT_TCP_BOUND_PORT, &port)) != 0) {
+            ws_log_error("rpc_server_listen_failed", "url=%s identity=%s error=%s",
+                         t->url, t->identity, nng_strerror(rv));
+            return rv; /* the socket's close ends the listener */
+        }
+        if ((t->bound_url = rpc_server_url_with_port(t->url, port)) == NULL) {
+            return NNG_ENOMEM;
+        }
+        ws_log_info("rpc_tls_listening", "url=%s identity=%s", t->bound_url, t->identity);
+    }
+    return 0;
+}
+
+static void rpc_server_tls_free(ws_rpc_server *srv)
+{
+    for (size_t i = 0; i < srv->n_tls; i++) {
+        free(srv->tls[i].url);
+        free(srv->tls[i].bound_url);
+        free(srv->tls[i].identity);
+        nng_tls_config_free(srv->tls[i].cfg);
+    }
+    free(srv->tls);
+}
+
+/* The identity of the caller of req (see rpc_server_authorize): NULL when
+ * it came over the plain listener (or the server has no identity
+ * listeners), the name when over an identity listener on a verified
+ * connection, "" when that cannot be told (the pipe is gone). */
+static const char *rpc_server_identity_of(ws_rpc_server *srv, nng_msg *req)
+{
+    if (srv->n_tls == 0) {
+        return NULL;
+    }
+    nng_pipe p = nng_msg_get_pipe(req);
+    int lid = nng_listener_id(nng_pipe_listener(p));
+    for (size_t i = 0; lid > 0 && i < srv->n_tls; i++) {
+        if (nng_listener_id(srv->tls[i].l) == lid) {
+            bool verified = false;
+            if (nng_pipe_get_bool(p, NNG_OPT_TLS_VERIFIED, &verified) != 0 || !verified) {
+                return "";
+            }
+            return srv->tls[i].identity;
+        }
+    }
+    return lid > 0 && lid == nng_listener_id(srv->plain) ? NULL : "";
+}
+
+/* Whether identity may call method idx of svc; identity NULL (a plain
+ * listener) always may. On refusal sets *code and the call's message, and
+ * logs the refusal with the identity and the method. */
+static bool rpc_server_authorize(ws_rpc_server *srv, const rpc_server_service *svc,
+                                 size_t idx, const char *identity, const char *method,
+                                 ws_rpc_call *call, ws_rpc_code *code)
+{
+    if (identity == NULL) {
+        return true;
+    }
+    if (identity[0] == '\0') {
+        ws_log_warn("rpc_unauthenticated", "method=%s", method);
+        ws_rpc_call_set_message(call, "caller not authenticated");
+        *code = WS_RPC_UNAUTHENTICATED;
+        return false;
+    }
+    if (svc == &srv->services[0]) {
+        return true; /* Reflection: the schema, for every identity */
+    }
+    const char *const *ids = svc->allow != NULL ? svc->allow[idx] : NULL;
+    for (size_t i = 0; ids != NULL && ids[i] != NULL; i++) {
+        if (strcmp(ids[i], identity) == 0) {
+            return true;
+        }
+    }
+    ws_log_warn("rpc_permission_denied", "identity=%s method=%s", identity, method);
+    ws_rpc_call_set_message(call, "identity %s may not call %.200s", identity, method);
+    *code = WS_RPC_PERMISSION_DENIED;
+    return false;
+}
+
 /* --------------------------------------------------------------- dispatch */
 
 static const ProtobufCMethodDescriptor *
@@ -560,10 +723,12 @@ typedef bool (*rpc_server_sink_fn)(const Webshop__V1__RpcResponse *out, void *ar
 
 /* Serve one request of len bytes at data: hands the answer to sink, and
  * returns its result (false: no answer could be built, out of memory). The
- * request bytes stay the caller's. Shared by the nng path and
+ * request bytes stay the caller's. identity: the caller's, as
+ * rpc_server_identity_of tells it. Shared by the nng path and
  * ws__rpc_server_dispatch(). */
-static bool rpc_server_serve(ws_rpc_server *srv, const uint8_t *data, size_t len,
-                             double arrival, rpc_server_sink_fn sink, void *sink_arg)
+static bool rpc_server_serve(ws_rpc_server *srv, const char *identity,
+                             const uint8_t *data, size_t len, double arrival,
+                             rpc_server_sink_fn sink, void *sink_arg)
 {
     Webshop__V1__RpcRequest *env = NULL;
     Webshop__V1__RpcResponse out = WEBSHOP__V1__RPC_RESPONSE__INIT;
@@ -599,6 +764,9 @@ static bool rpc_server_serve(ws_rpc_server *srv, const uint8_t *data, size_t len
     }
     size_t idx = (size_t)(md - svc->desc->methods);
     stats = &svc->stats[idx];
+    if (!rpc_server_authorize(srv, svc, idx, identity, env->method, &call, &code)) {
+        goto answer;
+    }
     if (svc->handlers[idx] == NULL) {
         code = WS_RPC_UNIMPLEMENTED;
         ws_rpc_call_set_message(&call, "method %.200s has no handler", env->method);
@@ -685,8 +853,8 @@ static nng_msg *rpc_server_dispatch(ws_rpc_server *srv, nng_msg *req, double arr
 {
     nng_msg *msg = NULL;
 
-    if (!rpc_server_serve(srv, nng_msg_body(req), nng_msg_len(req), arrival,
-                          rpc_server_sink_nng, &msg)) {
+    if (!rpc_server_serve(srv, rpc_server_identity_of(srv, req), nng_msg_body(req),
+                          nng_msg_len(req), arrival, rpc_server_sink_nng, &msg)) {
         return NULL;
     }
     return msg;
@@ -713,13 +881,20 @@ static bool rpc_server_sink_mem(const Webshop__V1__RpcResponse *out, void *arg)
 ws_err ws__rpc_server_dispatch(ws_rpc_server *srv, const void *req, size_t len,
                                uint8_t **resp, size_t *resp_len)
 {
+    return ws__rpc_server_dispatch_as(srv, NULL, req, len, resp, resp_len);
+}
+
+ws_err ws__rpc_server_dispatch_as(ws_rpc_server *srv, const char *identity,
+                                  const void *req, size_t len, uint8_t **resp,
+                                  size_t *resp_len)
+{
     rpc_server_mem mem = {NULL, 0};
     static const uint8_t empty[1];
 
     if (srv == NULL || resp == NULL || resp_len == NULL || (req == NULL && len > 0)) {
         return WS_EINVAL;
     }
-    if (!rpc_server_serve(srv, req != NULL ? req : empty, len, rpc_server_now(),
+    if (!rpc_server_serve(srv, identity, req != NULL ? req : empty, len, rpc_server_now(),
                           rpc_server_sink_mem, &mem)) {
         return WS_ENOMEM;
     }
@@ -900,10 +1075,14 @@ static char *rpc_server_url_with_port(const char *url, int port)
 static int rpc_server_listen(ws_rpc_server *srv)
 {
     nng_listener l;
+    if (srv->url == NULL) {
+        return 0; /* identity listeners only */
+    }
     int rv = nng_listener_create(&l, srv->sock, srv->url);
     if (rv != 0) {
         return rv;
     }
+    srv->plain = l;
     bool tcp = strncmp(srv->url, "tcp", 3) == 0;
     if (tcp && (rv = nng_listener_set_bool(l, NNG_OPT_TCP_NODELAY, true)) != 0) {
         nng_listener_close(l);
@@ -926,7 +1105,7 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
 {
     int rv;
 
-    if (srv == NULL || srv->sock_open) {
+    if (srv == NULL || srv->sock_open || (srv->url == NULL && srv->n_tls == 0)) {
         return WS_EINVAL;
     }
     if (srv->symbols == NULL) {
@@ -966,6 +1145,9 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
                      nng_strerror(rv));
         goto fail;
     }
+    if ((rv = rpc_server_tls_start(srv)) != 0) {
+        goto fail;
+    }
     pthread_mutex_lock(&srv->mu);
     srv->active_ctxs = srv->n_ctxs;
     pthread_mutex_unlock(&srv->mu);
@@ -975,8 +1157,10 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
     }
     /* The one line that says where the server is: tests and launchers that
      * asked for port 0 read the port from it. */
-    ws_log_info("rpc_listening", "url=%s contexts=%d workers=%d inline=%d",
-                srv->bound_url, srv->n_ctxs, srv->n_workers, srv->inline_handlers);
+    if (srv->url != NULL) {
+        ws_log_info("rpc_listening", "url=%s contexts=%d workers=%d inline=%d",
+                    srv->bound_url, srv->n_ctxs, srv->n_workers, srv->inline_handlers);
+    }
     return WS_OK;
 
 fail:
@@ -1035,6 +1219,7 @@ void ws_rpc_server_close(ws_rpc_server *srv)
     }
     free(srv->services);
     rpc_server_files_free(srv);
+    rpc_server_tls_free(srv);
     rpc_server_stats_fini(&srv->unknown);
     free(srv->ctxs);
     free(srv->threads);
@@ -1048,6 +1233,9 @@ void ws_rpc_server_close(ws_rpc_server *srv)
 
 const char *ws_rpc_server_url(const ws_rpc_server *srv)
 {
+    if (srv->url == NULL && srv->n_tls > 0) {
+        return ws_rpc_server_tls_url(srv, srv->tls[0].identity);
+    }
     return srv->bound_url != NULL ? srv->bound_url : srv->url;
 }
 

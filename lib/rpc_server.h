@@ -8,6 +8,18 @@
  * (DEADLINE_EXCEEDED), unpacks the payload (INVALID_ARGUMENT if it cannot),
  * calls the handler, and answers an RpcResponse. Calls, errors and latency
  * are counted per method in the metrics registry.
+ *
+ * Identities (mutual TLS): besides its plain URL, a server may listen on
+ * tls+tcp:// once per caller identity (ws_rpc_server_listen_tls), each
+ * listener requiring a client certificate that chains to that identity's CA.
+ * A call that came in on such a listener is the identity's, and runs only if
+ * the method's authorization table (ws_rpc_server_allow; generated from the
+ * (webshop.v1.allow) options) lists the identity: otherwise
+ * PERMISSION_DENIED, logged as
+ *   event=rpc_permission_denied identity=front method=/pkg.Svc/Method
+ * (UNAUTHENTICATED, event=rpc_unauthenticated, when the connection it came
+ * on cannot be tied to a verified identity any more). Calls over the plain
+ * URL (tcp://, ipc://, inproc://) carry no identity and are not checked.
  */
 #ifndef WS_RPC_SERVER_H
 #define WS_RPC_SERVER_H
@@ -47,6 +59,8 @@ typedef struct ws_rpc_server_opts {
     size_t max_msg;         /* cap on a request and on a handler's response (not on
                              * reflection's descriptors); 0 = WS_RPC_DEFAULT_MAX_MSG */
     ws_metrics *metrics;    /* registry for per-method metrics; NULL = default */
+    int identities_only;    /* 1: no plain listener (url must be NULL), only the
+                             * ws_rpc_server_listen_tls ones (one at least) */
 } ws_rpc_server_opts;
 
 /* Create a server (not yet listening). *out owns it; close with
@@ -70,6 +84,33 @@ ws_err ws_rpc_server_register(ws_rpc_server *srv, const ProtobufCServiceDescript
 ws_err ws_rpc_server_add_files(ws_rpc_server *srv, const ProtobufCBinaryData *files,
                                size_t n);
 
+/* Who may call svc's methods over an identity listener: allow[i] is the
+ * NULL-terminated list of identities allowed to call svc->methods[i], or NULL
+ * when none is. Generated register functions call it with the table of the
+ * methods' (webshop.v1.allow) options. A registered service without a table
+ * is denied to every identity; the built-in Reflection service is open to
+ * every identity (it shows only the schema). The table is borrowed and must
+ * outlive the server. Before start; WS_ENOTFOUND if svc is not registered. */
+ws_err ws_rpc_server_allow(ws_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                           const char *const *const *allow);
+
+/* Also listen, from start on, on url (tls+tcp://HOST:PORT, port 0 for any)
+ * for calls of one identity (a-z, 0-9, '-'): the TLS handshake requires a
+ * client certificate that chains to ca, a PEM file of that identity's CA
+ * only (tools/shop_ca's ID-ca.crt). The server presents cert (PEM: its
+ * certificate, then the chain to the shop's root) with key. The files are
+ * read now. Before start; one listener per identity. WS_EINVAL for a bad
+ * argument, an identity already listening, or a URL that is not tls+tcp;
+ * WS_ENOTFOUND, WS_EIO or WS_EPARSE for a file (logged). Once listening the
+ * server logs, at info level:
+ *   event=rpc_tls_listening url=tls+tcp://127.0.0.1:PORT identity=ID */
+ws_err ws_rpc_server_listen_tls(ws_rpc_server *srv, const char *url, const char *identity,
+                                const char *cert, const char *key, const char *ca);
+
+/* The URL, with the port bound after start, of identity's TLS listener, or
+ * NULL if there is none. Owned by srv, valid until close. */
+const char *ws_rpc_server_tls_url(const ws_rpc_server *srv, const char *identity);
+
 /* Listen on the URL and start serving. A tcp URL may ask for port 0 (any
  * free port); the port bound is in ws_rpc_server_url() and in the line
  * logged once listening, at info level:
@@ -79,7 +120,9 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv);
 
 /* The URL the server listens on: after a successful start, the URL with the
  * port actually bound (tcp://127.0.0.1:0 becomes tcp://127.0.0.1:41234);
- * before, the URL it was opened with. Owned by srv, valid until close. */
+ * before, the URL it was opened with. A server opened identities_only answers
+ * its first TLS listener's (ws_rpc_server_tls_url). Owned by srv, valid
+ * until close. */
 const char *ws_rpc_server_url(const ws_rpc_server *srv);
 
 /* Stop accepting, let in-flight handlers finish, close the socket, free.

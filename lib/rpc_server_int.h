@@ -22,4 +22,11 @@
 ws_err ws__rpc_server_dispatch(ws_rpc_server *srv, const void *req, size_t len,
                                uint8_t **resp /* OUT */, size_t *resp_len /* OUT */);
 
+/* The same as a call of identity: NULL as over a plain listener (not
+ * checked), "" as over a TLS connection whose identity is not known
+ * (UNAUTHENTICATED), or a name, checked against the authorization table. */
+ws_err ws__rpc_server_dispatch_as(ws_rpc_server *srv, const char *identity,
+                                  const void *req, size_t len, uint8_t **resp /* OUT */,
+                                  size_t *resp_len /* OUT */);
+
 #endif

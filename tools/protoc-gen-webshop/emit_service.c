@@ -3,7 +3,9 @@
  * server struct P_S_server (one handler pointer per method) and
  * P_S_register(); in the source, the stubs and thunks of its methods and
  * the register function, which hands the thunks to ws_rpc_server_register()
- * with protoc-c's service descriptor and the caller's struct as context.
+ * with protoc-c's service descriptor and the caller's struct as context, and
+ * the service's authorization table (each method's (webshop.v1.allow)) to
+ * ws_rpc_server_allow().
  */
 #include "gen.h"
 
@@ -42,6 +44,37 @@ void emit_service_header(const gen_service *s, strbuf *out)
         s->prefix, s->full_name, s->prefix, s->prefix);
 }
 
+void emit_service_allow(const gen_service *s, strbuf *out)
+{
+    if (s->n_methods == 0) {
+        return;
+    }
+    strbuf_puts(out, "    /* Who may call each method over an identity listener (its\n"
+                     "     * (webshop.v1.allow) option); NULL: no identity may. */\n");
+    for (size_t i = 0; i < s->n_methods; i++) {
+        const gen_method *m = &s->methods[i];
+        options_bytes id;
+        if (m->allow.data == NULL) {
+            continue;
+        }
+        strbuf_printf(out, "    static const char *const allow_%s[] = {", m->field);
+        for (size_t k = 0; options_msg_bytes_at(m->allow, GEN_ALLOW_IDENTITIES, k, &id);
+             k++) {
+            strbuf_printf(out, "\"%.*s\", ", (int)id.len, (const char *)id.data);
+        }
+        strbuf_puts(out, "NULL};\n");
+    }
+    strbuf_puts(out, "    static const char *const *const allow[] = {\n");
+    for (size_t i = 0; i < s->n_methods; i++) {
+        if (s->methods[i].allow.data != NULL) {
+            strbuf_printf(out, "        allow_%s,\n", s->methods[i].field);
+        } else {
+            strbuf_puts(out, "        NULL,\n");
+        }
+    }
+    strbuf_puts(out, "    };\n\n");
+}
+
 void emit_service_source(const gen_service *s, strbuf *out)
 {
     strbuf_printf(out, "\n/* ---- service %s ---- */\n", s->full_name);
@@ -62,7 +95,8 @@ void emit_service_source(const gen_service *s, strbuf *out)
         for (size_t i = 0; i < s->n_methods; i++) {
             strbuf_printf(out, "        %s__serve,\n", s->methods[i].fn);
         }
-        strbuf_puts(out, "    };\n\n");
+        strbuf_puts(out, "    };\n");
+        emit_service_allow(s, out);
     } else {
         strbuf_puts(out,
                     "    static const ws_rpc_handler_fn *const handlers = NULL;\n\n");
@@ -76,8 +110,14 @@ void emit_service_source(const gen_service *s, strbuf *out)
         "                                        (void *)impl);\n"
         "    if (err == WS_OK) {\n"
         "        err = ws_rpc_server_add_files(srv, %s__files, %s__n_files);\n"
-        "    }\n"
-        "    return err;\n"
-        "}\n",
+        "    }\n",
         s->lower, s->file_ident, s->file_ident);
+    if (s->n_methods > 0) {
+        strbuf_printf(out,
+                      "    if (err == WS_OK) {\n"
+                      "        err = ws_rpc_server_allow(srv, &%s__descriptor, allow);\n"
+                      "    }\n",
+                      s->lower);
+    }
+    strbuf_puts(out, "    return err;\n}\n");
 }

@@ -252,6 +252,37 @@ static void gen_file_fini(gen_file *f)
     free(f->ident);
 }
 
+/* Read m's (webshop.v1.allow) option into m->allow, refusing an identity
+ * the runtime could never match: empty, or other than a-z, 0-9 and '-' (the
+ * names tools/shop_ca makes; the generated C quotes them without escaping). */
+static bool gen_method_allow(gen_ctx *ctx, const gen_file_proto *file, gen_method *m)
+{
+    const Google__Protobuf__MethodOptions *o = m->proto->options;
+    options_bytes id;
+
+    if (o == NULL || !options_find_bytes(&o->base, GEN_ALLOW_EXT, &m->allow)) {
+        m->allow = (options_bytes){NULL, 0};
+        return true;
+    }
+    for (; options_msg_bytes_at(m->allow, GEN_ALLOW_IDENTITIES, m->n_allow, &id);
+         m->n_allow++) {
+        bool ok = id.len > 0 && id.len <= 64;
+        for (size_t i = 0; ok && i < id.len; i++) {
+            uint8_t c = id.data[i];
+            ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+        }
+        if (!ok) {
+            gen_ctx_fail(ctx,
+                         "%s: %s: identity \"%.*s\" in (webshop.v1.allow) is not a name "
+                         "of a-z, 0-9 and '-'",
+                         file->name, m->path, (int)(id.len > 64 ? 64 : id.len),
+                         (const char *)id.data);
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool gen_method_init(gen_ctx *ctx, const gen_file_proto *file,
                             const gen_service *s, int32_t s_index, int32_t m_index,
                             gen_method *m)
@@ -296,7 +327,7 @@ static bool gen_method_init(gen_ctx *ctx, const gen_file_proto *file,
         return false;
     }
     m->comment = gen_comment_find(file, path, 4);
-    return true;
+    return gen_method_allow(ctx, file, m);
 }
 
 static bool gen_service_init(gen_ctx *ctx, const gen_file_proto *file, int32_t s_index,

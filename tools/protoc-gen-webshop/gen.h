@@ -14,7 +14,13 @@
 #include "google/protobuf/compiler/plugin.pb-c.h"
 #include "google/protobuf/descriptor.pb-c.h"
 
+#include "options.h"
 #include "strbuf.h"
+
+/* auth_options.proto: extend MethodOptions { Allow allow = 50020 }, whose
+ * field 1 is the repeated identities. */
+#define GEN_ALLOW_EXT        50020
+#define GEN_ALLOW_IDENTITIES 1
 
 typedef Google__Protobuf__Compiler__CodeGeneratorRequest gen_request;
 typedef Google__Protobuf__Compiler__CodeGeneratorResponse gen_response;
@@ -34,6 +40,9 @@ typedef struct gen_method {
     char *out_type;      /* ... of the output */
     char *out_lower;     /* protoc-c lower name of the output (+ "__descriptor") */
     const char *comment; /* leading comment in the .proto, or NULL (borrowed) */
+    options_bytes allow; /* the (webshop.v1.allow) Allow message, into proto's
+                          * options; len 0 (data NULL) when the method has none */
+    size_t n_allow;      /* identities in allow, each checked by gen_method_allow */
 } gen_method;
 
 /* One service; every string is owned. */
@@ -81,6 +90,10 @@ void emit_method_decls(const gen_service *s, const gen_method *m, strbuf *out);
 void emit_method_handler_field(const gen_service *s, const gen_method *m, strbuf *out);
 void emit_method_stubs(const gen_service *s, const gen_method *m, strbuf *out);
 void emit_method_thunk(const gen_service *s, const gen_method *m, strbuf *out);
+/* The authorization table of s (from each method's (webshop.v1.allow)), as
+ * static arrays inside the register function, and its hand-over to
+ * ws_rpc_server_allow(). Nothing for a service without methods. */
+void emit_service_allow(const gen_service *s, strbuf *out);
 
 /* A C block comment holding text (a .proto comment: "*" "/" defused), each
  * line prefixed with indent. Nothing for NULL or blank text. */
