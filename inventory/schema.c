@@ -110,6 +110,9 @@ static const ws_db_migration schema_migrations[] = {
      "DROP TABLE temp.inv_legacy_ids;",
      NULL},
     {3, WS_OUTBOX_LEASE_SQLITE, NULL},
+    /* The trace of the work that queued an outbox row (lib/outbox.h); a
+     * no-op on a PostgreSQL table made with it by version 1. */
+    {4, WS_OUTBOX_TRACE_SQLITE, WS_OUTBOX_TRACE_PG},
 };
 
 const ws_db_migration *inv_schema_migrations(size_t *n)

@@ -6,6 +6,11 @@
  * must not hold the write lock the bus handlers need, nor a connection of
  * the pool) and settles it in a short transaction of its own
  * (stock_sweep.c re-checks the record there).
+ *
+ * Tracing: no request starts a sweep, so each candidate gets a new trace
+ * (trace.h) of its own, current from its GetOrder (the order service logs
+ * under the same trace_id) to the lines about its outcome and the events
+ * its release queues (outbox rows keep the trace).
  */
 #include "sweeper.h"
 
@@ -17,6 +22,7 @@
 #include "clock.h"
 #include "log.h"
 #include "stock.h"
+#include "trace.h"
 #include "webshop/v1/order.rpc.h"
 
 #define SWEEPER_DEFAULT_BATCH    100
@@ -116,6 +122,27 @@ static ws_err sweeper_settle(inv_sweeper *w, const inv_orphan_candidate *c,
     return WS_OK;
 }
 
+/* Ask about one candidate and settle it, under a new trace. *found (OUT)
+ * and *code (OUT): the lookup's answer, as sweeper_lookup gives it; nothing
+ * is settled when it failed. */
+static ws_err sweeper_orphan_one(inv_sweeper *w, const inv_orphan_candidate *c,
+                                 int64_t now_ms, inv_sweep_stats *st,
+                                 inv_order_lookup *found, ws_rpc_code *code)
+{
+    ws_trace trace;
+    ws_trace_new(&trace);
+    ws_trace_set_current(&trace);
+    *found = sweeper_lookup(w, c->order_id, code);
+    ws_counter_inc(w->checks[*found]);
+    ws_err err = WS_OK;
+    if (*found != INV_LOOKUP_FAILED) {
+        st->checked++;
+        err = sweeper_settle(w, c, *found, now_ms, st);
+    }
+    ws_trace_set_current(NULL);
+    return err;
+}
+
 /* Ask about and settle one batch of candidates. *more (OUT): every one got
  * an answer and the batch was full, so another batch may be due. */
 static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *st,
@@ -130,10 +157,9 @@ static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_sta
         if (sweeper_stopping(w)) {
             return WS_OK;
         }
-        const inv_orphan_candidate *c = &w->candidates[i];
         ws_rpc_code code;
-        inv_order_lookup found = sweeper_lookup(w, c->order_id, &code);
-        ws_counter_inc(w->checks[found]);
+        inv_order_lookup found;
+        err = sweeper_orphan_one(w, &w->candidates[i], now_ms, st, &found, &code);
         if (found == INV_LOOKUP_FAILED) {
             st->failed++;
             if (sweeper_service_down(code)) {
@@ -144,9 +170,7 @@ static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_sta
             }
             continue;
         }
-        st->checked++;
         answered++;
-        err = sweeper_settle(w, c, found, now_ms, st);
     }
     *more = err == WS_OK && n == w->opts.batch && answered == n;
     return err;

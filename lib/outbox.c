@@ -16,6 +16,11 @@
  * call stays on the relay thread. The relay object is reference counted by
  * its in-flight publishes, so that closing it before the bus delivers the
  * last callbacks is safe.
+ *
+ * Tracing: put stores the putting thread's traceparent in the row; the relay
+ * thread makes it current around that row's publish only (a trace per row,
+ * cleared after), never around the claim or the deletes, which are no one
+ * request's work.
  */
 #include "outbox.h"
 
@@ -28,6 +33,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "trace.h"
 
 #define OUTBOX_DEFAULT_WINDOW   100
 #define OUTBOX_DEFAULT_POLL_MS  1000
@@ -57,16 +63,23 @@ ws_err ws_outbox_put(ws_db_conn *c, const char *topic, const ProtobufCMessage *m
         }
     }
     protobuf_c_message_pack(msg, buf);
+    char traceparent[WS_TRACEPARENT_SIZE];
+    const ws_trace *trace = ws_trace_current();
+    if (trace != NULL) {
+        ws_trace_format(trace, traceparent);
+    }
 
     ws_db_stmt *st = NULL;
-    ws_err err = ws_db_prepare(
-        c, "INSERT INTO outbox(topic, type, payload, created_ms) VALUES ($1, $2, $3, $4)",
-        &st);
+    ws_err err = ws_db_prepare(c,
+                               "INSERT INTO outbox(topic, type, payload, created_ms,"
+                               " traceparent) VALUES ($1, $2, $3, $4, $5)",
+                               &st);
     if (err == WS_OK && (err = ws_db_bind_text(st, 1, topic)) == WS_OK &&
         (err = ws_db_bind_text(st, 2, msg->descriptor->name)) == WS_OK &&
         /* A zero-length payload is still a blob, not NULL. */
         (err = ws_db_bind_blob(st, 3, buf, len)) == WS_OK &&
-        (err = ws_db_bind_int64(st, 4, ws_clock_wall_ms())) == WS_OK) {
+        (err = ws_db_bind_int64(st, 4, ws_clock_wall_ms())) == WS_OK &&
+        (err = ws_db_bind_text(st, 5, trace != NULL ? traceparent : NULL)) == WS_OK) {
         err = ws_db_run(st, NULL);
     }
     if (buf != small) {
@@ -76,7 +89,7 @@ ws_err ws_outbox_put(ws_db_conn *c, const char *topic, const ProtobufCMessage *m
 }
 
 /* The row under the statement's cursor: columns id, topic, type, payload,
- * created_ms. WS_ESTORE when a NOT NULL column reads as NULL. */
+ * created_ms, traceparent. WS_ESTORE when a NOT NULL column reads as NULL. */
 static ws_err outbox_row_read(ws_db_stmt *st, ws_outbox_row *row /* OUT */)
 {
     size_t len = 0;
@@ -88,6 +101,7 @@ static ws_err outbox_row_read(ws_db_stmt *st, ws_outbox_row *row /* OUT */)
         .payload = payload,
         .len = len,
         .created_ms = ws_db_column_int64(st, 4),
+        .traceparent = ws_db_column_text(st, 5),
     };
     return row->topic == NULL || row->type == NULL || row->payload == NULL ? WS_ESTORE
                                                                            : WS_OK;
@@ -101,7 +115,8 @@ ws_err ws_outbox_scan(ws_db_conn *c, int64_t after_id, size_t limit, ws_outbox_r
     }
     ws_db_stmt *st = NULL;
     ws_err err = ws_db_prepare(c,
-                               "SELECT id, topic, type, payload, created_ms FROM outbox"
+                               "SELECT id, topic, type, payload, created_ms, traceparent"
+                               " FROM outbox"
                                " WHERE id > $1 ORDER BY id LIMIT $2",
                                &st);
     if (err == WS_OK && (err = ws_db_bind_int64(st, 1, after_id)) == WS_OK) {
@@ -194,7 +209,8 @@ ws_err ws_outbox_row_unpack(const ws_outbox_row *row,
 #define OUTBOX_CLAIM_SQL(lock)                                                           \
     "UPDATE outbox SET lease_until_ms = $1 WHERE id IN"                                  \
     " (SELECT id FROM outbox WHERE lease_until_ms < $2 ORDER BY id LIMIT $3" lock ")"    \
-    " AND lease_until_ms < $2 RETURNING id, topic, type, payload, created_ms"
+    " AND lease_until_ms < $2"                                                           \
+    " RETURNING id, topic, type, payload, created_ms, traceparent"
 
 /* One publish in flight: a slot of the relay's ring, in publish (id) order;
  * the context of its callback. */
@@ -321,10 +337,11 @@ static void outbox_relay_on_ack(void *ctx, ws_err result)
     }
 }
 
-/* Relay thread: publish one claimed row. A row that can never be published
- * is logged, counted and queued for deletion (WS_OK). */
-static ws_err outbox_relay_publish_row(ws_outbox_relay *r, const ws_outbox_row *row,
-                                       int64_t lease)
+/* Relay thread: publish one claimed row (its trace current, see
+ * outbox_relay_publish_row). A row that can never be published is logged,
+ * counted and queued for deletion (WS_OK). */
+static ws_err outbox_relay_publish_traced(ws_outbox_relay *r, const ws_outbox_row *row,
+                                          int64_t lease)
 {
     ProtobufCMessage *msg = NULL;
     ws_err err = ws_outbox_row_unpack(row, r->types, r->n_types, &msg);
@@ -363,6 +380,22 @@ static ws_err outbox_relay_publish_row(ws_outbox_relay *r, const ws_outbox_row *
         pthread_mutex_unlock(&r->mu);
         ws_gauge_add(r->inflight_gauge, -1);
     }
+    return err;
+}
+
+/* Relay thread: publish one claimed row with its trace as the thread's
+ * current one, so the bus puts it on the message and the lines about the row
+ * carry it; a row put without one (or with one that does not parse) is
+ * published with none. */
+static ws_err outbox_relay_publish_row(ws_outbox_relay *r, const ws_outbox_row *row,
+                                       int64_t lease)
+{
+    ws_trace trace;
+    bool traced = row->traceparent != NULL &&
+                  ws_trace_parse(row->traceparent, strlen(row->traceparent), &trace);
+    ws_trace_set_current(traced ? &trace : NULL);
+    ws_err err = outbox_relay_publish_traced(r, row, lease);
+    ws_trace_set_current(NULL);
     return err;
 }
 
@@ -572,19 +605,24 @@ static void outbox_batch_clear(ws_outbox_relay *r)
 static ws_err outbox_batch_add(ws_outbox_relay *r, const ws_outbox_row *row)
 {
     size_t tl = strlen(row->topic) + 1, yl = strlen(row->type) + 1;
-    char *mem = malloc(tl + yl + row->len + 1);
+    size_t pl = row->traceparent != NULL ? strlen(row->traceparent) + 1 : 0;
+    char *mem = malloc(tl + yl + pl + row->len + 1);
     if (mem == NULL) {
         return WS_ENOMEM;
     }
     memcpy(mem, row->topic, tl);
     memcpy(mem + tl, row->type, yl);
-    memcpy(mem + tl + yl, row->payload, row->len);
+    if (pl > 0) {
+        memcpy(mem + tl + yl, row->traceparent, pl);
+    }
+    memcpy(mem + tl + yl + pl, row->payload, row->len);
     outbox_claimed *b = &r->batch[r->nbatch++];
     b->mem = mem;
     b->row = *row;
     b->row.topic = mem;
     b->row.type = mem + tl;
-    b->row.payload = mem + tl + yl;
+    b->row.traceparent = pl > 0 ? mem + tl + yl : NULL;
+    b->row.payload = mem + tl + yl + pl;
     return WS_OK;
 }
 

@@ -48,6 +48,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "rpc_tls.h"
+#include "trace.h"
 #include "webshop/v1/rpc.pb-c.h"
 
 #define RPC_CLIENT_RECONN_MIN_MS    10
@@ -575,6 +576,14 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
     env.payload.len = payload_len;
     env.deadline_ms = deadline_ms;
     env.request_id = atomic_fetch_add(&c->next_id, 1);
+    /* A caller working for a trace passes it on (rpc.proto, traceparent). */
+    char traceparent[WS_TRACEPARENT_SIZE];
+    if (ws_trace_current() != NULL) {
+        ws_trace span; /* this call, a child span of the caller's trace */
+        ws_trace_child(ws_trace_current(), &span);
+        ws_trace_format(&span, traceparent);
+        env.traceparent = traceparent;
+    }
     n = webshop__v1__rpc_request__get_packed_size(&env);
     if (n > c->max_msg) {
         if (msg != NULL && msg_len > 0) {

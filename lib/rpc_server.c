@@ -12,6 +12,10 @@
  * holding one of nng's task threads while the handler runs. Close drains: contexts stop
  * receiving once their answer is out, the socket is closed, every context reaches its end
  * state, then the workers are joined.
+ *
+ * Tracing: a call runs under the request's traceparent (rpc.proto), set as
+ * the serving thread's current trace from the decoded envelope to the
+ * answer, so every line logged for it carries the caller's trace_id.
  */
 #include "rpc_server.h"
 #include "rpc_server_int.h"
@@ -30,6 +34,7 @@
 
 #include "log.h"
 #include "rpc_tls.h"
+#include "trace.h"
 #include "google/protobuf/descriptor.pb-c.h"
 #include "proto_dyn.h"
 #include "webshop/v1/rpc.pb-c.h"
@@ -717,6 +722,26 @@ rpc_server_find(ws_rpc_server *srv, const char *name, rpc_server_service **svc_o
     return NULL;
 }
 
+/* The request's trace becomes the thread's current one for the rest of the
+ * call (handler, logs, the calls it makes), as a span of this server's, a
+ * child of the caller's; a request without a valid traceparent starts a
+ * new trace. What the thread had before (a worker: nothing; an in-process
+ * dispatch: the caller's) is saved in *outer and restored when the call is
+ * answered. */
+static void rpc_server_trace_enter(const Webshop__V1__RpcRequest *env,
+                                   ws_trace *outer /* OUT */, bool *had_outer /* OUT */)
+{
+    const ws_trace *cur = ws_trace_current();
+    *had_outer = cur != NULL;
+    if (cur != NULL) {
+        *outer = *cur;
+    }
+    const char *tp = env->traceparent;
+    ws_trace span; /* the server's, a child of the caller's */
+    ws_trace_child(ws_trace_adopt(tp, tp != NULL ? strlen(tp) : 0), &span);
+    ws_trace_set_current(&span);
+}
+
 /* Packs the answer into whatever the transport sends; returns false when
  * out of memory. */
 typedef bool (*rpc_server_sink_fn)(const Webshop__V1__RpcResponse *out, void *arg);
@@ -739,7 +764,8 @@ static bool rpc_server_serve(ws_rpc_server *srv, const char *identity,
     uint8_t *payload = NULL;
     ws_rpc_call call = {.arrival = arrival};
     ws_rpc_code code;
-    bool answered;
+    ws_trace outer; /* the thread's trace before this call, if had_outer */
+    bool answered, had_outer = false;
 
     if (len > srv->max_msg) {
         /* Only inproc gets here: stream transports enforce RECVMAXSZ. */
@@ -756,6 +782,7 @@ static bool rpc_server_serve(ws_rpc_server *srv, const char *identity,
     }
     out.request_id = env->request_id;
     call.deadline_ms = env->deadline_ms;
+    rpc_server_trace_enter(env, &outer, &had_outer);
     md = rpc_server_find(srv, env->method, &svc);
     if (md == NULL) {
         code = WS_RPC_UNIMPLEMENTED;
@@ -828,6 +855,7 @@ answer:
         protobuf_c_message_free_unpacked(in, NULL);
     }
     if (env != NULL) {
+        ws_trace_set_current(had_outer ? &outer : NULL);
         webshop__v1__rpc_request__free_unpacked(env, NULL);
     }
     return answered;

@@ -43,7 +43,10 @@ typedef struct ws_rpc_call ws_rpc_call; /* one call in progress */
  * malloc, so that the server can free it with
  * protobuf_c_message_free_unpacked(resp, NULL) after packing. On any other
  * code *resp must be left NULL; the handler may describe the failure with
- * ws_rpc_call_set_message(). */
+ * ws_rpc_call_set_message(). While it runs, the thread's current trace
+ * (trace.h) is a span of the request's traceparent (RpcRequest.traceparent),
+ * or of a new trace when the request carried none or an invalid one: its log
+ * lines and the calls it makes carry the caller's trace_id. */
 typedef ws_rpc_code (*ws_rpc_handler_fn)(void *ctx, const ProtobufCMessage *req,
                                          ProtobufCMessage **resp /* OUT */,
                                          ws_rpc_call *call);

@@ -802,3 +802,25 @@ ws_err order_db_list(ws_db_conn *c, int64_t after_ms, const char *after_id, size
     *more = next;
     return WS_OK;
 }
+
+ws_err order_db_count_by_status(ws_db_conn *c, int64_t *counts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        counts[i] = 0;
+    }
+    ws_db_stmt *s;
+    ws_err err = ws_db_prepare(
+        c, "SELECT status, count(*) FROM orders WHERE tombstone = 0 GROUP BY status", &s);
+    if (err != WS_OK) {
+        return err;
+    }
+    bool row = false;
+    while ((err = ws_db_step(s, &row)) == WS_OK && row) {
+        int64_t status = ws_db_column_int64(s, 0);
+        if (status >= 0 && (uint64_t)status < n) {
+            counts[status] = ws_db_column_int64(s, 1);
+        }
+    }
+    ws_db_reset(s);
+    return err;
+}

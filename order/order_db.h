@@ -257,6 +257,15 @@ ws_err order_db_tombstones_expire(ws_db_conn *c, int64_t before_ms, size_t limit
 
 /* ---- queries --------------------------------------------------------------- */
 
+/* Count the orders by status: counts[s] is set, for every s < n, to the
+ * number of orders (not tombstones) whose status is s
+ * (Webshop__V1__OrderStatus; 0 where there are none, and a status >= n is
+ * not counted). One grouped SELECT, so one snapshot; read only, READ
+ * COMMITTED is enough. It reads every order row (the (status, ...) index
+ * on SQLite): a gauge to refresh now and then, not a per-request read. On
+ * failure counts may be partly written. */
+ws_err order_db_count_by_status(ws_db_conn *c, int64_t *counts /* OUT */, size_t n);
+
 /* The order id with its lines (not a tombstone): WS_OK and *out, a malloc'ed
  * message (free with protobuf_c_message_free_unpacked), or WS_ENOTFOUND.
  * Two statements: run it in a transaction for one snapshot (a read-only

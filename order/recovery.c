@@ -12,6 +12,12 @@
  * was). The tombstone pass is one DELETE. The loop thread reads the wall
  * clock once per round through a ws_clock_watch (clock.h) and waits on the
  * monotonic clock between rounds.
+ *
+ * Tracing: no request starts this work, so each order a pass acts on gets
+ * a new trace (trace.h) of its own, current while the pass works on it: the
+ * lines logged about it, the GetReservation it asks (the inventory logs
+ * under the same trace_id) and the events it queues (outbox rows keep the
+ * trace) all carry one trace_id per order and pass.
  */
 #include "recovery.h"
 
@@ -25,12 +31,44 @@
 #include "log.h"
 #include "order_db.h"
 #include "outbox.h"
+#include "trace.h"
 
 typedef struct recovery_due {
     char id[37];
     int attempts;
     bool gave_up;
+    ws_trace trace; /* of the re-send, for its log line */
 } recovery_due;
+
+/* ---- one trace per order --------------------------------------------------- */
+
+/* The thread's trace before recovery_trace_begin, given back by _end. */
+typedef struct recovery_trace {
+    ws_trace saved;
+    bool had;
+} recovery_trace;
+
+/* Make t (NULL: a new trace) the thread's current trace for the work on one
+ * order. */
+static void recovery_trace_begin(recovery_trace *s, const ws_trace *t)
+{
+    const ws_trace *cur = ws_trace_current();
+    s->had = cur != NULL;
+    if (cur != NULL) {
+        s->saved = *cur;
+    }
+    ws_trace fresh;
+    if (t == NULL) {
+        ws_trace_new(&fresh);
+        t = &fresh;
+    }
+    ws_trace_set_current(t);
+}
+
+static void recovery_trace_end(const recovery_trace *s)
+{
+    ws_trace_set_current(s->had ? &s->saved : NULL);
+}
 
 /* ---- claims ---------------------------------------------------------------- */
 
@@ -138,7 +176,8 @@ static ws_err recovery_sent_queue(ws_db_conn *c, const char *id)
 }
 
 /* One due order: count the re-send and queue OrderSent, or give up. An
- * order no longer PENDING (an event was first) is left alone. */
+ * order no longer PENDING (an event was first) is left alone. Runs under
+ * the order's new trace (recovery_resend_traced). */
 static ws_err recovery_resend_one(ws_db_conn *c, recovery_resend *r,
                                   const order_db_due *d)
 {
@@ -156,7 +195,19 @@ static ws_err recovery_resend_one(ws_db_conn *c, recovery_resend *r,
     snprintf(out->id, sizeof out->id, "%s", d->id);
     out->attempts = d->attempts;
     out->gave_up = gave_up;
+    out->trace = *ws_trace_current();
     return WS_OK;
+}
+
+/* recovery_resend_one under a new trace: the re-sent OrderSent starts one. */
+static ws_err recovery_resend_traced(ws_db_conn *c, recovery_resend *r,
+                                     const order_db_due *d)
+{
+    recovery_trace tr;
+    recovery_trace_begin(&tr, NULL);
+    ws_err err = recovery_resend_one(c, r, d);
+    recovery_trace_end(&tr);
+    return err;
 }
 
 static ws_err recovery_resend_run(ws_db_conn *c, void *ctx)
@@ -189,7 +240,7 @@ static ws_err recovery_resend_run(ws_db_conn *c, void *ctx)
             r->deferred++;
             continue;
         }
-        err = recovery_resend_one(c, r, &r->rows[i]);
+        err = recovery_resend_traced(c, r, &r->rows[i]);
     }
     return err;
 }
@@ -219,6 +270,8 @@ ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
     }
     for (size_t i = 0; i < r.n; i++) {
         recovery_due *d = &r.due[i];
+        recovery_trace tr;
+        recovery_trace_begin(&tr, &d->trace);
         if (d->gave_up) {
             ws_log_warn("order_resend_gave_up", "order_id=%s attempts=%d", d->id,
                         d->attempts);
@@ -227,6 +280,7 @@ ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
             ws_log_info("order_resent", "order_id=%s attempt=%d", d->id, d->attempts + 1);
             stats->resent++;
         }
+        recovery_trace_end(&tr);
     }
     free(r.due);
     free(r.rows);
@@ -315,6 +369,42 @@ static void recovery_cancel_note(const recovery_cancel *rc, const char *seen,
     }
 }
 
+/* One claimed CANCELED order: ask the inventory (unless it was found down
+ * earlier in the pass: *inventory_down), then confirm, re-send or give up.
+ * Runs under the order's trace. */
+static ws_err recovery_cancel_order(ws_db_conn *c, const orders_policy *p,
+                                    order_recovery_lookup_fn lookup, void *lookup_ctx,
+                                    int64_t now_ms, const char *id, bool *inventory_down,
+                                    order_recovery_stats *stats)
+{
+    Webshop__V1__ReservationStatus rs =
+        WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN;
+    ws_err lerr = WS_EUNAVAIL;
+    if (!*inventory_down) {
+        Webshop__V1__GetReservationResponse *resp = NULL;
+        lerr = lookup(lookup_ctx, id, &resp);
+        *inventory_down = lerr != WS_OK;
+        if (lerr == WS_OK) {
+            rs = resp->status;
+            webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+        }
+    }
+    recovery_cancel rc = {.p = p, .now_ms = now_ms, .id = id};
+    if (lerr != WS_OK) {
+        stats->lookups_failed++;
+    } else {
+        rc.settled = rs == WEBSHOP__V1__RESERVATION_STATUS__RELEASED ||
+                     rs == WEBSHOP__V1__RESERVATION_STATUS__REJECTED ||
+                     rs == WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED;
+    }
+    ws_err err = ws_db_conn_txn(c, NULL, recovery_cancel_run, &rc);
+    if (err == WS_OK) {
+        recovery_cancel_note(
+            &rc, lerr == WS_OK ? recovery_reservation_name(rs) : ws_errname(lerr), stats);
+    }
+    return err;
+}
+
 ws_err order_recovery_check_cancels(ws_db_conn *c, const orders_policy *p,
                                     order_recovery_lookup_fn lookup, void *lookup_ctx,
                                     int64_t now_ms, size_t limit,
@@ -328,32 +418,14 @@ ws_err order_recovery_check_cancels(ws_db_conn *c, const orders_policy *p,
     bool inventory_down = false;
     size_t i = 0;
     for (; err == WS_OK && i < cl.n; i++) {
-        const char *id = cl.rows[i].id;
-        Webshop__V1__ReservationStatus rs =
-            WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN;
-        ws_err lerr = WS_EUNAVAIL;
-        if (!inventory_down) {
-            Webshop__V1__GetReservationResponse *resp = NULL;
-            lerr = lookup(lookup_ctx, id, &resp);
-            inventory_down = lerr != WS_OK;
-            if (lerr == WS_OK) {
-                rs = resp->status;
-                webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
-            }
-        }
-        recovery_cancel rc = {.p = p, .now_ms = now_ms, .id = id};
-        if (lerr != WS_OK) {
-            stats->lookups_failed++;
-        } else {
-            rc.settled = rs == WEBSHOP__V1__RESERVATION_STATUS__RELEASED ||
-                         rs == WEBSHOP__V1__RESERVATION_STATUS__REJECTED ||
-                         rs == WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED;
-        }
-        if ((err = ws_db_conn_txn(c, NULL, recovery_cancel_run, &rc)) != WS_OK) {
+        recovery_trace tr;
+        recovery_trace_begin(&tr, NULL);
+        err = recovery_cancel_order(c, p, lookup, lookup_ctx, now_ms, cl.rows[i].id,
+                                    &inventory_down, stats);
+        recovery_trace_end(&tr);
+        if (err != WS_OK) {
             break;
         }
-        recovery_cancel_note(
-            &rc, lerr == WS_OK ? recovery_reservation_name(rs) : ws_errname(lerr), stats);
     }
     recovery_claim_close(c, &cl, i);
     if (err != WS_OK) {
@@ -439,12 +511,18 @@ ws_err order_recovery_fill_items(ws_db_conn *c, const orders_policy *p,
     size_t i = 0;
     for (; err == WS_OK && i < cl.n; i++) {
         Webshop__V1__GetReservationResponse *resp = NULL;
-        if (lookup(lookup_ctx, cl.rows[i].id, &resp) != WS_OK) {
+        recovery_trace tr;
+        recovery_trace_begin(&tr, NULL);
+        bool down = lookup(lookup_ctx, cl.rows[i].id, &resp) != WS_OK;
+        if (!down) {
+            err = recovery_items_one(c, p, now_ms, &cl.rows[i], resp, stats);
+            webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+        }
+        recovery_trace_end(&tr);
+        if (down) {
             stats->lookups_failed += cl.n - i; /* inventory down: try next pass */
             break;
         }
-        err = recovery_items_one(c, p, now_ms, &cl.rows[i], resp, stats);
-        webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
         if (err != WS_OK) {
             break;
         }
@@ -496,16 +574,22 @@ ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
     for (; err == WS_OK && i < cl.n; i++) {
         const char *id = cl.rows[i].id;
         Webshop__V1__GetReservationResponse *resp = NULL;
-        if (lookup(lookup_ctx, id, &resp) != WS_OK) {
+        recovery_trace tr;
+        recovery_trace_begin(&tr, NULL);
+        bool down = lookup(lookup_ctx, id, &resp) != WS_OK;
+        if (!down) {
+            orders_effect eff;
+            err = orders_settle(c, p, id, resp, now_ms, &eff);
+            if (err == WS_OK) {
+                recovery_check_note(id, resp->status, &eff, stats);
+            }
+            webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
+        }
+        recovery_trace_end(&tr);
+        if (down) {
             stats->lookups_failed += cl.n - i; /* inventory down: still due next pass */
             break;
         }
-        orders_effect eff;
-        err = orders_settle(c, p, id, resp, now_ms, &eff);
-        if (err == WS_OK) {
-            recovery_check_note(id, resp->status, &eff, stats);
-        }
-        webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
         if (err != WS_OK) {
             break;
         }
@@ -671,10 +755,18 @@ ws_err order_recovery_reschedule(ws_db_conn *c, const orders_policy *p, int64_t 
 /* A catch-up pass looks at this many batches of rows per kind. */
 #define RECOVERY_CATCHUP_FACTOR 10
 
+/* Statuses the webshop_orders gauge can show (Webshop__V1__OrderStatus
+ * values below this; the enum has 5). */
+#define RECOVERY_STATUS_SLOTS 16
+/* webshop_orders is counted at most this often (a read of every order). */
+#define RECOVERY_COUNT_MS 1000
+
 /* The loop's counters, registered at open; updated by the loop thread. */
 typedef struct recovery_metrics {
     ws_counter *checks[6]; /* by record 0..4, [5] lookup failed */
     ws_counter *tombstones_expired;
+    ws_gauge *orders[RECOVERY_STATUS_SLOTS]; /* by status value; NULL: none */
+    int64_t counted_ms;                      /* monotonic, of the last count */
 } recovery_metrics;
 
 struct order_recovery {
@@ -705,6 +797,51 @@ static void recovery_metrics_init(recovery_metrics *m, ws_metrics *reg)
     m->tombstones_expired = ws_counter_get(
         reg, "webshop_order_tombstones_expired_total",
         "Tombstones (rows only a cancel created) deleted after the TTL", "");
+    /* One series per status of the state machine (the enum, less its
+     * unspecified 0), so that an empty status shows 0 rather than nothing. */
+    const ProtobufCEnumDescriptor *d = &webshop__v1__order_status__descriptor;
+    for (unsigned i = 0; i < d->n_values; i++) {
+        int v = d->values[i].value;
+        if (v <= 0 || v >= RECOVERY_STATUS_SLOTS) {
+            continue;
+        }
+        char labels[64];
+        snprintf(labels, sizeof labels, "status=\"%s\"", orders_status_name(v));
+        m->orders[v] =
+            ws_gauge_get(reg, "webshop_orders",
+                         "Orders in the order database by status: PENDING waits for the"
+                         " inventory's outcome (re-sent by recovery), SUCCESSFUL and"
+                         " UNSUCCESSFUL are settled, CANCELED was canceled; tombstones (a"
+                         " cancel for an order never seen) are not orders. Counted by the"
+                         " recovery loop, at most once a second",
+                         labels);
+    }
+}
+
+static ws_err recovery_count_run(ws_db_conn *c, void *ctx)
+{
+    return order_db_count_by_status(c, ctx, RECOVERY_STATUS_SLOTS);
+}
+
+/* Refresh webshop_orders when RECOVERY_COUNT_MS have passed since the last
+ * count; a failed count leaves the gauges as they were. */
+static void recovery_metrics_count(recovery_metrics *m, ws_db_conn *c)
+{
+    int64_t mono = ws_clock_mono_ms();
+    if (m->counted_ms != 0 && mono - m->counted_ms < RECOVERY_COUNT_MS) {
+        return;
+    }
+    m->counted_ms = mono;
+    int64_t counts[RECOVERY_STATUS_SLOTS];
+    ws_db_txn_opts ro = {.read_only = true};
+    ws_err err = ws_db_conn_txn(c, &ro, recovery_count_run, counts);
+    if (err != WS_OK) {
+        ws_log_debug("order_count_failed", "error=%s", ws_errname(err));
+        return;
+    }
+    for (int s = 0; s < RECOVERY_STATUS_SLOTS; s++) {
+        ws_gauge_set(m->orders[s], (double)counts[s]);
+    }
 }
 
 /* Add one round's stats to the counters; check_failures: checks whose
@@ -778,6 +915,7 @@ static void recovery_round(order_recovery *r)
     (void)order_recovery_check_outcomes(c, &o->policy, o->lookup, o->lookup_ctx, now,
                                         o->batch, &st);
     (void)order_recovery_expire_tombstones(c, o->tombstone_ttl_ms, now, o->batch, &st);
+    recovery_metrics_count(&r->m, c);
     ws_db_release(c);
     recovery_metrics_add(&r->m, &st, st.lookups_failed - failed_before);
     bool queued = st.resent || st.cancels_resent || st.items_filled || st.checks_moved;

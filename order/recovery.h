@@ -179,7 +179,10 @@ ws_err order_recovery_reschedule(ws_db_conn *c, const orders_policy *p, int64_t 
  * cancels do not pile up. */
 #define ORDER_RECOVERY_TOMBSTONE_TTL_MS (24 * 3600 * 1000LL)
 
-/* The loop: a thread that runs the five passes every interval_ms. */
+/* The loop: a thread that runs the five passes every interval_ms, each
+ * order it works on under a new trace of its own (trace.h), and refreshes
+ * the gauge webshop_orders{status} (orders by status, order_db_count_by_status)
+ * at most once a second. */
 typedef struct order_recovery order_recovery;
 
 typedef struct order_recovery_opts {

@@ -12,7 +12,8 @@
  * rule") and the tombstone flag (a row only a CancelOrder created; not an
  * order, see orders.h), each with a partial index for its recovery pass.
  * Migration 4 adds has_items (the lines are stored: claimed by one
- * conditional UPDATE, order_db.h) and the outbox relay's lease.
+ * conditional UPDATE, order_db.h) and the outbox relay's lease. Migration 5
+ * adds the outbox rows' traceparent, on both engines.
  *
  * SQLite runs every version in turn, so the files of every release upgrade.
  * PostgreSQL gets the schema of the last version from version 1 at once
@@ -122,6 +123,9 @@ static const ws_db_migration order_schema_steps[] = {
         " WHERE EXISTS (SELECT 1 FROM order_items WHERE order_id = orders.id);"
         WS_OUTBOX_LEASE_SQLITE,
      NULL},
+    /* The trace of the work that queued an outbox row (lib/outbox.h); a
+     * no-op on a PostgreSQL table made with it by version 1. */
+    {5, WS_OUTBOX_TRACE_SQLITE, WS_OUTBOX_TRACE_PG},
 };
 
 const ws_db_migration *order_schema_migrations(size_t *n)

@@ -1384,7 +1384,8 @@ Test(order_orders, cancel_and_order_sent_at_once_for_an_unseen_order, .timeout =
 /* An SQLite file at schema version 3 (what the previous release made),
  * holding an order with its lines and an outbox row, opens and upgrades:
  * the order is known to have its lines (has_items), the outbox row gets
- * the relay's lease column, and the order behaves as it did. */
+ * the relay's lease column and an empty traceparent, and the order behaves
+ * as it did. */
 Test(order_orders, sqlite_file_of_the_previous_release_upgrades)
 {
     if (test_db_is_pg()) {
@@ -1394,7 +1395,7 @@ Test(order_orders, sqlite_file_of_the_previous_release_upgrades)
     cr_assert_eq(test_db_fresh(old_url, sizeof old_url), 0);
     size_t n;
     const ws_db_migration *m = order_schema_migrations(&n);
-    cr_assert_eq(n, 4);
+    cr_assert_eq(n, 5);
     ws_db_opts o = {.url = old_url, .pool_size = 1, .migrations = m, .n_migrations = 3};
     ws_db *old;
     cr_assert_eq(ws_db_open(&o, &old), WS_OK);
@@ -1415,11 +1416,12 @@ Test(order_orders, sqlite_file_of_the_previous_release_upgrades)
 
     o.n_migrations = n;
     cr_assert_eq(ws_db_open(&o, &old), WS_OK);
-    cr_assert_eq(ws_db_schema_version(old), 4);
+    cr_assert_eq(ws_db_schema_version(old), 5);
     cr_assert_eq(ws_db_acquire(old, &c), WS_OK);
     ws_db_stmt *st;
     cr_assert_eq(ws_db_prepare(c,
-                               "SELECT has_items, (SELECT lease_until_ms FROM outbox)"
+                               "SELECT has_items, (SELECT lease_until_ms FROM outbox),"
+                               " (SELECT traceparent IS NULL FROM outbox)"
                                " FROM orders WHERE id = $1",
                                &st),
                  WS_OK);
@@ -1429,6 +1431,7 @@ Test(order_orders, sqlite_file_of_the_previous_release_upgrades)
     cr_assert(row);
     cr_assert_eq(ws_db_column_int64(st, 0), 1, "the lines are known");
     cr_assert_eq(ws_db_column_int64(st, 1), 0, "the lease column, free");
+    cr_assert_eq(ws_db_column_int64(st, 2), 1, "the trace column, empty");
     ws_db_reset(st);
     /* An outcome for it is applied as for any order with lines. */
     Webshop__V1__InStock e = WEBSHOP__V1__IN_STOCK__INIT;

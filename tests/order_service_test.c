@@ -6,7 +6,8 @@
  * CANCELED as GetOrder and ListOrders show it, the relay publishes each
  * status (and the OrderCanceled) from the outbox, errors come back as RPC
  * statuses, and SIGTERM stops the service with exit 0 (on SQLite with no
- * WAL left behind).
+ * WAL left behind). Its /metrics counts the orders by status
+ * (webshop_orders).
  */
 #include <criterion/criterion.h>
 
@@ -15,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,6 +42,7 @@ static harness_proc ord;
 static ws_metrics *metrics;
 static ws_bus *bus; /* the test's own client: publishes and subscribes */
 static ws_rpc_client *rpc;
+static int ord_http_port; /* the service's --http-port (metrics) */
 
 /* What the test's subscriber saw from the order service. */
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -99,7 +104,8 @@ static void ord_start(void)
     char log[4200], port[32], hport[16];
     snprintf(log, sizeof(log), "%s/order.log", tmpdir);
     snprintf(port, sizeof(port), "127.0.0.1:%d", broker.port);
-    snprintf(hport, sizeof(hport), "%d", harness_port_reserve());
+    ord_http_port = harness_port_reserve();
+    snprintf(hport, sizeof(hport), "%d", ord_http_port);
     char inv[64];
     snprintf(inv, sizeof(inv), "tcp://127.0.0.1:%d", harness_port_reserve());
     char *const argv[] = {
@@ -354,4 +360,151 @@ Test(order_service, a_burst_of_orders_each_sent_twice_makes_one_order_each)
               "the burst is not all there");
     cr_assert_eq(harness_proc_stop(&ord, SIGTERM, 10000), 0);
     cr_assert_eq(WEXITSTATUS(ord.status), 0);
+}
+
+/* ---- webshop_orders ------------------------------------------------------ */
+
+/* GET path from 127.0.0.1:port into buf (headers and body, NUL-terminated);
+ * false when it cannot be fetched. */
+static bool http_get(int port, const char *path, char *buf, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char req[256];
+    int n =
+        snprintf(req, sizeof req,
+                 "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              write(fd, req, (size_t)n) == n;
+    size_t len = 0;
+    while (ok && len + 1 < cap) {
+        ssize_t r = read(fd, buf + len, cap - 1 - len);
+        if (r <= 0) {
+            ok = r == 0;
+            break;
+        }
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    return ok && strncmp(buf, "HTTP/1.1 200", 12) == 0;
+}
+
+typedef struct orders_gauge {
+    const char *want[5]; /* by status: the value expected, as rendered */
+    char last[128];      /* what was seen last, for the failure message */
+} orders_gauge;
+
+/* /metrics shows webshop_orders{status=...} with every expected value. */
+static bool orders_gauge_is(void *ctx)
+{
+    orders_gauge *g = ctx;
+    static char text[1 << 18];
+    if (!http_get(ord_http_port, "/metrics", text, sizeof text)) {
+        snprintf(g->last, sizeof g->last, "no /metrics");
+        return false;
+    }
+    static const char *const names[5] = {NULL, "PENDING", "SUCCESSFUL", "UNSUCCESSFUL",
+                                         "CANCELED"};
+    for (int s = 1; s < 5; s++) {
+        char line[96];
+        snprintf(line, sizeof line, "\nwebshop_orders{status=\"%s\"} ", names[s]);
+        const char *at = strstr(text, line);
+        if (at == NULL) {
+            snprintf(g->last, sizeof g->last, "no series for %s", names[s]);
+            return false;
+        }
+        at += strlen(line);
+        size_t vl = strcspn(at, "\n");
+        if (vl != strlen(g->want[s]) || strncmp(at, g->want[s], vl) != 0) {
+            snprintf(g->last, sizeof g->last, "%s is %.*s", names[s], (int)vl, at);
+            return false;
+        }
+    }
+    return strstr(text, "# HELP webshop_orders ") != NULL &&
+           strstr(text, "# TYPE webshop_orders gauge") != NULL;
+}
+
+typedef struct id_status {
+    const char *id;
+    int status;
+} id_status;
+
+static bool id_status_is(void *ctx)
+{
+    const id_status *u = ctx;
+    return get_status(u->id) == u->status;
+}
+
+/* publish_until for the order id. */
+static bool publish_until_id(const char *topic, const ProtobufCMessage *msg,
+                             const char *id, int status)
+{
+    id_status u = {.id = id, .status = status};
+    long long deadline = harness_now_ms() + WAIT_MS;
+    while (harness_now_ms() < deadline) {
+        cr_assert_eq(ws_bus_publish(bus, topic, msg, 5000), WS_OK);
+        if (harness_wait_until(id_status_is, &u, 500)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The order service counts its orders by status: every status of the state
+ * machine has a series (0 when empty); a cancel for an order never seen
+ * (a tombstone) is not an order. */
+Test(order_service, metrics_count_the_orders_by_status)
+{
+    ord_start();
+    cr_assert(harness_wait_until(rpc_ready, NULL, WAIT_MS), "no RPC answer");
+    orders_gauge g0 = {.want = {NULL, "0", "0", "0", "0"}};
+    cr_assert(harness_wait_until(orders_gauge_is, &g0, WAIT_MS), "%s", g0.last);
+
+    static const char *const ids[4] = {
+        "11111111-2222-4333-8444-000000000001", "11111111-2222-4333-8444-000000000002",
+        "11111111-2222-4333-8444-000000000003", "11111111-2222-4333-8444-000000000004"};
+    Webshop__V1__OrderItem item = WEBSHOP__V1__ORDER_ITEM__INIT;
+    item.inventory_id = 1;
+    item.count = 1;
+    Webshop__V1__OrderItem *items[] = {&item};
+    for (int i = 0; i < 4; i++) {
+        Webshop__V1__OrderSent sent = WEBSHOP__V1__ORDER_SENT__INIT;
+        sent.order_id = (char *)ids[i];
+        sent.n_items = 1;
+        sent.items = items;
+        cr_assert(publish_until_id(WEBSHOP_V1_ORDER_SENT_TOPIC, &sent.base, ids[i],
+                                   WEBSHOP__V1__ORDER_STATUS__PENDING));
+    }
+    orders_gauge g1 = {.want = {NULL, "4", "0", "0", "0"}};
+    cr_assert(harness_wait_until(orders_gauge_is, &g1, WAIT_MS), "%s", g1.last);
+
+    Webshop__V1__InStock in = WEBSHOP__V1__IN_STOCK__INIT;
+    in.order_id = (char *)ids[0];
+    cr_assert(publish_until_id(WEBSHOP_V1_IN_STOCK_TOPIC, &in.base, ids[0],
+                               WEBSHOP__V1__ORDER_STATUS__SUCCESSFUL));
+    Webshop__V1__OutOfStock out = WEBSHOP__V1__OUT_OF_STOCK__INIT;
+    out.order_id = (char *)ids[1];
+    out.reason = "none left";
+    cr_assert(publish_until_id(WEBSHOP_V1_OUT_OF_STOCK_TOPIC, &out.base, ids[1],
+                               WEBSHOP__V1__ORDER_STATUS__UNSUCCESSFUL));
+    /* A cancel of an order never seen first (a tombstone), then one of a
+     * known order: in order on one topic, so once the second shows, the
+     * first was applied. */
+    Webshop__V1__CancelOrder stray = WEBSHOP__V1__CANCEL_ORDER__INIT;
+    stray.order_id = "11111111-2222-4333-8444-0000000000ff";
+    cr_assert_eq(ws_bus_publish(bus, WEBSHOP_V1_CANCEL_ORDER_TOPIC, &stray.base, 5000),
+                 WS_OK);
+    Webshop__V1__CancelOrder cancel = WEBSHOP__V1__CANCEL_ORDER__INIT;
+    cancel.order_id = (char *)ids[2];
+    cr_assert(publish_until_id(WEBSHOP_V1_CANCEL_ORDER_TOPIC, &cancel.base, ids[2],
+                               WEBSHOP__V1__ORDER_STATUS__CANCELED));
+    orders_gauge g2 = {.want = {NULL, "1", "1", "1", "1"}};
+    cr_assert(harness_wait_until(orders_gauge_is, &g2, WAIT_MS), "%s", g2.last);
 }
