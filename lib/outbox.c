@@ -373,6 +373,10 @@ static ws_err outbox_relay_publish_traced(ws_outbox_relay *r, const ws_outbox_ro
     err = ws_bus_publish_async_at(r->bus, row->topic, msg, row->created_ms,
                                   outbox_relay_on_ack, slot);
     protobuf_c_message_free_unpacked(msg, NULL);
+    if (err == WS_OK) {
+        ws_log_debug("outbox_publish", "id=%lld topic=%s lease_until_ms=%lld",
+                     (long long)row->id, row->topic, (long long)lease);
+    }
     if (err != WS_OK) {
         pthread_mutex_lock(&r->mu);
         r->tail--;

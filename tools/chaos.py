@@ -52,6 +52,19 @@ Checks (each row of the final table counts violations):
                          must be the front's JSON NOT_FOUND
   outbox_empty           both outboxes drained
   crashes                no service exited unless the run killed it
+  outbox_published_once  (--replicas > 1) no outbox row was published by two
+                         replicas at once: per row id, the publishes the
+                         relays log (outbox_publish id= lease_until_ms=, at
+                         debug level, which the backends run at here); a
+                         second replica publishing it while the first one's
+                         lease still ran is a violation
+
+Replicas (--replicas N, 2..8; implies --store postgres): N of each service
+on the one PostgreSQL cluster, each with its own ports, --replica K and
+broker user webshop-<service>-K, the RPC flags listing every replica; the
+fronts behind HAProxy (deploy/haproxy/webshop.cfg rendered by tools/webshop
+__haproxy_config), which the clients talk to. The kill list is the broker,
+every replica, HAProxy and PostgreSQL.
 
 Ports: the run picks one set of distinct ports outside the kernel's
 ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), each checked free
@@ -59,15 +72,17 @@ by bind, and restarts every process on its own port, so no outgoing
 connection and no other port of the run can take it while a process is down.
 
 Run: /usr/bin/python3 tools/chaos.py --build BUILD_DIR --seconds N --seed S
-       [--store sqlite|postgres]
+       [--store sqlite|postgres] [--replicas N]
 Standard library only. Exit status 0 when every check passes, 1 otherwise.
 """
 
 import argparse
+import calendar
 import http.client
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -78,7 +93,7 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-from shop import PgCluster, Shop, port_open, wait_until  # noqa: E402
+from shop import PgCluster, Shop, free_port, http_ok, port_open, wait_until  # noqa: E402
 
 FINAL = ("SUCCESSFUL", "UNSUCCESSFUL", "CANCELED")
 PROCS = ("broker", "inventory", "order", "front")
@@ -96,6 +111,13 @@ RAW_404 = "404 (not JSON NOT_FOUND)"
 # every process is up) is given up by its client: a lost 202.
 GIVE_UP_AFTER = 15.0
 BROKER_NODELAY = "set_tcp_nodelay true\n"
+HAPROXY = os.environ.get("WEBSHOP_HAPROXY", "/usr/sbin/haproxy")
+WEBSHOP = os.path.join(ROOT, "tools", "webshop")
+# What a relay logs when it publishes an outbox row (lib/outbox.c): the row
+# id and the lease its claim wrote (wall-clock ms). Two replicas publishing
+# one row while the first one's lease still ran is a double publish.
+PUBLISH_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z .*event=outbox_publish\b"
+                        r".*?\bid=(\d+)\b.*?\blease_until_ms=(\d+)")
 
 
 def log(msg):
@@ -112,6 +134,31 @@ def answer_id(js, hdrs):
         return js["order_id"]
     loc = hdrs.get("location", "")
     return loc.rsplit("/", 1)[1] if loc.startswith("/order/") else None
+
+
+def with_flags(argv, flags):
+    """argv with each --flag's value replaced (--flag V or --flag=V), or the
+    flag appended when argv lacks it."""
+    out, seen, i = [], set(), 0
+    while i < len(argv):
+        a = argv[i]
+        name = a.split("=", 1)[0]
+        if name in flags:
+            seen.add(name)
+            out += [name, flags[name]]
+            i += 1 if "=" in a else 2
+            continue
+        out.append(a)
+        i += 1
+    for name, value in flags.items():
+        if name not in seen:
+            out += [name, value]
+    return out
+
+
+def log_ms(date, ms):
+    """A log line's UTC timestamp (lib/log.c) as wall-clock milliseconds."""
+    return calendar.timegm(time.strptime(date, "%Y-%m-%dT%H:%M:%S")) * 1000 + int(ms)
 
 
 class Budget:
@@ -197,7 +244,7 @@ class Client(threading.Thread):
         if not self.run_.budget.take():
             return "budget", None, {}
         self.stats["requests"] += 1
-        conn = http.client.HTTPConnection("127.0.0.1", self.run_.shop.http_port, timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", self.run_.http_port, timeout=5)
         try:
             h = dict(headers or {})
             data = None
@@ -390,7 +437,18 @@ class Run:
         self.think = 0.03
         self.repeat_after = args.repeat_after
         self.budget = Budget(args.max_requests or max(4000, 400 * args.seconds))
-        self.procs = PROCS + ((PG_PROC,) if args.store == "postgres" else ())
+        # --replicas N > 1: broker, inventory-K, order-K, front-K (K 0..N-1)
+        # and HAProxy, which the clients talk to.
+        self.replicas = args.replicas
+        if self.replicas > 1:
+            self.procs = ("broker",) + tuple(f"{s}-{k}" for s in ("inventory", "order", "front")
+                                             for k in range(self.replicas)) + ("haproxy",)
+        else:
+            self.procs = PROCS
+        self.procs += (PG_PROC,) if args.store == "postgres" else ()
+        self.http_port = None  # the port the clients use: the front's or HAProxy's
+        self.haproxy_port = None
+        self.replica_ports = []  # per replica: {inv_rpc, inv_http, ord_rpc, ord_http, front}
         self.kills = {p: 0 for p in self.procs}
         self.crashes = {p: 0 for p in self.procs}
         self.cluster = None  # PgCluster with --store postgres
@@ -465,9 +523,99 @@ class Run:
         else:
             log("the inventory has no --orders-url/--orphan-after-ms: orphans are not released")
         s = self.shop
+        if self.replicas > 1:
+            self.start_replicas()
+            return
         log(f"ports broker={s.broker_port} inventory={s.inv_rpc},{s.inv_http}"
             f" order={s.ord_rpc},{s.ord_http} front={s.http_port} (reserved by shop.py)")
         self.shop.start()
+        self.http_port = s.http_port
+
+    def replica_argv(self):
+        """Every replica's argv, from the shop's one-of-each argv: its own
+        ports, --replica K, its own broker user, every replica's RPC address
+        in the comma lists; and HAProxy's over the fronts."""
+        s = self.shop
+        ports = [{"inv_rpc": s.inv_rpc, "inv_http": s.inv_http, "ord_rpc": s.ord_rpc,
+                  "ord_http": s.ord_http, "front": s.http_port}]
+        for _ in range(1, self.replicas):
+            ports.append({"inv_rpc": f"tcp://127.0.0.1:{free_port()}", "inv_http": free_port(),
+                          "ord_rpc": f"tcp://127.0.0.1:{free_port()}", "ord_http": free_port(),
+                          "front": free_port()})
+        self.replica_ports = ports
+        inv_urls = ",".join(p["inv_rpc"] for p in ports)
+        ord_urls = ",".join(p["ord_rpc"] for p in ports)
+        for k, p in enumerate(ports):
+            def own(svc, k=k):
+                user = f"webshop-{svc}-{k}"
+                return {"--replica": str(k), "--username": user,
+                        "--password-file": s.password_files[user]}
+            # Debug for the backends: their relays' outbox_publish lines.
+            inv = {**own("inventory"), "--rpc-url": p["inv_rpc"],
+                   "--http-port": str(p["inv_http"]), "--log-level": "debug"}
+            if self.orphan_release:
+                inv["--orders-url"] = ord_urls
+            s.argv[f"inventory-{k}"] = with_flags(s.argv["inventory"], inv)
+            s.argv[f"order-{k}"] = with_flags(s.argv["order"], {
+                **own("order"), "--rpc-url": p["ord_rpc"], "--http-port": str(p["ord_http"]),
+                "--inventory-url": inv_urls, "--log-level": "debug"})
+            s.argv[f"front-{k}"] = with_flags(s.argv["front"], {
+                **own("front"), "--http-port": str(p["front"]), "--inventory-url": inv_urls,
+                "--orders-url": ord_urls})
+        self.haproxy_port = free_port()
+        cfg = os.path.join(s.tmp, "haproxy.cfg")
+        subprocess.run(["bash", WEBSHOP, "__haproxy_config", cfg, str(self.haproxy_port),
+                        *[f"front-{k}={p['front']}" for k, p in enumerate(ports)]],
+                       check=True, capture_output=True, timeout=60)
+        s.argv["haproxy"] = [HAPROXY, "-db", "-f", cfg]
+
+    def start_replicas(self):
+        s = self.shop
+        self.replica_argv()
+        for k, p in enumerate(self.replica_ports):
+            log(f"replica {k}: inventory={p['inv_rpc']},{p['inv_http']}"
+                f" order={p['ord_rpc']},{p['ord_http']} front={p['front']}")
+        log(f"broker={s.broker_port} haproxy={self.haproxy_port} (the clients' port)")
+        s.start("broker")
+        for n in self.procs:
+            if n not in ("broker", PG_PROC):
+                s.start(n, wait=False)
+        self.http_port = self.haproxy_port
+        self.wait_replicas_ready()
+
+    def wait_replicas_ready(self, timeout=60):
+        """Every replica answers /readyz on its own port, HAProxy on its."""
+        def ready():
+            for n, p in self.shop.procs.items():
+                if not p.alive():
+                    raise AssertionError(f"{n} exited with {p.p.returncode}:\n{p.log()[-3000:]}")
+            return all(http_ok(p["inv_http"], "/readyz") and http_ok(p["ord_http"], "/readyz")
+                       and http_ok(p["front"], "/readyz") for p in self.replica_ports) \
+                and http_ok(self.haproxy_port, "/readyz")
+        wait_until(ready, timeout, "every replica and HAProxy to answer /readyz")
+
+    def stop_shop(self):
+        """SIGTERM every process, HAProxy and the fronts first, the broker last;
+        {name: exit code}."""
+        if self.replicas == 1:
+            return self.shop.stop_all()
+        codes = {}
+        procs = self.shop.procs
+        for tier in (("haproxy",), ("front",), ("order",), ("inventory",), ("broker",)):
+            names = [n for n in procs if n.split("-")[0] in tier]
+            stoppers = []
+            for n in names:
+                def stop(n=n):
+                    try:
+                        codes[n] = procs[n].stop()
+                    except AssertionError as e:
+                        codes[n] = str(e)
+                t = threading.Thread(target=stop)
+                t.start()
+                stoppers.append(t)
+            for t in stoppers:
+                t.join()
+        return codes
 
     def kill(self, name):
         if name == PG_PROC:
@@ -483,6 +631,8 @@ class Run:
         shop.start(name, wait=False)
         if name == "broker":
             wait_until(lambda: port_open(shop.broker_port), 20, "the broker to listen")
+        elif name == "haproxy":
+            wait_until(lambda: port_open(self.haproxy_port), 20, "HAProxy to listen")
 
     def chaos(self):
         """Kill and restart processes at moments drawn from the seed."""
@@ -609,21 +759,57 @@ class Run:
 
     def read_orphan_metric(self):
         """webshop_inventory_orphans_released_total of the last inventory
-        process (a counter since its start), or None."""
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.shop.inv_http, timeout=5)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode("utf-8", "replace")
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            return None
-        for line in text.splitlines():
-            if line.startswith("webshop_inventory_orphans_released_total"):
-                try:
-                    return int(float(line.split()[-1]))
-                except ValueError:
-                    return None
-        return None
+        process (a counter since its start; summed over the replicas), or None."""
+        total = None
+        ports = [p["inv_http"] for p in self.replica_ports] or [self.shop.inv_http]
+        for port in ports:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode("utf-8", "replace")
+                conn.close()
+            except (OSError, http.client.HTTPException):
+                return None
+            for line in text.splitlines():
+                if line.startswith("webshop_inventory_orphans_released_total"):
+                    try:
+                        total = (total or 0) + int(float(line.split()[-1]))
+                    except ValueError:
+                        return None
+        return total
+
+    def check_publishes(self, v, info):
+        """Per outbox row id, every publish the relays logged (outbox_publish
+        id= lease_until_ms=): a row published by a second replica while the
+        first one's lease still ran was published twice at once. A replica
+        re-publishing its own row, or another one's after its lease ran out
+        (the first replica died or was cut off), is the at-least-once the
+        consumers absorb."""
+        pubs = {}
+        lines = 0
+        for name, p in self.shop.procs.items():
+            svc, _, k = name.partition("-")
+            if svc not in ("inventory", "order"):
+                continue
+            for line in p.log().splitlines():
+                m = PUBLISH_RE.match(line)
+                if m:
+                    lines += 1
+                    pubs.setdefault((svc, int(m.group(3))), []).append(
+                        (log_ms(m.group(1), m.group(2)), k or "0", int(m.group(4))))
+        info["publish_lines"] = lines
+        info["rows_published"] = len(pubs)
+        info["rows_by_2_replicas"] = 0
+        info["rows_published_twice"] = 0
+        for (svc, rid), evs in pubs.items():
+            evs.sort()
+            info["rows_published_twice"] += len(evs) > 1
+            info["rows_by_2_replicas"] += len({e[1] for e in evs}) > 1
+            for (ta, ka, la), (tb, kb, _) in zip(evs, evs[1:]):
+                if ka != kb and tb < la:
+                    v["outbox_published_once"].append(
+                        f"{svc} outbox row {rid}: replica {ka} published it at {ta} (lease"
+                        f" until {la}), replica {kb} at {tb}")
 
     def read_final(self):
         """Both databases, as the checks need them (columns named as in the
@@ -761,6 +947,9 @@ class Run:
         v = {k: [] for k in self.CHECKS}
         info = {"lost_202": 0, "lost_cancel_202": 0, "no_lines": 0}
         self.check_client_orders(v, info, orders, oitems, res, ritems)
+        if self.replicas > 1:
+            v["outbox_published_once"] = []
+            self.check_publishes(v, info)
         held = self.check_stores(v, orders, res, ritems, products)
         for c in self.clients:
             v["http_answers"].extend(c.unexpected)
@@ -788,6 +977,7 @@ class Run:
         ok = False
         try:
             log(f"seed {a.seed}, {a.seconds} s of load, {a.threads} clients, store {a.store},"
+                f" replicas {a.replicas},"
                 f" client re-sends {'off' if a.no_client_resend else 'on'}, dir {tmp}")
             self.start_shop(tmp)
             t0 = self.t0 = time.monotonic()
@@ -802,14 +992,15 @@ class Run:
             for c in clients:
                 c.join(timeout=max(1.0, self.drain_end - time.monotonic() + 10))
             self.orphans_released = self.read_orphan_metric()
-            codes = self.shop.stop_all()
+            codes = self.stop_shop()
             v, info = self.check()
             if not quiet:
                 v.setdefault("quiescence", []).append(
                     f"not quiet after {a.settle} s")
             if self.errors:
                 v.setdefault("client_errors", []).extend(self.errors)
-            bad_exit = {n: c for n, c in codes.items() if n != "broker" and c not in (0, None)}
+            bad_exit = {n: c for n, c in codes.items()
+                        if n not in ("broker", "haproxy") and c not in (0, None)}
             if bad_exit:
                 v.setdefault("clean_sigterm", []).append(f"exit codes at SIGTERM: {bad_exit}")
             try:
@@ -821,7 +1012,7 @@ class Run:
         finally:
             if self.shop is not None:
                 try:
-                    self.shop.stop_all()
+                    self.stop_shop()
                 except AssertionError:
                     pass
             keep = a.keep or not ok
@@ -855,6 +1046,8 @@ class Run:
         rows = [
             ("seed", self.seed),
             ("storage", self.shop.engine),
+            ("replicas", self.replicas if self.replicas == 1 else
+             f"{self.replicas} of each, behind HAProxy"),
             ("load seconds / total seconds", f"{a.seconds} / {elapsed:.0f}"),
             ("client re-sends", "off" if a.no_client_resend else "on"),
             ("HTTP requests", tot.get("requests", 0)),
@@ -887,6 +1080,13 @@ class Run:
              "?" if self.orphans_released is None else self.orphans_released),
             ("orders without lines anywhere (canceled unseen)", info["no_lines"]),
         ]
+        if self.replicas > 1:
+            rows.append(("outbox publishes logged / rows",
+                         f"{info['publish_lines']} / {info['rows_published']}"
+                         if info["publish_lines"] else
+                         "n/a: no outbox_publish lines in the relays' logs"))
+            rows.append(("  rows published twice / by two replicas",
+                         f"{info['rows_published_twice']} / {info['rows_by_2_replicas']}"))
         for p in self.procs:
             rows.append((f"kills: {p}", self.kills[p]))
         rows.append(("kills: total", sum(self.kills.values())))
@@ -936,13 +1136,23 @@ def main():
                          " restart, several times over)")
     ap.add_argument("--max-requests", type=int, default=0,
                     help="bound on HTTP requests (default 400 per second of load)")
-    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
-                    help="the backends' databases: SQLite files, or a PostgreSQL cluster"
-                         " the run starts for itself (and kills too)")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default=None,
+                    help="the backends' databases: SQLite files (the default), or a"
+                         " PostgreSQL cluster the run starts for itself (and kills too)")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="N of each service (1..8) on one PostgreSQL, the fronts behind"
+                         " HAProxy, which the clients use; every replica, HAProxy, the"
+                         " broker and PostgreSQL are killed. Implies --store postgres")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
     if a.seconds < 1:
         ap.error("--seconds must be at least 1")
+    if not 1 <= a.replicas <= 8:
+        ap.error("--replicas: 1..8")
+    if a.replicas > 1 and a.store == "sqlite":
+        ap.error(f"--replicas {a.replicas} needs --store postgres (the replicas of a service"
+                 " share its database; an SQLite file serves one process)")
+    a.store = a.store or ("postgres" if a.replicas > 1 else "sqlite")
     if a.orphan_after_ms < 1:
         ap.error("--orphan-after-ms must be at least 1")
     return Run(a).main()

@@ -46,11 +46,12 @@ import time
 import urllib.request
 
 MOSQUITTO = os.environ.get("WS_MOSQUITTO", "/usr/sbin/mosquitto")
-MOSQUITTO_PASSWD = os.environ.get("WS_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
-# The broker's ACL, shared with tools/webshop up: one user per service.
-ACL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
-                        "mosquitto.acl")
-BROKER_USERS = ("webshop-front", "webshop-inventory", "webshop-order", "webshop-admin")
+# The broker's users, passwords, ACL and client id binding come from
+# tools/webshop __broker_auth, as for tools/webshop up: webshop-front,
+# webshop-inventory, webshop-order, their replicas webshop-<service>-K
+# (K 0..7) and webshop-admin.
+WEBSHOP_TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
+                            "webshop")
 
 # WEBSHOP_WRAPPER prefixes every service's argv (not the broker's), e.g.
 # "valgrind --tool=memcheck ..."; WEBSHOP_TIME_SCALE multiplies every wait
@@ -654,29 +655,22 @@ class Shop:
             self.argv[n] = WRAPPER + self.argv[n]
 
     def _write_broker_auth(self):
-        """A random password per user (files of mode 0600), the password file
-        hashed by mosquitto_passwd -U, the ACL; returns the config lines."""
+        """Every broker user of tools/webshop __broker_auth (the services', one
+        per replica 0..7, the admin) with a random password in a file of mode
+        0600, the hashed password file, the ACL and the client id plugin
+        (build/tools/webshop_clientid.so); returns the config lines."""
         secrets = os.path.join(self.tmp, "secrets")
-        os.makedirs(secrets, mode=0o700, exist_ok=True)
-        passwd = os.path.join(secrets, "mosquitto.passwd")
-        lines = []
-        for user in BROKER_USERS:
-            pw = os.urandom(24).hex()
-            path = os.path.join(secrets, user + ".password")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(pw + "\n")
-            self.passwords[user] = pw
-            self.password_files[user] = path
-            lines.append(f"{user}:{pw}\n")
-        fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(lines)
-        subprocess.run([MOSQUITTO_PASSWD, "-U", passwd], check=True, capture_output=True,
-                       timeout=30)
-        acl = os.path.join(secrets, "mosquitto.acl")
-        shutil.copyfile(ACL_FILE, acl)
-        return f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n"
+        plugin = os.path.join(self.build, "tools", "webshop_clientid.so")
+        r = subprocess.run(["bash", WEBSHOP_TOOL, "__broker_auth", secrets, "all", plugin],
+                           check=True, capture_output=True, text=True, timeout=60)
+        for name in sorted(os.listdir(secrets)):
+            if name.endswith(".password"):
+                user = name[:-len(".password")]
+                path = os.path.join(secrets, name)
+                with open(path) as f:
+                    self.passwords[user] = f.read().strip()
+                self.password_files[user] = path
+        return r.stdout
 
     # -- storage ---------------------------------------------------------------
 

@@ -39,13 +39,19 @@ MAY_PUBLISH = {
 }
 
 
-def mqtt_pub(shop, topic, payload, user=None, password=None):
+def mqtt_pub(shop, topic, payload, user=None, password=None, client_id=None):
     """mosquitto_pub, MQTT v5, QoS 1; user None = anonymous. Returns
     (exit code, stdout + stderr). With v5 the broker answers a publish the
     ACL refuses with a PUBACK whose reason code is 135, 'Not authorized'."""
     creds = []
     if user is not None:
         creds = ["-u", user, "-P", password if password is not None else shop.passwords[user]]
+        # A client id of the user's own (tools/broker_clientid.c): ids that
+        # belong to no user are the admin's tools' only.
+        if client_id is None and user != "webshop-admin":
+            client_id = f"{user}-probe-{uuid.uuid4().hex[:8]}"
+    if client_id is not None:
+        creds += ["-i", client_id]
     r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(shop.broker_port),
                         "-V", "mqttv5", "-q", "1", *creds, "-t", topic, "-m", payload],
                        capture_output=True, text=True, timeout=20)
@@ -139,6 +145,41 @@ class BrokerAuth(unittest.TestCase):
             shop.start("inventory")
         # And the real outcome still arrives.
         shop.wait_status(pending, "SUCCESSFUL", timeout=30)
+
+    def test_no_user_can_take_another_users_client_id(self):
+        # Issue 14: with the front's credentials the inventory was knocked off
+        # 20 times in 12 s by connecting with its client id. Now a client id
+        # belongs to its user (tools/broker_clientid.c): the CONNECT is refused
+        # and the holder keeps its connection and its session.
+        shop = self.shop
+        log = shop.procs["broker"].log_since_start
+        mine = "as webshop-inventory "
+        before = log().count(mine)
+        self.assertGreaterEqual(before, 1, "the inventory is connected")
+        for user, cid in (("webshop-front", "webshop-inventory"),
+                          ("webshop-front", "webshop-inventory-outbox"),
+                          ("webshop-front", "webshop-inventory-0"),
+                          ("webshop-inventory", "webshop-inventory-0"),
+                          ("webshop-order", "webshop-front-77"),
+                          ("webshop-front", "someone-else"),
+                          ("webshop-admin", "webshop-inventory")):
+            rc, out = mqtt_pub(shop, "public-front/order-send", "x", user=user, client_id=cid)
+            self.assertNotEqual(rc, 0, f"{user} as {cid}: {out}")
+            self.assertIn("not authorized", out.lower(), f"{user} as {cid}")
+        # Each user's own ids still work, the admin's tools any unowned one.
+        for user, cid in (("webshop-front", "webshop-front-probe"),
+                          ("webshop-inventory-0", "webshop-inventory-0-probe"),
+                          ("webshop-admin", "any-tool-id")):
+            rc, out = mqtt_pub(shop, "order/order-status", "x", user=user, client_id=cid)
+            self.assertEqual(rc, 0, f"{user} as {cid}: {out}")
+        text = log()
+        self.assertIn("webshop_clientid: refused client id webshop-inventory for user"
+                      " webshop-front (it belongs to webshop-inventory)", text)
+        self.assertNotIn("Client webshop-inventory already connected", text)
+        self.assertEqual(text.count(mine), before, "the inventory never reconnected")
+        st, _, body = shop.place([{"inventoryId": 3, "count": 1}])
+        self.assertIn(st, (201, 202), body)
+        shop.wait_status(body["order_id"], FINAL)
 
     def test_shop_works_end_to_end_with_auth(self):
         st, _, body = self.shop.place([{"inventoryId": 2, "count": 1}])
