@@ -70,8 +70,8 @@ int connect_http_status(ws_rpc_code code)
 
 /* A Connect error: its JSON body is lib/http's error body, whose "code"
  * carries Connect's name. */
-#define connect_error(conn, code, extra, ...)                                            \
-    ws_http_reply_error((conn), connect_http_status(code), connect_code_name(code),      \
+#define connect_error(req, code, extra, ...)                                             \
+    ws_http_reply_error((req), connect_http_status(code), connect_code_name(code),       \
                         (extra), __VA_ARGS__)
 
 /* One Connect call being served. */
@@ -152,27 +152,27 @@ static bool connect_timeout(const char *v, uint32_t fallback, uint32_t *out)
 }
 
 /* Check the request's headers into c; 0, or the status of the error sent. */
-static int connect_headers(struct mg_connection *conn, front *f, connect_call *c)
+static int connect_headers(ws_http_req *req, front *f, connect_call *c)
 {
-    const char *version = ws_http_header(conn, "Connect-Protocol-Version");
+    const char *version = ws_http_header(req, "Connect-Protocol-Version");
     if (version != NULL && strcmp(version, "1") != 0) {
-        return connect_error(conn, WS_RPC_INVALID_ARGUMENT, NULL,
+        return connect_error(req, WS_RPC_INVALID_ARGUMENT, NULL,
                              "Connect-Protocol-Version: only 1 is spoken here");
     }
-    if (!connect_content_type(ws_http_header(conn, "Content-Type"), &c->json)) {
-        return ws_http_reply_error(conn, 415, connect_code_name(WS_RPC_INVALID_ARGUMENT),
+    if (!connect_content_type(ws_http_header(req, "Content-Type"), &c->json)) {
+        return ws_http_reply_error(req, 415, connect_code_name(WS_RPC_INVALID_ARGUMENT),
                                    CONNECT_ACCEPT_POST,
                                    "Content-Type: expected application/json or "
                                    "application/proto (unary Connect)");
     }
-    const char *enc = ws_http_header(conn, "Content-Encoding");
+    const char *enc = ws_http_header(req, "Content-Encoding");
     if (enc != NULL && strcasecmp(enc, "identity") != 0) {
-        return connect_error(conn, WS_RPC_UNIMPLEMENTED, "Accept-Encoding: identity\r\n",
+        return connect_error(req, WS_RPC_UNIMPLEMENTED, "Accept-Encoding: identity\r\n",
                              "Content-Encoding: only identity is accepted");
     }
-    if (!connect_timeout(ws_http_header(conn, "Connect-Timeout-Ms"), f->rpc_deadline_ms,
+    if (!connect_timeout(ws_http_header(req, "Connect-Timeout-Ms"), f->rpc_deadline_ms,
                          &c->deadline_ms)) {
-        return connect_error(conn, WS_RPC_INVALID_ARGUMENT, NULL,
+        return connect_error(req, WS_RPC_INVALID_ARGUMENT, NULL,
                              "Connect-Timeout-Ms: expected 1 to 10 digits");
     }
     return 0;
@@ -180,23 +180,22 @@ static int connect_headers(struct mg_connection *conn, front *f, connect_call *c
 
 /* Read and decode the request message; 0 with *out set, or the status of
  * the error sent. */
-static int connect_read(struct mg_connection *conn, front *f, const connect_call *c,
+static int connect_read(ws_http_req *req, front *f, const connect_call *c,
                         ProtobufCMessage **out)
 {
     const ProtobufCMessageDescriptor *in = c->method->input;
     ws_buf body;
     ws_buf_init(&body, 0);
-    ws_err err = ws_http_read_body(conn, f->max_body, &body);
+    ws_err err = ws_http_read_body(req, f->max_body, &body);
     if (err != WS_OK) {
         ws_buf_fini(&body);
         if (err == WS_ETOOBIG) {
-            return connect_error(conn, WS_RPC_RESOURCE_EXHAUSTED, NULL,
+            return connect_error(req, WS_RPC_RESOURCE_EXHAUSTED, NULL,
                                  "body: larger than %zu bytes", f->max_body);
         }
-        return connect_error(conn,
-                             err == WS_ETIMEDOUT ? WS_RPC_DEADLINE_EXCEEDED
-                                                 : WS_RPC_INVALID_ARGUMENT,
-                             NULL, "body: %s", ws_strerror(err));
+        return connect_error(
+            req, err == WS_ETIMEDOUT ? WS_RPC_DEADLINE_EXCEEDED : WS_RPC_INVALID_ARGUMENT,
+            NULL, "body: %s", ws_strerror(err));
     }
     int status = 0;
     if (c->json) {
@@ -207,8 +206,8 @@ static int connect_read(struct mg_connection *conn, front *f, const connect_call
         err = ws_json_decode(in, text, body.len > 0 ? body.len : 2, &lim, out, &jerr);
         if (err != WS_OK) {
             status = err == WS_ENOMEM
-                         ? connect_error(conn, WS_RPC_INTERNAL, NULL, "out of memory")
-                         : connect_error(conn, WS_RPC_INVALID_ARGUMENT, NULL, "body: %s",
+                         ? connect_error(req, WS_RPC_INTERNAL, NULL, "out of memory")
+                         : connect_error(req, WS_RPC_INVALID_ARGUMENT, NULL, "body: %s",
                                          jerr.text);
         }
     } else {
@@ -216,7 +215,7 @@ static int connect_read(struct mg_connection *conn, front *f, const connect_call
         *out = protobuf_c_message_unpack(
             in, NULL, body.len, body.len > 0 ? (const uint8_t *)body.data : empty);
         if (*out == NULL) {
-            status = connect_error(conn, WS_RPC_INVALID_ARGUMENT, NULL,
+            status = connect_error(req, WS_RPC_INVALID_ARGUMENT, NULL,
                                    "body: not a valid %s in the protobuf binary encoding",
                                    in->name);
         }
@@ -226,7 +225,7 @@ static int connect_read(struct mg_connection *conn, front *f, const connect_call
 }
 
 /* Answer the response message in the request's encoding. */
-static int connect_reply(struct mg_connection *conn, const connect_call *c,
+static int connect_reply(ws_http_req *req, const connect_call *c,
                          const ProtobufCMessage *resp)
 {
     ws_buf b;
@@ -243,53 +242,53 @@ static int connect_reply(struct mg_connection *conn, const connect_call *c,
     }
     int status =
         err != WS_OK
-            ? connect_error(conn, WS_RPC_INTERNAL, NULL, "cannot encode the response")
-            : ws_http_reply(conn, 200, c->json ? "application/json" : "application/proto",
+            ? connect_error(req, WS_RPC_INTERNAL, NULL, "cannot encode the response")
+            : ws_http_reply(req, 200, c->json ? "application/json" : "application/proto",
                             b.data, b.len, NULL);
     ws_buf_fini(&b);
     return status;
 }
 
 /* The call itself: headers, body, RPC, answer. */
-static int connect_call_serve(struct mg_connection *conn, front *f, connect_call *c)
+static int connect_call_serve(ws_http_req *req, front *f, connect_call *c)
 {
-    int status = connect_headers(conn, f, c);
+    int status = connect_headers(req, f, c);
     if (status != 0) {
         return status;
     }
-    ProtobufCMessage *req = NULL;
-    status = connect_read(conn, f, c, &req);
+    ProtobufCMessage *in = NULL;
+    status = connect_read(req, f, c, &in);
     if (status != 0) {
         return status;
     }
     ProtobufCMessage *resp = NULL;
     char msg[WS_RPC_MSG_LEN] = "";
-    ws_rpc_code code = ws_rpc_client_call(c->client, c->path, req, c->method->output,
+    ws_rpc_code code = ws_rpc_client_call(c->client, c->path, in, c->method->output,
                                           &resp, c->deadline_ms, msg, sizeof(msg));
-    protobuf_c_message_free_unpacked(req, NULL);
+    protobuf_c_message_free_unpacked(in, NULL);
     if (code != WS_RPC_OK) {
         const char *extra = code == WS_RPC_UNAVAILABLE ? "Retry-After: 1\r\n" : NULL;
-        return connect_error(conn, code, extra, "%s",
+        return connect_error(req, code, extra, "%s",
                              msg[0] != '\0' ? msg : ws_rpc_code_name(code));
     }
-    status = connect_reply(conn, c, resp);
+    status = connect_reply(req, c, resp);
     protobuf_c_message_free_unpacked(resp, NULL);
     return status;
 }
 
-static int connect_serve(struct mg_connection *conn, void *ctx)
+static int connect_serve(ws_http_req *req, void *ctx)
 {
     front *f = ctx;
     double t0 = ws_now_seconds();
-    const char *path = ws_http_path(conn);
+    const char *path = ws_http_path(req);
     connect_call c;
     memset(&c, 0, sizeof(c));
     int status;
     if (!connect_find(f, path, &c)) {
-        status = ws_http_reply_error(conn, 404, connect_code_name(WS_RPC_UNIMPLEMENTED),
+        status = ws_http_reply_error(req, 404, connect_code_name(WS_RPC_UNIMPLEMENTED),
                                      NULL, "no method %s", path);
     } else {
-        status = connect_call_serve(conn, f, &c);
+        status = connect_call_serve(req, f, &c);
     }
     char labels[64];
     snprintf(labels, sizeof(labels), "route=\"connect\",status=\"%d\"", status);
@@ -297,7 +296,7 @@ static int connect_serve(struct mg_connection *conn, void *ctx)
                                   "HTTP requests by route and status", labels));
     if (f->access_log) {
         ws_log_info("http_request", "method=%s path=%s route=connect status=%d ms=%.3f",
-                    ws_http_method(conn), path, status, (ws_now_seconds() - t0) * 1000.0);
+                    ws_http_method(req), path, status, (ws_now_seconds() - t0) * 1000.0);
     }
     return status;
 }

@@ -1,6 +1,6 @@
 /*
  * GET /events: Server-Sent Events of order status and stock; see
- * order_events.h. Runs on a civetweb worker thread for the stream's life.
+ * order_events.h. Runs on a HTTP worker thread for the stream's life.
  */
 #include "order_events.h"
 
@@ -48,13 +48,13 @@ static bool order_events_final(int status)
 
 /* Parse ?orders=a,b&stock=true into r. Returns 0, or an HTTP status with a
  * message in msg. */
-static int order_events_parse(struct mg_connection *conn, order_events_req *r, char *msg,
+static int order_events_parse(ws_http_req *req, order_events_req *r, char *msg,
                               size_t msg_len)
 {
     memset(r, 0, sizeof(*r));
     char val[ORDER_EVENTS_QUERY_MAX];
     char flag[16];
-    int fl = ws_http_query_var(conn, "stock", flag, sizeof(flag));
+    int fl = ws_http_query_var(req, "stock", flag, sizeof(flag));
     if (fl >= 0 || fl == -2 || fl == -3) {
         if (fl >= 0 && (strcmp(flag, "true") == 0 || strcmp(flag, "1") == 0)) {
             r->stock = true;
@@ -63,7 +63,7 @@ static int order_events_parse(struct mg_connection *conn, order_events_req *r, c
             return 400;
         }
     }
-    int n = ws_http_query_var(conn, "orders", val, sizeof(val));
+    int n = ws_http_query_var(req, "orders", val, sizeof(val));
     if (n == -2) {
         snprintf(msg, msg_len, "orders: at most %d order ids", STATUS_STREAM_MAX_IDS);
         return 400;
@@ -110,13 +110,13 @@ static int order_events_parse(struct mg_connection *conn, order_events_req *r, c
 }
 
 /* Write all of s; false when the client is gone. */
-static bool order_events_write(struct mg_connection *conn, const char *s, size_t len)
+static bool order_events_write(ws_http_req *req, const char *s, size_t len)
 {
-    return ws_http_write(conn, s, len);
+    return ws_http_write(req, s, len);
 }
 
 /* Send one SSE event whose data is msg as JSON (proto field names). */
-static bool order_events_send(struct mg_connection *conn, const char *event,
+static bool order_events_send(ws_http_req *req, const char *event,
                               const ProtobufCMessage *msg)
 {
     ws_buf b;
@@ -128,28 +128,27 @@ static bool order_events_send(struct mg_connection *conn, const char *event,
     if (err == WS_OK) {
         err = ws_buf_puts(&b, "\n\n");
     }
-    bool ok = err == WS_OK && order_events_write(conn, b.data, b.len);
+    bool ok = err == WS_OK && order_events_write(req, b.data, b.len);
     ws_buf_fini(&b);
     return ok;
 }
 
-static bool order_events_send_status(struct mg_connection *conn, const char *id,
-                                     int status, const char *reason)
+static bool order_events_send_status(ws_http_req *req, const char *id, int status,
+                                     const char *reason)
 {
     Webshop__V1__OrderStatusChanged m = WEBSHOP__V1__ORDER_STATUS_CHANGED__INIT;
     m.order_id = (char *)id;
     m.status = (Webshop__V1__OrderStatus)status;
     m.reason = (char *)(reason != NULL ? reason : "");
-    return order_events_send(conn, "status", &m.base);
+    return order_events_send(req, "status", &m.base);
 }
 
-static bool order_events_send_stock(struct mg_connection *conn, int32_t product,
-                                    int32_t bal)
+static bool order_events_send_stock(ws_http_req *req, int32_t product, int32_t bal)
 {
     Webshop__V1__StockChanged m = WEBSHOP__V1__STOCK_CHANGED__INIT;
     m.product_id = product;
     m.balance = bal;
-    return order_events_send(conn, "stock", &m.base);
+    return order_events_send(req, "stock", &m.base);
 }
 
 /* Snapshot: the current status of each order that exists. Returns WS_RPC_OK
@@ -181,7 +180,7 @@ static ws_rpc_code order_events_snapshot(front *f, order_events_req *r,
 }
 
 /* Forward events until every order is final, the bound, or a failure. */
-static void order_events_pump(struct mg_connection *conn, front *f, status_watch *w,
+static void order_events_pump(ws_http_req *req, front *f, status_watch *w,
                               order_events_req *r)
 {
     double start = ws_now_seconds();
@@ -196,7 +195,7 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
             }
             if (all) {
                 static const char end[] = "event: end\ndata: {}\n\n";
-                order_events_write(conn, end, sizeof(end) - 1);
+                order_events_write(req, end, sizeof(end) - 1);
                 return;
             }
         }
@@ -212,7 +211,7 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
         }
         if (wait <= 0) {
             static const char hb[] = ": heartbeat\n\n";
-            if (!order_events_write(conn, hb, sizeof(hb) - 1)) {
+            if (!order_events_write(req, hb, sizeof(hb) - 1)) {
                 return;
             }
             last_write = ws_now_seconds();
@@ -227,7 +226,7 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
         status_event ev;
         status_next got = status_watch_next(w, wait, &ev);
         if (got == STATUS_NEXT_TIMEOUT) {
-            if (ws_http_peer_gone(conn)) {
+            if (ws_http_peer_gone(req)) {
                 return;
             }
             continue;
@@ -237,7 +236,7 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
         }
         bool ok = true;
         if (ev.kind == STATUS_EVENT_STOCK) {
-            ok = order_events_send_stock(conn, ev.product_id, ev.balance);
+            ok = order_events_send_stock(req, ev.product_id, ev.balance);
         } else {
             for (size_t i = 0; i < r->n; i++) {
                 if (strcmp(r->ids[i], ev.order_id) != 0) {
@@ -251,8 +250,7 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
                 if (rank > r->rank[i] || (rank == r->rank[i] && ev.status != r->status[i])) {
                     r->rank[i] = rank;
                     r->status[i] = ev.status;
-                    ok =
-                        order_events_send_status(conn, ev.order_id, ev.status, ev.reason);
+                    ok = order_events_send_status(req, ev.order_id, ev.status, ev.reason);
                 }
                 break;
             }
@@ -264,21 +262,21 @@ static void order_events_pump(struct mg_connection *conn, front *f, status_watch
     }
 }
 
-static int order_events_stream(struct mg_connection *conn, front *f, order_events_req *r)
+static int order_events_stream(ws_http_req *req, front *f, order_events_req *r)
 {
     if (f->statuses == NULL) {
-        return ws_http_reply_error(conn, 501, "UNIMPLEMENTED", NULL,
+        return ws_http_reply_error(req, 501, "UNIMPLEMENTED", NULL,
                                    "no live events here");
     }
     status_watch *w = NULL;
     ws_err err = status_watch_open(f->statuses, r->ptrs, r->n, r->stock, &w);
     if (err == WS_EBUSY) {
         return ws_http_reply_error(
-            conn, 503, "UNAVAILABLE", "Retry-After: 10\r\n",
+            req, 503, "UNAVAILABLE", "Retry-After: 10\r\n",
             "too many live streams; poll GET /order/{id} meanwhile");
     }
     if (err != WS_OK) {
-        return ws_http_reply_error(conn, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
+        return ws_http_reply_error(req, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
                                    "live events unavailable: %s", ws_strerror(err));
     }
     Webshop__V1__Order *orders[STATUS_STREAM_MAX_IDS] = {NULL};
@@ -287,7 +285,7 @@ static int order_events_stream(struct mg_connection *conn, front *f, order_event
     int status = 200;
     if (code != WS_RPC_OK) {
         int hs = code == WS_RPC_DEADLINE_EXCEEDED ? 504 : 503;
-        status = ws_http_reply_error(conn, hs, ws_rpc_code_name(code),
+        status = ws_http_reply_error(req, hs, ws_rpc_code_name(code),
                                      "Retry-After: 1\r\n", "orders: %s",
                                      msg[0] != '\0' ? msg : ws_rpc_code_name(code));
         goto done;
@@ -296,14 +294,14 @@ static int order_events_stream(struct mg_connection *conn, front *f, order_event
      * gets this head and nothing more. */
     char retry[32];
     int n = snprintf(retry, sizeof(retry), "retry: %d\n\n", ORDER_EVENTS_RETRY_MS);
-    bool ok = ws_http_stream_start(conn, 200, "text/event-stream; charset=utf-8",
+    bool ok = ws_http_stream_start(req, 200, "text/event-stream; charset=utf-8",
                                    "X-Accel-Buffering: no\r\n") &&
-              !ws_http_is_head(conn) && order_events_write(conn, retry, (size_t)n);
+              !ws_http_is_head(req) && order_events_write(req, retry, (size_t)n);
     for (size_t i = 0; i < r->n && ok; i++) {
         if (orders[i] != NULL) {
             r->rank[i] = webshop_v1_order_status_rank(orders[i]->status);
             r->status[i] = orders[i]->status;
-            ok = order_events_send_status(conn, r->ids[i], orders[i]->status,
+            ok = order_events_send_status(req, r->ids[i], orders[i]->status,
                                           orders[i]->reason);
         }
     }
@@ -311,7 +309,7 @@ static int order_events_stream(struct mg_connection *conn, front *f, order_event
         ws_gauge *g = ws_gauge_get(f->metrics, "webshop_sse_streams",
                                    "Open Server-Sent-Events streams", NULL);
         ws_gauge_add(g, 1);
-        order_events_pump(conn, f, w, r);
+        order_events_pump(req, f, w, r);
         ws_gauge_add(g, -1);
     }
 done:
@@ -324,7 +322,7 @@ done:
     return status;
 }
 
-int order_events_serve(struct mg_connection *conn, void *ctx)
+int order_events_serve(ws_http_req *req, void *ctx)
 {
     front *f = ctx;
     double t0 = ws_now_seconds();
@@ -332,22 +330,22 @@ int order_events_serve(struct mg_connection *conn, void *ctx)
     char msg[256];
     order_events_req *r = malloc(sizeof(*r));
     if (r == NULL) {
-        status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
-    } else if ((status = order_events_parse(conn, r, msg, sizeof(msg))) != 0) {
-        status = ws_http_reply_error(conn, status, "INVALID_ARGUMENT", NULL, "%s", msg);
+        status = ws_http_reply_error(req, 500, "INTERNAL", NULL, "out of memory");
+    } else if ((status = order_events_parse(req, r, msg, sizeof(msg))) != 0) {
+        status = ws_http_reply_error(req, status, "INVALID_ARGUMENT", NULL, "%s", msg);
     } else {
-        status = order_events_stream(conn, f, r);
+        status = order_events_stream(req, f, r);
     }
     free(r);
     char labels[96];
     snprintf(labels, sizeof(labels), "route=\"/events\",method=\"%s\",status=\"%d\"",
-             route_stats_method(ws_http_method(conn)), status);
+             route_stats_method(ws_http_method(req)), status);
     ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
                                   "HTTP requests by route, method and status", labels));
     if (f->access_log) {
         ws_log_info("http_request",
                     "method=%s path=/events route=/events status=%d ms=%.3f",
-                    ws_http_method(conn), status, (ws_now_seconds() - t0) * 1000.0);
+                    ws_http_method(req), status, (ws_now_seconds() - t0) * 1000.0);
     }
     return status;
 }

@@ -1,6 +1,6 @@
 /*
  * POST /order and DELETE /order/{id}: publish, then wait for the order
- * service's commit; see order_write.h. Runs on civetweb worker threads;
+ * service's commit; see order_write.h. Runs on HTTP worker threads;
  * everything it touches through `front` is thread-safe.
  */
 #include "order_write.h"
@@ -102,7 +102,7 @@ static order_write_verdict order_write_verdict_of(front *f, const order_write_po
 
 /* ---- answers ---------------------------------------------------------- */
 
-static int order_write_reply_placed(struct mg_connection *conn, const order_write_post *p,
+static int order_write_reply_placed(ws_http_req *req, const order_write_post *p,
                                     bool committed)
 {
     Webshop__V1__PlaceOrderResponse resp = WEBSHOP__V1__PLACE_ORDER_RESPONSE__INIT;
@@ -110,39 +110,39 @@ static int order_write_reply_placed(struct mg_connection *conn, const order_writ
     resp.status = committed ? ORDER_WRITE_COMMITTED : ORDER_WRITE_QUEUED;
     char extra[96];
     snprintf(extra, sizeof(extra), "Location: /order/%s\r\n", p->id);
-    return routes_reply_json(conn, committed ? 201 : 202, &resp.base, 0, extra);
+    return routes_reply_json(req, committed ? 201 : 202, &resp.base, 0, extra);
 }
 
-static int order_write_reply_reused(struct mg_connection *conn, const order_write_post *p)
+static int order_write_reply_reused(ws_http_req *req, const order_write_post *p)
 {
-    return ws_http_reply_error(conn, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
+    return ws_http_reply_error(req, 422, "IDEMPOTENCY_KEY_REUSED", NULL,
                                "Idempotency-Key \"%.*s\": already used for order %s with "
                                "other items; use a new key for a new order",
                                ORDER_ID_MAX_KEY, p->key, p->id);
 }
 
 /* The answer for a publish that failed; what says what was published. */
-static int order_write_reply_publish_error(struct mg_connection *conn, ws_err err,
+static int order_write_reply_publish_error(ws_http_req *req, ws_err err,
                                            const char *retry)
 {
     if (err == WS_EUNAVAIL) {
-        return ws_http_reply_error(conn, 503, "UNAVAILABLE", RETRY_AFTER,
+        return ws_http_reply_error(req, 503, "UNAVAILABLE", RETRY_AFTER,
                                    "broker unavailable; %s", retry);
     }
     if (err == WS_ETIMEDOUT) {
-        return ws_http_reply_error(conn, 504, "DEADLINE_EXCEEDED", RETRY_AFTER,
+        return ws_http_reply_error(req, 504, "DEADLINE_EXCEEDED", RETRY_AFTER,
                                    "broker did not acknowledge in time; %s", retry);
     }
-    return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "publish failed: %s",
+    return ws_http_reply_error(req, 500, "INTERNAL", NULL, "publish failed: %s",
                                ws_strerror(err));
 }
 
 /* The answer for an order-service look-up that failed (never NOT_FOUND). */
-static int order_write_reply_lookup_error(struct mg_connection *conn, ws_rpc_code code,
+static int order_write_reply_lookup_error(ws_http_req *req, ws_rpc_code code,
                                           const char *msg)
 {
     int status = routes_http_status(code);
-    return ws_http_reply_error(conn, status, ws_rpc_code_name(code),
+    return ws_http_reply_error(req, status, ws_rpc_code_name(code),
                                status == 503 || status == 504 ? RETRY_AFTER : NULL,
                                "orders: %s",
                                msg[0] != '\0' ? msg : ws_rpc_code_name(code));
@@ -164,18 +164,17 @@ static bool order_write_json_content_type(const char *ct)
 
 /* Headers and body into p. Returns 0, or the HTTP status of the error
  * answer sent. */
-static int order_write_place_read(struct mg_connection *conn, front *f,
-                                  order_write_post *p)
+static int order_write_place_read(ws_http_req *req, front *f, order_write_post *p)
 {
-    if (!order_write_json_content_type(ws_http_header(conn, "Content-Type"))) {
-        return ws_http_reply_error(conn, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
+    if (!order_write_json_content_type(ws_http_header(req, "Content-Type"))) {
+        return ws_http_reply_error(req, 415, "UNSUPPORTED_MEDIA_TYPE", NULL,
                                    "Content-Type must be application/json");
     }
-    p->key = ws_http_header(conn, "Idempotency-Key");
+    p->key = ws_http_header(req, "Idempotency-Key");
     if (p->key != NULL) {
         if (!order_id_from_key(p->key, p->id)) {
             return ws_http_reply_error(
-                conn, 400, "INVALID_ARGUMENT", NULL,
+                req, 400, "INVALID_ARGUMENT", NULL,
                 "Idempotency-Key: must be 1..%d printable ASCII characters",
                 ORDER_ID_MAX_KEY);
         }
@@ -184,21 +183,20 @@ static int order_write_place_read(struct mg_connection *conn, front *f,
     }
     ws_buf body;
     ws_buf_init(&body, 0);
-    ws_err err = ws_http_read_body(conn, f->max_body, &body);
+    ws_err err = ws_http_read_body(req, f->max_body, &body);
     if (err == WS_ETOOBIG) {
         ws_buf_fini(&body);
-        return ws_http_reply_error(conn, 413, "PAYLOAD_TOO_LARGE",
-                                   "Connection: close\r\n", "body: larger than %zu bytes",
-                                   f->max_body);
+        return ws_http_reply_error(req, 413, "PAYLOAD_TOO_LARGE", "Connection: close\r\n",
+                                   "body: larger than %zu bytes", f->max_body);
     }
     if (err == WS_ETIMEDOUT) {
         ws_buf_fini(&body);
-        return ws_http_reply_error(conn, 408, "REQUEST_TIMEOUT", NULL,
+        return ws_http_reply_error(req, 408, "REQUEST_TIMEOUT", NULL,
                                    "body: not complete in time");
     }
     if (err != WS_OK) {
         ws_buf_fini(&body);
-        return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+        return ws_http_reply_error(req, 400, "INVALID_ARGUMENT", NULL,
                                    "body: incomplete");
     }
     char msg[256];
@@ -206,14 +204,14 @@ static int order_write_place_read(struct mg_connection *conn, front *f,
                                &f->limits, &p->ev, msg, sizeof(msg));
     ws_buf_fini(&body);
     if (rc != 0) {
-        return ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "%s", msg);
+        return ws_http_reply_error(req, 400, "INVALID_ARGUMENT", NULL, "%s", msg);
     }
     return 0;
 }
 
 /* Open p's waiter, before anything is published or looked up, so that no
  * status published meanwhile is missed. Returns 0, or the status sent. */
-static int order_write_open_waiter(struct mg_connection *conn, front *f, const char *id,
+static int order_write_open_waiter(ws_http_req *req, front *f, const char *id,
                                    status_waiter **w)
 {
     if (f->statuses == NULL) {
@@ -221,11 +219,11 @@ static int order_write_open_waiter(struct mg_connection *conn, front *f, const c
     }
     ws_err err = status_waiter_open(f->statuses, id, w);
     if (err == WS_ECLOSED) {
-        return ws_http_reply_error(conn, 503, "UNAVAILABLE", RETRY_AFTER,
+        return ws_http_reply_error(req, 503, "UNAVAILABLE", RETRY_AFTER,
                                    "the front is shutting down; retry");
     }
     if (err != WS_OK) {
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL,
+        return ws_http_reply_error(req, 500, "INTERNAL", NULL,
                                    "cannot wait for the order: %s", ws_strerror(err));
     }
     return 0;
@@ -239,41 +237,40 @@ static bool order_write_confirmed(status_waiter *w, unsigned want, int wait_ms)
 }
 
 /* Publish p's OrderSent and answer from the wait and the look-ups. */
-static int order_write_place_publish(struct mg_connection *conn, front *f,
-                                     order_write_post *p)
+static int order_write_place_publish(ws_http_req *req, front *f, order_write_post *p)
 {
     ws_err err =
         ws_bus_publish(f->bus, WEBSHOP_V1_ORDER_SENT_TOPIC, &p->ev->base, f->publish_deadline_ms);
     if (err != WS_OK) {
-        return order_write_reply_publish_error(conn, err,
+        return order_write_reply_publish_error(req, err,
                                                "retry with the same Idempotency-Key");
     }
     double t0 = ws_now_seconds();
     bool committed = order_write_confirmed(p->w, STATUS_WANT_ANY, f->accept_wait_ms);
     if (committed && p->key == NULL) {
-        return order_write_reply_placed(conn, p, true);
+        return order_write_reply_placed(req, p, true);
     }
     /* Keyed: catch a racing POST with other items. Unconfirmed: catch a
      * status event this front missed (its subscription reconnecting). */
     order_write_verdict v = order_write_verdict_of(f, p);
     if (v == VERDICT_REUSED) {
-        return order_write_reply_reused(conn, p);
+        return order_write_reply_reused(req, p);
     }
     if (committed || v == VERDICT_COMMITTED) {
-        return order_write_reply_placed(conn, p, true);
+        return order_write_reply_placed(req, p, true);
     }
     ws_log_info("order_queued", "id=%s waited_ms=%d", p->id,
                 (int)((ws_now_seconds() - t0) * 1000.0));
-    return order_write_reply_placed(conn, p, false);
+    return order_write_reply_placed(req, p, false);
 }
 
-int order_write_place(struct mg_connection *conn, front *f)
+int order_write_place(ws_http_req *req, front *f)
 {
     order_write_post p;
     memset(&p, 0, sizeof(p));
-    int status = order_write_place_read(conn, f, &p);
+    int status = order_write_place_read(req, f, &p);
     if (status == 0) {
-        status = order_write_open_waiter(conn, f, p.id, &p.w);
+        status = order_write_open_waiter(req, f, p.id, &p.w);
     }
     if (status == 0 && p.key != NULL) {
         /* A retry of an order already recorded publishes nothing. UNKNOWN
@@ -281,13 +278,13 @@ int order_write_place(struct mg_connection *conn, front *f)
          * order_write.h. */
         order_write_verdict v = order_write_verdict_of(f, &p);
         if (v == VERDICT_COMMITTED) {
-            status = order_write_reply_placed(conn, &p, true);
+            status = order_write_reply_placed(req, &p, true);
         } else if (v == VERDICT_REUSED) {
-            status = order_write_reply_reused(conn, &p);
+            status = order_write_reply_reused(req, &p);
         }
     }
     if (status == 0) {
-        status = order_write_place_publish(conn, f, &p);
+        status = order_write_place_publish(req, f, &p);
     }
     status_waiter_close(p.w);
     if (p.ev != NULL) {
@@ -298,16 +295,15 @@ int order_write_place(struct mg_connection *conn, front *f)
 
 /* ---- DELETE /order/{id} ------------------------------------------------- */
 
-static int order_write_reply_order(struct mg_connection *conn,
-                                   const Webshop__V1__Order *o)
+static int order_write_reply_order(ws_http_req *req, const Webshop__V1__Order *o)
 {
-    return routes_reply_json(conn, 200, &o->base, WS_JSON_DEFAULTS, NULL);
+    return routes_reply_json(req, 200, &o->base, WS_JSON_DEFAULTS, NULL);
 }
 
 /* After the cancel was published: answer 200 with the canceled order, or
  * 202 when the order service has not confirmed it. before is the order as
  * it was; seen tells whether CANCELED was announced. */
-static int order_write_cancel_answer(struct mg_connection *conn, front *f, const char *id,
+static int order_write_cancel_answer(ws_http_req *req, front *f, const char *id,
                                      Webshop__V1__Order *before, bool seen)
 {
     Webshop__V1__Order *o = NULL;
@@ -316,12 +312,12 @@ static int order_write_cancel_answer(struct mg_connection *conn, front *f, const
         order_write_lookup(f, id, order_write_check_ms(f), &o, msg, sizeof(msg));
     int status;
     if (code == WS_RPC_OK && o->status == WEBSHOP__V1__ORDER_STATUS__CANCELED) {
-        status = order_write_reply_order(conn, o);
+        status = order_write_reply_order(req, o);
     } else if (seen) {
         /* Committed, but the record could not be read back: answer what the
          * announcement says. */
         before->status = WEBSHOP__V1__ORDER_STATUS__CANCELED;
-        status = order_write_reply_order(conn, before);
+        status = order_write_reply_order(req, before);
     } else {
         ws_log_info("cancel_queued", "id=%s", id);
         Webshop__V1__CancelOrderResponse resp = WEBSHOP__V1__CANCEL_ORDER_RESPONSE__INIT;
@@ -329,7 +325,7 @@ static int order_write_cancel_answer(struct mg_connection *conn, front *f, const
         resp.status = ORDER_WRITE_QUEUED;
         char extra[96];
         snprintf(extra, sizeof(extra), "Location: /order/%s\r\n", id);
-        status = routes_reply_json(conn, 202, &resp.base, 0, extra);
+        status = routes_reply_json(req, 202, &resp.base, 0, extra);
     }
     if (o != NULL) {
         webshop__v1__order__free_unpacked(o, NULL);
@@ -338,28 +334,28 @@ static int order_write_cancel_answer(struct mg_connection *conn, front *f, const
 }
 
 /* DELETE for an order the order service has: publish and wait. */
-static int order_write_cancel_known(struct mg_connection *conn, front *f, const char *id,
+static int order_write_cancel_known(ws_http_req *req, front *f, const char *id,
                                     status_waiter *w, Webshop__V1__Order *before)
 {
     if (before->status == WEBSHOP__V1__ORDER_STATUS__CANCELED) {
-        return order_write_reply_order(conn, before);
+        return order_write_reply_order(req, before);
     }
     Webshop__V1__CancelOrder ev = WEBSHOP__V1__CANCEL_ORDER__INIT;
     ev.order_id = (char *)id;
     ws_err err =
         ws_bus_publish(f->bus, WEBSHOP_V1_CANCEL_ORDER_TOPIC, &ev.base, f->publish_deadline_ms);
     if (err != WS_OK) {
-        return order_write_reply_publish_error(conn, err, "retry the DELETE");
+        return order_write_reply_publish_error(req, err, "retry the DELETE");
     }
     bool seen = order_write_confirmed(w, STATUS_WANT(WEBSHOP__V1__ORDER_STATUS__CANCELED),
                                       f->accept_wait_ms);
-    return order_write_cancel_answer(conn, f, id, before, seen);
+    return order_write_cancel_answer(req, f, id, before, seen);
 }
 
-int order_write_cancel(struct mg_connection *conn, front *f, const char id[ORDER_ID_LEN])
+int order_write_cancel(ws_http_req *req, front *f, const char id[ORDER_ID_LEN])
 {
     status_waiter *w = NULL;
-    int status = order_write_open_waiter(conn, f, id, &w);
+    int status = order_write_open_waiter(req, f, id, &w);
     if (status != 0) {
         return status;
     }
@@ -372,11 +368,11 @@ int order_write_cancel(struct mg_connection *conn, front *f, const char id[ORDER
         order_write_lookup(f, id, f->rpc_deadline_ms, &before, msg, sizeof(msg));
     if (code == WS_RPC_NOT_FOUND) {
         status =
-            ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "order %s not found", id);
+            ws_http_reply_error(req, 404, "NOT_FOUND", NULL, "order %s not found", id);
     } else if (code != WS_RPC_OK) {
-        status = order_write_reply_lookup_error(conn, code, msg);
+        status = order_write_reply_lookup_error(req, code, msg);
     } else {
-        status = order_write_cancel_known(conn, f, id, w, before);
+        status = order_write_cancel_known(req, f, id, w, before);
         webshop__v1__order__free_unpacked(before, NULL);
     }
     status_waiter_close(w);

@@ -39,19 +39,19 @@
 #include "front.h"
 #include "order_id.h"
 
-struct mg_connection;
+#include "http.h"
 
 /* Longest order-service look-up of the write path other than DELETE's
  * first: the Idempotency-Key check before publishing and the re-check
  * after the wait (capped by --rpc-deadline too). */
 #define ORDER_WRITE_CHECK_MS 500
 
-/* POST /order on a civetweb worker thread: reads and validates the body,
+/* POST /order on a HTTP worker thread: reads and validates the body,
  * answers and returns the HTTP status sent. */
-int order_write_place(struct mg_connection *conn, front *f);
+int order_write_place(ws_http_req *req, front *f);
 
 /* DELETE /order/{id} for id, already normalized (ws_uuid_normalize);
  * answers and returns the HTTP status sent. */
-int order_write_cancel(struct mg_connection *conn, front *f, const char id[ORDER_ID_LEN]);
+int order_write_cancel(ws_http_req *req, front *f, const char id[ORDER_ID_LEN]);
 
 #endif

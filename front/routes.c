@@ -3,7 +3,7 @@
  * request is decided by the route table generated from front.proto
  * (webshop/v1/front.routes.h, lib/http_route.h): path templates, methods,
  * 405 with Allow and HEAD come from there, and nothing here looks at the
- * path or the method. Handlers run on civetweb worker threads; everything
+ * path or the method. Handlers run on HTTP worker threads; everything
  * they touch through `front` is thread-safe.
  */
 #include "routes.h"
@@ -118,25 +118,26 @@ static void routes_observe(front *f, route_id route, const char *method, const c
 }
 
 /* Answer an RPC failure with the status that fits and a JSON error. */
-static int routes_reply_rpc_error(struct mg_connection *conn, ws_rpc_code code,
-                                  const char *what, const char *msg)
+static int routes_reply_rpc_error(ws_http_req *req, ws_rpc_code code, const char *what,
+                                  const char *msg)
 {
     int status = routes_http_status(code);
     const char *extra = status == 503 ? RETRY_AFTER : NULL;
-    return ws_http_reply_error(conn, status, ws_rpc_code_name(code), extra, "%s: %s", what,
+    return ws_http_reply_error(req, status, ws_rpc_code_name(code), extra, "%s: %s", what,
                                msg[0] != '\0' ? msg : ws_rpc_code_name(code));
 }
 
-int routes_reply_json(struct mg_connection *conn, int status, const ProtobufCMessage *m,
+int routes_reply_json(ws_http_req *req, int status, const ProtobufCMessage *m,
                       unsigned flags, const char *extra)
 {
     ws_buf b;
     ws_buf_init(&b, 0);
     if (ws_json_encode(m, flags, &b) != WS_OK) {
         ws_buf_fini(&b);
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "cannot encode the response");
+        return ws_http_reply_error(req, 500, "INTERNAL", NULL,
+                                   "cannot encode the response");
     }
-    int rc = ws_http_reply(conn, status, "application/json", b.data, b.len, extra);
+    int rc = ws_http_reply(req, status, "application/json", b.data, b.len, extra);
     ws_buf_fini(&b);
     return rc;
 }
@@ -173,8 +174,7 @@ static ws_rpc_code routes_catalog_fetch(front *f, ws_buf *out, char *msg, size_t
     return WS_RPC_OK;
 }
 
-static int routes_inventory(struct mg_connection *conn, const ws_http_route_match *m,
-                            void *ctx)
+static int routes_inventory(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
     (void)m;
     front *f = ctx;
@@ -192,75 +192,75 @@ static int routes_inventory(struct mg_connection *conn, const ws_http_route_matc
         ws_rpc_code code = routes_catalog_fetch(f, &b, msg, sizeof(msg));
         if (code != WS_RPC_OK) {
             ws_buf_fini(&b);
-            status = routes_reply_rpc_error(conn, code, "inventory", msg);
+            status = routes_reply_rpc_error(req, code, "inventory", msg);
             goto done;
         }
         size_t len = 0;
         char *body = ws_buf_steal(&b, &len);
         s = body != NULL ? catalog_cache_put(f->catalog, gen, epoch, body, len) : NULL;
         if (s == NULL) {
-            status = ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
+            status = ws_http_reply_error(req, 500, "INTERNAL", NULL, "out of memory");
             goto done;
         }
     }
     char extra[64];
     snprintf(extra, sizeof(extra), "ETag: %s\r\n", s->etag);
-    const char *inm = ws_http_header(conn, "If-None-Match");
+    const char *inm = ws_http_header(req, "If-None-Match");
     if (inm != NULL && (strstr(inm, s->etag) != NULL || strcmp(inm, "*") == 0)) {
-        status = ws_http_reply(conn, 304, NULL, NULL, 0, extra);
+        status = ws_http_reply(req, 304, NULL, NULL, 0, extra);
     } else {
         /* HEAD: the same head, Content-Length included; the body is left
          * out by ws_http_reply. */
-        status = ws_http_reply(conn, 200, "application/json", s->body, s->len, extra);
+        status = ws_http_reply(req, 200, "application/json", s->body, s->len, extra);
     }
     catalog_snapshot_release(f->catalog, s);
 done:
-    routes_observe(f, ROUTE_INVENTORY, ws_http_method(conn), ws_http_path(conn), status, t0);
+    routes_observe(f, ROUTE_INVENTORY, ws_http_method(req), ws_http_path(req), status,
+                   t0);
     return status;
 }
 
 /* ---- /order and /order/{id} --------------------------------------------- */
 
-static int routes_get_order(struct mg_connection *conn, front *f, const char *id)
+static int routes_get_order(ws_http_req *req, front *f, const char *id)
 {
-    Webshop__V1__GetOrderRequest req = WEBSHOP__V1__GET_ORDER_REQUEST__INIT;
+    Webshop__V1__GetOrderRequest in = WEBSHOP__V1__GET_ORDER_REQUEST__INIT;
     Webshop__V1__GetOrderResponse *resp = NULL;
     char msg[WS_RPC_MSG_LEN] = "";
-    req.id = (char *)id;
-    ws_rpc_code code =
-        webshop_v1_orders_get_order_ex(f->orders, &req, &resp, f->rpc_deadline_ms, msg,
-                                       sizeof(msg));
+    in.id = (char *)id;
+    ws_rpc_code code = webshop_v1_orders_get_order_ex(
+        f->orders, &in, &resp, f->rpc_deadline_ms, msg, sizeof(msg));
     if (code != WS_RPC_OK) {
         if (code == WS_RPC_NOT_FOUND) {
-            return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "order %s not found", id);
+            return ws_http_reply_error(req, 404, "NOT_FOUND", NULL, "order %s not found",
+                                       id);
         }
-        return routes_reply_rpc_error(conn, code, "orders", msg);
+        return routes_reply_rpc_error(req, code, "orders", msg);
     }
     int rc;
     if (resp->order == NULL) {
-        rc = ws_http_reply_error(conn, 502, "INTERNAL", NULL, "orders: empty answer");
+        rc = ws_http_reply_error(req, 502, "INTERNAL", NULL, "orders: empty answer");
     } else {
-        rc = routes_reply_json(conn, 200, &resp->order->base, WS_JSON_DEFAULTS, NULL);
+        rc = routes_reply_json(req, 200, &resp->order->base, WS_JSON_DEFAULTS, NULL);
     }
     webshop__v1__get_order_response__free_unpacked(resp, NULL);
     return rc;
 }
 
-static int routes_place_order(struct mg_connection *conn, const ws_http_route_match *m,
-                              void *ctx)
+static int routes_place_order(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
     (void)m;
     front *f = ctx;
     double t0 = ws_now_seconds();
-    int status = order_write_place(conn, f);
-    routes_observe(f, ROUTE_ORDER, ws_http_method(conn), ws_http_path(conn), status, t0);
+    int status = order_write_place(req, f);
+    routes_observe(f, ROUTE_ORDER, ws_http_method(req), ws_http_path(req), status, t0);
     return status;
 }
 
 /* GET and DELETE /order/{id}: the id bound from the path (the same
  * request message for both: {id}), normalized to a lower-case UUID. */
-static int routes_order_id(struct mg_connection *conn, const ws_http_route_match *m,
-                           front *f, bool cancel)
+static int routes_order_id(ws_http_req *req, const ws_http_route_match *m, front *f,
+                           bool cancel)
 {
     double t0 = ws_now_seconds();
     int status;
@@ -269,8 +269,8 @@ static int routes_order_id(struct mg_connection *conn, const ws_http_route_match
     ws_err e = ws_http_route_request(m, &msg, err, sizeof(err));
     if (e != WS_OK) {
         status = e == WS_EPARSE
-                     ? ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL, "%s", err)
-                     : ws_http_reply_error(conn, 500, "INTERNAL", NULL, "out of memory");
+                     ? ws_http_reply_error(req, 400, "INVALID_ARGUMENT", NULL, "%s", err)
+                     : ws_http_reply_error(req, 500, "INTERNAL", NULL, "out of memory");
         goto done;
     }
     /* GetOrderRequest and CancelOrderRequest: one string field, id. */
@@ -279,46 +279,43 @@ static int routes_order_id(struct mg_connection *conn, const ws_http_route_match
     const char *id = fd != NULL ? *(const char **)((const char *)msg + fd->offset) : "";
     char lower[ORDER_ID_LEN];
     if (!ws_uuid_normalize(id, lower)) {
-        status = ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+        status = ws_http_reply_error(req, 400, "INVALID_ARGUMENT", NULL,
                                      "id: expected a UUID like "
                                      "123e4567-e89b-12d3-a456-426614174000");
     } else {
-        status = cancel ? order_write_cancel(conn, f, lower) : routes_get_order(conn, f, lower);
+        status =
+            cancel ? order_write_cancel(req, f, lower) : routes_get_order(req, f, lower);
     }
     protobuf_c_message_free_unpacked(msg, NULL);
 done:
-    routes_observe(f, ROUTE_ORDER_ID, ws_http_method(conn), ws_http_path(conn), status, t0);
+    routes_observe(f, ROUTE_ORDER_ID, ws_http_method(req), ws_http_path(req), status, t0);
     return status;
 }
 
-static int routes_get_order_id(struct mg_connection *conn, const ws_http_route_match *m,
-                               void *ctx)
+static int routes_get_order_id(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
-    return routes_order_id(conn, m, ctx, false);
+    return routes_order_id(req, m, ctx, false);
 }
 
-static int routes_cancel_order(struct mg_connection *conn, const ws_http_route_match *m,
-                               void *ctx)
+static int routes_cancel_order(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
-    return routes_order_id(conn, m, ctx, true);
+    return routes_order_id(req, m, ctx, true);
 }
 
-static int routes_watch_events(struct mg_connection *conn, const ws_http_route_match *m,
-                               void *ctx)
+static int routes_watch_events(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
     (void)m;
-    return order_events_serve(conn, ctx);
+    return order_events_serve(req, ctx);
 }
 
 /* ---- health, metrics, OpenAPI ------------------------------------------- */
 
-static int routes_healthz(struct mg_connection *conn, const ws_http_route_match *m,
-                          void *ctx)
+static int routes_healthz(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
     (void)m;
     (void)ctx;
     static const char ok[] = "{\"status\":\"ok\"}";
-    return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+    return ws_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
 }
 
 /* Ask a backend's reflection service: cheap, touches no database. */
@@ -338,7 +335,7 @@ static void routes_ready_check(ws_rpc_client *c, uint32_t deadline_ms,
     }
 }
 
-static int routes_readyz(struct mg_connection *conn, const ws_http_route_match *m, void *ctx)
+static int routes_readyz(ws_http_req *req, const ws_http_route_match *m, void *ctx)
 {
     (void)m;
     front *f = ctx;
@@ -367,26 +364,27 @@ static int routes_readyz(struct mg_connection *conn, const ws_http_route_match *
     resp.status = !ok ? "unavailable" : reads ? "ok" : "degraded";
     resp.n_checks = 3;
     resp.checks = ptrs;
-    return routes_reply_json(conn, ok ? 200 : 503, &resp.base, 0, ok ? NULL : RETRY_AFTER);
+    return routes_reply_json(req, ok ? 200 : 503, &resp.base, 0, ok ? NULL : RETRY_AFTER);
 }
 
-static int routes_metrics(struct mg_connection *conn, void *ctx)
+static int routes_metrics(ws_http_req *req, void *ctx)
 {
     front *f = ctx;
-    return ws_http_reply_metrics(conn, f->metrics);
+    return ws_http_reply_metrics(req, f->metrics);
 }
 
-static int routes_openapi(struct mg_connection *conn, void *ctx)
+static int routes_openapi(ws_http_req *req, void *ctx)
 {
     front *f = ctx;
     if (f->openapi == NULL) {
-        return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no OpenAPI document built");
+        return ws_http_reply_error(req, 404, "NOT_FOUND", NULL,
+                                   "no OpenAPI document built");
     }
-    return ws_http_reply(conn, 200, "application/json", f->openapi, f->openapi_len, NULL);
+    return ws_http_reply(req, 200, "application/json", f->openapi, f->openapi_len, NULL);
 }
 
 /* Every request no other route took: front.proto's routes, or 404. */
-static int routes_api(struct mg_connection *conn, void *ctx)
+static int routes_api(ws_http_req *req, void *ctx)
 {
     static const webshop_v1_front_routes api = {
         .get_catalog = routes_inventory,
@@ -398,12 +396,13 @@ static int routes_api(struct mg_connection *conn, void *ctx)
         .readyz = routes_readyz,
     };
     front *f = ctx;
-    int status = webshop_v1_front_routes_serve(conn, &api, f);
+    int status = webshop_v1_front_routes_serve(req, &api, f);
     if (status < 0) {
         double t0 = ws_now_seconds();
-        const char *path = ws_http_path(conn);
-        status = ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s", path);
-        routes_observe(f, ROUTE_OTHER, ws_http_method(conn), path, status, t0);
+        const char *path = ws_http_path(req);
+        status =
+            ws_http_reply_error(req, 404, "NOT_FOUND", NULL, "no route for %s", path);
+        routes_observe(f, ROUTE_OTHER, ws_http_method(req), path, status, t0);
     }
     return status;
 }

@@ -25,7 +25,7 @@ int routes_http_status(ws_rpc_code code);
 /* Answer status with m as JSON (ws_json_encode with flags; proto field
  * names unless flags say otherwise) and extra header lines (may be NULL);
  * 500 when m cannot be encoded. Returns the status sent. */
-int routes_reply_json(struct mg_connection *conn, int status, const ProtobufCMessage *m,
+int routes_reply_json(ws_http_req *req, int status, const ProtobufCMessage *m,
                       unsigned flags, const char *extra);
 
 #endif

@@ -31,18 +31,18 @@ static bool static_files_matches(const char *inm, const char *etag)
     return inm != NULL && (strstr(inm, etag) != NULL || strcmp(inm, "*") == 0);
 }
 
-int static_files_serve(struct mg_connection *conn, void *ctx)
+int static_files_serve(ws_http_req *req, void *ctx)
 {
     (void)ctx;
-    if (!ws_http_is_get(conn)) {
-        return ws_http_reply_method_not_allowed(conn, "GET, HEAD");
+    if (!ws_http_is_get(req)) {
+        return ws_http_reply_method_not_allowed(req, "GET, HEAD");
     }
-    const char *path = ws_http_path(conn);
+    const char *path = ws_http_path(req);
     const static_asset *a = static_files_find(path);
     if (a == NULL) {
-        return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no file %s", path);
+        return ws_http_reply_error(req, 404, "NOT_FOUND", NULL, "no file %s", path);
     }
-    bool fresh = static_files_matches(ws_http_header(conn, "If-None-Match"), a->etag);
+    bool fresh = static_files_matches(ws_http_header(req, "If-None-Match"), a->etag);
     char extra[640];
     int n = snprintf(extra, sizeof(extra),
                      "ETag: %s\r\n"
@@ -53,9 +53,9 @@ int static_files_serve(struct mg_connection *conn, void *ctx)
                      "object-src 'none'; base-uri 'none'; frame-ancestors 'none'\r\n",
                      a->etag);
     if (n < 0 || (size_t)n >= sizeof(extra)) {
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "header too long");
+        return ws_http_reply_error(req, 500, "INTERNAL", NULL, "header too long");
     }
     /* 304 carries no body; HEAD gets the 200's head without the body. */
-    return ws_http_reply(conn, fresh ? 304 : 200, fresh ? NULL : a->content_type, a->data,
+    return ws_http_reply(req, fresh ? 304 : 200, fresh ? NULL : a->content_type, a->data,
                          fresh ? 0 : a->len, extra);
 }

@@ -10,13 +10,13 @@
 
 #include "static_assets.h"
 
-struct mg_connection;
+#include "http.h"
 
 /* The asset served at path ("/" is "/static/index.html"), or NULL. */
 const static_asset *static_files_find(const char *path);
 
 /* The route handler (a ws_http_handler_fn); ctx is unused. GET and HEAD;
  * 404 for an unknown file, 405 for other methods. Returns the status. */
-int static_files_serve(struct mg_connection *conn, void *ctx);
+int static_files_serve(ws_http_req *req, void *ctx);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * The front's fan-out of live events to waiting Server-Sent-Events streams.
  * The bus network thread publishes every OrderStatusChanged and StockChanged
- * it receives into the hub; each open stream (one civetweb worker thread per
+ * it receives into the hub; each open stream (one HTTP worker thread per
  * browser) holds a watch: the order ids it follows, whether it wants stock
  * changes, and a small bounded queue of pending events. Publishing never
  * blocks on a slow stream: a full queue marks the watch overflowed, and its

@@ -17,6 +17,7 @@
 #include <civetweb.h>
 
 #include "log.h"
+#include "tls_platform.h"
 
 #define HTTP_STR_(x) #x
 #define HTTP_STR(x)  HTTP_STR_(x)
@@ -52,21 +53,43 @@ static const http_route *http_route_find(ws_http *h, const char *path)
     return NULL;
 }
 
-/* Fill r from conn; 0, or the status of the error answer to send (msg,
- * code say why). */
-static int http_req_init(ws_http *h, http_req *r, struct mg_connection *conn,
-                         const char **code, char *msg, size_t msg_len)
+void ws__http_req_begin(ws_http_req *r, struct mg_connection *conn)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    memset(r, 0, offsetof(http_req, path));
+    memset(r, 0, offsetof(ws_http_req, path));
     r->path[0] = '\0';
     r->conn = conn;
-    r->method = ri->request_method != NULL ? ri->request_method : "";
+    r->h = mg_get_user_data(mg_get_context(conn));
+    r->slot = mg_get_thread_pointer(conn);
+    r->method = ri != NULL && ri->request_method != NULL ? ri->request_method : "";
     r->head = strcmp(r->method, "HEAD") == 0;
-    r->query = ri->query_string;
-    r->content_length = ri->content_length;
-    const char *te = mg_get_header(conn, "Transfer-Encoding");
-    r->chunked = te != NULL;
+    r->query = ri != NULL ? ri->query_string : NULL;
+    r->remote_addr = ri != NULL ? ri->remote_addr : "";
+    r->content_length = ri != NULL ? ri->content_length : -1;
+    /* The caller's trace, or a new one; our span is a child of it. */
+    const char *tp = ri != NULL ? mg_get_header(conn, WS_TRACEPARENT_NAME) : NULL;
+    ws_trace_child(ws_trace_adopt(tp, tp != NULL ? strlen(tp) : 0), &r->trace);
+    ws_trace_set_current(&r->trace);
+    if (r->slot != NULL) {
+        r->slot->req = r;
+    }
+}
+
+void ws__http_req_end(ws_http_req *r)
+{
+    if (r->slot != NULL) {
+        r->slot->req = NULL;
+    }
+    ws_trace_set_current(NULL);
+}
+
+/* Check r (begun): 0, or the status of the error answer to send (msg,
+ * code say why). */
+static int http_req_check(ws_http *h, ws_http_req *r, const char **code, char *msg,
+                          size_t msg_len)
+{
+    const struct mg_request_info *ri = mg_get_request_info(r->conn);
+    r->chunked = mg_get_header(r->conn, "Transfer-Encoding") != NULL;
     r->body_done = !r->chunked && r->content_length <= 0;
     int st = ws__http_check_framing(ri, h->max_headers, code, msg, msg_len);
     if (st != 0) {
@@ -82,28 +105,26 @@ static int http_req_init(ws_http *h, http_req *r, struct mg_connection *conn,
 }
 
 /* Serve one parsed request; returns the status sent. */
-static int http_dispatch(ws_http *h, http_req *r)
+static int http_dispatch(ws_http *h, ws_http_req *r)
 {
-    struct mg_connection *conn = r->conn;
     if (!atomic_load(&h->serving)) {
         /* civetweb accepts connections from mg_start on, but routes are
          * installed after: until ws_http_serve, answer this ourselves. */
-        return ws_http_reply_error(conn, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
+        return ws_http_reply_error(r, 503, "UNAVAILABLE", "Retry-After: 1\r\n",
                                    "starting: try again in a moment");
     }
     const http_route *rt = http_route_find(h, r->path);
     if (rt == NULL) {
-        return ws_http_reply_error(conn, 404, "NOT_FOUND", NULL, "no route for %s",
-                                   r->path);
+        return ws_http_reply_error(r, 404, "NOT_FOUND", NULL, "no route for %s", r->path);
     }
     if (rt->allow[0] != '\0' && !http_method_allowed(rt->allow, r->method, r->head)) {
         char allow[80];
         bool get = http_method_allowed(rt->allow, "GET", false);
         snprintf(allow, sizeof(allow), "%s%s", rt->allow,
                  get && !http_method_allowed(rt->allow, "HEAD", false) ? ", HEAD" : "");
-        return ws_http_reply_method_not_allowed(conn, allow);
+        return ws_http_reply_method_not_allowed(r, allow);
     }
-    int status = rt->fn(conn, rt->ctx);
+    int status = rt->fn(r, rt->ctx);
     return status >= 100 && status < 1000 ? status : 500;
 }
 
@@ -111,25 +132,18 @@ static int http_dispatch(ws_http *h, http_req *r)
  * status tells civetweb it was answered. */
 static int http_begin_request(struct mg_connection *conn)
 {
-    ws_http *h = mg_get_user_data(mg_get_context(conn));
-    http_slot *s = mg_get_thread_pointer(conn);
-    ws__http_slot_set(s, SLOT_HANDLER);
-    http_req req;
-    http_req *r = &req;
+    ws_http_req req;
+    ws__http_req_begin(&req, conn);
+    ws__http_slot_set(req.slot, SLOT_HANDLER);
     const char *code = "INVALID_ARGUMENT";
     char msg[192];
-    int status = http_req_init(h, r, conn, &code, msg, sizeof(msg));
-    if (s != NULL) {
-        s->req = r;
-    }
+    int status = http_req_check(req.h, &req, &code, msg, sizeof(msg));
     if (status != 0) {
-        status = ws_http_reply_error(conn, status, code, NULL, "%s", msg);
+        status = ws_http_reply_error(&req, status, code, NULL, "%s", msg);
     } else {
-        status = http_dispatch(h, r);
+        status = http_dispatch(req.h, &req);
     }
-    if (s != NULL) {
-        s->req = NULL;
-    }
+    ws__http_req_end(&req);
     return status;
 }
 
@@ -183,6 +197,15 @@ static int http_log_message(const struct mg_connection *conn, const char *messag
 }
 
 /* ---- the server -------------------------------------------------------- */
+
+/* TLS 1.2: forward secrecy (ECDHE) and AEAD only (AES-GCM, ChaCha20-Poly1305),
+ * the server's order; no static RSA, no CBC, no SHA-1 MACs, no DHE. civetweb
+ * hands this to SSL_CTX_set_cipher_list, which does not touch TLS 1.3's
+ * suites (all AEAD): those stay OpenSSL's defaults. */
+static const char http_tls_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 /* Our options with their defaults applied, into h. */
 static void http_opts_apply(ws_http *h, const ws_http_opts *o)
@@ -256,12 +279,12 @@ static ws_err http_cw_opts_build(const ws_http *h, const ws_http_opts *o, http_c
         c->v[n++] = pairs[i][1];
     }
     if (h->tls) {
-        if (!ws__http_tls_compat_load()) {
+        if (!ws_tls_platform_load()) {
             return WS_EINVAL;
         }
         if (o->tls_key != NULL && o->tls_key[0] != '\0') {
-            c->pem_fd = ws__http_tls_pem_join(o->tls_cert, o->tls_key, c->pem_path,
-                                              sizeof(c->pem_path));
+            c->pem_fd = ws_tls_platform_pem_join(o->tls_cert, o->tls_key, c->pem_path,
+                                                 sizeof(c->pem_path));
             if (c->pem_fd < 0) {
                 return WS_EINVAL;
             }
@@ -274,7 +297,7 @@ static ws_err http_cw_opts_build(const ws_http *h, const ws_http_opts *o, http_c
         c->v[n++] = "ssl_protocol_version";
         c->v[n++] = "4"; /* TLS 1.2 and newer */
         c->v[n++] = "ssl_cipher_list";
-        c->v[n++] = ws__http_tls_ciphers;
+        c->v[n++] = http_tls_ciphers;
     }
     c->v[n] = NULL;
     return WS_OK;
@@ -383,81 +406,82 @@ void ws_http_close(ws_http *h)
 
 /* ---- request accessors -------------------------------------------------- */
 
-const char *ws_http_method(const struct mg_connection *conn)
+const char *ws_http_method(const ws_http_req *req)
 {
-    http_req *r = ws__http_req(conn);
-    return r != NULL ? r->method : "";
+    return req->method;
 }
 
-bool ws_http_is_get(const struct mg_connection *conn)
+bool ws_http_is_get(const ws_http_req *req)
 {
-    http_req *r = ws__http_req(conn);
-    return r != NULL && (r->head || strcmp(r->method, "GET") == 0);
+    return req->head || strcmp(req->method, "GET") == 0;
 }
 
-bool ws_http_is_head(const struct mg_connection *conn)
+bool ws_http_is_head(const ws_http_req *req)
 {
-    http_req *r = ws__http_req(conn);
-    return r != NULL && r->head;
+    return req->head;
 }
 
-const char *ws_http_path(const struct mg_connection *conn)
+const char *ws_http_path(const ws_http_req *req)
 {
-    http_req *r = ws__http_req(conn);
-    return r != NULL ? r->path : "";
+    return req->path;
 }
 
-const char *ws_http_query(const struct mg_connection *conn)
+const char *ws_http_query(const ws_http_req *req)
 {
-    http_req *r = ws__http_req(conn);
-    return r != NULL ? r->query : NULL;
+    return req->query;
 }
 
-int ws_http_query_var(const struct mg_connection *conn, const char *name, char *out,
-                      size_t out_len)
+int ws_http_query_var(const ws_http_req *req, const char *name, char *out, size_t out_len)
 {
-    return ws__http_query_var(ws_http_query(conn), name, out, out_len);
+    return ws__http_query_var(req->query, name, out, out_len);
 }
 
-const char *ws_http_header(const struct mg_connection *conn, const char *name)
+const char *ws_http_header(const ws_http_req *req, const char *name)
 {
-    return mg_get_header(conn, name);
+    return mg_get_header(req->conn, name);
 }
 
-void ws_http_close_after(struct mg_connection *conn)
+const char *ws_http_remote_addr(const ws_http_req *req)
 {
-    http_req *r = ws__http_req(conn);
-    if (r != NULL) {
-        r->close = true;
-    }
-    mg_disable_connection_keep_alive(conn);
+    return req->remote_addr != NULL ? req->remote_addr : "";
+}
+
+const ws_trace *ws_http_trace(const ws_http_req *req)
+{
+    return &req->trace;
+}
+
+void ws_http_close_after(ws_http_req *req)
+{
+    req->close = true;
+    mg_disable_connection_keep_alive(req->conn);
 }
 
 /* ---- /metrics, /healthz, /readyz for backends --------------------------- */
 
-static int http_metrics_handler(struct mg_connection *conn, void *ctx)
+static int http_metrics_handler(ws_http_req *req, void *ctx)
 {
     ws_http *h = ctx;
-    return ws_http_reply_metrics(conn, h->metrics);
+    return ws_http_reply_metrics(req, h->metrics);
 }
 
-static int http_healthz_handler(struct mg_connection *conn, void *ctx)
+static int http_healthz_handler(ws_http_req *req, void *ctx)
 {
     (void)ctx;
     static const char ok[] = "{\"status\":\"ok\"}";
-    return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+    return ws_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
 }
 
-static int http_readyz_handler(struct mg_connection *conn, void *ctx)
+static int http_readyz_handler(ws_http_req *req, void *ctx)
 {
     ws_http *h = ctx;
     if (h->ready != NULL && !h->ready(h->ready_ctx)) {
         static const char no[] = "{\"status\":\"unavailable\"}";
-        return ws_http_reply(conn, 503, "application/json", no, sizeof(no) - 1,
+        return ws_http_reply(req, 503, "application/json", no, sizeof(no) - 1,
                              "Retry-After: 1\r\n");
     }
     static const char ok[] = "{\"status\":\"ok\"}";
-    return ws_http_reply(conn, 200, "application/json", ok, sizeof(ok) - 1, NULL);
+    return ws_http_reply(req, 200, "application/json", ok, sizeof(ok) - 1, NULL);
 }
 
 void ws_http_route_basics(ws_http *h, ws_metrics *m)

@@ -2,9 +2,10 @@
  * A small HTTP server on civetweb, shared by the front (its whole API) and
  * the backends (/metrics and /healthz). It owns the civetweb context, maps
  * our options onto civetweb's (threads, timeouts, keep-alive, TLS) and is
- * the only place that calls civetweb: handlers see the request through the
- * ws_http_* accessors below and answer with the reply helpers, which always
- * set Content-Length so keep-alive works.
+ * the only place that calls civetweb: a handler gets the request as an
+ * opaque ws_http_req, reads it through the ws_http_* accessors below and
+ * answers with the reply helpers, which always set Content-Length so
+ * keep-alive works. No civetweb type appears in this header.
  *
  * Everything a hostile client can send is refused here, before a handler
  * runs, with a JSON error written by us (never civetweb's text/plain page,
@@ -17,6 +18,13 @@
  * civetweb gives each connection its own worker thread for as long as the
  * connection lives: size `threads` to the connections you accept (DESIGN.md,
  * measured facts). Handlers run on those threads, one request per thread.
+ *
+ * Tracing (lib/trace.h): before any handler runs (and before any error
+ * answer of ours), the request's traceparent header is adopted -- a
+ * missing or invalid one starts a new trace -- and this server's span, a
+ * child of it, is the worker thread's current trace until the answer is
+ * out. Every answer, errors and streams included, carries
+ *   traceparent: 00-<the same trace id>-<this server's span id>-<flags>
  */
 #ifndef WS_HTTP_H
 #define WS_HTTP_H
@@ -27,9 +35,13 @@
 #include "buf.h"
 #include "err.h"
 #include "metrics.h"
+#include "trace.h"
 
-struct mg_connection;
 typedef struct ws_http ws_http;
+
+/* One request being served, from the moment its head was read until its
+ * handler returns; owned by lib/http (never free it, never keep it). */
+typedef struct ws_http_req ws_http_req;
 
 /* The most header fields a request may have: civetweb 1.15 keeps 64 and
  * drops the rest silently, so a request with 64 may have had more. */
@@ -59,7 +71,7 @@ typedef struct ws_http_opts {
 } ws_http_opts;
 
 /* Handler for one route: return the HTTP status sent (for logs). */
-typedef int (*ws_http_handler_fn)(struct mg_connection *conn, void *ctx);
+typedef int (*ws_http_handler_fn)(ws_http_req *req, void *ctx);
 
 /* Start serving. Routes can be added before or after. Once listening, one
  * line at info level names the address, with the port actually bound (the
@@ -94,31 +106,39 @@ void ws_http_close(ws_http *h);
 /* ---- the request, inside a handler ------------------------------------ */
 
 /* The method as sent ("GET", "HEAD", "POST", ...). */
-const char *ws_http_method(const struct mg_connection *conn);
+const char *ws_http_method(const ws_http_req *req);
 
 /* True for GET and HEAD: a handler serves HEAD as GET and the reply
  * helpers leave the body out (keeping its Content-Length). */
-bool ws_http_is_get(const struct mg_connection *conn);
+bool ws_http_is_get(const ws_http_req *req);
 
 /* True for HEAD. */
-bool ws_http_is_head(const struct mg_connection *conn);
+bool ws_http_is_head(const ws_http_req *req);
 
 /* The path, percent-decoded: starts with '/', valid UTF-8, no control
  * characters, no NUL, no '/' that was encoded, no "." or ".." segment. */
-const char *ws_http_path(const struct mg_connection *conn);
+const char *ws_http_path(const ws_http_req *req);
 
 /* The query string as sent (after '?', still encoded), or NULL. */
-const char *ws_http_query(const struct mg_connection *conn);
+const char *ws_http_query(const ws_http_req *req);
 
 /* The first value of query parameter name, decoded ('+' is a space) into
  * out (NUL-terminated). Returns its length; -1 when absent; -2 when it
  * does not fit in out_len; -3 when it is badly encoded (an invalid escape,
  * %00, a control character or not UTF-8). */
-int ws_http_query_var(const struct mg_connection *conn, const char *name, char *out,
+int ws_http_query_var(const ws_http_req *req, const char *name, char *out,
                       size_t out_len);
 
-/* The value of a request header, or NULL. */
-const char *ws_http_header(const struct mg_connection *conn, const char *name);
+/* The value of a request header (the first, when sent more than once;
+ * name is case-insensitive), or NULL. */
+const char *ws_http_header(const ws_http_req *req, const char *name);
+
+/* The peer's address as text ("127.0.0.1", "::1"); "" when unknown. */
+const char *ws_http_remote_addr(const ws_http_req *req);
+
+/* This server's span of the request (the traceparent its answer carries);
+ * the worker thread's ws_trace_current() while the handler runs. */
+const ws_trace *ws_http_trace(const ws_http_req *req);
 
 /* Read the request body into out, at most max bytes, within the body
  * deadline (ws_http_opts.body_timeout_ms from the end of the headers).
@@ -126,11 +146,11 @@ const char *ws_http_header(const struct mg_connection *conn, const char *name);
  * when the deadline passed (or the client was cut to keep workers free),
  * WS_EIO when the client stops sending. On any error the answer closes
  * the connection. */
-ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out);
+ws_err ws_http_read_body(ws_http_req *req, size_t max, ws_buf *out);
 
 /* The answer to this request closes the connection (Connection: close);
  * no further request is read from it. */
-void ws_http_close_after(struct mg_connection *conn);
+void ws_http_close_after(ws_http_req *req);
 
 /* ---- answers ---------------------------------------------------------- */
 
@@ -138,34 +158,34 @@ void ws_http_close_after(struct mg_connection *conn);
  * ("Location: /order/x\r\n"), may be NULL, and must hold no byte from the
  * request unchecked. Cache-Control: no-store unless extra_headers has a
  * Cache-Control. Returns status. */
-int ws_http_reply(struct mg_connection *conn, int status, const char *content_type,
+int ws_http_reply(ws_http_req *req, int status, const char *content_type,
                   const void *body, size_t len, const char *extra_headers);
 
 /* Send {"code": code, "message": formatted} with status. Bytes of the
  * message that are not valid UTF-8 are written as U+FFFD. */
-int ws_http_reply_error(struct mg_connection *conn, int status, const char *code,
+int ws_http_reply_error(ws_http_req *req, int status, const char *code,
                         const char *extra_headers, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 /* 405 {"code":"METHOD_NOT_ALLOWED"} with "Allow: allow". */
-int ws_http_reply_method_not_allowed(struct mg_connection *conn, const char *allow);
+int ws_http_reply_method_not_allowed(ws_http_req *req, const char *allow);
 
 /* Start an answer whose body has no length (Server-Sent Events): the head
  * with Connection: close and no Content-Length. The caller then writes the
  * body with ws_http_write (nothing for HEAD). False when the client is
  * gone. */
-bool ws_http_stream_start(struct mg_connection *conn, int status,
-                          const char *content_type, const char *extra_headers);
+bool ws_http_stream_start(ws_http_req *req, int status, const char *content_type,
+                          const char *extra_headers);
 
 /* Write len bytes of a streamed body; false when the client is gone. */
-bool ws_http_write(struct mg_connection *conn, const void *data, size_t len);
+bool ws_http_write(ws_http_req *req, const void *data, size_t len);
 
 /* True once the client has closed its side of the connection (or it
  * broke): a streaming handler polls this to free its worker at once. */
-bool ws_http_peer_gone(struct mg_connection *conn);
+bool ws_http_peer_gone(ws_http_req *req);
 
 /* Render the registry as Prometheus text and send it (200). */
-int ws_http_reply_metrics(struct mg_connection *conn, ws_metrics *m);
+int ws_http_reply_metrics(ws_http_req *req, ws_metrics *m);
 
 /* Route /metrics, /healthz (200 {"status":"ok"}) and /readyz on h, for
  * backends. /readyz answers 200 while the check set with ws_http_set_ready

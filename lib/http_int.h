@@ -3,11 +3,10 @@
  * the per-worker slot the guard watches, and the functions the files share
  * (ws__ prefix). Nothing outside lib/http*.c includes this.
  *
- *   http.c         options, civetweb callbacks, routing
+ *   http.c         options, civetweb callbacks, the request, routing
  *   http_strict.c  what a request must look like (framing, path, query)
  *   http_reply.c   answers, body reads, streams
  *   http_guard.c   worker slots, deadlines, the reserve (a watchdog thread)
- *   http_tls.c     OpenSSL 3 compat loading, PEM joining, cipher policy
  */
 #ifndef WS_HTTP_INT_H
 #define WS_HTTP_INT_H
@@ -43,8 +42,6 @@ typedef enum http_slot_state {
     SLOT_STREAM,  /* a streamed answer (SSE): lives as long as allowed */
 } http_slot_state;
 
-typedef struct http_req http_req;
-
 /* One per worker thread (civetweb serves one connection per worker), from
  * init_thread to exit_thread. Fields marked [mu] are under ws_http.guard_mu;
  * the rest belong to the worker thread. */
@@ -61,20 +58,25 @@ typedef struct http_slot {
     char remote_addr[48];             /* [mu] peer identity, to find the socket */
     int remote_port;                  /* [mu] */
     int server_port;                  /* [mu] */
-    http_req *req;                    /* the request a handler serves, or NULL */
+    ws_http_req *req;                 /* the request being answered, or NULL */
     struct http_slot *next;           /* [mu] h->slots list */
 } http_slot;
 
-/* The request being served; on the stack of begin_request. */
-struct http_req {
+/* The request being served; on the stack of begin_request (or of the
+ * civetweb error callback). */
+struct ws_http_req {
     struct mg_connection *conn;
+    ws_http *h;
+    http_slot *slot;    /* the worker's; NULL only if init_thread failed */
     const char *method; /* as sent */
     bool head;
     const char *query;        /* raw, or NULL */
+    const char *remote_addr;  /* civetweb's text, or "" */
     long long content_length; /* -1: none (or chunked) */
     bool chunked;
     bool body_done; /* no body, or the handler read all of it */
     bool close;     /* answer with Connection: close */
+    ws_trace trace; /* this server's span; trace_id[0] == 0: none */
     char path[WS_HTTP_PATH_MAX];
 };
 
@@ -129,10 +131,17 @@ int ws__http_query_var(const char *qs, const char *name, char *out, size_t out_l
  * at the first invalid sequence. */
 size_t ws__http_utf8_valid_prefix(const unsigned char *s, size_t n);
 
-/* ---- http_reply.c ------------------------------------------------------- */
+/* ---- http.c ------------------------------------------------------------- */
 
-/* The request a handler serves on conn, or NULL (civetweb's own errors). */
-http_req *ws__http_req(const struct mg_connection *conn);
+/* Fill the fields of r before path from conn (as far as civetweb parsed
+ * it) and adopt its traceparent: r->trace is this server's span and the
+ * thread's current trace until ws__http_req_end. */
+void ws__http_req_begin(ws_http_req *r, struct mg_connection *conn);
+
+/* The answer to r is out: the thread works for no trace any more. */
+void ws__http_req_end(ws_http_req *r);
+
+/* ---- http_reply.c ------------------------------------------------------- */
 
 /* Answer one of civetweb's own errors (its http_error callback) as JSON
  * and close. */
@@ -162,13 +171,6 @@ void ws__http_slot_find_socket(http_slot *s);
 bool ws__http_slot_peer_gone(http_slot *s);
 /* The bytes s's connection has received so far (TCP_INFO), -1 unknown. */
 long long ws__http_slot_bytes_received(http_slot *s);
-
-/* ---- http_tls.c --------------------------------------------------------- */
-
-/* See http_tls.c. */
-bool ws__http_tls_compat_load(void);
-int ws__http_tls_pem_join(const char *cert, const char *key, char *path, size_t path_len);
-extern const char ws__http_tls_ciphers[];
 
 double ws__http_now(void);
 

@@ -16,17 +16,6 @@
 
 #include "log.h"
 
-http_req *ws__http_req(const struct mg_connection *conn)
-{
-    http_slot *s = mg_get_thread_pointer(conn);
-    return s != NULL ? s->req : NULL;
-}
-
-static ws_http *http_reply_server(const struct mg_connection *conn)
-{
-    return mg_get_user_data(mg_get_context(conn));
-}
-
 static const char *http_reason(int status)
 {
     switch (status) {
@@ -76,8 +65,6 @@ static const char *http_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
     default:
         return "Unknown";
     }
@@ -118,24 +105,21 @@ static size_t http_decimal(char *d, size_t v)
     return sizeof(tmp) - i;
 }
 
-/* Whether the answer on conn closes the connection: asked for, a body
- * left unread (civetweb would otherwise read it in the worker, at the
- * client's pace, and what follows it may be a smuggled request), or no
- * request (one of civetweb's own errors). */
-static bool http_reply_closes(struct mg_connection *conn, const char *extra)
+/* Whether the answer to r closes the connection: asked for, a body left
+ * unread (civetweb would otherwise read it in the worker, at the client's
+ * pace, and what follows it may be a smuggled request). */
+static bool http_reply_closes(const ws_http_req *r, const char *extra)
 {
-    http_req *r = ws__http_req(conn);
-    return r == NULL || r->close || !r->body_done ||
+    return r->close || !r->body_done ||
            (extra != NULL && strstr(extra, "Connection: close\r\n") != NULL);
 }
 
 /* The head of an answer into h: status line, length (len < 0: none),
- * type, caching, HSTS, Connection, extra lines. */
-static void http_head_build(http_head *h, struct mg_connection *conn, int status,
+ * type, caching, HSTS, traceparent, Connection, extra lines. */
+static void http_head_build(http_head *h, ws_http_req *r, int status,
                             const char *content_type, long long len, const char *extra)
 {
     char num[24];
-    ws_http *srv = http_reply_server(conn);
     http_head_puts(h, "HTTP/1.1 ");
     http_head_put(
         h, num,
@@ -156,13 +140,20 @@ static void http_head_build(http_head *h, struct mg_connection *conn, int status
     if (extra == NULL || strstr(extra, "Cache-Control:") == NULL) {
         http_head_puts(h, "Cache-Control: no-store\r\n");
     }
-    if (srv != NULL) {
-        http_head_puts(h, srv->hsts);
+    if (r->h != NULL) {
+        http_head_puts(h, r->h->hsts);
+    }
+    if (r->trace.trace_id[0] != '\0') {
+        char tp[WS_TRACEPARENT_SIZE];
+        ws_trace_format(&r->trace, tp);
+        http_head_puts(h, WS_TRACEPARENT_NAME ": ");
+        http_head_puts(h, tp);
+        http_head_puts(h, "\r\n");
     }
     /* A body without a length ends with the connection. */
-    bool close = http_reply_closes(conn, extra) || len < 0;
+    bool close = http_reply_closes(r, extra) || len < 0;
     if (close) {
-        mg_disable_connection_keep_alive(conn);
+        mg_disable_connection_keep_alive(r->conn);
     }
     if (close && (extra == NULL || strstr(extra, "Connection: close\r\n") == NULL)) {
         http_head_puts(h, "Connection: close\r\n");
@@ -173,7 +164,7 @@ static void http_head_build(http_head *h, struct mg_connection *conn, int status
     http_head_puts(h, "\r\n");
 }
 
-int ws_http_reply(struct mg_connection *conn, int status, const char *content_type,
+int ws_http_reply(ws_http_req *req, int status, const char *content_type,
                   const void *body, size_t len, const char *extra_headers)
 {
     /* One write for headers and a small body: fewer syscalls, and
@@ -181,23 +172,22 @@ int ws_http_reply(struct mg_connection *conn, int status, const char *content_ty
      * hand: snprintf cost more than the rest of a cached reply. */
     char head[1024];
     http_head h = {head, 0, sizeof(head)};
-    http_req *r = ws__http_req(conn);
-    bool no_body = status == 304 || status == 204 || (r != NULL && r->head);
-    http_head_build(&h, conn, status, content_type, status == 304 ? 0 : (long long)len,
+    bool no_body = status == 304 || status == 204 || req->head;
+    http_head_build(&h, req, status, content_type, status == 304 ? 0 : (long long)len,
                     extra_headers);
     if (h.len >= h.cap) {
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "response head too long");
+        return ws_http_reply_error(req, 500, "INTERNAL", NULL, "response head too long");
     }
     size_t n = h.len;
     if (!no_body && len > 0 && len <= 8192) {
         char stack[1024 + 8192];
         memcpy(stack, head, n);
         memcpy(stack + n, body, len);
-        mg_write(conn, stack, n + len);
+        mg_write(req->conn, stack, n + len);
     } else {
-        mg_write(conn, head, n);
+        mg_write(req->conn, head, n);
         if (!no_body && len > 0) {
-            mg_write(conn, body, len);
+            mg_write(req->conn, body, len);
         }
     }
     return status;
@@ -231,7 +221,7 @@ static void http_json_string(ws_buf *b, const char *text)
     }
 }
 
-int ws_http_reply_error(struct mg_connection *conn, int status, const char *code,
+int ws_http_reply_error(ws_http_req *req, int status, const char *code,
                         const char *extra_headers, const char *fmt, ...)
 {
     char text[512];
@@ -250,65 +240,53 @@ int ws_http_reply_error(struct mg_connection *conn, int status, const char *code
     int rc;
     if (b.data == NULL) { /* out of memory: still a JSON answer */
         static const char oom[] = "{\"code\":\"INTERNAL\",\"message\":\"out of memory\"}";
-        rc = ws_http_reply(conn, status, "application/json", oom, sizeof(oom) - 1,
+        rc = ws_http_reply(req, status, "application/json", oom, sizeof(oom) - 1,
                            extra_headers);
     } else {
-        rc =
-            ws_http_reply(conn, status, "application/json", b.data, b.len, extra_headers);
+        rc = ws_http_reply(req, status, "application/json", b.data, b.len, extra_headers);
     }
     ws_buf_fini(&b);
     return rc;
 }
 
-int ws_http_reply_method_not_allowed(struct mg_connection *conn, const char *allow)
+int ws_http_reply_method_not_allowed(ws_http_req *req, const char *allow)
 {
     char extra[96];
     snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-    return ws_http_reply_error(conn, 405, "METHOD_NOT_ALLOWED", extra,
+    return ws_http_reply_error(req, 405, "METHOD_NOT_ALLOWED", extra,
                                "method not allowed; allowed: %s", allow);
 }
 
 /* Answer one of civetweb's errors; see ws__http_reply_civetweb_error. */
-static void http_reply_civetweb_status(struct mg_connection *conn, http_slot *s,
-                                       int status, const char *errmsg);
+static void http_reply_civetweb_status(ws_http_req *r, int status, const char *errmsg);
 
 void ws__http_reply_civetweb_error(struct mg_connection *conn, int status,
                                    const char *errmsg)
 {
-    http_slot *s = mg_get_thread_pointer(conn);
-    /* The request as far as civetweb got: a HEAD gets no body. */
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    http_req r;
-    memset(&r, 0, offsetof(http_req, path));
-    r.conn = conn;
-    r.method = ri != NULL && ri->request_method != NULL ? ri->request_method : "";
-    r.head = strcmp(r.method, "HEAD") == 0;
+    /* The request as far as civetweb got: a HEAD gets no body; its
+     * traceparent, if it got that far, is adopted as for any request. */
+    ws_http_req r;
+    ws__http_req_begin(&r, conn);
     r.close = true;
     r.body_done = true;
-    r.path[0] = '\0';
-    if (s != NULL) {
-        s->req = &r;
-    }
-    http_reply_civetweb_status(conn, s, status, errmsg);
-    if (s != NULL) {
-        s->req = NULL;
-    }
+    http_reply_civetweb_status(&r, status, errmsg);
+    ws__http_req_end(&r);
 }
 
-static void http_reply_civetweb_status(struct mg_connection *conn, http_slot *s,
-                                       int status, const char *errmsg)
+static void http_reply_civetweb_status(ws_http_req *r, int status, const char *errmsg)
 {
-    ws_http *h = http_reply_server(conn);
+    http_slot *s = r->slot;
+    ws_http *h = r->h;
     int waited_ms = (int)(ws__http_slot_age(s) * 1000.0);
     int limit = h == NULL                ? 0
                 : ws__http_slot_first(s) ? h->request_timeout_ms
                                          : h->keep_alive_ms;
-    mg_disable_connection_keep_alive(conn);
+    mg_disable_connection_keep_alive(r->conn);
     /* civetweb says "Malformed message" for a request that did not arrive
      * in time as for one with a control character; the clock tells. */
     if (status == 400 && errmsg != NULL && strcmp(errmsg, "Malformed message") == 0 &&
         (ws__http_slot_was_cut(s) || (limit > 0 && waited_ms >= limit))) {
-        ws_http_reply_error(conn, 408, "REQUEST_TIMEOUT", NULL,
+        ws_http_reply_error(r, 408, "REQUEST_TIMEOUT", NULL,
                             "request headers: not complete in time");
         return;
     }
@@ -322,59 +300,59 @@ static void http_reply_civetweb_status(struct mg_connection *conn, http_slot *s,
     }
     switch (status) {
     case 400:
-        ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+        ws_http_reply_error(r, 400, "INVALID_ARGUMENT", NULL,
                             "malformed request line or header fields");
         break;
     case 411: /* civetweb: a Content-Length that strtoll cannot read */
-        ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+        ws_http_reply_error(r, 400, "INVALID_ARGUMENT", NULL,
                             "Content-Length: not a decimal number of bytes");
         break;
     case 413: /* civetweb: request line and headers over max_request_size */
-        ws_http_reply_error(conn, 431, "HEADERS_TOO_LARGE", NULL,
+        ws_http_reply_error(r, 431, "HEADERS_TOO_LARGE", NULL,
                             "request line and header fields: more than %d bytes",
                             HTTP_MAX_REQUEST_HEAD);
         break;
     case 505: {
-        /* civetweb: any "HTTP/<word>" but 1.0 and 1.1. Only a version
-         * (DIGIT.DIGIT) we do not speak is 505; the rest is malformed. */
-        const struct mg_request_info *ri = mg_get_request_info(conn);
+        /* civetweb: any "HTTP/<word>" but 1.0 and 1.1. A version
+         * (DIGIT.DIGIT) we do not speak is named as such, but answered
+         * 400, not 505: no request of a client's makes us answer 5xx (a
+         * 5xx says the server failed, and is what monitors alert on). */
+        const struct mg_request_info *ri = mg_get_request_info(r->conn);
         const char *v = ri != NULL && ri->http_version != NULL ? ri->http_version : "";
         bool version = v[0] >= '0' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' &&
                        v[2] <= '9' && v[3] == '\0';
         if (version) {
-            ws_http_reply_error(conn, 505, "HTTP_VERSION_NOT_SUPPORTED", NULL,
+            ws_http_reply_error(r, 400, "HTTP_VERSION_NOT_SUPPORTED", NULL,
                                 "only HTTP/1.0 and HTTP/1.1 are served");
         } else {
-            ws_http_reply_error(conn, 400, "INVALID_ARGUMENT", NULL,
+            ws_http_reply_error(r, 400, "INVALID_ARGUMENT", NULL,
                                 "request line: malformed HTTP version");
         }
         break;
     }
     default:
         ws_log_warn("http_server_error", "status=%d", status);
-        ws_http_reply_error(conn, status >= 400 && status < 600 ? status : 500,
-                            "INTERNAL", NULL, "the request could not be served");
+        ws_http_reply_error(r, status >= 400 && status < 600 ? status : 500, "INTERNAL",
+                            NULL, "the request could not be served");
         break;
     }
 }
 
-ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out)
+ws_err ws_http_read_body(ws_http_req *req, size_t max, ws_buf *out)
 {
-    http_req *r = ws__http_req(conn);
-    http_slot *s = mg_get_thread_pointer(conn);
-    ws_http *h = http_reply_server(conn);
-    long long declared = r != NULL ? r->content_length : -1;
-    if (r != NULL && r->body_done) {
+    http_slot *s = req->slot;
+    long long declared = req->content_length;
+    if (req->body_done) {
         return WS_OK; /* no body */
     }
     if (declared > 0 && (unsigned long long)declared > max) {
         return WS_ETOOBIG;
     }
-    ws__http_slot_body(s, h != NULL ? h->body_timeout_ms : 10000);
+    ws__http_slot_body(s, req->h != NULL ? req->h->body_timeout_ms : 10000);
     ws_err err = WS_OK;
     char chunk[4096];
     for (;;) {
-        int n = mg_read(conn, chunk, sizeof(chunk));
+        int n = mg_read(req->conn, chunk, sizeof(chunk));
         if (n < 0) {
             err = WS_EIO;
             break;
@@ -397,50 +375,46 @@ ws_err ws_http_read_body(struct mg_connection *conn, size_t max, ws_buf *out)
         err = WS_ETIMEDOUT;
     }
     ws__http_slot_set(s, SLOT_HANDLER);
-    if (r != NULL) {
-        r->body_done = err == WS_OK;
-    }
+    req->body_done = err == WS_OK;
     return err;
 }
 
-bool ws_http_stream_start(struct mg_connection *conn, int status,
-                          const char *content_type, const char *extra_headers)
+bool ws_http_stream_start(ws_http_req *req, int status, const char *content_type,
+                          const char *extra_headers)
 {
     char head[1024];
     http_head h = {head, 0, sizeof(head)};
-    http_head_build(&h, conn, status, content_type, -1, extra_headers);
+    http_head_build(&h, req, status, content_type, -1, extra_headers);
     if (h.len >= h.cap) {
         return false;
     }
-    http_slot *s = mg_get_thread_pointer(conn);
-    ws__http_slot_set(s, SLOT_STREAM);
-    ws__http_slot_find_socket(s);
-    return mg_write(conn, head, h.len) == (int)h.len;
+    ws__http_slot_set(req->slot, SLOT_STREAM);
+    ws__http_slot_find_socket(req->slot);
+    return mg_write(req->conn, head, h.len) == (int)h.len;
 }
 
-bool ws_http_write(struct mg_connection *conn, const void *data, size_t len)
+bool ws_http_write(ws_http_req *req, const void *data, size_t len)
 {
-    http_req *r = ws__http_req(conn);
-    if (r != NULL && r->head) {
+    if (req->head) {
         return true;
     }
-    return len == 0 || mg_write(conn, data, len) == (int)len;
+    return len == 0 || mg_write(req->conn, data, len) == (int)len;
 }
 
-bool ws_http_peer_gone(struct mg_connection *conn)
+bool ws_http_peer_gone(ws_http_req *req)
 {
-    return ws__http_slot_peer_gone(mg_get_thread_pointer(conn));
+    return ws__http_slot_peer_gone(req->slot);
 }
 
-int ws_http_reply_metrics(struct mg_connection *conn, ws_metrics *m)
+int ws_http_reply_metrics(ws_http_req *req, ws_metrics *m)
 {
     ws_buf b;
     ws_buf_init(&b, 0);
     if (ws_metrics_render(m, &b) != WS_OK) {
         ws_buf_fini(&b);
-        return ws_http_reply_error(conn, 500, "INTERNAL", NULL, "cannot render metrics");
+        return ws_http_reply_error(req, 500, "INTERNAL", NULL, "cannot render metrics");
     }
-    int rc = ws_http_reply(conn, 200, "text/plain; version=0.0.4; charset=utf-8",
+    int rc = ws_http_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8",
                            b.data != NULL ? b.data : "", b.len, NULL);
     ws_buf_fini(&b);
     return rc;

@@ -151,16 +151,16 @@ ws_http_route_result ws_http_route_find(const ws_http_route_table *t, const char
     return WS_HTTP_ROUTE_NO_METHOD;
 }
 
-int ws_http_route_dispatch(struct mg_connection *conn, const ws_http_route_table *t,
+int ws_http_route_dispatch(ws_http_req *req, const ws_http_route_table *t,
                            ws_http_route_match *out)
 {
     char allow[96];
-    switch (ws_http_route_find(t, ws_http_method(conn), ws_http_path(conn), out, allow,
+    switch (ws_http_route_find(t, ws_http_method(req), ws_http_path(req), out, allow,
                                sizeof(allow))) {
     case WS_HTTP_ROUTE_FOUND:
         return 0;
     case WS_HTTP_ROUTE_NO_METHOD:
-        return ws_http_reply_method_not_allowed(conn, allow);
+        return ws_http_reply_method_not_allowed(req, allow);
     default:
         return -1;
     }
@@ -331,9 +331,9 @@ ws_err ws_http_route_request(const ws_http_route_match *m, ProtobufCMessage **ou
     return WS_OK;
 }
 
-int ws_http_route_unimplemented(struct mg_connection *conn, const ws_http_route_match *m)
+int ws_http_route_unimplemented(ws_http_req *req, const ws_http_route_match *m)
 {
-    return ws_http_reply_error(conn, 501, "UNIMPLEMENTED", NULL,
+    return ws_http_reply_error(req, 501, "UNIMPLEMENTED", NULL,
                                "%s.%s is not served here", m->table->service,
                                m->table->methods[m->binding->method].name);
 }

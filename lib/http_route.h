@@ -77,9 +77,9 @@ typedef enum ws_http_route_result {
     WS_HTTP_ROUTE_NO_METHOD, /* some do, with other verbs: 405, allow is set */
 } ws_http_route_result;
 
-/* A route handler: serve conn for the binding in m (ctx as given to
+/* A route handler: serve req for the binding in m (ctx as given to
  * ws_http_route_dispatch's caller). Returns the status sent. */
-typedef int (*ws_http_route_fn)(struct mg_connection *conn, const ws_http_route_match *m,
+typedef int (*ws_http_route_fn)(ws_http_req *req, const ws_http_route_match *m,
                                 void *ctx);
 
 /* Match verb and path (decoded, NUL-terminated) against t. On FOUND *out
@@ -91,11 +91,11 @@ ws_http_route_result ws_http_route_find(const ws_http_route_table *t, const char
                                         ws_http_route_match *out /* OUT */,
                                         char *allow /* OUT */, size_t allow_len);
 
-/* Match conn's request against t: 0 with *out filled when a binding takes
+/* Match req against t: 0 with *out filled when a binding takes
  * it (the caller then runs its handler); -1 when no binding matches the
  * path (nothing is sent: the caller answers, usually 404); otherwise the
  * 405 METHOD_NOT_ALLOWED (with Allow) it sent. */
-int ws_http_route_dispatch(struct mg_connection *conn, const ws_http_route_table *t,
+int ws_http_route_dispatch(ws_http_req *req, const ws_http_route_table *t,
                            ws_http_route_match *out /* OUT */);
 
 /* The value of {name} in m, or NULL when the template has no such
@@ -114,6 +114,6 @@ ws_err ws_http_route_request(const ws_http_route_match *m,
                              size_t err_len);
 
 /* The 501 answer for a binding whose handler is NULL. */
-int ws_http_route_unimplemented(struct mg_connection *conn, const ws_http_route_match *m);
+int ws_http_route_unimplemented(ws_http_req *req, const ws_http_route_match *m);
 
 #endif

@@ -503,12 +503,12 @@ bool ws_service_ready_json(const ws_service_ready *r, ws_buf *out)
     return ok;
 }
 
-static int service_readyz(struct mg_connection *conn, void *ctx)
+static int service_readyz(ws_http_req *req, void *ctx)
 {
     ws_buf b;
     ws_buf_init(&b, 256);
     bool ok = ws_service_ready_json(ctx, &b);
-    int st = ws_http_reply(conn, ok ? 200 : 503, "application/json", b.data, b.len,
+    int st = ws_http_reply(req, ok ? 200 : 503, "application/json", b.data, b.len,
                            ok ? NULL : "Retry-After: 1\r\n");
     ws_buf_fini(&b);
     return st;

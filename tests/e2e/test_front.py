@@ -113,6 +113,54 @@ class FrontUseCases(unittest.TestCase):
         self.assertEqual(doc["openapi"], "3.0.3")
         self.assertIn("/order/{id}", doc["paths"])
 
+    def test_traceparent_at_the_edge(self):
+        """Every answer carries a traceparent: the caller's trace id with
+        the front's own span; a new trace when none or a malformed one came;
+        and the front's log lines for the request carry the trace id."""
+        import re
+        tp_re = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+        tid, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        given = f"00-{tid}-{parent}-01"
+        uuid = "123e4567-e89b-12d3-a456-426614174000"
+        for method, path, status in (("GET", "/inventory", 200), ("GET", "/healthz", 200),
+                                     ("GET", "/nope", 404), ("PUT", "/inventory", 405),
+                                     ("GET", f"/order/{uuid}", 404)):
+            with self.subTest(path=path, method=method):
+                st, h, _ = self.shop.request(method, path, headers={"traceparent": given})
+                self.assertEqual(st, status)
+                m = tp_re.match(h.get("traceparent", ""))
+                self.assertIsNotNone(m, h)
+                self.assertEqual(m.group(1), tid)
+                self.assertNotIn(m.group(2), (parent, "0" * 16))
+                self.assertEqual(m.group(3), "01")
+        # The access log line of a traced request names its trace.
+        wait_until(lambda: f"trace_id={tid}" in self.shop.procs["front"].log(), 5,
+                   "a front log line with the caller's trace id")
+        # A stream's head carries it too.
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.shop.http_port, timeout=10)
+        try:
+            c.request("GET", "/events?stock=true", headers={"traceparent": given})
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(tp_re.match(r.getheader("traceparent", "")).group(1), tid)
+            r.close()
+        finally:
+            c.close()
+        # None, or a malformed one: a new valid trace, one per request.
+        seen = set()
+        for bad in (None, "", "garbage", f"00-{tid.upper()}-{parent}-01",
+                    f"00-{'0' * 32}-{parent}-01", f"ff-{tid}-{parent}-01",
+                    f"00-{tid}-{parent}", f"00-{tid}-{parent}-0"):
+            with self.subTest(traceparent=bad):
+                headers = {} if bad is None else {"traceparent": bad}
+                st, h, _ = self.shop.request("GET", "/healthz", headers=headers)
+                self.assertEqual(st, 200)
+                m = tp_re.match(h.get("traceparent", ""))
+                self.assertIsNotNone(m, h)
+                self.assertNotIn(m.group(1), seen | {tid, "0" * 32})
+                seen.add(m.group(1))
+
     def test_malformed_requests(self):
         s = self.shop
         uuid = "123e4567-e89b-12d3-a456-426614174000"

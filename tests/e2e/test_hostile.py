@@ -16,11 +16,18 @@ whole shop of real processes and real sockets.
 - TLS: TLS 1.2 offers only ECDHE with AEAD, TLS 1.3 works, HSTS on (and
   off with --no-hsts).
 - Fuzz: >= 3,000 seeded malformed requests, counts per status printed;
-  0 x 5xx, 0 non-JSON error bodies, 0 crashes.
+  0 x 5xx (another HTTP version is a 400 HTTP_VERSION_NOT_SUPPORTED),
+  0 non-JSON error bodies, 0 crashes.
+- Through HAProxy (/usr/sbin/haproxy, started here with a config modeled
+  on deploy/haproxy/webshop.cfg): 1,000 idle, slow-header and slow-body
+  attackers at the edge while a normal client's GET /inventory through it
+  is answered within 1 s; the framing cases through it (who answered each:
+  the front's answers carry a traceparent, HAProxy's do not).
 
 Every traffic loop is bounded in count and time; waits poll a condition
 with a deadline. WEBSHOP_HOSTILE_SOAK=1 runs the slow-client cases with
-128 attackers of each kind on the default 64 threads, longer.
+128 attackers of each kind on the default 64 threads, longer, and through
+HAProxy 1,000 of each kind alone and then 3,000 together.
 
 Run: /usr/bin/python3 tests/e2e/test_hostile.py BUILD_DIR
 """
@@ -204,6 +211,9 @@ class Framing(unittest.TestCase):
         self.assertEqual(r.status, status, r)
         self.assertEqual(r.headers.get("content-type"), "application/json", r)
         self.assertEqual(r.json(), {"code": code, "message": message})
+        # Ours, so traced like every answer (a new trace: none was sent).
+        self.assertRegex(r.headers.get("traceparent", ""),
+                         r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$", r)
         if closed:
             self.assertEqual(r.headers.get("connection"), "close", r)
 
@@ -216,7 +226,11 @@ class Framing(unittest.TestCase):
              "malformed request line or header fields"),
             (req(b"GET", b"/inventory", [b"X: a\x01b"]), 400, "INVALID_ARGUMENT",
              "malformed request line or header fields"),
-            (req(b"GET", b"/inventory", version=b"HTTP/2.0"), 505,
+            # A version we do not speak: 400 naming it, not 505 (no 5xx
+            # for anything a client sends).
+            (req(b"GET", b"/inventory", version=b"HTTP/2.0"), 400,
+             "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.0 and HTTP/1.1 are served"),
+            (req(b"GET", b"/inventory", version=b"HTTP/0.9"), 400,
              "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.0 and HTTP/1.1 are served"),
             (req(b"GET", b"/inventory", version=b"HTTP/x"), 400, "INVALID_ARGUMENT",
              "request line: malformed HTTP version"),
@@ -769,6 +783,309 @@ class SlowClients(unittest.TestCase):
                    "every closed stream to end")
 
 
+# -- through HAProxy -----------------------------------------------------------
+
+HAPROXY = os.environ.get("WEBSHOP_HAPROXY", "/usr/sbin/haproxy")
+
+# What HAProxy answers itself, as JSON like the front's errors (a user sees
+# one error format whoever wrote it): errorfile answers, which HAProxy uses
+# for its parser's errors (400, 408) too; http-error rules do not reach
+# those.
+HAPROXY_ERRORS = {
+    400: ("INVALID_ARGUMENT", "malformed request (refused at the edge)"),
+    403: ("PERMISSION_DENIED", "refused at the edge"),
+    408: ("REQUEST_TIMEOUT", "request: not complete in time (at the edge)"),
+    413: ("PAYLOAD_TOO_LARGE", "request: too large (at the edge)"),
+    429: ("RESOURCE_EXHAUSTED", "too many requests (at the edge)"),
+    500: ("INTERNAL", "the edge failed"),
+    501: ("UNIMPLEMENTED", "not served (at the edge)"),
+    502: ("UNAVAILABLE", "no valid answer from a front"),
+    503: ("UNAVAILABLE", "no front available"),
+    504: ("DEADLINE_EXCEEDED", "a front did not answer in time"),
+}
+
+
+HAPROXY_REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout",
+                   413: "Content Too Large", 429: "Too Many Requests",
+                   500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+                   503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def haproxy_errorfiles(directory):
+    """Write HAPROXY_ERRORS as raw answers for HAProxy's errorfile (used
+    for its parser's errors as for the rest); returns the config lines."""
+    lines = []
+    for st, (code, msg) in sorted(HAPROXY_ERRORS.items()):
+        body = json.dumps({"code": code, "message": msg}, separators=(",", ":")).encode()
+        path = os.path.join(directory, f"{st}.http")
+        with open(path, "wb") as f:
+            f.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nCache-Control: no-store\r\n"
+                    b"Connection: close\r\n\r\n%s"
+                    % (st, HAPROXY_REASONS[st].encode(), len(body), body))
+        lines.append(f"    errorfile {st} {path}\n")
+    return "".join(lines)
+
+
+def haproxy_config(port, front_port, request_s, server_maxconn, errors=""):
+    """A config modeled on deploy/haproxy/webshop.cfg for one front on
+    loopback, with the limits that take hostile clients off it: the whole
+    request (headers and body, buffered by HAProxy) within request_s, a
+    connection cap at the edge and per server, /readyz as health check, a
+    fresh server connection per request (http-server-close: no idle
+    connection of ours for the front to close under a request); errors
+    are the errorfile lines of haproxy_errorfiles."""
+    return f"""global
+    maxconn 8192
+    log stdout format short daemon notice
+
+defaults
+    mode http
+    log global
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 10s
+    timeout tunnel 10m
+    timeout http-request {int(request_s * 1000)}ms
+    timeout http-keep-alive {int(request_s * 1000)}ms
+    option http-buffer-request
+    option http-server-close
+
+frontend webshop
+    bind 127.0.0.1:{port}
+    maxconn 8000
+{errors}    default_backend fronts
+
+backend fronts
+    option httpchk GET /readyz
+    http-check expect status 200
+    server front1 127.0.0.1:{front_port} check inter 1s fall 2 rise 2 maxconn {server_maxconn}
+"""
+
+
+def sanitized_build(build):
+    """True when build was configured with -Db_sanitize (the ASan pass)."""
+    try:
+        with open(os.path.join(build, "meson-info", "intro-buildoptions.json")) as f:
+            opts = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return any(o["name"] == "b_sanitize" and o["value"] not in ("none", "")
+               for o in opts)
+
+
+class Haproxy:
+    """A real HAProxy in front of a shop's front, started and stopped by
+    the test; its config in a temp dir."""
+
+    def __init__(self, shop, request_s, server_maxconn):
+        self.shop, self.request_s, self.server_maxconn = shop, request_s, server_maxconn
+        self.port = shop_module.reserve_port()
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="webshop-hostile-haproxy-")
+        cfg = os.path.join(self.dir, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(haproxy_config(self.port, self.shop.http_port, self.request_s,
+                                   self.server_maxconn, haproxy_errorfiles(self.dir)))
+        check = subprocess.run([HAPROXY, "-c", "-q", "-f", cfg], capture_output=True,
+                               text=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+        self.proc = Proc("haproxy", [HAPROXY, "-db", "-f", cfg], self.dir).start()
+        # Serving once a request through it reaches the front.
+        wait_until(lambda: shop_module.http_ok(self.port, "/healthz") or
+                   (not self.proc.alive() and AssertionError(self.proc.log())), 15,
+                   "HAProxy to forward to the front")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stop(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+
+@unittest.skipUnless(os.access(HAPROXY, os.X_OK), f"{HAPROXY} is not installed")
+class ThroughHaproxy(unittest.TestCase):
+    """The hostile cases with HAProxy at the edge, as a deployment runs
+    it: 1,000 slow or idle attackers at once (SOAK: 1,000 of each kind
+    alone, then 3,000 together) while a normal client's GET /inventory
+    through HAProxy is answered within 1 s, and every framing case of
+    Framing sent through it. Uses the module's shop (16 workers)."""
+
+    REQUEST_S = 2.0  # HAProxy's timeout http-request for the whole request
+    N = 1000
+    GETS = 200 if SOAK else 25
+
+    @classmethod
+    def setUpClass(cls):
+        # What this class tests is the edge, not the front's memory safety:
+        # the sanitizer pass of CI skips its ~12 s (SOAK runs it anyway).
+        if sanitized_build(BUILD) and not SOAK:
+            raise unittest.SkipTest("sanitizer build: the edge is tested in the plain one")
+        cls.edge = Haproxy(SHOP, cls.REQUEST_S, server_maxconn=12).__enter__()
+        cls.report = []
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.edge.__exit__(None, None, None)
+        print("\nthrough HAProxy (timeout http-request "
+              f"{cls.REQUEST_S:.0f} s, front with 16 workers):")
+        for line in cls.report:
+            print("  " + line)
+
+    def gets(self, port, what, min_s=0.0):
+        """GETS fresh GET /inventory, spread over at least min_s seconds
+        (so that the attack goes on around them: cut attackers come back)."""
+        lat = []
+        t0 = time.monotonic()
+        while len(lat) < self.GETS or time.monotonic() - t0 < min_s:
+            if time.monotonic() - t0 > 60:
+                break
+            secs, status = timed_get(port)
+            self.assertEqual(status, 200, what)
+            lat.append(secs)
+            if min_s > 0:
+                time.sleep(min_s / self.GETS)  # pacing the client, not waiting for a state
+        self.report.append(f"{what:<46} p50 {pct(lat, 0.5) * 1000:6.1f} ms  p99 "
+                           f"{pct(lat, 0.99) * 1000:6.1f} ms  max {max(lat) * 1000:6.1f} ms"
+                           f"  ({len(lat)} GETs)")
+        return lat
+
+    def test_a_no_attack_baseline(self):
+        self.gets(SHOP.http_port, "no attack, direct")
+        self.gets(self.edge.port, "no attack, through HAProxy")
+
+    def attack(self, kinds, per_kind, what):
+        limit = 30 if not SOAK else 120
+        attackers = [Attackers(self.edge.port, k, per_kind, limit) for k in kinds]
+        for a in attackers:
+            a.__enter__()
+        try:
+            # Past HAProxy's deadline twice: every attacker is cut and back.
+            lat = self.gets(self.edge.port, what, min_s=2 * self.REQUEST_S + 1)
+        finally:
+            for a in attackers:
+                a.__exit__(None, None, None)
+        holds = [h for a in attackers for h in a.holds]
+        answers = {}
+        for a in attackers:
+            for k, v in a.answers.items():
+                answers[k] = answers.get(k, 0) + v
+        # A cut attacker that was still sending sees a reset, not the 408.
+        self.report[-1] += (f"; attacker connections {sum(a.connected for a in attackers)}, "
+                            f"longest held {max(holds, default=0):.2f} s, answers "
+                            + ", ".join(f"{k}: {v}" for k, v in sorted(answers.items())))
+        self.assertGreater(len(lat), 20)
+        self.assertLess(max(lat), 1.0, f"{what}: {sorted(lat)[-5:]}")
+        for a in attackers:
+            # HAProxy cut every one within its request deadline.
+            self.assertLess(max(a.holds), self.REQUEST_S + 1.5,
+                            f"{a.kind}: {sorted(a.holds)[-5:]}")
+            answers = {k.split(" ", 2)[1] if k.startswith("HTTP/") else k: v
+                       for k, v in a.answers.items()}
+            self.assertFalse([k for k in answers if k.startswith("5")], a.answers)
+        return attackers
+
+    def test_b_1000_attackers_at_the_edge(self):
+        kinds = [Attackers.IDLE, Attackers.SLOW_HEADERS, Attackers.SLOW_BODY]
+        if SOAK:
+            for k in kinds:
+                self.attack([k], self.N, f"{self.N} {k}")
+            self.attack(kinds, self.N, f"{self.N} each of idle, headers, body")
+        else:
+            self.attack(kinds, self.N // 3 + 1, f"{self.N // 3 + 1} each of idle, headers, "
+                        "body")
+
+    def test_c_framing_cases(self):
+        """Every Framing case through HAProxy: what a user sees is one
+        answer, never a 5xx, every error JSON {"code", "message"}, nothing
+        of the request in the head, and nothing smuggled to the front.
+        Who answered is told by the traceparent the front puts on each of
+        its answers (HAProxy's own carry none)."""
+        port = self.edge.port
+        body = b'{"items": [{"inventoryId": 1, "count": 1}]}'
+        ct = b"Content-Type: application/json"
+        cl = b"Content-Length: %d" % len(body)
+        smuggled = req(b"GET", b"/healthz")
+        cases = [
+            ("garbage", b"GARBAGE\r\n\r\n"),
+            ("unknown method", req(b"FOO", b"/inventory")),
+            ("control char in a header", req(b"GET", b"/inventory", [b"X: a\x01b"])),
+            ("HTTP/2.0", req(b"GET", b"/inventory", version=b"HTTP/2.0")),
+            ("HTTP/x", req(b"GET", b"/inventory", version=b"HTTP/x")),
+            ("20 KB header", req(b"GET", b"/inventory", [b"X-Big: " + b"a" * 20000])),
+            ("70 header fields", req(b"GET", b"/healthz", [b"X-F%d: v" % i for i in range(70)])),
+            ("200 header fields", req(b"GET", b"/healthz",
+                                      [b"X-F%d: v" % i for i in range(200)])),
+            ("Content-Length: abc", req(b"POST", b"/order", [b"Content-Length: abc"])),
+            ("Transfer-Encoding: gzip", req(b"POST", b"/order", [b"Transfer-Encoding: gzip"])),
+            ("CONNECT", req(b"CONNECT", b"example.com:443")),
+            ("status line in the version",
+             b"GET / HTTP/1.1 200 OK\r\nSet-Cookie: pwned=1\r\nX-Pwned: 1\r\n\r\n"),
+            ("tab in the request line", b"GET / HTTP/1.1\tSet-Cookie: pwned=1\r\n\r\n"),
+            ("CR in the path", b"GET /pwned\rSet-Cookie:pwned=1 HTTP/1.1\r\n\r\n"),
+            # civetweb drops the header lines after these without a word.
+            ("a folded header line", req(b"GET", b"/healthz", [b"X-A: 1", b" folded"])),
+            ("a header name with bytes >= 0x80", req(b"GET", b"/healthz", [b"\xff\xfe: y"])),
+            ("a header line with no name", req(b"GET", b"/healthz", [b": x"])),
+            ("%00 in the path", req(b"GET", b"/inventory%00")),
+            ("%2F in the path", req(b"GET", b"/order%2F" + UUID.encode())),
+        ]
+        for name, cls_ in (("0x2f", b"Content-Length: 0x2f"), ("+39", b"Content-Length: +39"),
+                           ("two lengths", cl + b"\r\nContent-Length: 5"),
+                           ("the same length twice", cl + b"\r\n" + cl),
+                           ("length and chunked", cl + b"\r\nTransfer-Encoding: chunked"),
+                           ("chunked and length", b"Transfer-Encoding: chunked\r\n" + cl),
+                           ("chunked twice",
+                            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"),
+                           ("space before the colon", b"Content-Length : %d" % len(body)),
+                           ("two Hosts", b"Host: evil.example")):
+            cases.append((f"POST with {name} + a request after",
+                          req(b"POST", b"/order", [ct, cls_], body) + smuggled))
+        table = []
+        for name, data in cases:
+            with self.subTest(case=name):
+                raw, closed = exchange(port, data)
+                rs = parse_responses(raw)
+                self.assertTrue(rs, f"{name}: no answer")
+                first = rs[0]
+                who = "front" if "traceparent" in first.headers else "HAProxy"
+                code = ("-" if first.status < 400 else first.json()["code"]
+                        if first.headers.get("content-type") == "application/json"
+                        else first.headers.get("content-type"))
+                table.append(f"{name:<52} {first.status} {code:<20} ({who})")
+                for r in rs:
+                    self.assertLess(r.status, 500, r)
+                    self.assertNotIn(b"pwned", r.head.lower())
+                    self.assertNotIn(b"pwned", r.body.lower())
+                    if r.status < 400:
+                        continue
+                    if "traceparent" not in r.headers and \
+                            r.headers.get("content-type") == "text/html":
+                        # HAProxy 2.6's parser answers with its built-in
+                        # page whatever errorfile says (haproxy#3032,
+                        # fixed in 3.2): fixed text, nothing echoed.
+                        self.assertIn(r.status, (400, 408), r)
+                        self.assertTrue(r.body.startswith(b"<html><body><h1>%d " % r.status), r)
+                        continue
+                    self.assertEqual(r.headers.get("content-type"), "application/json", r)
+                    j = r.json()
+                    self.assertIsInstance(j.get("code"), str, r)
+                    self.assertIsInstance(j.get("message"), str, r)
+                # A request after the first is answered only when HAProxy
+                # framed the first one unambiguously: then it is a request
+                # of its own (GET /healthz, 200), not bytes of a body.
+                for r in rs[1:]:
+                    self.assertEqual((r.status, r.json()), (200, {"status": "ok"}), rs)
+                if first.status >= 400:
+                    self.assertEqual(len(rs), 1, rs)
+        self.assertTrue(SHOP.procs["front"].alive())
+        self.assertEqual(timed_get(port)[1], 200)
+        self.report.append("framing cases (first answer, its code, who wrote it):")
+        self.report.extend("  " + t for t in table)
+
+
 # -- TLS -----------------------------------------------------------------------
 
 def make_rsa_cert(directory):
@@ -870,7 +1187,8 @@ class Tls(unittest.TestCase):
 class Fuzz(unittest.TestCase):
     """Seeded malformed requests, one per connection: every answer is
     HTTP/1.1, every error a JSON {"code", "message"} in valid UTF-8, no 5xx
-    but the 505 a well-formed other version gets, and the front lives."""
+    at all (another HTTP version is a 400 HTTP_VERSION_NOT_SUPPORTED), and
+    the front lives."""
 
     COUNT = 3200
     SEED = int(os.environ.get("WEBSHOP_FUZZ_SEED", "15"))
@@ -1006,7 +1324,7 @@ class Fuzz(unittest.TestCase):
         return b"-5\r\n" + body + b"\r\n0\r\n\r\n"
 
     def case(self, rng):
-        """One request: (bytes, what to expect: None, "505" or "silence")."""
+        """One request: (bytes, what to expect: None or "silence")."""
         method = rng.choice(self.METHODS)
         path = rng.choice(self.PATHS)
         expect = None
@@ -1057,7 +1375,7 @@ class Fuzz(unittest.TestCase):
 
     def test_fuzz(self):
         rng = random.Random(self.SEED)
-        counts, failures, silent = {}, [], 0
+        counts, failures, silent, versions = {}, [], 0, 0
         port = SHOP.http_port
         t_end = time.monotonic() + 200
         n = 0
@@ -1075,15 +1393,21 @@ class Fuzz(unittest.TestCase):
                 continue
             rs = self.check_answer(raw, data, counts, failures)
             for r in rs:
-                if r.status >= 500 and not (r.status == 505 and self.other_version(data)):
+                if r.status >= 500:
                     failures.append(f"{r.status} {r!r} to {data[:200]!r}")
+                elif r.status == 400 and r.body and r.json()["code"] == \
+                        "HTTP_VERSION_NOT_SUPPORTED":
+                    versions += 1
+                    if not self.other_version(data):
+                        failures.append(f"not another version {r!r} to {data[:200]!r}")
             if n % 500 == 0:
                 self.assertTrue(SHOP.procs["front"].alive(), "the front died")
         self.assertTrue(SHOP.procs["front"].alive(), "the front died")
         self.assertEqual(timed_get(port)[1], 200)
         print(f"\nfuzz: {n} malformed requests (seed {self.SEED}); answers by status: "
               + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-              + f"; closed without an answer: {silent}")
+              + f"; closed without an answer: {silent}; other HTTP versions "
+              f"(400 HTTP_VERSION_NOT_SUPPORTED): {versions}")
         for f in failures[:40]:
             print("  " + f[:600])
         self.assertEqual(failures, [], f"{len(failures)} failures; first: {failures[:5]}")
@@ -1092,7 +1416,7 @@ class Fuzz(unittest.TestCase):
     @staticmethod
     def other_version(data):
         """True when the request line ends in a well-formed HTTP version
-        other than 1.0 and 1.1 (answered 505)."""
+        other than 1.0 and 1.1 (answered 400 HTTP_VERSION_NOT_SUPPORTED)."""
         line = data.split(b"\n", 1)[0].rstrip(b"\r")
         v = line.rsplit(b" ", 1)[-1]
         return (len(v) == 8 and v.startswith(b"HTTP/") and v[5:6].isdigit()

@@ -27,7 +27,7 @@ static void emit_routes_service_header(const routes_service *s, strbuf *out)
     strbuf_printf(out,
                   "\n/* ---- service %s ---- */\n\n"
                   "/* The route handlers of %s, one per routed method, each called\n"
-                  " * as handler(conn, match, ctx) on a civetweb worker thread once\n"
+                  " * as handler(req, match, ctx) on an HTTP worker thread once\n"
                   " * the request's verb and path matched one of the method's\n"
                   " * bindings (match->binding says which; ws_http_route_request()\n"
                   " * builds the request message from the path). A NULL handler\n"
@@ -49,13 +49,13 @@ static void emit_routes_service_header(const routes_service *s, strbuf *out)
                   "} %s;\n\n"
                   "/* Every binding of %s, in .proto order. */\n"
                   "extern const ws_http_route_table %s;\n\n"
-                  "/* Serve conn through %s: the handler of the binding that\n"
+                  "/* Serve req through %s: the handler of the binding that\n"
                   " * takes its verb and path runs (HEAD runs a GET's); a path some\n"
                   " * binding matches with another verb is answered 405 with Allow.\n"
                   " * Returns the status sent, or -1 when no binding matches the\n"
                   " * path (nothing sent: the caller answers, 404). impl is\n"
                   " * borrowed; ctx is passed to the handler. */\n"
-                  "int %s(struct mg_connection *conn, const %s *impl, void *ctx);\n",
+                  "int %s(ws_http_req *req, const %s *impl, void *ctx);\n",
                   s->handlers, s->svc->full_name, s->table, s->table, s->serve,
                   s->handlers);
 }
@@ -110,10 +110,10 @@ static void emit_routes_table(const routes_service *s, strbuf *out)
 static void emit_routes_serve(const routes_service *s, strbuf *out)
 {
     strbuf_printf(out,
-                  "\nint %s(struct mg_connection *conn, const %s *impl, void *ctx)\n"
+                  "\nint %s(ws_http_req *req, const %s *impl, void *ctx)\n"
                   "{\n"
                   "    ws_http_route_match m;\n"
-                  "    int status = ws_http_route_dispatch(conn, &%s, &m);\n"
+                  "    int status = ws_http_route_dispatch(req, &%s, &m);\n"
                   "    ws_http_route_fn fn = NULL;\n\n"
                   "    if (status != 0) {\n"
                   "        return status;\n"
@@ -127,8 +127,8 @@ static void emit_routes_serve(const routes_service *s, strbuf *out)
     strbuf_puts(out, "    default:\n"
                      "        break;\n"
                      "    }\n"
-                     "    return fn != NULL ? fn(conn, &m, ctx) : "
-                     "ws_http_route_unimplemented(conn, &m);\n"
+                     "    return fn != NULL ? fn(req, &m, ctx) : "
+                     "ws_http_route_unimplemented(req, &m);\n"
                      "}\n");
 }
 

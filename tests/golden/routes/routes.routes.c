@@ -32,10 +32,10 @@ const ws_http_route_table acme_routes_v1_library_route_table = {
     "acme.routes.v1.Library", acme_routes_v1_library_route_bindings, 11, acme_routes_v1_library_route_methods, 6,
 };
 
-int acme_routes_v1_library_routes_serve(struct mg_connection *conn, const acme_routes_v1_library_routes *impl, void *ctx)
+int acme_routes_v1_library_routes_serve(ws_http_req *req, const acme_routes_v1_library_routes *impl, void *ctx)
 {
     ws_http_route_match m;
-    int status = ws_http_route_dispatch(conn, &acme_routes_v1_library_route_table, &m);
+    int status = ws_http_route_dispatch(req, &acme_routes_v1_library_route_table, &m);
     ws_http_route_fn fn = NULL;
 
     if (status != 0) {
@@ -63,5 +63,5 @@ int acme_routes_v1_library_routes_serve(struct mg_connection *conn, const acme_r
     default:
         break;
     }
-    return fn != NULL ? fn(conn, &m, ctx) : ws_http_route_unimplemented(conn, &m);
+    return fn != NULL ? fn(req, &m, ctx) : ws_http_route_unimplemented(req, &m);
 }

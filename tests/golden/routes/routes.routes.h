@@ -15,7 +15,7 @@
 /* ---- service acme.routes.v1.Library ---- */
 
 /* The route handlers of acme.routes.v1.Library, one per routed method, each called
- * as handler(conn, match, ctx) on a civetweb worker thread once
+ * as handler(req, match, ctx) on an HTTP worker thread once
  * the request's verb and path matched one of the method's
  * bindings (match->binding says which; ws_http_route_request()
  * builds the request message from the path). A NULL handler
@@ -49,12 +49,12 @@ typedef struct acme_routes_v1_library_routes {
 /* Every binding of acme.routes.v1.Library, in .proto order. */
 extern const ws_http_route_table acme_routes_v1_library_route_table;
 
-/* Serve conn through acme_routes_v1_library_route_table: the handler of the binding that
+/* Serve req through acme_routes_v1_library_route_table: the handler of the binding that
  * takes its verb and path runs (HEAD runs a GET's); a path some
  * binding matches with another verb is answered 405 with Allow.
  * Returns the status sent, or -1 when no binding matches the
  * path (nothing sent: the caller answers, 404). impl is
  * borrowed; ctx is passed to the handler. */
-int acme_routes_v1_library_routes_serve(struct mg_connection *conn, const acme_routes_v1_library_routes *impl, void *ctx);
+int acme_routes_v1_library_routes_serve(ws_http_req *req, const acme_routes_v1_library_routes *impl, void *ctx);
 
 #endif /* WS_GEN_ACME_ROUTES_ROUTES_H */

@@ -1,10 +1,10 @@
 /*
- * The platform side of HTTPS for lib/http: making Debian 12's civetweb 1.15
- * work with OpenSSL 3 (the compat library of tls_compat.c), handing it a
- * certificate and a separate key as the one PEM file it reads, and the
- * cipher policy it is given.
+ * The platform side of HTTPS; see tls_platform.h. dlopen of the compat
+ * library and memfd_create are the only platform calls lib/http needs for
+ * TLS, and they live here (the cipher policy stays with the listener's
+ * options in http.c).
  */
-#include "http_int.h"
+#include "tls_platform.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -14,21 +14,12 @@
 
 #include "log.h"
 
-/* TLS 1.2: forward secrecy (ECDHE) and AEAD only (AES-GCM, ChaCha20-Poly1305),
- * the server's order; no static RSA, no CBC, no SHA-1 MACs, no DHE. civetweb
- * hands this to SSL_CTX_set_cipher_list, which does not touch TLS 1.3's
- * suites (all AEAD): those stay OpenSSL's defaults. */
-const char ws__http_tls_ciphers[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
 /* civetweb 1.15 loads OpenSSL with dlopen("libssl.so") and, on OpenSSL 3,
  * misses SSL_get_peer_certificate and crashes on the first TLS connection
  * (see tls_compat.c). Load the compat library (SONAME "libssl.so") first,
  * from $WEBSHOP_TLS_COMPAT, the build tree or the install path, and check
  * that what civetweb will get has the function. Never unloaded. */
-bool ws__http_tls_compat_load(void)
+bool ws_tls_platform_load(void)
 {
     const char *paths[3] = {getenv("WEBSHOP_TLS_COMPAT"), NULL, NULL};
 #ifdef WS_TLS_COMPAT_BUILT
@@ -55,7 +46,7 @@ bool ws__http_tls_compat_load(void)
 }
 
 /* Append the file at path to fd; false when it cannot be read or written. */
-static bool http_tls_append(int fd, const char *path)
+static bool tls_platform_append(int fd, const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
@@ -81,13 +72,14 @@ static bool http_tls_append(int fd, const char *path)
  * in-memory file (never on disk) and name it /proc/self/fd/N in path; the
  * caller closes the returned fd once civetweb has read it (mg_start).
  * Returns the fd, or -1 when a file cannot be read. */
-int ws__http_tls_pem_join(const char *cert, const char *key, char *path, size_t path_len)
+int ws_tls_platform_pem_join(const char *cert, const char *key, char *path,
+                             size_t path_len)
 {
     int fd = memfd_create("webshop-tls-pem", MFD_CLOEXEC);
     if (fd < 0) {
         return -1;
     }
-    if (!http_tls_append(fd, cert) || !http_tls_append(fd, key)) {
+    if (!tls_platform_append(fd, cert) || !tls_platform_append(fd, key)) {
         close(fd);
         return -1;
     }
