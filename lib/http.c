@@ -358,6 +358,7 @@ ws_err ws_http_open(const ws_http_opts *opts, ws_http **out)
     /* The one line that says where the server is: tests and launchers that
      * asked for port 0 read the port from it. */
     const char *host = opts->host != NULL ? opts->host : "127.0.0.1";
+    snprintf(h->host, sizeof h->host, "%s", host);
     ws_log_info("http_listening",
                 strchr(host, ':') != NULL ? "url=%s://[%s]:%d" : "url=%s://%s:%d",
                 h->tls ? "https" : "http", host, h->port);
@@ -398,7 +399,7 @@ void ws_http_close(ws_http *h)
     if (h == NULL) {
         return;
     }
-    mg_stop(h->ctx); /* the workers' slots are freed by exit_thread */
+    ws__http_stop(h->ctx, h->host, h->port); /* the workers' slots are freed by exit_thread */
     mg_exit_library();
     ws__http_guard_stop(h);
     free(h);

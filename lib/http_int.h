@@ -83,6 +83,7 @@ struct ws_http_req {
 struct ws_http {
     struct mg_context *ctx; /* owned */
     int port;               /* bound port, read once at start */
+    char host[64];          /* the address it listens on */
     bool tls;
     bool access_log;
     int threads;
@@ -152,6 +153,11 @@ void ws__http_reply_civetweb_error(struct mg_connection *conn, int status,
 
 ws_err ws__http_guard_start(ws_http *h);
 void ws__http_guard_stop(ws_http *h);
+
+/* mg_stop(ctx) without civetweb's wait of up to 2 s for its master thread
+ * (http_stop.c): host and port are where the server listens. */
+struct mg_context;
+void ws__http_stop(struct mg_context *ctx, const char *host, int port);
 http_slot *ws__http_slot_new(ws_http *h);
 void ws__http_slot_free(http_slot *s);
 /* State changes, from the worker thread; s may be NULL. */
