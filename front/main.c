@@ -59,8 +59,9 @@ typedef struct front_cfg {
     int64_t busy_grace_ms;
     int64_t max_headers;
     bool hsts;
-    const char *inventory_url;
-    const char *orders_url;
+    ws_config_list inventory_urls; /* every inventory replica */
+    ws_config_list orders_urls;    /* every order replica */
+    int64_t replica_arg;           /* --replica as parsed */
     const char *broker;
     const char *client_id;
     int bus_format;
@@ -113,6 +114,18 @@ static ws_err front_on_order_status(void *ctx, const ProtobufCMessage *msg,
     return WS_OK;
 }
 
+/* --replica as the backends have it, with the front's meaning: the front
+ * never shares a subscription (every front must see every event for its
+ * streams and its waiting writes), so K only names its client id. */
+static ws_config_option front_replica_option(int64_t *target)
+{
+    ws_config_option o = ws_service_replica_option(target);
+    o.help = "run as front K (0..63) of several behind a load balancer: the bus "
+             "client id becomes CLIENT_ID-K (webshop-front-K); every front subscribes "
+             "unshared, so each sees every event";
+    return o;
+}
+
 int main(int argc, char **argv)
 {
     front_cfg cfg;
@@ -158,16 +171,23 @@ int main(int argc, char **argv)
          .help = "with --tls-cert, send Strict-Transport-Security: max-age=31536000",
          .target.b = &cfg.hsts},
         {.name = "inventory-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7101",
-         .help = "RPC address of the inventory service", .target.str = &cfg.inventory_url,
-         .choices = front_schemes},
+         .help = "RPC address of the inventory service; a comma list names every "
+                 "replica, all dialed on one socket (a call whose replica dies is "
+                 "resent to another)",
+         .target.list = &cfg.inventory_urls, .choices = front_schemes,
+         .flags = WS_CONFIG_LIST},
         {.name = "orders-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7201",
-         .help = "RPC address of the order service", .target.str = &cfg.orders_url,
-         .choices = front_schemes},
+         .help = "RPC address of the order service; a comma list names every replica",
+         .target.list = &cfg.orders_urls, .choices = front_schemes,
+         .flags = WS_CONFIG_LIST},
         {.name = "broker", .type = WS_CONFIG_HOSTPORT, .def = "127.0.0.1:1883",
          .env = "WEBSHOP_BROKER", /* one broker for every process of the shop */
          .help = "MQTT broker", .target.str = &cfg.broker},
         {.name = "client-id", .type = WS_CONFIG_STRING, .def = NULL,
-         .help = "MQTT client id (default: webshop-front-<pid>)", .target.str = &cfg.client_id},
+         .help = "MQTT client id (default: webshop-front-<pid>; with --replica K, "
+                 "CLIENT_ID-K, webshop-front-K by default)",
+         .target.str = &cfg.client_id},
+        front_replica_option(&cfg.replica_arg),
         {.name = "bus-format", .type = WS_CONFIG_ENUM, .def = "protobuf",
          .help = "payload format of published events", .target.i = &cfg.bus_format,
          .choices = front_formats},
@@ -273,7 +293,7 @@ int main(int argc, char **argv)
     front_live live = {.catalog = catalog, .statuses = statuses};
     char host[256];
     int port = 0;
-    char client_id[64];
+    char client_id[160];
     ws_err err;
 
     if (catalog == NULL || metrics == NULL || statuses == NULL || stats == NULL ||
@@ -281,15 +301,17 @@ int main(int argc, char **argv)
         ws_log_error("start_failed", "what=memory error=%s", ws_errname(WS_ENOMEM));
         goto fail;
     }
-    const char *inv_urls[] = {cfg.inventory_url};
-    ws_rpc_client_opts co = {
-        .urls = inv_urls, .n_urls = 1, .max_msg = (size_t)cfg.rpc_max_msg, .metrics = metrics};
+    ws_rpc_client_opts co = {.urls = cfg.inventory_urls.items,
+                             .n_urls = cfg.inventory_urls.n,
+                             .max_msg = (size_t)cfg.rpc_max_msg,
+                             .resend_ms = (uint32_t)(cfg.rpc_deadline_ms / 2),
+                             .metrics = metrics};
     if ((err = ws_rpc_client_open(&co, &inventory)) != WS_OK) {
         ws_log_error("start_failed", "what=inventory error=%s", ws_errname(err));
         goto fail;
     }
-    const char *ord_urls[] = {cfg.orders_url};
-    co.urls = ord_urls;
+    co.urls = cfg.orders_urls.items;
+    co.n_urls = cfg.orders_urls.n;
     if ((err = ws_rpc_client_open(&co, &orders)) != WS_OK) {
         ws_log_error("start_failed", "what=orders error=%s", ws_errname(err));
         goto fail;
@@ -299,7 +321,17 @@ int main(int argc, char **argv)
                      cfg.broker);
         goto fail;
     }
-    if (cfg.client_id == NULL) {
+    int replica = ws_service_replica(conf, cfg.replica_arg);
+    char replica_text[16] = "-";
+    if (replica >= 0) {
+        snprintf(replica_text, sizeof(replica_text), "%d", replica);
+        if (ws_service_replica_id(cfg.client_id != NULL ? cfg.client_id : "webshop-front",
+                                  replica, client_id, sizeof(client_id)) != 0) {
+            ws_log_error("start_failed", "what=bus error=%s value=%s",
+                         ws_errname(WS_EINVAL), cfg.client_id);
+            goto fail;
+        }
+    } else if (cfg.client_id == NULL) {
         snprintf(client_id, sizeof(client_id), "webshop-front-%ld", (long)getpid());
     } else {
         snprintf(client_id, sizeof(client_id), "%s", cfg.client_id);
@@ -372,10 +404,11 @@ int main(int argc, char **argv)
     routes_install(http, &f);
     ws_http_serve(http);
     ws_log_info("started",
-                "http=%s://%s:%d broker=%s client_id=%s bus_format=%s inventory=%s orders=%s",
+                "http=%s://%s:%d broker=%s client_id=%s replica=%s bus_format=%s "
+                "inventory=%s orders=%s",
                 cfg.tls_cert != NULL ? "https" : "http", cfg.http_host, ws_http_port(http),
-                cfg.broker, client_id, front_formats[cfg.bus_format], cfg.inventory_url,
-                cfg.orders_url);
+                cfg.broker, client_id, replica_text, front_formats[cfg.bus_format],
+                cfg.inventory_urls.text, cfg.orders_urls.text);
     ws_notify_status("serving http port %d", ws_http_port(http));
     ws_notify_ready();
 

@@ -230,7 +230,7 @@ ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
     return WS_OK;
 }
 
-ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
+ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus, const char *share_group)
 {
     ws_bus_batch batch = {
         .begin = events_group_begin, .end = events_group_end, .ctx = ev};
@@ -242,15 +242,15 @@ ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus)
     if (err != WS_OK) {
         return err;
     }
-    err = ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_SENT_TOPIC,
-                           &webshop__v1__order_sent__descriptor, events_order_sent_handle,
-                           ev);
+    err = ws_bus_subscribe_shared(bus, share_group, WEBSHOP_V1_ORDER_SENT_TOPIC,
+                                  &webshop__v1__order_sent__descriptor,
+                                  events_order_sent_handle, ev);
     if (err != WS_OK) {
         return err;
     }
-    return ws_bus_subscribe(bus, WEBSHOP_V1_ORDER_CANCELED_TOPIC,
-                            &webshop__v1__order_canceled__descriptor,
-                            events_order_canceled_handle, ev);
+    return ws_bus_subscribe_shared(bus, share_group, WEBSHOP_V1_ORDER_CANCELED_TOPIC,
+                                   &webshop__v1__order_canceled__descriptor,
+                                   events_order_canceled_handle, ev);
 }
 
 void inv_events_close(inv_events *ev)

@@ -33,8 +33,10 @@ typedef struct inv_events_opts {
 ws_err inv_events_open(const inv_events_opts *opts, inv_events **out /* OUT */);
 
 /* Subscribe both topics on bus before ws_bus_start (it sets the group hooks and the retry
- * policy). */
-ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus);
+ * policy). With share_group (a replica: --replica) as members of that MQTT
+ * v5 share group, so each event goes to one replica; NULL: plain
+ * subscriptions. */
+ws_err inv_events_subscribe(inv_events *ev, ws_bus *bus, const char *share_group);
 
 /* Free. ev may be NULL. The bus must be closed first (no handler may be
  * running or come later; no group is open then). */

@@ -62,7 +62,8 @@
 typedef struct inv_cfg {
     ws_service_cfg svc;         /* the settings every backend shares */
     const char *catalog;        /* --catalog FILE, or NULL for the prototype's */
-    const char *orders_url;     /* --orders-url, or NULL: no orphan release */
+    ws_config_list orders_urls; /* --orders-url (every replica), or none: no
+                                   orphan release */
     int64_t orders_deadline_ms; /* --orders-deadline */
     int64_t orphan_after_ms;    /* --orphan-after-ms */
     int64_t tombstone_ttl_ms;   /* --tombstone-ttl */
@@ -141,13 +142,14 @@ static ws_err main_consumer_open(inv_app *app, const ws_service_cfg *cfg)
     if (err != WS_OK) {
         return err;
     }
-    ws_bus_opts bo = ws_service_bus_opts(cfg, cfg->client_id, false);
+    ws_bus_opts bo = ws_service_consumer_bus_opts(cfg);
     err = ws_bus_open(&bo, &app->sub);
     if (err == WS_OK) {
         /* The systemd watchdog beats from the consumer's loop. */
         err = ws_bus_set_loop_hook(app->sub, ws_notify_loop_hook, NULL);
     }
-    return err == WS_OK ? inv_events_subscribe(app->events, app->sub) : err;
+    return err == WS_OK ? inv_events_subscribe(app->events, app->sub, cfg->share_group)
+                        : err;
 }
 
 /* The Inventory RPC server, started. nng's task threads (about two per
@@ -195,14 +197,15 @@ static ws_err main_http_start(inv_app *app, const ws_service_cfg *cfg)
 /* The Orders RPC client (with --orders-url) and the sweeper, started. */
 static ws_err main_sweeper_start(inv_app *app, const inv_cfg *icfg)
 {
-    if (icfg->orders_url != NULL) {
-        const char *urls[] = {icfg->orders_url};
-        ws_rpc_client_opts co = {
-            .urls = urls, .n_urls = 1, .max_msg = (size_t)icfg->svc.rpc_max_msg};
+    if (icfg->orders_urls.n > 0) {
+        ws_rpc_client_opts co = {.urls = icfg->orders_urls.items,
+                                 .n_urls = icfg->orders_urls.n,
+                                 .max_msg = (size_t)icfg->svc.rpc_max_msg,
+                                 .resend_ms = (uint32_t)(icfg->orders_deadline_ms / 2)};
         ws_err err = ws_rpc_client_open(&co, &app->orders);
         if (err != WS_OK) {
-            ws_log_error("orders_client_failed", "url=%s error=%s", icfg->orders_url,
-                         ws_errname(err));
+            ws_log_error("orders_client_failed", "url=%s error=%s",
+                         icfg->orders_urls.text, ws_errname(err));
             return err;
         }
     }
@@ -299,9 +302,10 @@ static size_t main_options(inv_cfg *cfg, ws_config_option *opts)
         {.name = "orders-url",
          .type = WS_CONFIG_URL,
          .def = NULL,
-         .help = "RPC address of the order service (Orders.GetOrder); without it"
-                 " orphan reservations are never released",
-         .target.str = &cfg->orders_url},
+         .help = "RPC address of the order service (Orders.GetOrder), a comma list "
+                 "for its replicas; without it orphan reservations are never released",
+         .target.list = &cfg->orders_urls,
+         .flags = WS_CONFIG_LIST},
         {.name = "orders-deadline",
          .type = WS_CONFIG_DURATION,
          .def = "2s",
@@ -373,14 +377,19 @@ int main(int argc, char **argv)
         ws_log_error("start_failed", "what=%s error=%s", what, ws_errname(err));
         rc = 1;
     } else {
+        char replica[16] = "-";
+        if (cfg.svc.replica >= 0) {
+            snprintf(replica, sizeof(replica), "%d", cfg.svc.replica);
+        }
         ws_log_info("started",
-                    "http=http://%s:%d rpc=%s broker=%s client_id=%s bus_format=%s db=%s"
-                    " engine=%s orders=%s orphan_after_ms=%lld tombstone_ttl_ms=%lld",
+                    "http=http://%s:%d rpc=%s broker=%s client_id=%s replica=%s "
+                    "bus_format=%s db=%s engine=%s orders=%s orphan_after_ms=%lld "
+                    "tombstone_ttl_ms=%lld",
                     cfg.svc.http_host, ws_http_port(app.http), ws_rpc_server_url(app.rpc),
-                    cfg.svc.broker, cfg.svc.client_id,
+                    cfg.svc.broker, cfg.svc.client_id, replica,
                     ws_service_format_names[cfg.svc.bus_format], ws_db_url(app.db),
                     ws_db_engine_name(ws_db_engine_of(app.db)),
-                    cfg.orders_url ? cfg.orders_url : "(off)",
+                    cfg.orders_urls.n > 0 ? cfg.orders_urls.text : "(off)",
                     (long long)cfg.orphan_after_ms, (long long)cfg.tombstone_ttl_ms);
         ws_notify_ready();
         int sig = ws_service_wait(&stop);

@@ -759,6 +759,10 @@ static const char *config_metavar(const ws_config_option *o, char *buf, size_t c
     if (o->metavar != NULL) {
         return o->metavar;
     }
+    if (o->flags & WS_CONFIG_LIST) {
+        snprintf(buf, cap, "%s[,%s...]", names[o->type], names[o->type]);
+        return buf;
+    }
     if (o->type == WS_CONFIG_ENUM) {
         config_join(buf, cap, o->choices, "|");
         return buf;
@@ -823,6 +827,12 @@ static int config_spec_check(ws_config *c)
         }
         if ((unsigned)o->type > WS_CONFIG_HOSTPORT || o->target.str == NULL) {
             config_error_set(c, "option spec --%s: bad type or no target", name);
+            return -1;
+        }
+        if ((o->flags & WS_CONFIG_LIST) && o->type != WS_CONFIG_STRING &&
+            o->type != WS_CONFIG_URL && o->type != WS_CONFIG_HOSTPORT) {
+            config_error_set(c, "option spec --%s: a list of strings, URLs or host:ports",
+                             name);
             return -1;
         }
         if (o->type == WS_CONFIG_ENUM && (o->choices == NULL || o->choices[0] == NULL)) {
@@ -1012,6 +1022,89 @@ static ws_config_result config_scan_argv(ws_config *c, int argc, char *const *ar
     return WS_CONFIG_OK;
 }
 
+/* A WS_CONFIG_LIST value, staged as one block: n element pointers, then
+ * the whole text, then the elements (NUL-terminated). */
+static char *config_list_block(const char *raw, size_t n)
+{
+    size_t len = strlen(raw);
+    char *block = malloc(n * sizeof(char *) + 2 * (len + 1));
+    if (block == NULL) {
+        return NULL;
+    }
+    char **items = (char **)(void *)block;
+    char *text = block + n * sizeof(char *);
+    char *elems = text + len + 1;
+    memcpy(text, raw, len + 1);
+    memcpy(elems, raw, len + 1);
+    size_t k = 0;
+    for (char *p = elems; k < n; k++) {
+        char *end = p + strcspn(p, ",");
+        char *next = *end == ',' ? end + 1 : end;
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+        *end = '\0';
+        items[k] = p;
+        p = next;
+    }
+    return block;
+}
+
+/* Parse raw as a WS_CONFIG_LIST of o's type into s (str = the block, i64 =
+ * the count). -1 with the message set, naming the bad element. */
+static int config_resolve_list(ws_config *c, const ws_config_option *o, const char *raw,
+                               const char *who, config_slot *s, bool hide)
+{
+    size_t n = 1;
+    for (const char *p = raw; *p != '\0'; p++) {
+        n += *p == ',';
+    }
+    char *block = config_list_block(raw, n);
+    if (block == NULL) {
+        config_error_set(c, "%s: out of memory", who);
+        return -1;
+    }
+    const char *const *items = (const char *const *)(void *)block;
+    for (size_t k = 0; k < n; k++) {
+        config_value v = {0};
+        char what[320], q[128];
+        int rc = items[k][0] == '\0'
+                     ? -3
+                     : config_parsers[o->type](o, items[k], &v, what, sizeof what);
+        free(v.str);
+        if (hide) {
+            snprintf(q, sizeof q, "a value not shown");
+        } else {
+            config_quote(q, sizeof q, items[k]);
+        }
+        if (rc == -3) {
+            config_error_set(c, "%s: element %zu of %zu is empty (a comma list: A,B,...)",
+                             who, k + 1, n);
+        } else if (rc == -2) {
+            config_error_set(c, "%s: out of memory", who);
+        } else if (rc != 0) {
+            config_error_set(c, "%s: element %zu of %zu: expected %s, got %s", who, k + 1,
+                             n, what, q);
+        } else if (s->src == CONFIG_SRC_DEFAULT &&
+                   (o->type == WS_CONFIG_URL || o->type == WS_CONFIG_HOSTPORT) &&
+                   !config_value_loopback(o, items[k])) {
+            config_error_set(c, "%s: the default %s must be a loopback address", who,
+                             items[k]);
+            rc = -1;
+        }
+        if (rc != 0) {
+            free(block);
+            return -1;
+        }
+    }
+    s->str = block;
+    s->i64 = (int64_t)n;
+    return 0;
+}
+
 /* Pick and parse the value of option i into its slot. */
 static int config_resolve(ws_config *c, size_t i, char *const *envp)
 {
@@ -1063,6 +1156,12 @@ static int config_resolve(ws_config *c, size_t i, char *const *envp)
         }
         raw = content;
     }
+    if (o->flags & WS_CONFIG_LIST) {
+        int lrc =
+            config_resolve_list(c, o, raw, who, s, (o->flags & WS_CONFIG_SECRET) || file);
+        free(content);
+        return lrc;
+    }
     config_value v = {0};
     char what[320];
     int rc = config_parsers[o->type](o, raw, &v, what, sizeof what);
@@ -1101,6 +1200,15 @@ static void config_commit(ws_config *c)
         free(s->owned);
         s->owned = s->str;
         s->str = NULL;
+        if (o->flags & WS_CONFIG_LIST) {
+            size_t n = s->owned != NULL ? (size_t)s->i64 : 0;
+            *o->target.list = (ws_config_list){
+                .items = n ? (const char *const *)(void *)s->owned : NULL,
+                .n = n,
+                .text = n ? s->owned + n * sizeof(char *) : NULL,
+            };
+            continue;
+        }
         switch (o->type) {
         case WS_CONFIG_STRING:
         case WS_CONFIG_URL:

@@ -75,7 +75,22 @@ enum {
     /* A PORT or URL option naming where a server listens: port 0 is
      * accepted, meaning any free port (the server logs the one it got). */
     WS_CONFIG_LISTEN = 1u << 3,
+    /* A comma-separated list of values of the option's type (STRING, URL or
+     * HOSTPORT), each checked as one value; blanks around an element are
+     * dropped, an empty element is an error naming its position. The target
+     * is target.list. For a setting that names several replicas:
+     * --inventory-url tcp://127.0.0.1:7101,tcp://127.0.0.1:7111. */
+    WS_CONFIG_LIST = 1u << 4,
 };
+
+/* The value of a WS_CONFIG_LIST option: n elements in items, and the whole
+ * value as given in text (for logs); owned by the ws_config. n is 0 and
+ * items and text NULL when the option is unset. */
+typedef struct ws_config_list {
+    const char *const *items;
+    size_t n;
+    const char *text;
+} ws_config_list;
 
 #define WS_CONFIG_FILE_MAX 4096
 
@@ -90,6 +105,7 @@ typedef struct ws_config_option {
         int64_t *i64;     /* INT, DURATION (ms), SIZE (bytes) */
         int *i;           /* PORT, ENUM (index) */
         bool *b;          /* BOOL */
+        ws_config_list *list; /* any type with WS_CONFIG_LIST */
     } target;
     int64_t min, max;           /* INT, DURATION, SIZE: checked when min < max */
     const char *const *choices; /* ENUM: the names; URL: the schemes; NULL-ended */

@@ -21,10 +21,16 @@
  * mid-call) is also UNAVAILABLE; a call that times out with a connected peer
  * is DEADLINE_EXCEEDED.
  *
- * Resends: NNG_OPT_REQ_RESENDTIME is disabled. Our methods are idempotent
- * reads, so a resend would be harmless, but it would double the work on a
- * server that is slow because it is overloaded; and a request lost with its
- * connection is handled by nng's pipe-close logic, not by the timer.
+ * Resends: with one URL NNG_OPT_REQ_RESENDTIME is disabled. Our methods are
+ * idempotent reads, so a resend would be harmless, but it would double the
+ * work on a server that is slow because it is overloaded; and with the
+ * timer off nng's pipe-close logic fails a request whose connection dropped
+ * at once (ECONNRESET: UNAVAILABLE now, not at the deadline). With several
+ * URLs (replicas) it is on (opts->resend_ms, below the callers' deadline):
+ * then nng 1.5.2 resends a request whose pipe closed at once, to another
+ * connected pipe (a replica that died: measured < 5 ms), and one not
+ * answered within resend_ms to the next pipe (a replica that hangs). The
+ * cost, a second copy of a slow request, is bounded by one per resend_ms.
  *
  * Message size: a request larger than max_msg is refused here with
  * RESOURCE_EXHAUSTED. A response larger than max_msg is RESOURCE_EXHAUSTED
@@ -54,6 +60,7 @@
 #define RPC_CLIENT_RECONN_MIN_MS    10
 #define RPC_CLIENT_RECONN_MAX_MS    250
 #define RPC_CLIENT_CONNECT_GRACE_MS 300
+#define RPC_CLIENT_RESEND_MS        1000 /* with replicas, opts->resend_ms 0 */
 #define RPC_CLIENT_HARD_FACTOR      4
 #define RPC_CLIENT_N_CODES          (WS_RPC_UNAUTHENTICATED + 1)
 /* Methods whose metric series are cached; calls to more methods than this
@@ -322,6 +329,15 @@ static int rpc_client_dial(ws_rpc_client *c, const ws_rpc_client_opts *opts,
     return rv; /* on failure the socket's close ends d */
 }
 
+/* NNG_OPT_REQ_RESENDTIME for opts: off for one URL (see the top). */
+static nng_duration rpc_client_resend_ms(const ws_rpc_client_opts *opts)
+{
+    if (opts->n_urls < 2) {
+        return NNG_DURATION_INFINITE;
+    }
+    return opts->resend_ms ? (nng_duration)opts->resend_ms : RPC_CLIENT_RESEND_MS;
+}
+
 ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
 {
     ws_rpc_client *c;
@@ -373,7 +389,7 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
         (rv = nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, RPC_CLIENT_RECONN_MAX_MS)) !=
             0 ||
         (rv = nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME,
-                                NNG_DURATION_INFINITE)) != 0 ||
+                                rpc_client_resend_ms(opts))) != 0 ||
         (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, rpc_client_pipe_cb, c)) !=
             0 ||
         (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, rpc_client_pipe_cb, c)) !=

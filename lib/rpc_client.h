@@ -25,6 +25,13 @@ typedef struct ws_rpc_client_opts {
     const char *const *urls; /* n_urls URLs to dial */
     size_t n_urls;
     size_t max_msg;       /* cap on a response; 0 = WS_RPC_DEFAULT_MAX_MSG */
+    uint32_t resend_ms;   /* with more than one URL (replicas): a request not
+                             answered within this is sent again, to whichever
+                             replica is next, and one whose connection drops
+                             is resent at once; keep it below the callers'
+                             deadline (half of it). 0 = 1000. Ignored with one
+                             URL: no resends, a dropped connection fails the
+                             call at once (UNAVAILABLE) */
     ws_metrics *metrics;  /* NULL = default registry */
     /* Mutual TLS, for tls+tcp:// URLs (and then required): tls_cert is a PEM
      * file with our certificate and then its chain (tools/shop_ca's ID.crt),

@@ -163,9 +163,62 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
          .target.i64 = &cfg->db_wait_ms,
          .min = 0,
          .max = 86400000},
+        ws_service_replica_option(&cfg->replica_arg),
+        {.name = "replica-session-expiry",
+         .type = WS_CONFIG_DURATION,
+         .def = "30s",
+         .help = "with --replica: how long the broker keeps a replica's session after "
+                 "its connection drops, and with it the share of the events handed to "
+                 "it meanwhile (Mosquitto 2.0.11 hands shares round robin without "
+                 "checking who is connected): a replica back within it gets them; "
+                 "after it they are dropped and the recovery loops of the replicas "
+                 "still up heal those orders. 0: no session (a dead replica's share "
+                 "goes to the others at once, but what is published while every "
+                 "replica is down finds no consumer)",
+         .target.i64 = &cfg->replica_session_ms,
+         .min = 0,
+         .max = 86400000},
     };
     memcpy(out, opts, sizeof(opts));
     return WS_SERVICE_N_OPTIONS;
+}
+
+ws_config_option ws_service_replica_option(int64_t *target)
+{
+    ws_config_option o = {
+        .name = "replica",
+        .type = WS_CONFIG_INT,
+        .def = NULL,
+        .help = "run as replica K (0..63) of several on one PostgreSQL database: the "
+                "bus client id becomes CLIENT_ID-K and the events are consumed through "
+                "MQTT v5 shared subscriptions $share/CLIENT_ID/TOPIC (each event goes "
+                "to one replica; subscribed again on every CONNACK). Without it, plain "
+                "persistent subscriptions: with a single replica a shared one would "
+                "lose what is published between a broker restart and the resubscribe "
+                "(Mosquitto 2.0.11 restores plain subscriptions, not shared ones)",
+        .target.i64 = target,
+        .min = 0,
+        .max = WS_SERVICE_MAX_REPLICA,
+        .metavar = "K",
+    };
+    return o;
+}
+
+int ws_service_replica(const ws_config *c, int64_t value)
+{
+    const char *src = c != NULL ? ws_config_source(c, "replica") : NULL;
+    return src == NULL || strcmp(src, "unset") == 0 ? -1 : (int)value;
+}
+
+int ws_service_replica_id(const char *base, int replica, char *out, size_t cap)
+{
+    if (base == NULL ||
+        (replica >= 0 && (base[0] == '\0' || strpbrk(base, "/+#") != NULL))) {
+        return -1;
+    }
+    int n = replica >= 0 ? snprintf(out, cap, "%s-%d", base, replica)
+                         : snprintf(out, cap, "%s", base);
+    return n >= 0 && (size_t)n < cap ? 0 : -1;
 }
 
 ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *service)
@@ -175,6 +228,22 @@ ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *s
         fprintf(stderr, "%s: --broker: expected HOST:PORT, got \"%s\"\n", prog,
                 cfg->broker != NULL ? cfg->broker : "");
         return WS_EINVAL;
+    }
+    if (cfg->replica >= 0) {
+        if (ws_service_replica_id(cfg->client_id, cfg->replica, cfg->client_id_buf,
+                                  sizeof(cfg->client_id_buf)) != 0 ||
+            strlen(cfg->client_id) >= sizeof(cfg->share_buf)) {
+            fprintf(stderr,
+                    "%s: --client-id: with --replica it names the share group: at most "
+                    "%zu bytes, not empty, no '/', '+' or '#', got \"%s\"\n",
+                    prog, sizeof(cfg->share_buf) - 1, cfg->client_id);
+            return WS_EINVAL;
+        }
+        snprintf(cfg->share_buf, sizeof(cfg->share_buf), "%s", cfg->client_id);
+        cfg->share_group = cfg->share_buf;
+        cfg->client_id = cfg->client_id_buf;
+    } else {
+        cfg->share_group = NULL;
     }
     ws_log_set_service(service);
     ws_log_set_level((ws_log_level)cfg->log_level);
@@ -211,6 +280,7 @@ int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog,
         fprintf(stderr, "%s: %s\n", prog, ws_config_error(c));
         return 2;
     }
+    cfg->replica = ws_service_replica(c, cfg->replica_arg);
     return ws_service_configure(cfg, prog, service) == WS_OK ? -1 : 2;
 }
 
@@ -227,6 +297,19 @@ ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id
         .format = cfg->bus_format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF,
         .max_payload = (size_t)cfg->bus_max_payload,
     };
+    return o;
+}
+
+ws_bus_opts ws_service_consumer_bus_opts(const ws_service_cfg *cfg)
+{
+    ws_bus_opts o = ws_service_bus_opts(cfg, cfg->client_id, false);
+    if (cfg->replica >= 0) {
+        if (cfg->replica_session_ms == 0) {
+            o.clean_start = true; /* and session_expiry 0: none */
+        } else {
+            o.session_expiry = (uint32_t)((cfg->replica_session_ms + 999) / 1000);
+        }
+    }
     return o;
 }
 

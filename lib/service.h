@@ -53,6 +53,15 @@ typedef struct ws_service_cfg {
     int64_t shutdown_timeout_ms;
     int64_t db_check_ms; /* budget of the quick_check at start; 0 = skip it */
     int64_t db_wait_ms;  /* how long start waits for an unreachable database server */
+    int64_t replica_arg; /* --replica as parsed (0 when unset) */
+    int replica;         /* set by ws_service_parse: --replica K, or -1 when not
+                            given (then nothing below is in effect) */
+    int64_t replica_session_ms; /* --replica-session-expiry */
+    const char *share_group;    /* set by ws_service_configure: with --replica the
+                                   base --client-id (all replicas of a service share
+                                   it), else NULL (plain subscriptions) */
+    char share_buf[128];        /* share_group's storage */
+    char client_id_buf[160];    /* with --replica, client_id = "<client-id>-K" here */
     const ws_config *conf; /* set by ws_service_parse: names settings in messages */
     const char *prog;      /* set by ws_service_parse: "webshop-inventory" */
 } ws_service_cfg;
@@ -69,12 +78,29 @@ typedef struct ws_service_defaults {
 } ws_service_defaults;
 
 /* How many options ws_service_options() writes. */
-#define WS_SERVICE_N_OPTIONS 20
+#define WS_SERVICE_N_OPTIONS 22
 
 /* "OFF", "NORMAL", "FULL", "EXTRA", NULL: the choices of --db-synchronous. */
 extern const char *const ws_service_sync_names[];
 /* "protobuf", "json", NULL: the choices of --bus-format. */
 extern const char *const ws_service_format_names[];
+
+/* Highest --replica accepted. */
+#define WS_SERVICE_MAX_REPLICA 63
+
+/* The --replica option (INT 0..WS_SERVICE_MAX_REPLICA, no default) with
+ * its help, targeting *target; the front adds it to its own table, the
+ * backends get it from ws_service_options. */
+ws_config_option ws_service_replica_option(int64_t *target);
+
+/* After a successful parse of c: the replica given (--replica or its
+ * variable), or -1 when it was not. value is the option's target. */
+int ws_service_replica(const ws_config *c, int64_t value);
+
+/* "<base>-K" into out[cap] for replica K >= 0, base itself for -1; -1 when
+ * it does not fit, or when replica >= 0 and base cannot name a share group
+ * (empty, or holds '/', '+' or '#'), else 0. */
+int ws_service_replica_id(const char *base, int replica, char *out /* OUT */, size_t cap);
 
 /* Write the WS_SERVICE_N_OPTIONS common options, targeting cfg, into out
  * (room for at least that many). d and cfg must outlive the ws_config built
@@ -82,9 +108,11 @@ extern const char *const ws_service_format_names[];
 size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
                           ws_config_option *out /* OUT */);
 
-/* After a successful parse: split the broker address and set the log's
- * service name and level. On a bad value prints "PROG: --broker: ..." to
- * stderr and returns WS_EINVAL. */
+/* After a successful parse: split the broker address, apply the replica
+ * (cfg->replica >= 0: client_id becomes "<client-id>-K" and share_group
+ * the plain --client-id) and set the log's service name and level. On a bad
+ * value prints "PROG: --broker: ..." (or --client-id) to stderr and
+ * returns WS_EINVAL. */
 ws_err ws_service_configure(ws_service_cfg *cfg, const char *prog, const char *service);
 
 /* Give c the service's own environment names: "inventory" makes --http-port
@@ -120,6 +148,13 @@ void ws_service_rpc_failed(const ws_config *c, const char *prog, const char *url
  * the caller's (a consumer keeps a persistent session, a relay does not). */
 ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id,
                                 bool clean_start);
+
+/* Bus options of the consumer: cfg->client_id with a persistent session.
+ * With --replica the session lives --replica-session-expiry after the
+ * connection drops (0: none, clean start), so that a replica stopped for
+ * good does not keep a share of the events queued for a day; see
+ * --replica-session-expiry's help. */
+ws_bus_opts ws_service_consumer_bus_opts(const ws_service_cfg *cfg);
 
 /* A readiness check for ws_http_set_ready: ctx is a ws_bus; ready while it
  * is connected with every subscription acknowledged, i.e. events published

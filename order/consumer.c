@@ -207,7 +207,7 @@ ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out
     return WS_OK;
 }
 
-ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
+ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus, const char *share_group)
 {
     static const ProtobufCMessageDescriptor *const descs[KIND__N] = {
         &webshop__v1__order_sent__descriptor, &webshop__v1__cancel_order__descriptor,
@@ -223,8 +223,8 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus)
         return err;
     }
     for (int k = 0; k < KIND__N; k++) {
-        err = ws_bus_subscribe(bus, consumer_topics[k], descs[k], consumer_handle,
-                               &c->subs[k]);
+        err = ws_bus_subscribe_shared(bus, share_group, consumer_topics[k], descs[k],
+                                      consumer_handle, &c->subs[k]);
         if (err != WS_OK) {
             return err;
         }

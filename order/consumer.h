@@ -37,8 +37,10 @@ ws_err order_consumer_open(const order_consumer_opts *opts,
                            order_consumer **out /* OUT */);
 
 /* Subscribe the four topics on bus, with group commit and the retry policy
- * (ws_bus_set_batch, ws_bus_set_retry: both before ws_bus_start). */
-ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus);
+ * (ws_bus_set_batch, ws_bus_set_retry: both before ws_bus_start). With
+ * share_group (a replica: --replica) as members of that MQTT v5 share
+ * group, so each event goes to one replica; NULL: plain subscriptions. */
+ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus, const char *share_group);
 
 /* Free; c may be NULL. Close the bus first (no handler may be running, so
  * no connection is held). */

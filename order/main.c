@@ -71,7 +71,7 @@
 
 typedef struct order_cfg {
     ws_service_cfg svc; /* the settings every backend shares */
-    const char *inventory_url;
+    ws_config_list inventory_urls; /* --inventory-url: every inventory replica */
     int64_t inventory_deadline_ms;
     int64_t resend_after_ms;
     int64_t resend_cap_ms;
@@ -138,8 +138,11 @@ static void order_cfg_options(order_cfg *cfg, ws_config_option *out)
         {.name = "inventory-url",
          .type = WS_CONFIG_URL,
          .def = "tcp://127.0.0.1:7101",
-         .help = "the inventory's RPC service (GetReservation)",
-         .target.str = &cfg->inventory_url},
+         .help = "the inventory's RPC service (GetReservation); a comma list names "
+                 "every replica, all dialed on one socket (a call whose replica dies "
+                 "is resent to another)",
+         .target.list = &cfg->inventory_urls,
+         .flags = WS_CONFIG_LIST},
         {.name = "inventory-deadline",
          .type = WS_CONFIG_DURATION,
          .def = "2s",
@@ -229,13 +232,14 @@ static ws_err order_app_open_bus(order_app *app, const char **what)
                               .queued = order_kick,
                               .queued_ctx = &app->kicker,
                               .metrics = app->metrics};
-    ws_bus_opts bo = ws_service_bus_opts(&app->cfg.svc, app->cfg.svc.client_id, false);
+    ws_bus_opts bo = ws_service_consumer_bus_opts(&app->cfg.svc);
     bo.metrics = app->metrics;
     ws_err err;
     *what = "bus";
     if ((err = order_consumer_open(&co, &app->consumer)) != WS_OK ||
         (err = ws_bus_open(&bo, &app->bus)) != WS_OK ||
-        (err = order_consumer_subscribe(app->consumer, app->bus)) != WS_OK) {
+        (err = order_consumer_subscribe(app->consumer, app->bus,
+                                        app->cfg.svc.share_group)) != WS_OK) {
         return err;
     }
     *what = "outbox";
@@ -266,10 +270,10 @@ static ws_err order_app_open_bus(order_app *app, const char **what)
 static ws_err order_app_open_recovery(order_app *app, const char **what)
 {
     *what = "inventory";
-    const char *inv_urls[] = {app->cfg.inventory_url};
-    ws_rpc_client_opts io = {.urls = inv_urls,
-                             .n_urls = 1,
+    ws_rpc_client_opts io = {.urls = app->cfg.inventory_urls.items,
+                             .n_urls = app->cfg.inventory_urls.n,
                              .max_msg = (size_t)app->cfg.svc.rpc_max_msg,
+                             .resend_ms = (uint32_t)(app->cfg.inventory_deadline_ms / 2),
                              .metrics = app->metrics};
     ws_err err = ws_rpc_client_open(&io, &app->inventory);
     if (err != WS_OK) {
@@ -357,14 +361,19 @@ static ws_err order_app_open(order_app *app, const char **what)
 static void order_app_log_started(const order_app *app)
 {
     const order_cfg *cfg = &app->cfg;
-    ws_log_info("started",
-                "http=http://%s:%d rpc=%s broker=%s client_id=%s bus_format=%s db=%s "
-                "engine=%s inventory=%s resend_after_ms=%lld tombstone_ttl_ms=%lld",
-                cfg->svc.http_host, ws_http_port(app->http),
-                ws_rpc_server_url(app->server), cfg->svc.broker, cfg->svc.client_id,
-                ws_service_format_names[cfg->svc.bus_format], ws_db_url(app->db),
-                ws_db_engine_name(ws_db_engine_of(app->db)), cfg->inventory_url,
-                (long long)cfg->resend_after_ms, (long long)cfg->tombstone_ttl_ms);
+    char replica[16] = "-";
+    if (cfg->svc.replica >= 0) {
+        snprintf(replica, sizeof(replica), "%d", cfg->svc.replica);
+    }
+    ws_log_info(
+        "started",
+        "http=http://%s:%d rpc=%s broker=%s client_id=%s replica=%s bus_format=%s "
+        "db=%s engine=%s inventory=%s resend_after_ms=%lld tombstone_ttl_ms=%lld",
+        cfg->svc.http_host, ws_http_port(app->http), ws_rpc_server_url(app->server),
+        cfg->svc.broker, cfg->svc.client_id, replica,
+        ws_service_format_names[cfg->svc.bus_format], ws_db_url(app->db),
+        ws_db_engine_name(ws_db_engine_of(app->db)), cfg->inventory_urls.text,
+        (long long)cfg->resend_after_ms, (long long)cfg->tombstone_ttl_ms);
 }
 
 /* Stop taking work: RPC first (in-flight calls finish), then recovery; then

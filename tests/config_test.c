@@ -824,3 +824,71 @@ Test(config, env_prefix_gives_each_program_its_own_variables)
     unlink(path);
     ws_config_free(c);
 }
+
+/* A comma list (WS_CONFIG_LIST): every element checked as one value of the
+ * type, blanks around elements dropped, the bad element named by position;
+ * the default and the environment work as for one value. */
+static ws_config_result list_parse(const char *const *args, char *const *envp,
+                                   ws_config_list *out, ws_config **c)
+{
+    static const char *const schemes[] = {"tcp", "ipc", NULL};
+    static ws_config_option o[1];
+    o[0] = (ws_config_option){.name = "orders-url",
+                              .type = WS_CONFIG_URL,
+                              .def = "tcp://127.0.0.1:7201",
+                              .help = "replicas",
+                              .target.list = out,
+                              .choices = schemes,
+                              .flags = WS_CONFIG_LIST};
+    *c = ws_config_new("svc", NULL, NULL, o, 1);
+    cr_assert(*c != NULL);
+    char *argv[8] = {"svc"};
+    int argc = 1;
+    for (size_t i = 0; args != NULL && args[i] != NULL; i++) {
+        argv[argc++] = (char *)args[i];
+    }
+    return ws_config_parse(*c, argc, argv, envp != NULL ? envp : empty_env);
+}
+
+Test(config, url_list_splits_checks_and_names_the_bad_element)
+{
+    ws_config_list l = {0};
+    ws_config *c = NULL;
+    cr_assert_eq(list_parse(NULL, NULL, &l, &c), WS_CONFIG_OK);
+    cr_expect_eq(l.n, 1);
+    cr_expect_str_eq(l.items[0], "tcp://127.0.0.1:7201");
+    cr_expect_str_eq(l.text, "tcp://127.0.0.1:7201");
+    ws_config_free(c);
+
+    cr_assert_eq(
+        list_parse(ARGS("--orders-url", "tcp://127.0.0.1:1, ipc:///tmp/x ,tcp://[::1]:3"),
+                   NULL, &l, &c),
+        WS_CONFIG_OK);
+    cr_expect_eq(l.n, 3);
+    cr_expect_str_eq(l.items[0], "tcp://127.0.0.1:1");
+    cr_expect_str_eq(l.items[1], "ipc:///tmp/x");
+    cr_expect_str_eq(l.items[2], "tcp://[::1]:3");
+    cr_expect_str_eq(l.text, "tcp://127.0.0.1:1, ipc:///tmp/x ,tcp://[::1]:3");
+    ws_config_free(c);
+
+    cr_assert_eq(list_parse(NULL, ENV("WEBSHOP_ORDERS_URL=tcp://a:1,tcp://b:2"), &l, &c),
+                 WS_CONFIG_OK);
+    cr_expect_eq(l.n, 2);
+    cr_expect_str_eq(l.items[1], "tcp://b:2");
+    ws_config_free(c);
+
+    cr_expect_eq(list_parse(ARGS("--orders-url=tcp://a:1,http://b:2"), NULL, &l, &c),
+                 WS_CONFIG_ERROR);
+    cr_expect_str_eq(
+        ws_config_error(c),
+        "--orders-url: element 2 of 2: expected a URL scheme://host:port with "
+        "scheme tcp, ipc, got \"http://b:2\"");
+    ws_config_free(c);
+
+    cr_expect_eq(list_parse(NULL, ENV("WEBSHOP_ORDERS_URL=tcp://a:1,"), &l, &c),
+                 WS_CONFIG_ERROR);
+    cr_expect_str_eq(ws_config_error(c),
+                     "--orders-url (from WEBSHOP_ORDERS_URL): element 2 of 2 is empty (a "
+                     "comma list: A,B,...)");
+    ws_config_free(c);
+}

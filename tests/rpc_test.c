@@ -22,7 +22,9 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/transport/tcp/tcp.h>
 
 #include "metrics.h"
 #include "rpc_client.h"
@@ -1044,4 +1046,191 @@ Test(rpc, reflection_serves_the_descriptors_of_every_symbol, .timeout = 30)
                               WS_RPC_NOT_FOUND));
     ws_rpc_client_close(c);
     ws_rpc_server_close(srv);
+}
+
+/* ------------------------------------------------------------- replicas */
+
+/* A replica that can die: a bare rep0 socket on a tcp port 0 whose thread
+ * answers through the dispatch of an unstarted server until told to die;
+ * then it takes one more request and closes the socket without answering
+ * it, as a killed process would (its
+ * connections drop with requests unanswered). ws_rpc_server_close drains
+ * instead: it answers what it received first. */
+typedef struct mortal {
+    nng_socket sock;
+    ws_rpc_server *srv; /* dispatch only */
+    char url[128];
+    atomic_int answered;
+    atomic_bool kill; /* set by the test: die, holding the next request */
+    atomic_bool held; /* it died holding one */
+    atomic_bool dead;
+    pthread_t th;
+} mortal;
+
+static void *mortal_main(void *arg)
+{
+    mortal *m = arg;
+    long long kill_at = -1;
+    while (true) {
+        nng_msg *req = NULL;
+        int rv = nng_recvmsg(m->sock, &req, 0);
+        if (atomic_load(&m->kill) && kill_at < 0) {
+            kill_at = now_ms();
+        }
+        if (rv == NNG_ETIMEDOUT) {
+            if (kill_at >= 0 && now_ms() - kill_at > 500) {
+                break; /* no request came to hold: die anyway */
+            }
+            continue;
+        }
+        if (rv != 0) {
+            break;
+        }
+        if (kill_at >= 0) {
+            nng_msg_free(req); /* held when it dies: never answered */
+            atomic_store(&m->held, true);
+            break;
+        }
+        uint8_t *resp = NULL;
+        size_t len = 0;
+        ws_err err = ws__rpc_server_dispatch(m->srv, nng_msg_body(req), nng_msg_len(req),
+                                             &resp, &len);
+        if (err == WS_OK) {
+            nng_msg_clear(req);
+            nng_msg_append(req, resp, len);
+            free(resp);
+            if (nng_sendmsg(m->sock, req, 0) != 0) {
+                nng_msg_free(req);
+            }
+            atomic_fetch_add(&m->answered, 1);
+        } else {
+            nng_msg_free(req);
+        }
+    }
+    nng_close(m->sock); /* "SIGKILL": every connection drops at once */
+    atomic_store(&m->dead, true);
+    return NULL;
+}
+
+static void mortal_start(mortal *m)
+{
+    nng_listener l;
+    int port = 0;
+    m->srv = server_new("inproc://unused", 1, 0, 0, NULL);
+    cr_assert_eq(nng_rep0_open(&m->sock), 0);
+    cr_assert_eq(nng_socket_set_ms(m->sock, NNG_OPT_RECVTIMEO, 20), 0);
+    cr_assert_eq(nng_listen(m->sock, "tcp://127.0.0.1:0", &l, 0), 0);
+    cr_assert_eq(nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port), 0);
+    snprintf(m->url, sizeof(m->url), "tcp://127.0.0.1:%d", port);
+    cr_assert_eq(pthread_create(&m->th, NULL, mortal_main, m), 0);
+}
+
+typedef struct replica_load {
+    ws_rpc_client *c;
+    atomic_bool *stop;
+    int ok, failed;
+    long long worst_ms; /* slowest call */
+    ws_rpc_code last_bad;
+} replica_load;
+
+#define REPLICA_DEADLINE_MS 2000
+
+static void *replica_load_main(void *arg)
+{
+    replica_load *l = arg;
+    for (int i = 0; !atomic_load(l->stop); i++) {
+        long long t0 = now_ms();
+        Webshop__V1__GetProductResponse *r = NULL;
+        ws_rpc_code code = get_product(l->c, i % 1000, REPLICA_DEADLINE_MS, &r, NULL, 0);
+        long long took = now_ms() - t0;
+        l->worst_ms = took > l->worst_ms ? took : l->worst_ms;
+        if (code == WS_RPC_OK && r != NULL && r->product != NULL &&
+            r->product->id == i % 1000) {
+            l->ok++;
+        } else {
+            l->failed++;
+            l->last_bad = code;
+        }
+        if (r != NULL) {
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        }
+    }
+    return NULL;
+}
+
+static uint64_t served(ws_metrics *m)
+{
+    return counter_value(m, "webshop_rpc_server_calls_total",
+                         "method=\"" GET_PRODUCT "\",code=\"OK\"");
+}
+
+/* Two replicas on one client (one socket, two dials, so resends are on):
+ * replica A dies holding a request while eight threads call; every call is
+ * answered, within its deadline, by B (nng resends a request whose pipe
+ * dropped at once). */
+Test(rpc, replica_killed_under_load_every_call_answered_by_the_other, .timeout = 60)
+{
+    char url_b[128];
+    ws_metrics *mb = ws_metrics_new();
+    mortal a = {0};
+    mortal_start(&a);
+    ws_rpc_server *b = server_start(url_b, sizeof(url_b), true, 16, 0, 0, mb);
+    const char *urls[] = {a.url, url_b};
+    ws_rpc_client_opts o = {
+        .urls = urls, .n_urls = 2, .resend_ms = REPLICA_DEADLINE_MS / 2};
+    ws_rpc_client *c = NULL;
+    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
+
+    /* Both connected: nng rotates requests over the pipes, so both serve. */
+    long long until = now_ms() + 10000;
+    while ((atomic_load(&a.answered) == 0 || served(mb) == 0) && now_ms() < until) {
+        cr_assert_eq(get_product(c, 1, REPLICA_DEADLINE_MS, NULL, NULL, 0), WS_RPC_OK);
+    }
+    cr_assert(atomic_load(&a.answered) > 0 && served(mb) > 0);
+
+    enum { N = 8 };
+    atomic_bool stop = false;
+    pthread_t th[N];
+    replica_load l[N];
+    for (int i = 0; i < N; i++) {
+        l[i] = (replica_load){.c = c, .stop = &stop};
+        cr_assert_eq(pthread_create(&th[i], NULL, replica_load_main, &l[i]), 0);
+    }
+    int a0 = atomic_load(&a.answered) + 200;
+    until = now_ms() + 10000;
+    while (atomic_load(&a.answered) < a0 && now_ms() < until) {
+        sched_yield();
+    }
+    atomic_store(&a.kill, true);
+    until = now_ms() + 10000;
+    while (!atomic_load(&a.dead) && now_ms() < until) {
+        sched_yield();
+    }
+    cr_assert(atomic_load(&a.dead), "A answered %d, never died",
+              atomic_load(&a.answered));
+    uint64_t b0 = served(mb) + 500;
+    until = now_ms() + 10000;
+    while (served(mb) < b0 && now_ms() < until) {
+        sched_yield();
+    }
+    atomic_store(&stop, true);
+    int ok = 0, failed = 0;
+    long long worst = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ok += l[i].ok;
+        failed += l[i].failed;
+        worst = l[i].worst_ms > worst ? l[i].worst_ms : worst;
+        cr_expect_eq(l[i].failed, 0, "thread %d: %d failed, last %s", i, l[i].failed,
+                     ws_rpc_code_name(l[i].last_bad));
+    }
+    pthread_join(a.th, NULL);
+    cr_expect(atomic_load(&a.held), "A died holding no request");
+    cr_expect(served(mb) >= b0, "b served %llu", (unsigned long long)served(mb));
+    cr_expect(ok > 0 && failed == 0, "%d ok, %d failed", ok, failed);
+    cr_expect(worst < REPLICA_DEADLINE_MS, "slowest call %lld ms", worst);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(b);
+    ws_rpc_server_close(a.srv);
+    ws_metrics_free(mb);
 }

@@ -52,6 +52,7 @@ MOSQUITTO = os.environ.get("WS_MOSQUITTO", "/usr/sbin/mosquitto")
 # (K 0..7) and webshop-admin.
 WEBSHOP_TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools",
                             "webshop")
+HAPROXY = os.environ.get("WS_HAPROXY", "/usr/sbin/haproxy")
 
 # WEBSHOP_WRAPPER prefixes every service's argv (not the broker's), e.g.
 # "valgrind --tool=memcheck ..."; WEBSHOP_TIME_SCALE multiplies every wait
@@ -557,7 +558,16 @@ class Shop:
     def __init__(self, build_dir, tmp=None, broker_conf_extra="", bus_format="protobuf",
                  order_args=(), inventory_args=(), front_args=(), env=None,
                  services=("broker", "inventory", "order", "front"), auth=True, tls_ca=None,
-                 pg_url=None):
+                 pg_url=None, replicas=None, replica_session="30s"):
+        """replicas=N (PostgreSQL only): N of each service as replicas
+        (--replica K) on one database per backend, named "inventory-K",
+        "order-K", "front-K", each on its own reserved ports; the fronts and
+        the order replicas dial every replica of their backends, and
+        "haproxy" balances the fronts (round robin, health check on
+        /readyz): self.http_port is HAProxy's, self.front_ports the fronts'.
+        replica_session is the backends' --replica-session-expiry.
+        Without it, the single shop: one of each, the names above without
+        -K."""
         self.build = build_dir
         self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
         self.own_tmp = tmp is None
@@ -572,6 +582,27 @@ class Shop:
         self.inv_http = free_port()
         self.ord_http = free_port()
         self.http_port = free_port()
+        self.replicas = replicas
+        self.rpc_ports = {"inventory": url_port(self.inv_rpc), "order": url_port(self.ord_rpc)}
+        self.http_ports = {"inventory": self.inv_http, "order": self.ord_http,
+                           "front": self.http_port}
+        if replicas:
+            for kind in ("inventory", "order", "front"):
+                for k in range(replicas):
+                    if kind != "front":
+                        self.rpc_ports[f"{kind}-{k}"] = free_port()
+                    self.http_ports[f"{kind}-{k}"] = free_port()
+            self.inv_rpcs = [f"tcp://127.0.0.1:{self.rpc_ports[f'inventory-{k}']}"
+                             for k in range(replicas)]
+            self.ord_rpcs = [f"tcp://127.0.0.1:{self.rpc_ports[f'order-{k}']}"
+                             for k in range(replicas)]
+            self.inv_rpc, self.ord_rpc = self.inv_rpcs[0], self.ord_rpcs[0]
+            self.front_ports = [self.http_ports[f"front-{k}"] for k in range(replicas)]
+            self.http_ports["haproxy"] = self.http_port
+            if services == ("broker", "inventory", "order", "front"):
+                services = ("broker",) + tuple(
+                    f"{kind}-{k}" for kind in ("inventory", "order", "front")
+                    for k in range(replicas)) + ("haproxy",)
         self.bus_format = bus_format
         # With front_args --tls-cert: the CA file that verifies it; HTTP
         # requests then go over HTTPS.
@@ -629,8 +660,10 @@ class Shop:
         self.broker_conf = conf
         broker = f"127.0.0.1:{self.broker_port}"
 
-        def creds(service):
-            user = f"webshop-{service}"
+        def creds(service, replica=None):
+            # A replica connects as its own user (webshop-inventory-0): the
+            # broker binds client ids to users (tools/broker_clientid.c).
+            user = f"webshop-{service}" + (f"-{replica}" if replica is not None else "")
             if not auth:
                 return []
             return ["--username", user, "--password-file", self.password_files[user]]
@@ -651,8 +684,55 @@ class Shop:
                       "--orders-url", self.ord_rpc, "--broker", broker, *creds("front"),
                       *front_args],
         }
-        for n in ("inventory", "order", "front"):
-            self.argv[n] = WRAPPER + self.argv[n]
+        if replicas:
+            self._replica_argv(replicas, broker, db_flags, creds, replica_session,
+                               order_args, inventory_args, front_args)
+        for n in list(self.argv):
+            if n != "broker" and n != "haproxy":
+                self.argv[n] = WRAPPER + self.argv[n]
+
+    def _replica_argv(self, n, broker, db_flags, creds, session, order_args,
+                      inventory_args, front_args):
+        """The argv of every replica and of HAProxy (see __init__)."""
+        if not self.pg_url:
+            raise AssertionError("replicas need PostgreSQL (WS_TEST_PG_URL or pg_url=)")
+        inv_urls, ord_urls = ",".join(self.inv_rpcs), ",".join(self.ord_rpcs)
+        for k in range(n):
+            common = ["--broker", broker, "--bus-format", self.bus_format, "--replica", str(k)]
+            self.argv[f"inventory-{k}"] = [
+                os.path.join(self.build, "inventory", "webshop-inventory"),
+                *db_flags["inventory"], "--rpc-url", self.inv_rpcs[k],
+                "--http-port", str(self.http_ports[f"inventory-{k}"]), *common,
+                "--replica-session-expiry", session, *creds("inventory", k), *inventory_args]
+            self.argv[f"order-{k}"] = [
+                os.path.join(self.build, "order", "webshop-order"),
+                *db_flags["order"], "--rpc-url", self.ord_rpcs[k], "--inventory-url", inv_urls,
+                "--http-port", str(self.http_ports[f"order-{k}"]), *common,
+                "--replica-session-expiry", session, *creds("order", k), *order_args]
+            self.argv[f"front-{k}"] = [
+                os.path.join(self.build, "front", "webshop-front"),
+                "--http-port", str(self.front_ports[k]), "--inventory-url", inv_urls,
+                "--orders-url", ord_urls, "--broker", broker, "--replica", str(k),
+                *creds("front", k), *front_args]
+        conf = os.path.join(self.tmp, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write("global\n  maxconn 512\n"
+                    "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n"
+                    "  timeout server 30s\n  timeout http-request 5s\n"
+                    "  option http-buffer-request\n"
+                    f"frontend shop\n  bind 127.0.0.1:{self.http_port}\n"
+                    "  default_backend fronts\n"
+                    "backend fronts\n  balance roundrobin\n  option httpchk GET /readyz\n"
+                    "  retries 2\n  option redispatch\n"
+                    "  default-server inter 300ms fall 1 rise 1 maxconn 64\n"
+                    + "".join(f"  server front{k} 127.0.0.1:{p} check\n"
+                              for k, p in enumerate(self.front_ports)))
+        self.argv["haproxy"] = [HAPROXY, "-db", "-f", conf]
+
+    @staticmethod
+    def kind(name):
+        """"inventory" for "inventory" and "inventory-1", and so on."""
+        return name.split("-", 1)[0]
 
     def _write_broker_auth(self):
         """Every broker user of tools/webshop __broker_auth (the services', one
@@ -709,17 +789,20 @@ class Shop:
                 # Ours once it logs that it runs (its listener is bound).
                 wait_until(lambda: (self._broker_running() and port_open(self.broker_port))
                            or self._died("broker"), 10, "mosquitto to listen")
-            elif n in ("inventory", "order") and wait:
-                rpc = url_port(self.inv_rpc if n == "inventory" else self.ord_rpc)
-                hp = self.inv_http if n == "inventory" else self.ord_http
+            elif n == "haproxy":
+                wait_until(lambda: port_open(self.http_port) or self._died(n), 10,
+                           "haproxy to listen")
+            elif self.kind(n) in ("inventory", "order") and wait:
+                rpc, hp = self.rpc_ports[n], self.http_ports[n]
                 # /readyz: RPC is up and the consumer's subscriptions are
                 # acknowledged, so an event published now reaches it.
                 wait_until(lambda: (self._listens_on(n, rpc, hp) and http_ok(hp, "/readyz"))
                            or self._died(n), 20, f"{n} to be ready")
-            elif n == "front" and wait:
-                wait_until(lambda: self._listens_on(n, None, self.http_port) or self._died(n),
-                           20, "the front to listen")
-        if wait and "front" in names:
+            elif self.kind(n) == "front" and wait:
+                hp = self.http_ports[n]
+                wait_until(lambda: self._listens_on(n, None, hp) or self._died(n),
+                           20, f"{n} to listen")
+        if wait and ("front" in names or "haproxy" in names):
             self.wait_ready()
         return self
 
@@ -736,7 +819,7 @@ class Shop:
         p = self.procs[name]
         argv = p.argv
         level = {**os.environ, **self.env}.get(
-            f"WEBSHOP_{name.upper()}_LOG_LEVEL", "info")
+            f"WEBSHOP_{self.kind(name).upper()}_LOG_LEVEL", "info")
         for i, a in enumerate(argv):
             if a == "--log-level" and i + 1 < len(argv):
                 level = argv[i + 1]
@@ -770,15 +853,15 @@ class Shop:
         if p is not None:
             p.stop()
         self.start(name, wait=False)
-        if wait and name == "front":
+        if wait and self.kind(name) == "front":
             self.wait_ready()
 
     def stop_all(self):
         """Stop every process with SIGTERM; return {name: exit code}."""
         codes = {}
-        for n in ("front", "order", "inventory", "broker"):
-            if n in self.procs:
-                codes[n] = self.procs[n].stop()
+        rank = {"haproxy": 0, "front": 1, "order": 2, "inventory": 3, "broker": 4}
+        for n in sorted(self.procs, key=lambda n: rank.get(self.kind(n), 5)):
+            codes[n] = self.procs[n].stop()
         return codes
 
     def check_logs(self):
@@ -801,7 +884,8 @@ class Shop:
         try:
             codes = self.stop_all()
             if exc_type is None:
-                bad = {n: c for n, c in codes.items() if n != "broker" and c not in (0, None)}
+                bad = {n: c for n, c in codes.items()
+                       if n not in ("broker", "haproxy") and c not in (0, None)}
                 if bad:
                     raise AssertionError(f"services exited badly on SIGTERM: {bad}\n"
                                          + "\n".join(self.procs[n].log()[-2000:] for n in bad))
