@@ -58,6 +58,7 @@ typedef struct front_cfg {
     int64_t http_reserve;
     int64_t busy_grace_ms;
     int64_t max_headers;
+    int64_t max_conns_per_addr;
     bool hsts;
     ws_config_list inventory_urls; /* every inventory replica */
     ws_config_list orders_urls;    /* every order replica */
@@ -167,6 +168,12 @@ int main(int argc, char **argv)
          .min = 8, .max = WS_HTTP_MAX_HEADERS,
          .help = "most header fields in a request (more: 431)",
          .target.i64 = &cfg.max_headers},
+        {.name = "max-conns-per-addr", .type = WS_CONFIG_INT,
+         .def = FRONT_STR(WS_HTTP_MAX_CONNS_PER_ADDR), .min = 0, .max = 1024,
+         .help = "HTTP workers one client address may hold at once; over it: 503 "
+                 "TOO_MANY_CONNECTIONS, or closed if idle (0: no cap; 127.0.0.1 and ::1 "
+                 "are never counted)",
+         .target.i64 = &cfg.max_conns_per_addr},
         {.name = "hsts", .type = WS_CONFIG_BOOL, .def = "true",
          .help = "with --tls-cert, send Strict-Transport-Security: max-age=31536000",
          .target.b = &cfg.hsts},
@@ -393,6 +400,7 @@ int main(int argc, char **argv)
                        .reserve = (int)cfg.http_reserve,
                        .busy_grace_ms = (int)cfg.busy_grace_ms,
                        .max_headers = (int)cfg.max_headers,
+                       .max_conns_per_addr = (int)cfg.max_conns_per_addr,
                        .tls_cert = cfg.tls_cert,
                        .tls_key = cfg.tls_key,
                        .hsts_max_age_s = cfg.hsts ? FRONT_HSTS_MAX_AGE_S : 0};

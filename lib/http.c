@@ -128,6 +128,16 @@ static int http_dispatch(ws_http *h, ws_http_req *r)
     return status >= 100 && status < 1000 ? status : 500;
 }
 
+/* The answer to a connection over its address's cap (http_guard.c). */
+static int http_refuse(ws_http_req *r)
+{
+    ws_http_close_after(r);
+    return ws_http_reply_error(r, 503, "TOO_MANY_CONNECTIONS", "Retry-After: 1\r\n",
+                               "too many connections from this address at once (at "
+                               "most %d)",
+                               r->h->max_conns_per_addr);
+}
+
 /* civetweb: a request line and headers were read. Serve it; returning a
  * status tells civetweb it was answered. */
 static int http_begin_request(struct mg_connection *conn)
@@ -137,8 +147,10 @@ static int http_begin_request(struct mg_connection *conn)
     ws__http_slot_set(req.slot, SLOT_HANDLER);
     const char *code = "INVALID_ARGUMENT";
     char msg[192];
-    int status = http_req_check(req.h, &req, &code, msg, sizeof(msg));
-    if (status != 0) {
+    int status = 0;
+    if (ws__http_slot_refused(req.slot)) {
+        status = http_refuse(&req);
+    } else if ((status = http_req_check(req.h, &req, &code, msg, sizeof(msg))) != 0) {
         status = ws_http_reply_error(&req, status, code, NULL, "%s", msg);
     } else {
         status = http_dispatch(req.h, &req);
@@ -157,6 +169,15 @@ static void http_end_request(const struct mg_connection *conn, int status)
 /* civetweb: it would send one of its own error pages. Ours instead. */
 static int http_error(struct mg_connection *conn, int status, const char *errmsg)
 {
+    if (ws__http_slot_refused(mg_get_thread_pointer(conn))) {
+        /* Over the cap and cut while its request came: the same answer. */
+        ws_http_req r;
+        ws__http_req_begin(&r, conn);
+        r.body_done = true;
+        (void)http_refuse(&r);
+        ws__http_req_end(&r);
+        return 0;
+    }
     ws__http_reply_civetweb_error(conn, status, errmsg);
     return 0; /* handled */
 }
@@ -219,6 +240,7 @@ static void http_opts_apply(ws_http *h, const ws_http_opts *o)
     h->max_headers = o->max_headers > 0 && o->max_headers <= WS_HTTP_MAX_HEADERS
                          ? o->max_headers
                          : WS_HTTP_MAX_HEADERS;
+    h->max_conns_per_addr = o->max_conns_per_addr > 0 ? o->max_conns_per_addr : 0;
     h->access_log = o->access_log;
     h->tls = o->tls_cert != NULL && o->tls_cert[0] != '\0';
     if (h->tls && o->hsts_max_age_s > 0) {

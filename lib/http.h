@@ -19,6 +19,19 @@
  * connection lives: size `threads` to the connections you accept (DESIGN.md,
  * measured facts). Handlers run on those threads, one request per thread.
  *
+ * Connections per address: with max_conns_per_addr set, a connection is
+ * counted against its client address once a worker holds it (queued ones
+ * hold none and are not counted). One over the cap is refused at once:
+ * answered 503 {"code":"TOO_MANY_CONNECTIONS"} with Retry-After and
+ * Connection: close when its request is there when the worker looks; an
+ * idle or slow one has its read side shut by the guard within a tick
+ * (25 ms): closed without a word, or the same 503 when part of a request
+ * came. Why not earlier: civetweb 1.15 has no hook before accept; its
+ * init_connection callback runs on the worker after accept (after the TLS
+ * handshake), its return value is ignored, and mg_get_request_info is NULL
+ * inside it (connection_type is set after it returns), so the address
+ * cannot be read there; begin_request sees it only once the head arrived.
+ *
  * Tracing (lib/trace.h): before any handler runs (and before any error
  * answer of ours), the request's traceparent header is adopted -- a
  * missing or invalid one starts a new trace -- and this server's span, a
@@ -50,6 +63,10 @@ typedef struct ws_http_req ws_http_req;
 /* The longest decoded path answered (longer: 414). */
 #define WS_HTTP_PATH_MAX 2048
 
+/* A default for ws_http_opts.max_conns_per_addr (the front's
+ * --max-conns-per-addr): a quarter of the front's 64 workers. */
+#define WS_HTTP_MAX_CONNS_PER_ADDR 16
+
 typedef struct ws_http_opts {
     const char *host;       /* listen address; NULL = "127.0.0.1" */
     int port;               /* 0 = any free port (see ws_http_port) */
@@ -63,6 +80,10 @@ typedef struct ws_http_opts {
     int busy_grace_ms;      /* see reserve; 0 = 100 */
     int max_headers;        /* header fields per request, 1..WS_HTTP_MAX_HEADERS;
                                0 = WS_HTTP_MAX_HEADERS; more: 431 */
+    int max_conns_per_addr; /* workers one client address may hold at once;
+                               0 = no cap. 127.0.0.1 and ::1 (this machine's
+                               tools, a local HAProxy) are never counted. See
+                               "Connections per address" above */
     const char *tls_cert;   /* PEM certificate (chain); NULL = plain HTTP */
     const char *tls_key;    /* PEM private key; NULL = the key is in tls_cert */
     long hsts_max_age_s;    /* with TLS, every answer carries

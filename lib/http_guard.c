@@ -20,6 +20,15 @@
  * A cut socket reads as end of file: civetweb stops waiting, the request is
  * answered 408 if any of it arrived, and the worker takes the next queued
  * connection. Handlers (RPCs, waits) and streams are never cut here.
+ *
+ * The per-address cap (max_conns_per_addr) is decided here too, once per
+ * connection, the first time its address can be read (mg_get_request_info
+ * answers from just after init_connection): by the worker at its first
+ * begin_request, or by the watchdog at its next look while the connection
+ * still waits for its first request. A connection is counted while it has
+ * a worker; the count is a pass over the slots (at most `threads`), no
+ * table to keep. One over the cap is refused: answered 503 by the worker
+ * (http.c), or, still waiting, cut like an idle one at the watchdog's look.
  */
 #include "clock.h"
 #include "http_int.h"
@@ -48,7 +57,7 @@
 /* The most connections cut per tick (they are looked up in one pass). */
 #define HTTP_GUARD_BATCH 64
 
-enum { CUT_IDLE, CUT_SLOW, CUT_DEADLINE };
+enum { CUT_IDLE, CUT_SLOW, CUT_DEADLINE, CUT_PER_ADDR, CUT_REASONS };
 
 double ws__http_now(void)
 {
@@ -121,6 +130,8 @@ void ws__http_slot_connect(http_slot *s, const struct mg_connection *conn)
     s->fd = -1;
     s->cut = false;
     s->first = true;
+    s->admitted = false;
+    s->refused = false;
     http_guard_enter(s, SLOT_WAITING);
     pthread_mutex_unlock(&s->h->guard_mu);
 }
@@ -160,6 +171,7 @@ void ws__http_slot_disconnect(http_slot *s)
     http_guard_enter(s, SLOT_NONE);
     s->fd = -1;
     s->cut = false;
+    s->admitted = false; /* no longer counted against its address */
     pthread_mutex_unlock(&s->h->guard_mu);
 }
 
@@ -287,6 +299,69 @@ static bool http_guard_identify(http_slot *s)
     return true;
 }
 
+/* ---- connections per address ------------------------------------------ */
+
+/* Whether the cap counts connections from addr (civetweb's numeric text):
+ * this machine's loopback address never -- every local client, the shop's
+ * own tools and a local HAProxy share it. */
+static bool http_guard_capped(const char *addr)
+{
+    return strcmp(addr, "127.0.0.1") != 0 && strcmp(addr, "::1") != 0 &&
+           strcmp(addr, "::ffff:127.0.0.1") != 0;
+}
+
+/* Admit or refuse s's connection under the per-address cap, once its
+ * address is known; under guard_mu. False while it cannot be decided yet. */
+static bool http_guard_admit(http_slot *s)
+{
+    ws_http *h = s->h;
+    if (s->admitted || s->refused) {
+        return true;
+    }
+    if (s->state == SLOT_NONE || !http_guard_identify(s)) {
+        return false;
+    }
+    if (h->max_conns_per_addr > 0 && http_guard_capped(s->remote_addr)) {
+        int n = 0;
+        for (const http_slot *t = h->slots; t != NULL; t = t->next) {
+            n += t != s && t->admitted && strcmp(t->remote_addr, s->remote_addr) == 0;
+        }
+        if (n >= h->max_conns_per_addr) {
+            s->refused = true;
+            ws_counter_inc(h->cut_total[CUT_PER_ADDR]);
+            return true;
+        }
+    }
+    s->admitted = true;
+    return true;
+}
+
+/* Decide every connection still waiting for its first request; under
+ * guard_mu. */
+static void http_guard_admit_new(ws_http *h)
+{
+    if (h->max_conns_per_addr <= 0) {
+        return;
+    }
+    for (http_slot *s = h->slots; s != NULL; s = s->next) {
+        if (s->state == SLOT_WAITING && s->first) {
+            (void)http_guard_admit(s);
+        }
+    }
+}
+
+bool ws__http_slot_refused(http_slot *s)
+{
+    if (s == NULL || s->h->max_conns_per_addr <= 0) {
+        return false;
+    }
+    pthread_mutex_lock(&s->h->guard_mu);
+    (void)http_guard_admit(s);
+    bool refused = s->refused;
+    pthread_mutex_unlock(&s->h->guard_mu);
+    return refused;
+}
+
 /* The socket of s's connection, looked up once; -1 when it cannot be
  * found (by its peer's address: a connection already reset has none).
  * From the worker thread that serves it. */
@@ -367,7 +442,9 @@ static int http_guard_choose(ws_http *h, double now, http_guard_victim *v,
         if (s->cut) {
             continue;
         }
-        if (s->state == SLOT_BODY && now >= s->deadline) {
+        if (s->refused && s->state == SLOT_WAITING && s->first) {
+            why = CUT_PER_ADDR; /* over its address's cap, no request yet */
+        } else if (s->state == SLOT_BODY && now >= s->deadline) {
             why = CUT_DEADLINE;
         } else if (pressure && (s->state == SLOT_WAITING || s->state == SLOT_BODY) &&
                    now - s->since >= grace) {
@@ -417,6 +494,7 @@ static void *http_guard_main(void *arg)
             pthread_cond_wait(&h->guard_cv, &h->guard_mu);
             continue;
         }
+        http_guard_admit_new(h);
         int n = http_guard_choose(h, ws__http_now(), v, f);
         if (n > 0) {
             /* The addresses outlive the unlock in our own copy. */
@@ -443,10 +521,11 @@ static void *http_guard_main(void *arg)
 
 ws_err ws__http_guard_start(ws_http *h)
 {
-    static const char *const why[3] = {"reason=\"idle\"", "reason=\"slow_body\"",
-                                       "reason=\"body_deadline\""};
+    static const char *const why[CUT_REASONS] = {
+        "reason=\"idle\"", "reason=\"slow_body\"", "reason=\"body_deadline\"",
+        "reason=\"per_addr_cap\""};
     ws_metrics *m = ws_metrics_default();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < CUT_REASONS; i++) {
         h->cut_total[i] = m != NULL
                               ? ws_counter_get(m, "webshop_http_connections_cut_total",
                                                "Connections cut to keep HTTP "

@@ -53,6 +53,8 @@ typedef struct http_slot {
     unsigned gen;          /* [mu] bumped on each state change */
     bool cut;              /* [mu] the guard shut this connection's read side */
     bool first;            /* [mu] waiting for the connection's first request */
+    bool admitted;         /* [mu] counted against its address's cap */
+    bool refused;          /* [mu] over its address's cap: answered 503 or cut */
     int fd;                /* [mu] the socket, -1 until looked up */
     const struct mg_connection *conn; /* [mu] the worker's connection */
     char remote_addr[48];             /* [mu] peer identity, to find the socket */
@@ -93,6 +95,7 @@ struct ws_http {
     int reserve;
     int busy_grace_ms;
     int max_headers;
+    int max_conns_per_addr;   /* 0 = no cap */
     char hsts[64];            /* "Strict-Transport-Security: ...\r\n" or "" */
     ws_metrics *metrics;      /* for ws_http_route_basics; not owned */
     bool (*ready)(void *ctx); /* for /readyz; NULL = always ready */
@@ -109,7 +112,8 @@ struct ws_http {
     bool guard_stop;          /* [guard_mu] */
     http_slot *slots;         /* [guard_mu] every worker's slot */
     int busy;                 /* [guard_mu] slots with a connection */
-    ws_counter *cut_total[3]; /* connections cut: idle, slow body, deadline */
+    ws_counter *cut_total[4]; /* connections cut: idle, slow body, deadline,
+                                 over the per-address cap */
 };
 
 /* ---- http_strict.c ------------------------------------------------------ */
@@ -167,6 +171,9 @@ void ws__http_slot_body(http_slot *s, int timeout_ms);
 void ws__http_slot_disconnect(http_slot *s);
 /* True when the guard cut s's connection (shut its read side). */
 bool ws__http_slot_was_cut(http_slot *s);
+/* True when s's connection is over its address's cap (decided once, the
+ * first time its address is known); from the worker thread. */
+bool ws__http_slot_refused(http_slot *s);
 /* The seconds s has been in its current state. */
 double ws__http_slot_age(http_slot *s);
 bool ws__http_slot_first(http_slot *s);

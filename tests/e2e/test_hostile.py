@@ -13,6 +13,10 @@ whole shop of real processes and real sockets.
   client's fresh GET /inventory is answered within 1 s (p50/p99 printed);
   attackers cut within the documented deadlines; stream slots freed as
   soon as the client goes.
+- Connections per address (--max-conns-per-addr 4 on the module's front):
+  from 127.0.0.2, the fifth connection is refused at once (503
+  TOO_MANY_CONNECTIONS and closed, or closed without a word when it sent
+  nothing) while four are held; 127.0.0.1 is never counted.
 - TLS: TLS 1.2 offers only ECDHE with AEAD, TLS 1.3 works, HSTS on (and
   off with --no-hsts).
 - Fuzz: >= 3,000 seeded malformed requests, counts per status printed;
@@ -190,7 +194,8 @@ def pct(values, p):
 
 
 SMALL_FRONT = ["--http-threads", "16", "--max-body", "4KiB", "--body-timeout", "1s",
-               "--request-timeout", "1s", "--keep-alive", "1s", "--access-log=false"]
+               "--request-timeout", "1s", "--keep-alive", "1s", "--access-log=false",
+               "--max-conns-per-addr", "4"]
 SHOP = None
 
 
@@ -345,6 +350,96 @@ class Framing(unittest.TestCase):
         # And keep-alive still pipelines when nothing asks to close.
         rs = parse_responses(exchange(port, req(b"GET", b"/healthz") + after)[0])
         self.assertEqual([r.status for r in rs], [200, 200], rs)
+
+
+class PerAddressCap(unittest.TestCase):
+    """--max-conns-per-addr 4 (SMALL_FRONT): 127.0.0.2 is another client,
+    127.0.0.1 (this machine) is never counted."""
+
+    CAP = 4
+    OTHER = "127.0.0.2"
+
+    def connect(self, source, timeout=5.0):
+        return socket.create_connection(("127.0.0.1", SHOP.http_port), timeout=timeout,
+                                        source_address=(source, 0))
+
+    def ping(self, s):
+        """One GET /healthz on an open keep-alive connection: its status."""
+        s.sendall(req(b"GET", b"/healthz"))
+        raw = b""
+        while b"\r\n\r\n" not in raw or not raw.endswith(b"}"):
+            c = s.recv(4096)
+            if not c:
+                break
+            raw += c
+        return parse_responses(raw)[0].status
+
+    def refused(self, data):
+        """A connection from OTHER sending data at once: (responses, seconds
+        until the server closed it)."""
+        t0 = time.monotonic()
+        s = self.connect(self.OTHER)
+        raw = b""
+        try:
+            if data:
+                s.sendall(data)
+            while True:
+                c = s.recv(4096)
+                if not c:
+                    break
+                raw += c
+        except ConnectionResetError:
+            pass
+        finally:
+            s.close()
+        return parse_responses(raw), time.monotonic() - t0
+
+    def test_over_the_cap_refused_at_once_loopback_not_counted(self):
+        before = metric(SHOP, "webshop_http_connections_cut_total")
+        held = [self.connect(self.OTHER) for _ in range(self.CAP)]
+        try:
+            answered_503, silent, longest = 0, 0, 0.0
+            for i in range(6):
+                # The four are held (each answered just now, within keep-alive).
+                self.assertEqual([self.ping(s) for s in held], [200] * self.CAP)
+                rs, secs = self.refused(req(b"GET", b"/inventory") if i % 2 == 0 else b"")
+                # Freed at once: long before --request-timeout (1 s).
+                self.assertLess(secs, 0.6, rs)
+                self.assertLessEqual(len(rs), 1, rs)
+                longest, silent = max(longest, secs), silent + (not rs)
+                for r in rs:  # a request that was there: answered; idle: no word
+                    self.assertEqual(r.status, 503, r)
+                    self.assertEqual(r.json(), {
+                        "code": "TOO_MANY_CONNECTIONS",
+                        "message": "too many connections from this address at once "
+                                   "(at most 4)"})
+                    self.assertEqual(r.headers.get("connection"), "close")
+                    self.assertEqual(r.headers.get("retry-after"), "1")
+                    answered_503 += 1
+            self.assertGreater(answered_503, 0)
+            print(f"\nover the cap: {answered_503} x 503, {silent} closed without a word, "
+                  f"the longest held {longest * 1000:.0f} ms")
+            # This machine's own address is not counted: more than the cap at once.
+            local = [self.connect("127.0.0.1") for _ in range(self.CAP + 2)]
+            try:
+                self.assertEqual([self.ping(s) for s in local], [200] * (self.CAP + 2))
+            finally:
+                for s in local:
+                    s.close()
+        finally:
+            for s in held:
+                s.close()
+        # Their workers are free again: OTHER is served.
+        def served():
+            s = self.connect(self.OTHER)
+            try:
+                return self.ping(s) == 200
+            except OSError:
+                return False
+            finally:
+                s.close()
+        wait_until(served, 5, "a connection from 127.0.0.2 to be served again")
+        self.assertGreater(metric(SHOP, "webshop_http_connections_cut_total"), before)
 
 
 class PathsAndMethods(unittest.TestCase):
