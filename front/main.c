@@ -46,7 +46,7 @@
 
 static const char *const front_formats[] = {"protobuf", "json", NULL};
 static const char *const front_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const front_schemes[] = {"tcp", "tcp4", "tcp6", "ipc", NULL};
+static const char *const front_schemes[] = {"tcp", "tcp4", "tcp6", "ipc", "tls+tcp", NULL};
 
 typedef struct front_cfg {
     const char *http_host;
@@ -68,6 +68,9 @@ typedef struct front_cfg {
     int bus_format;
     const char *username;
     const char *password;
+    const char *broker_tls_ca; /* bus over TLS (ws_bus_opts.tls_*) */
+    const char *broker_tls_cert;
+    const char *broker_tls_key;
     int64_t rpc_deadline_ms;
     int64_t publish_deadline_ms;
     int64_t accept_wait_ms;
@@ -83,6 +86,7 @@ typedef struct front_cfg {
     int64_t sse_max_streams;
     int64_t sse_heartbeat_ms;
     int64_t sse_max_ms;
+    ws_service_rpc_tls rpc_tls; /* --rpc-tls-cert/key/ca, --rpc-plaintext */
 } front_cfg;
 
 /* What the bus handlers feed: the catalog cache and the live streams. */
@@ -202,6 +206,16 @@ int main(int argc, char **argv)
          .help = "MQTT username", .target.str = &cfg.username},
         {.name = "password", .type = WS_CONFIG_STRING, .def = NULL, .help = "MQTT password",
          .target.str = &cfg.password, .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        /* Bus over TLS: the broker's user is the certificate's identity. */
+        {.name = "broker-tls-ca", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "CA file: connect to the broker over TLS 1.2+, verifying its certificate "
+                 "and name (none: plain TCP)",
+         .target.str = &cfg.broker_tls_ca},
+        {.name = "broker-tls-cert", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "client certificate for the broker (PEM, leaf then chain)",
+         .target.str = &cfg.broker_tls_cert},
+        {.name = "broker-tls-key", .type = WS_CONFIG_STRING, .def = NULL,
+         .help = "key of --broker-tls-cert", .target.str = &cfg.broker_tls_key},
         {.name = "rpc-deadline", .type = WS_CONFIG_DURATION, .def = "2s", .min = 1,
          .max = 60000, .help = "deadline of a read RPC", .target.i64 = &cfg.rpc_deadline_ms},
         {.name = "publish-deadline", .type = WS_CONFIG_DURATION, .def = "2s", .min = 1,
@@ -252,9 +266,14 @@ int main(int argc, char **argv)
          .max = 86400000, .help = "longest life of an event stream; browsers reconnect",
          .target.i64 = &cfg.sse_max_ms},
     };
+    /* The RPC TLS block after the front's own options. */
+    enum { FRONT_N_BASE = sizeof(opts) / sizeof(opts[0]) };
+    ws_config_option all[FRONT_N_BASE + WS_SERVICE_N_RPC_TLS_CLIENT_OPTIONS];
+    memcpy(all, opts, sizeof(opts));
+    size_t n_all = FRONT_N_BASE + ws_service_rpc_tls_options(&cfg.rpc_tls, false,
+                                                              all + FRONT_N_BASE);
     ws_config *conf = ws_config_new("webshop-front", WEBSHOP_VERSION,
-                                    "The webshop's JSON/HTTP gateway.", opts,
-                                    sizeof(opts) / sizeof(opts[0]));
+                                    "The webshop's JSON/HTTP gateway.", all, n_all);
     /* The front's own variables (WEBSHOP_FRONT_HTTP_PORT, ...), as the
      * backends' ws_service_parse gives theirs. */
     if (conf == NULL || ws_service_env_prefix(conf, "front") != 0) {
@@ -275,6 +294,14 @@ int main(int argc, char **argv)
     }
     ws_log_set_service("front");
     ws_log_set_level((ws_log_level)cfg.log_level);
+    if (ws_service_rpc_tls_check(&cfg.rpc_tls, conf, "webshop-front", NULL) != WS_OK ||
+        ws_service_rpc_tls_check_dial(&cfg.rpc_tls, "webshop-front", "inventory-url",
+                                      &cfg.inventory_urls) != WS_OK ||
+        ws_service_rpc_tls_check_dial(&cfg.rpc_tls, "webshop-front", "orders-url",
+                                      &cfg.orders_urls) != WS_OK) {
+        ws_config_free(conf);
+        return 2;
+    }
 
     /* Block the stop signals in every thread; main waits for them. */
     sigset_t stop;
@@ -313,13 +340,18 @@ int main(int argc, char **argv)
                              .max_msg = (size_t)cfg.rpc_max_msg,
                              .resend_ms = (uint32_t)(cfg.rpc_deadline_ms / 2),
                              .metrics = metrics};
+    ws_service_rpc_tls_client(&cfg.rpc_tls, "inventory", &co);
     if ((err = ws_rpc_client_open(&co, &inventory)) != WS_OK) {
         ws_log_error("start_failed", "what=inventory error=%s", ws_errname(err));
         goto fail;
     }
-    co.urls = cfg.orders_urls.items;
-    co.n_urls = cfg.orders_urls.n;
-    if ((err = ws_rpc_client_open(&co, &orders)) != WS_OK) {
+    ws_rpc_client_opts oco = {.urls = cfg.orders_urls.items,
+                              .n_urls = cfg.orders_urls.n,
+                              .max_msg = (size_t)cfg.rpc_max_msg,
+                              .resend_ms = (uint32_t)(cfg.rpc_deadline_ms / 2),
+                              .metrics = metrics};
+    ws_service_rpc_tls_client(&cfg.rpc_tls, "order", &oco);
+    if ((err = ws_rpc_client_open(&oco, &orders)) != WS_OK) {
         ws_log_error("start_failed", "what=orders error=%s", ws_errname(err));
         goto fail;
     }
@@ -355,6 +387,9 @@ int main(int argc, char **argv)
                       .clean_start = true,
                       .username = cfg.username,
                       .password = cfg.password,
+                      .tls_ca = cfg.broker_tls_ca,
+                      .tls_cert = cfg.broker_tls_cert,
+                      .tls_key = cfg.broker_tls_key,
                       .format = cfg.bus_format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF,
                       .max_payload = (size_t)cfg.bus_max_payload,
                       .metrics = metrics};

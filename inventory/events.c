@@ -133,6 +133,24 @@ static ws_counter *events_counter(ws_metrics *m, const char *event, const char *
     return ws_counter_get(m, EVENTS_METRIC, EVENTS_HELP, labels);
 }
 
+/* Fault point crash_before_reserve_commit: die holding an OrderSent that
+ * libmosquitto has acknowledged, before its reservation commits. Inside a
+ * group that is after the decision (its savepoint is released, the group's
+ * transaction is not committed); outside one, before the decision (its own
+ * transaction would commit at once). */
+static void events_fault_before_commit(const inv_events *ev, const char *order_id,
+                                       bool decided)
+{
+    if (!WS_FAULT_POINT("crash_before_reserve_commit") ||
+        decided != (ev->group != NULL)) {
+        return;
+    }
+    ws_log_warn("fault_point_hit",
+                "name=crash_before_reserve_commit order_id=%s group=%d", order_id,
+                ev->group != NULL);
+    ws_fault_crash("crash_before_reserve_commit");
+}
+
 static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
                                        const ws_bus_msg_info *info)
 {
@@ -140,12 +158,16 @@ static ws_err events_order_sent_handle(void *ctx, const ProtobufCMessage *msg,
     const Webshop__V1__OrderSent *o = (const Webshop__V1__OrderSent *)msg;
     inv_order_outcome out = {0};
     ws_db_conn *c = NULL;
+    events_fault_before_commit(ev, o->order_id, false);
     ws_err err = events_conn_take(ev, &c);
     bool decided = false; /* out says what happened (WS_EINVAL: a bad id) */
     if (err == WS_OK) {
         err = inv_stock_order_sent(c, o, &out);
         events_conn_give(ev, c);
         decided = err == WS_OK || err == WS_EINVAL;
+    }
+    if (decided && out.action == INV_ORDER_RESERVED) {
+        events_fault_before_commit(ev, o->order_id, true);
     }
     if (!decided) {
         if (info->attempt == 0) {
@@ -224,6 +246,7 @@ ws_err inv_events_open(const inv_events_opts *opts, inv_events **out)
     ev->canceled_failed = events_counter(m, "order_canceled", "failed");
     /* Logs fault_point_armed at start when WEBSHOP_FAULT arms it. */
     (void)WS_FAULT_POINT("crash_after_reserve_commit");
+    (void)WS_FAULT_POINT("crash_before_reserve_commit");
     ev->db = opts->db;
     ev->relay = opts->relay;
     *out = ev;

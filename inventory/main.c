@@ -164,16 +164,20 @@ static ws_err main_rpc_start(inv_app *app, const ws_service_cfg *cfg)
                               .contexts = (int)cfg->rpc_contexts,
                               .workers = (int)cfg->rpc_workers,
                               .inline_handlers = cfg->rpc_workers == 0,
-                              .max_msg = (size_t)cfg->rpc_max_msg};
+                              .max_msg = (size_t)cfg->rpc_max_msg,
+                              .identities_only = cfg->rpc_url == NULL};
     err = ws_rpc_server_open(&rpo, &app->rpc);
     if (err == WS_OK) {
         err = inv_read_api_register(app->api, app->rpc);
     }
     if (err == WS_OK) {
+        err = ws_service_rpc_tls_listen(&cfg->rpc_tls, app->rpc);
+    }
+    if (err == WS_OK) {
         err = ws_rpc_server_start(app->rpc);
     }
     if (err != WS_OK) {
-        ws_service_rpc_failed(cfg->conf, cfg->prog, cfg->rpc_url, err);
+        ws_service_rpc_start_failed(cfg, err);
     }
     return err;
 }
@@ -202,6 +206,7 @@ static ws_err main_sweeper_start(inv_app *app, const inv_cfg *icfg)
                                  .n_urls = icfg->orders_urls.n,
                                  .max_msg = (size_t)icfg->svc.rpc_max_msg,
                                  .resend_ms = (uint32_t)(icfg->orders_deadline_ms / 2)};
+        ws_service_rpc_tls_client(&icfg->svc.rpc_tls, "order", &co);
         ws_err err = ws_rpc_client_open(&co, &app->orders);
         if (err != WS_OK) {
             ws_log_error("orders_client_failed", "url=%s error=%s",
@@ -305,6 +310,7 @@ static size_t main_options(inv_cfg *cfg, ws_config_option *opts)
          .help = "RPC address of the order service (Orders.GetOrder), a comma list "
                  "for its replicas; without it orphan reservations are never released",
          .target.list = &cfg->orders_urls,
+         .choices = ws_service_rpc_schemes,
          .flags = WS_CONFIG_LIST},
         {.name = "orders-deadline",
          .type = WS_CONFIG_DURATION,
@@ -353,6 +359,11 @@ int main(int argc, char **argv)
     }
     int exit_code =
         ws_service_parse(c, &cfg.svc, "webshop-inventory", "inventory", argc, argv);
+    if (exit_code < 0 &&
+        ws_service_rpc_tls_check_dial(&cfg.svc.rpc_tls, "webshop-inventory", "orders-url",
+                                      &cfg.orders_urls) != WS_OK) {
+        exit_code = 2;
+    }
     if (exit_code >= 0) {
         ws_config_free(c);
         return exit_code;

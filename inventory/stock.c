@@ -401,3 +401,28 @@ ws_err inv_stock_order_canceled(ws_db_conn *c, const Webshop__V1__OrderCanceled 
     }
     return err;
 }
+
+/* ---- a backward wall-clock jump ----------------------------------------- */
+
+typedef struct stock_restamp_ctx {
+    int64_t now_ms;
+    size_t n; /* rewritten on every attempt */
+} stock_restamp_ctx;
+
+static ws_err stock_restamp_txn(ws_db_conn *c, void *arg)
+{
+    stock_restamp_ctx *x = arg;
+    x->n = 0;
+    return inv_db_restamp_future(c, x->now_ms + WS_CLOCK_JUMP_MS, x->now_ms, &x->n);
+}
+
+ws_err inv_stock_restamp_future(ws_db *db, int64_t now_ms, size_t *n)
+{
+    if (db == NULL || n == NULL) {
+        return WS_EINVAL;
+    }
+    stock_restamp_ctx x = {.now_ms = now_ms};
+    ws_err err = ws_db_txn(db, stock_restamp_txn, &x);
+    *n = err == WS_OK ? x.n : 0;
+    return err;
+}

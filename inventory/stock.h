@@ -265,4 +265,13 @@ ws_err inv_stock_orphan_settle(ws_db *db, const char *order_id, inv_order_lookup
 ws_err inv_stock_tombstones_expire(ws_db *db, int64_t now_ms, int64_t ttl_ms,
                                    size_t limit, size_t *n_expired /* OUT */);
 
+/* The wall clock stepped back (clock.h): the held, unconfirmed
+ * reservations and the tombstones stamped more than WS_CLOCK_JUMP_MS after
+ * now_ms were stamped by a clock ahead of ours; in one transaction they
+ * are stamped now_ms, so their age (by which the sweep releases and
+ * expires them) counts from now instead of staying negative for as long as
+ * the jump was. Never makes a row look older than it is. *n (OUT) how many
+ * rows. */
+ws_err inv_stock_restamp_future(ws_db *db, int64_t now_ms, size_t *n /* OUT */);
+
 #endif

@@ -392,6 +392,26 @@ ws_err inv_db_tombstones_expire(ws_db_conn *c, int64_t cutoff_ms, size_t limit, 
     return err;
 }
 
+ws_err inv_db_restamp_future(ws_db_conn *c, int64_t after_ms, int64_t now_ms, size_t *n)
+{
+    int64_t held = 0, tomb = 0;
+    ws_err err = stock_db_run(c,
+                              "UPDATE reservations SET created_ms = $1"
+                              " WHERE created_ms > $2 AND status = 'reserved'"
+                              " AND confirmed = 0",
+                              DB_ARGS(DB_INT(now_ms), DB_INT(after_ms)), &held);
+    if (err == WS_OK) {
+        err = stock_db_run(c,
+                           "UPDATE reservations SET updated_ms = $1"
+                           " WHERE updated_ms > $2 AND status = 'tombstoned'",
+                           DB_ARGS(DB_INT(now_ms), DB_INT(after_ms)), &tomb);
+    }
+    if (err == WS_OK) {
+        *n = (size_t)(held + tomb);
+    }
+    return err;
+}
+
 /* ---- catalog ------------------------------------------------------------ */
 
 /* Visit every row of a products query (id, name, price, balance). */

@@ -166,6 +166,13 @@ ws_err inv_db_orphan_release(ws_db_conn *c, const char *order_id, const char *re
 ws_err inv_db_tombstones_expire(ws_db_conn *c, int64_t cutoff_ms, size_t limit,
                                 size_t *n /* OUT */);
 
+/* Re-stamp what a clock ahead of ours wrote: the held, unconfirmed
+ * reservations created, and the tombstones updated, after after_ms get
+ * now_ms instead (the age the sweep judges them by starts again from 0,
+ * never more than their true age). *n (OUT) how many rows changed. */
+ws_err inv_db_restamp_future(ws_db_conn *c, int64_t after_ms, int64_t now_ms,
+                             size_t *n /* OUT */);
+
 /* ---- catalog ------------------------------------------------------------ */
 
 /* Visit every product in id order. */

@@ -11,6 +11,18 @@
  * (trace.h) of its own, current from its GetOrder (the order service logs
  * under the same trace_id) to the lines about its outcome and the events
  * its release queues (outbox rows keep the trace).
+ *
+ * Clocks (clock.h): ages are wall time (created_ms, updated_ms are stored
+ * and compared across replicas), checked against a ws_clock_watch at every
+ * pass. After a forward jump of J ms, a row's wall age overstates its true
+ * age by up to J: until the bound (orphan_after_ms, tombstone_ttl_ms) has
+ * passed on the monotonic clock since the jump, that bound is judged as
+ * bound + J, so no young reservation is released and no young tombstone
+ * expires early (a row stamped after the jump waits at most one bound
+ * more). After a backward jump, and at the first pass (a jump while the
+ * service was down), rows stamped in the future are stamped now
+ * (inv_stock_restamp_future): their age counts from now, instead of
+ * staying negative for as long as the jump was.
  */
 #include "sweeper.h"
 
@@ -35,6 +47,11 @@ struct inv_sweeper {
     ws_counter *checks[3];            /* by inv_order_lookup */
     ws_counter *expired;              /* webshop_inventory_tombstones_expired_total */
     ws_counter *errors;               /* webshop_inventory_sweep_errors_total */
+    ws_clock_watch watch;             /* pass only (inv_sweeper_pass) */
+    int64_t fwd_ms;                   /* forward jumps still held against ages */
+    int64_t fwd_mono_ms;              /* monotonic time of the last one */
+    bool restamp_owed;                /* first pass, or after a backward jump */
+    int64_t orphan_after_ms;          /* this pass's bound (opts + held jump) */
     pthread_t thread;
     bool started;
     pthread_mutex_t mu; /* guards stop */
@@ -96,7 +113,7 @@ static ws_err sweeper_settle(inv_sweeper *w, const inv_orphan_candidate *c,
 {
     inv_orphan_outcome out;
     ws_err err = inv_stock_orphan_settle(w->opts.db, c->order_id, found, now_ms,
-                                         w->opts.orphan_after_ms, &out);
+                                         w->orphan_after_ms, &out);
     if (err != WS_OK) {
         return err;
     }
@@ -150,7 +167,7 @@ static ws_err sweeper_orphan_batch(inv_sweeper *w, int64_t now_ms, inv_sweep_sta
 {
     size_t n = 0;
     *more = false;
-    ws_err err = inv_stock_orphan_candidates(w->opts.db, now_ms, w->opts.orphan_after_ms,
+    ws_err err = inv_stock_orphan_candidates(w->opts.db, now_ms, w->orphan_after_ms,
                                              w->candidates, w->opts.batch, &n);
     size_t answered = 0;
     for (size_t i = 0; err == WS_OK && i < n; i++) {
@@ -191,11 +208,64 @@ static ws_err sweeper_orphans(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *s
     return err;
 }
 
+/* Read the watch: note a forward jump (held against ages for a bound of
+ * monotonic time), owe a re-stamp after a backward one. */
+static void sweeper_clock_step(inv_sweeper *w)
+{
+    int64_t skew = ws_clock_watch_step(&w->watch, NULL);
+    int64_t mono = ws_clock_mono_ms();
+    int64_t hold = w->opts.tombstone_ttl_ms > w->opts.orphan_after_ms
+                       ? w->opts.tombstone_ttl_ms
+                       : w->opts.orphan_after_ms;
+    if (w->fwd_ms > 0 && mono - w->fwd_mono_ms >= hold) {
+        w->fwd_ms = 0;
+    }
+    if (skew > WS_CLOCK_JUMP_MS || skew < -WS_CLOCK_JUMP_MS) {
+        ws_log_warn("clock_jump", "loop=inventory_sweeper jump_ms=%lld", (long long)skew);
+        w->fwd_ms = w->fwd_ms + skew > 0 ? w->fwd_ms + skew : 0;
+        if (skew > 0) {
+            w->fwd_mono_ms = mono;
+        } else {
+            w->restamp_owed = true;
+        }
+    }
+}
+
+/* What a forward jump adds to bound_ms in this pass: the jump while less
+ * than bound_ms has passed on the monotonic clock since it, else 0. */
+static int64_t sweeper_held_ms(const inv_sweeper *w, int64_t bound_ms)
+{
+    return w->fwd_ms > 0 && ws_clock_mono_ms() - w->fwd_mono_ms < bound_ms ? w->fwd_ms
+                                                                           : 0;
+}
+
+/* Rows stamped in the future (a backward jump) are stamped now. */
+static ws_err sweeper_restamp(inv_sweeper *w, int64_t now_ms)
+{
+    size_t n = 0;
+    ws_err err = inv_stock_restamp_future(w->opts.db, now_ms, &n);
+    if (err == WS_OK) {
+        w->restamp_owed = false;
+        if (n > 0) {
+            ws_log_warn("clock_restamped", "loop=inventory_sweeper count=%zu", n);
+        }
+    }
+    return err;
+}
+
 ws_err inv_sweeper_pass(inv_sweeper *w, int64_t now_ms, inv_sweep_stats *stats)
 {
     inv_sweep_stats st = {0};
-    ws_err err = inv_stock_tombstones_expire(w->opts.db, now_ms, w->opts.tombstone_ttl_ms,
-                                             w->opts.batch, &st.expired);
+    sweeper_clock_step(w);
+    ws_err err = w->restamp_owed ? sweeper_restamp(w, now_ms) : WS_OK;
+    int64_t ttl = w->opts.tombstone_ttl_ms;
+    if (err == WS_OK) {
+        err =
+            inv_stock_tombstones_expire(w->opts.db, now_ms, ttl + sweeper_held_ms(w, ttl),
+                                        w->opts.batch, &st.expired);
+    }
+    w->orphan_after_ms =
+        w->opts.orphan_after_ms + sweeper_held_ms(w, w->opts.orphan_after_ms);
     if (err == WS_OK && st.expired > 0) {
         ws_counter_add(w->expired, st.expired);
         ws_log_info("tombstones_expired", "count=%zu ttl_ms=%lld", st.expired,
@@ -298,6 +368,8 @@ ws_err inv_sweeper_open(const inv_sweeper_opts *opts, inv_sweeper **out)
         return WS_ENOMEM;
     }
     w->opts = o;
+    w->restamp_owed = true;
+    (void)ws_clock_watch_step(&w->watch, NULL); /* a jump from here on is seen */
     sweeper_metrics_init(w);
     if (o.orders == NULL) {
         ws_log_info("orphan_release_off", "reason=%s", "no --orders-url given");

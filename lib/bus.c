@@ -290,6 +290,30 @@ static ws_err bus_open_props(ws_bus *bus, const ws_bus_opts *opts)
     return WS_OK;
 }
 
+/* TLS to the broker when opts->tls_ca is set: verify the broker (chain and
+ * name, libmosquitto's default unless tls_insecure), TLS 1.2 or later, our
+ * certificate when given. A certificate without its key, or the reverse,
+ * is invalid. */
+static int bus_open_tls(ws_bus *bus, const ws_bus_opts *opts)
+{
+    if (opts->tls_ca == NULL) {
+        return opts->tls_cert != NULL || opts->tls_key != NULL ? MOSQ_ERR_INVAL
+                                                               : MOSQ_ERR_SUCCESS;
+    }
+    if ((opts->tls_cert == NULL) != (opts->tls_key == NULL)) {
+        return MOSQ_ERR_INVAL;
+    }
+    int rc = mosquitto_tls_set(bus->mosq, opts->tls_ca, NULL, opts->tls_cert,
+                               opts->tls_key, NULL);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = mosquitto_tls_opts_set(bus->mosq, 1 /* SSL_VERIFY_PEER */, "tlsv1.2", NULL);
+    }
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = mosquitto_tls_insecure_set(bus->mosq, false);
+    }
+    return rc;
+}
+
 /* The libmosquitto client: options, credentials, callbacks. */
 static ws_err bus_open_mosq(ws_bus *bus, const ws_bus_opts *opts)
 {
@@ -302,13 +326,14 @@ static ws_err bus_open_mosq(ws_bus *bus, const ws_bus_opts *opts)
     mosquitto_int_option(bus->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, bus->max_inflight);
     mosquitto_int_option(bus->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_threaded_set(bus->mosq, true);
-    if (opts->username != NULL) {
-        int rc = mosquitto_username_pw_set(bus->mosq, opts->username, opts->password);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            mosquitto_destroy(bus->mosq);
-            bus->mosq = NULL;
-            return ws__bus_err_from_mosq(rc);
-        }
+    int rc = bus_open_tls(bus, opts);
+    if (rc == MOSQ_ERR_SUCCESS && opts->username != NULL) {
+        rc = mosquitto_username_pw_set(bus->mosq, opts->username, opts->password);
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        mosquitto_destroy(bus->mosq);
+        bus->mosq = NULL;
+        return ws__bus_err_from_mosq(rc);
     }
     mosquitto_connect_v5_callback_set(bus->mosq, bus_on_connect);
     mosquitto_disconnect_v5_callback_set(bus->mosq, bus_on_disconnect);

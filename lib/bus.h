@@ -12,7 +12,10 @@
  * or, when the first non-blank byte is '{', as proto3 JSON. Undecodable
  * payloads are logged, counted and dropped. Publishing encodes in the
  * configured format, sets the MQTT v5 content-type property, and can wait
- * for the broker's PUBACK.
+ * for the broker's PUBACK. With a CA in the options the connection is TLS
+ * 1.2+ with the broker's certificate and name verified, and the client
+ * presents its own certificate (the broker then takes its identity as the
+ * user, tools/broker_clientid.c).
  *
  * Trace context (lib/trace.h): a publish from a thread that works for a
  * trace (ws_trace_current()) carries a child span of it as the MQTT v5 user
@@ -70,6 +73,14 @@ typedef struct ws_bus_opts {
                                 or 0 = none when clean_start */
     const char *username;    /* NULL = anonymous */
     const char *password;
+    /* TLS to the broker (TLS 1.2 or later): with tls_ca set the bus speaks
+     * TLS, verifies the broker's certificate against tls_ca and its name
+     * against host (a DNS or IP subjectAltName), and presents tls_cert
+     * (PEM, the leaf then its chain) with tls_key when given. Unreadable
+     * files: WS_EINVAL from ws_bus_open. NULL = plain TCP. */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
     ws_bus_format format;    /* how this client publishes */
     int keepalive;           /* seconds; 0 = 30; at least 5 (libmosquitto's floor) */
     size_t max_payload;      /* larger incoming payloads are dropped; 0 = 256 KiB */

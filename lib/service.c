@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics_process.h"
+#include "rpc_tls.h"
 
 const char *const ws_service_sync_names[] = {"OFF", "NORMAL", "FULL", "EXTRA", NULL};
 const char *const ws_service_format_names[] = {"protobuf", "json", NULL};
@@ -27,7 +29,7 @@ static const char *const service_levels[] = {"debug", "info", "warn", "error", N
 size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
                           ws_config_option *out)
 {
-    const ws_config_option opts[WS_SERVICE_N_OPTIONS] = {
+    const ws_config_option opts[WS_SERVICE_N_OPTIONS - WS_SERVICE_N_RPC_TLS_OPTIONS] = {
         {.name = "db-path",
          .type = WS_CONFIG_STRING,
          .def = d->db_path,
@@ -113,6 +115,24 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
          .help = "MQTT password",
          .target.str = &cfg->password,
          .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        /* Bus over TLS (ws_bus_opts.tls_*): the broker's user is the
+         * certificate's identity, so --username/--password are then unused. */
+        {.name = "broker-tls-ca",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "CA file: TLS 1.2+ to the broker, verifying its certificate and name "
+                 "(none: plain TCP)",
+         .target.str = &cfg->broker_tls_ca},
+        {.name = "broker-tls-cert",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "client certificate for the broker (PEM, leaf then chain)",
+         .target.str = &cfg->broker_tls_cert},
+        {.name = "broker-tls-key",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "key of --broker-tls-cert",
+         .target.str = &cfg->broker_tls_key},
         {.name = "bus-max-payload",
          .type = WS_CONFIG_SIZE,
          .def = "256KiB",
@@ -180,7 +200,8 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
          .max = 86400000},
     };
     memcpy(out, opts, sizeof(opts));
-    return WS_SERVICE_N_OPTIONS;
+    size_t n = sizeof(opts) / sizeof(opts[0]);
+    return n + ws_service_rpc_tls_options(&cfg->rpc_tls, true, out + n);
 }
 
 ws_config_option ws_service_replica_option(int64_t *target)
@@ -281,7 +302,11 @@ int ws_service_parse(ws_config *c, ws_service_cfg *cfg, const char *prog,
         return 2;
     }
     cfg->replica = ws_service_replica(c, cfg->replica_arg);
-    return ws_service_configure(cfg, prog, service) == WS_OK ? -1 : 2;
+    if (ws_service_configure(cfg, prog, service) != WS_OK ||
+        ws_service_rpc_tls_check(&cfg->rpc_tls, c, prog, &cfg->rpc_url) != WS_OK) {
+        return 2;
+    }
+    return -1;
 }
 
 ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id,
@@ -294,6 +319,9 @@ ws_bus_opts ws_service_bus_opts(const ws_service_cfg *cfg, const char *client_id
         .clean_start = clean_start,
         .username = cfg->username,
         .password = cfg->password,
+        .tls_ca = cfg->broker_tls_ca,
+        .tls_cert = cfg->broker_tls_cert,
+        .tls_key = cfg->broker_tls_key,
         .format = cfg->bus_format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF,
         .max_payload = (size_t)cfg->bus_max_payload,
     };
@@ -635,4 +663,291 @@ const char *ws_service_signal_name(int sig)
     default:
         return "SIG?";
     }
+}
+
+/* ---- RPC over mutual TLS ----------------------------------------------- */
+
+const char *const ws_service_rpc_schemes[] = {"tcp",    "tcp4",    "tcp6", "ipc",
+                                              "inproc", "tls+tcp", NULL};
+
+size_t ws_service_rpc_tls_options(ws_service_rpc_tls *t, bool server,
+                                  ws_config_option *out)
+{
+    const ws_config_option opts[WS_SERVICE_N_RPC_TLS_OPTIONS] = {
+        {.name = "rpc-tls-cert",
+         .type = WS_CONFIG_STRING,
+         .help = "RPC over mutual TLS: this service's certificate, then its chain (PEM, "
+                 "tools/shop_ca's ID.crt), presented to the services it calls and by "
+                 "its --rpc-tls-listen listeners",
+         .target.str = &t->cert,
+         .metavar = "PATH"},
+        {.name = "rpc-tls-key",
+         .type = WS_CONFIG_STRING,
+         .help = "the unencrypted PEM key of --rpc-tls-cert (keep it 0600)",
+         .target.str = &t->key,
+         .metavar = "PATH"},
+        {.name = "rpc-tls-ca",
+         .type = WS_CONFIG_STRING,
+         .help = "the shop's root CA (PEM, ca.crt): the services called must chain to it "
+                 "and present their identity (inventory, order) as name",
+         .target.str = &t->ca,
+         .metavar = "PATH"},
+        {.name = "rpc-plaintext",
+         .type = WS_CONFIG_BOOL,
+         .def = "false",
+         .help = "with --rpc-tls-cert, still allow plain tcp:// RPC URLs (logged "
+                 "rpc_plaintext); ipc:// needs no such flag",
+         .target.b = &t->plaintext},
+        {.name = "rpc-tls-listen",
+         .type = WS_CONFIG_STRING,
+         .help = "one TLS listener per caller identity, ID=tls+tcp://HOST:PORT, a comma "
+                 "list (front=tls+tcp://127.0.0.1:7131,admin=...): a call is the "
+                 "identity's whose listener it came in on, checked against the methods' "
+                 "(webshop.v1.allow) table; each listener trusts DIR/ID-ca.crt only",
+         .target.list = &t->listen,
+         .flags = WS_CONFIG_LIST,
+         .metavar = "ID=URL"},
+        {.name = "rpc-tls-ca-dir",
+         .type = WS_CONFIG_STRING,
+         .help = "DIR of the identity CAs (ID-ca.crt) of --rpc-tls-listen (default: the "
+                 "directory of --rpc-tls-ca)",
+         .target.str = &t->ca_dir,
+         .metavar = "DIR"},
+    };
+    size_t n =
+        server ? WS_SERVICE_N_RPC_TLS_OPTIONS : WS_SERVICE_N_RPC_TLS_CLIENT_OPTIONS;
+    memcpy(out, opts, n * sizeof(opts[0]));
+    if (!server) {
+        out[0].help = "RPC over mutual TLS: this process's certificate, then its chain "
+                      "(PEM, tools/shop_ca's ID.crt), presented to the services it calls "
+                      "over tls+tcp://";
+    }
+    return n;
+}
+
+static ws_err service_tls_fail(const char *prog, const char *flag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static ws_err service_tls_fail(const char *prog, const char *flag, const char *fmt, ...)
+{
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: --%s: %s\n", prog, flag, why);
+    return WS_EINVAL;
+}
+
+/* cert, key and ca: all three or none; each readable. */
+static ws_err service_tls_files(ws_service_rpc_tls *t, const char *prog)
+{
+    const char *names[3] = {"rpc-tls-cert", "rpc-tls-key", "rpc-tls-ca"};
+    const char *vals[3] = {t->cert, t->key, t->ca};
+    int set = (t->cert != NULL) + (t->key != NULL) + (t->ca != NULL);
+    t->on = set == 3;
+    for (int i = 0; i < 3; i++) {
+        if (set > 0 && vals[i] == NULL) {
+            return service_tls_fail(prog, names[i],
+                                    "needed with the other --rpc-tls-cert, --rpc-tls-key "
+                                    "and --rpc-tls-ca (all three or none)");
+        }
+        if (vals[i] != NULL && access(vals[i], R_OK) != 0) {
+            return service_tls_fail(prog, names[i], "%s: %s", vals[i], strerror(errno));
+        }
+    }
+    return WS_OK;
+}
+
+/* One --rpc-tls-listen entry ID=URL into slot i. */
+static ws_err service_tls_listen_entry(ws_service_rpc_tls *t, const char *prog,
+                                       const char *dir, const char *entry, size_t i)
+{
+    const char *eq = strchr(entry, '=');
+    size_t idl = eq != NULL ? (size_t)(eq - entry) : 0;
+    if (eq == NULL || idl == 0 || idl >= sizeof(t->listen_id[i])) {
+        return service_tls_fail(prog, "rpc-tls-listen",
+                                "expected ID=tls+tcp://HOST:PORT, "
+                                "got \"%s\"",
+                                entry);
+    }
+    memcpy(t->listen_id[i], entry, idl);
+    t->listen_id[i][idl] = '\0';
+    if (!ws__rpc_identity_valid(t->listen_id[i])) {
+        return service_tls_fail(prog, "rpc-tls-listen",
+                                "identity \"%s\": a-z, 0-9 and '-' only",
+                                t->listen_id[i]);
+    }
+    for (size_t j = 0; j < i; j++) {
+        if (strcmp(t->listen_id[j], t->listen_id[i]) == 0) {
+            return service_tls_fail(prog, "rpc-tls-listen", "identity %s given twice",
+                                    t->listen_id[i]);
+        }
+    }
+    t->listen_url[i] = eq + 1;
+    if (strncmp(eq + 1, "tls+tcp://", 10) != 0 || eq[11] == '\0') {
+        return service_tls_fail(prog, "rpc-tls-listen",
+                                "%s: expected a tls+tcp:// URL, "
+                                "got \"%s\"",
+                                t->listen_id[i], eq + 1);
+    }
+    int n = snprintf(t->listen_ca[i], sizeof(t->listen_ca[i]), "%s/%s-ca.crt", dir,
+                     t->listen_id[i]);
+    if (n < 0 || (size_t)n >= sizeof(t->listen_ca[i])) {
+        return service_tls_fail(prog, "rpc-tls-ca-dir", "path too long: %s", dir);
+    }
+    if (access(t->listen_ca[i], R_OK) != 0) {
+        return service_tls_fail(prog, "rpc-tls-listen",
+                                "%s: the identity's CA %s: %s (see --rpc-tls-ca-dir)",
+                                t->listen_id[i], t->listen_ca[i], strerror(errno));
+    }
+    return WS_OK;
+}
+
+/* The --rpc-tls-listen entries, with their CA files. */
+static ws_err service_tls_listeners(ws_service_rpc_tls *t, const char *prog)
+{
+    t->n_listen = 0;
+    if (t->ca_dir != NULL && t->listen.n == 0) {
+        return service_tls_fail(prog, "rpc-tls-ca-dir", "only with --rpc-tls-listen");
+    }
+    if (t->listen.n == 0) {
+        return WS_OK;
+    }
+    if (!t->on) {
+        return service_tls_fail(prog, "rpc-tls-listen",
+                                "needs --rpc-tls-cert, --rpc-tls-key and --rpc-tls-ca");
+    }
+    if (t->listen.n > WS_SERVICE_MAX_TLS_LISTEN) {
+        return service_tls_fail(prog, "rpc-tls-listen", "at most %d identities",
+                                WS_SERVICE_MAX_TLS_LISTEN);
+    }
+    char dir[1024];
+    if (t->ca_dir != NULL) {
+        snprintf(dir, sizeof(dir), "%s", t->ca_dir);
+    } else {
+        const char *slash = strrchr(t->ca, '/');
+        snprintf(dir, sizeof(dir), "%.*s", slash != NULL ? (int)(slash - t->ca) : 1,
+                 slash != NULL ? t->ca : ".");
+        if (slash == t->ca) {
+            snprintf(dir, sizeof(dir), "/");
+        }
+    }
+    for (size_t i = 0; i < t->listen.n; i++) {
+        if (service_tls_listen_entry(t, prog, dir, t->listen.items[i], i) != WS_OK) {
+            return WS_EINVAL;
+        }
+        t->n_listen = i + 1;
+    }
+    return WS_OK;
+}
+
+static bool service_url_tcp(const char *url)
+{
+    return strncmp(url, "tcp://", 6) == 0 || strncmp(url, "tcp4://", 7) == 0 ||
+           strncmp(url, "tcp6://", 7) == 0;
+}
+
+ws_err ws_service_rpc_tls_check(ws_service_rpc_tls *t, const ws_config *c,
+                                const char *prog, const char **rpc_url)
+{
+    if (service_tls_files(t, prog) != WS_OK || service_tls_listeners(t, prog) != WS_OK) {
+        return WS_EINVAL;
+    }
+    if (t->plaintext && !t->on) {
+        return service_tls_fail(prog, "rpc-plaintext",
+                                "only with --rpc-tls-cert (without TLS every RPC is "
+                                "plaintext)");
+    }
+    if (rpc_url == NULL || !t->on) {
+        return WS_OK;
+    }
+    const char *src = ws_config_source(c, "rpc-url");
+    if (src != NULL && strcmp(src, "default") == 0) {
+        *rpc_url = NULL; /* TLS on: only the identity listeners */
+    }
+    if (*rpc_url == NULL && t->n_listen == 0) {
+        return service_tls_fail(prog, "rpc-tls-listen",
+                                "a server with --rpc-tls-cert needs at least one "
+                                "(or an explicit --rpc-url ipc://PATH)");
+    }
+    if (*rpc_url != NULL && service_url_tcp(*rpc_url)) {
+        if (!t->plaintext) {
+            return service_tls_fail(prog, "rpc-url",
+                                    "%s is plaintext while --rpc-tls-cert is set: use "
+                                    "--rpc-tls-listen or ipc://, or add --rpc-plaintext",
+                                    *rpc_url);
+        }
+        ws_log_warn("rpc_plaintext", "url=%s setting=--rpc-url", *rpc_url);
+    }
+    return WS_OK;
+}
+
+ws_err ws_service_rpc_tls_check_dial(const ws_service_rpc_tls *t, const char *prog,
+                                     const char *flag, const ws_config_list *urls)
+{
+    size_t n_tls = 0;
+    for (size_t i = 0; i < urls->n; i++) {
+        n_tls += strncmp(urls->items[i], "tls+tcp://", 10) == 0;
+    }
+    if (n_tls > 0 && n_tls < urls->n) {
+        return service_tls_fail(prog, flag, "every URL tls+tcp:// or none, got %s",
+                                urls->text);
+    }
+    if (n_tls > 0 && !t->on) {
+        return service_tls_fail(prog, flag,
+                                "tls+tcp:// needs --rpc-tls-cert, --rpc-tls-key and "
+                                "--rpc-tls-ca");
+    }
+    for (size_t i = 0; t->on && i < urls->n; i++) {
+        if (!service_url_tcp(urls->items[i])) {
+            continue;
+        }
+        if (!t->plaintext) {
+            return service_tls_fail(prog, flag,
+                                    "%s is plaintext while --rpc-tls-cert is set: use "
+                                    "tls+tcp:// or ipc://, or add --rpc-plaintext",
+                                    urls->items[i]);
+        }
+        ws_log_warn("rpc_plaintext", "url=%s setting=--%s", urls->items[i], flag);
+    }
+    return WS_OK;
+}
+
+void ws_service_rpc_tls_client(const ws_service_rpc_tls *t, const char *server_name,
+                               ws_rpc_client_opts *co)
+{
+    if (t->on && co->n_urls > 0 && strncmp(co->urls[0], "tls+tcp://", 10) == 0) {
+        co->tls_cert = t->cert;
+        co->tls_key = t->key;
+        co->tls_ca = t->ca;
+        co->tls_server_name = server_name;
+    }
+}
+
+ws_err ws_service_rpc_tls_listen(const ws_service_rpc_tls *t, ws_rpc_server *srv)
+{
+    for (size_t i = 0; i < t->n_listen; i++) {
+        ws_err err = ws_rpc_server_listen_tls(srv, t->listen_url[i], t->listen_id[i],
+                                              t->cert, t->key, t->listen_ca[i]);
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    return WS_OK;
+}
+
+void ws_service_rpc_start_failed(const ws_service_cfg *cfg, ws_err err)
+{
+    const ws_service_rpc_tls *t = &cfg->rpc_tls;
+    if (t->n_listen == 0) {
+        ws_service_rpc_failed(cfg->conf, cfg->prog, cfg->rpc_url, err);
+        return;
+    }
+    fprintf(stderr,
+            "%s: %s%s%s--rpc-tls-listen %s: cannot listen (%s; the log's "
+            "rpc_server_listen_failed names the address)\n",
+            cfg->prog, cfg->rpc_url != NULL ? "--rpc-url " : "",
+            cfg->rpc_url != NULL ? cfg->rpc_url : "", cfg->rpc_url != NULL ? " or " : "",
+            t->listen.text, ws_strerror(err));
 }

@@ -27,6 +27,76 @@
 #include "http.h"
 #include "metrics.h"
 #include "db.h"
+#include "rpc_client.h"
+#include "rpc_server.h"
+
+/* ---- RPC over mutual TLS (issue 20) ------------------------------------
+ * The flags every RPC end shares: --rpc-tls-cert, --rpc-tls-key and
+ * --rpc-tls-ca (the shop's root, which signs every server), on a server
+ * also --rpc-tls-listen ID=URL (one tls+tcp:// listener per caller identity,
+ * trusting only that identity's CA, DIR/ID-ca.crt with DIR --rpc-tls-ca-dir
+ * or the directory of --rpc-tls-ca: tools/shop_ca's layout) and everywhere
+ * --rpc-plaintext (with TLS configured, a tcp:// URL is refused without it;
+ * ipc:// is always allowed: file permissions guard it). With TLS configured
+ * a server's default --rpc-url is dropped (no plain listener); an explicit
+ * one stays. Callers dial tls+tcp:// URLs presenting --rpc-tls-cert and
+ * check the server's name (its identity: "inventory", "order"). */
+
+/* The schemes an RPC URL that is dialed may have: tcp, tcp4, tcp6, ipc,
+ * inproc and tls+tcp (NULL-ended; the choices of a WS_CONFIG_URL option). */
+extern const char *const ws_service_rpc_schemes[];
+
+/* Most --rpc-tls-listen entries. */
+#define WS_SERVICE_MAX_TLS_LISTEN 16
+/* Options of a server's block, and of a client-only one (the front). */
+#define WS_SERVICE_N_RPC_TLS_OPTIONS        6
+#define WS_SERVICE_N_RPC_TLS_CLIENT_OPTIONS 4
+
+typedef struct ws_service_rpc_tls {
+    const char *cert;      /* --rpc-tls-cert: our chain, presented both ways */
+    const char *key;       /* --rpc-tls-key */
+    const char *ca;        /* --rpc-tls-ca: verifies the servers we call */
+    const char *ca_dir;    /* --rpc-tls-ca-dir: where ID-ca.crt are */
+    ws_config_list listen; /* --rpc-tls-listen ID=URL,... */
+    bool plaintext;        /* --rpc-plaintext */
+    /* Set by ws_service_rpc_tls_check: */
+    bool on; /* cert, key and ca given */
+    size_t n_listen;
+    char listen_id[WS_SERVICE_MAX_TLS_LISTEN][72];
+    const char *listen_url[WS_SERVICE_MAX_TLS_LISTEN]; /* into listen's items */
+    char listen_ca[WS_SERVICE_MAX_TLS_LISTEN][1024];   /* DIR/ID-ca.crt */
+} ws_service_rpc_tls;
+
+/* Write the block's options targeting t into out: WS_SERVICE_N_RPC_TLS_OPTIONS
+ * for a server, WS_SERVICE_N_RPC_TLS_CLIENT_OPTIONS (no --rpc-tls-listen,
+ * --rpc-tls-ca-dir) for a client only. Returns how many. */
+size_t ws_service_rpc_tls_options(ws_service_rpc_tls *t, bool server,
+                                  ws_config_option *out /* OUT */);
+
+/* After a successful parse of c (logging set up): check the combination.
+ * rpc_url is the server's --rpc-url target (NULL for a client only): with
+ * TLS configured and --rpc-url left at its default it is set to NULL (no
+ * plain listener); a tcp:// one needs --rpc-plaintext (logged
+ * rpc_plaintext, warn). On a bad combination prints "PROG: --FLAG: why" to
+ * stderr and returns WS_EINVAL. */
+ws_err ws_service_rpc_tls_check(ws_service_rpc_tls *t, const ws_config *c,
+                                const char *prog,
+                                const char **rpc_url /* IN/OUT, may be NULL */);
+
+/* The same for a list of URLs the process dials (flag names it, "orders-url"):
+ * every one tls+tcp:// or none; tls+tcp:// needs TLS configured; with TLS a
+ * tcp:// one needs --rpc-plaintext (logged rpc_plaintext). */
+ws_err ws_service_rpc_tls_check_dial(const ws_service_rpc_tls *t, const char *prog,
+                                     const char *flag, const ws_config_list *urls);
+
+/* Fill co's TLS options when its URLs are tls+tcp:// (checked above);
+ * server_name: the identity the servers must prove ("inventory"). */
+void ws_service_rpc_tls_client(const ws_service_rpc_tls *t, const char *server_name,
+                               ws_rpc_client_opts *co /* IN/OUT */);
+
+/* Open srv's identity listeners (before start): ws_rpc_server_listen_tls
+ * for every --rpc-tls-listen entry. */
+ws_err ws_service_rpc_tls_listen(const ws_service_rpc_tls *t, ws_rpc_server *srv);
 
 /* The common settings; written by ws_config_parse through the options of
  * ws_service_options(). Strings are owned by the ws_config. */
@@ -46,6 +116,9 @@ typedef struct ws_service_cfg {
     int bus_format; /* 0 protobuf, 1 json */
     const char *username;
     const char *password;
+    const char *broker_tls_ca;   /* TLS to the broker when set (ws_bus_opts) */
+    const char *broker_tls_cert; /* this service's bus certificate and key */
+    const char *broker_tls_key;
     int64_t bus_max_payload;
     const char *http_host;
     int http_port;
@@ -62,6 +135,8 @@ typedef struct ws_service_cfg {
                                    it), else NULL (plain subscriptions) */
     char share_buf[128];        /* share_group's storage */
     char client_id_buf[160];    /* with --replica, client_id = "<client-id>-K" here */
+    ws_service_rpc_tls rpc_tls; /* --rpc-tls-*, --rpc-plaintext (checked by
+                                   ws_service_parse) */
     const ws_config *conf; /* set by ws_service_parse: names settings in messages */
     const char *prog;      /* set by ws_service_parse: "webshop-inventory" */
 } ws_service_cfg;
@@ -78,7 +153,7 @@ typedef struct ws_service_defaults {
 } ws_service_defaults;
 
 /* How many options ws_service_options() writes. */
-#define WS_SERVICE_N_OPTIONS 22
+#define WS_SERVICE_N_OPTIONS (25 + WS_SERVICE_N_RPC_TLS_OPTIONS)
 
 /* "OFF", "NORMAL", "FULL", "EXTRA", NULL: the choices of --db-synchronous. */
 extern const char *const ws_service_sync_names[];
@@ -125,6 +200,8 @@ int ws_service_env_prefix(ws_config *c, const char *service);
 /* Parse argv with c and configure cfg, the way every service's main does it:
  * the environment names are the service's own (ws_service_env_prefix), and
  * cfg->conf and cfg->prog are set for the messages below.
+ * The RPC TLS flags are checked too (ws_service_rpc_tls_check, which may
+ * drop the default --rpc-url).
  * Returns -1 to go on, or the exit code for main: 0 after --help or
  * --version, 2 on a bad flag or value (the message is printed), 1 on
  * ENOMEM. */
@@ -143,6 +220,12 @@ void ws_service_http_failed(const ws_config *c, const char *prog, const char *ho
 /* The same for the RPC server (--rpc-url URL; probed when it is tcp://). */
 void ws_service_rpc_failed(const ws_config *c, const char *prog, const char *url,
                            ws_err err);
+
+/* The RPC server of cfg did not start with err: ws_service_rpc_failed for
+ * the plain --rpc-url alone; with identity listeners, "PROG:
+ * --rpc-tls-listen LIST: why" on stderr (the server's
+ * rpc_server_listen_failed line names the listener). */
+void ws_service_rpc_start_failed(const ws_service_cfg *cfg, ws_err err);
 
 /* Bus options from cfg for one connection: client_id and clean_start are
  * the caller's (a consumer keeps a persistent session, a relay does not). */

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "clock.h"
+#include "fault.h"
 #include "log.h"
 #include "uuid_text.h"
 
@@ -108,6 +109,23 @@ static ws_err consumer_apply(consumer_sub *sub, ws_db_conn *conn,
     }
 }
 
+/* Fault point crash_before_status_commit: die holding an inventory
+ * outcome (InStock, OutOfStock) that libmosquitto has acknowledged, before
+ * the status it sets commits. Inside a group that is after the apply (its
+ * savepoint is released, the group's transaction is not committed);
+ * outside one, before the apply (its own transaction would commit at once). */
+static void consumer_fault_before_commit(const consumer_sub *sub, bool applied)
+{
+    if ((sub->kind != KIND_IN && sub->kind != KIND_OUT) ||
+        !WS_FAULT_POINT("crash_before_status_commit") ||
+        applied != (sub->c->group != NULL)) {
+        return;
+    }
+    ws_log_warn("fault_point_hit", "name=crash_before_status_commit topic=%s group=%d",
+                consumer_topics[sub->kind], sub->c->group != NULL);
+    ws_fault_crash("crash_before_status_commit");
+}
+
 static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
                               const ws_bus_msg_info *info)
 {
@@ -116,12 +134,16 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
     orders_effect eff = {0};
     const char *id = NULL;
     ws_db_conn *conn = c->group;
+    consumer_fault_before_commit(sub, false);
     ws_err err = conn != NULL ? WS_OK : ws_db_acquire(c->opts.db, &conn);
     if (err == WS_OK) {
         err = consumer_apply(sub, conn, msg, &eff, &id);
         if (conn != c->group) {
             ws_db_release(conn);
         }
+    }
+    if (err == WS_OK) {
+        consumer_fault_before_commit(sub, true);
     }
     if (err == WS_EINVAL) {
         ws_counter_inc(sub->invalid);
@@ -203,6 +225,8 @@ ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out
                 labels);
         }
     }
+    /* Logs fault_point_armed at start when WEBSHOP_FAULT arms it. */
+    (void)WS_FAULT_POINT("crash_before_status_commit");
     *out = c;
     return WS_OK;
 }

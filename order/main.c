@@ -142,6 +142,7 @@ static void order_cfg_options(order_cfg *cfg, ws_config_option *out)
                  "every replica, all dialed on one socket (a call whose replica dies "
                  "is resent to another)",
          .target.list = &cfg->inventory_urls,
+         .choices = ws_service_rpc_schemes,
          .flags = WS_CONFIG_LIST},
         {.name = "inventory-deadline",
          .type = WS_CONFIG_DURATION,
@@ -205,7 +206,13 @@ static int order_cfg_parse(order_app *app, int argc, char **argv)
         fprintf(stderr, ORDER_PROG ": out of memory\n");
         return 1;
     }
-    return ws_service_parse(app->conf, &app->cfg.svc, ORDER_PROG, "order", argc, argv);
+    int rc = ws_service_parse(app->conf, &app->cfg.svc, ORDER_PROG, "order", argc, argv);
+    if (rc < 0 &&
+        ws_service_rpc_tls_check_dial(&app->cfg.svc.rpc_tls, ORDER_PROG, "inventory-url",
+                                      &app->cfg.inventory_urls) != WS_OK) {
+        rc = 2;
+    }
+    return rc;
 }
 
 /* ---- opening ------------------------------------------------------------ */
@@ -275,6 +282,7 @@ static ws_err order_app_open_recovery(order_app *app, const char **what)
                              .max_msg = (size_t)app->cfg.svc.rpc_max_msg,
                              .resend_ms = (uint32_t)(app->cfg.inventory_deadline_ms / 2),
                              .metrics = app->metrics};
+    ws_service_rpc_tls_client(&app->cfg.svc.rpc_tls, "inventory", &io);
     ws_err err = ws_rpc_client_open(&io, &app->inventory);
     if (err != WS_OK) {
         return err;
@@ -304,16 +312,20 @@ static ws_err order_app_open_rpc(order_app *app)
                              .workers = (int)svc->rpc_workers,
                              .inline_handlers = svc->rpc_workers == 0,
                              .max_msg = (size_t)svc->rpc_max_msg,
-                             .metrics = app->metrics};
+                             .metrics = app->metrics,
+                             .identities_only = svc->rpc_url == NULL};
     ws_err err = ws_rpc_server_open(&so, &app->server);
     if (err == WS_OK) {
         err = webshop_v1_orders_register(app->server, order_api_binding(app->api));
     }
     if (err == WS_OK) {
+        err = ws_service_rpc_tls_listen(&svc->rpc_tls, app->server);
+    }
+    if (err == WS_OK) {
         err = ws_rpc_server_start(app->server);
     }
     if (err != WS_OK) {
-        ws_service_rpc_failed(svc->conf, svc->prog, svc->rpc_url, err);
+        ws_service_rpc_start_failed(svc, err);
     }
     return err;
 }

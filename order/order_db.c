@@ -648,6 +648,25 @@ ws_err order_db_tombstones_expire(ws_db_conn *c, int64_t before_ms, size_t limit
     return err;
 }
 
+ws_err order_db_tombstones_restamp(ws_db_conn *c, int64_t after_ms, int64_t now_ms,
+                                   size_t *n)
+{
+    ws_db_stmt *s;
+    ws_err err = ws_db_prepare(
+        c, "UPDATE orders SET created_ms = $1 WHERE tombstone = 1 AND created_ms > $2",
+        &s);
+    if (err != WS_OK) {
+        return err;
+    }
+    ws_db_bind_int64(s, 1, now_ms);
+    ws_db_bind_int64(s, 2, after_ms);
+    int64_t changes = 0;
+    if ((err = ws_db_run(s, &changes)) == WS_OK) {
+        *n = (size_t)changes;
+    }
+    return err;
+}
+
 /* ---- queries --------------------------------------------------------------- */
 
 #define DB_ORDER_COLUMNS "id, status, reason, created_ms, updated_ms, attempts"

@@ -255,6 +255,12 @@ ws_err order_db_items_rearm(ws_db_conn *c, const char *id, int64_t due_ms,
 ws_err order_db_tombstones_expire(ws_db_conn *c, int64_t before_ms, size_t limit,
                                   size_t *deleted /* OUT */);
 
+/* Tombstones created after after_ms (by a clock ahead of ours: the wall
+ * clock stepped back) are stamped created at now_ms, so their age counts
+ * from now. *n (OUT) how many. */
+ws_err order_db_tombstones_restamp(ws_db_conn *c, int64_t after_ms, int64_t now_ms,
+                                   size_t *n /* OUT */);
+
 /* ---- queries --------------------------------------------------------------- */
 
 /* Count the orders by status: counts[s] is set, for every s < n, to the

@@ -11,7 +11,11 @@
  * whose question could not be asked is given back (its deadline as it
  * was). The tombstone pass is one DELETE. The loop thread reads the wall
  * clock once per round through a ws_clock_watch (clock.h) and waits on the
- * monotonic clock between rounds.
+ * monotonic clock between rounds. Tombstone ages are wall time: after a
+ * forward jump the TTL is judged as TTL + jump until a TTL has passed on
+ * the monotonic clock (no young tombstone expires early); after a backward
+ * jump, and at the first round, tombstones stamped in the future are
+ * stamped now (their TTL does not wait for the whole jump).
  *
  * Tracing: no request starts this work, so each order a pass acts on gets
  * a new trace (trace.h) of its own, current while the pass works on it: the
@@ -639,6 +643,33 @@ ws_err order_recovery_expire_tombstones(ws_db_conn *c, int64_t ttl_ms, int64_t n
     return WS_OK;
 }
 
+typedef struct recovery_restamp {
+    int64_t now_ms;
+    size_t n; /* reset at every run */
+} recovery_restamp;
+
+static ws_err recovery_restamp_run(ws_db_conn *c, void *ctx)
+{
+    recovery_restamp *x = ctx;
+    x->n = 0;
+    return order_db_tombstones_restamp(c, x->now_ms + WS_CLOCK_JUMP_MS, x->now_ms, &x->n);
+}
+
+/* Tombstones stamped in the future (the wall clock stepped back, or was
+ * ahead when they were written) are stamped now: their TTL counts from now
+ * instead of after the whole jump. */
+static ws_err recovery_restamp_tombstones(ws_db_conn *c, int64_t now_ms)
+{
+    recovery_restamp x = {.now_ms = now_ms};
+    ws_err err = ws_db_conn_txn(c, NULL, recovery_restamp_run, &x);
+    if (err != WS_OK) {
+        ws_log_error("order_restamp_failed", "error=%s", ws_errname(err));
+    } else if (x.n > 0) {
+        ws_log_warn("clock_restamped", "loop=order_recovery count=%zu", x.n);
+    }
+    return err;
+}
+
 /* ---- a backward wall-clock jump: reschedule ------------------------------ */
 
 int64_t order_recovery_horizon_ms(const orders_policy *p)
@@ -779,6 +810,9 @@ struct order_recovery {
     bool stop;
     ws_clock_watch watch;     /* loop thread only (set at start) */
     int64_t back_ms;          /* backward jump still to reschedule; loop thread */
+    int64_t fwd_ms;           /* forward jump held against tombstone ages; loop */
+    int64_t fwd_mono_ms;      /* monotonic time of the last one; loop thread */
+    bool restamp_owed;        /* first round, or after a backward jump; loop */
     int64_t catchup_until_ms; /* monotonic end of that; loop thread */
 };
 
@@ -856,16 +890,29 @@ static void recovery_metrics_add(recovery_metrics *m, const order_recovery_stats
     ws_counter_add(m->tombstones_expired, st->tombstones_expired);
 }
 
-/* The wall clock for this round, noting a jump: a forward one needs
- * nothing (each pass acts on at most batch rows, and rounds are paced on
- * the monotonic clock); a backward one leaves deadlines written before it
- * too far ahead, which recovery_catch_up moves back. */
+/* The wall clock for this round, noting a jump. A forward one needs
+ * nothing for the deadlines (each pass acts on at most batch rows, and
+ * rounds are paced on the monotonic clock), but would make young
+ * tombstones look old: it is added to the TTL until a TTL has passed on
+ * the monotonic clock (recovery_ttl_ms). A backward one leaves deadlines
+ * written before it too far ahead, which recovery_catch_up moves back, and
+ * tombstones stamped in the future, which are stamped now. */
 static int64_t recovery_clock(order_recovery *r)
 {
     int64_t now;
     int64_t skew = ws_clock_watch_step(&r->watch, &now);
+    int64_t mono = ws_clock_mono_ms();
+    if (r->fwd_ms > 0 && mono - r->fwd_mono_ms >= r->opts.tombstone_ttl_ms) {
+        r->fwd_ms = 0;
+    }
     if (skew > WS_CLOCK_JUMP_MS || skew < -WS_CLOCK_JUMP_MS) {
         ws_log_warn("clock_jump", "loop=order_recovery jump_ms=%lld", (long long)skew);
+        r->fwd_ms = r->fwd_ms + skew > 0 ? r->fwd_ms + skew : 0;
+        if (skew > 0) {
+            r->fwd_mono_ms = mono;
+        } else {
+            r->restamp_owed = true;
+        }
         r->back_ms -= skew;
         if (r->back_ms < 0) {
             r->back_ms = 0;
@@ -874,6 +921,15 @@ static int64_t recovery_clock(order_recovery *r)
             ws_clock_mono_ms() + r->back_ms + order_recovery_horizon_ms(&r->opts.policy);
     }
     return now;
+}
+
+/* The tombstone TTL for this round: plus a forward jump seen less than a
+ * TTL ago on the monotonic clock. */
+static int64_t recovery_ttl_ms(const order_recovery *r)
+{
+    int64_t ttl = r->opts.tombstone_ttl_ms;
+    return r->fwd_ms > 0 && ws_clock_mono_ms() - r->fwd_mono_ms < ttl ? ttl + r->fwd_ms
+                                                                      : ttl;
 }
 
 /* Reschedule after a backward jump until no deadline beyond the horizon is
@@ -914,7 +970,10 @@ static void recovery_round(order_recovery *r)
     size_t failed_before = st.lookups_failed;
     (void)order_recovery_check_outcomes(c, &o->policy, o->lookup, o->lookup_ctx, now,
                                         o->batch, &st);
-    (void)order_recovery_expire_tombstones(c, o->tombstone_ttl_ms, now, o->batch, &st);
+    if (r->restamp_owed && recovery_restamp_tombstones(c, now) == WS_OK) {
+        r->restamp_owed = false;
+    }
+    (void)order_recovery_expire_tombstones(c, recovery_ttl_ms(r), now, o->batch, &st);
     recovery_metrics_count(&r->m, c);
     ws_db_release(c);
     recovery_metrics_add(&r->m, &st, st.lookups_failed - failed_before);
@@ -981,6 +1040,7 @@ ws_err order_recovery_start(order_recovery *r)
         return WS_EINVAL;
     }
     (void)ws_clock_watch_step(&r->watch, NULL); /* a jump from here on is seen */
+    r->restamp_owed = true;                     /* a jump while the service was down */
     if (pthread_create(&r->thread, NULL, recovery_thread_main, r) != 0) {
         return WS_ENOMEM;
     }

@@ -6,13 +6,17 @@
  * is ever released; with a real Orders RPC client whose order service is
  * not running (an ipc:// address nobody listens on) the sweep asks, gets no
  * answer, and releases nothing. The release itself, against a real order
- * service, is tests/e2e/test_orphans.py.
+ * service, is tests/e2e/test_orphans.py. Wall-clock jumps (ws_clock_test_offset)
+ * against an in-process order service that knows no order: a forward one
+ * releases no young reservation and expires no young tombstone (they wait
+ * at most their bound), a backward one keeps neither for the jump.
  */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog_seed.h"
@@ -20,10 +24,12 @@
 #include "db.h"
 #include "outbox.h"
 #include "rpc_client.h"
+#include "rpc_server.h"
 #include "schema.h"
 #include "stock.h"
 #include "sweeper.h"
 #include "test_db.h"
+#include "webshop/v1/order.rpc.h"
 
 static char test_dir[256]; /* for the ipc:// address nobody listens on */
 static char test_url[512];
@@ -46,6 +52,7 @@ static void test_setup(void)
 
 static void test_teardown(void)
 {
+    ws_clock_test_offset(0);
     ws_db_close(test_pool);
     test_pool = NULL;
     test_db_cleanup(test_url);
@@ -202,4 +209,130 @@ Test(inventory_sweeper, open_refuses_bounds_out_of_range)
     cr_assert_null(w);
     inv_sweeper_close(NULL);
     ws_rpc_client_close(orders);
+}
+
+/* ---- wall-clock jumps (ws_clock_test_offset) ------------------------------ */
+
+/* An order service that knows no order: every GetOrder is NOT_FOUND. */
+static int test_lookups;
+
+static ws_rpc_code test_get_order_not_found(void *ctx,
+                                            const Webshop__V1__GetOrderRequest *req,
+                                            Webshop__V1__GetOrderResponse **resp,
+                                            ws_rpc_call *call)
+{
+    (void)ctx, (void)req, (void)resp, (void)call;
+    __atomic_add_fetch(&test_lookups, 1, __ATOMIC_SEQ_CST);
+    return WS_RPC_NOT_FOUND;
+}
+
+typedef struct test_orders {
+    ws_rpc_server *srv;
+    ws_rpc_client *client;
+} test_orders;
+
+static webshop_v1_orders_server test_orders_impl = {.get_order =
+                                                        test_get_order_not_found};
+
+static test_orders test_orders_start(void)
+{
+    static int seq;
+    char url[128];
+    snprintf(url, sizeof(url), "inproc://ws-inv-sweep-%d-%d", (int)getpid(), seq++);
+    test_orders t = {0};
+    ws_rpc_server_opts so = {.url = url, .metrics = test_metrics};
+    cr_assert_eq(ws_rpc_server_open(&so, &t.srv), WS_OK);
+    cr_assert_eq(webshop_v1_orders_register(t.srv, &test_orders_impl), WS_OK);
+    cr_assert_eq(ws_rpc_server_start(t.srv), WS_OK);
+    const char *urls[] = {url};
+    ws_rpc_client_opts co = {.urls = urls, .n_urls = 1, .metrics = test_metrics};
+    cr_assert_eq(ws_rpc_client_open(&co, &t.client), WS_OK);
+    test_lookups = 0;
+    return t;
+}
+
+static void test_orders_stop(test_orders *t)
+{
+    ws_rpc_client_close(t->client);
+    ws_rpc_server_close(t->srv);
+}
+
+#define JUMP_MS  (3600 * 1000LL)
+#define BOUND_MS 500 /* orphan_after_ms */
+#define TTL_MS   800 /* tombstone_ttl_ms */
+
+static inv_sweeper *test_jump_sweeper(test_orders *t)
+{
+    inv_sweeper_opts o = {.db = test_pool,
+                          .orders = t->client,
+                          .orders_deadline_ms = 2000,
+                          .tombstone_ttl_ms = TTL_MS,
+                          .orphan_after_ms = BOUND_MS,
+                          .metrics = test_metrics};
+    inv_sweeper *w = NULL;
+    cr_assert_eq(inv_sweeper_open(&o, &w), WS_OK);
+    return w;
+}
+
+/* Pass (at the wall clock) until ID_A is released and ID_B's tombstone is
+ * gone, at most 10 s of monotonic time; returns how long it took. */
+static int64_t test_pass_until_settled(inv_sweeper *w)
+{
+    int64_t t0 = ws_clock_mono_ms();
+    inv_sweep_stats st;
+    while (ws_clock_mono_ms() - t0 < 10000 &&
+           (test_status(ID_A) != WEBSHOP__V1__RESERVATION_STATUS__RELEASED ||
+            test_status(ID_B) != WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN)) {
+        cr_assert_eq(inv_sweeper_pass(w, ws_clock_wall_ms(), &st), WS_OK);
+        struct timespec d = {0, 10 * 1000000};
+        nanosleep(&d, NULL);
+    }
+    cr_assert_eq(test_status(ID_A), WEBSHOP__V1__RESERVATION_STATUS__RELEASED,
+                 "the orphan is released within 10 s");
+    cr_assert_eq(test_status(ID_B), WEBSHOP__V1__RESERVATION_STATUS__RESERVATION_UNKNOWN,
+                 "the tombstone expires within 10 s");
+    return ws_clock_mono_ms() - t0;
+}
+
+Test(inventory_sweeper, forward_wall_clock_jump_releases_no_young_reservation)
+{
+    cr_assert_eq(inv_catalog_seed_default(test_pool, NULL), WS_OK);
+    test_orders t = test_orders_start();
+    inv_sweeper *w = test_jump_sweeper(&t);
+    int64_t born = ws_clock_mono_ms();
+    test_reserve(ID_A, 2);
+    test_tombstone(ID_B);
+    inv_sweep_stats st;
+    cr_assert_eq(inv_sweeper_pass(w, ws_clock_wall_ms(), &st), WS_OK);
+    ws_clock_test_offset(JUMP_MS); /* both rows now look an hour old */
+    cr_assert_eq(inv_sweeper_pass(w, ws_clock_wall_ms(), &st), WS_OK);
+    cr_assert_eq(st.released + st.checked + st.expired, 0, "young rows left alone");
+    cr_assert_eq(test_lookups, 0, "not even asked about");
+    cr_assert_eq(test_status(ID_A), WEBSHOP__V1__RESERVATION_STATUS__RESERVED);
+    cr_assert_eq(test_status(ID_B), WEBSHOP__V1__RESERVATION_STATUS__TOMBSTONED);
+    /* The jump delays them by at most their bound of monotonic time. */
+    test_pass_until_settled(w);
+    cr_assert_geq(ws_clock_mono_ms() - born, BOUND_MS, "released before its bound");
+    int64_t balance, held, added;
+    cr_assert_eq(inv_stock_levels(test_pool, 1, &balance, &held, &added), WS_OK);
+    cr_assert_eq(held, 0);
+    cr_assert_eq(balance, added);
+    inv_sweeper_close(w);
+    test_orders_stop(&t);
+    ws_clock_test_offset(0);
+}
+
+Test(inventory_sweeper, backward_wall_clock_jump_does_not_keep_orphans_for_the_jump)
+{
+    cr_assert_eq(inv_catalog_seed_default(test_pool, NULL), WS_OK);
+    test_orders t = test_orders_start();
+    inv_sweeper *w = test_jump_sweeper(&t);
+    test_reserve(ID_A, 2);
+    test_tombstone(ID_B);
+    ws_clock_test_offset(-JUMP_MS); /* both rows now look an hour in the future */
+    int64_t took = test_pass_until_settled(w);
+    cr_assert_lt(took, 10000, "settled in %lld ms, not after the hour", (long long)took);
+    inv_sweeper_close(w);
+    test_orders_stop(&t);
+    ws_clock_test_offset(0);
 }

@@ -965,6 +965,93 @@ Test(order_recovery, wall_clock_jump_back_does_not_stall_resends)
     cr_assert_geq(drain().sent, N);
 }
 
+/* A tombstone created at created_ms with nothing left to do (its cancel
+ * confirmed, its items given up): only its TTL keeps it. */
+static void tombstone_done(const char *id, int64_t created_ms)
+{
+    cancel(id, created_ms);
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "UPDATE orders SET cancel_confirmed = 1, next_resend_ms = NULL,"
+             " items_due_ms = NULL WHERE id = '%s'",
+             id);
+    cr_assert_eq(ws_db_exec(conn, sql), WS_OK);
+}
+
+#define JUMP_TTL_MS 800
+
+static order_recovery *tomb_loop(jump_watch *w)
+{
+    static fake_inventory f = {.answer = WEBSHOP__V1__RESERVATION_STATUS__RELEASED};
+    order_recovery_opts o = {.db = db,
+                             .policy = pol,
+                             .lookup = fake_lookup,
+                             .lookup_ctx = &f,
+                             .queued = jump_queued,
+                             .queued_ctx = w,
+                             .interval_ms = 10,
+                             .tombstone_ttl_ms = JUMP_TTL_MS};
+    order_recovery *r;
+    cr_assert_eq(order_recovery_open(&o, &r), WS_OK);
+    cr_assert_eq(order_recovery_start(r), WS_OK);
+    return r;
+}
+
+/* Poll (monotonic deadline of 10 s) until id's row is gone; true if it went. */
+static bool gone_within_10s(const char *id)
+{
+    int64_t deadline = ws_clock_mono_ms() + 10000;
+    while (rows(id) != 0 && ws_clock_mono_ms() < deadline) {
+        struct timespec d = {0, 5000000};
+        nanosleep(&d, NULL);
+    }
+    return rows(id) == 0;
+}
+
+Test(order_recovery, wall_clock_jump_forward_expires_no_young_tombstone)
+{
+    pol.resend_after_ms = 30000; /* p is due only after the jump */
+    pol.backoff_cap_ms = 60000;
+    char t[37], p[37];
+    new_id(t);
+    new_id(p);
+    int64_t born = ws_clock_mono_ms();
+    int64_t now = ws_clock_wall_ms();
+    tombstone_done(t, now);
+    place(p, now);
+    drain();
+    jump_watch w = {.db = db};
+    order_recovery *r = tomb_loop(&w);
+    int64_t jumped = ws_clock_mono_ms();
+    ws_clock_test_offset(3600 * 1000LL); /* t now looks an hour old */
+    int64_t deadline = jumped + 10000;
+    while (__atomic_load_n(&w.total, __ATOMIC_SEQ_CST) < 1 &&
+           ws_clock_mono_ms() < deadline) {
+        struct timespec d = {0, 2000000};
+        nanosleep(&d, NULL);
+    }
+    cr_assert_geq(w.total, 1, "a round after the jump re-sent p");
+    cr_assert_eq(rows(t), 1, "that round's tombstone pass kept the young tombstone");
+    cr_assert(gone_within_10s(t), "the tombstone expires a TTL after the jump");
+    cr_assert_geq(ws_clock_mono_ms() - born, JUMP_TTL_MS, "not before its TTL");
+    order_recovery_close(r);
+    drain();
+}
+
+Test(order_recovery, wall_clock_jump_back_does_not_keep_tombstones_for_the_jump)
+{
+    char t[37];
+    new_id(t);
+    int64_t t0 = ws_clock_mono_ms();
+    tombstone_done(t, ws_clock_wall_ms());
+    jump_watch w = {.db = db};
+    order_recovery *r = tomb_loop(&w);
+    ws_clock_test_offset(-3600 * 1000LL); /* t now looks an hour in the future */
+    cr_assert(gone_within_10s(t), "expired within 10 s, not after the hour");
+    cr_assert_geq(ws_clock_mono_ms() - t0, JUMP_TTL_MS, "not before its TTL");
+    order_recovery_close(r);
+}
+
 Test(order_recovery, reschedule_moves_back_only_deadlines_beyond_the_horizon)
 {
     const int64_t back = 3600 * 1000LL;

@@ -57,8 +57,13 @@ typedef struct wsctl_opts {
     const char *client_id;
     const char *username;
     const char *password;
+    const char *broker_tls_ca, *broker_tls_cert, *broker_tls_key; /* bus over TLS */
     const char *log_level;
     wsctl_types_src types; /* --protoset, --proto, --import-path */
+    const char *cert;      /* --cert: mutual TLS on RPC (the admin identity) */
+    const char *key;       /* --key */
+    const char *ca;        /* --ca: the shop's root */
+    const char *server_name; /* --server-name; default from the service called */
 } wsctl_opts;
 
 static const char *const wsctl_formats[] = {"protobuf", "json", NULL};
@@ -170,8 +175,32 @@ static int wsctl_print_json(const ProtobufCMessage *msg, unsigned flags)
     return 0;
 }
 
-/* "host:port" without a scheme means tcp://host:port. */
-static int wsctl_client_open(const char *url, ws_rpc_client **c)
+/* The identity a server of service ("webshop.v1.Orders") proves: --server-name,
+ * else the shop's name for it, else NULL. */
+static const char *wsctl_server_name(const wsctl_opts *o, const char *service)
+{
+    static const char *const known[][2] = {
+        {"webshop.v1.Inventory", "inventory"},
+        {"webshop.v1.Orders", "order"},
+    };
+    if (o->server_name != NULL) {
+        return o->server_name;
+    }
+    for (size_t i = 0; service != NULL && i < sizeof(known) / sizeof(known[0]); i++) {
+        size_t n = strlen(known[i][0]);
+        if (strncmp(service, known[i][0], n) == 0 &&
+            (service[n] == '\0' || service[n] == '.')) {
+            return known[i][1];
+        }
+    }
+    return NULL;
+}
+
+/* "host:port" without a scheme means tcp://host:port, or tls+tcp://host:port
+ * with --cert. A tls+tcp:// URL presents --cert and checks the server's
+ * name (service, when given, names the default). */
+static int wsctl_client_open(const wsctl_opts *o, const char *url, const char *service,
+                             ws_rpc_client **c)
 {
     char full[512];
     const char *u = url;
@@ -179,10 +208,32 @@ static int wsctl_client_open(const char *url, ws_rpc_client **c)
     ws_err err;
 
     if (strstr(url, "://") == NULL) {
-        if (snprintf(full, sizeof(full), "tcp://%s", url) >= (int)sizeof(full)) {
+        if (snprintf(full, sizeof(full), "%s://%s", o->cert != NULL ? "tls+tcp" : "tcp",
+                     url) >= (int)sizeof(full)) {
             return wsctl_fail("URL too long: %s", url);
         }
         u = full;
+    }
+    if (strncmp(u, "tls+tcp://", 10) == 0) {
+        if (o->cert == NULL) {
+            fprintf(stderr, "webshopctl: %s: tls+tcp:// needs --cert, --key and --ca\n",
+                    u);
+            return WSCTL_EXIT_USAGE;
+        }
+        co.tls_server_name = wsctl_server_name(o, service);
+        if (co.tls_server_name == NULL) {
+            fprintf(stderr,
+                    "webshopctl: --server-name: needed for %s (the server's "
+                    "identity: inventory, order)\n",
+                    u);
+            return WSCTL_EXIT_USAGE;
+        }
+        co.tls_cert = o->cert;
+        co.tls_key = o->key;
+        co.tls_ca = o->ca;
+    } else if (o->cert != NULL) {
+        fprintf(stderr, "webshopctl: --cert: only with a tls+tcp:// URL, got %s\n", u);
+        return WSCTL_EXIT_USAGE;
     }
     err = ws_rpc_client_open(&co, c);
     if (err != WS_OK) {
@@ -204,7 +255,7 @@ static int wsctl_cmd_call(const wsctl_opts *o, char *const *args, size_t n)
     }
     snprintf(path, sizeof(path), "/%s/%s", service, method);
     ws_rpc_client *c = NULL;
-    int rc = wsctl_client_open(args[0], &c);
+    int rc = wsctl_client_open(o, args[0], service, &c);
     if (rc != 0) {
         return rc;
     }
@@ -253,7 +304,7 @@ static int wsctl_cmd_describe(const wsctl_opts *o, char *const *args, size_t n)
     }
     const char *sym = args[1][0] == '.' ? args[1] + 1 : args[1];
     ws_rpc_client *c = NULL;
-    int rc = wsctl_client_open(args[0], &c);
+    int rc = wsctl_client_open(o, args[0], sym, &c);
     if (rc != 0) {
         return rc;
     }
@@ -284,7 +335,7 @@ static int wsctl_cmd_list(const wsctl_opts *o, char *const *args, size_t n)
         fprintf(stderr, "webshopctl: usage: webshopctl list URL\n");
         return WSCTL_EXIT_USAGE;
     }
-    rc = wsctl_client_open(args[0], &c);
+    rc = wsctl_client_open(o, args[0], NULL, &c);
     if (rc != 0) {
         return rc;
     }
@@ -348,6 +399,9 @@ static int wsctl_bus_open(const wsctl_opts *o, const char *role, ws_bus **bus)
     bo.session_expiry = o->client_id == NULL ? 1 : 0;
     bo.username = o->username;
     bo.password = o->password;
+    bo.tls_ca = o->broker_tls_ca;
+    bo.tls_cert = o->broker_tls_cert;
+    bo.tls_key = o->broker_tls_key;
     bo.format = o->format == 1 ? WS_BUS_JSON : WS_BUS_PROTOBUF;
     err = ws_bus_open(&bo, bus);
     if (err != WS_OK) {
@@ -530,8 +584,10 @@ static void wsctl_usage(FILE *out)
         "                                        as .proto (the server's descriptors)\n"
         "  webshopctl publish TOPIC [JSON|-]     publish an event on the bus\n"
         "  webshopctl watch                      print every event, one JSON line each\n"
-        "URL: tcp://host:port, ipc:///path, or host:port. JSON from stdin when absent "
-        "or -.\n"
+        "URL: tcp://host:port, ipc:///path, tls+tcp://host:port (mutual TLS: --cert,\n"
+        "--key, --ca; the server's name is its identity, inferred for call and describe\n"
+        "of webshop.v1.Inventory/Orders, else --server-name), or host:port (tls+tcp\n"
+        "with --cert, else tcp). JSON from stdin when absent or -.\n"
         "call and describe take their types from the server (reflection), or from\n"
         "--protoset FILE (protoc --include_imports -o FILE) or --proto FILE\n"
         "[--import-path DIR:DIR] when it serves none.\n",
@@ -601,6 +657,21 @@ int main(int argc, char **argv)
          .help = "MQTT password",
          .target.str = &o.password,
          .flags = WS_CONFIG_FROM_FILE | WS_CONFIG_SECRET},
+        {.name = "broker-tls-ca",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "CA file: TLS 1.2+ to the broker, verifying it (none: plain TCP)",
+         .target.str = &o.broker_tls_ca},
+        {.name = "broker-tls-cert",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "client certificate for the broker (the admin identity)",
+         .target.str = &o.broker_tls_cert},
+        {.name = "broker-tls-key",
+         .type = WS_CONFIG_STRING,
+         .def = NULL,
+         .help = "key of --broker-tls-cert",
+         .target.str = &o.broker_tls_key},
         {.name = "protoset",
          .type = WS_CONFIG_STRING,
          .def = NULL,
@@ -619,6 +690,28 @@ int main(int argc, char **argv)
          .help = "with --proto: where imports are found, DIR[:DIR...] (default .)",
          .target.str = &o.types.import_path,
          .metavar = "DIRS"},
+        {.name = "cert",
+         .type = WS_CONFIG_STRING,
+         .help = "RPC over mutual TLS: our certificate and its chain (PEM; the admin "
+                 "identity: tools/shop_ca's admin.crt)",
+         .target.str = &o.cert,
+         .metavar = "PATH"},
+        {.name = "key",
+         .type = WS_CONFIG_STRING,
+         .help = "the unencrypted PEM key of --cert",
+         .target.str = &o.key,
+         .metavar = "PATH"},
+        {.name = "ca",
+         .type = WS_CONFIG_STRING,
+         .help = "the shop's root CA (PEM, ca.crt) the server must chain to",
+         .target.str = &o.ca,
+         .metavar = "PATH"},
+        {.name = "server-name",
+         .type = WS_CONFIG_STRING,
+         .help = "the identity the server must present (default: inventory or order, "
+                 "from the service called)",
+         .target.str = &o.server_name,
+         .metavar = "NAME"},
         {.name = "log-level",
          .type = WS_CONFIG_STRING,
          .def = "error",
@@ -659,6 +752,12 @@ int main(int argc, char **argv)
                 "webshopctl: --log-level: expected debug, info, warn or error, "
                 "got \"%s\"\n",
                 o.log_level);
+        ws_config_free(cfg);
+        return WSCTL_EXIT_USAGE;
+    }
+    int n_tls = (o.cert != NULL) + (o.key != NULL) + (o.ca != NULL);
+    if (n_tls != 0 && n_tls != 3) {
+        fprintf(stderr, "webshopctl: --cert, --key and --ca go together\n");
         ws_config_free(cfg);
         return WSCTL_EXIT_USAGE;
     }

@@ -558,7 +558,8 @@ class Shop:
     def __init__(self, build_dir, tmp=None, broker_conf_extra="", bus_format="protobuf",
                  order_args=(), inventory_args=(), front_args=(), env=None,
                  services=("broker", "inventory", "order", "front"), auth=True, tls_ca=None,
-                 pg_url=None, replicas=None, replica_session="30s"):
+                 pg_url=None, replicas=None, replica_session="30s", rpc_tls=False,
+                 broker_tls=False):
         """replicas=N (PostgreSQL only): N of each service as replicas
         (--replica K) on one database per backend, named "inventory-K",
         "order-K", "front-K", each on its own reserved ports; the fronts and
@@ -567,7 +568,9 @@ class Shop:
         /readyz): self.http_port is HAProxy's, self.front_ports the fronts'.
         replica_session is the backends' --replica-session-expiry.
         Without it, the single shop: one of each, the names above without
-        -K."""
+        -K. rpc_tls=True: RPC over mutual TLS only (see _rpc_tls_argv).
+        broker_tls=True: the broker listens on TLS only and every client
+        proves its broker user with a certificate (_broker_tls_conf)."""
         self.build = build_dir
         self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
         self.own_tmp = tmp is None
@@ -634,7 +637,10 @@ class Shop:
         auth_conf = "allow_anonymous true\n"
         for var in ("WEBSHOP_USERNAME", "WEBSHOP_PASSWORD_FILE"):
             os.environ.pop(var, None)
-        if auth:
+        self.broker_tls = broker_tls
+        if broker_tls:
+            auth_conf = self._broker_tls_conf()
+        elif auth:
             auth_conf = self._write_broker_auth()
             # Tools the test runs (webshopctl) connect as the admin; the
             # services get their own user by flag, which beats these.
@@ -664,6 +670,8 @@ class Shop:
             # A replica connects as its own user (webshop-inventory-0): the
             # broker binds client ids to users (tools/broker_clientid.c).
             user = f"webshop-{service}" + (f"-{replica}" if replica is not None else "")
+            if broker_tls:
+                return self.broker_tls_args(user, "--broker-tls-")
             if not auth:
                 return []
             return ["--username", user, "--password-file", self.password_files[user]]
@@ -687,6 +695,9 @@ class Shop:
         if replicas:
             self._replica_argv(replicas, broker, db_flags, creds, replica_session,
                                order_args, inventory_args, front_args)
+        self.rpc_tls = rpc_tls
+        if rpc_tls:
+            self._rpc_tls_argv()
         for n in list(self.argv):
             if n != "broker" and n != "haproxy":
                 self.argv[n] = WRAPPER + self.argv[n]
@@ -729,6 +740,53 @@ class Shop:
                               for k, p in enumerate(self.front_ports)))
         self.argv["haproxy"] = [HAPROXY, "-db", "-f", conf]
 
+    def _rpc_tls_argv(self):
+        """RPC over mutual TLS, single shop only: tools/shop_ca makes the
+        certificates in TMP/tls (self.tls_dir; also admin-expired and
+        admin-foreign for tests); each backend listens only on one
+        tls+tcp:// listener per caller identity (self.rpc_tls_urls[server]
+        [identity]) and the callers dial theirs. self.inv_rpc and
+        self.ord_rpc become the admin's listeners, for webshopctl with
+        self.rpc_tls_args()."""
+        if self.replicas:
+            raise AssertionError("rpc_tls=True does not combine with replicas yet")
+        self.tls_dir = os.path.join(self.tmp, "tls")
+        subprocess.run([os.path.join(os.path.dirname(WEBSHOP_TOOL), "shop_ca"), self.tls_dir,
+                        "--expired", "admin", "--foreign", "admin"],
+                       check=True, capture_output=True, timeout=60)
+        callers = {"inventory": ("front", "order", "admin"),
+                   "order": ("front", "inventory", "admin")}
+        self.rpc_tls_urls = {srv: {who: f"tls+tcp://127.0.0.1:{free_port()}" for who in ids}
+                             for srv, ids in callers.items()}
+        dials = {"inventory": {"--orders-url": self.rpc_tls_urls["order"]["inventory"]},
+                 "order": {"--inventory-url": self.rpc_tls_urls["inventory"]["order"]},
+                 "front": {"--inventory-url": self.rpc_tls_urls["inventory"]["front"],
+                           "--orders-url": self.rpc_tls_urls["order"]["front"]}}
+        for n, flags in dials.items():
+            argv = self.argv[n]
+            if "--rpc-url" in argv:  # the default is dropped with TLS: no plain listener
+                i = argv.index("--rpc-url")
+                del argv[i:i + 2]
+            for flag, url in flags.items():
+                if flag in argv:
+                    argv[argv.index(flag) + 1] = url
+                else:
+                    argv += [flag, url]
+            argv += [f"--rpc-tls-{k}={self.tls_dir}/{f}" for k, f in
+                     (("cert", f"{n}.crt"), ("key", f"{n}.key"), ("ca", "ca.crt"))]
+            if n in callers:
+                argv.append("--rpc-tls-listen=" + ",".join(
+                    f"{who}={url}" for who, url in self.rpc_tls_urls[n].items()))
+                self.rpc_ports[n] = None  # RPC starts before HTTP: /readyz will do
+        self.inv_rpc = self.rpc_tls_urls["inventory"]["admin"]
+        self.ord_rpc = self.rpc_tls_urls["order"]["admin"]
+
+    def rpc_tls_args(self, name="admin"):
+        """webshopctl's --cert/--key/--ca for the leaf name ("admin",
+        "front", "admin-expired", "admin-foreign")."""
+        return [f"--cert={self.tls_dir}/{name}.crt", f"--key={self.tls_dir}/{name}.key",
+                f"--ca={self.tls_dir}/ca.crt"]
+
     @staticmethod
     def kind(name):
         """"inventory" for "inventory" and "inventory-1", and so on."""
@@ -752,6 +810,32 @@ class Shop:
                 self.password_files[user] = path
         return r.stdout
 
+    def _broker_tls_conf(self):
+        """The bus over TLS: tools/shop_ca --bus makes the certificates in
+        TMP/tls (self.tls_dir: broker.crt, webshop-<service>[-K].crt for
+        replicas 0..7, webshop-admin.crt), tools/webshop __broker_tls_auth
+        the ACL and the TLS-only listener's lines (no password file; the
+        certificate's CN is the broker user)."""
+        self.tls_dir = os.path.join(self.tmp, "tls")
+        subprocess.run([os.path.join(os.path.dirname(WEBSHOP_TOOL), "shop_ca"), self.tls_dir,
+                        "--bus", str(self.replicas or 1)],
+                       check=True, capture_output=True, timeout=60)
+        r = subprocess.run(["bash", WEBSHOP_TOOL, "__broker_tls_auth",
+                            os.path.join(self.tmp, "secrets"), str(self.replicas or 1),
+                            os.path.join(self.build, "tools", "webshop_clientid.so"),
+                            self.tls_dir], check=True, capture_output=True, text=True,
+                           timeout=60)
+        return r.stdout
+
+    def broker_tls_args(self, name="webshop-admin", prefix="--"):
+        """CA, certificate and key flags for the leaf name of self.tls_dir:
+        prefix "--" for mosquitto_pub/sub (--cafile, --cert, --key),
+        "--broker-tls-" for the services and webshopctl."""
+        ca = "cafile" if prefix == "--" else "ca"
+        return [f"{prefix}{ca}", os.path.join(self.tls_dir, "ca.crt"),
+                f"{prefix}cert", os.path.join(self.tls_dir, f"{name}.crt"),
+                f"{prefix}key", os.path.join(self.tls_dir, f"{name}.key")]
+
     # -- storage ---------------------------------------------------------------
 
     def query(self, service, sql):
@@ -771,10 +855,14 @@ class Shop:
 
     def mqtt_args(self, user="webshop-admin"):
         """mosquitto_pub/mosquitto_sub flags to connect as user ([] without auth)."""
+        if self.broker_tls:
+            return self.broker_tls_args(user)
         return ["-u", user, "-P", self.passwords[user]] if self.auth else []
 
     def ctl_args(self, user="webshop-admin"):
         """webshopctl flags to connect to the broker as user ([] without auth)."""
+        if self.broker_tls:
+            return self.broker_tls_args(user, "--broker-tls-")
         return (["--username", user, "--password-file", self.password_files[user]]
                 if self.auth else [])
 

@@ -12,6 +12,11 @@ Real processes, a real broker, SQLite files; HTTP from a real client.
   --shutdown-timeout, says what it drops, and the order still heals.
 - The order database truncated to half after a clean stop: refused at
   start, exit 1, with db_damaged and the reason.
+- A backend killed (fault point, exit 9) holding an event it received,
+  before its commit (crash_before_reserve_commit in the inventory,
+  crash_before_status_commit in the order service): restarted under a new
+  client id, the order is final within HEAL_SECONDS, healed by the
+  recovery loops alone, and reserved once.
 
 Each fault run prints one line of figures (answers, orders lost, time to
 recover). Traffic is bounded in count and time; every wait polls a
@@ -343,6 +348,80 @@ class Unwritable(unittest.TestCase):
             self.assertEqual(body["order_id"], oid)
             o = shop.wait_status(oid, FINAL, 30)
             self.assertTrue(o["items"], o)
+
+
+HEAL_SECONDS = 15  # bound on "killed before commit" -> the order final
+
+
+class CrashBeforeCommit(unittest.TestCase):
+    """A backend dies (fault point, exit 9) holding an event it received,
+    before its commit; the broker may have its PUBACK (those of a group's
+    earlier events leave while the group is open). Restarted without the
+    fault and under a new client id (no redelivery from its old session
+    can help), the recovery loops bring the order to a final state within
+    HEAL_SECONDS: the order service re-sends OrderSent while the order is
+    PENDING (--resend-after 1s), and the inventory answers a repeated
+    OrderSent with its recorded outcome."""
+
+    def kill_run(self, service, point, healed_by):
+        with Shop(BUILD, order_args=["--resend-after", "1s"],
+                  front_args=["--accept-wait", "500ms"]) as shop:
+            before = shop.catalog()[1]["balance"]
+            st, _, body = shop.place([{"inventoryId": 1, "count": 1}])
+            self.assertEqual(st, 201, body)
+            shop.procs[service].stop()
+            shop.env = {"WEBSHOP_FAULT": point}
+            shop.start(service)
+            shop.env = {}
+            key = f"faults-{point}"
+            t0 = time.monotonic()
+            st, _, body = shop.place([{"inventoryId": 1, "count": 1}], key=key)
+            self.assertIn(st, (201, 202), body)
+            oid = body["order_id"]
+            p = shop.procs[service]
+            wait_until(lambda: not p.alive(), 10, f"{service} to die at {point}")
+            self.assertEqual(p.p.returncode, 9, p.log()[-2000:])
+            self.assertRegex(p.log(), f"event=fault_point_hit .*name={point}")
+            # Back under a new client id: its old session (which may still
+            # hold the event, if the PUBACK did not leave before the crash)
+            # is not resumed, so only the recovery loops can heal the order.
+            shop.env = {f"WEBSHOP_{service.upper()}_CLIENT_ID": f"webshop-{service}-fresh"}
+            shop.start(service)
+            shop.env = {}
+            # The order service commits OrderSent before the outcome can
+            # come, so its row survives the order's crash unless both were
+            # in the one group it lost: then the order is 404 and the client
+            # re-POSTs with its key, as the API says.
+            reposted = False
+
+            def known():
+                code = shop.get(f"/order/{oid}")[0]
+                return code if code in (200, 404) else None
+            if wait_until(known, 10, "the front to answer for the order") == 404:
+                st, _, body = shop.place([{"inventoryId": 1, "count": 1}], key=key)
+                self.assertIn(st, (201, 202), body)
+                reposted = True
+            o = shop.wait_status(oid, FINAL, HEAL_SECONDS)
+            took = time.monotonic() - t0
+            self.assertEqual(o["status"], "SUCCESSFUL", o)
+            self.assertTrue(o["items"], o)
+            log = shop.procs["order" if healed_by == "resend" else "inventory"].log()
+            if healed_by == "resend":
+                self.assertRegex(log, r"event=order_resent .*order_id=" + oid)
+            else:
+                self.assertRegex(log, r"event=order_sent .*order_id=%s result=duplicate" % oid)
+            # Reserved once: the stock moved by exactly the two orders.
+            wait_until(lambda: shop.catalog()[1]["balance"] == before - 2, 10,
+                       "the catalog to show both orders reserved, once each")
+            print("FAULT_FIGURES " + json.dumps({
+                "fault": point, "answer": st, "reposted": reposted,
+                "final_after_s": round(took, 2)}), flush=True)
+
+    def test_inventory_killed_before_reserve_commit_heals_by_resend(self):
+        self.kill_run("inventory", "crash_before_reserve_commit", "resend")
+
+    def test_order_killed_before_status_commit_heals_by_outcome_republish(self):
+        self.kill_run("order", "crash_before_status_commit", "republish")
 
 
 class Damaged(unittest.TestCase):

@@ -1074,8 +1074,10 @@ class ThroughHaproxy(unittest.TestCase):
         self.assertGreater(len(lat), 20)
         self.assertLess(max(lat), 1.0, f"{what}: {sorted(lat)[-5:]}")
         for a in attackers:
-            # HAProxy cut every one within its request deadline.
-            self.assertLess(max(a.holds), self.REQUEST_S + 1.5,
+            # HAProxy cut every one within its request deadline (plus slack
+            # for a loaded machine: HAProxy's timers fire late when the
+            # cores are busy; 3.52 s seen under a load of 10).
+            self.assertLess(max(a.holds), self.REQUEST_S + 3.0,
                             f"{a.kind}: {sorted(a.holds)[-5:]}")
             answers = {k.split(" ", 2)[1] if k.startswith("HTTP/") else k: v
                        for k, v in a.answers.items()}
