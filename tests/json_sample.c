@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "webshop/v1/auth_options.pb-c.h"
 #include "webshop/v1/contract.pb-c.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/front.pb-c.h"
@@ -61,6 +62,7 @@ const ProtobufCMessageDescriptor *const json_sample_contracts[] = {
     &webshop__v1__file_containing_symbol_request__descriptor,
     &webshop__v1__file_by_filename_request__descriptor,
     &webshop__v1__file_descriptor_response__descriptor,
+    &webshop__v1__allow__descriptor,
 };
 const size_t json_sample_contracts_n =
     sizeof json_sample_contracts / sizeof json_sample_contracts[0];
