@@ -171,10 +171,13 @@ typedef enum ws_db_isolation {
 
 typedef struct ws_db_txn_opts {
     ws_db_isolation isolation; /* PostgreSQL only: SQLite is serializable */
-    bool read_only;            /* fn only reads. SQLite: BEGIN DEFERRED with
-                                  query_only (takes no write lock, so readers do not
-                                  queue behind writers); PostgreSQL: READ ONLY. A
-                                  write inside fails on both with WS_EINVAL */
+    bool read_only;            /* fn only reads. SQLite: BEGIN DEFERRED (takes no
+                                  write lock, so readers do not queue behind
+                                  writers), and a statement that would write is
+                                  refused before it runs (sqlite3_stmt_readonly;
+                                  PRAGMA query_only would expire every prepared
+                                  statement at each switch); PostgreSQL: READ ONLY.
+                                  A write inside fails on both with WS_EINVAL */
     int retries;               /* 0 = the pool's txn_retries, < 0 = none */
     ws_db_error *error;        /* OUT, may be NULL: the driver error of the failed
                                   attempt (when the result is not WS_OK) */

@@ -4,8 +4,11 @@
  * free list, or makes one, and gives it back when the call succeeds, so the
  * steady state opens no context and allocates no aio per call. The aio
  * callback chains the receive onto the send on nng's thread, and wakes only
- * its own caller (its own condition variable): one wake-up per call, not a
- * broadcast to every waiting caller.
+ * its own caller (its own mutex and condition variable): one wake-up per
+ * call, not a broadcast to every waiting caller, and neither the callback
+ * nor a waiting caller takes the client's mutex, which guards only the
+ * slot lists, the pipe set and close: with 64 front threads calling at
+ * once, no caller queues behind another's wake-up.
  *
  * Metrics: the series of each method (latency, calls by code) are looked up
  * once and kept in a small table read without a lock.
@@ -84,12 +87,13 @@ typedef struct rpc_client_slot {
     ws_rpc_client *c;
     nng_ctx ctx;
     nng_aio *aio;
-    pthread_cond_t cv;      /* done, pipes changed or closing; with c->mu */
+    pthread_mutex_t mu;     /* done and rv; taken after c->mu, never before */
+    pthread_cond_t cv;      /* done, pipes changed or closing; with mu */
     int64_t end_ms;         /* monotonic deadline; INT64_MAX = none */
     rpc_client_stage stage; /* see above */
     atomic_bool abandon;    /* the caller gave up: do not start the receive */
-    int rv;                 /* the call's nng result, under c->mu once done */
-    bool done;              /* the callback finished the call, under c->mu */
+    int rv;                 /* the call's nng result, under mu once done */
+    bool done;              /* the callback finished the call, under mu */
     struct rpc_client_slot *prev, *next; /* pending or free list, under c->mu */
 } rpc_client_slot;
 
@@ -112,6 +116,7 @@ struct ws_rpc_client {
     pthread_cond_t cv; /* pipes changed or closed (callers waiting for a pipe) */
     uint32_t *pipes;   /* ids of connected pipes, under mu */
     size_t n_pipes, cap_pipes;
+    atomic_size_t n_up;       /* n_pipes, written under mu, read without it */
     int calls;                /* calls in progress, under mu */
     rpc_client_slot *pending; /* slots of calls in flight, under mu */
     rpc_client_slot *free;    /* idle slots, under mu */
@@ -158,11 +163,14 @@ static void rpc_client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
             }
         }
     }
+    atomic_store(&c->n_up, c->n_pipes);
     pthread_cond_broadcast(&c->cv);
     /* A caller waiting for its answer with no pipe left must start its
      * grace timer now. */
     for (rpc_client_slot *k = c->pending; k != NULL; k = k->next) {
+        pthread_mutex_lock(&k->mu);
         pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -173,7 +181,6 @@ static void rpc_client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 static void rpc_client_slot_cb(void *arg)
 {
     rpc_client_slot *k = arg;
-    ws_rpc_client *c = k->c;
     int rv = nng_aio_result(k->aio);
 
     if (k->stage == RPC_CLIENT_STAGE_SEND) {
@@ -200,11 +207,15 @@ static void rpc_client_slot_cb(void *arg)
             }
         }
     }
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&k->mu);
     k->rv = rv;
     k->done = true;
+    pthread_mutex_unlock(&k->mu);
+    /* Signalled after the unlock, so that the caller does not wake only to
+     * block on k->mu. k (its cv) outlives this: the caller waits for this
+     * callback to return (nng_aio_wait, nng_aio_free) before it reuses or
+     * frees k. */
     pthread_cond_signal(&k->cv);
-    pthread_mutex_unlock(&c->mu);
 }
 
 /* A new slot with its own context on c's socket; nng's error code. */
@@ -227,13 +238,15 @@ static int rpc_client_slot_new(ws_rpc_client *c, rpc_client_slot **out)
         free(k);
         return NNG_ENOMEM;
     }
-    if ((rv = nng_aio_alloc(&k->aio, rpc_client_slot_cb, k)) != 0) {
+    if (pthread_mutex_init(&k->mu, NULL) != 0) {
         pthread_cond_destroy(&k->cv);
         free(k);
-        return rv;
+        return NNG_ENOMEM;
     }
-    if ((rv = nng_ctx_open(&k->ctx, c->sock)) != 0) {
-        nng_aio_free(k->aio);
+    if ((rv = nng_aio_alloc(&k->aio, rpc_client_slot_cb, k)) != 0 ||
+        (rv = nng_ctx_open(&k->ctx, c->sock)) != 0) {
+        nng_aio_free(k->aio); /* NULL-safe */
+        pthread_mutex_destroy(&k->mu);
         pthread_cond_destroy(&k->cv);
         free(k);
         return rv;
@@ -251,6 +264,7 @@ static void rpc_client_slot_free(rpc_client_slot *k)
     nng_aio_free(k->aio); /* waits for a callback still running */
     nng_ctx_close(k->ctx);
     pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
     free(k);
 }
 
@@ -363,6 +377,7 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
     c->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
     c->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
     atomic_init(&c->next_id, 1);
+    atomic_init(&c->n_up, 0);
     c->first_url = strdup(opts->urls[0]);
     if (c->first_url == NULL) {
         free(c);
@@ -522,7 +537,7 @@ static ws_rpc_code rpc_client_code_from_nng(ws_rpc_client *c, int rv)
     }
 }
 
-/* Under c->mu: wait until k's call is over. If no pipe is connected for
+/* Under k->mu: wait until k's call is over. If no pipe is connected for
  * RPC_CLIENT_CONNECT_GRACE_MS meanwhile (the server went away mid-call and
  * has not come back), give the call up -- cancel it, again every 20 ms in
  * case the cancel fell between the send and the receive -- and return true
@@ -533,9 +548,11 @@ static bool rpc_client_slot_wait_locked(ws_rpc_client *c, rpc_client_slot *k)
     bool lost = false;
 
     while (!k->done) {
-        if (c->n_pipes > 0 && !lost) {
+        /* The pipe callback stores n_up before it signals k->cv under
+         * k->mu, so a loss after this test still wakes the wait below. */
+        if (atomic_load(&c->n_up) > 0 && !lost) {
             no_pipe_since = -1;
-            pthread_cond_wait(&k->cv, &c->mu);
+            pthread_cond_wait(&k->cv, &k->mu);
             continue;
         }
         int64_t now = rpc_client_now_ms();
@@ -549,9 +566,9 @@ static bool rpc_client_slot_wait_locked(ws_rpc_client *c, rpc_client_slot *k)
             }
         }
         if (lost) {
-            pthread_mutex_unlock(&c->mu);
+            pthread_mutex_unlock(&k->mu);
             nng_aio_cancel(k->aio);
-            pthread_mutex_lock(&c->mu);
+            pthread_mutex_lock(&k->mu);
             if (k->done) {
                 break;
             }
@@ -563,7 +580,7 @@ static bool rpc_client_slot_wait_locked(ws_rpc_client *c, rpc_client_slot *k)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        pthread_cond_timedwait(&k->cv, &c->mu, &ts);
+        pthread_cond_timedwait(&k->cv, &k->mu, &ts);
     }
     return lost;
 }
@@ -674,28 +691,29 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
     nng_aio_set_msg(k->aio, m);
     nng_ctx_send(k->ctx, k->aio); /* k belongs to nng until done */
 
-    pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&k->mu);
     lost = rpc_client_slot_wait_locked(c, k);
-    rpc_client_slot_unlink(&c->pending, k);
     rv = k->rv;
+    pthread_mutex_unlock(&k->mu);
     m = NULL;
     if (rv == 0) {
         m = nng_aio_get_msg(k->aio);
         nng_aio_set_msg(k->aio, NULL);
-        /* A slot whose call failed is not reused: its context may hold
-         * the state of a request that was never answered. */
-        reuse = !c->closed && c->n_free < RPC_CLIENT_FREE_MAX;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (reuse) {
         /* The callback may still be returning: let it finish before the
          * next call starts an operation on this aio. */
         nng_aio_wait(k->aio);
-        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_lock(&c->mu);
+    rpc_client_slot_unlink(&c->pending, k);
+    /* A slot whose call failed is not reused: its context may hold the
+     * state of a request that was never answered. */
+    reuse = rv == 0 && !c->closed && c->n_free < RPC_CLIENT_FREE_MAX;
+    if (reuse) {
         rpc_client_slot_link(&c->free, k);
         c->n_free++;
-        pthread_mutex_unlock(&c->mu);
-    } else {
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!reuse) {
         rpc_client_slot_free(k);
     }
     if (rv != 0) {

@@ -5,9 +5,12 @@
  * busy handler that polls finely up to the busy timeout; every setting is
  * read back. Transactions are BEGIN IMMEDIATE (the write lock is taken at
  * BEGIN, so a conflict shows there, before fn runs) or BEGIN DEFERRED for a
- * read-only one. $N placeholders are rewritten ?N, which SQLite binds by
- * the same position. Result codes are extended ones; the translation is
- * the table in sqlite_err().
+ * read-only one, in which a statement that would write is refused before it
+ * runs (sqlite3_stmt_readonly; not PRAGMA query_only, whose every change
+ * expires all prepared statements, so that each cached statement would be
+ * compiled again in the next transaction). $N placeholders are rewritten
+ * ?N, which SQLite binds by the same position. Result codes are extended
+ * ones; the translation is the table in sqlite_err().
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -21,8 +24,8 @@
 typedef struct sqlite_conn {
     ws_db_conn base;
     sqlite3 *db;
-    sqlite3_stmt *ctl[6];    /* sqlite_ctl_sql, prepared on first use */
-    int query_only;          /* a read-only transaction set query_only */
+    sqlite3_stmt *ctl[7];    /* sqlite_ctl_sql, prepared on first use */
+    int read_txn;            /* in a read-only transaction: writes are refused */
     struct timespec busy_t0; /* when the current busy wait began */
 } sqlite_conn;
 
@@ -38,13 +41,19 @@ enum {
     CTL_BEGIN,
     CTL_COMMIT,
     CTL_ROLLBACK,
-    CTL_RO_ON,
-    CTL_RO_OFF,
+    CTL_SAVEPOINT, /* lib/db's group commit: one per message of a group */
+    CTL_RELEASE,
+    CTL_ROLLBACK_TO,
     CTL_N
 };
 static const char *const sqlite_ctl_sql[CTL_N] = {
-    "BEGIN IMMEDIATE",       "BEGIN", "COMMIT", "ROLLBACK", "PRAGMA query_only = 1",
-    "PRAGMA query_only = 0",
+    "BEGIN IMMEDIATE",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT ws_db_group",
+    "RELEASE SAVEPOINT ws_db_group",
+    "ROLLBACK TO SAVEPOINT ws_db_group",
 };
 static const char *const sqlite_sync_names[4] = {"OFF", "NORMAL", "FULL", "EXTRA"};
 
@@ -97,7 +106,7 @@ static ws_err sqlite_fail(sqlite_conn *sc, int rc, const char *msg)
     if (err == WS_OK) {
         err = WS_ESTORE; /* a success code where a failure was expected */
     }
-    if ((rc & 0xff) == SQLITE_READONLY && sc->query_only) {
+    if ((rc & 0xff) == SQLITE_READONLY && sc->read_txn) {
         err = WS_EINVAL; /* a write in a read-only transaction: the caller's bug */
     }
     return ws__db_fail(&sc->base, err, rc, NULL, msg ? msg : sqlite3_errmsg(sc->db));
@@ -273,14 +282,12 @@ static int sqlite_ctl(sqlite_conn *sc, int which)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* A read-only transaction ran with query_only on, so that a write fails
- * (SQLITE_READONLY) as it does in PostgreSQL's READ ONLY. */
-static void sqlite_query_only_off(sqlite_conn *sc)
+/* A write inside a read-only transaction: refused before it runs, with
+ * SQLITE_READONLY as PostgreSQL's READ ONLY refuses it (WS_EINVAL). */
+static ws_err sqlite_refuse_write(sqlite_conn *sc)
 {
-    if (sc->query_only) {
-        sqlite_ctl(sc, CTL_RO_OFF);
-        sc->query_only = 0;
-    }
+    return sqlite_fail(sc, SQLITE_READONLY,
+                       "attempt to write in a read-only transaction");
 }
 
 static void sqlite_rollback(ws_db_conn *c)
@@ -290,7 +297,7 @@ static void sqlite_rollback(ws_db_conn *c)
     if (!sqlite3_get_autocommit(sc->db)) {
         sqlite_ctl(sc, CTL_ROLLBACK);
     }
-    sqlite_query_only_off(sc);
+    sc->read_txn = 0;
 }
 
 static void sqlite_conn_cleanup(ws_db_conn *c)
@@ -302,13 +309,7 @@ static ws_err sqlite_begin(ws_db_conn *c, const ws_db_txn_opts *o)
 {
     sqlite_conn *sc = sqlite_of(c);
     int rc = sqlite_ctl(sc, o->read_only ? CTL_BEGIN : CTL_BEGIN_IMMEDIATE);
-    if (rc == SQLITE_OK && o->read_only) {
-        rc = sqlite_ctl(sc, CTL_RO_ON);
-        sc->query_only = rc == SQLITE_OK;
-        if (rc != SQLITE_OK) {
-            sqlite_ctl(sc, CTL_ROLLBACK);
-        }
-    }
+    sc->read_txn = rc == SQLITE_OK && o->read_only;
     return rc == SQLITE_OK ? WS_OK : sqlite_fail(sc, rc, NULL);
 }
 
@@ -323,14 +324,51 @@ static ws_err sqlite_commit(ws_db_conn *c)
     }
     int rc = sqlite_ctl(sc, CTL_COMMIT);
     if (rc == SQLITE_OK) {
-        sqlite_query_only_off(sc);
+        sc->read_txn = 0;
     }
     return rc == SQLITE_OK ? WS_OK : sqlite_fail(sc, rc, NULL);
+}
+
+/* sql's statements one by one, each refused if it would write. */
+static ws_err sqlite_exec_read_only(sqlite_conn *sc, const char *sql)
+{
+    while (sql != NULL && *sql != '\0') {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(sc->db, sql, -1, &st, &sql);
+        if (rc != SQLITE_OK) {
+            return sqlite_fail(sc, rc, NULL);
+        }
+        if (st == NULL) { /* whitespace or a comment */
+            continue;
+        }
+        if (!sqlite3_stmt_readonly(st)) {
+            sqlite3_finalize(st);
+            return sqlite_refuse_write(sc);
+        }
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) {
+            return sqlite_fail(sc, rc, NULL);
+        }
+    }
+    return WS_OK;
 }
 
 static ws_err sqlite_exec(ws_db_conn *c, const char *sql)
 {
     sqlite_conn *sc = sqlite_of(c);
+    /* The savepoints of a group run once per message: kept prepared
+     * rather than compiled by sqlite3_exec every time. */
+    for (int i = CTL_SAVEPOINT; i < CTL_N; i++) {
+        if (strcmp(sql, sqlite_ctl_sql[i]) == 0) {
+            int rc = sqlite_ctl(sc, i);
+            return rc == SQLITE_OK ? WS_OK : sqlite_fail(sc, rc, NULL);
+        }
+    }
+    if (sc->read_txn) {
+        return sqlite_exec_read_only(sc, sql);
+    }
     char *msg = NULL;
     int rc = sqlite3_exec(sc->db, sql, NULL, NULL, &msg);
     ws_err err = WS_OK;
@@ -426,6 +464,9 @@ static ws_err sqlite_bind_blob(ws_db_stmt *s, int pos, const void *data, size_t 
 static ws_err sqlite_step(ws_db_stmt *s, bool *row)
 {
     sqlite_stmt *ss = sqlite_stmt_of(s);
+    if (!ss->readonly && sqlite_of(s->conn)->read_txn) {
+        return sqlite_refuse_write(sqlite_of(s->conn));
+    }
     int rc = sqlite3_step(ss->st);
     if (rc == SQLITE_ROW) {
         *row = true;
