@@ -66,13 +66,20 @@ fronts behind HAProxy (deploy/haproxy/webshop.cfg rendered by tools/webshop
 __haproxy_config), which the clients talk to. The kill list is the broker,
 every replica, HAProxy and PostgreSQL.
 
+TLS (--tls; single shop only, not with --replicas): tests/e2e/shop.py's
+Shop(rpc_tls=True, broker_tls=True): the backends listen only on tls+tcp://,
+one listener per caller identity (tools/shop_ca's certificates), and the
+broker only on TLS, each client proving its broker user with a certificate.
+Every restart reuses the process's argv, so it comes back with the same
+certificates and listeners; the checks are the same.
+
 Ports: the run picks one set of distinct ports outside the kernel's
 ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), each checked free
 by bind, and restarts every process on its own port, so no outgoing
 connection and no other port of the run can take it while a process is down.
 
 Run: /usr/bin/python3 tools/chaos.py --build BUILD_DIR --seconds N --seed S
-       [--store sqlite|postgres] [--replicas N]
+       [--store sqlite|postgres] [--replicas N] [--tls]
 Standard library only. Exit status 0 when every check passes, 1 otherwise.
 """
 
@@ -513,11 +520,16 @@ class Run:
         self.shop = self.new_shop(tmp, order_args=order_args,
                                   inventory_args=("--catalog", cat_path, "--log-level", "warn"),
                                   front_args=("--publish-deadline", "1s"),
-                                  broker_conf_extra=BROKER_NODELAY, pg_url=pg_url)
+                                  broker_conf_extra=BROKER_NODELAY, pg_url=pg_url,
+                                  rpc_tls=self.args.tls, broker_tls=self.args.tls)
         log(f"storage {self.shop.engine}: inventory {self.shop.db_urls['inventory']},"
             f" order {self.shop.db_urls['order']}")
         self.orphan_release = self.inventory_has_orphan_release()
-        if self.orphan_release:
+        if self.orphan_release and self.args.tls:
+            # shop.py gave the inventory its own TLS listener on the order
+            # service as --orders-url (identity inventory).
+            self.shop.argv["inventory"] += ["--orphan-after-ms", str(self.args.orphan_after_ms)]
+        elif self.orphan_release:
             self.shop.argv["inventory"] += ["--orders-url", self.shop.ord_rpc,
                                             "--orphan-after-ms", str(self.args.orphan_after_ms)]
         else:
@@ -1046,6 +1058,8 @@ class Run:
         rows = [
             ("seed", self.seed),
             ("storage", self.shop.engine),
+            ("TLS", "RPC (mutual) and bus"
+             if a.tls else "off"),
             ("replicas", self.replicas if self.replicas == 1 else
              f"{self.replicas} of each, behind HAProxy"),
             ("load seconds / total seconds", f"{a.seconds} / {elapsed:.0f}"),
@@ -1143,6 +1157,10 @@ def main():
                     help="N of each service (1..8) on one PostgreSQL, the fronts behind"
                          " HAProxy, which the clients use; every replica, HAProxy, the"
                          " broker and PostgreSQL are killed. Implies --store postgres")
+    ap.add_argument("--tls", action="store_true",
+                    help="RPC over mutual TLS (one listener per caller identity) and the"
+                         " bus over TLS with client certificates (tools/shop_ca), kept"
+                         " across every restart; single shop only")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
     if a.seconds < 1:
@@ -1152,6 +1170,9 @@ def main():
     if a.replicas > 1 and a.store == "sqlite":
         ap.error(f"--replicas {a.replicas} needs --store postgres (the replicas of a service"
                  " share its database; an SQLite file serves one process)")
+    if a.tls and a.replicas > 1:
+        ap.error(f"--tls with --replicas {a.replicas}: tests/e2e/shop.py cannot run RPC"
+                 " over TLS with replicas yet (rpc_tls refuses them); use one or the other")
     a.store = a.store or ("postgres" if a.replicas > 1 else "sqlite")
     if a.orphan_after_ms < 1:
         ap.error("--orphan-after-ms must be at least 1")

@@ -4,7 +4,9 @@ certificates) runs the whole saga; webshopctl as the admin lists orders, as
 the front it is refused (PERMISSION_DENIED), without a certificate, with
 another CA's or with an expired one it cannot call at all (UNAVAILABLE: the
 handshake fails, nng reports no reason, the call times out as unconnected);
-a plain tcp:// listener is refused without --rpc-plaintext.
+a plain tcp:// listener is refused without --rpc-plaintext. TlsEverywhere:
+RPC over mutual TLS and the bus over TLS with client certificates at once:
+place and cancel an order.
 Run: /usr/bin/python3 tests/e2e/test_tls_rpc.py BUILD_DIR
 """
 
@@ -176,6 +178,27 @@ class TlsRpc(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--inventory-url: tls+tcp:// needs --rpc-tls-cert", r.stderr)
+
+
+class TlsEverywhere(unittest.TestCase):
+    """RPC over mutual TLS and the bus over TLS with client certificates at
+    once (one tools/shop_ca directory for both): an order is placed, reserved
+    over the bus, and canceled, its stock restored."""
+
+    def test_saga_with_rpc_and_bus_over_tls(self):
+        with Shop(BUILD, rpc_tls=True, broker_tls=True) as shop:
+            self.assertTrue(all(u.startswith("tls+tcp://") for u in (shop.inv_rpc, shop.ord_rpc)))
+            before = shop.catalog()[1]["balance"]
+            st, _, body = shop.place(ITEM1)
+            self.assertEqual(st, 201, body)
+            oid = body["order_id"]
+            shop.wait_status(oid, "SUCCESSFUL")
+            wait_until(lambda: shop.catalog()[1]["balance"] == before - 2, 10,
+                       "stock to drop by 2")
+            st, _, body = shop.request("DELETE", f"/order/{oid}")
+            self.assertEqual((st, body["status"]), (200, "CANCELED"), body)
+            wait_until(lambda: shop.catalog()[1]["balance"] == before, 10,
+                       "stock to be restored")
 
 
 if __name__ == "__main__":

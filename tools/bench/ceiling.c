@@ -27,12 +27,13 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "load.h"
+#include "tls.h"
 
 /* ---- the echo rep server ------------------------------------------------- */
 
 const char *bench_transport_name(bench_transport tr)
 {
-    return tr == BENCH_IPC ? "ipc" : "tcp";
+    return tr == BENCH_IPC ? "ipc" : tr == BENCH_TLS ? "tls+tcp" : "tcp";
 }
 
 typedef struct nng_run nng_run;
@@ -93,6 +94,9 @@ static void nng_rep_cb(void *arg)
 static int nng_echo_listen(nng_echo *e, bench_transport tr)
 {
     static atomic_uint seq;
+    if (tr == BENCH_TLS) {
+        return bench_tls_listen(e->sock, e->url, sizeof(e->url));
+    }
     if (tr == BENCH_IPC) {
         const char *tmp = getenv("TMPDIR");
         if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 60) {
@@ -537,7 +541,8 @@ bench_civetweb *bench_civetweb_rpc_start(int threads, bench_transport tr, int co
     int rv = nng_req0_open(&s->req);
     if (rv == 0) {
         /* Blocking dial: the ceiling starts once the pipe is up. */
-        rv = nng_dial(s->req, s->echo.url, NULL, 0);
+        rv = tr == BENCH_TLS ? bench_tls_dial(s->req, s->echo.url)
+                             : nng_dial(s->req, s->echo.url, NULL, 0);
     }
     if (rv != 0) {
         fprintf(stderr, "bench: nng dial %s: %s\n", s->echo.url, nng_strerror(rv));
@@ -834,7 +839,8 @@ int bench_mqtt_run(const char *host, int port, const char *user, const char *pas
     struct mosquitto *sub = mosquitto_new(NULL, true, &r);
     bool pub_loop = false;
     bool sub_loop = false;
-    if (payload == NULL || pub == NULL || sub == NULL) {
+    if (payload == NULL || pub == NULL || sub == NULL || bench_tls_mosq(pub) != 0 ||
+        bench_tls_mosq(sub) != 0) {
         goto done;
     }
     if (user != NULL && user[0] != '\0') {

@@ -15,13 +15,15 @@
 
 #include "hist.h"
 
-/* The nng transports a ceiling can use: loopback TCP or a Unix socket. */
+/* The nng transports a ceiling can use: loopback TCP, a Unix socket, or
+ * mutual TLS over loopback TCP (tls.h; only with --tls). */
 typedef enum bench_transport {
     BENCH_TCP,
     BENCH_IPC,
+    BENCH_TLS,
 } bench_transport;
 
-/* "tcp" or "ipc". */
+/* "tcp", "ipc" or "tls+tcp". */
 const char *bench_transport_name(bench_transport tr);
 
 /* The front's civetweb settings (front/main.c --http-threads default,

@@ -40,6 +40,7 @@
 #include "routes.h"
 #include "session.h"
 #include "shop.h"
+#include "tls.h"
 
 #ifndef BENCH_WEBSHOP_SCRIPT
 #define BENCH_WEBSHOP_SCRIPT "tools/webshop"
@@ -107,6 +108,9 @@ static void bench_usage(FILE *f)
         "else tcp)\n"
         "  --webshop PATH     the tools/webshop script (default %s)\n"
         "  --build-dir DIR    the build tree the shop runs from (default %s)\n"
+        "  --tls              start the shop with `up --tls` (RPC over mutual TLS, the\n"
+        "                     bus over TLS with client certificates); adds the ceiling\n"
+        "                     civetweb + nng round trip over tls+tcp and the TLS ratios\n"
         "  --no-ceilings      skip the ceiling measurements\n"
         "  --keep             keep the temporary state directory and its logs\n"
         "  -h, --help         this text\n",
@@ -127,6 +131,7 @@ enum {
     O_BUILD,
     O_NOCEIL,
     O_KEEP,
+    O_TLS,
     O_BUSER,
     O_BPASS,
     O_DRAIN,
@@ -295,6 +300,9 @@ static int bench_opt_one(int c, const char *arg, bench_opts *o)
     case O_KEEP:
         o->keep = true;
         return 0;
+    case O_TLS:
+        bench_tls_set(true);
+        return 0;
     case O_CURVE:
         o->curve = true;
         return 0;
@@ -382,6 +390,7 @@ static int bench_opts_parse(int argc, char **argv, bench_opts *o)
         {"build-dir", required_argument, NULL, O_BUILD},
         {"no-ceilings", no_argument, NULL, O_NOCEIL},
         {"keep", no_argument, NULL, O_KEEP},
+        {"tls", no_argument, NULL, O_TLS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -484,6 +493,25 @@ static void bench_ceiling_mqtt(const bench_opts *o, const bench_session *s,
     }
 }
 
+/* --tls: civetweb + one nng round trip over tls+tcp, with tools/shop_ca's
+ * certificates in a temporary directory (tls.h). */
+static void bench_ceiling_tls(const bench_opts *o, bench_report *rp)
+{
+    memset(&rp->civetweb_rpc[BENCH_TLS], 0, sizeof(rp->civetweb_rpc[BENCH_TLS]));
+    if (!bench_tls_on()) {
+        return;
+    }
+    int port = 0;
+    bench_civetweb *cw = NULL;
+    if (bench_tls_certs_make(o->script) == 0) {
+        cw = bench_civetweb_rpc_start(BENCH_FRONT_HTTP_THREADS, BENCH_TLS,
+                                      BENCH_RPC_CONTEXTS, BENCH_RPC_MSG, &port);
+    }
+    bench_ceiling_http(o, "civetweb + nng round trip, tls+tcp", cw, port,
+                       &rp->civetweb_rpc[BENCH_TLS]);
+    bench_tls_certs_remove();
+}
+
 /* Every ceiling, while the shop idles. */
 static void bench_ceilings_run(const bench_opts *o, const bench_session *s,
                                bench_report *rp)
@@ -499,6 +527,7 @@ static void bench_ceilings_run(const bench_opts *o, const bench_session *s,
                                       BENCH_RPC_CONTEXTS, BENCH_RPC_MSG, &port);
         bench_ceiling_http(o, what, cw, port, &rp->civetweb_rpc[t]);
     }
+    bench_ceiling_tls(o, rp);
     fprintf(stderr, "bench: ceiling: bare nng req/rep for %.1f s ...\n", o->seconds);
     rp->nng.ran = bench_nng_run(BENCH_TCP, BENCH_RPC_CONTEXTS, BENCH_RPC_MSG, o->seconds,
                                 &rp->nng.c) == 0;
@@ -764,8 +793,10 @@ int main(int argc, char **argv)
                     .build_dir = BENCH_BUILD_DIR};
     if (argc == 4 && strcmp(argv[1], "--echo-server") == 0) {
         /* The child of a civetweb + nng ceiling (ceiling.h). */
-        return bench_echo_serve(strcmp(argv[2], "ipc") == 0 ? BENCH_IPC : BENCH_TCP,
-                                atoi(argv[3]));
+        bench_transport tr = strcmp(argv[2], "ipc") == 0       ? BENCH_IPC
+                             : strcmp(argv[2], "tls+tcp") == 0 ? BENCH_TLS
+                                                               : BENCH_TCP;
+        return bench_echo_serve(tr, atoi(argv[3]));
     }
     int rc = bench_opts_parse(argc, argv, &o);
     if (rc != 0) {

@@ -15,6 +15,7 @@
 #include <mosquitto.h>
 
 #include "load.h"
+#include "tls.h"
 #include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/order.facts.h"
@@ -199,7 +200,7 @@ bench_orders *bench_orders_open(const char *host, int port, const char *user,
     pthread_mutex_init(&o->mu, NULL);
     pthread_cond_init(&o->cv, NULL);
     o->mosq = mosquitto_new(NULL, true, o);
-    if (o->mosq == NULL) {
+    if (o->mosq == NULL || bench_tls_mosq(o->mosq) != 0) {
         bench_orders_close(o);
         return NULL;
     }

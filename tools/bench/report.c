@@ -7,6 +7,8 @@
 
 #include <string.h>
 
+#include "tls.h"
+
 /* One ratio (or bound) of the run. */
 typedef struct report_ratio {
     const char *key; /* JSON name */
@@ -18,7 +20,7 @@ typedef struct report_ratio {
     bool ran;        /* both sides were measured */
 } report_ratio;
 
-#define REPORT_MAX_RATIOS 16
+#define REPORT_MAX_RATIOS 20
 
 static double report_ms(double ns)
 {
@@ -97,6 +99,17 @@ static void report_ratios_edge(const bench_report *rp, report_ratio *v, int *n)
     }
 }
 
+/* --tls: the cost of TLS on the ceiling, tls+tcp / tcp. (GET /order/{id}
+ * over TLS against the tcp ceiling is the "other transport" ratio.) */
+static void report_ratios_tls(const bench_report *rp, report_ratio *v, int *n)
+{
+    double tls = report_ceiling_rate(&rp->civetweb_rpc[BENCH_TLS]);
+    double tcp = report_ceiling_rate(&rp->civetweb_rpc[BENCH_TCP]);
+    report_ratio *r = report_add(v, n, "civetweb_nng_tls_of_tcp", report_frac(tls, tcp),
+                                 0, false, tls > 0 && tcp > 0);
+    snprintf(r->label, sizeof(r->label), "civetweb+nng tls+tcp / civetweb+nng tcp");
+}
+
 /* Fill v (REPORT_MAX_RATIOS) with rp's ratios, targets first; the count. */
 static int report_ratios(const bench_report *rp, report_ratio *v)
 {
@@ -115,8 +128,9 @@ static int report_ratios(const bench_report *rp, report_ratio *v)
                    TARGET_INVENTORY, true, inv > 0 && civ > 0);
     snprintf(r->label, sizeof(r->label), "GET /inventory / civetweb bare");
     r = report_add(v, &n,
-                   used == BENCH_TCP ? "get_order_of_civetweb_nng_tcp"
-                                     : "get_order_of_civetweb_nng_ipc",
+                   used == BENCH_TCP   ? "get_order_of_civetweb_nng_tcp"
+                   : used == BENCH_TLS ? "get_order_of_civetweb_nng_tls"
+                                       : "get_order_of_civetweb_nng_ipc",
                    report_frac(get, rpc_used), TARGET_ORDER_GET, true,
                    get > 0 && rpc_used > 0);
     snprintf(r->label, sizeof(r->label), "GET /order/{id} / civetweb+nng %s (shop's)",
@@ -157,6 +171,9 @@ static int report_ratios(const bench_report *rp, report_ratio *v)
     r = report_add(v, &n, "civetweb_nng_ipc_of_tcp", report_frac(ipc, tcp), 0, false,
                    ipc > 0 && tcp > 0);
     snprintf(r->label, sizeof(r->label), "civetweb+nng ipc / civetweb+nng tcp");
+    if (rp->civetweb_rpc[BENCH_TLS].ran || rp->transport == BENCH_TLS) {
+        report_ratios_tls(rp, v, &n);
+    }
     return n;
 }
 
@@ -293,10 +310,15 @@ void bench_report_print(const bench_report *rp, FILE *f)
                          &rp->civetweb_rpc[BENCH_TCP], "req/s");
     report_print_ceiling(f, "civetweb + nng round trip, ipc",
                          &rp->civetweb_rpc[BENCH_IPC], "req/s");
+    if (rp->civetweb_rpc[BENCH_TLS].ran || rp->transport == BENCH_TLS) {
+        report_print_ceiling(f, "civetweb + nng round trip, tls+tcp",
+                             &rp->civetweb_rpc[BENCH_TLS], "req/s");
+    }
     char name[64];
     snprintf(name, sizeof(name), "nng req/rep, %d ctx, tcp", BENCH_RPC_CONTEXTS);
     report_print_ceiling(f, name, &rp->nng, "rt/s");
-    snprintf(name, sizeof(name), "mosquitto QoS 1, window %d", rp->window);
+    snprintf(name, sizeof(name), "mosquitto QoS 1, window %d%s", rp->window,
+             bench_tls_on() ? ", tls" : "");
     report_print_ceiling(f, name, &rp->mqtt, "msg/s");
 
     fprintf(f, "\n  %-36s %17s %8s %8s %8s\n", "shop", "rate", "p50 ms", "p90 ms",
@@ -424,6 +446,9 @@ void bench_report_json_write(const bench_report *rp, FILE *f)
     report_json_ceiling(f, "civetweb", &rp->civetweb, true);
     report_json_ceiling(f, "civetweb_nng_tcp", &rp->civetweb_rpc[BENCH_TCP], true);
     report_json_ceiling(f, "civetweb_nng_ipc", &rp->civetweb_rpc[BENCH_IPC], true);
+    if (rp->civetweb_rpc[BENCH_TLS].ran) {
+        report_json_ceiling(f, "civetweb_nng_tls", &rp->civetweb_rpc[BENCH_TLS], true);
+    }
     report_json_ceiling(f, "nng_reqrep", &rp->nng, true);
     report_json_ceiling(f, "mosquitto_qos1", &rp->mqtt, false);
     fprintf(f, "  },\n  \"shop\": {\n");

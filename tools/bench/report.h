@@ -55,10 +55,9 @@ typedef struct bench_report {
     char store[16];             /* sqlite or postgres; empty when unknown (--url) */
     bench_transport transport;  /* the shop's RPC transport (between front and order) */
     bench_ceiling_row civetweb; /* bare handler */
-    bench_ceiling_row
-        civetweb_rpc[2];    /* handler + one round trip, [BENCH_TCP], [BENCH_IPC] */
-    bench_ceiling_row nng;  /* bare req/rep, tcp */
-    bench_ceiling_row mqtt; /* QoS 1 publisher -> subscriber */
+    bench_ceiling_row civetweb_rpc[3]; /* handler + one round trip, [BENCH_TCP|IPC|TLS] */
+    bench_ceiling_row nng;             /* bare req/rep, tcp */
+    bench_ceiling_row mqtt;            /* QoS 1 publisher -> subscriber */
     bench_phase inventory, post, order_get, half_post; /* directly at one front */
     bool e2e_ran, half_ran;
     bench_e2e e2e;    /* POST -> final status at the maximal rate */

@@ -94,7 +94,9 @@ static int session_start(bench_session *s, const bench_opts *o, int products)
     s->broker_port = s->shop.broker_port;
     s->broker_user = s->shop.broker_user;
     s->broker_password = s->shop.broker_password;
-    s->transport = strncmp(s->shop.order_rpc, "ipc://", 6) == 0 ? BENCH_IPC : BENCH_TCP;
+    s->transport = strncmp(s->shop.order_rpc, "ipc://", 6) == 0        ? BENCH_IPC
+                   : strncmp(s->shop.order_rpc, "tls+tcp://", 10) == 0 ? BENCH_TLS
+                                                                       : BENCH_TCP;
     if (o->transport_set) {
         s->transport = o->transport;
     }

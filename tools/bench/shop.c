@@ -17,12 +17,13 @@
 #include <unistd.h>
 
 #include "load.h"
+#include "tls.h"
 
 static const char *const shop_proc_names[BENCH_PROCS] = {"broker", "inventory", "order",
                                                          "front"};
 
 /* Most extra arguments shop_script_run passes. */
-#define SHOP_EXTRA_MAX 6
+#define SHOP_EXTRA_MAX 8
 
 /*
  * Run `script verb --state-dir DIR [extra...]` with WEBSHOP_BUILD_DIR set;
@@ -229,6 +230,8 @@ static void shop_fact(bench_shop *s, shop_fronts *f, const char *key, const char
         /* order_rpc, or the first replica's (order_rpc_0, order-0_rpc, ...); a
          * comma list's first address decides the transport. */
         snprintf(s->order_rpc, sizeof(s->order_rpc), "%s", v);
+    } else if (strncmp(key, "broker_tls_", 11) == 0) {
+        bench_tls_broker_fact(key, v);
     } else if (strcmp(key, "broker_user") == 0) {
         snprintf(s->broker_user, sizeof(s->broker_user), "%s", v);
     } else if (strcmp(key, "broker_password_file") == 0) {
@@ -373,11 +376,14 @@ int bench_shop_up(bench_shop *s, const char *script, const char *build_dir,
         extra[n++] = "--replicas";
         extra[n++] = nrep;
     }
+    if (bench_tls_on()) {
+        extra[n++] = "--tls";
+    }
     fprintf(stderr,
-            "bench: starting a shop: %s up --state-dir %s --http-port %s%s%s%s%s\n",
+            "bench: starting a shop: %s up --state-dir %s --http-port %s%s%s%s%s%s\n",
             s->script, s->state_dir, port, store != NULL ? " --store " : "",
             store != NULL ? store : "", replicas > 0 ? " --replicas " : "",
-            replicas > 0 ? nrep : "");
+            replicas > 0 ? nrep : "", bench_tls_on() ? " --tls" : "");
     s->started = true;
     int rc = shop_script_run(s, "up", extra, NULL, 0);
     if (own_catalog) {
