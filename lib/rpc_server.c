@@ -1016,6 +1016,19 @@ static void rpc_server_ctx_cb(void *arg)
     sc->arrival = rpc_server_now();
     sc->next = NULL;
     pthread_mutex_lock(&srv->mu);
+    if (srv->closing) {
+        /* Received after close began: close no longer waits for it, and
+         * it would be answered on an aio that close stops (a send on a
+         * stopped aio never completes, so close waited for this context
+         * for ever: seen with replicas under load, whose clients keep
+         * sending). Dropped unanswered: a client with several servers
+         * resends it to another (NNG_OPT_REQ_RESENDTIME). */
+        rpc_server_ctx_finish_locked(srv);
+        pthread_mutex_unlock(&srv->mu);
+        nng_msg_free(sc->req);
+        sc->req = NULL;
+        return;
+    }
     srv->in_flight++;
     ws_gauge_add(srv->in_flight_gauge, 1);
     if (srv->inline_handlers) {

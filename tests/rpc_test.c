@@ -1234,3 +1234,86 @@ Test(rpc, replica_killed_under_load_every_call_answered_by_the_other, .timeout =
     ws_rpc_server_close(a.srv);
     ws_metrics_free(mb);
 }
+
+typedef struct server_closer {
+    ws_rpc_server *srv;
+    atomic_bool done;
+} server_closer;
+
+static void *server_closer_main(void *arg)
+{
+    server_closer *k = arg;
+    ws_rpc_server_close(k->srv);
+    atomic_store(&k->done, true);
+    return NULL;
+}
+
+/* Two real servers on one client; A is closed gracefully (SIGTERM's path)
+ * while eight threads keep calling. Requests that reach A after its close
+ * began used to be served on contexts whose aio close had stopped, so their
+ * answers never completed and the close waited for ever (5 of 8 runs, and a
+ * replica of the order service hung on SIGTERM under load; handlers on
+ * worker threads, as the services run them). Now close ends
+ * within a second and every call is answered, by B when A dropped it. */
+Test(rpc, graceful_close_under_load_ends_and_every_call_is_answered, .timeout = 60)
+{
+    char url_a[128], url_b[128];
+    ws_metrics *ma = ws_metrics_new(), *mb = ws_metrics_new();
+    ws_rpc_server *a = server_start(url_a, sizeof(url_a), true, 16, 4, 0, ma);
+    ws_rpc_server *b = server_start(url_b, sizeof(url_b), true, 16, 4, 0, mb);
+    const char *urls[] = {url_a, url_b};
+    ws_rpc_client_opts o = {
+        .urls = urls, .n_urls = 2, .resend_ms = REPLICA_DEADLINE_MS / 2};
+    ws_rpc_client *c = NULL;
+    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
+    long long until = now_ms() + 10000;
+    while ((served(ma) == 0 || served(mb) == 0) && now_ms() < until) {
+        cr_assert_eq(get_product(c, 1, REPLICA_DEADLINE_MS, NULL, NULL, 0), WS_RPC_OK);
+    }
+    cr_assert(served(ma) > 0 && served(mb) > 0, "both servers answer");
+
+    enum { N = 8 };
+    atomic_bool stop = false;
+    pthread_t th[N];
+    replica_load l[N];
+    for (int i = 0; i < N; i++) {
+        l[i] = (replica_load){.c = c, .stop = &stop};
+        cr_assert_eq(pthread_create(&th[i], NULL, replica_load_main, &l[i]), 0);
+    }
+    uint64_t a0 = served(ma) + 300;
+    until = now_ms() + 10000;
+    while (served(ma) < a0 && now_ms() < until) {
+        sched_yield();
+    }
+    server_closer k = {.srv = a};
+    atomic_init(&k.done, false);
+    long long t0 = now_ms();
+    pthread_t kt;
+    cr_assert_eq(pthread_create(&kt, NULL, server_closer_main, &k), 0);
+    until = now_ms() + 10000;
+    while (!atomic_load(&k.done) && now_ms() < until) {
+        sched_yield();
+    }
+    long long took = now_ms() - t0;
+    cr_assert(atomic_load(&k.done), "close of A still waiting after %lld ms", took);
+    pthread_join(kt, NULL);
+    uint64_t b0 = served(mb) + 300;
+    until = now_ms() + 10000;
+    while (served(mb) < b0 && now_ms() < until) {
+        sched_yield();
+    }
+    atomic_store(&stop, true);
+    int failed = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        failed += l[i].failed;
+        cr_expect_eq(l[i].failed, 0, "thread %d: %d failed, last %s", i, l[i].failed,
+                     ws_rpc_code_name(l[i].last_bad));
+    }
+    cr_expect(took < 1000, "close took %lld ms", took);
+    cr_expect_eq(failed, 0);
+    ws_rpc_client_close(c);
+    ws_rpc_server_close(b);
+    ws_metrics_free(ma);
+    ws_metrics_free(mb);
+}
