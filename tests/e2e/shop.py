@@ -272,6 +272,16 @@ def http_ok(port, path):
         return False
 
 
+def pid_alive(pid):
+    """True while pid runs; a zombie (an orphan pid 1 has not reaped yet)
+    counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def port_open(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

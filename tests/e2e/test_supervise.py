@@ -23,7 +23,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shop import (PORT_FLOOR, _PortReserver, ephemeral_range, http_ok,  # noqa: E402
+from shop import (PORT_FLOOR, _PortReserver, ephemeral_range, http_ok, pid_alive,  # noqa: E402
                   wait_until)
 
 BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
@@ -61,16 +61,6 @@ def port_run():
         for p, fd in zip(ports, fds):
             _PortReserver._drop(p, fd)
     raise AssertionError("no run of six free ports")
-
-
-def pid_alive(pid):
-    """True while pid runs; a zombie (an orphan pid 1 has not reaped yet)
-    counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class Supervised(unittest.TestCase):

@@ -22,21 +22,12 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shop import wait_until  # noqa: E402
+from shop import pid_alive, wait_until  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv.pop(1) if len(sys.argv) > 1 else "build")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 WEBSHOP = os.path.join(ROOT, "tools", "webshop")
 PROCESSES = ("broker inventory-0 inventory-1 order-0 order-1 front-0 front-1 haproxy")
-
-
-def pid_alive(pid):
-    """True while pid runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class UpReplicas(unittest.TestCase):
