@@ -42,11 +42,53 @@
 #define BUS_BACKOFF_MAX_MS       5000
 #define BUS_LOOP_TIMEOUT_MS      100
 
-static pthread_once_t bus_lib_once = PTHREAD_ONCE_INIT;
+/* libmosquitto's global state, held while any bus is open: init with the
+ * first, cleanup with the last (libmosquitto 2.0 keeps an OpenSSL UI method
+ * from its first TLS connection until mosquitto_lib_cleanup). Not at exit:
+ * OpenSSL's own atexit cleanup may already have run by then. */
+static pthread_mutex_t bus_lib_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned bus_lib_users;
 
-static void bus_lib_init_once(void)
+static void bus_lib_acquire(void)
 {
-    mosquitto_lib_init();
+    pthread_mutex_lock(&bus_lib_mu);
+    if (bus_lib_users++ == 0) {
+        mosquitto_lib_init();
+    }
+    pthread_mutex_unlock(&bus_lib_mu);
+}
+
+static void bus_lib_release(void)
+{
+    pthread_mutex_lock(&bus_lib_mu);
+    if (bus_lib_users > 0 && --bus_lib_users == 0) {
+        mosquitto_lib_cleanup();
+    }
+    pthread_mutex_unlock(&bus_lib_mu);
+}
+
+/* libmosquitto 2.0 initialises its TLS globals (an OpenSSL UI method) on a
+ * process's first TLS connect without a lock: two buses connecting at once
+ * both make one, and one leaks. TLS connects are serialised until one has
+ * succeeded; after that the globals exist and connects run in parallel. */
+static pthread_mutex_t bus_tls_first_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool bus_tls_inited;
+
+static int bus_connect(ws_bus *bus)
+{
+    bool serial = bus->tls && !atomic_load(&bus_tls_inited);
+    if (serial) {
+        pthread_mutex_lock(&bus_tls_first_mu);
+    }
+    int rc = mosquitto_connect_bind_v5(bus->mosq, bus->host, bus->port, bus->keepalive,
+                                       NULL, bus->connect_props);
+    if (serial) {
+        if (rc == MOSQ_ERR_SUCCESS) {
+            atomic_store(&bus_tls_inited, true);
+        }
+        pthread_mutex_unlock(&bus_tls_first_mu);
+    }
+    return rc;
 }
 
 ws_err ws__bus_err_from_mosq(int rc)
@@ -231,8 +273,7 @@ static void *bus_thread_main(void *arg)
         uint64_t gen_before = bus->gen;
         pthread_mutex_unlock(&bus->mu);
 
-        int rc = mosquitto_connect_bind_v5(bus->mosq, bus->host, bus->port,
-                                           bus->keepalive, NULL, bus->connect_props);
+        int rc = bus_connect(bus);
         if (rc == MOSQ_ERR_SUCCESS) {
             rc = bus_connection_run(bus);
         }
@@ -303,6 +344,7 @@ static int bus_open_tls(ws_bus *bus, const ws_bus_opts *opts)
     if ((opts->tls_cert == NULL) != (opts->tls_key == NULL)) {
         return MOSQ_ERR_INVAL;
     }
+    bus->tls = true;
     int rc = mosquitto_tls_set(bus->mosq, opts->tls_ca, NULL, opts->tls_cert,
                                opts->tls_key, NULL);
     if (rc == MOSQ_ERR_SUCCESS) {
@@ -453,7 +495,7 @@ ws_err ws_bus_open(const ws_bus_opts *opts, ws_bus **out)
         free(bus);
         return WS_EINVAL;
     }
-    pthread_once(&bus_lib_once, bus_lib_init_once);
+    bus_lib_acquire();
     ws_err err = bus_open_names(bus, opts);
     if (err != WS_OK) {
         goto fail_bus;
@@ -482,6 +524,7 @@ fail_names:
     bus_names_free(bus);
 fail_bus:
     free(bus);
+    bus_lib_release();
     return err;
 }
 
@@ -579,4 +622,5 @@ void ws_bus_close(ws_bus *bus)
     bus_locks_destroy(bus);
     bus_names_free(bus);
     free(bus);
+    bus_lib_release();
 }

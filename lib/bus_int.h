@@ -133,6 +133,7 @@ struct ws_bus {
     char *share_group; /* opts->share_group copied; NULL = none */
     int port;
     int keepalive;
+    bool tls; /* --broker-tls-ca given */
     ws_bus_format format;
     size_t max_payload;
     int max_inflight;
