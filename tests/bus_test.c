@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,9 @@
 #include "trace.h"
 #include "webshop/v1/events.pb-c.h"
 
-#define WAIT_MS 10000
-#define TOPIC   "test/order-send"
+#define WAIT_MS     10000
+#define TOPIC       "test/order-send"
+#define TOPIC_LABEL "topic=\"" TOPIC "\""
 
 static char *tmpdir;
 static harness_broker broker;
@@ -137,6 +139,37 @@ static ws_bus *bus_new(const char *client_id, ws_bus_format format, int port,
     return bus;
 }
 
+/* Start every bus in all, then wait until each is ready (connected, and
+ * every subscription acknowledged). */
+static void bus_start_ready(ws_bus *const *all, int n)
+{
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(ws_bus_start(all[i]), WS_OK);
+    }
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(ws_bus_wait_connected(all[i], WAIT_MS), WS_OK);
+    }
+}
+
+/* A protobuf publisher "test-pub" on the broker, ready. */
+static ws_bus *pub_ready(ws_metrics *m)
+{
+    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
+    bus_start_ready(&pub, 1);
+    return pub;
+}
+
+/* A subscriber "test-sub" recording what arrives on TOPIC into g; not
+ * started. */
+static ws_bus *sub_new(got *g, ws_metrics *m)
+{
+    ws_bus *sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, m);
+    cr_assert_eq(ws_bus_subscribe(sub, TOPIC, &webshop__v1__order_sent__descriptor,
+                                  got_handler, g),
+                 WS_OK);
+    return sub;
+}
+
 static bool is_connected(void *ctx)
 {
     return ws_bus_connected(ctx);
@@ -186,6 +219,11 @@ static uint64_t counter(ws_metrics *m, const char *name, const char *labels)
     return ws_counter_value(ws_counter_get(m, name, "", labels));
 }
 
+static double gauge(ws_metrics *m, const char *name)
+{
+    return ws_gauge_value(ws_gauge_get(m, name, "", NULL));
+}
+
 /* A subscriber on TOPIC and a publisher in format, both connected. */
 typedef struct pair {
     ws_metrics *sm, *pm;
@@ -198,15 +236,9 @@ static void pair_open(pair *p, ws_bus_format format)
     got_init(&p->g);
     p->sm = ws_metrics_new();
     p->pm = ws_metrics_new();
-    p->sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, p->sm);
+    p->sub = sub_new(&p->g, p->sm);
     p->pub = bus_new("test-pub", format, broker.port, p->pm);
-    cr_assert_eq(ws_bus_subscribe(p->sub, TOPIC, &webshop__v1__order_sent__descriptor,
-                                  got_handler, &p->g),
-                 WS_OK);
-    cr_assert_eq(ws_bus_start(p->sub), WS_OK);
-    cr_assert_eq(ws_bus_start(p->pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(p->sub, WAIT_MS), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(p->pub, WAIT_MS), WS_OK);
+    bus_start_ready((ws_bus *[]){p->sub, p->pub}, 2);
 }
 
 static void pair_close(pair *p)
@@ -230,10 +262,9 @@ static void round_trip(ws_bus_format format)
     cr_assert(got_wait(&p.g, 1));
     expect_same(&p.g, 0, &o.msg.base);
     cr_expect_eq(p.g.json[0], format == WS_BUS_JSON);
-    cr_expect_eq(counter(p.pm, "webshop_bus_published_total", "topic=\"" TOPIC "\""), 1);
-    cr_expect_eq(counter(p.sm, "webshop_bus_received_total", "topic=\"" TOPIC "\""), 1);
-    cr_expect_eq(counter(p.sm, "webshop_bus_undecodable_total", "topic=\"" TOPIC "\""),
-                 0);
+    cr_expect_eq(counter(p.pm, "webshop_bus_published_total", TOPIC_LABEL), 1);
+    cr_expect_eq(counter(p.sm, "webshop_bus_received_total", TOPIC_LABEL), 1);
+    cr_expect_eq(counter(p.sm, "webshop_bus_undecodable_total", TOPIC_LABEL), 0);
     pair_close(&p);
 }
 
@@ -250,9 +281,7 @@ Test(bus, qos1_round_trip_json)
 Test(bus, publish_returns_after_puback)
 {
     ws_metrics *m = ws_metrics_new();
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    ws_bus *pub = pub_ready(m);
     order o;
     order_make(&o, "acked");
     for (int i = 0; i < 20; i++) {
@@ -260,9 +289,9 @@ Test(bus, publish_returns_after_puback)
         /* The PUBACK was counted before the call returned. */
         cr_assert_eq(counter(m, "webshop_bus_acked_total", NULL), (uint64_t)i + 1);
     }
-    cr_expect_eq(ws_gauge_value(ws_gauge_get(m, "webshop_bus_connected", "", NULL)), 1.0);
+    cr_expect_eq(gauge(m, "webshop_bus_connected"), 1.0);
     ws_bus_close(pub);
-    cr_expect_eq(ws_gauge_value(ws_gauge_get(m, "webshop_bus_connected", "", NULL)), 0.0);
+    cr_expect_eq(gauge(m, "webshop_bus_connected"), 0.0);
     ws_metrics_free(m);
 }
 
@@ -274,9 +303,23 @@ static void async_done(void *ctx, ws_err result)
     }
 }
 
-static bool async_all(void *ctx)
+/* Waits up to ms until *n (bumped atomically by another thread) reaches
+ * target. */
+typedef struct want_n {
+    int *n;
+    int target;
+} want_n;
+
+static bool n_reached(void *ctx)
 {
-    return __atomic_load_n((int *)ctx, __ATOMIC_SEQ_CST) == 50;
+    want_n *w = ctx;
+    return __atomic_load_n(w->n, __ATOMIC_SEQ_CST) >= w->target;
+}
+
+static bool n_wait(int *n, int target, int ms)
+{
+    want_n w = {n, target};
+    return harness_wait_until(n_reached, &w, ms);
 }
 
 Test(bus, publish_async_calls_back_once_per_message)
@@ -290,7 +333,7 @@ Test(bus, publish_async_calls_back_once_per_message)
         cr_assert_eq(ws_bus_publish_async(p.pub, TOPIC, &o.msg.base, async_done, &acked),
                      WS_OK);
     }
-    cr_assert(harness_wait_until(async_all, &acked, WAIT_MS));
+    cr_assert(n_wait(&acked, 50, WAIT_MS));
     cr_assert(got_wait(&p.g, 50));
     pair_close(&p);
     cr_expect_eq(acked, 50);
@@ -304,8 +347,10 @@ static void age_of(ws_metrics *m, uint64_t *count, double *sum)
     ws_buf out;
     ws_buf_init(&out, 0);
     cr_assert_eq(ws_metrics_render(m, &out), WS_OK);
-    const char *c = strstr(out.data, "webshop_event_age_seconds_count{topic=\"" TOPIC "\"} ");
-    const char *s = strstr(out.data, "webshop_event_age_seconds_sum{topic=\"" TOPIC "\"} ");
+    const char *c =
+        strstr(out.data, "webshop_event_age_seconds_count{topic=\"" TOPIC "\"} ");
+    const char *s =
+        strstr(out.data, "webshop_event_age_seconds_sum{topic=\"" TOPIC "\"} ");
     cr_assert(c != NULL && s != NULL, "%s", out.data);
     *count = strtoull(strchr(c, ' ') + 1, NULL, 10);
     *sum = strtod(strchr(s, ' ') + 1, NULL);
@@ -330,27 +375,17 @@ Test(bus, consumed_events_count_their_age_from_creation)
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     int64_t minute_ago = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - 60000;
-    cr_assert_eq(ws_bus_publish_async_at(p.pub, TOPIC, &o.msg.base, minute_ago, async_done,
-                                         &acked),
+    cr_assert_eq(ws_bus_publish_async_at(p.pub, TOPIC, &o.msg.base, minute_ago,
+                                         async_done, &acked),
                  WS_OK);
     cr_assert(got_wait(&p.g, 2));
     age_of(p.sm, &n, &sum);
     cr_expect_eq(n, 2);
     cr_expect(sum >= 60 && sum < 70, "sum of ages %f", sum);
-    cr_expect_eq(ws_bus_publish_async_at(p.pub, TOPIC, &o.msg.base, -1, async_done, &acked),
-                 WS_EINVAL);
+    cr_expect_eq(
+        ws_bus_publish_async_at(p.pub, TOPIC, &o.msg.base, -1, async_done, &acked),
+        WS_EINVAL);
     pair_close(&p);
-}
-
-typedef struct turns_want {
-    int *turns;
-    int n;
-} turns_want;
-
-static bool turns_at_least(void *ctx)
-{
-    turns_want *w = ctx;
-    return __atomic_load_n(w->turns, __ATOMIC_SEQ_CST) >= w->n;
 }
 
 static void count_turn(void *ctx)
@@ -368,8 +403,8 @@ Test(bus, loop_hook_runs_every_turn_connected_or_not)
     cr_assert_eq(ws_bus_start(bus), WS_OK);
     cr_expect_eq(ws_bus_set_loop_hook(bus, NULL, NULL), WS_EINVAL, "set after start");
     cr_assert_eq(ws_bus_wait_connected(bus, WAIT_MS), WS_OK);
-    turns_want w = {&turns, __atomic_load_n(&turns, __ATOMIC_SEQ_CST) + 10};
-    cr_assert(harness_wait_until(turns_at_least, &w, WAIT_MS), "idle loop turns");
+    cr_assert(n_wait(&turns, __atomic_load_n(&turns, __ATOMIC_SEQ_CST) + 10, WAIT_MS),
+              "idle loop turns");
     ws_bus_close(bus);
     /* No broker: every reconnect attempt is a turn too. */
     int offline = 0;
@@ -378,8 +413,7 @@ Test(bus, loop_hook_runs_every_turn_connected_or_not)
     cr_assert_eq(ws_bus_set_loop_hook(bus, count_turn, &offline), WS_OK);
     cr_assert_eq(ws_bus_start(bus), WS_OK);
     /* Backoff 100 ms doubling: 5 attempts within about 3 s. */
-    turns_want wo = {&offline, 5};
-    cr_expect(harness_wait_until(turns_at_least, &wo, WAIT_MS), "reconnect turns");
+    cr_expect(n_wait(&offline, 5, WAIT_MS), "reconnect turns");
     ws_bus_close(bus);
     ws_metrics_free(m);
 }
@@ -450,10 +484,7 @@ static void offline_delivery(pair *p, int n)
     got g2;
     got_init(&g2);
     ws_metrics *m2 = ws_metrics_new();
-    ws_bus *sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, m2);
-    cr_assert_eq(ws_bus_subscribe(sub, TOPIC, &webshop__v1__order_sent__descriptor,
-                                  got_handler, &g2),
-                 WS_OK);
+    ws_bus *sub = sub_new(&g2, m2);
     cr_assert_eq(ws_bus_start(sub), WS_OK);
     cr_assert(got_wait(&g2, n));
     for (int i = 0; i < n; i++) {
@@ -517,10 +548,8 @@ Test(bus, garbage_payloads_are_counted_and_dropped)
     cr_expect_eq(p.g.n, 1);
     cr_expect_str_eq(p.g.order_id[0], "valid-after-junk");
     expect_same(&p.g, 0, &o.msg.base);
-    cr_expect_eq(counter(p.sm, "webshop_bus_undecodable_total", "topic=\"" TOPIC "\""),
-                 n_junk);
-    cr_expect_eq(counter(p.sm, "webshop_bus_received_total", "topic=\"" TOPIC "\""),
-                 n_junk + 1);
+    cr_expect_eq(counter(p.sm, "webshop_bus_undecodable_total", TOPIC_LABEL), n_junk);
+    cr_expect_eq(counter(p.sm, "webshop_bus_received_total", TOPIC_LABEL), n_junk + 1);
     cr_expect(ws_bus_connected(p.sub));
     pair_close(&p);
 }
@@ -547,7 +576,7 @@ typedef struct sent_ctx {
 static bool published_n(void *ctx)
 {
     sent_ctx *s = ctx;
-    return counter(s->m, "webshop_bus_published_total", "topic=\"" TOPIC "\"") >= s->n;
+    return counter(s->m, "webshop_bus_published_total", TOPIC_LABEL) >= s->n;
 }
 
 static void async_closed(void *ctx, ws_err result)
@@ -560,9 +589,7 @@ Test(bus, close_fails_pending_publish_waits)
     /* The broker is frozen, so no PUBACK comes: a sync publish and an async
      * one are pending when the bus closes. Both end with WS_ECLOSED. */
     ws_metrics *m = ws_metrics_new();
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    ws_bus *pub = pub_ready(m);
     cr_assert_eq(kill(broker.proc.pid, SIGSTOP), 0);
 
     ws_err async_result = WS_OK;
@@ -723,11 +750,8 @@ static void grouped_run(grouped *g, int n, int max_msgs, ws_metrics *sm)
     cr_assert_eq(ws_bus_subscribe(sub, TOPIC, &webshop__v1__order_sent__descriptor,
                                   grouped_handler, g),
                  WS_OK);
-    cr_assert_eq(ws_bus_start(sub), WS_OK);
+    bus_start_ready((ws_bus *[]){sub, pub}, 2);
     cr_assert_eq(ws_bus_set_batch(sub, &b), WS_EINVAL, "set_batch after start");
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(sub, WAIT_MS), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
     int acked = 0;
     order o;
     order_make(&o, "grouped");
@@ -841,6 +865,14 @@ static bool flaky_reached(void *ctx)
     return ok;
 }
 
+/* Waits until f has failed at least fails times and applied at least
+ * applied messages. */
+static bool flaky_wait(flaky *f, int fails, int applied)
+{
+    flaky_want w = {f, fails, applied};
+    return harness_wait_until(flaky_reached, &w, WAIT_MS);
+}
+
 static bool bus_is_holding(void *ctx)
 {
     return ws_bus_holding(ctx, NULL);
@@ -871,79 +903,105 @@ static ws_bus *flaky_sub(flaky *f, bool batch, int keepalive, ws_metrics *m)
     cr_assert_eq(ws_bus_subscribe(bus, TOPIC, &webshop__v1__order_sent__descriptor,
                                   flaky_handler, f),
                  WS_OK);
-    cr_assert_eq(ws_bus_start(bus), WS_OK);
+    bus_start_ready(&bus, 1);
     cr_assert_eq(ws_bus_set_retry(bus, &r), WS_EINVAL, "set_retry after start");
-    cr_assert_eq(ws_bus_wait_connected(bus, WAIT_MS), WS_OK);
     return bus;
 }
 
-static void publish_ids(ws_bus *pub, const char *const *ids, int n)
+/* A flaky subscriber (failing fail_id with fail_with until allowed) and a
+ * publisher, both ready, each with its own metrics. */
+typedef struct flaky_rig {
+    flaky f;
+    ws_metrics *sm, *pm;
+    ws_bus *sub, *pub;
+} flaky_rig;
+
+static void flaky_rig_open(flaky_rig *r, const char *fail_id, ws_err fail_with,
+                           bool batch, int keepalive)
 {
-    for (int i = 0; i < n; i++) {
+    *r = (flaky_rig){.f = {.fail_id = fail_id, .fail_with = fail_with}};
+    pthread_mutex_init(&r->f.mu, NULL);
+    r->sm = ws_metrics_new();
+    r->pm = ws_metrics_new();
+    r->sub = flaky_sub(&r->f, batch, keepalive, r->sm);
+    r->pub = pub_ready(r->pm);
+}
+
+static void flaky_rig_close(flaky_rig *r)
+{
+    ws_bus_close(r->pub);
+    ws_bus_close(r->sub);
+    ws_metrics_free(r->pm);
+    ws_metrics_free(r->sm);
+    pthread_mutex_destroy(&r->f.mu);
+}
+
+/* Publish one message per order id, in order, each acknowledged; the list
+ * ends with NULL. */
+__attribute__((sentinel)) static void publish_ids(ws_bus *pub, ...)
+{
+    va_list ap;
+    va_start(ap, pub);
+    for (const char *id; (id = va_arg(ap, const char *)) != NULL;) {
         order o;
-        order_make(&o, ids[i]);
+        order_make(&o, id);
         cr_assert_eq(ws_bus_publish(pub, TOPIC, &o.msg.base, WAIT_MS), WS_OK);
     }
+    va_end(ap);
+}
+
+/* A is held and A, B, C were published: nothing was applied meanwhile. Then
+ * the store commits: A, B, C are applied, reading resumes (resumed(sub)),
+ * and a later D arrives after them (also a chance for a late duplicate of
+ * A to show). */
+static void flaky_commit_then_resume(flaky_rig *r, bool (*resumed)(void *))
+{
+    pthread_mutex_lock(&r->f.mu);
+    cr_expect_eq(r->f.n, 0, "a message after the held one ran before it");
+    r->f.allow = true;
+    pthread_mutex_unlock(&r->f.mu);
+    cr_assert(flaky_wait(&r->f, 0, 3));
+    cr_assert(harness_wait_until(resumed, r->sub, WAIT_MS));
+    publish_ids(r->pub, "D", NULL);
+    cr_assert(flaky_wait(&r->f, 0, 4));
 }
 
 /* A fails three times, then commits: A, B, C are each applied once, in
  * that order, and nothing after A runs while A is held. */
 static void hold_then_apply_in_order(bool batch)
 {
-    flaky f = {.fail_id = "A", .fail_with = WS_EIO};
-    pthread_mutex_init(&f.mu, NULL);
-    ws_metrics *sm = ws_metrics_new(), *pm = ws_metrics_new();
-    ws_bus *sub = flaky_sub(&f, batch, 0, sm);
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, pm);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    flaky_rig r;
+    flaky_rig_open(&r, "A", WS_EIO, batch, 0);
 
-    static const char *const ids[] = {"A", "B", "C"};
-    publish_ids(pub, ids, 3);
-    flaky_want w = {&f, 3, 0};
-    cr_assert(harness_wait_until(flaky_reached, &w, WAIT_MS));
+    publish_ids(r.pub, "A", "B", "C", NULL);
+    cr_assert(flaky_wait(&r.f, 3, 0));
     ws_bus_hold h;
-    cr_assert(ws_bus_holding(sub, &h));
+    cr_assert(ws_bus_holding(r.sub, &h));
     cr_expect_geq(h.held, 1);
     cr_expect_geq(h.attempts, 3);
     cr_expect_eq(h.error, WS_EIO);
     cr_expect_str_eq(h.topic, TOPIC);
-    pthread_mutex_lock(&f.mu);
-    cr_expect_eq(f.n, 0, "a message after the held one ran before it");
-    cr_expect_geq(f.last_attempt, 2);
-    f.allow = true;
-    pthread_mutex_unlock(&f.mu);
-
-    flaky_want all = {&f, 0, 3};
-    cr_assert(harness_wait_until(flaky_reached, &all, WAIT_MS));
-    cr_assert(harness_wait_until(bus_not_holding, sub, WAIT_MS));
-    /* Reading resumed: a later message arrives. */
-    static const char *const more[] = {"D"};
-    publish_ids(pub, more, 1);
-    flaky_want four = {&f, 0, 4};
-    cr_assert(harness_wait_until(flaky_reached, &four, WAIT_MS));
-    pthread_mutex_lock(&f.mu);
-    cr_expect_eq(f.n, 4, "a message applied twice");
-    cr_expect_str_eq(f.applied[0], "A");
-    cr_expect_str_eq(f.applied[1], "B");
-    cr_expect_str_eq(f.applied[2], "C");
-    cr_expect_str_eq(f.applied[3], "D");
+    pthread_mutex_lock(&r.f.mu);
+    cr_expect_geq(r.f.last_attempt, 2);
+    pthread_mutex_unlock(&r.f.mu);
+    flaky_commit_then_resume(&r, bus_not_holding);
+    pthread_mutex_lock(&r.f.mu);
+    cr_expect_eq(r.f.n, 4, "a message applied twice");
+    cr_expect_str_eq(r.f.applied[0], "A");
+    cr_expect_str_eq(r.f.applied[1], "B");
+    cr_expect_str_eq(r.f.applied[2], "C");
+    cr_expect_str_eq(r.f.applied[3], "D");
     if (batch) {
-        cr_expect_geq(f.grouped_fails, 1, "the first failure ran inside a group");
-        cr_expect_lt(f.grouped_fails, f.fails, "retries run outside any group");
+        cr_expect_geq(r.f.grouped_fails, 1, "the first failure ran inside a group");
+        cr_expect_lt(r.f.grouped_fails, r.f.fails, "retries run outside any group");
     }
-    int fails = f.fails;
-    pthread_mutex_unlock(&f.mu);
-    cr_expect_eq(counter(sm, "webshop_bus_handler_retries_total", NULL), (uint64_t)fails);
-    cr_expect_eq(counter(sm, "webshop_bus_handler_failed_total", "topic=\"" TOPIC "\""),
-                 0);
-    cr_expect_eq(ws_gauge_value(ws_gauge_get(sm, "webshop_bus_held_messages", "", NULL)),
-                 0);
-    ws_bus_close(pub);
-    ws_bus_close(sub);
-    ws_metrics_free(pm);
-    ws_metrics_free(sm);
-    pthread_mutex_destroy(&f.mu);
+    int fails = r.f.fails;
+    pthread_mutex_unlock(&r.f.mu);
+    cr_expect_eq(counter(r.sm, "webshop_bus_handler_retries_total", NULL),
+                 (uint64_t)fails);
+    cr_expect_eq(counter(r.sm, "webshop_bus_handler_failed_total", TOPIC_LABEL), 0);
+    cr_expect_eq(gauge(r.sm, "webshop_bus_held_messages"), 0);
+    flaky_rig_close(&r);
 }
 
 Test(bus, a_handler_that_cannot_commit_holds_its_message_until_it_can)
@@ -959,30 +1017,18 @@ Test(bus, a_failure_inside_a_group_holds_that_message_and_keeps_the_order)
 /* An invalid message is dropped and counted, never held. */
 Test(bus, an_invalid_message_is_dropped_not_retried)
 {
-    flaky f = {.fail_id = "bad", .fail_with = WS_EINVAL};
-    pthread_mutex_init(&f.mu, NULL);
-    ws_metrics *sm = ws_metrics_new(), *pm = ws_metrics_new();
-    ws_bus *sub = flaky_sub(&f, false, 0, sm);
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, pm);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
-    static const char *const ids[] = {"bad", "good"};
-    publish_ids(pub, ids, 2);
-    flaky_want w = {&f, 1, 1};
-    cr_assert(harness_wait_until(flaky_reached, &w, WAIT_MS));
-    pthread_mutex_lock(&f.mu);
-    cr_expect_eq(f.fails, 1, "an invalid message was retried");
-    cr_expect_str_eq(f.applied[0], "good");
-    pthread_mutex_unlock(&f.mu);
-    cr_expect_not(ws_bus_holding(sub, NULL));
-    cr_expect_eq(counter(sm, "webshop_bus_handler_failed_total", "topic=\"" TOPIC "\""),
-                 1);
-    cr_expect_eq(counter(sm, "webshop_bus_handler_retries_total", NULL), 0);
-    ws_bus_close(pub);
-    ws_bus_close(sub);
-    ws_metrics_free(pm);
-    ws_metrics_free(sm);
-    pthread_mutex_destroy(&f.mu);
+    flaky_rig r;
+    flaky_rig_open(&r, "bad", WS_EINVAL, false, 0);
+    publish_ids(r.pub, "bad", "good", NULL);
+    cr_assert(flaky_wait(&r.f, 1, 1));
+    pthread_mutex_lock(&r.f.mu);
+    cr_expect_eq(r.f.fails, 1, "an invalid message was retried");
+    cr_expect_str_eq(r.f.applied[0], "good");
+    pthread_mutex_unlock(&r.f.mu);
+    cr_expect_not(ws_bus_holding(r.sub, NULL));
+    cr_expect_eq(counter(r.sm, "webshop_bus_handler_failed_total", TOPIC_LABEL), 1);
+    cr_expect_eq(counter(r.sm, "webshop_bus_handler_retries_total", NULL), 0);
+    flaky_rig_close(&r);
 }
 
 /* Held past the keepalive (5 s, libmosquitto's least; the test takes about
@@ -991,74 +1037,44 @@ Test(bus, an_invalid_message_is_dropped_not_retried)
  * meanwhile arrives after it; the held message is applied exactly once. */
 Test(bus, a_hold_longer_than_the_keepalive_reconnects_after_the_message_commits)
 {
-    flaky f = {.fail_id = "A", .fail_with = WS_EIO};
-    pthread_mutex_init(&f.mu, NULL);
-    ws_metrics *sm = ws_metrics_new(), *pm = ws_metrics_new();
-    ws_bus *sub = flaky_sub(&f, true, 5, sm);
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, pm);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
-    static const char *const first[] = {"A"};
-    publish_ids(pub, first, 1);
-    cr_assert(harness_wait_until(bus_is_holding, sub, WAIT_MS));
+    flaky_rig r;
+    flaky_rig_open(&r, "A", WS_EIO, true, 5);
+    publish_ids(r.pub, "A", NULL);
+    cr_assert(harness_wait_until(bus_is_holding, r.sub, WAIT_MS));
     /* Published while held: it waits at the broker (or unread). */
-    static const char *const later[] = {"B", "C"};
-    publish_ids(pub, later, 2);
-    cr_assert(harness_wait_until(is_disconnected, sub, 4 * 5000),
+    publish_ids(r.pub, "B", "C", NULL);
+    cr_assert(harness_wait_until(is_disconnected, r.sub, 4 * 5000),
               "the connection outlived two keepalives without a read");
-    cr_expect(ws_bus_holding(sub, NULL));
-    pthread_mutex_lock(&f.mu);
-    cr_expect_eq(f.n, 0);
-    f.allow = true;
-    pthread_mutex_unlock(&f.mu);
-    flaky_want all = {&f, 0, 3};
-    cr_assert(harness_wait_until(flaky_reached, &all, WAIT_MS));
-    cr_assert(harness_wait_until(is_connected, sub, WAIT_MS));
-    /* Anything redelivered has arrived once connected; give a late
+    cr_expect(ws_bus_holding(r.sub, NULL));
+    /* Anything redelivered has arrived once connected; D gives a late
      * duplicate of A the chance to show with one more round trip. */
-    static const char *const last[] = {"D"};
-    publish_ids(pub, last, 1);
-    flaky_want four = {&f, 0, 4};
-    cr_assert(harness_wait_until(flaky_reached, &four, WAIT_MS));
-    pthread_mutex_lock(&f.mu);
+    flaky_commit_then_resume(&r, is_connected);
+    pthread_mutex_lock(&r.f.mu);
     int a = 0;
-    for (int i = 0; i < f.n; i++) {
-        a += strcmp(f.applied[i], "A") == 0;
+    for (int i = 0; i < r.f.n; i++) {
+        a += strcmp(r.f.applied[i], "A") == 0;
     }
     cr_expect_eq(a, 1, "the held message was applied %d times", a);
-    cr_expect_str_eq(f.applied[0], "A");
-    cr_expect_str_eq(f.applied[1], "B");
-    cr_expect_str_eq(f.applied[2], "C");
-    pthread_mutex_unlock(&f.mu);
-    cr_expect_geq(counter(sm, "webshop_bus_reconnects_total", NULL), 1);
-    ws_bus_close(pub);
-    ws_bus_close(sub);
-    ws_metrics_free(pm);
-    ws_metrics_free(sm);
-    pthread_mutex_destroy(&f.mu);
+    cr_expect_str_eq(r.f.applied[0], "A");
+    cr_expect_str_eq(r.f.applied[1], "B");
+    cr_expect_str_eq(r.f.applied[2], "C");
+    pthread_mutex_unlock(&r.f.mu);
+    cr_expect_geq(counter(r.sm, "webshop_bus_reconnects_total", NULL), 1);
+    flaky_rig_close(&r);
 }
 
 /* Closing while a message is held does not wait for it to commit. */
 Test(bus, close_while_holding_returns_at_once)
 {
-    flaky f = {.fail_id = "A", .fail_with = WS_ESTORE};
-    pthread_mutex_init(&f.mu, NULL);
-    ws_metrics *sm = ws_metrics_new(), *pm = ws_metrics_new();
-    ws_bus *sub = flaky_sub(&f, false, 0, sm);
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, pm);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
-    static const char *const ids[] = {"A"};
-    publish_ids(pub, ids, 1);
-    flaky_want w = {&f, 5, 0};
-    cr_assert(harness_wait_until(flaky_reached, &w, WAIT_MS));
+    flaky_rig r;
+    flaky_rig_open(&r, "A", WS_ESTORE, false, 0);
+    publish_ids(r.pub, "A", NULL);
+    cr_assert(flaky_wait(&r.f, 5, 0));
     long long t0 = harness_now_ms();
-    ws_bus_close(sub);
+    ws_bus_close(r.sub);
+    r.sub = NULL;
     cr_expect_lt(harness_now_ms() - t0, 1500, "close waited for the held message");
-    ws_bus_close(pub);
-    ws_metrics_free(pm);
-    ws_metrics_free(sm);
-    pthread_mutex_destroy(&f.mu);
+    flaky_rig_close(&r);
 }
 
 /* ---- shared subscriptions ----------------------------------------------- */
@@ -1142,13 +1158,7 @@ static void share_rig_open(share_rig *r)
     r->plain = bus_new("test-plain", WS_BUS_PROTOBUF, broker.port, r->m[2]);
     cr_assert_eq(ws_bus_subscribe(r->plain, TOPIC, d, share_handler, &r->ctx[2]), WS_OK);
     r->pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, r->m[3]);
-    ws_bus *all[4] = {r->member[0], r->member[1], r->plain, r->pub};
-    for (int i = 0; i < 4; i++) {
-        cr_assert_eq(ws_bus_start(all[i]), WS_OK);
-    }
-    for (int i = 0; i < 4; i++) {
-        cr_assert_eq(ws_bus_wait_connected(all[i], WAIT_MS), WS_OK);
-    }
+    bus_start_ready((ws_bus *[]){r->member[0], r->member[1], r->plain, r->pub}, 4);
 }
 
 static void share_rig_close(share_rig *r)
@@ -1219,8 +1229,8 @@ Test(bus, share_group_members_get_every_message_once_between_them)
     cr_expect_gt(r.t.by_member[1], 0);
     cr_log_info("share split %d/%d", r.t.by_member[0], r.t.by_member[1]);
     /* Labelled with the plain filter in both members. */
-    uint64_t m0 = counter(r.m[0], "webshop_bus_received_total", "topic=\"" TOPIC "\"");
-    uint64_t m1 = counter(r.m[1], "webshop_bus_received_total", "topic=\"" TOPIC "\"");
+    uint64_t m0 = counter(r.m[0], "webshop_bus_received_total", TOPIC_LABEL);
+    uint64_t m1 = counter(r.m[1], "webshop_bus_received_total", TOPIC_LABEL);
     cr_expect_eq(m0 + m1, SHARE_N);
     share_rig_close(&r);
 }
@@ -1293,17 +1303,6 @@ Test(bus, malformed_share_groups_are_refused)
     cr_expect_null(b2);
 }
 
-typedef struct want_n {
-    int *n;
-    int target;
-} want_n;
-
-static bool acked_reached(void *ctx)
-{
-    want_n *w = ctx;
-    return __atomic_load_n(w->n, __ATOMIC_SEQ_CST) >= w->target;
-}
-
 /* ---- many publishers at once -------------------------------------------- */
 
 #define CONC_THREADS 16
@@ -1341,9 +1340,7 @@ static double conc_now_s(void)
 Test(bus, many_concurrent_sync_publishers_all_complete)
 {
     ws_metrics *m = ws_metrics_new();
-    ws_bus *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, m);
-    cr_assert_eq(ws_bus_start(pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(pub, WAIT_MS), WS_OK);
+    ws_bus *pub = pub_ready(m);
     conc c = {.bus = pub};
     pthread_t t[CONC_THREADS];
     double t0 = conc_now_s();
@@ -1366,14 +1363,13 @@ Test(bus, many_concurrent_sync_publishers_all_complete)
     t0 = conc_now_s();
     for (int i = 0; i < n_async; i++) {
         ws_err err;
-        while ((err = ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked)) ==
-               WS_EBUSY) {
+        while ((err = ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done,
+                                           &acked)) == WS_EBUSY) {
             sched_yield();
         }
         cr_assert_eq(err, WS_OK);
     }
-    want_n wn = {&acked, n_async};
-    cr_assert(harness_wait_until(acked_reached, &wn, 3 * WAIT_MS));
+    cr_assert(n_wait(&acked, n_async, 3 * WAIT_MS));
     double async_s = conc_now_s() - t0;
     fprintf(stderr, "bus throughput: sync %d threads x %d: %.0f/s; async %d: %.0f/s\n",
             CONC_THREADS, CONC_EACH, CONC_THREADS * CONC_EACH / sync_s, n_async,
@@ -1398,6 +1394,7 @@ typedef struct traced {
     bool in_group;
     int ends, fail_ends;
     int hook_turns, hook_traced;
+    ws_bus *sub, *pub; /* traced_open's */
 } traced;
 
 static ws_err traced_handler(void *ctx, const ProtobufCMessage *msg,
@@ -1464,32 +1461,39 @@ static bool traced_reached(void *ctx)
     return done;
 }
 
-/* A subscriber with traced_handler (and group hooks when batch) and a
- * publisher, both ready. */
-static void traced_open(traced *t, bool batch, ws_bus **sub, ws_bus **pub)
+/* Waits until at least n handler calls ran and no group is open. */
+static bool traced_wait(traced *t, int n)
 {
-    pthread_mutex_init(&t->mu, NULL);
-    *sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, NULL);
-    *pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, NULL);
-    ws_bus_batch b = {.begin = traced_begin, .end = traced_end, .ctx = t, .max_msgs = 64,
-                      .max_us = 200000};
-    if (batch) {
-        cr_assert_eq(ws_bus_set_batch(*sub, &b), WS_OK);
-    }
-    cr_assert_eq(ws_bus_set_loop_hook(*sub, traced_hook, t), WS_OK);
-    cr_assert_eq(ws_bus_subscribe(*sub, TOPIC, &webshop__v1__order_sent__descriptor,
-                                  traced_handler, t),
-                 WS_OK);
-    cr_assert_eq(ws_bus_start(*sub), WS_OK);
-    cr_assert_eq(ws_bus_start(*pub), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(*sub, WAIT_MS), WS_OK);
-    cr_assert_eq(ws_bus_wait_connected(*pub, WAIT_MS), WS_OK);
+    traced_want w = {t, n};
+    return harness_wait_until(traced_reached, &w, WAIT_MS);
 }
 
-static void traced_close(traced *t, ws_bus *sub, ws_bus *pub)
+/* t->sub, a subscriber with traced_handler (and group hooks when batch),
+ * and t->pub, a publisher, both ready. */
+static void traced_open(traced *t, bool batch)
 {
-    ws_bus_close(pub);
-    ws_bus_close(sub);
+    pthread_mutex_init(&t->mu, NULL);
+    t->sub = bus_new("test-sub", WS_BUS_PROTOBUF, broker.port, NULL);
+    t->pub = bus_new("test-pub", WS_BUS_PROTOBUF, broker.port, NULL);
+    ws_bus_batch b = {.begin = traced_begin,
+                      .end = traced_end,
+                      .ctx = t,
+                      .max_msgs = 64,
+                      .max_us = 200000};
+    if (batch) {
+        cr_assert_eq(ws_bus_set_batch(t->sub, &b), WS_OK);
+    }
+    cr_assert_eq(ws_bus_set_loop_hook(t->sub, traced_hook, t), WS_OK);
+    cr_assert_eq(ws_bus_subscribe(t->sub, TOPIC, &webshop__v1__order_sent__descriptor,
+                                  traced_handler, t),
+                 WS_OK);
+    bus_start_ready((ws_bus *[]){t->sub, t->pub}, 2);
+}
+
+static void traced_close(traced *t)
+{
+    ws_bus_close(t->pub);
+    ws_bus_close(t->sub);
     cr_expect_gt(t->hook_turns, 0);
     cr_expect_eq(t->hook_traced, 0, "the network thread kept a trace after a handler");
     pthread_mutex_destroy(&t->mu);
@@ -1507,21 +1511,20 @@ static void traced_publish(ws_bus *pub, const char *id, const ws_trace *trace)
 Test(bus, a_publish_under_a_trace_is_handled_in_that_trace_as_a_child_span)
 {
     traced t = {0};
-    ws_bus *sub, *pub;
-    traced_open(&t, false, &sub, &pub);
+    traced_open(&t, false);
     ws_trace mine;
     ws_trace_new(&mine);
-    traced_publish(pub, "traced-sync", &mine);
+    traced_publish(t.pub, "traced-sync", &mine);
     cr_expect_null(ws_trace_current(), "publish changed the caller's trace");
     /* The async path (the outbox relay's) carries it too. */
     int acked = 0;
     order o;
     order_make(&o, "traced-async");
     ws_trace_set_current(&mine);
-    cr_assert_eq(ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked), WS_OK);
+    cr_assert_eq(ws_bus_publish_async(t.pub, TOPIC, &o.msg.base, async_done, &acked),
+                 WS_OK);
     ws_trace_set_current(NULL);
-    traced_want w = {&t, 2};
-    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    cr_assert(traced_wait(&t, 2));
     for (int i = 0; i < 2; i++) {
         cr_assert(t.had[i], "handler %d ran without a trace", i);
         cr_expect_str_eq(t.seen[i].trace_id, mine.trace_id);
@@ -1529,36 +1532,32 @@ Test(bus, a_publish_under_a_trace_is_handled_in_that_trace_as_a_child_span)
         cr_expect_eq(t.seen[i].flags, mine.flags);
     }
     cr_expect_str_neq(t.seen[0].span_id, t.seen[1].span_id, "one span per publish");
-    traced_close(&t, sub, pub);
+    traced_close(&t);
 }
 
 Test(bus, a_message_without_a_trace_is_handled_under_a_new_one)
 {
     traced t = {0};
-    ws_bus *sub, *pub;
-    traced_open(&t, false, &sub, &pub);
-    traced_publish(pub, "untraced-1", NULL);
-    traced_publish(pub, "untraced-2", NULL);
-    traced_want w = {&t, 2};
-    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    traced_open(&t, false);
+    traced_publish(t.pub, "untraced-1", NULL);
+    traced_publish(t.pub, "untraced-2", NULL);
+    cr_assert(traced_wait(&t, 2));
     cr_expect(t.had[0] && t.had[1], "a handler ran without a trace");
     cr_expect_str_neq(t.seen[0].trace_id, t.seen[1].trace_id, "two messages, one trace");
-    traced_close(&t, sub, pub);
+    traced_close(&t);
 }
 
 Test(bus, a_malformed_traceparent_gets_a_new_trace_and_the_message_is_delivered)
 {
     traced t = {0};
-    ws_bus *sub, *pub;
-    traced_open(&t, false, &sub, &pub);
+    traced_open(&t, false);
     /* A current trace whose id is not lower-case hex: the publisher sends
      * it as it is, and the traceparent on the wire does not parse. */
     ws_trace bad;
     ws_trace_new(&bad);
     memset(bad.trace_id, 'Z', 32);
-    traced_publish(pub, "malformed", &bad);
-    traced_want w = {&t, 1};
-    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
+    traced_publish(t.pub, "malformed", &bad);
+    cr_assert(traced_wait(&t, 1));
     cr_expect_str_eq(t.id[0], "malformed");
     cr_assert(t.had[0], "the handler ran without a trace");
     cr_expect_str_neq(t.seen[0].trace_id, bad.trace_id);
@@ -1566,7 +1565,7 @@ Test(bus, a_malformed_traceparent_gets_a_new_trace_and_the_message_is_delivered)
     char text[WS_TRACEPARENT_SIZE];
     ws_trace_format(&t.seen[0], text);
     cr_expect(ws_trace_parse(text, WS_TRACEPARENT_LEN, &parsed), "not a valid new trace");
-    traced_close(&t, sub, pub);
+    traced_close(&t);
 }
 
 /* Index of the publish whose order id is id, or -1. */
@@ -1584,8 +1583,7 @@ Test(bus, grouped_messages_each_run_in_their_own_trace_also_when_replayed)
 {
     enum { N = 6 };
     traced t = {.fail_ends = 1}; /* the first group's end fails: a replay */
-    ws_bus *sub, *pub;
-    traced_open(&t, true, &sub, &pub);
+    traced_open(&t, true);
     char ids[N][16];
     ws_trace traces[N];
     int acked = 0;
@@ -1595,14 +1593,12 @@ Test(bus, grouped_messages_each_run_in_their_own_trace_also_when_replayed)
         order o;
         order_make(&o, ids[i]);
         ws_trace_set_current(&traces[i]);
-        cr_assert_eq(ws_bus_publish_async(pub, TOPIC, &o.msg.base, async_done, &acked),
+        cr_assert_eq(ws_bus_publish_async(t.pub, TOPIC, &o.msg.base, async_done, &acked),
                      WS_OK);
     }
     ws_trace_set_current(NULL);
-    traced_want w = {&t, N + 1}; /* at least one replayed call */
-    cr_assert(harness_wait_until(traced_reached, &w, WAIT_MS));
-    want_n all = {&acked, N};
-    cr_assert(harness_wait_until(acked_reached, &all, WAIT_MS));
+    cr_assert(traced_wait(&t, N + 1)); /* at least one replayed call */
+    cr_assert(n_wait(&acked, N, WAIT_MS));
     pthread_mutex_lock(&t.mu);
     int n = t.n < TR_MAX ? t.n : TR_MAX;
     int in_group = 0, replayed = 0;
@@ -1610,7 +1606,8 @@ Test(bus, grouped_messages_each_run_in_their_own_trace_also_when_replayed)
         int k = traced_which((const char(*)[16])ids, N, t.id[i]);
         cr_assert_geq(k, 0, "unknown message %s", t.id[i]);
         cr_assert(t.had[i], "call %d without a trace", i);
-        cr_expect_str_eq(t.seen[i].trace_id, traces[k].trace_id, "call %d (%s)", i, t.id[i]);
+        cr_expect_str_eq(t.seen[i].trace_id, traces[k].trace_id, "call %d (%s)", i,
+                         t.id[i]);
         in_group += t.grouped[i];
         /* A replay runs under the very span of the first call. */
         for (int j = 0; j < i; j++) {
@@ -1623,7 +1620,7 @@ Test(bus, grouped_messages_each_run_in_their_own_trace_also_when_replayed)
     pthread_mutex_unlock(&t.mu);
     cr_expect_gt(in_group, 0, "nothing ran in a group");
     cr_expect_gt(replayed, 0, "nothing was replayed");
-    traced_close(&t, sub, pub);
+    traced_close(&t);
 }
 
 /* ---- the harness itself -------------------------------------------------- */

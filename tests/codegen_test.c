@@ -181,6 +181,26 @@ static acme_greet_v1_greeter_server full_impl(void)
     return s;
 }
 
+/* SayHello for name through the running fixture, by the _ex stub (its
+ * message into msg) or, with msg NULL, the plain one. For calls that fail:
+ * the response must stay untouched (NULL). Returns the code. */
+static ws_rpc_code say_hello_failing(const char *name, char *msg, size_t msg_len)
+{
+    Acme__Greet__V1__HelloRequest req = ACME__GREET__V1__HELLO_REQUEST__INIT;
+    Acme__Greet__V1__HelloReply *resp = NULL;
+    ws_rpc_code code;
+
+    req.name = (char *)name;
+    if (msg != NULL) {
+        code = acme_greet_v1_greeter_say_hello_ex(cli, &req, &resp, DEADLINE_MS, msg,
+                                                  msg_len);
+    } else {
+        code = acme_greet_v1_greeter_say_hello(cli, &req, &resp, DEADLINE_MS);
+    }
+    cr_assert_null(resp, "the response stays untouched on failure");
+    return code;
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 Test(codegen, names_follow_the_contract_and_protoc_c)
@@ -241,21 +261,13 @@ Test(codegen, stubs_call_registered_handlers_ok)
 Test(codegen, handler_error_code_and_message_reach_the_caller)
 {
     acme_greet_v1_greeter_server impl = full_impl();
-    Acme__Greet__V1__HelloRequest req = ACME__GREET__V1__HELLO_REQUEST__INIT;
-    Acme__Greet__V1__HelloReply *resp = NULL;
     char msg[WS_RPC_MSG_LEN];
 
     fixture_start("inproc://codegen-error", &impl);
-    req.name = "";
-    cr_assert_eq(acme_greet_v1_greeter_say_hello_ex(cli, &req, &resp, DEADLINE_MS, msg,
-                                                    sizeof(msg)),
-                 WS_RPC_INVALID_ARGUMENT);
-    cr_assert_null(resp, "the response stays untouched on failure");
+    cr_assert_eq(say_hello_failing("", msg, sizeof(msg)), WS_RPC_INVALID_ARGUMENT);
     cr_assert_str_eq(msg, "name is empty");
     /* The plain stub reports the code too, without a message. */
-    cr_assert_eq(acme_greet_v1_greeter_say_hello(cli, &req, &resp, DEADLINE_MS),
-                 WS_RPC_INVALID_ARGUMENT);
-    cr_assert_null(resp);
+    cr_assert_eq(say_hello_failing("", NULL, 0), WS_RPC_INVALID_ARGUMENT);
     fixture_stop();
 }
 
@@ -281,32 +293,21 @@ Test(codegen, null_handler_answers_unimplemented)
 Test(codegen, ok_without_response_is_internal)
 {
     acme_greet_v1_greeter_server impl = full_impl();
-    Acme__Greet__V1__HelloRequest req = ACME__GREET__V1__HELLO_REQUEST__INIT;
-    Acme__Greet__V1__HelloReply *resp = NULL;
 
     impl.say_hello = greeter_say_hello_forgets;
     fixture_start("inproc://codegen-forgets", &impl);
-    req.name = "Ada";
-    cr_assert_eq(acme_greet_v1_greeter_say_hello(cli, &req, &resp, DEADLINE_MS),
-                 WS_RPC_INTERNAL);
-    cr_assert_null(resp);
+    cr_assert_eq(say_hello_failing("Ada", NULL, 0), WS_RPC_INTERNAL);
     fixture_stop();
 }
 
 Test(codegen, failed_handler_response_is_freed_not_sent)
 {
     acme_greet_v1_greeter_server impl = full_impl();
-    Acme__Greet__V1__HelloRequest req = ACME__GREET__V1__HELLO_REQUEST__INIT;
-    Acme__Greet__V1__HelloReply *resp = NULL;
     char msg[WS_RPC_MSG_LEN];
 
     impl.say_hello = greeter_say_hello_litters;
     fixture_start("inproc://codegen-litters", &impl);
-    req.name = "Ada";
-    cr_assert_eq(acme_greet_v1_greeter_say_hello_ex(cli, &req, &resp, DEADLINE_MS, msg,
-                                                    sizeof(msg)),
-                 WS_RPC_NOT_FOUND);
-    cr_assert_null(resp);
+    cr_assert_eq(say_hello_failing("Ada", msg, sizeof(msg)), WS_RPC_NOT_FOUND);
     cr_assert_str_eq(msg, "no such greeting");
     fixture_stop();
 }

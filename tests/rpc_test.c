@@ -263,9 +263,103 @@ static ws_rpc_code get_product(ws_rpc_client *c, int32_t id, uint32_t deadline_m
     return code;
 }
 
+/* A GetCatalog call (the slow handler: it answers once released); a call
+ * that fails must leave the response out-parameter untouched. */
+static ws_rpc_code get_catalog(ws_rpc_client *c, uint32_t deadline_ms, char *msg,
+                               size_t len)
+{
+    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
+                                          &webshop__v1__get_catalog_response__descriptor,
+                                          &resp, deadline_ms, msg, len);
+    if (code != WS_RPC_OK) {
+        cr_expect_null(resp, "%s left a response", ws_rpc_code_name(code));
+    }
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    return code;
+}
+
+/* GetProduct for id until it answers OK or ms have passed; the last code. */
+static ws_rpc_code get_product_until_ok(ws_rpc_client *c, int32_t id, long long ms)
+{
+    long long until = now_ms() + ms;
+    ws_rpc_code code;
+    while ((code = get_product(c, id, 1000, NULL, NULL, 0)) != WS_RPC_OK &&
+           now_ms() < until) {
+    }
+    return code;
+}
+
 static uint64_t counter_value(ws_metrics *m, const char *name, const char *labels)
 {
     return ws_counter_value(ws_counter_get(m, name, "", labels));
+}
+
+/* Waits (up to 5 s) until the slow handler has been entered once. */
+static void gate_wait_entered(void)
+{
+    long long until = now_ms() + 5000;
+    while (atomic_load(&gate.entered) == 0 && now_ms() < until) {
+        sched_yield();
+    }
+}
+
+/* A server on a new URL and a client of it, with metrics (shared by both)
+ * when asked for; zero fields take the defaults. */
+typedef struct rig_opts {
+    bool tcp;
+    int contexts, workers;
+    size_t server_max, client_max; /* max_msg of each */
+    bool metrics;
+} rig_opts;
+
+typedef struct rig {
+    char url[128]; /* as the server reports it */
+    ws_metrics *m; /* NULL without opts.metrics */
+    ws_rpc_server *srv;
+    ws_rpc_client *c;
+} rig;
+
+static void rig_open(rig *r, rig_opts o)
+{
+    r->m = o.metrics ? ws_metrics_new() : NULL;
+    r->srv = server_start(r->url, sizeof(r->url), o.tcp, o.contexts, o.workers,
+                          o.server_max, r->m);
+    r->c = client_new(r->url, o.client_max, r->m);
+}
+
+/* The client closes first; either may already be closed (NULL). */
+static void rig_close(rig *r)
+{
+    ws_rpc_client_close(r->c);
+    ws_rpc_server_close(r->srv);
+    ws_metrics_free(r->m);
+}
+
+/* A bare req socket dialed to url, with send and receive timeouts of ms. */
+static nng_socket raw_dial(const char *url, int ms)
+{
+    nng_socket s;
+    cr_assert_eq(nng_req0_open(&s), 0);
+    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, ms), 0);
+    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, ms), 0);
+    cr_assert_eq(nng_dial(s, url, NULL, 0), 0);
+    return s;
+}
+
+/* The next reply on s, unpacked (the caller frees it). */
+static Webshop__V1__RpcResponse *raw_reply(nng_socket s)
+{
+    nng_msg *m;
+    cr_assert_eq(nng_recvmsg(s, &m, 0), 0);
+    Webshop__V1__RpcResponse *r =
+        webshop__v1__rpc_response__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+    nng_msg_free(m);
+    cr_assert_not_null(r);
+    return r;
 }
 
 /* --------------------------------------------------------- concurrency */
@@ -314,15 +408,13 @@ static void *hammer_main(void *arg)
 
 static void hammer_run(bool tcp)
 {
-    char url[128];
-    ws_metrics *m = ws_metrics_new();
-    ws_rpc_server *srv = server_start(url, sizeof(url), tcp, 16, 4, 0, m);
-    ws_rpc_client *c = client_new(url, 0, m);
+    rig r;
+    rig_open(&r, (rig_opts){.tcp = tcp, .contexts = 16, .workers = 4, .metrics = true});
     pthread_t th[HAMMER_THREADS];
     hammer h[HAMMER_THREADS];
 
     for (int i = 0; i < HAMMER_THREADS; i++) {
-        h[i] = (hammer){.c = c, .thread = i};
+        h[i] = (hammer){.c = r.c, .thread = i};
         cr_assert_eq(pthread_create(&th[i], NULL, hammer_main, &h[i]), 0);
     }
     for (int i = 0; i < HAMMER_THREADS; i++) {
@@ -333,15 +425,13 @@ static void hammer_run(bool tcp)
         cr_expect_eq(h[i].ok, HAMMER_CALLS, "thread %d: %d ok, last failure %s", i,
                      h[i].ok, ws_rpc_code_name(h[i].last_bad));
     }
-    cr_expect_eq(counter_value(m, "webshop_rpc_server_calls_total",
+    cr_expect_eq(counter_value(r.m, "webshop_rpc_server_calls_total",
                                "method=\"" GET_RESERVATION "\",code=\"OK\""),
                  HAMMER_THREADS * HAMMER_CALLS);
-    cr_expect_eq(counter_value(m, "webshop_rpc_client_calls_total",
+    cr_expect_eq(counter_value(r.m, "webshop_rpc_client_calls_total",
                                "method=\"" GET_RESERVATION "\",code=\"OK\""),
                  HAMMER_THREADS * HAMMER_CALLS);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
-    ws_metrics_free(m);
+    rig_close(&r);
 }
 
 Test(rpc, concurrent_calls_are_matched_to_their_requests_inproc, .timeout = 120)
@@ -372,97 +462,73 @@ typedef struct slow_call {
 static void *slow_call_main(void *arg)
 {
     slow_call *s = arg;
-    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    s->code = ws_rpc_client_call(s->c, GET_CATALOG, &req.base,
-                                 &webshop__v1__get_catalog_response__descriptor, &resp,
-                                 10000, NULL, 0);
-    if (resp != NULL) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
+    s->code = get_catalog(s->c, 10000, NULL, 0);
     return NULL;
 }
 
 static void deadline_run(bool tcp)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_metrics *m = ws_metrics_new();
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
     /* One worker: the slow call holds it, so the second call waits in the
      * queue past its deadline, and the server refuses to start it. */
-    ws_rpc_server *srv = server_start(url, sizeof(url), tcp, 4, 1, 0, m);
-    ws_rpc_client *c = client_new(url, 0, m);
-    slow_call s = {.c = c};
+    rig_open(&r, (rig_opts){.tcp = tcp, .contexts = 4, .workers = 1, .metrics = true});
+    slow_call s = {.c = r.c};
     pthread_t th;
 
     cr_assert_eq(pthread_create(&th, NULL, slow_call_main, &s), 0);
-    long long until = now_ms() + 5000;
-    while (atomic_load(&gate.entered) == 0 && now_ms() < until) {
-        sched_yield();
-    }
+    gate_wait_entered();
     cr_assert_eq(atomic_load(&gate.entered), 1);
 
-    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
     long long t0 = now_ms();
-    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
-                                          &webshop__v1__get_catalog_response__descriptor,
-                                          &resp, 100, msg, sizeof(msg));
+    ws_rpc_code code = get_catalog(r.c, 100, msg, sizeof(msg));
     long long took = now_ms() - t0;
     cr_expect_eq(code, WS_RPC_DEADLINE_EXCEEDED, "got %s: %s", ws_rpc_code_name(code),
                  msg);
     cr_expect(took >= 90 && took < 1000, "took %lld ms", took);
-    cr_expect_null(resp);
 
     /* Server side: a request whose deadline passes while it waits for the
      * busy worker is answered DEADLINE_EXCEEDED without running the
      * handler. A raw req socket sends it with a 1 ms deadline, so any wait
      * in the queue exceeds it, however loaded the machine. */
-    nng_socket raw;
     nng_msg *rm;
     Webshop__V1__RpcRequest env = WEBSHOP__V1__RPC_REQUEST__INIT;
     env.method = GET_CATALOG;
     env.deadline_ms = 1;
     env.request_id = 77;
-    cr_assert_eq(nng_req0_open(&raw), 0);
-    cr_assert_eq(nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 10000), 0);
-    cr_assert_eq(nng_dial(raw, url, NULL, 0), 0);
+    nng_socket raw = raw_dial(r.url, 10000);
     cr_assert_eq(nng_msg_alloc(&rm, webshop__v1__rpc_request__get_packed_size(&env)), 0);
     webshop__v1__rpc_request__pack(&env, nng_msg_body(rm));
     cr_assert_eq(nng_sendmsg(raw, rm, 0), 0);
     /* Release the slow call only once the server holds the raw request
      * (the slow one, the client's expired one, the raw one). */
-    until = now_ms() + 5000;
-    while (ws_gauge_value(ws_gauge_get(m, "webshop_rpc_server_in_flight", "", NULL)) <
+    long long until = now_ms() + 5000;
+    while (ws_gauge_value(ws_gauge_get(r.m, "webshop_rpc_server_in_flight", "", NULL)) <
                3 &&
            now_ms() < until) {
         sched_yield();
     }
     int entered = atomic_load(&gate.entered);
     gate_release();
-    cr_assert_eq(nng_recvmsg(raw, &rm, 0), 0);
-    Webshop__V1__RpcResponse *r =
-        webshop__v1__rpc_response__unpack(NULL, nng_msg_len(rm), nng_msg_body(rm));
-    nng_msg_free(rm);
+    Webshop__V1__RpcResponse *reply = raw_reply(raw);
     nng_close(raw);
-    cr_assert_not_null(r);
-    cr_expect_eq(r->status, WEBSHOP__V1__STATUS_CODE__DEADLINE_EXCEEDED, "%d", r->status);
-    cr_expect_eq(r->request_id, 77);
-    webshop__v1__rpc_response__free_unpacked(r, NULL);
+    cr_expect_eq(reply->status, WEBSHOP__V1__STATUS_CODE__DEADLINE_EXCEEDED, "%d",
+                 reply->status);
+    cr_expect_eq(reply->request_id, 77);
+    webshop__v1__rpc_response__free_unpacked(reply, NULL);
     pthread_join(th, NULL);
     cr_expect_eq(s.code, WS_RPC_OK);
-    cr_expect_geq(counter_value(m, "webshop_rpc_server_calls_total",
+    cr_expect_geq(counter_value(r.m, "webshop_rpc_server_calls_total",
                                 "method=\"" GET_CATALOG "\",code=\"DEADLINE_EXCEEDED\""),
                   1);
     /* The raw request never reached the handler (the client's expired one
      * may have, if the machine delayed its delivery). */
     cr_expect_leq(atomic_load(&gate.entered), 2);
     cr_expect_eq(entered, 1);
-    cr_expect_eq(counter_value(m, "webshop_rpc_client_calls_total",
+    cr_expect_eq(counter_value(r.m, "webshop_rpc_client_calls_total",
                                "method=\"" GET_CATALOG "\",code=\"DEADLINE_EXCEEDED\""),
                  1);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
-    ws_metrics_free(m);
+    rig_close(&r);
 }
 
 Test(rpc, slow_handler_exceeds_deadline_inproc, .timeout = 30)
@@ -479,48 +545,44 @@ Test(rpc, slow_handler_exceeds_deadline_tcp, .timeout = 30)
 
 Test(rpc, unknown_method_is_unimplemented, .timeout = 30)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_metrics *m = ws_metrics_new();
-    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, m);
-    ws_rpc_client *c = client_new(url, 0, m);
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
+    rig_open(&r, (rig_opts){.metrics = true});
     uint8_t *out = NULL;
     size_t out_len = 0;
     const char *names[] = {"/webshop.v1.Inventory/Nope", "/no.Such/Service", "GetCatalog",
                            "/", ""};
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        ws_rpc_code code = ws_rpc_client_call_raw(c, names[i], NULL, 0, &out, &out_len,
+        ws_rpc_code code = ws_rpc_client_call_raw(r.c, names[i], NULL, 0, &out, &out_len,
                                                   2000, msg, sizeof(msg));
         cr_expect_eq(code, WS_RPC_UNIMPLEMENTED, "%s: %s", names[i],
                      ws_rpc_code_name(code));
         cr_expect_null(out);
     }
-    cr_expect_eq(counter_value(m, "webshop_rpc_server_calls_total",
+    cr_expect_eq(counter_value(r.m, "webshop_rpc_server_calls_total",
                                "method=\"unknown\",code=\"UNIMPLEMENTED\""),
                  5);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
-    ws_metrics_free(m);
+    rig_close(&r);
 }
 
 Test(rpc, garbage_payload_is_invalid_argument, .timeout = 30)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
+    rig_open(&r, (rig_opts){0});
     const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f};
     uint8_t *out = NULL;
     size_t out_len = 0;
 
-    ws_rpc_code code = ws_rpc_client_call_raw(c, GET_PRODUCT, garbage, sizeof(garbage),
+    ws_rpc_code code = ws_rpc_client_call_raw(r.c, GET_PRODUCT, garbage, sizeof(garbage),
                                               &out, &out_len, 2000, msg, sizeof(msg));
     cr_expect_eq(code, WS_RPC_INVALID_ARGUMENT, "%s", ws_rpc_code_name(code));
     cr_expect(strstr(msg, "webshop.v1.GetProductRequest") != NULL, "msg: %s", msg);
     cr_expect_null(out);
     /* Still serving. */
-    cr_expect_eq(get_product(c, 7, 2000, NULL, NULL, 0), WS_RPC_OK);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    cr_expect_eq(get_product(r.c, 7, 2000, NULL, NULL, 0), WS_RPC_OK);
+    rig_close(&r);
 }
 
 /* A raw req socket sends bytes that are no RpcRequest at all. */
@@ -528,24 +590,16 @@ Test(rpc, garbage_envelope_is_answered_invalid_argument, .timeout = 30)
 {
     char url[128];
     ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
-    nng_socket s;
     nng_msg *m;
     const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
 
-    cr_assert_eq(nng_req0_open(&s), 0);
-    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000), 0);
-    cr_assert_eq(nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 5000), 0);
-    cr_assert_eq(nng_dial(s, url, NULL, 0), 0);
+    nng_socket s = raw_dial(url, 5000);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(nng_msg_alloc(&m, 0), 0);
         cr_assert_eq(nng_msg_append(m, garbage, i == 2 ? 0 : sizeof(garbage) - (size_t)i),
                      0);
         cr_assert_eq(nng_sendmsg(s, m, 0), 0);
-        cr_assert_eq(nng_recvmsg(s, &m, 0), 0);
-        Webshop__V1__RpcResponse *r =
-            webshop__v1__rpc_response__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-        nng_msg_free(m);
-        cr_assert_not_null(r);
+        Webshop__V1__RpcResponse *r = raw_reply(s);
         /* An empty message is a valid (empty) RpcRequest: no method. */
         cr_expect_eq(r->status,
                      i == 2 ? WEBSHOP__V1__STATUS_CODE__UNIMPLEMENTED
@@ -629,35 +683,34 @@ Test(rpc, long_non_ascii_method_name_is_not_cut_inside_a_character, .timeout = 3
 
 Test(rpc, handler_status_and_message_reach_the_caller, .timeout = 30)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
-    Webshop__V1__GetProductResponse *r = NULL;
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
+    rig_open(&r, (rig_opts){0});
+    Webshop__V1__GetProductResponse *p = NULL;
 
-    cr_expect_eq(get_product(c, ID_NOT_FOUND, 2000, &r, msg, sizeof(msg)),
+    cr_expect_eq(get_product(r.c, ID_NOT_FOUND, 2000, &p, msg, sizeof(msg)),
                  WS_RPC_NOT_FOUND);
     cr_expect_str_eq(msg, "no product -2");
-    cr_expect_null(r);
-    cr_expect_eq(get_product(c, ID_NO_RESPONSE, 2000, &r, msg, sizeof(msg)),
+    cr_expect_null(p);
+    cr_expect_eq(get_product(r.c, ID_NO_RESPONSE, 2000, &p, msg, sizeof(msg)),
                  WS_RPC_INTERNAL);
-    cr_expect_null(r);
-    cr_expect_eq(get_product(c, 41, 2000, &r, msg, sizeof(msg)), WS_RPC_OK);
-    cr_assert_not_null(r);
-    cr_expect_eq(r->product->id, 41);
-    cr_expect_eq(r->product->price, 123);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    cr_expect_null(p);
+    cr_expect_eq(get_product(r.c, 41, 2000, &p, msg, sizeof(msg)), WS_RPC_OK);
+    cr_assert_not_null(p);
+    cr_expect_eq(p->product->id, 41);
+    cr_expect_eq(p->product->price, 123);
+    protobuf_c_message_free_unpacked(&p->base, NULL);
+    rig_close(&r);
 }
 
 /* ------------------------------------------------------------ limits */
 
 static void oversized_run(bool tcp)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_rpc_server *srv = server_start(url, sizeof(url), tcp, 0, 0, 4096, NULL);
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
     /* The client allows more than the server, so the request goes out. */
-    ws_rpc_client *c = client_new(url, 1u << 20, NULL);
+    rig_open(&r, (rig_opts){.tcp = tcp, .server_max = 4096, .client_max = 1u << 20});
     Webshop__V1__GetReservationRequest req = WEBSHOP__V1__GET_RESERVATION_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     char *big = malloc(100 * 1024);
@@ -666,8 +719,8 @@ static void oversized_run(bool tcp)
     big[100 * 1024 - 1] = '\0';
     req.order_id = big;
     ws_rpc_code code = ws_rpc_client_call(
-        c, GET_RESERVATION, &req.base, &webshop__v1__get_reservation_response__descriptor,
-        &resp, 500, msg, sizeof(msg));
+        r.c, GET_RESERVATION, &req.base,
+        &webshop__v1__get_reservation_response__descriptor, &resp, 500, msg, sizeof(msg));
     cr_expect_neq(code, WS_RPC_OK);
     cr_expect_null(resp);
     if (!tcp) {
@@ -677,18 +730,14 @@ static void oversized_run(bool tcp)
     }
     /* The server still serves (over tcp the connection was dropped by the
      * server and is redialed: poll). */
-    long long until = now_ms() + 5000;
-    while ((code = get_product(c, 5, 1000, NULL, NULL, 0)) != WS_RPC_OK &&
-           now_ms() < until) {
-    }
+    code = get_product_until_ok(r.c, 5, 5000);
     cr_expect_eq(code, WS_RPC_OK, "%s", ws_rpc_code_name(code));
 
     /* A response larger than the server's limit is refused by the server. */
-    code = get_product(c, ID_HUGE, 2000, NULL, msg, sizeof(msg));
+    code = get_product(r.c, ID_HUGE, 2000, NULL, msg, sizeof(msg));
     cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s: %s", ws_rpc_code_name(code), msg);
     free(big);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 Test(rpc, oversized_request_is_refused_and_server_still_serves_inproc, .timeout = 30)
@@ -703,42 +752,40 @@ Test(rpc, oversized_request_is_refused_and_server_still_serves_tcp, .timeout = 3
 
 Test(rpc, client_refuses_request_over_its_limit, .timeout = 30)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_rpc_server *srv = server_start(url, sizeof(url), false, 0, 0, 0, NULL);
-    ws_rpc_client *c = client_new(url, 1024, NULL);
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
+    rig_open(&r, (rig_opts){.client_max = 1024});
     uint8_t *payload = calloc(1, 4096), *out = NULL;
     size_t out_len = 0;
 
-    ws_rpc_code code = ws_rpc_client_call_raw(c, GET_PRODUCT, payload, 4096, &out,
+    ws_rpc_code code = ws_rpc_client_call_raw(r.c, GET_PRODUCT, payload, 4096, &out,
                                               &out_len, 2000, msg, sizeof(msg));
     cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s", ws_rpc_code_name(code));
     /* A response over the client's limit (but under the server's). */
-    code = get_product(c, ID_HUGE, 2000, NULL, msg, sizeof(msg));
+    code = get_product(r.c, ID_HUGE, 2000, NULL, msg, sizeof(msg));
     cr_expect_eq(code, WS_RPC_RESOURCE_EXHAUSTED, "%s: %s", ws_rpc_code_name(code), msg);
-    cr_expect_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
+    cr_expect_eq(get_product(r.c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
     free(payload);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 /* ----------------------------------------------------------- reflection */
 
 Test(rpc, reflection_lists_every_service, .timeout = 30)
 {
-    char url[128];
-    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
+    rig r;
+    rig_open(&r, (rig_opts){.tcp = true});
     Webshop__V1__ListServicesRequest req = WEBSHOP__V1__LIST_SERVICES_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
 
     ws_rpc_code code = ws_rpc_client_call(
-        c, "/webshop.v1.Reflection/ListServices", &req.base,
+        r.c, "/webshop.v1.Reflection/ListServices", &req.base,
         &webshop__v1__list_services_response__descriptor, &resp, 2000, NULL, 0);
     cr_assert_eq(code, WS_RPC_OK, "%s", ws_rpc_code_name(code));
-    Webshop__V1__ListServicesResponse *r = (Webshop__V1__ListServicesResponse *)resp;
+    Webshop__V1__ListServicesResponse *list = (Webshop__V1__ListServicesResponse *)resp;
     bool saw_inventory = false, saw_reflection = false;
-    for (size_t i = 0; i < r->n_services; i++) {
-        Webshop__V1__ServiceInfo *s = r->services[i];
+    for (size_t i = 0; i < list->n_services; i++) {
+        Webshop__V1__ServiceInfo *s = list->services[i];
         if (strcmp(s->name, "webshop.v1.Reflection") == 0) {
             saw_reflection = true;
             cr_expect_eq(s->n_methods, 3);
@@ -759,52 +806,47 @@ Test(rpc, reflection_lists_every_service, .timeout = 30)
             }
         }
     }
-    cr_expect_eq(r->n_services, 2);
+    cr_expect_eq(list->n_services, 2);
     cr_expect(saw_inventory && saw_reflection);
     protobuf_c_message_free_unpacked(resp, NULL);
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 /* --------------------------------------------------------- availability */
 
 Test(rpc, restarted_server_is_reached_by_the_same_client, .timeout = 60)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
+    rig_open(&r, (rig_opts){.tcp = true});
     ws_rpc_code code;
 
-    cr_assert_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
-    ws_rpc_server_close(srv);
+    cr_assert_eq(get_product(r.c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
+    ws_rpc_server_close(r.srv);
 
     /* Down: the client says so rather than waiting out the deadline. */
     long long t0 = now_ms();
-    code = get_product(c, 2, 3000, NULL, msg, sizeof(msg));
+    code = get_product(r.c, 2, 3000, NULL, msg, sizeof(msg));
     cr_expect_eq(code, WS_RPC_UNAVAILABLE, "%s: %s", ws_rpc_code_name(code), msg);
     cr_expect(now_ms() - t0 < 3000);
 
     /* Back on the same URL (the port the first one bound): the same
      * client's calls succeed again. */
-    srv = server_new(url, 0, 0, 0, NULL);
+    r.srv = server_new(r.url, 0, 0, 0, NULL);
     long long until = now_ms() + 10000;
     ws_err err;
-    while ((err = ws_rpc_server_start(srv)) == WS_EUNAVAIL && now_ms() < until) {
+    while ((err = ws_rpc_server_start(r.srv)) == WS_EUNAVAIL && now_ms() < until) {
         /* TIME_WAIT does not block a listener, but be patient anyway. */
-        ws_rpc_server_close(srv);
-        srv = server_new(url, 0, 0, 0, NULL);
+        ws_rpc_server_close(r.srv);
+        r.srv = server_new(r.url, 0, 0, 0, NULL);
     }
     cr_assert_eq(err, WS_OK);
-    until = now_ms() + 10000;
-    while ((code = get_product(c, 3, 1000, NULL, NULL, 0)) != WS_RPC_OK &&
-           now_ms() < until) {
-    }
+    code = get_product_until_ok(r.c, 3, 10000);
     cr_expect_eq(code, WS_RPC_OK, "%s", ws_rpc_code_name(code));
     for (int i = 0; i < 100; i++) {
-        cr_expect_eq(get_product(c, i, 2000, NULL, NULL, 0), WS_RPC_OK);
+        cr_expect_eq(get_product(r.c, i, 2000, NULL, NULL, 0), WS_RPC_OK);
     }
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 static void no_server_run(bool tcp)
@@ -849,28 +891,23 @@ Test(rpc, no_server_is_unavailable_within_deadline_inproc, .timeout = 30)
  * client reuses its contexts for calls that succeed. */
 Test(rpc, late_answer_to_a_timed_out_call_reaches_no_later_call, .timeout = 60)
 {
-    char url[128], msg[WS_RPC_MSG_LEN];
-    ws_rpc_server *srv = server_start(url, sizeof(url), true, 8, 2, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
+    char msg[WS_RPC_MSG_LEN];
+    rig r;
+    rig_open(&r, (rig_opts){.tcp = true, .contexts = 8, .workers = 2});
 
-    cr_assert_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
-    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
-                                          &webshop__v1__get_catalog_response__descriptor,
-                                          &resp, 100, msg, sizeof(msg));
+    cr_assert_eq(get_product(r.c, 1, 2000, NULL, NULL, 0), WS_RPC_OK);
+    ws_rpc_code code = get_catalog(r.c, 100, msg, sizeof(msg));
     cr_expect_eq(code, WS_RPC_DEADLINE_EXCEEDED, "%s: %s", ws_rpc_code_name(code), msg);
     gate_release(); /* the slow handler answers now, to nobody */
     for (int i = 1; i <= 200; i++) {
         Webshop__V1__GetProductResponse *p = NULL;
-        code = get_product(c, i, 2000, &p, msg, sizeof(msg));
+        code = get_product(r.c, i, 2000, &p, msg, sizeof(msg));
         cr_assert_eq(code, WS_RPC_OK, "call %d: %s: %s", i, ws_rpc_code_name(code), msg);
         cr_assert_not_null(p->product);
         cr_expect_eq(p->product->id, i);
         protobuf_c_message_free_unpacked(&p->base, NULL);
     }
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 typedef struct closer {
@@ -880,10 +917,7 @@ typedef struct closer {
 static void *closer_main(void *arg)
 {
     closer *k = arg;
-    long long until = now_ms() + 5000;
-    while (atomic_load(&gate.entered) == 0 && now_ms() < until) {
-        sched_yield();
-    }
+    gate_wait_entered();
     ws_rpc_client_close(k->c);
     return NULL;
 }
@@ -892,26 +926,21 @@ static void *closer_main(void *arg)
  * long before their deadline, and close returns once they have. */
 Test(rpc, close_cancels_calls_in_flight, .timeout = 60)
 {
-    char url[128];
-    ws_rpc_server *srv = server_start(url, sizeof(url), true, 4, 1, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
-    cr_assert_eq(get_product(c, 1, 2000, NULL, NULL, 0), WS_RPC_OK); /* a reused slot */
-    closer k = {.c = c};
+    rig r;
+    rig_open(&r, (rig_opts){.tcp = true, .contexts = 4, .workers = 1});
+    cr_assert_eq(get_product(r.c, 1, 2000, NULL, NULL, 0), WS_RPC_OK); /* a reused slot */
+    closer k = {.c = r.c};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, closer_main, &k), 0);
-    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
     long long t0 = now_ms();
-    ws_rpc_code code = ws_rpc_client_call(c, GET_CATALOG, &req.base,
-                                          &webshop__v1__get_catalog_response__descriptor,
-                                          &resp, 20000, NULL, 0);
+    ws_rpc_code code = get_catalog(r.c, 20000, NULL, 0);
     long long took = now_ms() - t0;
     pthread_join(th, NULL);
+    r.c = NULL; /* closed by the closer */
     cr_expect_eq(code, WS_RPC_CANCELLED, "%s", ws_rpc_code_name(code));
     cr_expect(took < 4000, "took %lld ms", took);
-    cr_expect_null(resp);
     gate_release();
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -998,9 +1027,8 @@ static Webshop__V1__FileDescriptorResponse *files_call(ws_rpc_client *c,
 
 Test(rpc, reflection_serves_the_descriptors_of_every_symbol, .timeout = 30)
 {
-    char url[128];
-    ws_rpc_server *srv = server_start(url, sizeof(url), true, 0, 0, 0, NULL);
-    ws_rpc_client *c = client_new(url, 0, NULL);
+    rig r;
+    rig_open(&r, (rig_opts){.tcp = true});
     Webshop__V1__FileContainingSymbolRequest req =
         WEBSHOP__V1__FILE_CONTAINING_SYMBOL_REQUEST__INIT;
     const char *symbols[] = {"webshop.v1.Inventory", "webshop.v1.Inventory.GetCatalog",
@@ -1008,14 +1036,14 @@ Test(rpc, reflection_serves_the_descriptors_of_every_symbol, .timeout = 30)
                              "webshop.v1.Reflection"};
     for (size_t k = 0; k < sizeof(symbols) / sizeof(symbols[0]); k++) {
         req.symbol = (char *)symbols[k];
-        Webshop__V1__FileDescriptorResponse *r = files_call(
-            c, "/webshop.v1.Reflection/FileContainingSymbol", &req.base, WS_RPC_OK);
-        cr_assert_geq(r->n_file_descriptor_proto, 1, "%s", symbols[k]);
+        Webshop__V1__FileDescriptorResponse *fd = files_call(
+            r.c, "/webshop.v1.Reflection/FileContainingSymbol", &req.base, WS_RPC_OK);
+        cr_assert_geq(fd->n_file_descriptor_proto, 1, "%s", symbols[k]);
         ws_proto_dyn *p = NULL;
         cr_assert_eq(ws_proto_dyn_new(&p), WS_OK);
-        for (size_t i = 0; i < r->n_file_descriptor_proto; i++) {
-            cr_assert_eq(ws_proto_dyn_add_file(p, r->file_descriptor_proto[i].data,
-                                               r->file_descriptor_proto[i].len),
+        for (size_t i = 0; i < fd->n_file_descriptor_proto; i++) {
+            cr_assert_eq(ws_proto_dyn_add_file(p, fd->file_descriptor_proto[i].data,
+                                               fd->file_descriptor_proto[i].len),
                          WS_OK);
         }
         const char *missing = NULL;
@@ -1024,28 +1052,27 @@ Test(rpc, reflection_serves_the_descriptors_of_every_symbol, .timeout = 30)
         cr_assert_not_null(
             ws_proto_dyn_file_of(p, symbols[k][0] == '.' ? symbols[k] + 1 : symbols[k]));
         ws_proto_dyn_free(p);
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+        protobuf_c_message_free_unpacked(&fd->base, NULL);
     }
     req.symbol = "webshop.v1.NoSuchThing";
-    cr_assert_null(files_call(c, "/webshop.v1.Reflection/FileContainingSymbol", &req.base,
-                              WS_RPC_NOT_FOUND));
+    cr_assert_null(files_call(r.c, "/webshop.v1.Reflection/FileContainingSymbol",
+                              &req.base, WS_RPC_NOT_FOUND));
     Webshop__V1__FileByFilenameRequest byname =
         WEBSHOP__V1__FILE_BY_FILENAME_REQUEST__INIT;
     byname.filename = "webshop/v1/inventory.proto";
-    Webshop__V1__FileDescriptorResponse *r =
-        files_call(c, "/webshop.v1.Reflection/FileByFilename", &byname.base, WS_RPC_OK);
+    Webshop__V1__FileDescriptorResponse *fd =
+        files_call(r.c, "/webshop.v1.Reflection/FileByFilename", &byname.base, WS_RPC_OK);
     Google__Protobuf__FileDescriptorProto *last =
         google__protobuf__file_descriptor_proto__unpack(
-            NULL, r->file_descriptor_proto[r->n_file_descriptor_proto - 1].len,
-            r->file_descriptor_proto[r->n_file_descriptor_proto - 1].data);
+            NULL, fd->file_descriptor_proto[fd->n_file_descriptor_proto - 1].len,
+            fd->file_descriptor_proto[fd->n_file_descriptor_proto - 1].data);
     cr_assert_str_eq(last->name, "webshop/v1/inventory.proto", "the file comes last");
     google__protobuf__file_descriptor_proto__free_unpacked(last, NULL);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    protobuf_c_message_free_unpacked(&fd->base, NULL);
     byname.filename = "nope.proto";
-    cr_assert_null(files_call(c, "/webshop.v1.Reflection/FileByFilename", &byname.base,
+    cr_assert_null(files_call(r.c, "/webshop.v1.Reflection/FileByFilename", &byname.base,
                               WS_RPC_NOT_FOUND));
-    ws_rpc_client_close(c);
-    ws_rpc_server_close(srv);
+    rig_close(&r);
 }
 
 /* ------------------------------------------------------------- replicas */
@@ -1164,6 +1191,74 @@ static uint64_t served(ws_metrics *m)
                          "method=\"" GET_PRODUCT "\",code=\"OK\"");
 }
 
+/* Waits (up to 10 s) until the server of m has served n GetProduct calls. */
+static void wait_served(ws_metrics *m, uint64_t n)
+{
+    long long until = now_ms() + 10000;
+    while (served(m) < n && now_ms() < until) {
+        sched_yield();
+    }
+}
+
+/* Waits (up to 10 s) until *flag is set; whether it is. */
+static bool wait_flag(atomic_bool *flag)
+{
+    long long until = now_ms() + 10000;
+    while (!atomic_load(flag) && now_ms() < until) {
+        sched_yield();
+    }
+    return atomic_load(flag);
+}
+
+/* One client of two replicas: one socket, two dials, so resends are on. */
+static ws_rpc_client *client_of_two(const char *url_a, const char *url_b)
+{
+    const char *urls[] = {url_a, url_b};
+    ws_rpc_client_opts o = {
+        .urls = urls, .n_urls = 2, .resend_ms = REPLICA_DEADLINE_MS / 2};
+    ws_rpc_client *c = NULL;
+    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
+    return c;
+}
+
+/* LOAD_THREADS threads calling GetProduct on one client until stopped. */
+#define LOAD_THREADS 8
+
+typedef struct load {
+    atomic_bool stop;
+    pthread_t th[LOAD_THREADS];
+    replica_load l[LOAD_THREADS];
+    int ok, failed;     /* load_stop's sums */
+    long long worst_ms; /* the slowest call of all */
+} load;
+
+static void load_start(load *ld, ws_rpc_client *c)
+{
+    atomic_init(&ld->stop, false);
+    for (int i = 0; i < LOAD_THREADS; i++) {
+        ld->l[i] = (replica_load){.c = c, .stop = &ld->stop};
+        cr_assert_eq(pthread_create(&ld->th[i], NULL, replica_load_main, &ld->l[i]), 0);
+    }
+}
+
+/* Stop and join the threads, expecting that no call of any failed; sums
+ * up their calls. */
+static void load_stop(load *ld)
+{
+    atomic_store(&ld->stop, true);
+    ld->ok = ld->failed = 0;
+    ld->worst_ms = 0;
+    for (int i = 0; i < LOAD_THREADS; i++) {
+        replica_load *l = &ld->l[i];
+        pthread_join(ld->th[i], NULL);
+        ld->ok += l->ok;
+        ld->failed += l->failed;
+        ld->worst_ms = l->worst_ms > ld->worst_ms ? l->worst_ms : ld->worst_ms;
+        cr_expect_eq(l->failed, 0, "thread %d: %d failed, last %s", i, l->failed,
+                     ws_rpc_code_name(l->last_bad));
+    }
+}
+
 /* Two replicas on one client (one socket, two dials, so resends are on):
  * replica A dies holding a request while eight threads call; every call is
  * answered, within its deadline, by B (nng resends a request whose pipe
@@ -1175,11 +1270,7 @@ Test(rpc, replica_killed_under_load_every_call_answered_by_the_other, .timeout =
     mortal a = {0};
     mortal_start(&a);
     ws_rpc_server *b = server_start(url_b, sizeof(url_b), true, 16, 0, 0, mb);
-    const char *urls[] = {a.url, url_b};
-    ws_rpc_client_opts o = {
-        .urls = urls, .n_urls = 2, .resend_ms = REPLICA_DEADLINE_MS / 2};
-    ws_rpc_client *c = NULL;
-    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
+    ws_rpc_client *c = client_of_two(a.url, url_b);
 
     /* Both connected: nng rotates requests over the pipes, so both serve. */
     long long until = now_ms() + 10000;
@@ -1188,47 +1279,23 @@ Test(rpc, replica_killed_under_load_every_call_answered_by_the_other, .timeout =
     }
     cr_assert(atomic_load(&a.answered) > 0 && served(mb) > 0);
 
-    enum { N = 8 };
-    atomic_bool stop = false;
-    pthread_t th[N];
-    replica_load l[N];
-    for (int i = 0; i < N; i++) {
-        l[i] = (replica_load){.c = c, .stop = &stop};
-        cr_assert_eq(pthread_create(&th[i], NULL, replica_load_main, &l[i]), 0);
-    }
+    load ld;
+    load_start(&ld, c);
     int a0 = atomic_load(&a.answered) + 200;
     until = now_ms() + 10000;
     while (atomic_load(&a.answered) < a0 && now_ms() < until) {
         sched_yield();
     }
     atomic_store(&a.kill, true);
-    until = now_ms() + 10000;
-    while (!atomic_load(&a.dead) && now_ms() < until) {
-        sched_yield();
-    }
-    cr_assert(atomic_load(&a.dead), "A answered %d, never died",
-              atomic_load(&a.answered));
+    cr_assert(wait_flag(&a.dead), "A answered %d, never died", atomic_load(&a.answered));
     uint64_t b0 = served(mb) + 500;
-    until = now_ms() + 10000;
-    while (served(mb) < b0 && now_ms() < until) {
-        sched_yield();
-    }
-    atomic_store(&stop, true);
-    int ok = 0, failed = 0;
-    long long worst = 0;
-    for (int i = 0; i < N; i++) {
-        pthread_join(th[i], NULL);
-        ok += l[i].ok;
-        failed += l[i].failed;
-        worst = l[i].worst_ms > worst ? l[i].worst_ms : worst;
-        cr_expect_eq(l[i].failed, 0, "thread %d: %d failed, last %s", i, l[i].failed,
-                     ws_rpc_code_name(l[i].last_bad));
-    }
+    wait_served(mb, b0);
+    load_stop(&ld);
     pthread_join(a.th, NULL);
     cr_expect(atomic_load(&a.held), "A died holding no request");
     cr_expect(served(mb) >= b0, "b served %llu", (unsigned long long)served(mb));
-    cr_expect(ok > 0 && failed == 0, "%d ok, %d failed", ok, failed);
-    cr_expect(worst < REPLICA_DEADLINE_MS, "slowest call %lld ms", worst);
+    cr_expect(ld.ok > 0 && ld.failed == 0, "%d ok, %d failed", ld.ok, ld.failed);
+    cr_expect(ld.worst_ms < REPLICA_DEADLINE_MS, "slowest call %lld ms", ld.worst_ms);
     ws_rpc_client_close(c);
     ws_rpc_server_close(b);
     ws_rpc_server_close(a.srv);
@@ -1261,57 +1328,29 @@ Test(rpc, graceful_close_under_load_ends_and_every_call_is_answered, .timeout = 
     ws_metrics *ma = ws_metrics_new(), *mb = ws_metrics_new();
     ws_rpc_server *a = server_start(url_a, sizeof(url_a), true, 16, 4, 0, ma);
     ws_rpc_server *b = server_start(url_b, sizeof(url_b), true, 16, 4, 0, mb);
-    const char *urls[] = {url_a, url_b};
-    ws_rpc_client_opts o = {
-        .urls = urls, .n_urls = 2, .resend_ms = REPLICA_DEADLINE_MS / 2};
-    ws_rpc_client *c = NULL;
-    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
+    ws_rpc_client *c = client_of_two(url_a, url_b);
     long long until = now_ms() + 10000;
     while ((served(ma) == 0 || served(mb) == 0) && now_ms() < until) {
         cr_assert_eq(get_product(c, 1, REPLICA_DEADLINE_MS, NULL, NULL, 0), WS_RPC_OK);
     }
     cr_assert(served(ma) > 0 && served(mb) > 0, "both servers answer");
 
-    enum { N = 8 };
-    atomic_bool stop = false;
-    pthread_t th[N];
-    replica_load l[N];
-    for (int i = 0; i < N; i++) {
-        l[i] = (replica_load){.c = c, .stop = &stop};
-        cr_assert_eq(pthread_create(&th[i], NULL, replica_load_main, &l[i]), 0);
-    }
-    uint64_t a0 = served(ma) + 300;
-    until = now_ms() + 10000;
-    while (served(ma) < a0 && now_ms() < until) {
-        sched_yield();
-    }
+    load ld;
+    load_start(&ld, c);
+    wait_served(ma, served(ma) + 300);
     server_closer k = {.srv = a};
     atomic_init(&k.done, false);
     long long t0 = now_ms();
     pthread_t kt;
     cr_assert_eq(pthread_create(&kt, NULL, server_closer_main, &k), 0);
-    until = now_ms() + 10000;
-    while (!atomic_load(&k.done) && now_ms() < until) {
-        sched_yield();
-    }
+    bool done = wait_flag(&k.done);
     long long took = now_ms() - t0;
-    cr_assert(atomic_load(&k.done), "close of A still waiting after %lld ms", took);
+    cr_assert(done, "close of A still waiting after %lld ms", took);
     pthread_join(kt, NULL);
-    uint64_t b0 = served(mb) + 300;
-    until = now_ms() + 10000;
-    while (served(mb) < b0 && now_ms() < until) {
-        sched_yield();
-    }
-    atomic_store(&stop, true);
-    int failed = 0;
-    for (int i = 0; i < N; i++) {
-        pthread_join(th[i], NULL);
-        failed += l[i].failed;
-        cr_expect_eq(l[i].failed, 0, "thread %d: %d failed, last %s", i, l[i].failed,
-                     ws_rpc_code_name(l[i].last_bad));
-    }
+    wait_served(mb, served(mb) + 300);
+    load_stop(&ld);
     cr_expect(took < 1000, "close took %lld ms", took);
-    cr_expect_eq(failed, 0);
+    cr_expect_eq(ld.failed, 0);
     ws_rpc_client_close(c);
     ws_rpc_server_close(b);
     ws_metrics_free(ma);

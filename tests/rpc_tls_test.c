@@ -144,22 +144,23 @@ static void server_free(ws_rpc_server *srv)
 /* ----------------------------------------------------------------- client */
 
 /* A client of url presenting NAME.crt/NAME.key ("front", "front-expired"),
- * trusting ca.crt, expecting the server name server_name. */
+ * trusting ca.crt, expecting the server name server_name; with name NULL, a
+ * plain (tcp://) client. */
 static ws_rpc_client *client_new(const char *url, const char *name,
                                  const char *server_name)
 {
     char crt[64], key[64];
-    snprintf(crt, sizeof(crt), "%s.crt", name);
-    snprintf(key, sizeof(key), "%s.key", name);
-    ws_rpc_client_opts o = {.urls = &url,
-                            .n_urls = 1,
-
-                            .tls_cert = cert(crt),
-                            .tls_key = cert(key),
-                            .tls_ca = cert("ca.crt"),
-                            .tls_server_name = server_name};
+    ws_rpc_client_opts o = {.urls = &url, .n_urls = 1};
+    if (name != NULL) {
+        snprintf(crt, sizeof(crt), "%s.crt", name);
+        snprintf(key, sizeof(key), "%s.key", name);
+        o.tls_cert = cert(crt);
+        o.tls_key = cert(key);
+        o.tls_ca = cert("ca.crt");
+        o.tls_server_name = server_name;
+    }
     ws_rpc_client *c = NULL;
-    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK, "client %s", name);
+    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK, "client %s", name ? name : "plain");
     return c;
 }
 
@@ -185,6 +186,17 @@ static ws_rpc_code call(ws_rpc_client *c, const char *method, char *msg, size_t 
     return code;
 }
 
+/* One call of method by a new client of url (as client_new makes it); the
+ * code. */
+static ws_rpc_code call_once(const char *url, const char *name, const char *server_name,
+                             const char *method, char *msg, size_t msg_len)
+{
+    ws_rpc_client *c = client_new(url, name, server_name);
+    ws_rpc_code code = call(c, method, msg, msg_len);
+    ws_rpc_client_close(c);
+    return code;
+}
+
 /* One call of identity NAME's certificate to srv's listener for identity
  * listener_id; the code. */
 static ws_rpc_code call_as(ws_rpc_server *srv, const char *listener_id, const char *name,
@@ -192,10 +204,7 @@ static ws_rpc_code call_as(ws_rpc_server *srv, const char *listener_id, const ch
 {
     const char *url = ws_rpc_server_tls_url(srv, listener_id);
     cr_assert_not_null(url);
-    ws_rpc_client *c = client_new(url, name, "inventory");
-    ws_rpc_code code = call(c, method, msg, msg_len);
-    ws_rpc_client_close(c);
-    return code;
+    return call_once(url, name, "inventory", method, msg, msg_len);
 }
 
 /* A bare nng req socket dialing url over TLS with no client certificate (or
@@ -283,13 +292,21 @@ static const char *const front_admin[] = {"front", "admin", NULL};
 
 TestSuite(rpc_tls, .init = find_certs, .timeout = 60);
 
-Test(rpc_tls, front_calls_get_catalog)
+/* A TLS-only server for front and admin; one call of method with NAME's
+ * certificate to the listener of identity listener_id must end in want. */
+static void expect_call_as(const char *listener_id, const char *name, const char *method,
+                           ws_rpc_code want)
 {
     ws_rpc_server *srv = server_new(NULL, front_admin, "inventory");
-    cr_expect_eq(
-        call_as(srv, "front", "front", WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
-        WS_RPC_OK);
+    ws_rpc_code code = call_as(srv, listener_id, name, method, NULL, 0);
+    cr_expect_eq(code, want, "%s to %s's listener, %s: %s", name, listener_id, method,
+                 ws_rpc_code_name(code));
     server_free(srv);
+}
+
+Test(rpc_tls, front_calls_get_catalog)
+{
+    expect_call_as("front", "front", WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, WS_RPC_OK);
 }
 
 Test(rpc_tls, front_calling_list_orders_is_permission_denied)
@@ -309,11 +326,7 @@ Test(rpc_tls, front_calling_list_orders_is_permission_denied)
 
 Test(rpc_tls, admin_calls_list_orders)
 {
-    ws_rpc_server *srv = server_new(NULL, front_admin, "inventory");
-    cr_expect_eq(
-        call_as(srv, "admin", "admin", WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD, NULL, 0),
-        WS_RPC_OK);
-    server_free(srv);
+    expect_call_as("admin", "admin", WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD, WS_RPC_OK);
 }
 
 Test(rpc_tls, no_client_certificate_cannot_call)
@@ -327,55 +340,43 @@ Test(rpc_tls, no_client_certificate_cannot_call)
 
 Test(rpc_tls, certificate_of_another_ca_cannot_call)
 {
-    ws_rpc_server *srv = server_new(NULL, front_admin, "inventory");
-    cr_expect_eq(call_as(srv, "front", "front-foreign",
-                         WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
-                 WS_RPC_UNAVAILABLE);
-    server_free(srv);
+    expect_call_as("front", "front-foreign", WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD,
+                   WS_RPC_UNAVAILABLE);
 }
 
 Test(rpc_tls, expired_certificate_cannot_call)
 {
-    ws_rpc_server *srv = server_new(NULL, front_admin, "inventory");
-    cr_expect_eq(call_as(srv, "front", "front-expired",
-                         WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
-                 WS_RPC_UNAVAILABLE);
-    server_free(srv);
+    expect_call_as("front", "front-expired", WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD,
+                   WS_RPC_UNAVAILABLE);
 }
 
 /* The front's certificate is valid, but the admin listener trusts only the
  * admin CA: no identity can pass for another by picking its listener. */
 Test(rpc_tls, identity_cannot_use_another_identitys_listener)
 {
-    ws_rpc_server *srv = server_new(NULL, front_admin, "inventory");
-    cr_expect_eq(
-        call_as(srv, "admin", "front", WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD, NULL, 0),
-        WS_RPC_UNAVAILABLE);
-    server_free(srv);
+    expect_call_as("admin", "front", WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD,
+                   WS_RPC_UNAVAILABLE);
 }
 
 Test(rpc_tls, client_refuses_server_whose_name_does_not_match)
 {
     ws_rpc_server *srv = server_new(NULL, front_admin, "inventory");
     const char *url = ws_rpc_server_tls_url(srv, "front");
-    ws_rpc_client *c = client_new(url, "front", "order");
-    cr_expect_eq(call(c, WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
+    cr_expect_eq(call_once(url, "front", "order", WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD,
+                           NULL, 0),
                  WS_RPC_UNAVAILABLE);
-    ws_rpc_client_close(c);
-    c = client_new(url, "front", "inventory");
-    cr_expect_eq(call(c, WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0), WS_RPC_OK,
-                 "control: the right name");
-    ws_rpc_client_close(c);
+    cr_expect_eq(call_once(url, "front", "inventory",
+                           WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
+                 WS_RPC_OK, "control: the right name");
     server_free(srv);
 }
 
 Test(rpc_tls, client_refuses_server_of_another_ca)
 {
     ws_rpc_server *srv = server_new(NULL, front_admin, "front-foreign");
-    ws_rpc_client *c = client_new(ws_rpc_server_tls_url(srv, "front"), "front", "front");
-    cr_expect_eq(call(c, WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
+    cr_expect_eq(call_once(ws_rpc_server_tls_url(srv, "front"), "front", "front",
+                           WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, NULL, 0),
                  WS_RPC_UNAVAILABLE);
-    ws_rpc_client_close(c);
     server_free(srv);
 }
 
@@ -386,11 +387,9 @@ Test(rpc_tls, plain_listener_is_not_checked)
     ws_rpc_server *srv = server_new("tcp://127.0.0.1:0", front_admin, "inventory");
     const char *url = ws_rpc_server_url(srv);
     cr_assert_eq(strncmp(url, "tcp://", 6), 0, "%s", url);
-    ws_rpc_client_opts o = {.urls = &url, .n_urls = 1};
-    ws_rpc_client *c = NULL;
-    cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
-    cr_expect_eq(call(c, WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD, NULL, 0), WS_RPC_OK);
-    ws_rpc_client_close(c);
+    cr_expect_eq(
+        call_once(url, NULL, NULL, WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD, NULL, 0),
+        WS_RPC_OK);
     cr_expect_eq(
         call_as(srv, "front", "front", WEBSHOP_V1_ORDERS_LIST_ORDERS_METHOD, NULL, 0),
         WS_RPC_PERMISSION_DENIED, "the same server checks its identity listeners");
@@ -628,10 +627,7 @@ Test(rpc_tls, round_trip_cost)
     }
     int n = atoi(env);
     ws_rpc_server *srv = server_new("tcp://127.0.0.1:0", front_admin, "inventory");
-    const char *url = ws_rpc_server_url(srv);
-    ws_rpc_client_opts o = {.urls = &url, .n_urls = 1};
-    ws_rpc_client *plain = NULL;
-    cr_assert_eq(ws_rpc_client_open(&o, &plain), WS_OK);
+    ws_rpc_client *plain = client_new(ws_rpc_server_url(srv), NULL, NULL);
     ws_rpc_client *tls =
         client_new(ws_rpc_server_tls_url(srv, "front"), "front", "inventory");
     for (int round = 0; round < 2; round++) {
