@@ -2,7 +2,8 @@
  * lib/db's neutral layer (see db.h): the pool, the per-connection statement
  * cache, transactions with bounded jittered retry, reconnect backoff,
  * migrations, and the dispatch of the statement API to the engine in
- * lib/db/ (db_sqlite.c, db_pg.c) through its ops table (db/db_int.h). The
+ * lib/db/ (db_sqlite.c, db_pg.c: a module loaded on first use, see
+ * db_module.c) through its ops table (db/db_int.h). The
  * rules that both engines must agree on live here once: the placeholder
  * form, "a failed statement fails its transaction", what is retried, and
  * how a lost connection is found again.
@@ -961,6 +962,25 @@ static ws_err db_refuse(const ws_db_opts *o, const char *why)
     return WS_EINVAL;
 }
 
+/* The engine for a URL of kind; NULL (error filled, logged by the loader)
+ * when the PostgreSQL module cannot be loaded: not retried, a program
+ * without its engine does not get one by waiting. */
+static const ws__db_ops *db_engine_ops(ws__db_url_kind kind, ws_db_error *error)
+{
+    if (kind != WS__DB_URL_PG) {
+        return &ws__db_sqlite_ops;
+    }
+    const char *why = NULL;
+    const ws__db_ops *ops = ws__db_pg_ops_load(&why);
+    if (ops == NULL) {
+        char text[sizeof(error->message)];
+        snprintf(text, sizeof(text), "PostgreSQL engine unavailable: %s",
+                 why ? why : "not loaded");
+        ws__db_error_set(error, WS_DB_POSTGRES, WS_ENOTFOUND, 0, NULL, text);
+    }
+    return ops;
+}
+
 /* Parse the URL and options into a fresh, unconnected pool. */
 static ws_err db_pool_new(const ws_db_opts *o, ws_db **out)
 {
@@ -974,6 +994,10 @@ static ws_err db_pool_new(const ws_db_opts *o, ws_db **out)
     if (sync < 0 || o->pool_size < 0 || o->acquire_timeout_ms < 0) {
         return db_refuse(o, "bad option (synchronous, pool_size or acquire_timeout_ms)");
     }
+    const ws__db_ops *ops = db_engine_ops(kind, o->error);
+    if (ops == NULL) {
+        return WS_ENOTFOUND;
+    }
     int size = o->pool_size ? o->pool_size : DB_DEFAULT_POOL;
     if (kind == WS__DB_URL_SQLITE && strcmp(path, ":memory:") == 0 && size != 1) {
         return db_refuse(
@@ -986,7 +1010,7 @@ static ws_err db_pool_new(const ws_db_opts *o, ws_db **out)
     }
     pthread_mutex_init(&db->mu, NULL);
     ws_clock_cond_init(&db->cv);
-    db->ops = kind == WS__DB_URL_PG ? &ws__db_pg_ops : &ws__db_sqlite_ops;
+    db->ops = ops;
     db->target = strdup(kind == WS__DB_URL_PG ? o->url : path);
     db->url_safe = strdup(ws_db_url_redact(o->url, safe, sizeof(safe)));
     db->app_name = strdup(o->app_name ? o->app_name : "webshop");
@@ -1198,11 +1222,13 @@ ws_err ws_db_check_url(const char *url, int want_version, uint32_t budget_ms,
     if (url == NULL) {
         return WS_EINVAL;
     }
-    ws_db_opts o = {.url = url, .pool_size = 1};
+    ws_db_error why = {0};
+    ws_db_opts o = {.url = url, .pool_size = 1, .error = &why};
     ws_db *db = NULL;
     ws_err err = db_pool_new(&o, &db);
     if (err != WS_OK) {
-        ws__db_detail_append(detail, cap, "URL refused");
+        ws__db_detail_append(detail, cap,
+                             err == WS_ENOTFOUND ? why.message : "URL refused");
         return err;
     }
     if (db->ops->check != NULL) {

@@ -122,7 +122,9 @@ typedef struct ws_db_opts {
  * PostgreSQL server cannot be reached (retry later); WS_EAUTH when it wants
  * a password we do not have; WS_EIO when the SQLite file cannot be opened or
  * written; WS_ESTORE for a database newer than the code or a failed
- * migration. Failures are logged (URL redacted). */
+ * migration; WS_ENOTFOUND for a postgres URL when the PostgreSQL engine
+ * (its module, or libpq) cannot be loaded, error->message saying why (not
+ * worth a retry). Failures are logged (URL redacted). */
 ws_err ws_db_open(const ws_db_opts *opts, ws_db **out /* OUT */);
 
 /* Close every connection; db may be NULL. No connection may be held. */
@@ -321,8 +323,10 @@ ws_err ws_db_checkpoint(ws_db *db, bool truncate);
  * newer than the code (detail says what, one line); WS_ETIMEDOUT when the
  * quick_check ran out of budget (no verdict: the caller decides);
  * WS_EIO when an SQLite file cannot be opened or read; WS_EUNAVAIL when
- * the PostgreSQL server cannot be reached; WS_EINVAL for a refused URL.
- * Logs nothing; the caller says what it does. detail may be NULL. */
+ * the PostgreSQL server cannot be reached; WS_EINVAL for a refused URL;
+ * WS_ENOTFOUND when the PostgreSQL engine cannot be loaded (as ws_db_open).
+ * Logs nothing (but the one db_engine_unavailable line of the engine's
+ * loader); the caller says what it does. detail may be NULL. */
 ws_err ws_db_check_url(const char *url, int want_version, uint32_t budget_ms,
                        char *detail, size_t cap);
 

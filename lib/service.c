@@ -516,6 +516,10 @@ ws_err ws_service_check_db(const ws_service_cfg *cfg, const char *prog, int want
         fprintf(stderr, "%s: %s: database unavailable (%s)\n", prog, safe, detail);
         return WS_EUNAVAIL;
     }
+    if (err == WS_ENOTFOUND) { /* the engine's module (db_engine_unavailable, logged) */
+        fprintf(stderr, "%s: %s: %s; refusing to start\n", prog, safe, detail);
+        return WS_ESTORE;
+    }
     if (err != WS_OK) {
         const char *what = err == WS_EIO ? "unreadable" : "damaged";
         ws_log_error(err == WS_EIO ? "db_unreadable" : "db_damaged", "url=%s detail=%s",

@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,4 +148,35 @@ Test(notify, nothing_without_notify_socket)
     ws_notify_status("x");
     cr_expect_eq(ws_notify_watchdog_period_us(), 0);
     cr_expect_not(recv_within(buf, sizeof(buf), 100));
+}
+
+/* NOTIFY_SOCKET=@name is a socket in the abstract namespace (systemd uses
+ * one for user services and containers); WATCHDOG_PID naming us beats. */
+Test(notify, abstract_socket_and_our_watchdog_pid)
+{
+    int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert(s >= 0);
+    char name[64];
+    int len = snprintf(name, sizeof(name), "@ws-notify-test-%ld", (long)getpid());
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memcpy(a.sun_path, name, (size_t)len);
+    a.sun_path[0] = '\0';
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)len);
+    cr_assert_eq(bind(s, (struct sockaddr *)&a, alen), 0);
+    char pid[32];
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    setenv("NOTIFY_SOCKET", name, 1);
+    setenv("WATCHDOG_USEC", "200000", 1);
+    setenv("WATCHDOG_PID", pid, 1);
+    ws_notify_reset();
+    close(sock);
+    sock = s; /* recv_within reads it; fake_manager_down closes it */
+    char buf[64];
+    ws_notify_stopping();
+    cr_assert(recv_within(buf, sizeof(buf), 2000));
+    cr_expect_str_eq(buf, "STOPPING=1");
+    cr_expect_eq(ws_notify_watchdog_period_us(), 100000);
+    ws_notify_watchdog();
+    cr_assert(recv_within(buf, sizeof(buf), 2000));
+    cr_expect_str_eq(buf, "WATCHDOG=1");
 }

@@ -102,7 +102,24 @@ typedef struct ws__db_ops {
 } ws__db_ops;
 
 extern const ws__db_ops ws__db_sqlite_ops;
-extern const ws__db_ops ws__db_pg_ops;
+
+/* What the PostgreSQL module (libwebshop-db-pg.so, db_pg.c) exports as
+ * ws__db_pg_module: its ops and what it was built with, which the loader
+ * compares with its own before it uses the ops (a module of another build
+ * would misread these structs). The module calls back into the program
+ * for ws__db_fail, ws__db_error_set and ws_log only, which every program
+ * linking lib/db exports (lib/meson.build). */
+typedef struct ws__db_module {
+    const char *version; /* WEBSHOP_VERSION */
+    size_t ops_size, db_size, conn_size, stmt_size;
+    const ws__db_ops *ops;
+} ws__db_module;
+
+/* The PostgreSQL engine, loaded from its module on the first call (see
+ * db_module.c for where it is looked for) and never unloaded; thread-safe.
+ * NULL when it cannot be loaded, with *why (static text, may be NULL)
+ * saying why: the module not found, libpq missing, another build's. */
+const ws__db_ops *ws__db_pg_ops_load(const char **why /* OUT */);
 
 struct ws_db {
     const ws__db_ops *ops;

@@ -10,6 +10,8 @@
  * the debug log, not stderr. A connection that libpq reports CONNECTION_BAD
  * is reset by the neutral layer (PQreset) on its next acquire; the SQLSTATE
  * table in pg_err() decides what counts as lost, full or retryable.
+ * Built as its own module (libwebshop-db-pg.so) that db_module.c loads
+ * only when a postgres URL is opened; ws__db_pg_module is all it exports.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -588,7 +590,7 @@ static const char *pg_fault_text(const ws_db_error *e)
     return NULL;
 }
 
-const ws__db_ops ws__db_pg_ops = {
+static const ws__db_ops pg_ops = {
     .engine = WS_DB_POSTGRES,
     .conn_open = pg_conn_open,
     .conn_close = pg_conn_close,
@@ -619,4 +621,14 @@ const ws__db_ops ws__db_pg_ops = {
     .has = pg_has,
     .txn_open = pg_txn_open,
     .fault_text = pg_fault_text,
+};
+
+/* The module's one entry point (see ws__db_module in db_int.h). */
+const ws__db_module ws__db_pg_module = {
+    .version = WEBSHOP_VERSION,
+    .ops_size = sizeof(ws__db_ops),
+    .db_size = sizeof(ws_db),
+    .conn_size = sizeof(ws_db_conn),
+    .stmt_size = sizeof(ws_db_stmt),
+    .ops = &pg_ops,
 };
