@@ -32,6 +32,10 @@ int64_t ws_clock_wall_ms(void);
 /* Milliseconds of CLOCK_MONOTONIC. */
 int64_t ws_clock_mono_ms(void);
 
+/* Seconds of CLOCK_MONOTONIC, with its nanoseconds (durations in metrics
+ * and logs). */
+double ws_clock_mono_seconds(void);
+
 /* CLOCK_MONOTONIC now plus ms, for pthread_cond_timedwait. */
 struct timespec ws_clock_mono_after(int64_t ms);
 

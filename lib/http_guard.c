@@ -61,9 +61,7 @@ enum { CUT_IDLE, CUT_SLOW, CUT_DEADLINE, CUT_PER_ADDR, CUT_REASONS };
 
 double ws__http_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return ws_clock_mono_seconds();
 }
 
 http_slot *ws__http_slot_new(ws_http *h)

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 typedef enum metrics_type {
     METRICS_COUNTER,
     METRICS_GAUGE,
@@ -725,7 +727,5 @@ ws_err ws_metrics_add_collector(ws_metrics *m, ws_metrics_collect_fn fn, void *c
 
 double ws_now_seconds(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return ws_clock_mono_seconds();
 }

@@ -56,6 +56,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "clock.h"
 #include "rpc_tls.h"
 #include "trace.h"
 #include "webshop/v1/rpc.pb-c.h"
@@ -130,9 +131,7 @@ struct ws_rpc_client {
 
 static int64_t rpc_client_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ws_clock_mono_ms();
 }
 
 /* Pipe events, on an nng thread. A pipe that was never added (rejected by
@@ -451,17 +450,11 @@ void ws_rpc_client_close(ws_rpc_client *c)
     c->closed = true;
     pthread_cond_broadcast(&c->cv);
     while (c->calls > 0) {
-        struct timespec ts;
         for (rpc_client_slot *k = c->pending; k != NULL; k = k->next) {
             atomic_store(&k->abandon, true);
             nng_aio_cancel(k->aio);
         }
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 10 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = ws_clock_mono_after(10);
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }
     rpc_client_slot *idle = c->free;
@@ -501,15 +494,11 @@ static void rpc_client_set_msg(char *msg, size_t msg_len, const char *fmt,
 static bool rpc_client_wait_pipe_locked(ws_rpc_client *c, int64_t until_ms)
 {
     while (c->n_pipes == 0 && !c->closed) {
-        struct timespec ts;
         int64_t now = rpc_client_now_ms();
         if (now >= until_ms) {
             break;
         }
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = (int64_t)ts.tv_nsec + (until_ms - now) * 1000000;
-        ts.tv_sec += (time_t)(ns / 1000000000);
-        ts.tv_nsec = (long)(ns % 1000000000);
+        struct timespec ts = ws_clock_mono_after(until_ms - now);
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }
     return c->n_pipes > 0;
@@ -573,13 +562,7 @@ static bool rpc_client_slot_wait_locked(ws_rpc_client *c, rpc_client_slot *k)
                 break;
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 20 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = ws_clock_mono_after(20);
         pthread_cond_timedwait(&k->cv, &k->mu, &ts);
     }
     return lost;

@@ -32,6 +32,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "clock.h"
 #include "log.h"
 #include "rpc_tls.h"
 #include "trace.h"
@@ -144,9 +145,7 @@ struct ws_rpc_server {
 
 static double rpc_server_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return ws_clock_mono_seconds();
 }
 
 /* ------------------------------------------------------------------ stats */
