@@ -62,6 +62,8 @@ typedef struct front_cfg {
     bool hsts;
     ws_config_list inventory_urls; /* every inventory replica */
     ws_config_list orders_urls;    /* every order replica */
+    char inventory_def[WS_SERVICE_URL_CAP]; /* the defaults of --inventory-url and */
+    char orders_def[WS_SERVICE_URL_CAP];    /* --orders-url: the backends' sockets */
     int64_t replica_arg;           /* --replica as parsed */
     const char *broker;
     const char *client_id;
@@ -135,6 +137,9 @@ int main(int argc, char **argv)
 {
     front_cfg cfg;
     memset(&cfg, 0, sizeof(cfg));
+    (void)ws_service_rpc_default_url("inventory.rpc", cfg.inventory_def,
+                                     sizeof(cfg.inventory_def));
+    (void)ws_service_rpc_default_url("order.rpc", cfg.orders_def, sizeof(cfg.orders_def));
     const ws_config_option opts[] = {
         {.name = "http-host", .type = WS_CONFIG_STRING, .def = "127.0.0.1",
          .help = "HTTP listen address", .target.str = &cfg.http_host},
@@ -181,14 +186,17 @@ int main(int argc, char **argv)
         {.name = "hsts", .type = WS_CONFIG_BOOL, .def = "true",
          .help = "with --tls-cert, send Strict-Transport-Security: max-age=31536000",
          .target.b = &cfg.hsts},
-        {.name = "inventory-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7101",
-         .help = "RPC address of the inventory service; a comma list names every "
-                 "replica, all dialed on one socket (a call whose replica dies is "
-                 "resent to another)",
+        {.name = "inventory-url", .type = WS_CONFIG_URL, .def = cfg.inventory_def,
+         .help = "RPC address of the inventory service (default: its default --rpc-url, "
+                 "inventory.rpc in the runtime directory: $WEBSHOP_RUNTIME_DIR, else "
+                 "$XDG_RUNTIME_DIR/webshop, else /tmp/webshop-UID); a comma list names "
+                 "every replica, all dialed on one socket (a call whose replica dies is "
+                 "resent to another); tcp:// needs --rpc-plaintext",
          .target.list = &cfg.inventory_urls, .choices = front_schemes,
          .flags = WS_CONFIG_LIST},
-        {.name = "orders-url", .type = WS_CONFIG_URL, .def = "tcp://127.0.0.1:7201",
-         .help = "RPC address of the order service; a comma list names every replica",
+        {.name = "orders-url", .type = WS_CONFIG_URL, .def = cfg.orders_def,
+         .help = "RPC address of the order service (default: order.rpc in the runtime "
+                 "directory); a comma list names every replica",
          .target.list = &cfg.orders_urls, .choices = front_schemes,
          .flags = WS_CONFIG_LIST},
         {.name = "broker", .type = WS_CONFIG_HOSTPORT, .def = "127.0.0.1:1883",

@@ -292,8 +292,11 @@ static size_t main_options(inv_cfg *cfg, ws_config_option *opts)
     static const ws_service_defaults defaults = {
         .db_path = "inventory.db",
         .db_url_env = "WEBSHOP_INVENTORY_DB_URL",
-        .rpc_url = "tcp://127.0.0.1:7101",
-        .rpc_help = "where the Inventory RPC service listens",
+        .rpc_socket = "inventory.rpc",
+        .rpc_help = "where the Inventory RPC service listens (default: inventory.rpc in "
+                    "the runtime directory: $WEBSHOP_RUNTIME_DIR, else "
+                    "$XDG_RUNTIME_DIR/webshop, else /tmp/webshop-UID, made 0700; the "
+                    "socket 0600); tcp:// needs --rpc-plaintext",
         .client_id = "webshop-inventory",
         .http_port = "7102",
     };

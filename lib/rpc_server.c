@@ -114,6 +114,7 @@ struct ws_rpc_server {
     int n_workers;        /* 0 when inline_handlers */
     bool inline_handlers; /* handlers run in the aio callback */
     size_t max_msg;
+    int ipc_mode; /* mode of an ipc:// socket file */
     ws_metrics *metrics;
 
     rpc_server_service *services; /* registered before start; [0] = Reflection */
@@ -462,6 +463,7 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
         srv->n_workers = 0;
     }
     srv->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
+    srv->ipc_mode = opts->ipc_mode ? opts->ipc_mode : 0600;
     srv->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
     srv->url = opts->url != NULL ? strdup(opts->url) : NULL;
     if (opts->url != NULL && srv->url == NULL) {
@@ -1111,7 +1113,8 @@ static char *rpc_server_url_with_port(const char *url, int port)
  * port the kernel chose when the URL asked for port 0. Nagle is turned off
  * on tcp listeners (nng's default, set here so it cannot silently change):
  * an answer is one small write that must not wait for the caller's delayed
- * ACK. Returns 0 or an nng error. */
+ * ACK. An ipc:// socket file gets srv->ipc_mode (0600: only our user may
+ * connect). Returns 0 or an nng error. */
 static int rpc_server_listen(ws_rpc_server *srv)
 {
     nng_listener l;
@@ -1125,6 +1128,11 @@ static int rpc_server_listen(ws_rpc_server *srv)
     srv->plain = l;
     bool tcp = strncmp(srv->url, "tcp", 3) == 0;
     if (tcp && (rv = nng_listener_set_bool(l, NNG_OPT_TCP_NODELAY, true)) != 0) {
+        nng_listener_close(l);
+        return rv;
+    }
+    if (strncmp(srv->url, "ipc://", 6) == 0 &&
+        (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, srv->ipc_mode)) != 0) {
         nng_listener_close(l);
         return rv;
     }

@@ -62,6 +62,8 @@ typedef struct ws_rpc_server_opts {
     size_t max_msg;         /* cap on a request and on a handler's response (not on
                              * reflection's descriptors); 0 = WS_RPC_DEFAULT_MAX_MSG */
     ws_metrics *metrics;    /* registry for per-method metrics; NULL = default */
+    int ipc_mode;           /* permission bits of an ipc:// url's socket file;
+                             * 0 = 0600 (only the server's user may connect) */
     int identities_only;    /* 1: no plain listener (url must be NULL), only the
                              * ws_rpc_server_listen_tls ones (one at least) */
 } ws_rpc_server_opts;

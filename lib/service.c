@@ -11,8 +11,10 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +31,14 @@ static const char *const service_levels[] = {"debug", "info", "warn", "error", N
 size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
                           ws_config_option *out)
 {
+    const char *rpc_def = d->rpc_url;
+    if (rpc_def == NULL && d->rpc_socket != NULL) {
+        /* Too long a directory still yields a default: the check after the
+         * parse names it (ws_service_rpc_url_check). */
+        (void)ws_service_rpc_default_url(d->rpc_socket, cfg->rpc_url_def,
+                                         sizeof(cfg->rpc_url_def));
+        rpc_def = cfg->rpc_url_def;
+    }
     const ws_config_option opts[WS_SERVICE_N_OPTIONS - WS_SERVICE_N_RPC_TLS_OPTIONS] = {
         {.name = "db-path",
          .type = WS_CONFIG_STRING,
@@ -53,7 +63,7 @@ size_t ws_service_options(ws_service_cfg *cfg, const ws_service_defaults *d,
          .choices = ws_service_sync_names},
         {.name = "rpc-url",
          .type = WS_CONFIG_URL,
-         .def = d->rpc_url,
+         .def = rpc_def,
          .help = d->rpc_help,
          .target.str = &cfg->rpc_url,
          .flags = WS_CONFIG_LISTEN},
@@ -699,8 +709,10 @@ size_t ws_service_rpc_tls_options(ws_service_rpc_tls *t, bool server,
         {.name = "rpc-plaintext",
          .type = WS_CONFIG_BOOL,
          .def = "false",
-         .help = "with --rpc-tls-cert, still allow plain tcp:// RPC URLs (logged "
-                 "rpc_plaintext); ipc:// needs no such flag",
+         .help = "allow plain tcp:// RPC URLs, listened on or dialed (logged "
+                 "rpc_plaintext, warn); without it they are refused: use ipc:// on one "
+                 "host (a 0600 socket in a private directory) or tls+tcp:// between "
+                 "hosts",
          .target.b = &t->plaintext},
         {.name = "rpc-tls-listen",
          .type = WS_CONFIG_STRING,
@@ -846,6 +858,8 @@ static ws_err service_tls_listeners(ws_service_rpc_tls *t, const char *prog)
     return WS_OK;
 }
 
+static bool service_ipc_listening(const char *path);
+
 static bool service_url_tcp(const char *url)
 {
     return strncmp(url, "tcp://", 6) == 0 || strncmp(url, "tcp4://", 7) == 0 ||
@@ -858,31 +872,31 @@ ws_err ws_service_rpc_tls_check(ws_service_rpc_tls *t, const ws_config *c,
     if (service_tls_files(t, prog) != WS_OK || service_tls_listeners(t, prog) != WS_OK) {
         return WS_EINVAL;
     }
-    if (t->plaintext && !t->on) {
-        return service_tls_fail(prog, "rpc-plaintext",
-                                "only with --rpc-tls-cert (without TLS every RPC is "
-                                "plaintext)");
-    }
-    if (rpc_url == NULL || !t->on) {
+    if (rpc_url == NULL) {
         return WS_OK;
     }
-    const char *src = ws_config_source(c, "rpc-url");
-    if (src != NULL && strcmp(src, "default") == 0) {
-        *rpc_url = NULL; /* TLS on: only the identity listeners */
-    }
-    if (*rpc_url == NULL && t->n_listen == 0) {
-        return service_tls_fail(prog, "rpc-tls-listen",
-                                "a server with --rpc-tls-cert needs at least one "
-                                "(or an explicit --rpc-url ipc://PATH)");
-    }
-    if (*rpc_url != NULL && service_url_tcp(*rpc_url)) {
-        if (!t->plaintext) {
-            return service_tls_fail(prog, "rpc-url",
-                                    "%s is plaintext while --rpc-tls-cert is set: use "
-                                    "--rpc-tls-listen or ipc://, or add --rpc-plaintext",
-                                    *rpc_url);
+    if (t->on) {
+        const char *src = ws_config_source(c, "rpc-url");
+        if (src != NULL && strcmp(src, "default") == 0) {
+            *rpc_url = NULL; /* TLS on: only the identity listeners */
         }
-        ws_log_warn("rpc_plaintext", "url=%s setting=--rpc-url", *rpc_url);
+        if (*rpc_url == NULL && t->n_listen == 0) {
+            return service_tls_fail(prog, "rpc-tls-listen",
+                                    "a server with --rpc-tls-cert needs at least one "
+                                    "(or an explicit --rpc-url ipc://PATH)");
+        }
+    }
+    if (*rpc_url == NULL) {
+        return WS_OK;
+    }
+    if (ws_service_rpc_url_check(t, prog, "rpc-url", *rpc_url) != WS_OK) {
+        return WS_EINVAL;
+    }
+    if (strncmp(*rpc_url, "ipc://", 6) == 0 && service_ipc_listening(*rpc_url + 6)) {
+        return service_tls_fail(prog, "rpc-url",
+                                "%s: address in use (another process listens on this "
+                                "socket)",
+                                *rpc_url);
     }
     return WS_OK;
 }
@@ -903,19 +917,147 @@ ws_err ws_service_rpc_tls_check_dial(const ws_service_rpc_tls *t, const char *pr
                                 "tls+tcp:// needs --rpc-tls-cert, --rpc-tls-key and "
                                 "--rpc-tls-ca");
     }
-    for (size_t i = 0; t->on && i < urls->n; i++) {
-        if (!service_url_tcp(urls->items[i])) {
-            continue;
+    for (size_t i = 0; i < urls->n; i++) {
+        if (ws_service_rpc_url_check(t, prog, flag, urls->items[i]) != WS_OK) {
+            return WS_EINVAL;
         }
-        if (!t->plaintext) {
-            return service_tls_fail(prog, flag,
-                                    "%s is plaintext while --rpc-tls-cert is set: use "
-                                    "tls+tcp:// or ipc://, or add --rpc-plaintext",
-                                    urls->items[i]);
-        }
-        ws_log_warn("rpc_plaintext", "url=%s setting=--%s", urls->items[i], flag);
     }
     return WS_OK;
+}
+
+/* ---- Same-host RPC over ipc:// ----------------------------------------- */
+
+int ws_service_runtime_dir(char *out, size_t cap)
+{
+    const char *w = getenv("WEBSHOP_RUNTIME_DIR");
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (w != NULL && w[0] != '\0') {
+        size_t len = strlen(w);
+        while (len > 1 && w[len - 1] == '/') {
+            len--; /* "DIR/" names the same directory as "DIR" */
+        }
+        n = snprintf(out, cap, "%.*s", (int)len, w);
+    } else if (x != NULL && x[0] == '/') {
+        n = snprintf(out, cap, "%s/webshop", x);
+    } else {
+        n = snprintf(out, cap, "/tmp/webshop-%lu", (unsigned long)geteuid());
+    }
+    return n >= 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int ws_service_rpc_default_url(const char *name, char *out, size_t cap)
+{
+    char dir[WS_SERVICE_URL_CAP];
+    int rc = ws_service_runtime_dir(dir, sizeof(dir));
+    int n = snprintf(out, cap, "ipc://%s/%s", dir, name);
+    return rc == 0 && n >= 0 && (size_t)n < cap ? 0 : -1;
+}
+
+ws_err ws_service_runtime_dir_ensure(const char *dir, char *why, size_t cap)
+{
+    struct stat st;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(why, cap, "%s cannot be made (%s)", dir, strerror(errno));
+        return WS_EINVAL;
+    }
+    if (lstat(dir, &st) != 0) {
+        snprintf(why, cap, "%s cannot be read (%s)", dir, strerror(errno));
+        return WS_EINVAL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(why, cap, "%s is not a directory (a symbolic link or a file)", dir);
+        return WS_EINVAL;
+    }
+    if (st.st_uid != geteuid()) {
+        snprintf(why, cap, "%s is owned by uid %lu, not by this user (uid %lu)", dir,
+                 (unsigned long)st.st_uid, (unsigned long)geteuid());
+        return WS_EINVAL;
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        snprintf(why, cap, "%s is group- or other-writable (mode %04o)", dir,
+                 (unsigned)(st.st_mode & 07777));
+        return WS_EINVAL;
+    }
+    return WS_OK;
+}
+
+/* An ipc:// URL's path: fits a socket address; in the runtime directory,
+ * that directory is ours alone. */
+static ws_err service_ipc_check(const char *prog, const char *flag, const char *url)
+{
+    const char *path = url + 6;
+    size_t len = strlen(path);
+    if (len == 0 || len > WS_SERVICE_IPC_PATH_MAX) {
+        return service_tls_fail(
+            prog, flag,
+            "%s: the socket path is %zu bytes, expected 1..%d (what a "
+            "socket address holds): use a shorter path (the default's "
+            "directory: WEBSHOP_RUNTIME_DIR)",
+            url, len, WS_SERVICE_IPC_PATH_MAX);
+    }
+    char dir[WS_SERVICE_URL_CAP];
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL || ws_service_runtime_dir(dir, sizeof(dir)) != 0 ||
+        (size_t)(slash - path) != strlen(dir) ||
+        strncmp(path, dir, (size_t)(slash - path)) != 0) {
+        return WS_OK;
+    }
+    char why[WS_SERVICE_URL_CAP + 128];
+    if (ws_service_runtime_dir_ensure(dir, why, sizeof(why)) != WS_OK) {
+        return service_tls_fail(prog, flag,
+                                "%s: the runtime directory %s: another user could put a "
+                                "socket there; make it yours and 0700, or set "
+                                "WEBSHOP_RUNTIME_DIR to a private directory",
+                                url, why);
+    }
+    return WS_OK;
+}
+
+/* Whether a process listens on the Unix socket path, read from
+ * /proc/net/unix (false when it cannot be read). Not by connecting: with
+ * nng 1.5 a peer that closes during the SP handshake stops the listener
+ * from taking connections (nng issue #1518), and nng's own check for a
+ * stale socket file, when a second server binds the path, is such a
+ * connect; so a server first looks here and leaves a live one alone. */
+static bool service_ipc_listening(const char *path)
+{
+    FILE *f = fopen("/proc/net/unix", "r");
+    if (f == NULL) {
+        return false;
+    }
+    char line[4352];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        /* Num RefCount Protocol Flags Type St Inode Path */
+        unsigned long flags = 0;
+        int at = 0;
+        if (sscanf(line, "%*s %*s %*s %lx %*s %*s %*s %n", &flags, &at) != 1 || at == 0) {
+            continue;
+        }
+        line[strcspn(line, "\n")] = '\0';
+        found = (flags & 0x10000) != 0 /* __SO_ACCEPTCON: listening */ &&
+                strcmp(line + at, path) == 0;
+    }
+    fclose(f);
+    return found;
+}
+
+ws_err ws_service_rpc_url_check(const ws_service_rpc_tls *t, const char *prog,
+                                const char *flag, const char *url)
+{
+    if (service_url_tcp(url)) {
+        if (!t->plaintext) {
+            return service_tls_fail(
+                prog, flag,
+                "%s is plaintext: use ipc://PATH (same host) or "
+                "tls+tcp:// with --rpc-tls-cert, or add --rpc-plaintext",
+                url);
+        }
+        ws_log_warn("rpc_plaintext", "url=%s setting=--%s", url, flag);
+        return WS_OK;
+    }
+    return strncmp(url, "ipc://", 6) == 0 ? service_ipc_check(prog, flag, url) : WS_OK;
 }
 
 void ws_service_rpc_tls_client(const ws_service_rpc_tls *t, const char *server_name,

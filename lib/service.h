@@ -11,7 +11,7 @@
  * (ws_service_route_basics).
  *
  * Nothing here knows a domain word: a service passes its own defaults
- * (database file, RPC URL, client id, HTTP port) and help text.
+ * (database file, RPC socket name, client id, HTTP port) and help text.
  */
 #ifndef WS_SERVICE_H
 #define WS_SERVICE_H
@@ -36,11 +36,46 @@
  * also --rpc-tls-listen ID=URL (one tls+tcp:// listener per caller identity,
  * trusting only that identity's CA, DIR/ID-ca.crt with DIR --rpc-tls-ca-dir
  * or the directory of --rpc-tls-ca: tools/shop_ca's layout) and everywhere
- * --rpc-plaintext (with TLS configured, a tcp:// URL is refused without it;
- * ipc:// is always allowed: file permissions guard it). With TLS configured
- * a server's default --rpc-url is dropped (no plain listener); an explicit
- * one stays. Callers dial tls+tcp:// URLs presenting --rpc-tls-cert and
- * check the server's name (its identity: "inventory", "order"). */
+ * --rpc-plaintext. A plain tcp:// (tcp4, tcp6) RPC URL, listened on or
+ * dialed, with TLS or without, is refused unless --rpc-plaintext is given
+ * (then logged rpc_plaintext, warn): same-host calls go over ipc://, which
+ * file permissions guard (the socket 0600 in a private directory), calls
+ * between hosts over tls+tcp://. With TLS configured a server's default
+ * --rpc-url is dropped (no plain listener); an explicit one stays. Callers
+ * dial tls+tcp:// URLs presenting --rpc-tls-cert and check the server's
+ * name (its identity: "inventory", "order"). */
+
+/* ---- Same-host RPC over ipc:// (issue 19) -------------------------------
+ * The default RPC URLs (a server's --rpc-url, the front's --inventory-url
+ * and --orders-url, the order service's --inventory-url) are sockets in a
+ * per-user runtime directory: $WEBSHOP_RUNTIME_DIR when set, else
+ * $XDG_RUNTIME_DIR/webshop, else /tmp/webshop-UID (UID the effective user
+ * id). When a process listens on or dials a socket in that directory, it
+ * is created 0700 when missing, and refused when it is not a directory
+ * owned by the user or is group- or other-writable (another user could put
+ * a socket of their own there). Every ipc:// path must fit a socket
+ * address: at most WS_SERVICE_IPC_PATH_MAX bytes. */
+
+/* Longest ipc:// path (sun_path holds 108 bytes with its NUL). */
+#define WS_SERVICE_IPC_PATH_MAX 107
+/* Room for a default RPC URL (ws_service_rpc_default_url). */
+#define WS_SERVICE_URL_CAP 1024
+
+/* The runtime directory above into out[cap], from the process
+ * environment. Returns 0, or -1 when it does not fit (out then holds as
+ * much as fits). Any thread; reads getenv. */
+int ws_service_runtime_dir(char *out /* OUT */, size_t cap);
+
+/* "ipc://" + the runtime directory + "/" + name ("inventory.rpc") into
+ * out[cap]: a service's default RPC URL. 0, or -1 when it does not fit. */
+int ws_service_rpc_default_url(const char *name, char *out /* OUT */, size_t cap);
+
+/* The runtime directory dir: made 0700 when missing (its parent must
+ * exist), then checked (a directory, not a symbolic link, owned by the
+ * effective user, not writable by group or others). WS_OK, else WS_EINVAL
+ * with why ("/tmp/webshop-1000 is group- or other-writable (mode 0775)")
+ * in why[cap]. */
+ws_err ws_service_runtime_dir_ensure(const char *dir, char *why /* OUT */, size_t cap);
 
 /* The schemes an RPC URL that is dialed may have: tcp, tcp4, tcp6, ipc,
  * inproc and tls+tcp (NULL-ended; the choices of a WS_CONFIG_URL option). */
@@ -76,16 +111,29 @@ size_t ws_service_rpc_tls_options(ws_service_rpc_tls *t, bool server,
 /* After a successful parse of c (logging set up): check the combination.
  * rpc_url is the server's --rpc-url target (NULL for a client only): with
  * TLS configured and --rpc-url left at its default it is set to NULL (no
- * plain listener); a tcp:// one needs --rpc-plaintext (logged
- * rpc_plaintext, warn). On a bad combination prints "PROG: --FLAG: why" to
- * stderr and returns WS_EINVAL. */
+ * plain listener); what remains is checked as ws_service_rpc_url_check
+ * does, and an ipc:// socket another process listens on (seen in
+ * /proc/net/unix, not by connecting) is refused: "PROG: --rpc-url: URL:
+ * address in use (another process listens on this socket)". On a bad
+ * combination prints "PROG: --FLAG: why" to stderr and returns WS_EINVAL. */
 ws_err ws_service_rpc_tls_check(ws_service_rpc_tls *t, const ws_config *c,
                                 const char *prog,
                                 const char **rpc_url /* IN/OUT, may be NULL */);
 
+/* One RPC URL this process listens on or dials (flag names the setting,
+ * "rpc-url"): tcp://, tcp4:// and tcp6:// need --rpc-plaintext (logged
+ * rpc_plaintext url=... setting=--FLAG, warn), else "PROG: --FLAG: URL is
+ * plaintext: use ipc://PATH (same host) or tls+tcp:// with --rpc-tls-cert,
+ * or add --rpc-plaintext"; an ipc:// path must fit
+ * WS_SERVICE_IPC_PATH_MAX, and one in the runtime directory makes sure of
+ * that directory (ws_service_runtime_dir_ensure). Other schemes pass.
+ * WS_OK, or WS_EINVAL with the message printed to stderr. */
+ws_err ws_service_rpc_url_check(const ws_service_rpc_tls *t, const char *prog,
+                                const char *flag, const char *url);
+
 /* The same for a list of URLs the process dials (flag names it, "orders-url"):
- * every one tls+tcp:// or none; tls+tcp:// needs TLS configured; with TLS a
- * tcp:// one needs --rpc-plaintext (logged rpc_plaintext). */
+ * every one tls+tcp:// or none; tls+tcp:// needs TLS configured; every URL
+ * then as ws_service_rpc_url_check. */
 ws_err ws_service_rpc_tls_check_dial(const ws_service_rpc_tls *t, const char *prog,
                                      const char *flag, const ws_config_list *urls);
 
@@ -137,6 +185,8 @@ typedef struct ws_service_cfg {
     char client_id_buf[160];    /* with --replica, client_id = "<client-id>-K" here */
     ws_service_rpc_tls rpc_tls; /* --rpc-tls-*, --rpc-plaintext (checked by
                                    ws_service_parse) */
+    char rpc_url_def[WS_SERVICE_URL_CAP]; /* --rpc-url's default, when computed
+                                             from ws_service_defaults.rpc_socket */
     const ws_config *conf; /* set by ws_service_parse: names settings in messages */
     const char *prog;      /* set by ws_service_parse: "webshop-inventory" */
 } ws_service_cfg;
@@ -146,7 +196,9 @@ typedef struct ws_service_defaults {
     const char *db_path;    /* "inventory.db" */
     const char *db_url_env; /* "WEBSHOP_INVENTORY_DB_URL": the service's own
                                variable for --db-url */
-    const char *rpc_url;    /* "tcp://127.0.0.1:7101" */
+    const char *rpc_url;    /* "ipc:///run/webshop/inventory.rpc", or NULL: the
+                               socket rpc_socket in the runtime directory */
+    const char *rpc_socket; /* "inventory.rpc" (with rpc_url NULL) */
     const char *rpc_help;   /* "where the Inventory RPC service listens" */
     const char *client_id;  /* "webshop-inventory" */
     const char *http_port;  /* "7102" */

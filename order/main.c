@@ -134,13 +134,16 @@ static const ProtobufCMessageDescriptor *const order_outbox_types[] = {
 /* The order service's own options, targeting cfg, into out[ORDER_N_OWN]. */
 static void order_cfg_options(order_cfg *cfg, ws_config_option *out)
 {
+    static char inventory_def[WS_SERVICE_URL_CAP]; /* the inventory's default */
+    (void)ws_service_rpc_default_url("inventory.rpc", inventory_def,
+                                     sizeof inventory_def);
     const ws_config_option own[ORDER_N_OWN] = {
         {.name = "inventory-url",
          .type = WS_CONFIG_URL,
-         .def = "tcp://127.0.0.1:7101",
+         .def = inventory_def,
          .help = "the inventory's RPC service (GetReservation); a comma list names "
                  "every replica, all dialed on one socket (a call whose replica dies "
-                 "is resent to another)",
+                 "is resent to another); default: the inventory's default --rpc-url",
          .target.list = &cfg->inventory_urls,
          .choices = ws_service_rpc_schemes,
          .flags = WS_CONFIG_LIST},
@@ -191,8 +194,11 @@ static int order_cfg_parse(order_app *app, int argc, char **argv)
     static const ws_service_defaults defaults = {
         .db_path = "order.db",
         .db_url_env = "WEBSHOP_ORDER_DB_URL",
-        .rpc_url = "tcp://127.0.0.1:7201",
-        .rpc_help = "where the Orders RPC service listens",
+        .rpc_socket = "order.rpc",
+        .rpc_help = "where the Orders RPC service listens (default: order.rpc in the "
+                    "runtime directory: $WEBSHOP_RUNTIME_DIR, else "
+                    "$XDG_RUNTIME_DIR/webshop, else /tmp/webshop-UID, made 0700; the "
+                    "socket 0600); tcp:// needs --rpc-plaintext",
         .client_id = "webshop-order",
         .http_port = "7202",
     };

@@ -95,7 +95,7 @@ static void inv_start(const char *fault)
         INVENTORY_EXE, "--db-url",    db_url,           "--broker",
         port,          "--rpc-url",   rpc_url,          "--http-port",
         hport,         "--client-id", "inventory-test", "--shutdown-timeout",
-        "5s",          NULL};
+        "5s",          "--rpc-plaintext", NULL};
     if (fault != NULL) {
         setenv("WEBSHOP_FAULT", fault, 1);
     }

@@ -112,7 +112,8 @@ static void ord_start(void)
         ORDER_EXE, "--db-url",           db_url,       "--broker",
         port,      "--rpc-url",          rpc_url,      "--http-port",
         hport,     "--client-id",        "order-test", "--inventory-url",
-        inv,       "--shutdown-timeout", "5s",         NULL};
+        inv,       "--shutdown-timeout", "5s",         "--rpc-plaintext",
+        NULL};
     cr_assert_eq(harness_proc_spawn(&ord, argv, log), 0);
 }
 

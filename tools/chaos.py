@@ -486,8 +486,11 @@ class Run:
         kernel's ephemeral range, locked against other runs, kept across the
         restarts of one run (checked here, so a change there fails loudly)."""
         shop = Shop(self.args.build, tmp=tmp, **kw)
-        used = [shop.broker_port, url_port(shop.inv_rpc), url_port(shop.ord_rpc),
-                shop.inv_http, shop.ord_http, shop.http_port]
+        # RPC over ipc:// (sockets in the shop's temp dir) or, with
+        # --tls, tls+tcp:// on reserved ports.
+        rpc = [u for u in (shop.inv_rpc, shop.ord_rpc) if not u.startswith("ipc://")]
+        used = [shop.broker_port, *map(url_port, rpc), shop.inv_http, shop.ord_http,
+                shop.http_port]
         if len(set(used)) != len(used) or 0 in used:
             raise SystemExit(f"chaos: the shop's ports {used} are not distinct fixed ports")
         with open(shop.broker_conf) as f:
@@ -545,15 +548,16 @@ class Run:
 
     def replica_argv(self):
         """Every replica's argv, from the shop's one-of-each argv: its own
-        ports, --replica K, its own broker user, every replica's RPC address
+        ports and RPC socket, --replica K, its own broker user, every replica's RPC address
         in the comma lists; and HAProxy's over the fronts."""
         s = self.shop
         ports = [{"inv_rpc": s.inv_rpc, "inv_http": s.inv_http, "ord_rpc": s.ord_rpc,
                   "ord_http": s.ord_http, "front": s.http_port}]
-        for _ in range(1, self.replicas):
-            ports.append({"inv_rpc": f"tcp://127.0.0.1:{free_port()}", "inv_http": free_port(),
-                          "ord_rpc": f"tcp://127.0.0.1:{free_port()}", "ord_http": free_port(),
-                          "front": free_port()})
+        for k in range(1, self.replicas):
+            ports.append({"inv_rpc": f"ipc://{s.rpc_dir}/inventory-{k}.rpc",
+                          "inv_http": free_port(),
+                          "ord_rpc": f"ipc://{s.rpc_dir}/order-{k}.rpc",
+                          "ord_http": free_port(), "front": free_port()})
         self.replica_ports = ports
         inv_urls = ",".join(p["inv_rpc"] for p in ports)
         ord_urls = ",".join(p["ord_rpc"] for p in ports)

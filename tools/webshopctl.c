@@ -38,6 +38,7 @@
 #include "json.h"
 #include "log.h"
 #include "rpc_client.h"
+#include "service.h"
 #include "webshop/v1/rpc.rpc.h"
 #include "webshopctl_reflect.h"
 #include "webshopctl_types.h"
@@ -64,6 +65,7 @@ typedef struct wsctl_opts {
     const char *key;       /* --key */
     const char *ca;        /* --ca: the shop's root */
     const char *server_name; /* --server-name; default from the service called */
+    bool plaintext;          /* --plaintext: plain tcp:// allowed */
 } wsctl_opts;
 
 static const char *const wsctl_formats[] = {"protobuf", "json", NULL};
@@ -196,23 +198,61 @@ static const char *wsctl_server_name(const wsctl_opts *o, const char *service)
     return NULL;
 }
 
-/* "host:port" without a scheme means tcp://host:port, or tls+tcp://host:port
- * with --cert. A tls+tcp:// URL presents --cert and checks the server's
- * name (service, when given, names the default). */
+/* The service's identity ("inventory", "order") for service (a full
+ * name), or NULL. */
+static const char *wsctl_service_identity(const char *service)
+{
+    wsctl_opts none = {0};
+    return wsctl_server_name(&none, service);
+}
+
+static bool wsctl_url_tcp(const char *u)
+{
+    return strncmp(u, "tcp://", 6) == 0 || strncmp(u, "tcp4://", 7) == 0 ||
+           strncmp(u, "tcp6://", 7) == 0;
+}
+
+/* "inventory" or "order" means that service's default socket,
+ * ipc://RUNTIME_DIR/NAME.rpc (ws_service_rpc_default_url), as does no URL
+ * (url NULL) for a method of webshop.v1.Inventory or Orders; "host:port"
+ * without a scheme means tcp://host:port, or tls+tcp://host:port with
+ * --cert. Plain tcp:// needs --plaintext. A tls+tcp:// URL presents --cert
+ * and checks the server's name (service, when given, names the default). */
 static int wsctl_client_open(const wsctl_opts *o, const char *url, const char *service,
                              ws_rpc_client **c)
 {
-    char full[512];
+    char full[WS_SERVICE_URL_CAP];
     const char *u = url;
     ws_rpc_client_opts co = {.urls = &u, .n_urls = 1};
     ws_err err;
 
-    if (strstr(url, "://") == NULL) {
+    const char *id = url == NULL ? wsctl_service_identity(service) : url;
+    if (id == NULL) {
+        fprintf(stderr, "webshopctl: no URL: give one for %s\n", service);
+        return WSCTL_EXIT_USAGE;
+    }
+    if (strcmp(id, "inventory") == 0 || strcmp(id, "order") == 0) {
+        char name[32];
+        snprintf(name, sizeof(name), "%s.rpc", id);
+        if (ws_service_rpc_default_url(name, full, sizeof(full)) != 0) {
+            return wsctl_fail("the runtime directory is too long for %s", name);
+        }
+        u = full;
+    } else if (strstr(url, "://") == NULL) {
         if (snprintf(full, sizeof(full), "%s://%s", o->cert != NULL ? "tls+tcp" : "tcp",
                      url) >= (int)sizeof(full)) {
             return wsctl_fail("URL too long: %s", url);
         }
         u = full;
+    }
+    if (wsctl_url_tcp(u) && !o->plaintext && o->cert == NULL) {
+        fprintf(
+            stderr,
+            "webshopctl: %s is plaintext: use ipc:// (same host; \"inventory\" and "
+            "\"order\" name the services' default sockets) or tls+tcp:// with --cert, "
+            "or add --plaintext\n",
+            u);
+        return WSCTL_EXIT_USAGE;
     }
     if (strncmp(u, "tls+tcp://", 10) == 0) {
         if (o->cert == NULL) {
@@ -242,25 +282,51 @@ static int wsctl_client_open(const wsctl_opts *o, const char *url, const char *s
     return 0;
 }
 
+/* Whether src names files (--protoset, --proto): no reflection call. */
+static bool wsctl_types_local(const wsctl_types_src *src)
+{
+    return src->protoset != NULL || src->proto != NULL;
+}
+
 static int wsctl_cmd_call(const wsctl_opts *o, char *const *args, size_t n)
 {
     char service[256], method[128], path[400], why[512];
-    if (n < 2 || n > 3) {
-        fprintf(stderr, "webshopctl: usage: webshopctl call URL METHOD [JSON|-]\n");
+    /* Without a URL (METHOD first): the service's default socket. */
+    size_t skip = n > 0 && args[0][0] == '/' ? 0 : 1;
+    const char *url = skip ? (n > 0 ? args[0] : NULL) : NULL;
+    if (n < 1 + skip || n > 2 + skip) {
+        fprintf(stderr, "webshopctl: usage: webshopctl call [URL] METHOD [JSON|-]\n");
         return WSCTL_EXIT_USAGE;
     }
-    if (!wsctl_method_split(args[1], service, sizeof(service), method, sizeof(method))) {
-        fprintf(stderr, "webshopctl: %s: expected /package.Service/Method\n", args[1]);
+    const char *full_method = args[skip];
+    const char *input = n == 2 + skip ? args[1 + skip] : NULL;
+    if (!wsctl_method_split(full_method, service, sizeof(service), method,
+                            sizeof(method))) {
+        fprintf(stderr, "webshopctl: %s: expected /package.Service/Method\n",
+                full_method);
         return WSCTL_EXIT_USAGE;
     }
     snprintf(path, sizeof(path), "/%s/%s", service, method);
+    /* Types from files first: a client closed while its connection is
+     * still in the SP handshake stops nng 1.5's listener from accepting
+     * (nng issue #1518), so never dial only to give up at once. */
+    ws_proto_dyn *types = NULL;
+    if (wsctl_types_local(&o->types)) {
+        types = wsctl_types_load(&o->types, NULL, 0, service, why, sizeof(why));
+        if (types == NULL) {
+            return wsctl_fail("%s", why);
+        }
+    }
     ws_rpc_client *c = NULL;
-    int rc = wsctl_client_open(o, args[0], service, &c);
+    int rc = wsctl_client_open(o, url, service, &c);
     if (rc != 0) {
+        ws_proto_dyn_free(types);
         return rc;
     }
-    ws_proto_dyn *types = wsctl_types_load(&o->types, c, (uint32_t)o->deadline_ms,
-                                           service, why, sizeof(why));
+    if (types == NULL) {
+        types = wsctl_types_load(&o->types, c, (uint32_t)o->deadline_ms, service, why,
+                                 sizeof(why));
+    }
     const ProtobufCServiceDescriptor *sd =
         types ? ws_proto_dyn_service(types, service) : NULL;
     const ProtobufCMethodDescriptor *m =
@@ -272,7 +338,7 @@ static int wsctl_cmd_call(const wsctl_opts *o, char *const *args, size_t n)
                              : wsctl_fail("%s has no method %s", service, method);
     }
     ProtobufCMessage *req = NULL, *resp = NULL;
-    rc = wsctl_input_decode(n == 3 ? args[2] : NULL, m->input, "request", &req);
+    rc = wsctl_input_decode(input, m->input, "request", &req);
     if (rc == 0) {
         char msg[WS_RPC_MSG_LEN] = "";
         ws_rpc_code code = ws_rpc_client_call(c, path, req, m->output, &resp,
@@ -304,7 +370,8 @@ static int wsctl_cmd_describe(const wsctl_opts *o, char *const *args, size_t n)
     }
     const char *sym = args[1][0] == '.' ? args[1] + 1 : args[1];
     ws_rpc_client *c = NULL;
-    int rc = wsctl_client_open(o, args[0], sym, &c);
+    /* With types from files no call is made: no dial (see wsctl_cmd_call). */
+    int rc = wsctl_types_local(&o->types) ? 0 : wsctl_client_open(o, args[0], sym, &c);
     if (rc != 0) {
         return rc;
     }
@@ -577,17 +644,21 @@ static void wsctl_usage(FILE *out)
 {
     fputs(
         "Commands:\n"
-        "  webshopctl call URL METHOD [JSON|-]   call an RPC method, print the response\n"
+        "  webshopctl call [URL] METHOD [JSON|-] call an RPC method, print the response\n"
         "  webshopctl list URL                   list a server's services (reflection)\n"
         "  webshopctl describe URL SYMBOL        print a service, method, message or "
         "enum\n"
         "                                        as .proto (the server's descriptors)\n"
         "  webshopctl publish TOPIC [JSON|-]     publish an event on the bus\n"
         "  webshopctl watch                      print every event, one JSON line each\n"
-        "URL: tcp://host:port, ipc:///path, tls+tcp://host:port (mutual TLS: --cert,\n"
-        "--key, --ca; the server's name is its identity, inferred for call and describe\n"
-        "of webshop.v1.Inventory/Orders, else --server-name), or host:port (tls+tcp\n"
-        "with --cert, else tcp). JSON from stdin when absent or -.\n"
+        "URL: ipc:///path; inventory or order (that service's default socket,\n"
+        "ipc://RUNTIME/inventory.rpc with RUNTIME $WEBSHOP_RUNTIME_DIR, else\n"
+        "$XDG_RUNTIME_DIR/webshop, else /tmp/webshop-UID; call without a URL: the one\n"
+        "of the method's service); tls+tcp://host:port (mutual TLS: --cert, --key,\n"
+        "--ca; the server's name is its identity, inferred for call and describe of\n"
+        "webshop.v1.Inventory/Orders, else --server-name); tcp://host:port (plaintext:\n"
+        "only with --plaintext); or host:port (tls+tcp with --cert, else tcp).\n"
+        "JSON from stdin when absent or -.\n"
         "call and describe take their types from the server (reflection), or from\n"
         "--protoset FILE (protoc --include_imports -o FILE) or --proto FILE\n"
         "[--import-path DIR:DIR] when it serves none.\n",
@@ -712,6 +783,12 @@ int main(int argc, char **argv)
                  "from the service called)",
          .target.str = &o.server_name,
          .metavar = "NAME"},
+        {.name = "plaintext",
+         .type = WS_CONFIG_BOOL,
+         .def = "false",
+         .help = "allow a plain tcp:// URL (or host:port without --cert): RPC in the "
+                 "clear; same-host calls go over ipc://, others over tls+tcp://",
+         .target.b = &o.plaintext},
         {.name = "log-level",
          .type = WS_CONFIG_STRING,
          .def = "error",

@@ -239,6 +239,37 @@ def url_port(url):
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
+def rpc_url_logged(url, logged):
+    """Whether an rpc_listening URL in logged is url: the same ipc:// URL,
+    or for tcp:// the same port (a port 0 URL logs the one bound)."""
+    if not url.startswith(("tcp://", "tcp4://", "tcp6://")):
+        return url in logged
+    return any(u.startswith(("tcp://", "tcp4://", "tcp6://")) and url_port(u) == url_port(url)
+               for u in logged)
+
+
+def rpc_url_open(url):
+    """Whether something listens at an RPC URL: a tcp port that accepts, an
+    ipc socket a process listens on; None is open."""
+    if url is None:
+        return True
+    if url.startswith("ipc://"):
+        return ipc_listening(url[len("ipc://"):])
+    return port_open(url_port(url))
+
+
+def ipc_listening(path):
+    """Whether a process listens on the Unix socket path (/proc/net/unix).
+    Never by connecting: a peer that closes before the SP handshake stops
+    nng 1.5's ipc listener from accepting anyone (nng issue #1518)."""
+    with open("/proc/net/unix") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split(None, 7)
+            if len(cols) == 8 and int(cols[3], 16) & 0x10000 and cols[7].rstrip("\n") == path:
+                return True
+    return False
+
+
 def wait_until(cond, timeout=10.0, what="condition", interval=0.02):
     """Poll cond() until it returns a truthy value; return that value."""
     timeout *= TIME_SCALE
@@ -569,7 +600,7 @@ class Shop:
                  order_args=(), inventory_args=(), front_args=(), env=None,
                  services=("broker", "inventory", "order", "front"), auth=True, tls_ca=None,
                  pg_url=None, replicas=None, replica_session="30s", rpc_tls=False,
-                 broker_tls=False):
+                 broker_tls=False, rpc_transport="ipc"):
         """replicas=N (PostgreSQL only): N of each service as replicas
         (--replica K) on one database per backend, named "inventory-K",
         "order-K", "front-K", each on its own reserved ports; the fronts and
@@ -580,7 +611,11 @@ class Shop:
         Without it, the single shop: one of each, the names above without
         -K. rpc_tls=True: RPC over mutual TLS only (see _rpc_tls_argv).
         broker_tls=True: the broker listens on TLS only and every client
-        proves its broker user with a certificate (_broker_tls_conf)."""
+        proves its broker user with a certificate (_broker_tls_conf).
+        rpc_transport: "ipc" (the default, as the services' own defaults):
+        the backends listen on sockets in TMP/run (0700), self.inv_rpc =
+        "ipc://TMP/run/inventory.rpc"; "tcp": reserved loopback ports, every
+        service with --rpc-plaintext (plain tcp:// is refused without it)."""
         self.build = build_dir
         self.tmp = tmp or tempfile.mkdtemp(prefix="webshop-e2e-")
         self.own_tmp = tmp is None
@@ -590,25 +625,33 @@ class Shop:
         # comes back where the others dial it. Taken through the module's
         # free_port, which tools/chaos.py substitutes with its own picker.
         self.broker_port = free_port()
-        self.inv_rpc = f"tcp://127.0.0.1:{free_port()}"
-        self.ord_rpc = f"tcp://127.0.0.1:{free_port()}"
+        self.rpc_transport = rpc_transport
+        if rpc_transport not in ("ipc", "tcp"):
+            raise AssertionError(f"rpc_transport: ipc or tcp, not {rpc_transport!r}")
+        # The services' runtime directory (their default RPC sockets), also
+        # for processes a test starts itself: what they dial by default is
+        # this shop, never the machine's /tmp/webshop-UID.
+        self.rpc_dir = os.path.join(self.tmp, "run")
+        os.makedirs(self.rpc_dir, mode=0o700, exist_ok=True)
+        os.environ["WEBSHOP_RUNTIME_DIR"] = self.rpc_dir
+        self.inv_rpc = self._rpc_url("inventory")
+        self.ord_rpc = self._rpc_url("order")
         self.inv_http = free_port()
         self.ord_http = free_port()
         self.http_port = free_port()
         self.replicas = replicas
-        self.rpc_ports = {"inventory": url_port(self.inv_rpc), "order": url_port(self.ord_rpc)}
+        # What each backend's rpc_listening line must name (see _listens_on).
+        self.rpc_urls = {"inventory": self.inv_rpc, "order": self.ord_rpc}
         self.http_ports = {"inventory": self.inv_http, "order": self.ord_http,
                            "front": self.http_port}
         if replicas:
             for kind in ("inventory", "order", "front"):
                 for k in range(replicas):
                     if kind != "front":
-                        self.rpc_ports[f"{kind}-{k}"] = free_port()
+                        self.rpc_urls[f"{kind}-{k}"] = self._rpc_url(f"{kind}-{k}")
                     self.http_ports[f"{kind}-{k}"] = free_port()
-            self.inv_rpcs = [f"tcp://127.0.0.1:{self.rpc_ports[f'inventory-{k}']}"
-                             for k in range(replicas)]
-            self.ord_rpcs = [f"tcp://127.0.0.1:{self.rpc_ports[f'order-{k}']}"
-                             for k in range(replicas)]
+            self.inv_rpcs = [self.rpc_urls[f"inventory-{k}"] for k in range(replicas)]
+            self.ord_rpcs = [self.rpc_urls[f"order-{k}"] for k in range(replicas)]
             self.inv_rpc, self.ord_rpc = self.inv_rpcs[0], self.ord_rpcs[0]
             self.front_ports = [self.http_ports[f"front-{k}"] for k in range(replicas)]
             self.http_ports["haproxy"] = self.http_port
@@ -710,7 +753,18 @@ class Shop:
             self._rpc_tls_argv()
         for n in list(self.argv):
             if n != "broker" and n != "haproxy":
+                if rpc_transport == "tcp":
+                    self.argv[n].append("--rpc-plaintext")
                 self.argv[n] = WRAPPER + self.argv[n]
+
+    def _rpc_url(self, name):
+        """Where backend name ("inventory", "order-1") listens for RPC."""
+        if self.rpc_transport == "tcp":
+            return f"tcp://127.0.0.1:{free_port()}"
+        path = os.path.join(self.rpc_dir, f"{name}.rpc")
+        if len(path.encode()) > 107:
+            raise AssertionError(f"{path}: too long for a socket address; a shorter TMPDIR")
+        return f"ipc://{path}"
 
     def _replica_argv(self, n, broker, db_flags, creds, session, order_args,
                       inventory_args, front_args):
@@ -787,7 +841,7 @@ class Shop:
             if n in callers:
                 argv.append("--rpc-tls-listen=" + ",".join(
                     f"{who}={url}" for who, url in self.rpc_tls_urls[n].items()))
-                self.rpc_ports[n] = None  # RPC starts before HTTP: /readyz will do
+                self.rpc_urls[n] = None  # RPC starts before HTTP: /readyz will do
         self.inv_rpc = self.rpc_tls_urls["inventory"]["admin"]
         self.ord_rpc = self.rpc_tls_urls["order"]["admin"]
 
@@ -891,7 +945,7 @@ class Shop:
                 wait_until(lambda: port_open(self.http_port) or self._died(n), 10,
                            "haproxy to listen")
             elif self.kind(n) in ("inventory", "order") and wait:
-                rpc, hp = self.rpc_ports[n], self.http_ports[n]
+                rpc, hp = self.rpc_urls[n], self.http_ports[n]
                 # /readyz: RPC is up and the consumer's subscriptions are
                 # acknowledged, so an event published now reaches it.
                 wait_until(lambda: (self._listens_on(n, rpc, hp) and http_ok(hp, "/readyz"))
@@ -910,10 +964,11 @@ class Shop:
             return True
         return " running" in self.procs["broker"].log_since_start()
 
-    def _listens_on(self, name, rpc_port, http_port):
-        """True once the process logged that it listens on exactly these
-        ports (so what answers there is ours); with a log level above info
-        there are no such lines, and an open port has to do."""
+    def _listens_on(self, name, rpc_url, http_port):
+        """True once the process logged that it listens on exactly this RPC
+        URL and HTTP port (so what answers there is ours); with a log level
+        above info there are no such lines, and an open port (or socket)
+        has to do."""
         p = self.procs[name]
         argv = p.argv
         level = {**os.environ, **self.env}.get(
@@ -924,10 +979,9 @@ class Shop:
             elif a.startswith("--log-level="):
                 level = a.split("=", 1)[1]
         if level in ("warn", "warning", "error"):
-            return (rpc_port is None or port_open(rpc_port)) and port_open(http_port)
+            return rpc_url_open(rpc_url) and port_open(http_port)
         urls = listening_urls(p.log_since_start())
-        rpc_ok = rpc_port is None or any(url_port(u) == rpc_port
-                                         for u in urls.get("rpc_listening", ()))
+        rpc_ok = rpc_url is None or rpc_url_logged(rpc_url, urls.get("rpc_listening", ()))
         return rpc_ok and any(url_port(u) == http_port for u in urls.get("http_listening", ()))
 
     def _died(self, name):

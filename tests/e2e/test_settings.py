@@ -76,6 +76,7 @@ class Settings(unittest.TestCase):
 
     def run_to_exit(self, name, env, timeout=30):
         full = {k: v for k, v in os.environ.items() if not k.startswith("WEBSHOP_")}
+        full["WEBSHOP_RUNTIME_DIR"] = os.path.join(self.tmp, "run")  # the default sockets
         full.update(env)
         return subprocess.run(self.argv(name), env=full, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
@@ -100,9 +101,11 @@ class Settings(unittest.TestCase):
                         f"WEBSHOP_{up}_HTTP_PORT": "0",
                         f"WEBSHOP_{up}_CLIENT_ID": f"own-{n}",
                         "WEBSHOP_BROKER": self.broker,
+                        "WEBSHOP_RUNTIME_DIR": os.path.join(self.tmp, "run"),
                     }
                     if n in BACKENDS:
                         env[f"WEBSHOP_{up}_RPC_URL"] = "tcp://127.0.0.1:0"
+                        env[f"WEBSHOP_{up}_RPC_PLAINTEXT"] = "1"
                     procs[n] = Proc(n, self.argv(n), self.tmp, env=env).start()
                 started = {}
                 for n, p in procs.items():
@@ -152,6 +155,7 @@ class Settings(unittest.TestCase):
                 env = {f"WEBSHOP_{up}_HTTP_PORT": str(busy.port), "WEBSHOP_BROKER": self.broker}
                 if n in BACKENDS:
                     env[f"WEBSHOP_{up}_RPC_URL"] = "tcp://127.0.0.1:0"
+                    env[f"WEBSHOP_{up}_RPC_PLAINTEXT"] = "1"
                 r = self.run_to_exit(n, env)
                 self.assertEqual(r.returncode, 1, f"{n}:\n{r.stderr[-3000:]}")
                 self.assertIn(f"webshop-{n}: --http-port {busy.port} (WEBSHOP_{up}_HTTP_PORT, "
@@ -167,7 +171,7 @@ class Settings(unittest.TestCase):
                 up = n.upper()
                 url = f"tcp://127.0.0.1:{busy.port}"
                 env = {f"WEBSHOP_{up}_RPC_URL": url, f"WEBSHOP_{up}_HTTP_PORT": "0",
-                       "WEBSHOP_BROKER": self.broker}
+                       f"WEBSHOP_{up}_RPC_PLAINTEXT": "1", "WEBSHOP_BROKER": self.broker}
                 r = self.run_to_exit(n, env)
                 self.assertEqual(r.returncode, 1, f"{n}:\n{r.stderr[-3000:]}")
                 self.assertIn(f"webshop-{n}: --rpc-url {url} (WEBSHOP_{up}_RPC_URL, "

@@ -31,9 +31,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 WEBSHOP = os.path.join(ROOT, "tools", "webshop")
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 SERVICES = ("broker", "inventory", "order", "front")
-# The scheme of tools/webshop's header: role -> offset from --http-port.
-OFFSETS = {"front": 0, "broker": 1, "inventory_rpc": 2, "inventory_metrics": 3,
-           "order_rpc": 4, "order_metrics": 5}
+# The scheme of tools/webshop's header: role -> offset from --http-port
+# (P+2 and P+4 are RPC ports with --tls only: RPC is over ipc:// here).
+OFFSETS = {"front": 0, "broker": 1, "inventory_metrics": 3, "order_metrics": 5}
 
 
 def port_run():
@@ -127,7 +127,14 @@ class Supervised(unittest.TestCase):
         for role, off in OFFSETS.items():
             self.assertEqual(facts[f"{role}_port"], str(self.port + off), role)
         self.assertEqual(facts["url"], f"http://127.0.0.1:{self.port}/")
-        self.assertEqual(facts["order_rpc"], f"tcp://127.0.0.1:{self.port + 4}")
+        run = os.path.join(os.path.realpath(self.dir), "run")
+        self.assertEqual(facts["rpc_transport"], "ipc")
+        self.assertEqual(facts["rpc_dir"], run)
+        self.assertEqual(facts["order_rpc"], f"ipc://{run}/order.rpc")
+        self.assertEqual(facts["inventory_rpc"], f"ipc://{run}/inventory.rpc")
+        self.assertNotIn("order_rpc_port", facts)
+        self.assertEqual(os.stat(run).st_mode & 0o777, 0o700)
+        self.assertEqual(os.stat(f"{run}/order.rpc").st_mode & 0o777, 0o600)
         self.assertTrue(http_ok(self.port + 3, "/metrics"))
         self.assertTrue(http_ok(self.port + 5, "/metrics"))
 

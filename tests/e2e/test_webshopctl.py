@@ -64,8 +64,13 @@ class Webshopctl(unittest.TestCase):
              "id"),
             (("call", self.shop.inv_rpc, "/webshop.v1.Inventory/GetProduct", "{"), ""),
             # A reserved port: held by this process, so no test listens there.
-            (("call", f"tcp://127.0.0.1:{reserve_port()}", "/webshop.v1.Inventory/GetCatalog",
-              "{}"), "UNAVAILABLE"),
+            (("--plaintext", "call", f"tcp://127.0.0.1:{reserve_port()}",
+              "/webshop.v1.Inventory/GetCatalog", "{}"), "UNAVAILABLE"),
+            # Plain tcp:// (or host:port) only with --plaintext.
+            (("call", "tcp://127.0.0.1:1", "/webshop.v1.Inventory/GetCatalog", "{}"),
+             "tcp://127.0.0.1:1 is plaintext: use ipc://"),
+            (("list", "127.0.0.1:1"), "tcp://127.0.0.1:1 is plaintext"),
+            (("call", "/acme.v1.Unknown/Get", "{}"), "no URL"),
             (("call", "http://x", "/webshop.v1.Inventory/GetCatalog", "{}"), ""),
             (("publish", "no/such-topic", "{}"), "no/such-topic"),
             (("publish", "public-front/order-send", '{"bogus": 1}'), "bogus"),
@@ -80,6 +85,25 @@ class Webshopctl(unittest.TestCase):
                 self.assertNotEqual(r.returncode, 0, r.stdout)
                 self.assertTrue(r.stderr.startswith("webshopctl: "), r.stderr)
                 self.assertIn(frag, r.stderr)
+
+    def test_default_sockets_need_no_url(self):
+        """inventory and order name the services' default sockets in the
+        runtime directory (the shop's: WEBSHOP_RUNTIME_DIR), as does a call
+        without a URL; a plain tcp:// URL is refused without --plaintext."""
+        self.assertEqual(self.shop.inv_rpc,
+                         "ipc://" + os.path.join(os.environ["WEBSHOP_RUNTIME_DIR"],
+                                                 "inventory.rpc"))
+        r = self.run_ctl("call", "/webshop.v1.Inventory/GetProduct", '{"id": 2}')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["product"]["price"], 2000)
+        r = self.run_ctl("list", "order")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("webshop.v1.Orders", r.stdout)
+        r = self.run_ctl("call", "/webshop.v1.Orders/ListOrders", stdin="{}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.run_ctl("call", "tcp://127.0.0.1:1", "/webshop.v1.Orders/ListOrders", "{}")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("or add --plaintext", r.stderr)
 
     def test_describe_prints_what_the_server_serves(self):
         r = self.run_ctl("describe", self.shop.inv_rpc, "webshop.v1.Inventory")
@@ -118,30 +142,33 @@ class Webshopctl(unittest.TestCase):
         try:
             url = srv.stdout.readline().strip()
             self.assertTrue(url.startswith("tcp://127.0.0.1:"), url)
-            r = self.run_ctl("call", url, "acme.billing.v1.Billing/Charge",
-                             '{"account": "ada", "cents": "250", "purpose": "PURPOSE_ORDER"}')
+
+            def ctl(*args):  # the example serves plain tcp://
+                return self.run_ctl("--plaintext", *args)
+            r = ctl("call", url, "acme.billing.v1.Billing/Charge",
+                    '{"account": "ada", "cents": "250", "purpose": "PURPOSE_ORDER"}')
             self.assertEqual(r.returncode, 0, r.stderr)
             reply = json.loads(r.stdout)
             self.assertEqual(reply["balance_cents"], "250")
             # A google.protobuf.Timestamp, known by name: RFC 3339 in JSON.
             self.assertRegex(reply["charged_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-            r = self.run_ctl("call", url, "/acme.billing.v1.Billing/GetBalance",
-                             '{"account": "ada"}')
+            r = ctl("call", url, "/acme.billing.v1.Billing/GetBalance",
+                    '{"account": "ada"}')
             self.assertEqual(json.loads(r.stdout), {"balance_cents": "250"})
-            r = self.run_ctl("call", url, "acme.billing.v1.Billing.Charge", '{"account": ""}')
+            r = ctl("call", url, "acme.billing.v1.Billing.Charge", '{"account": ""}')
             self.assertEqual(r.returncode, 1)
             self.assertIn("INVALID_ARGUMENT", r.stderr)
-            r = self.run_ctl("call", url, "acme.billing.v1.Billing/Charge", '{"nope": 1}')
+            r = ctl("call", url, "acme.billing.v1.Billing/Charge", '{"nope": 1}')
             self.assertEqual(r.returncode, 1)
             self.assertIn("nope", r.stderr)
-            r = self.run_ctl("describe", url, "acme.billing.v1.ChargeRequest")
+            r = ctl("describe", url, "acme.billing.v1.ChargeRequest")
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("acme.billing.v1.Purpose purpose = 3;", r.stdout)
             # The same types from the .proto file, compiled by protoc.
             src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                "examples", "billing")
-            r = self.run_ctl("--proto", "billing.proto", "--import-path", src, "call", url,
-                             "acme.billing.v1.Billing/GetBalance", '{"account": "ada"}')
+            r = ctl("--proto", "billing.proto", "--import-path", src, "call", url,
+                    "acme.billing.v1.Billing/GetBalance", '{"account": "ada"}')
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(json.loads(r.stdout), {"balance_cents": "250"})
         finally:

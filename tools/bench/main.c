@@ -105,7 +105,8 @@ static void bench_usage(FILE *f)
         "                     or any other name, e.g. front_1, haproxy; repeatable)\n"
         "  --rpc-transport T  tcp or ipc: the shop's RPC transport, whose ceiling GET\n"
         "                     /order/{id} is held to (default: from the shop's facts, "
-        "else tcp)\n"
+        "else ipc,\n"
+        "                     the services' default)\n"
         "  --webshop PATH     the tools/webshop script (default %s)\n"
         "  --build-dir DIR    the build tree the shop runs from (default %s)\n"
         "  --tls              start the shop with `up --tls` (RPC over mutual TLS, the\n"
@@ -790,7 +791,9 @@ int main(int argc, char **argv)
                     .connections = 16,
                     .window = 1000,
                     .script = BENCH_WEBSHOP_SCRIPT,
-                    .build_dir = BENCH_BUILD_DIR};
+                    .build_dir = BENCH_BUILD_DIR,
+                    /* With --url and no facts: the services' default, ipc. */
+                    .transport = BENCH_IPC};
     if (argc == 4 && strcmp(argv[1], "--echo-server") == 0) {
         /* The child of a civetweb + nng ceiling (ceiling.h). */
         bench_transport tr = strcmp(argv[2], "ipc") == 0       ? BENCH_IPC

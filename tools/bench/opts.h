@@ -34,7 +34,8 @@ typedef struct bench_opts {
     bool keep;
     bool curve;                /* run the scaling curve instead of the table */
     bool transport_set;        /* --rpc-transport given */
-    bench_transport transport; /* with url: the shop's RPC transport */
+    bench_transport transport; /* with url: the shop's RPC transport (default
+                                  BENCH_IPC, the services' default) */
     int n_pids;                /* with url: processes to sample (--pid) */
     char pid_names[BENCH_PROCS_MAX][32];
     int pids[BENCH_PROCS_MAX];
