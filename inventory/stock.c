@@ -93,8 +93,19 @@ void inv__stock_lines_sort(inv_db_line *lines, size_t n)
     }
 }
 
+void inv__stock_moved_set(const int32_t *ids, size_t n, int32_t *moved, size_t *n_moved)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k == 0 || moved[k - 1] != ids[i]) {
+            moved[k++] = ids[i];
+        }
+    }
+    *n_moved = k;
+}
+
 ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items,
-                          size_t *n_queued)
+                          size_t *n_queued, int32_t *moved, size_t *n_moved)
 {
     inv_db_line lines[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
     size_t n = 0;
@@ -110,12 +121,40 @@ ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items,
         ids[i] = lines[i].product_id;
     }
     size_t queued = 0;
-    if (err == WS_OK) {
+    if (err == WS_OK && moved != NULL) {
+        inv__stock_moved_set(ids, n, moved, n_moved);
+    } else if (err == WS_OK) {
         err = inv__stock_queue_changed(c, ids, n, &queued);
     }
     if (err == WS_OK) {
         *n_items = n;
         *n_queued += queued;
+    }
+    return err;
+}
+
+typedef struct stock_changed_ctx {
+    const int32_t *ids;
+    size_t n, queued; /* queued: rewritten on every attempt */
+} stock_changed_ctx;
+
+static ws_err stock_changed_txn(ws_db_conn *c, void *arg)
+{
+    stock_changed_ctx *x = arg;
+    x->queued = 0;
+    return inv__stock_queue_changed(c, x->ids, x->n, &x->queued);
+}
+
+ws_err inv_stock_changed_queue(ws_db_conn *c, const int32_t *ids, size_t n,
+                               size_t *n_queued)
+{
+    if (c == NULL || (ids == NULL && n > 0) || n_queued == NULL) {
+        return WS_EINVAL;
+    }
+    stock_changed_ctx x = {.ids = ids, .n = n};
+    ws_err err = n > 0 ? ws_db_conn_txn(c, NULL, stock_changed_txn, &x) : WS_OK;
+    if (err == WS_OK) {
+        *n_queued = x.queued;
     }
     return err;
 }
@@ -198,6 +237,7 @@ static ws_err stock_lines_take(ws_db_conn *c, const inv_db_line *in, size_t n,
 
 typedef struct stock_sent_ctx {
     const Webshop__V1__OrderSent *ev;
+    bool defer_changed; /* inv_stock_opts */
     const char *id; /* ev's order id normalized, or NULL when it is not a UUID */
     inv_order_outcome *out;
 } stock_sent_ctx;
@@ -253,8 +293,8 @@ static ws_err stock_sent_duplicate(ws_db_conn *c, const char *order_id,
 /* This event recorded the reservation of id: take the stock (or reject),
  * record the items, queue the outcome and the balances that moved. */
 static ws_err stock_sent_decide(ws_db_conn *c, const char *id,
-                                const Webshop__V1__OrderSent *ev, int64_t now_ms,
-                                inv_order_outcome *out)
+                                const Webshop__V1__OrderSent *ev, bool defer_changed,
+                                int64_t now_ms, inv_order_outcome *out)
 {
     inv_db_line lines[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
     size_t n =
@@ -286,6 +326,10 @@ static ws_err stock_sent_decide(ws_db_conn *c, const char *id,
     int32_t ids[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
     for (size_t i = 0; i < n; i++) {
         ids[i] = lines[i].product_id;
+    }
+    if (defer_changed) {
+        inv__stock_moved_set(ids, n, out->moved, &out->n_moved);
+        return WS_OK;
     }
     return inv__stock_queue_changed(c, ids, n, &out->n_queued);
 }
@@ -320,19 +364,27 @@ static ws_err stock_sent_txn(ws_db_conn *c, void *arg)
     if (!first) {
         return stock_sent_duplicate(c, x->id, out);
     }
-    return stock_sent_decide(c, x->id, ev, now, out);
+    return stock_sent_decide(c, x->id, ev, x->defer_changed, now, out);
 }
 
 ws_err inv_stock_order_sent(ws_db_conn *c, const Webshop__V1__OrderSent *ev,
                             inv_order_outcome *out)
+{
+    return inv_stock_order_sent_with(c, ev, NULL, out);
+}
+
+ws_err inv_stock_order_sent_with(ws_db_conn *c, const Webshop__V1__OrderSent *ev,
+                                 const inv_stock_opts *opts, inv_order_outcome *out)
 {
     if (c == NULL || ev == NULL || out == NULL) {
         return WS_EINVAL;
     }
     char id[WS_UUID_TEXT_LEN];
     inv_order_outcome o;
-    stock_sent_ctx x = {
-        .ev = ev, .id = ws_uuid_normalize(ev->order_id, id) ? id : NULL, .out = &o};
+    stock_sent_ctx x = {.ev = ev,
+                        .defer_changed = opts != NULL && opts->defer_changed,
+                        .id = ws_uuid_normalize(ev->order_id, id) ? id : NULL,
+                        .out = &o};
     ws_err err = ws_db_conn_txn(c, NULL, stock_sent_txn, &x);
     if (err != WS_OK) {
         return err;
@@ -343,6 +395,7 @@ ws_err inv_stock_order_sent(ws_db_conn *c, const Webshop__V1__OrderSent *ev,
 
 typedef struct stock_cancel_ctx {
     const char *order_id;
+    bool defer_changed; /* inv_stock_opts */
     inv_cancel_outcome *out;
 } stock_cancel_ctx;
 
@@ -373,7 +426,8 @@ static ws_err stock_cancel_txn(ws_db_conn *c, void *arg)
         size_t n_items = 0;
         out->action = INV_CANCEL_RELEASED;
         out->status = WEBSHOP__V1__RESERVATION_STATUS__RELEASED;
-        return inv__stock_restore(c, x->order_id, &n_items, &out->n_queued);
+        return inv__stock_restore(c, x->order_id, &n_items, &out->n_queued,
+                                  x->defer_changed ? out->moved : NULL, &out->n_moved);
     }
     inv_db_reservation rec = {0};
     err = inv_db_reservation_get(c, x->order_id, &rec);
@@ -389,12 +443,19 @@ static ws_err stock_cancel_txn(ws_db_conn *c, void *arg)
 ws_err inv_stock_order_canceled(ws_db_conn *c, const Webshop__V1__OrderCanceled *ev,
                                 inv_cancel_outcome *out)
 {
+    return inv_stock_order_canceled_with(c, ev, NULL, out);
+}
+
+ws_err inv_stock_order_canceled_with(ws_db_conn *c, const Webshop__V1__OrderCanceled *ev,
+                                     const inv_stock_opts *opts, inv_cancel_outcome *out)
+{
     char id[WS_UUID_TEXT_LEN];
     if (c == NULL || ev == NULL || out == NULL || !ws_uuid_normalize(ev->order_id, id)) {
         return WS_EINVAL;
     }
     inv_cancel_outcome o;
-    stock_cancel_ctx x = {.order_id = id, .out = &o};
+    stock_cancel_ctx x = {
+        .order_id = id, .defer_changed = opts != NULL && opts->defer_changed, .out = &o};
     ws_err err = ws_db_conn_txn(c, NULL, stock_cancel_txn, &x);
     if (err == WS_OK) {
         *out = o;

@@ -147,6 +147,10 @@ typedef struct inv_order_outcome {
                                               "" for INV_ORDER_BAD_ID */
     size_t n_items;
     size_t n_queued; /* events queued in the outbox */
+    /* With inv_stock_opts.defer_changed: the products whose balance moved
+     * (ascending, each once), whose StockChanged the caller owes. */
+    int32_t moved[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS];
+    size_t n_moved;
 } inv_order_outcome;
 
 /* What handling one OrderCanceled did. */
@@ -164,7 +168,18 @@ typedef struct inv_cancel_outcome {
     Webshop__V1__ReservationStatus status; /* recorded status after the call */
     char order_id[WS_UUID_TEXT_LEN];       /* the id as stored (lower case) */
     size_t n_queued;
+    int32_t moved[WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS]; /* as in inv_order_outcome */
+    size_t n_moved;
 } inv_cancel_outcome;
+
+/* How an event decision runs; NULL means every field zero. */
+typedef struct inv_stock_opts {
+    /* Queue no StockChanged; list the products whose balance moved in the
+     * outcome's moved[] instead. The caller then queues them, one per
+     * product for any number of events, with inv_stock_changed_queue in
+     * the same transaction (a group), before it commits. */
+    bool defer_changed;
+} inv_stock_opts;
 
 /* Handle one OrderSent in one transaction on c (see the file comment). *out
  * (OUT) says what happened. WS_OK whenever the event was handled, rejected
@@ -174,12 +189,25 @@ typedef struct inv_cancel_outcome {
  * nothing changed. */
 ws_err inv_stock_order_sent(ws_db_conn *c, const Webshop__V1__OrderSent *ev,
                             inv_order_outcome *out /* OUT */);
+ws_err inv_stock_order_sent_with(ws_db_conn *c, const Webshop__V1__OrderSent *ev,
+                                 const inv_stock_opts *opts,
+                                 inv_order_outcome *out /* OUT */);
 
 /* Handle one OrderCanceled in one transaction on c. WS_EINVAL (nothing
  * changed, *out untouched) for an order id that is not a UUID; database
  * errors as above. */
 ws_err inv_stock_order_canceled(ws_db_conn *c, const Webshop__V1__OrderCanceled *ev,
                                 inv_cancel_outcome *out /* OUT */);
+ws_err inv_stock_order_canceled_with(ws_db_conn *c, const Webshop__V1__OrderCanceled *ev,
+                                     const inv_stock_opts *opts,
+                                     inv_cancel_outcome *out /* OUT */);
+
+/* Queue one StockChanged for each distinct product of ids[0..n), with the
+ * balance this transaction sees, in one transaction on c (a savepoint in a
+ * group). *n_queued (OUT) the events queued. Database errors as above,
+ * with nothing queued. */
+ws_err inv_stock_changed_queue(ws_db_conn *c, const int32_t *ids, size_t n,
+                               size_t *n_queued /* OUT */);
 
 /* The catalog ordered by id, read in a read-only transaction on db. On success *out is
  * malloc'ed with everything it points to; free it with

@@ -22,10 +22,16 @@ ws_err inv__stock_queue_changed(ws_db_conn *c, const int32_t *ids, size_t n,
 /* The items of order_id, whose status this transaction has just moved to
  * released (so no one else restores them), go back to stock in product-id
  * order (the order every writer locks products in), and one StockChanged
- * per product touched is queued. *n_items (OUT) the items restored;
- * *n_queued is incremented per event. */
+ * per product touched is queued -- or, with moved non-NULL, the products
+ * touched are listed in moved[0..*n_moved) (room for
+ * WEBSHOP_V1_ORDER_ITEM_MAX_ITEMS) instead. *n_items (OUT) the items
+ * restored; *n_queued is incremented per event. */
 ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items /* OUT */,
-                          size_t *n_queued);
+                          size_t *n_queued, int32_t *moved, size_t *n_moved /* OUT */);
+
+/* The distinct ids of the sorted ids[0..n) into moved[0..*n_moved). */
+void inv__stock_moved_set(const int32_t *ids, size_t n, int32_t *moved,
+                          size_t *n_moved /* OUT */);
 
 /* Sort lines[0..n) by product id, keeping the order of equal ids: the
  * order in which every writer takes or restocks products. */

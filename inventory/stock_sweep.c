@@ -101,7 +101,7 @@ static ws_err sweep_settle_txn(ws_db_conn *c, void *arg)
     }
     out->action = INV_ORPHAN_RELEASED;
     snprintf(out->reason, sizeof(out->reason), "%s", reason);
-    return inv__stock_restore(c, x->order_id, &out->n_items, &out->n_queued);
+    return inv__stock_restore(c, x->order_id, &out->n_items, &out->n_queued, NULL, NULL);
 }
 
 ws_err inv_stock_orphan_settle(ws_db *db, const char *order_id, inv_order_lookup found,

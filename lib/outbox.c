@@ -7,7 +7,11 @@
  * up to `window` publishes in flight, in id order), and deletes the rows
  * whose PUBACK came back, a few hundred at a time, by runs of consecutive
  * ids (a run of ids that are all this relay's is safe to delete as a range;
- * a range over ids another relay holds would not be).
+ * a range over ids another relay holds would not be). A claim carries the
+ * deletes owed at that moment in its own transaction (one transaction per
+ * pass instead of two); a delete runs alone only when no claim is made, or
+ * when the combined transaction failed (the claim is then tried alone, and
+ * the deletes at their next turn).
  *
  * The relay thread takes a connection of the pool for each transaction
  * (claim, delete, release, gauges) and gives it back before it waits. The
@@ -523,11 +527,12 @@ static ws_err outbox_relay_delete_txn(ws_db_conn *c, void *ctx)
 
 /* Relay thread: delete the acknowledged rows when enough are owed, when the
  * oldest waited long enough, when nothing is in flight, or when a failing
- * delete's backoff is over. */
-static void outbox_relay_delete_step(ws_outbox_relay *r, bool idle, int64_t now_ms,
-                                     int64_t *last_delete_ms)
+ * delete's backoff is over -- unless the claim of this pass carries them
+ * (carried). */
+static void outbox_relay_delete_step(ws_outbox_relay *r, bool idle, bool carried,
+                                     int64_t now_ms, int64_t *last_delete_ms)
 {
-    if (r->nacked == 0 || outbox_fail_wait(&r->del_fail, now_ms) != 0) {
+    if (r->nacked == 0 || carried || outbox_fail_wait(&r->del_fail, now_ms) != 0) {
         return;
     }
     if (!(idle || r->nacked >= OUTBOX_DELETE_BATCH ||
@@ -595,6 +600,7 @@ typedef struct outbox_claim_ctx {
     bool gauges_due;     /* read the row gauges even after a full claim */
     bool gauges_read;    /* OUT: rows and oldest_ms hold the table's state */
     int64_t rows, oldest_ms;
+    bool with_delete; /* delete the acknowledged rows (sorted) first */
 } outbox_claim_ctx;
 
 static void outbox_batch_clear(ws_outbox_relay *r)
@@ -655,6 +661,12 @@ static ws_err outbox_claim_txn(ws_db_conn *c, void *arg)
     ws_outbox_relay *r = cc->r;
     outbox_batch_clear(r); /* an earlier attempt's rows */
     cc->gauges_read = false;
+    if (cc->with_delete) {
+        ws_err derr = outbox_relay_delete_txn(c, r);
+        if (derr != WS_OK) {
+            return derr;
+        }
+    }
     const char *sql = ws_db_has(c, WS_DB_SKIP_LOCKED)
                           ? OUTBOX_CLAIM_SQL(" FOR UPDATE SKIP LOCKED")
                           : OUTBOX_CLAIM_SQL("");
@@ -744,12 +756,22 @@ static ws_err outbox_relay_peek(ws_outbox_relay *r, int64_t now_ms, bool *looked
     return cc.rows == 0 ? WS_OK : WS_EUNAVAIL;
 }
 
+/* Whether the claim of this pass (room rows, the bus up, no failing claim
+ * backing off) takes the acknowledged rows' delete into its transaction:
+ * some are owed and no delete is failing. */
+static bool outbox_relay_carries_delete(const ws_outbox_relay *r, int room,
+                                        int64_t now_ms)
+{
+    return room > 0 && r->nacked > 0 && r->del_fail.delay_ms == 0 &&
+           outbox_fail_wait(&r->claim_fail, now_ms) == 0 && ws_bus_connected(r->bus);
+}
+
 /* Relay thread: claim up to room rows and publish them (unless a failing
  * claim is backing off: then WS_EIO, "not drained"). *looked: the table
- * was read; *full: the claim took all the room (more may be waiting).
- * WS_OK when room is 0. */
+ * was read; *full: the claim took all the room (more may be waiting);
+ * a delete it carried (or ran) sets *last_delete_ms. WS_OK when room is 0. */
 static ws_err outbox_relay_claim_step(ws_outbox_relay *r, int room, int64_t now_ms,
-                                      bool *looked, bool *full)
+                                      bool *looked, bool *full, int64_t *last_delete_ms)
 {
     *looked = *full = false;
     if (room <= 0) {
@@ -767,11 +789,25 @@ static ws_err outbox_relay_claim_step(ws_outbox_relay *r, int room, int64_t now_
                            .now_wall_ms = wall,
                            .lease = wall + r->lease_ms,
                            .gauges_due = now_ms - r->gauges_ms >= OUTBOX_GAUGE_MS};
+    if (outbox_relay_carries_delete(r, room, now_ms)) {
+        qsort(r->acked, r->nacked, sizeof(r->acked[0]), outbox_id_cmp);
+        cc.with_delete = true;
+    }
     ws_err err = ws_db_txn(r->db, outbox_claim_txn, &cc);
+    if (err != WS_OK && cc.with_delete) {
+        /* Each alone, the delete first, as before the two were one. */
+        cc.with_delete = false;
+        outbox_relay_delete_step(r, true, false, now_ms, last_delete_ms);
+        err = ws_db_txn(r->db, outbox_claim_txn, &cc);
+    }
     if (err != WS_OK) {
         outbox_batch_clear(r);
         outbox_fail_note(r, &r->claim_fail, "claim", now_ms, err, (size_t)room);
         return err;
+    }
+    if (cc.with_delete) {
+        r->nacked = 0;
+        *last_delete_ms = now_ms;
     }
     outbox_fail_clear(r, &r->claim_fail, "claim", now_ms);
     if (cc.gauges_read) {
@@ -853,9 +889,11 @@ static void *outbox_relay_main(void *arg)
         if (r->ngive > 0) {
             p.room = 0; /* the rows given back first */
         }
-        outbox_relay_delete_step(r, idle, p.now_ms, &last_delete_ms);
+        bool carried = outbox_relay_carries_delete(r, p.room, p.now_ms);
+        outbox_relay_delete_step(r, idle, carried, p.now_ms, &last_delete_ms);
+        p.err = outbox_relay_claim_step(r, p.room, p.now_ms, &p.looked, &p.full,
+                                        &last_delete_ms);
         p.delete_failed = r->del_fail.delay_ms != 0;
-        p.err = outbox_relay_claim_step(r, p.room, p.now_ms, &p.looked, &p.full);
 
         pthread_mutex_lock(&r->mu);
         outbox_relay_rest(r, &p);

@@ -14,11 +14,39 @@
  * each event's transaction is a savepoint of one transaction, and the
  * relay is told once, after the group commits. Outside a group each event
  * takes a connection for its own transaction and gives it back.
+ *
+ * Inside a group the status events are owed, not queued at once
+ * (orders_policy.defer_status): the group keeps the last status of each
+ * order it touched and queues those just before it commits, so an order
+ * whose OrderSent and outcome meet in one group publishes its final status
+ * only (counted in webshop_order_statuses_coalesced_total). The front's
+ * wait for the commit takes any status of the order, so it still gets its
+ * answer, after the same commit. When that queue fails, the group is
+ * rolled back (released uncommitted) and its end fails: the bus hands its
+ * events to their handlers again, one by one outside a group, where each
+ * queues its own status.
+ *
+ * Outcomes before their order (replicas: a share group). The broker hands
+ * an order's OrderSent to one replica and the inventory's outcome, a few
+ * milliseconds later, to whichever it picks; when that is another replica
+ * and the first has not committed the order yet, the outcome would create
+ * the row itself, due for an outcome check (a GetReservation RPC), and its
+ * INSERT would wait on, or deadlock with, the first replica's. Measured:
+ * about 4 % of orders with two replicas. So an outcome whose order is not
+ * recorded yet (a read that takes no lock) is parked in memory for
+ * CONSUMER_PARK_MS and then applied as it comes by the consumer's park
+ * thread, in its own transaction: by then the order is there and the
+ * outcome moves it as in order, with no check; when it is still not
+ * there, the outcome creates the row as before. A crash loses what is
+ * parked as it loses an event in a handler (libmosquitto has acknowledged
+ * it): the order's re-send brings the outcome again.
  */
 #include "consumer.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "clock.h"
 #include "fault.h"
@@ -44,17 +72,89 @@ typedef struct consumer_sub {
     ws_counter *checks; /* outcomes that marked the order for a check */
 } consumer_sub;
 
+/* Orders whose status one group may owe at once; past that the owed ones
+ * are queued at once, inside the group. */
+#define CONSUMER_OWED_MAX 128
+/* How long an outcome before its order is parked, and how many may be. */
+#define CONSUMER_PARK_MS  50
+#define CONSUMER_PARK_MAX 512
+/* A parked outcome whose apply failed (the database) is tried again this
+ * much later. */
+#define CONSUMER_PARK_RETRY_MS 200
+
+/* An outcome parked until its order is recorded. */
+typedef struct consumer_parked {
+    consumer_kind kind; /* KIND_IN or KIND_OUT */
+    char id[WS_UUID_TEXT_LEN];
+    char reason[ORDERS_MAX_REASON + 1];
+    ws_trace trace; /* of the event */
+    bool json;
+    int64_t due_ms; /* monotonic */
+} consumer_parked;
+
+/* The park: a FIFO ring in the order outcomes came (one parked again after
+ * a failed apply waits at the tail), filled by the bus thread and emptied
+ * by the park thread, under mu. */
+typedef struct consumer_park {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    consumer_parked *ring; /* [CONSUMER_PARK_MAX] */
+    size_t head, n;
+    bool on;   /* the thread runs: outcomes may be parked */
+    bool stop; /* the thread applies what is left and ends */
+    pthread_t thread;
+    ws_counter *parked;
+} consumer_park;
+
 struct order_consumer {
     order_consumer_opts opts; /* db not owned */
     consumer_sub subs[KIND__N];
     ws_db_conn *group; /* held while a group is open (bus network thread) */
     bool kick_owed;    /* rows were queued inside the open group */
+    orders_owed *owed; /* [CONSUMER_OWED_MAX]: the open group's owed statuses
+                          (bus network thread) */
+    size_t n_owed;
+    ws_counter *coalesced; /* statuses replaced by a later one in a group */
+    consumer_park park;
 };
+
+/* Queue the owed statuses on the group's connection. */
+static ws_err consumer_owed_queue(order_consumer *c)
+{
+    unsigned queued = 0;
+    ws_err err = orders_queue_owed(c->group, c->owed, c->n_owed, &queued);
+    if (err == WS_OK) {
+        c->n_owed = 0;
+        c->kick_owed = c->kick_owed || queued > 0;
+    }
+    return err;
+}
+
+/* Note o as owed: it replaces an earlier status of the same order. */
+static ws_err consumer_owed_add(order_consumer *c, const orders_owed *o)
+{
+    for (size_t i = 0; i < c->n_owed; i++) {
+        if (strcmp(c->owed[i].id, o->id) == 0) {
+            c->owed[i] = *o;
+            ws_counter_inc(c->coalesced);
+            return WS_OK;
+        }
+    }
+    if (c->n_owed == CONSUMER_OWED_MAX) {
+        ws_err err = consumer_owed_queue(c);
+        if (err != WS_OK) {
+            return err;
+        }
+    }
+    c->owed[c->n_owed++] = *o;
+    return WS_OK;
+}
 
 static ws_err consumer_group_begin(void *ctx)
 {
     order_consumer *c = ctx;
     c->kick_owed = false;
+    c->n_owed = 0;
     ws_db_conn *conn = NULL;
     ws_err err = ws_db_acquire(c->opts.db, &conn);
     if (err == WS_OK && (err = ws_db_group_begin(conn)) != WS_OK) {
@@ -74,7 +174,16 @@ static ws_err consumer_group_end(void *ctx)
     if (conn == NULL) {
         return WS_EINVAL;
     }
-    ws_err err = ws_db_group_end(conn);
+    c->group = conn;
+    ws_err err = consumer_owed_queue(c);
+    c->group = NULL;
+    c->n_owed = 0;
+    if (err != WS_OK) {
+        ws_db_release(conn); /* rolls the group back */
+        c->kick_owed = false;
+        return err;
+    }
+    err = ws_db_group_end(conn);
     ws_db_release(conn);
     if (err == WS_OK && c->kick_owed && c->opts.queued != NULL) {
         c->opts.queued(c->opts.queued_ctx);
@@ -84,11 +193,13 @@ static ws_err consumer_group_end(void *ctx)
 }
 
 /* Apply msg, of the subscription's kind, on conn. */
-static ws_err consumer_apply(consumer_sub *sub, ws_db_conn *conn,
+static ws_err consumer_apply(consumer_sub *sub, ws_db_conn *conn, bool in_group,
                              const ProtobufCMessage *msg, orders_effect *eff,
                              const char **id)
 {
-    const orders_policy *p = &sub->c->opts.policy;
+    orders_policy pol = sub->c->opts.policy;
+    pol.defer_status = in_group;
+    const orders_policy *p = &pol;
     int64_t now = ws_clock_wall_ms();
     switch (sub->kind) {
     case KIND_SENT:
@@ -114,36 +225,51 @@ static ws_err consumer_apply(consumer_sub *sub, ws_db_conn *conn,
  * the status it sets commits. Inside a group that is after the apply (its
  * savepoint is released, the group's transaction is not committed);
  * outside one, before the apply (its own transaction would commit at once). */
-static void consumer_fault_before_commit(const consumer_sub *sub, bool applied)
+static void consumer_fault_before_commit(const consumer_sub *sub, const ws_db_conn *group,
+                                         bool applied)
 {
     if ((sub->kind != KIND_IN && sub->kind != KIND_OUT) ||
-        !WS_FAULT_POINT("crash_before_status_commit") ||
-        applied != (sub->c->group != NULL)) {
+        !WS_FAULT_POINT("crash_before_status_commit") || applied != (group != NULL)) {
         return;
     }
     ws_log_warn("fault_point_hit", "name=crash_before_status_commit topic=%s group=%d",
-                consumer_topics[sub->kind], sub->c->group != NULL);
+                consumer_topics[sub->kind], group != NULL);
     ws_fault_crash("crash_before_status_commit");
 }
 
-static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
-                              const ws_bus_msg_info *info)
+static bool consumer_park_try(consumer_sub *sub, ws_db_conn *group,
+                              const ProtobufCMessage *msg, const ws_bus_msg_info *info);
+
+/* Handle msg on the group's connection (group non-NULL: the bus network
+ * thread inside a group) or on one of its own; may_park: an outcome whose
+ * order is not recorded yet may be parked. */
+static ws_err consumer_handle_on(consumer_sub *sub, ws_db_conn *group,
+                                 const ProtobufCMessage *msg, const ws_bus_msg_info *info,
+                                 bool may_park)
 {
-    consumer_sub *sub = ctx;
     order_consumer *c = sub->c;
     orders_effect eff = {0};
     const char *id = NULL;
-    ws_db_conn *conn = c->group;
-    consumer_fault_before_commit(sub, false);
+    if (may_park && consumer_park_try(sub, group, msg, info)) {
+        return WS_OK;
+    }
+    ws_db_conn *conn = group;
+    consumer_fault_before_commit(sub, group, false);
     ws_err err = conn != NULL ? WS_OK : ws_db_acquire(c->opts.db, &conn);
     if (err == WS_OK) {
-        err = consumer_apply(sub, conn, msg, &eff, &id);
-        if (conn != c->group) {
+        err = consumer_apply(sub, conn, group != NULL, msg, &eff, &id);
+        if (group == NULL) {
             ws_db_release(conn);
+        } else if (err == WS_OK && eff.owes &&
+                   (err = consumer_owed_add(c, &eff.owed)) != WS_OK) {
+            /* Its status cannot be owed: roll the group back (its end
+             * fails, the bus replays the group outside one). */
+            ws_db_release(conn);
+            c->group = group = NULL;
         }
     }
     if (err == WS_OK) {
-        consumer_fault_before_commit(sub, true);
+        consumer_fault_before_commit(sub, group, true);
     }
     if (err == WS_EINVAL) {
         ws_counter_inc(sub->invalid);
@@ -177,13 +303,158 @@ static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
                 eff.revealed, eff.items_filled, eff.conflict, eff.check, eff.queued,
                 info->json, info->redelivered);
     if (eff.queued > 0 && c->opts.queued != NULL) {
-        if (c->group != NULL) {
+        if (group != NULL) {
             c->kick_owed = true;
         } else {
             c->opts.queued(c->opts.queued_ctx);
         }
     }
     return WS_OK;
+}
+
+static ws_err consumer_handle(void *ctx, const ProtobufCMessage *msg,
+                              const ws_bus_msg_info *info)
+{
+    consumer_sub *sub = ctx;
+    return consumer_handle_on(sub, sub->c->group, msg, info, info->attempt == 0);
+}
+
+/* ---- the park ----------------------------------------------------------- */
+
+/* Park msg (an outcome of the bus's first attempt) when its order is not
+ * recorded and the park has room: true when parked (logged, counted). */
+static bool consumer_park_try(consumer_sub *sub, ws_db_conn *group,
+                              const ProtobufCMessage *msg, const ws_bus_msg_info *info)
+{
+    order_consumer *c = sub->c;
+    consumer_park *pk = &c->park;
+    if (!pk->on || (sub->kind != KIND_IN && sub->kind != KIND_OUT)) {
+        return false;
+    }
+    const char *id = sub->kind == KIND_IN
+                         ? ((const Webshop__V1__InStock *)msg)->order_id
+                         : ((const Webshop__V1__OutOfStock *)msg)->order_id;
+    const char *reason =
+        sub->kind == KIND_OUT ? ((const Webshop__V1__OutOfStock *)msg)->reason : NULL;
+    consumer_parked e = {.kind = sub->kind, .json = info->json};
+    if (!ws_uuid_normalize(id, e.id)) {
+        return false; /* refused by the apply, as it comes */
+    }
+    snprintf(e.reason, sizeof e.reason, "%s", reason != NULL ? reason : "");
+    const ws_trace *tr = ws_trace_current();
+    if (tr != NULL) {
+        e.trace = *tr;
+    } else {
+        ws_trace_new(&e.trace);
+    }
+    ws_db_conn *conn = group;
+    bool known = true;
+    if ((conn != NULL || ws_db_acquire(c->opts.db, &conn) == WS_OK) &&
+        orders_known(conn, e.id, &known) != WS_OK) {
+        known = true; /* cannot tell: as it comes */
+    }
+    if (conn != group) {
+        ws_db_release(conn);
+    }
+    if (known) {
+        return false;
+    }
+    e.due_ms = ws_clock_mono_ms() + CONSUMER_PARK_MS;
+    pthread_mutex_lock(&pk->mu);
+    bool room = pk->n < CONSUMER_PARK_MAX && !pk->stop;
+    if (room) {
+        pk->ring[(pk->head + pk->n++) % CONSUMER_PARK_MAX] = e;
+        pthread_cond_signal(&pk->cv);
+    }
+    pthread_mutex_unlock(&pk->mu);
+    if (room) {
+        ws_counter_inc(pk->parked);
+        ws_log_debug("order_outcome_parked", "topic=%s order_id=%s wait_ms=%d",
+                     consumer_topics[sub->kind], e.id, CONSUMER_PARK_MS);
+    }
+    return room;
+}
+
+/* Park thread: apply one parked outcome in its own transaction, under its
+ * trace; a database error parks it again (unless stopping). */
+static void consumer_park_apply(order_consumer *c, consumer_parked *e, bool stopping)
+{
+    consumer_sub *sub = &c->subs[e->kind];
+    Webshop__V1__InStock in = WEBSHOP__V1__IN_STOCK__INIT;
+    Webshop__V1__OutOfStock out = WEBSHOP__V1__OUT_OF_STOCK__INIT;
+    in.order_id = out.order_id = e->id;
+    out.reason = e->reason;
+    const ProtobufCMessage *msg = e->kind == KIND_IN ? &in.base : &out.base;
+    ws_bus_msg_info info = {.topic = consumer_topics[e->kind], .json = e->json};
+    ws_trace_set_current(&e->trace);
+    ws_err err = consumer_handle_on(sub, NULL, msg, &info, false);
+    ws_trace_set_current(NULL);
+    if (err == WS_OK || err == WS_EINVAL || stopping) {
+        return;
+    }
+    consumer_park *pk = &c->park;
+    e->due_ms = ws_clock_mono_ms() + CONSUMER_PARK_RETRY_MS;
+    pthread_mutex_lock(&pk->mu);
+    if (pk->n < CONSUMER_PARK_MAX) {
+        pk->ring[(pk->head + pk->n++) % CONSUMER_PARK_MAX] = *e;
+    }
+    pthread_mutex_unlock(&pk->mu);
+}
+
+static void *consumer_park_main(void *arg)
+{
+    order_consumer *c = arg;
+    consumer_park *pk = &c->park;
+    pthread_mutex_lock(&pk->mu);
+    for (;;) {
+        if (pk->n == 0) {
+            if (pk->stop) {
+                break;
+            }
+            pthread_cond_wait(&pk->cv, &pk->mu);
+            continue;
+        }
+        consumer_parked e = pk->ring[pk->head];
+        int64_t wait = e.due_ms - ws_clock_mono_ms();
+        if (wait > 0 && !pk->stop) {
+            struct timespec ts = ws_clock_mono_after(wait);
+            pthread_cond_timedwait(&pk->cv, &pk->mu, &ts);
+            continue;
+        }
+        pk->head = (pk->head + 1) % CONSUMER_PARK_MAX;
+        pk->n--;
+        bool stopping = pk->stop;
+        pthread_mutex_unlock(&pk->mu);
+        consumer_park_apply(c, &e, stopping);
+        pthread_mutex_lock(&pk->mu);
+    }
+    pthread_mutex_unlock(&pk->mu);
+    return NULL;
+}
+
+/* Start the park thread (a share group); without it nothing is parked. */
+static void consumer_park_start(order_consumer *c)
+{
+    consumer_park *pk = &c->park;
+    if (pk->on || pk->ring == NULL) {
+        return;
+    }
+    pk->on = pthread_create(&pk->thread, NULL, consumer_park_main, c) == 0;
+}
+
+/* Stop the park thread: what is parked is applied first. */
+static void consumer_park_stop(order_consumer *c)
+{
+    consumer_park *pk = &c->park;
+    if (!pk->on) {
+        return;
+    }
+    pthread_mutex_lock(&pk->mu);
+    pk->stop = true;
+    pthread_cond_signal(&pk->cv);
+    pthread_mutex_unlock(&pk->mu);
+    pthread_join(pk->thread, NULL);
+    pk->on = false;
 }
 
 ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out)
@@ -196,7 +467,26 @@ ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out
         return WS_ENOMEM;
     }
     c->opts = *opts;
+    c->owed = malloc(CONSUMER_OWED_MAX * sizeof *c->owed);
+    c->park.ring = malloc(CONSUMER_PARK_MAX * sizeof *c->park.ring);
+    if (c->owed == NULL || c->park.ring == NULL) {
+        free(c->owed);
+        free(c->park.ring);
+        free(c);
+        return WS_ENOMEM;
+    }
+    pthread_mutex_init(&c->park.mu, NULL);
+    ws_clock_cond_init(&c->park.cv);
     ws_metrics *m = opts->metrics != NULL ? opts->metrics : ws_metrics_default();
+    c->coalesced = ws_counter_get(
+        m, "webshop_order_statuses_coalesced_total",
+        "Status events not published because a later status of the same order "
+        "was committed in the same group",
+        NULL);
+    c->park.parked = ws_counter_get(
+        m, "webshop_order_outcomes_parked_total",
+        "Outcomes that came before their order was recorded and waited for it (replicas)",
+        NULL);
     static const char *const help =
         "Events the order service handled, by topic and result";
     for (int k = 0; k < KIND__N; k++) {
@@ -246,6 +536,9 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus, const char *shar
     if (err != WS_OK) {
         return err;
     }
+    if (share_group != NULL && share_group[0] != '\0') {
+        consumer_park_start(c);
+    }
     for (int k = 0; k < KIND__N; k++) {
         err = ws_bus_subscribe_shared(bus, share_group, consumer_topics[k], descs[k],
                                       consumer_handle, &c->subs[k]);
@@ -258,5 +551,13 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus, const char *shar
 
 void order_consumer_close(order_consumer *c)
 {
+    if (c == NULL) {
+        return;
+    }
+    consumer_park_stop(c);
+    pthread_cond_destroy(&c->park.cv);
+    pthread_mutex_destroy(&c->park.mu);
+    free(c->park.ring);
+    free(c->owed);
     free(c);
 }

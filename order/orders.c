@@ -116,19 +116,81 @@ static int64_t orders_first_due(const orders_txn *t)
     return t->now_ms + orders_policy_delay(t->p, 0);
 }
 
+static ws_err orders_put_status(ws_db_conn *c, const char *id, int status,
+                                const char *reason)
+{
+    Webshop__V1__OrderStatusChanged m = WEBSHOP__V1__ORDER_STATUS_CHANGED__INIT;
+    m.order_id = (char *)id;
+    m.status = (order_status)status;
+    m.reason = (char *)reason;
+    return ws_outbox_put(c, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC, &m.base);
+}
+
+/* Queue the status (or, with defer_status, note it as owed: a later one in
+ * the same event replaces it, ranks only go up). */
 static ws_err orders_queue_status(ws_db_conn *c, orders_txn *t, int status,
                                   const char *reason, size_t reason_len)
 {
     char rbuf[ORDERS_MAX_REASON + 1];
     memcpy(rbuf, reason, reason_len);
     rbuf[reason_len] = '\0';
-    Webshop__V1__OrderStatusChanged m = WEBSHOP__V1__ORDER_STATUS_CHANGED__INIT;
-    m.order_id = (char *)t->id;
-    m.status = (order_status)status;
-    m.reason = rbuf;
-    ws_err err = ws_outbox_put(c, WEBSHOP_V1_ORDER_STATUS_CHANGED_TOPIC, &m.base);
+    if (t->p->defer_status) {
+        orders_owed *o = &t->eff.owed;
+        snprintf(o->id, sizeof o->id, "%s", t->id);
+        o->status = status;
+        memcpy(o->reason, rbuf, reason_len + 1);
+        const ws_trace *tr = ws_trace_current();
+        o->traced = tr != NULL;
+        if (tr != NULL) {
+            o->trace = *tr;
+        }
+        t->eff.owes = true;
+        return WS_OK;
+    }
+    ws_err err = orders_put_status(c, t->id, status, rbuf);
     if (err == WS_OK) {
         t->eff.queued++;
+    }
+    return err;
+}
+
+typedef struct orders_owed_txn {
+    const orders_owed *owed;
+    size_t n;
+    unsigned queued; /* rewritten on every attempt */
+} orders_owed_txn;
+
+static ws_err orders_owed_run(ws_db_conn *c, void *ctx)
+{
+    orders_owed_txn *x = ctx;
+    x->queued = 0;
+    ws_trace saved;
+    const ws_trace *cur = ws_trace_current();
+    bool had = cur != NULL;
+    if (had) {
+        saved = *cur;
+    }
+    ws_err err = WS_OK;
+    for (size_t i = 0; i < x->n && err == WS_OK; i++) {
+        const orders_owed *o = &x->owed[i];
+        ws_trace_set_current(o->traced ? &o->trace : NULL);
+        err = orders_put_status(c, o->id, o->status, o->reason);
+        x->queued += err == WS_OK;
+    }
+    ws_trace_set_current(had ? &saved : NULL);
+    return err;
+}
+
+ws_err orders_queue_owed(ws_db_conn *c, const orders_owed *owed, size_t n,
+                         unsigned *queued)
+{
+    if (c == NULL || (owed == NULL && n > 0) || queued == NULL) {
+        return WS_EINVAL;
+    }
+    orders_owed_txn x = {.owed = owed, .n = n};
+    ws_err err = n > 0 ? ws_db_conn_txn(c, NULL, orders_owed_run, &x) : WS_OK;
+    if (err == WS_OK) {
+        *queued = x.queued;
     }
     return err;
 }
@@ -457,6 +519,34 @@ ws_err orders_apply_cancel(ws_db_conn *c, const orders_policy *p,
     orders_txn t = {
         .p = p, .id = id, .ev_status = ST_CANCELED, .reason = "", .now_ms = now_ms};
     return orders_apply(c, &t, out);
+}
+
+typedef struct orders_known_txn {
+    const char *id;
+    bool known;
+} orders_known_txn;
+
+static ws_err orders_known_run(ws_db_conn *c, void *ctx)
+{
+    orders_known_txn *x = ctx;
+    order_db_row row;
+    ws_err err = order_db_read(c, x->id, &row);
+    x->known = err == WS_OK;
+    return err == WS_ENOTFOUND ? WS_OK : err;
+}
+
+ws_err orders_known(ws_db_conn *c, const char *id_in, bool *known)
+{
+    char id[WS_UUID_TEXT_LEN];
+    if (c == NULL || known == NULL || !ws_uuid_normalize(id_in, id)) {
+        return WS_EINVAL;
+    }
+    orders_known_txn x = {.id = id};
+    ws_err err = ws_db_conn_txn(c, NULL, orders_known_run, &x);
+    if (err == WS_OK) {
+        *known = x.known;
+    }
+    return err;
 }
 
 /* ---- settling an outcome check ------------------------------------------ */

@@ -100,6 +100,8 @@
 
 #include "err.h"
 #include "db.h"
+#include "trace.h"
+#include "uuid_text.h"
 #include "webshop/v1/events.facts.h"
 #include "webshop/v1/events.pb-c.h"
 #include "webshop/v1/inventory.facts.h"
@@ -147,6 +149,13 @@ typedef struct orders_policy {
     int max_attempts;          /* default 20 */
     orders_progress *progress; /* outcome progress, noted by the apply
                                   functions; NULL = not tracked (default) */
+    /* Queue no OrderStatusChanged: the apply functions report the status
+     * to publish in orders_effect.owed instead, and the caller, which holds
+     * a group open, queues the last one of each order (orders_queue_owed)
+     * before the group commits. So an order placed and decided in one
+     * group publishes its final status only, not PENDING first. false by
+     * default. */
+    bool defer_status;
 } orders_policy;
 
 /* The defaults above. */
@@ -155,6 +164,28 @@ orders_policy orders_policy_default(void);
 /* The delay before the attempt that follows attempt number `done` (0 = the
  * first one): min(resend_after_ms << done, backoff_cap_ms), never negative. */
 int64_t orders_policy_delay(const orders_policy *p, int done);
+
+/* An OrderStatusChanged owed (orders_policy.defer_status): the order, the
+ * status and reason to publish, and the trace of the event that set it. */
+typedef struct orders_owed {
+    char id[WS_UUID_TEXT_LEN];
+    int status;
+    char reason[ORDERS_MAX_REASON + 1];
+    ws_trace trace;
+    bool traced; /* trace is set */
+} orders_owed;
+
+/* Queue owed[0..n) in one transaction on c (a savepoint in a group), each
+ * row under its own trace. *queued (OUT) the rows queued. Database errors
+ * with nothing queued. */
+ws_err orders_queue_owed(ws_db_conn *c, const orders_owed *owed, size_t n,
+                         unsigned *queued /* OUT */);
+
+/* Whether an order (or tombstone) with this id (any case) is recorded, read
+ * in one transaction on c (a savepoint in a group) that takes no lock, so
+ * it does not wait for a writer that has not committed. *known (OUT).
+ * WS_EINVAL for an id that is not a UUID; database errors. */
+ws_err orders_known(ws_db_conn *c, const char *id, bool *known /* OUT */);
 
 /* What applying one event did, for the caller's one log line. */
 typedef struct orders_effect {
@@ -169,6 +200,8 @@ typedef struct orders_effect {
     int new_status;      /* after */
     unsigned queued;     /* outbox rows queued */
     const char *invalid; /* on WS_EINVAL: which field is wrong (static text) */
+    bool owes;           /* defer_status: owed holds the status to publish */
+    orders_owed owed;
 } orders_effect;
 
 /* Apply one event at now_ms. ev is not retained. Returns WS_OK (*out, which

@@ -201,6 +201,59 @@ static void test_assert_levels(int32_t id, int64_t balance, int64_t held, int64_
 
 /* ---- tests ------------------------------------------------------------- */
 
+Test(inventory_stock, deferred_stock_changed_is_one_per_product_for_a_whole_group)
+{
+    test_open_seeded();
+    test_order a, b, c;
+    test_order_init(&a, 1, 2, (int32_t[]){2, 1}, (int32_t[]){3, 5});
+    test_order_init(&b, 2, 1, (int32_t[]){1}, (int32_t[]){1});
+    test_order_init(&c, 3, 1, (int32_t[]){1}, (int32_t[]){500}); /* rejected */
+    inv_stock_opts defer = {.defer_changed = true};
+    inv_order_outcome out;
+    cr_assert_eq(ws_db_group_begin(test_conn), WS_OK);
+    cr_assert_eq(inv_stock_order_sent_with(test_conn, &a.ev, &defer, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_RESERVED);
+    cr_assert_eq(out.n_queued, 1, "InStock only");
+    cr_assert_eq(out.n_moved, 2);
+    cr_assert_eq(out.moved[0], 1);
+    cr_assert_eq(out.moved[1], 2);
+    cr_assert_eq(inv_stock_order_sent_with(test_conn, &b.ev, &defer, &out), WS_OK);
+    cr_assert_eq(out.n_moved, 1);
+    cr_assert_eq(inv_stock_order_sent_with(test_conn, &c.ev, &defer, &out), WS_OK);
+    cr_assert_eq(out.action, INV_ORDER_REJECTED);
+    cr_assert_eq(out.n_moved, 0, "a rejection moves no balance");
+    inv_cancel_outcome co;
+    Webshop__V1__OrderCanceled cancel = WEBSHOP__V1__ORDER_CANCELED__INIT;
+    cancel.order_id = b.id;
+    cr_assert_eq(inv_stock_order_canceled_with(test_conn, &cancel, &defer, &co), WS_OK);
+    cr_assert_eq(co.action, INV_CANCEL_RELEASED);
+    cr_assert_eq(co.n_queued, 0);
+    cr_assert_eq(co.n_moved, 1);
+    cr_assert_eq(co.moved[0], 1);
+    size_t queued = 0;
+    cr_assert_eq(inv_stock_changed_queue(test_conn, (int32_t[]){1, 2}, 2, &queued),
+                 WS_OK);
+    cr_assert_eq(queued, 2);
+    cr_assert_eq(ws_db_group_end(test_conn), WS_OK);
+    test_assert_levels(1, 195, 5, 200);
+    test_assert_levels(2, 197, 3, 200);
+
+    test_events es;
+    test_events_take(&es);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_IN_STOCK_TOPIC), 2);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_OUT_OF_STOCK_TOPIC), 1);
+    cr_assert_eq(test_events_count(&es, WEBSHOP_V1_STOCK_CHANGED_TOPIC), 2);
+    for (size_t i = 0; i < es.n; i++) {
+        if (strcmp(es.ev[i].topic, WEBSHOP_V1_STOCK_CHANGED_TOPIC) == 0) {
+            const Webshop__V1__StockChanged *sc =
+                (const Webshop__V1__StockChanged *)es.ev[i].msg;
+            cr_assert_eq(sc->balance, sc->product_id == 1 ? 195 : 197,
+                         "the balance the group left");
+        }
+    }
+    test_events_free(&es);
+}
+
 Test(inventory_stock, order_reserves_every_item_and_queues_in_stock)
 {
     test_open_seeded();

@@ -777,6 +777,36 @@ Test(order_orders, late_order_sent_fills_items_only)
     protobuf_c_message_free_unpacked(&o->base, NULL);
 }
 
+Test(order_orders, deferred_status_is_owed_and_the_last_one_is_queued)
+{
+    char id[37];
+    new_id(id);
+    drain();
+    pol.defer_status = true;
+    orders_effect sent, in;
+    cr_assert_eq(ws_db_group_begin(conn), WS_OK);
+    cr_assert_eq(send_ev(id, 10, &sent), WS_OK);
+    cr_assert(sent.created);
+    cr_assert(sent.owes);
+    cr_assert_eq(sent.queued, 0, "the status is owed, not queued");
+    cr_assert_str_eq(sent.owed.id, id);
+    cr_assert_eq(sent.owed.status, WEBSHOP__V1__ORDER_STATUS__PENDING);
+    cr_assert_eq(out_ev(id, "no stock", 11, &in), WS_OK);
+    cr_assert(in.owes);
+    cr_assert_eq(in.owed.status, OUT);
+    cr_assert_str_eq(in.owed.reason, "no stock");
+    unsigned queued = 0;
+    cr_assert_eq(orders_queue_owed(conn, &in.owed, 1, &queued), WS_OK);
+    cr_assert_eq(queued, 1);
+    cr_assert_eq(ws_db_group_end(conn), WS_OK);
+    pol.defer_status = false;
+    drained d = drain();
+    cr_assert_eq(d.n_rows, 1, "UNSUCCESSFUL only, no PENDING before it");
+    cr_assert_eq(d.last_status, OUT);
+    cr_assert_str_eq(d.last_status_id, id);
+    cr_assert_str_eq(d.last_reason, "no stock");
+}
+
 Test(order_orders, cancel_queues_order_canceled_with_the_status_change)
 {
     char id[37];
