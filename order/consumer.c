@@ -33,17 +33,12 @@
  * the row itself, due for an outcome check (a GetReservation RPC), and its
  * INSERT would wait on, or deadlock with, the first replica's. Measured:
  * about 4 % of orders with two replicas. So an outcome whose order is not
- * recorded yet (a read that takes no lock) is parked in memory for
- * CONSUMER_PARK_MS and then applied as it comes by the consumer's park
- * thread, in its own transaction: by then the order is there and the
- * outcome moves it as in order, with no check; when it is still not
- * there, the outcome creates the row as before. A crash loses what is
- * parked as it loses an event in a handler (libmosquitto has acknowledged
- * it): the order's re-send brings the outcome again.
+ * recorded yet (a read that takes no lock) goes to the outcome park
+ * (outcome_park.h), which hands it back after OUTCOME_PARK_MS to be applied
+ * as it comes, in its own transaction.
  */
 #include "consumer.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +46,7 @@
 #include "clock.h"
 #include "fault.h"
 #include "log.h"
+#include "outcome_park.h"
 #include "uuid_text.h"
 
 typedef enum consumer_kind {
@@ -75,37 +71,6 @@ typedef struct consumer_sub {
 /* Orders whose status one group may owe at once; past that the owed ones
  * are queued at once, inside the group. */
 #define CONSUMER_OWED_MAX 128
-/* How long an outcome before its order is parked, and how many may be. */
-#define CONSUMER_PARK_MS  50
-#define CONSUMER_PARK_MAX 512
-/* A parked outcome whose apply failed (the database) is tried again this
- * much later. */
-#define CONSUMER_PARK_RETRY_MS 200
-
-/* An outcome parked until its order is recorded. */
-typedef struct consumer_parked {
-    consumer_kind kind; /* KIND_IN or KIND_OUT */
-    char id[WS_UUID_TEXT_LEN];
-    char reason[ORDERS_MAX_REASON + 1];
-    ws_trace trace; /* of the event */
-    bool json;
-    int64_t due_ms; /* monotonic */
-} consumer_parked;
-
-/* The park: a FIFO ring in the order outcomes came (one parked again after
- * a failed apply waits at the tail), filled by the bus thread and emptied
- * by the park thread, under mu. */
-typedef struct consumer_park {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    consumer_parked *ring; /* [CONSUMER_PARK_MAX] */
-    size_t head, n;
-    bool on;   /* the thread runs: outcomes may be parked */
-    bool stop; /* the thread applies what is left and ends */
-    pthread_t thread;
-    ws_counter *parked;
-} consumer_park;
-
 struct order_consumer {
     order_consumer_opts opts; /* db not owned */
     consumer_sub subs[KIND__N];
@@ -115,7 +80,7 @@ struct order_consumer {
                           (bus network thread) */
     size_t n_owed;
     ws_counter *coalesced; /* statuses replaced by a later one in a group */
-    consumer_park park;
+    outcome_park *park;    /* outcomes before their order (replicas) */
 };
 
 /* Queue the owed statuses on the group's connection. */
@@ -327,8 +292,7 @@ static bool consumer_park_try(consumer_sub *sub, ws_db_conn *group,
                               const ProtobufCMessage *msg, const ws_bus_msg_info *info)
 {
     order_consumer *c = sub->c;
-    consumer_park *pk = &c->park;
-    if (!pk->on || (sub->kind != KIND_IN && sub->kind != KIND_OUT)) {
+    if (!outcome_park_running(c->park) || (sub->kind != KIND_IN && sub->kind != KIND_OUT)) {
         return false;
     }
     const char *id = sub->kind == KIND_IN
@@ -336,7 +300,7 @@ static bool consumer_park_try(consumer_sub *sub, ws_db_conn *group,
                          : ((const Webshop__V1__OutOfStock *)msg)->order_id;
     const char *reason =
         sub->kind == KIND_OUT ? ((const Webshop__V1__OutOfStock *)msg)->reason : NULL;
-    consumer_parked e = {.kind = sub->kind, .json = info->json};
+    outcome_parked e = {.in_stock = sub->kind == KIND_IN, .json = info->json};
     if (!ws_uuid_normalize(id, e.id)) {
         return false; /* refused by the apply, as it comes */
     }
@@ -356,105 +320,29 @@ static bool consumer_park_try(consumer_sub *sub, ws_db_conn *group,
     if (conn != group) {
         ws_db_release(conn);
     }
-    if (known) {
+    if (known || !outcome_park_put(c->park, &e)) {
         return false;
     }
-    e.due_ms = ws_clock_mono_ms() + CONSUMER_PARK_MS;
-    pthread_mutex_lock(&pk->mu);
-    bool room = pk->n < CONSUMER_PARK_MAX && !pk->stop;
-    if (room) {
-        pk->ring[(pk->head + pk->n++) % CONSUMER_PARK_MAX] = e;
-        pthread_cond_signal(&pk->cv);
-    }
-    pthread_mutex_unlock(&pk->mu);
-    if (room) {
-        ws_counter_inc(pk->parked);
-        ws_log_debug("order_outcome_parked", "topic=%s order_id=%s wait_ms=%d",
-                     consumer_topics[sub->kind], e.id, CONSUMER_PARK_MS);
-    }
-    return room;
+    ws_log_debug("order_outcome_parked", "topic=%s order_id=%s wait_ms=%d",
+                 consumer_topics[sub->kind], e.id, OUTCOME_PARK_MS);
+    return true;
 }
 
-/* Park thread: apply one parked outcome in its own transaction, under its
- * trace; a database error parks it again (unless stopping). */
-static void consumer_park_apply(order_consumer *c, consumer_parked *e, bool stopping)
+/* The park's apply: the outcome as it comes, in its own transaction. */
+static ws_err consumer_park_apply(void *ctx, const outcome_parked *e)
 {
-    consumer_sub *sub = &c->subs[e->kind];
+    order_consumer *c = ctx;
+    consumer_kind kind = e->in_stock ? KIND_IN : KIND_OUT;
     Webshop__V1__InStock in = WEBSHOP__V1__IN_STOCK__INIT;
     Webshop__V1__OutOfStock out = WEBSHOP__V1__OUT_OF_STOCK__INIT;
-    in.order_id = out.order_id = e->id;
-    out.reason = e->reason;
-    const ProtobufCMessage *msg = e->kind == KIND_IN ? &in.base : &out.base;
-    ws_bus_msg_info info = {.topic = consumer_topics[e->kind], .json = e->json};
-    ws_trace_set_current(&e->trace);
-    ws_err err = consumer_handle_on(sub, NULL, msg, &info, false);
-    ws_trace_set_current(NULL);
-    if (err == WS_OK || err == WS_EINVAL || stopping) {
-        return;
-    }
-    consumer_park *pk = &c->park;
-    e->due_ms = ws_clock_mono_ms() + CONSUMER_PARK_RETRY_MS;
-    pthread_mutex_lock(&pk->mu);
-    if (pk->n < CONSUMER_PARK_MAX) {
-        pk->ring[(pk->head + pk->n++) % CONSUMER_PARK_MAX] = *e;
-    }
-    pthread_mutex_unlock(&pk->mu);
-}
-
-static void *consumer_park_main(void *arg)
-{
-    order_consumer *c = arg;
-    consumer_park *pk = &c->park;
-    pthread_mutex_lock(&pk->mu);
-    for (;;) {
-        if (pk->n == 0) {
-            if (pk->stop) {
-                break;
-            }
-            pthread_cond_wait(&pk->cv, &pk->mu);
-            continue;
-        }
-        consumer_parked e = pk->ring[pk->head];
-        int64_t wait = e.due_ms - ws_clock_mono_ms();
-        if (wait > 0 && !pk->stop) {
-            struct timespec ts = ws_clock_mono_after(wait);
-            pthread_cond_timedwait(&pk->cv, &pk->mu, &ts);
-            continue;
-        }
-        pk->head = (pk->head + 1) % CONSUMER_PARK_MAX;
-        pk->n--;
-        bool stopping = pk->stop;
-        pthread_mutex_unlock(&pk->mu);
-        consumer_park_apply(c, &e, stopping);
-        pthread_mutex_lock(&pk->mu);
-    }
-    pthread_mutex_unlock(&pk->mu);
-    return NULL;
-}
-
-/* Start the park thread (a share group); without it nothing is parked. */
-static void consumer_park_start(order_consumer *c)
-{
-    consumer_park *pk = &c->park;
-    if (pk->on || pk->ring == NULL) {
-        return;
-    }
-    pk->on = pthread_create(&pk->thread, NULL, consumer_park_main, c) == 0;
-}
-
-/* Stop the park thread: what is parked is applied first. */
-static void consumer_park_stop(order_consumer *c)
-{
-    consumer_park *pk = &c->park;
-    if (!pk->on) {
-        return;
-    }
-    pthread_mutex_lock(&pk->mu);
-    pk->stop = true;
-    pthread_cond_signal(&pk->cv);
-    pthread_mutex_unlock(&pk->mu);
-    pthread_join(pk->thread, NULL);
-    pk->on = false;
+    char id[WS_UUID_TEXT_LEN], reason[ORDERS_MAX_REASON + 1];
+    memcpy(id, e->id, sizeof id);
+    memcpy(reason, e->reason, sizeof reason);
+    in.order_id = out.order_id = id;
+    out.reason = reason;
+    const ProtobufCMessage *msg = e->in_stock ? &in.base : &out.base;
+    ws_bus_msg_info info = {.topic = consumer_topics[kind], .json = e->json};
+    return consumer_handle_on(&c->subs[kind], NULL, msg, &info, false);
 }
 
 ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out)
@@ -468,24 +356,18 @@ ws_err order_consumer_open(const order_consumer_opts *opts, order_consumer **out
     }
     c->opts = *opts;
     c->owed = malloc(CONSUMER_OWED_MAX * sizeof *c->owed);
-    c->park.ring = malloc(CONSUMER_PARK_MAX * sizeof *c->park.ring);
-    if (c->owed == NULL || c->park.ring == NULL) {
-        free(c->owed);
-        free(c->park.ring);
-        free(c);
-        return WS_ENOMEM;
-    }
-    pthread_mutex_init(&c->park.mu, NULL);
-    ws_clock_cond_init(&c->park.cv);
     ws_metrics *m = opts->metrics != NULL ? opts->metrics : ws_metrics_default();
+    ws_err err = c->owed != NULL ? outcome_park_open(m, consumer_park_apply, c, &c->park)
+                                 : WS_ENOMEM;
+    if (err != WS_OK) {
+        free(c->owed);
+        free(c);
+        return err;
+    }
     c->coalesced = ws_counter_get(
         m, "webshop_order_statuses_coalesced_total",
         "Status events not published because a later status of the same order "
         "was committed in the same group",
-        NULL);
-    c->park.parked = ws_counter_get(
-        m, "webshop_order_outcomes_parked_total",
-        "Outcomes that came before their order was recorded and waited for it (replicas)",
         NULL);
     static const char *const help =
         "Events the order service handled, by topic and result";
@@ -537,7 +419,7 @@ ws_err order_consumer_subscribe(order_consumer *c, ws_bus *bus, const char *shar
         return err;
     }
     if (share_group != NULL && share_group[0] != '\0') {
-        consumer_park_start(c);
+        outcome_park_start(c->park);
     }
     for (int k = 0; k < KIND__N; k++) {
         err = ws_bus_subscribe_shared(bus, share_group, consumer_topics[k], descs[k],
@@ -554,10 +436,7 @@ void order_consumer_close(order_consumer *c)
     if (c == NULL) {
         return;
     }
-    consumer_park_stop(c);
-    pthread_cond_destroy(&c->park.cv);
-    pthread_mutex_destroy(&c->park.mu);
-    free(c->park.ring);
+    outcome_park_close(c->park);
     free(c->owed);
     free(c);
 }
