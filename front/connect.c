@@ -295,8 +295,10 @@ static int connect_serve(ws_http_req *req, void *ctx)
     ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
                                   "HTTP requests by route and status", labels));
     if (f->access_log) {
-        ws_log_info("http_request", "method=%s path=%s route=connect status=%d ms=%.3f",
-                    ws_http_method(req), path, status, (ws_now_seconds() - t0) * 1000.0);
+        ws_log_buffered(WS_LOG_INFO, "http_request",
+                        "method=%s path=%s route=connect status=%d ms=%.3f",
+                        ws_http_method(req), path, status,
+                        (ws_now_seconds() - t0) * 1000.0);
     }
     return status;
 }

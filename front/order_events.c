@@ -39,7 +39,6 @@ typedef struct order_events_req {
     bool stock;
 } order_events_req;
 
-
 static bool order_events_final(int status)
 {
     return status == WEBSHOP__V1__ORDER_STATUS__UNSUCCESSFUL ||
@@ -247,7 +246,8 @@ static void order_events_pump(ws_http_req *req, front *f, status_watch *w,
                  * service settles SUCCESSFUL <-> UNSUCCESSFUL by the
                  * inventory's record). */
                 int rank = webshop_v1_order_status_rank(ev.status);
-                if (rank > r->rank[i] || (rank == r->rank[i] && ev.status != r->status[i])) {
+                if (rank > r->rank[i] ||
+                    (rank == r->rank[i] && ev.status != r->status[i])) {
                     r->rank[i] = rank;
                     r->status[i] = ev.status;
                     ok = order_events_send_status(req, ev.order_id, ev.status, ev.reason);
@@ -343,9 +343,9 @@ int order_events_serve(ws_http_req *req, void *ctx)
     ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
                                   "HTTP requests by route, method and status", labels));
     if (f->access_log) {
-        ws_log_info("http_request",
-                    "method=%s path=/events route=/events status=%d ms=%.3f",
-                    ws_http_method(req), status, (ws_now_seconds() - t0) * 1000.0);
+        ws_log_buffered(WS_LOG_INFO, "http_request",
+                        "method=%s path=/events route=/events status=%d ms=%.3f",
+                        ws_http_method(req), status, (ws_now_seconds() - t0) * 1000.0);
     }
     return status;
 }

@@ -67,7 +67,8 @@ int routes_http_status(ws_rpc_code code)
  * bytes), without snprintf. */
 static void routes_format_ms(char *out, double secs)
 {
-    unsigned long long us = secs > 0 && secs < 1e9 ? (unsigned long long)(secs * 1e6 + 0.5) : 0;
+    unsigned long long us =
+        secs > 0 && secs < 1e9 ? (unsigned long long)(secs * 1e6 + 0.5) : 0;
     unsigned long long whole = us / 1000;
     char digits[24];
     size_t i = sizeof(digits), o = 0;
@@ -100,20 +101,21 @@ static void routes_observe(front *f, route_id route, const char *method, const c
         snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"", name,
                  route_stats_method(method), status);
         ws_counter_inc(ws_counter_get(f->metrics, "webshop_http_requests_total",
-                                      "HTTP requests by route, method and status", labels));
+                                      "HTTP requests by route, method and status",
+                                      labels));
         snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\"", name,
                  route_stats_method(method));
-        ws_histogram_observe(ws_histogram_get(f->metrics,
-                                              "webshop_http_request_duration_seconds",
-                                              "HTTP request latency by route and method",
-                                              labels, NULL, 0),
-                             secs);
+        ws_histogram_observe(
+            ws_histogram_get(f->metrics, "webshop_http_request_duration_seconds",
+                             "HTTP request latency by route and method", labels, NULL, 0),
+            secs);
     }
     if (f->access_log) {
         char ms[32];
         routes_format_ms(ms, secs);
-        ws_log_info("http_request", "method=%s path=%s route=%s status=%d ms=%s", method,
-                    path, name, status, ms);
+        ws_log_buffered(WS_LOG_INFO, "http_request",
+                        "method=%s path=%s route=%s status=%d ms=%s", method, path, name,
+                        status, ms);
     }
 }
 
@@ -149,8 +151,8 @@ static ws_rpc_code routes_catalog_fetch(front *f, ws_buf *out, char *msg, size_t
 {
     Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
     Webshop__V1__GetCatalogResponse *resp = NULL;
-    ws_rpc_code code = webshop_v1_inventory_get_catalog_ex(f->inventory, &req, &resp,
-                                                           f->rpc_deadline_ms, msg, msg_len);
+    ws_rpc_code code = webshop_v1_inventory_get_catalog_ex(
+        f->inventory, &req, &resp, f->rpc_deadline_ms, msg, msg_len);
     if (code != WS_RPC_OK) {
         return code;
     }
@@ -320,7 +322,8 @@ static int routes_healthz(ws_http_req *req, const ws_http_route_match *m, void *
 
 /* Ask a backend's reflection service: cheap, touches no database. */
 static void routes_ready_check(ws_rpc_client *c, uint32_t deadline_ms,
-                               Webshop__V1__HealthCheck *check, const char *name, bool *ok)
+                               Webshop__V1__HealthCheck *check, const char *name,
+                               bool *ok)
 {
     Webshop__V1__ListServicesRequest req = WEBSHOP__V1__LIST_SERVICES_REQUEST__INIT;
     Webshop__V1__ListServicesResponse *resp = NULL;

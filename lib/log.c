@@ -18,6 +18,10 @@
 #include "trace.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -451,17 +455,13 @@ static void log_write_all(const char *p, size_t n)
     }
 }
 
-void ws_log(ws_log_level level, const char *event, const char *fmt, ...)
+/* The line of one event into line (ending in '\n'); false when the
+ * buffer could not be had. */
+static bool log_format_line(ws_buf *line, ws_log_level level, const char *event,
+                            const char *fmt, va_list *ap)
 {
-    if ((int)level < atomic_load_explicit(&log_level, memory_order_relaxed)) {
-        return;
-    }
-    int saved_errno = errno;
-    ws_buf line;
-    ws_buf_init(&line, LOG_LINE_MAX);
-
     /* Room for a typical line at once, instead of growing it in steps. */
-    (void)ws_buf_reserve(&line, 256);
+    (void)ws_buf_reserve(line, 256);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     /* The date and time to the second, formatted once per second per
@@ -483,35 +483,206 @@ void ws_log(ws_log_level level, const char *event, const char *fmt, ...)
                     'Z',
                     '\0'};
     const char *lname = ((unsigned)level < 4) ? log_level_names[level] : "unknown";
-    (void)ws_buf_puts(&line, tcache);
-    (void)ws_buf_puts(&line, frac);
-    (void)ws_buf_puts(&line, " level=");
-    (void)ws_buf_puts(&line, lname);
+    (void)ws_buf_puts(line, tcache);
+    (void)ws_buf_puts(line, frac);
+    (void)ws_buf_puts(line, " level=");
+    (void)ws_buf_puts(line, lname);
     if (log_service[0] != '\0') {
-        (void)ws_buf_puts(&line, " svc=");
-        log_value_append(&line, log_service, strlen(log_service));
+        (void)ws_buf_puts(line, " svc=");
+        log_value_append(line, log_service, strlen(log_service));
     }
-    (void)ws_buf_puts(&line, " event=");
+    (void)ws_buf_puts(line, " event=");
     const char *ev = event != NULL ? event : "";
-    log_value_append(&line, ev, strlen(ev));
+    log_value_append(line, ev, strlen(ev));
     const ws_trace *trace = ws_trace_current();
     if (trace != NULL) {
-        (void)ws_buf_puts(&line, " trace_id=");
-        (void)ws_buf_puts(&line, trace->trace_id);
+        (void)ws_buf_puts(line, " trace_id=");
+        (void)ws_buf_puts(line, trace->trace_id);
     }
     if (fmt != NULL) {
-        va_list ap;
-        va_start(ap, fmt);
-        log_fields_append(&line, fmt, &ap);
-        va_end(ap);
+        log_fields_append(line, fmt, ap);
     }
-    if (ws_buf_putc(&line, '\n') != WS_OK && line.data != NULL) {
+    if (ws_buf_putc(line, '\n') != WS_OK && line->data != NULL) {
         /* At the cap: end the (cut) line anyway so the next one starts fresh. */
-        line.data[line.len - 1] = '\n';
+        line->data[line->len - 1] = '\n';
     }
-    if (line.data != NULL) {
-        log_write_all(line.data, line.len);
+    return line->data != NULL;
+}
+
+/* ---- the buffers of ws_log_buffered --------------------------------------- */
+
+/* One buffer per thread that logs buffered lines, so that the hot path
+ * takes only its own, uncontended mutex (one process-wide buffer under one
+ * lock halved GET /inventory with 64 civetweb threads); the flusher and a
+ * warning take each in turn through the registry. */
+#define LOG_TBUF_CAP (8 * 1024)
+#define LOG_FLUSH_MS 100
+
+typedef struct log_tbuf {
+    pthread_mutex_t mu;
+    size_t len;            /* under mu */
+    struct log_tbuf *next; /* under log_reg_mu */
+    char data[LOG_TBUF_CAP];
+} log_tbuf;
+
+static pthread_mutex_t log_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static log_tbuf *log_reg;        /* every thread's buffer, under log_reg_mu */
+static atomic_bool log_buf_used; /* something was ever buffered */
+static pthread_once_t log_buf_once = PTHREAD_ONCE_INIT;
+static pthread_key_t log_buf_key; /* the thread's buffer, for its exit */
+static _Thread_local log_tbuf *log_mine;
+
+static void log_tbuf_write_locked(log_tbuf *b)
+{
+    log_write_all(b->data, b->len);
+    b->len = 0;
+}
+
+void ws_log_flush(void)
+{
+    if (!atomic_load_explicit(&log_buf_used, memory_order_relaxed)) {
+        return;
+    }
+    pthread_mutex_lock(&log_reg_mu);
+    for (log_tbuf *b = log_reg; b != NULL; b = b->next) {
+        pthread_mutex_lock(&b->mu);
+        log_tbuf_write_locked(b);
+        pthread_mutex_unlock(&b->mu);
+    }
+    pthread_mutex_unlock(&log_reg_mu);
+}
+
+/* A thread ends: its lines out, its buffer gone. */
+static void log_tbuf_release(void *arg)
+{
+    log_tbuf *b = arg;
+    pthread_mutex_lock(&log_reg_mu);
+    for (log_tbuf **pp = &log_reg; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&log_reg_mu);
+    log_write_all(b->data, b->len);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static void *log_flusher_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = LOG_FLUSH_MS * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        ws_log_flush();
+    }
+    return NULL;
+}
+
+/* The key, the flusher (detached, for the process's life, with every
+ * signal blocked so they stay the service's) and the flush at exit. */
+static void log_buf_init(void)
+{
+    if (pthread_key_create(&log_buf_key, log_tbuf_release) != 0) {
+        return;
+    }
+    pthread_t t;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (pthread_create(&t, NULL, log_flusher_main, NULL) == 0) {
+        pthread_detach(t);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    atexit(ws_log_flush);
+    atomic_store(&log_buf_used, true);
+}
+
+/* This thread's buffer, made and registered on first use; NULL without. */
+static log_tbuf *log_tbuf_mine(void)
+{
+    if (log_mine != NULL) {
+        return log_mine;
+    }
+    pthread_once(&log_buf_once, log_buf_init);
+    if (!atomic_load(&log_buf_used)) {
+        return NULL;
+    }
+    log_tbuf *b = malloc(sizeof *b);
+    if (b == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&b->mu, NULL);
+    b->len = 0;
+    pthread_mutex_lock(&log_reg_mu);
+    b->next = log_reg;
+    log_reg = b;
+    pthread_mutex_unlock(&log_reg_mu);
+    (void)pthread_setspecific(log_buf_key, b);
+    log_mine = b;
+    return b;
+}
+
+static void log_buffer_put(const char *p, size_t n)
+{
+    log_tbuf *b = log_tbuf_mine();
+    if (b == NULL) {
+        log_write_all(p, n); /* no buffer: as ws_log would */
+        return;
+    }
+    pthread_mutex_lock(&b->mu);
+    if (b->len + n > sizeof b->data) {
+        log_tbuf_write_locked(b);
+    }
+    if (n > sizeof b->data) {
+        log_write_all(p, n);
+    } else {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void log_emit(bool buffered, ws_log_level level, const char *event,
+                     const char *fmt, va_list *ap)
+{
+    int saved_errno = errno;
+    ws_buf line;
+    ws_buf_init(&line, LOG_LINE_MAX);
+    if (log_format_line(&line, level, event, fmt, ap)) {
+        if (buffered) {
+            log_buffer_put(line.data, line.len);
+        } else {
+            if (level >= WS_LOG_WARN) {
+                ws_log_flush(); /* what came before it, first */
+            }
+            log_write_all(line.data, line.len);
+        }
     }
     ws_buf_fini(&line);
     errno = saved_errno;
+}
+
+void ws_log(ws_log_level level, const char *event, const char *fmt, ...)
+{
+    if ((int)level < atomic_load_explicit(&log_level, memory_order_relaxed)) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    log_emit(false, level, event, fmt, &ap);
+    va_end(ap);
+}
+
+void ws_log_buffered(ws_log_level level, const char *event, const char *fmt, ...)
+{
+    if ((int)level < atomic_load_explicit(&log_level, memory_order_relaxed)) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    log_emit(true, level, event, fmt, &ap);
+    va_end(ap);
 }

@@ -338,3 +338,76 @@ Test(log, trace_id_of_the_current_trace_follows_the_event)
                      "level=info event=order_placed trace_id=4bf92f3577b34da6a3ce929d0e0e4736 n=2\n");
     free(out);
 }
+
+/* What fd 2's capture file holds so far (caller frees). */
+static char *capture_peek(void)
+{
+    off_t n = lseek(capture_fd, 0, SEEK_END);
+    cr_assert(n >= 0);
+    char *s = malloc((size_t)n + 1);
+    cr_assert(s != NULL);
+    cr_assert(pread(capture_fd, s, (size_t)n, 0) == n);
+    s[n] = '\0';
+    return s;
+}
+
+Test(log, buffered_lines_wait_for_a_flush_and_keep_their_order)
+{
+    capture_begin();
+    ws_log_buffered(WS_LOG_INFO, "http_request", "status=%d", 200);
+    ws_log_buffered(WS_LOG_INFO, "http_request", "status=%d", 404);
+    ws_log_buffered(WS_LOG_DEBUG, "http_request", "status=%d", 1); /* below the level */
+    ws_log_info("plain", "n=%d", 1); /* written at once, beside the buffer */
+    ws_log_warn("trouble", "n=%d", 2); /* a warning flushes what came before it */
+    char *out = capture_end();
+    const char *a = strstr(out, "event=plain");
+    const char *b = strstr(out, "status=200");
+    const char *c = strstr(out, "status=404");
+    const char *d = strstr(out, "event=trouble");
+    cr_assert(a != NULL && b != NULL && c != NULL && d != NULL, "got: %s", out);
+    cr_expect(b < c && c < d, "order: %s", out); /* (the flusher may run at any time) */
+    cr_expect_null(strstr(out, "status=1\n"));
+    free(out);
+}
+
+Test(log, buffered_lines_reach_the_file_without_a_flush)
+{
+    capture_begin();
+    ws_log_buffered(WS_LOG_INFO, "http_request", "status=%d", 201);
+    /* The flusher writes within its 100 ms period: poll, bounded. */
+    char *out = NULL;
+    for (int i = 0; i < 300; i++) {
+        free(out);
+        out = capture_peek();
+        if (strstr(out, "status=201") != NULL) {
+            break;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    cr_expect_not_null(strstr(out, "status=201"), "not flushed within 3 s: %s", out);
+    free(out);
+    free(capture_end());
+}
+
+Test(log, a_full_buffer_is_written_whole_lines_only)
+{
+    capture_begin();
+    char value[1000];
+    memset(value, 'x', sizeof value - 1);
+    value[sizeof value - 1] = '\0';
+    for (int i = 0; i < 200; i++) { /* ~200 KB: the 64 KB buffer fills three times */
+        ws_log_buffered(WS_LOG_INFO, "http_request", "i=%d v=%s", i, value);
+    }
+    ws_log_flush();
+    char *out = capture_end();
+    size_t lines = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(out, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+        cr_assert(strstr(l, "event=http_request i=") != NULL && strlen(l) > 1000,
+                  "mangled line %zu", lines);
+        lines++;
+    }
+    cr_expect_eq(lines, (size_t)200);
+    free(out);
+}

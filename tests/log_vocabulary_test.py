@@ -62,7 +62,7 @@ KNOWN = {
 }
 
 _CALL = re.compile(
-    r'\bws_log(?:_(debug|info|warn|error)\s*\(|\s*\(\s*WS_LOG_\w+\s*,)\s*"([a-z0-9_]+)"\s*,\s*'
+    r'\bws_log(?:_(debug|info|warn|error)\s*\(|(?:_buffered)?\s*\(\s*WS_LOG_\w+\s*,)\s*"([a-z0-9_]+)"\s*,\s*'
     r'((?:"(?:[^"\\]|\\.)*"\s*)+|NULL)')
 _KEY = re.compile(r'(?:^| )([a-z_][a-z0-9_]*)=(\S*)')
 
