@@ -20,6 +20,21 @@
  * (UNAUTHENTICATED, event=rpc_unauthenticated, when the connection it came
  * on cannot be tied to a verified identity any more). Calls over the plain
  * URL (tcp://, ipc://, inproc://) carry no identity and are not checked.
+ *
+ * Listeners that go deaf: nng 1.5.2 (nanomsg/nng#1518, fixed in 1.6.0)
+ * stops accepting for good on a listener whose peer vanished during the SP
+ * handshake (an ipc:// peer that connects and closes, a client killed
+ * mid-dial; tcp:// and tls+tcp:// peers whose FIN is followed by a RST).
+ * While it runs, the server probes each of its listeners about once a
+ * second with a connection of its own (no request: no caller, no call
+ * metric), and closes and re-opens, on the same bound URL, one that did not
+ * hand the probe's connection to the socket twice in a row within a
+ * second: its connections are dropped (clients redial), the ipc:// socket
+ * file is made anew; calls are served again within about 3.5 s. Logged as
+ *   event=rpc_listener_restarted url=ipc:///run/.../inventory.sock reason=no_handshake
+ * (warn; rpc_listener_restart_failed url=.. error=.. when the re-listen
+ * fails, retried) and counted in
+ * webshop_rpc_server_listener_restarts_total{url}. inproc:// is not probed.
  */
 #ifndef WS_RPC_SERVER_H
 #define WS_RPC_SERVER_H

@@ -29,4 +29,11 @@ ws_err ws__rpc_server_dispatch_as(ws_rpc_server *srv, const char *identity,
                                   const void *req, size_t len, uint8_t **resp /* OUT */,
                                   size_t *resp_len /* OUT */);
 
+/* The listener probe's pace: every interval_ms each listener of srv gets a
+ * probe connection that must complete its handshake within bound_ms; after
+ * two misses in a row the listener is replaced (see rpc_server.c). The
+ * defaults are 1000 and 1000; tests shrink them. Before start; values <= 0
+ * keep the default. */
+void ws__rpc_server_set_probe(ws_rpc_server *srv, int interval_ms, int bound_ms);
+
 #endif
