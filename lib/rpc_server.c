@@ -13,9 +13,8 @@
  * receiving once their answer is out, the socket is closed, every context reaches its end
  * state, then the workers are joined.
  *
- * A probe thread checks that every listener still hands new connections
- * to the socket, and replaces one that does not (nng#1518: see "listener
- * probe").
+ * A probe thread (rpc_probe.h) checks that every listener still hands new
+ * connections to the socket, and replaces one that does not (nng#1518).
  *
  * Tracing: a call runs under the request's traceparent (rpc.proto), set as
  * the serving thread's current trace from the decoded envelope to the
@@ -23,6 +22,7 @@
  */
 #include "rpc_server.h"
 #include "rpc_server_int.h"
+#include "rpc_probe.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -49,12 +49,6 @@
 #define RPC_SERVER_DEFAULT_CONTEXTS 16
 #define RPC_SERVER_DEFAULT_WORKERS  4
 #define RPC_SERVER_N_CODES          (WS_RPC_UNAUTHENTICATED + 1)
-/* The listener probe (see "listener probe"): a round every PROBE_MS, a
- * handshake bound of PROBE_BOUND_MS, a listener replaced after
- * PROBE_MISSES misses in a row. */
-#define RPC_SERVER_PROBE_MS       1000
-#define RPC_SERVER_PROBE_BOUND_MS 1000
-#define RPC_SERVER_PROBE_MISSES   2
 /* The envelope around a response payload: request id, status, message and
  * field tags; a response payload may use max_msg minus this. */
 #define RPC_SERVER_ENVELOPE_ROOM (WS_RPC_MSG_LEN + 64)
@@ -75,23 +69,6 @@ typedef struct rpc_server_service {
     rpc_server_stats *stats;         /* owned; one per method */
     const char *const *const *allow; /* caller's, desc->n_methods; NULL = none */
 } rpc_server_service;
-
-/* One nng listener as the probe sees it (see "listener probe" below): set
- * up by start; from then on l and misses belong to the probe thread, which
- * replaces l when it stops completing handshakes. id and prev_id are read
- * by any thread serving a request (rpc_server_identity_of): the current
- * listener's id and its predecessor's, whose last requests may still be
- * answered while the replacement takes over. */
-typedef struct rpc_server_listener {
-    const char *url;     /* the bound URL (port fixed): the owner's bound_url */
-    nng_tls_config *cfg; /* a TLS listener's server config, else NULL; borrowed */
-    nng_listener l;
-    _Atomic int id;         /* nng_listener_id(l); 0 before start */
-    _Atomic int prev_id;    /* the replaced listener's id, 0 if none */
-    _Atomic unsigned added; /* pipes the socket took from l (ADD_POST) */
-    bool down;              /* l closed, its replacement failed: retry */
-    int misses;             /* probes in a row that saw no handshake */
-} rpc_server_listener;
 
 /* One mutual-TLS listener: calls that come in on it are identity's. Set up
  * before start, read without a lock once the server runs. */
@@ -156,18 +133,7 @@ struct ws_rpc_server {
     size_t n_tls;
     rpc_server_listener plain; /* the listener of url, set by start */
 
-    /* The listener probe (see "listener probe"): a thread started by start,
-     * stopped first thing by close. */
-    pthread_t probe_thread;
-    bool probe_started;        /* the thread runs: close joins it */
-    int probe_interval_ms;     /* between rounds of probes */
-    int probe_bound_ms;        /* a probe's handshake must complete within */
-    nng_aio *probe_aio;        /* the probe's one aio; canceled by close */
-    nng_tls_config *probe_tls; /* client config of TLS probes (no certificate) */
-    bool probe_sync;           /* probe_mu and probe_cv are initialised */
-    pthread_mutex_t probe_mu;  /* probe_stop and starting an op on probe_aio */
-    pthread_cond_t probe_cv;   /* close, and a pipe added, wake the thread */
-    bool probe_stop;           /* under probe_mu */
+    rpc_probe probe; /* started by start, stopped first thing by close */
 
     nng_socket sock;
     bool sock_open;
@@ -506,8 +472,6 @@ ws_err ws_rpc_server_open(const ws_rpc_server_opts *opts, ws_rpc_server **out)
     srv->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
     srv->ipc_mode = opts->ipc_mode ? opts->ipc_mode : 0600;
     srv->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
-    srv->probe_interval_ms = RPC_SERVER_PROBE_MS;
-    srv->probe_bound_ms = RPC_SERVER_PROBE_BOUND_MS;
     srv->url = opts->url != NULL ? strdup(opts->url) : NULL;
     if (opts->url != NULL && srv->url == NULL) {
         free(srv);
@@ -1226,117 +1190,26 @@ static int rpc_server_listen(ws_rpc_server *srv)
 
 /* --------------------------------------------------------- listener probe */
 
-/* nng 1.5.2 (Debian 12) has nanomsg/nng#1518, fixed in 1.6.0 by 9248ed74:
- * when a peer is gone before the SP header exchange ends, the transport's
- * write fails with EPIPE, which nng maps to NNG_ECLOSED and passes to the
- * socket's accept; the socket takes it for "listener closed" and never
- * accepts again, so every later client hangs. One local process that
- * connects and closes (or a client SIGKILLed mid-dial) makes an ipc://
- * server deaf; tcp:// and tls+tcp:// are hit by a peer whose FIN is
- * followed by a RST (tls+tcp: after its ClientHello). The transport goes
- * on accepting and negotiating; only the socket above has stopped taking
- * its pipes. So a thread dials each listener like a client every
- * RPC_SERVER_PROBE_MS and checks, within RPC_SERVER_PROBE_BOUND_MS, that
- * the socket took the connection: for ipc and tcp the probe exchanges SP
- * headers as a req0 peer and waits for the pipe's ADD_POST on our socket
- * (then closes: an ordinary short-lived pipe; it never sends a request, so
- * it is no caller and no call metric counts it); for tls+tcp the probe has
- * no certificate, so the server refuses its handshake (EPEERAUTH, which
- * nng's listener takes in its stride), and the refusal must show in the
- * listener's accept results in nng's statistics. After
- * RPC_SERVER_PROBE_MISSES misses in a row the listener is closed and a new
- * one started on the same bound URL, logged as rpc_listener_restarted and
- * counted in webshop_rpc_server_listener_restarts_total{url}. Two misses,
- * not one: closing a listener also closes its connections, which a merely
- * slow server must not suffer for one late probe. Nothing is logged per
- * probe. A wedged listener's negotiated-but-never-taken pipes are leaked by
- * nng when it is closed (about 8 KiB per wedge). */
-
 /* The listener probed i-th: the plain one first, then the identity ones;
- * NULL past the last. */
-static rpc_server_listener *rpc_server_listener_at(ws_rpc_server *srv, size_t i)
+ * NULL past the last (rpc_probe_host.listener_at). */
+static rpc_server_listener *rpc_server_listener_at(void *ctx, size_t i)
 {
+    ws_rpc_server *srv = ctx;
     if (srv->url != NULL && i-- == 0) {
         return &srv->plain;
     }
     return i < srv->n_tls ? &srv->tls[i].l : NULL;
 }
 
-typedef enum rpc_server_probe_op {
-    RPC_SERVER_PROBE_DIAL,
-    RPC_SERVER_PROBE_SEND,
-    RPC_SERVER_PROBE_RECV,
-} rpc_server_probe_op;
-
-/* Run one operation on srv->probe_aio and wait for it, until until_ms
- * (monotonic): its nng result, NNG_ECANCELED once close has begun. The
- * start happens under probe_mu, so close either sees it and cancels it or
- * has stopped it from starting. */
-static int rpc_server_probe_run(ws_rpc_server *srv, rpc_server_probe_op op,
-                                nng_stream_dialer *d, nng_stream *s, void *buf,
-                                size_t len, int64_t until_ms)
+/* rpc_probe_host.listener_open: x again on its bound URL. */
+static int rpc_server_listener_reopen(void *ctx, rpc_server_listener *x)
 {
-    nng_aio *aio = srv->probe_aio;
-    int64_t left = until_ms - ws_clock_mono_ms();
-    pthread_mutex_lock(&srv->probe_mu);
-    if (srv->probe_stop) {
-        pthread_mutex_unlock(&srv->probe_mu);
-        return NNG_ECANCELED;
-    }
-    nng_aio_set_timeout(aio, left > 0 ? (nng_duration)left : 1);
-    if (op == RPC_SERVER_PROBE_DIAL) {
-        nng_stream_dialer_dial(d, aio);
-    } else {
-        nng_iov iov = {.iov_buf = buf, .iov_len = len};
-        nng_aio_set_iov(aio, 1, &iov);
-        if (op == RPC_SERVER_PROBE_SEND) {
-            nng_stream_send(s, aio);
-        } else {
-            nng_stream_recv(s, aio);
-        }
-    }
-    pthread_mutex_unlock(&srv->probe_mu);
-    nng_aio_wait(aio);
-    return nng_aio_result(aio);
-}
-
-/* Exchange SP headers over s (ipc, tcp) or start the TLS handshake: 0 when
- * the server answered in time, else the nng error. */
-static int rpc_server_probe_talk(ws_rpc_server *srv, nng_stream *s, bool tls,
-                                 int64_t until_ms)
-{
-    /* req0 (0x30): a peer rep0 accepts; the pipe ends when we close. */
-    uint8_t hdr[8] = {0, 'S', 'P', 0, 0x00, 0x30, 0, 0}, in[8];
-    size_t got = 0;
-    int rv;
-    if (tls) {
-        /* Drives the handshake until the server refuses it (or the bound
-         * passes); whether the socket saw the refusal is told by the
-         * statistics, whatever the error here. */
-        rv = rpc_server_probe_run(srv, RPC_SERVER_PROBE_RECV, NULL, s, in, 1, until_ms);
-        return rv == NNG_ECANCELED ? rv : 0;
-    }
-    for (size_t sent = 0; sent < sizeof(hdr); sent += nng_aio_count(srv->probe_aio)) {
-        rv = rpc_server_probe_run(srv, RPC_SERVER_PROBE_SEND, NULL, s, hdr + sent,
-                                  sizeof(hdr) - sent, until_ms);
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    /* All 8 bytes, so that our close is a FIN after a finished exchange. */
-    while (got < sizeof(in)) {
-        rv = rpc_server_probe_run(srv, RPC_SERVER_PROBE_RECV, NULL, s, in + got,
-                                  sizeof(in) - got, until_ms);
-        if (rv != 0) {
-            return rv;
-        }
-        got += nng_aio_count(srv->probe_aio);
-    }
-    return 0;
+    int port = 0;
+    return rpc_server_listener_open(ctx, x, x->url, &port);
 }
 
 /* ADD_POST on srv's socket (an nng thread): a pipe reached the socket, so
- * the listener it came from accepts. Wakes the probe waiting for it. */
+ * the listener it came from accepts; the probe waiting for it is told. */
 static void rpc_server_pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     ws_rpc_server *srv = arg;
@@ -1345,267 +1218,16 @@ static void rpc_server_pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
     (void)ev;
     for (size_t i = 0; lid > 0 && (x = rpc_server_listener_at(srv, i)) != NULL; i++) {
         if (atomic_load_explicit(&x->id, memory_order_acquire) == lid) {
-            atomic_fetch_add_explicit(&x->added, 1, memory_order_release);
-            pthread_mutex_lock(&srv->probe_mu);
-            pthread_cond_broadcast(&srv->probe_cv);
-            pthread_mutex_unlock(&srv->probe_mu);
+            rpc_probe_pipe_added(&srv->probe, x);
             return;
         }
     }
 }
 
-/* Wait until x's socket took a pipe from it since *before was read, or
- * until until_ms: whether it did. */
-static bool rpc_server_probe_wait_added(ws_rpc_server *srv, rpc_server_listener *x,
-                                        unsigned before, int64_t until_ms)
-{
-    struct timespec until = ws_clock_mono_after(until_ms - ws_clock_mono_ms());
-    bool added;
-    pthread_mutex_lock(&srv->probe_mu);
-    while (!(added = atomic_load_explicit(&x->added, memory_order_acquire) != before) &&
-           !srv->probe_stop &&
-           pthread_cond_timedwait(&srv->probe_cv, &srv->probe_mu, &until) == 0) {
-    }
-    pthread_mutex_unlock(&srv->probe_mu);
-    return added;
-}
-
-/* How many connections x's socket has taken from x's listener, accepted
- * or refused (nng's per-listener statistics), or -1 when nng keeps none.
- * The core counts every accept result of a live listener once; a wedged
- * one reports none, though its transport still negotiates. */
-static int64_t rpc_server_listener_results(rpc_server_listener *x)
-{
-    static const char *const names[] = {"accept",  "disconnect", "canceled", "other",
-                                        "timeout", "proto",      "auth",     "oom"};
-    nng_stat *snap, *st;
-    int64_t n = -1;
-    if (nng_stats_get(&snap) != 0) {
-        return -1;
-    }
-    if ((st = nng_stat_find_listener(snap, x->l)) != NULL) {
-        n = 0;
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-            nng_stat *c = nng_stat_find(st, names[i]);
-            n += c != NULL ? (int64_t)nng_stat_value(c) : 0;
-        }
-    }
-    nng_stats_free(snap);
-    return n;
-}
-
-/* A TLS listener's results, polled until they differ from before or
- * until_ms: whether they did. The probe has no certificate, so its pipe
- * never reaches the socket: the core's count of the refusal is the sign
- * that it still accepts. */
-static bool rpc_server_probe_wait_results(ws_rpc_server *srv, rpc_server_listener *x,
-                                          int64_t before, int64_t until_ms)
-{
-    for (;;) {
-        if (rpc_server_listener_results(x) != before) {
-            return true; /* read outside probe_mu: nng takes its stats lock */
-        }
-        pthread_mutex_lock(&srv->probe_mu);
-        bool over = srv->probe_stop || ws_clock_mono_ms() >= until_ms;
-        if (!over) {
-            struct timespec step = ws_clock_mono_after(10);
-            pthread_cond_timedwait(&srv->probe_cv, &srv->probe_mu, &step);
-        }
-        pthread_mutex_unlock(&srv->probe_mu);
-        if (over) {
-            return false;
-        }
-    }
-}
-
-/* Probe x once: 1 if it completed a handshake in time (or could not be
- * probed for lack of memory: no reason to blame it), 0 if not, -1 when
- * close has begun. */
-static int rpc_server_probe_once(ws_rpc_server *srv, rpc_server_listener *x)
-{
-    int64_t until = ws_clock_mono_ms() + srv->probe_bound_ms;
-    unsigned before = atomic_load_explicit(&x->added, memory_order_acquire);
-    int64_t results = x->cfg != NULL ? rpc_server_listener_results(x) : 0;
-    if (results < 0) {
-        return 1; /* nng built without statistics: a TLS listener cannot be told */
-    }
-    nng_stream_dialer *d = NULL;
-    int rv = nng_stream_dialer_alloc(&d, x->url);
-    if (rv == 0 && x->cfg != NULL) {
-        rv = nng_stream_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, srv->probe_tls);
-    }
-    if (rv != 0) {
-        nng_stream_dialer_free(d);
-        return 1;
-    }
-    rv = rpc_server_probe_run(srv, RPC_SERVER_PROBE_DIAL, d, NULL, NULL, 0, until);
-    if (rv == 0) {
-        nng_stream *s = nng_aio_get_output(srv->probe_aio, 0);
-        rv = rpc_server_probe_talk(srv, s, x->cfg != NULL, until);
-        /* The transport negotiates even when the socket above has stopped
-         * taking its pipes (that is the wedge): only the socket's ADD_POST
-         * tells. Waited for before closing, so the pipe is still there. */
-        bool took = rv != 0 ? false
-                    : x->cfg == NULL
-                        ? rpc_server_probe_wait_added(srv, x, before, until)
-                        : rpc_server_probe_wait_results(srv, x, results, until);
-        if (rv == 0 && !took) {
-            rv = srv->probe_stop ? NNG_ECANCELED : NNG_ETIMEDOUT;
-        }
-        nng_stream_free(s); /* closes it */
-    }
-    nng_stream_dialer_free(d);
-    return rv == NNG_ECANCELED ? -1 : rv == 0;
-}
-
-/* Close x's listener (with its connections; an ipc socket file goes with
- * it) and listen again on its bound URL. On failure (the port not yet
- * free) x is down and the next round tries again. */
-static void rpc_server_listener_replace(ws_rpc_server *srv, rpc_server_listener *x)
-{
-    int port = 0, old = atomic_load_explicit(&x->id, memory_order_relaxed);
-    if (!x->down) {
-        nng_listener_close(x->l);
-    }
-    int rv = rpc_server_listener_open(srv, x, x->url, &port);
-    x->down = rv != 0;
-    if (rv != 0) {
-        ws_log_warn("rpc_listener_restart_failed", "url=%s error=%s", x->url,
-                    nng_strerror(rv));
-        return;
-    }
-    atomic_store_explicit(&x->prev_id, old, memory_order_release);
-    x->misses = 0;
-    char labels[512];
-    snprintf(labels, sizeof(labels), "url=\"%s\"", x->url);
-    ws_counter_inc(ws_counter_get(srv->metrics,
-                                  "webshop_rpc_server_listener_restarts_total",
-                                  "Listeners replaced because they stopped completing "
-                                  "handshakes (nng#1518).",
-                                  labels));
-    ws_log_warn("rpc_listener_restarted", "url=%s reason=no_handshake", x->url);
-}
-
-/* One round: every listener probed once. Returns false once close began;
- * *missed tells whether a listener is suspect (probed again soon). */
-static bool rpc_server_probe_round(ws_rpc_server *srv, bool *missed /* OUT */)
-{
-    rpc_server_listener *x;
-    *missed = false;
-    for (size_t i = 0; (x = rpc_server_listener_at(srv, i)) != NULL; i++) {
-        if (strncmp(x->url, "inproc://", 9) == 0) {
-            continue; /* no transport handshake, nothing to wedge */
-        }
-        if (x->down) {
-            rpc_server_listener_replace(srv, x);
-            *missed = *missed || x->down;
-            continue;
-        }
-        int alive = rpc_server_probe_once(srv, x);
-        if (alive < 0) {
-            return false;
-        }
-        if (alive) {
-            x->misses = 0;
-        } else if (++x->misses >= RPC_SERVER_PROBE_MISSES) {
-            rpc_server_listener_replace(srv, x);
-        } else {
-            *missed = true;
-        }
-    }
-    return true;
-}
-
-/* Waits ms or until close: false once close has begun. */
-static bool rpc_server_probe_pause(ws_rpc_server *srv, int ms)
-{
-    struct timespec until = ws_clock_mono_after(ms);
-    pthread_mutex_lock(&srv->probe_mu);
-    while (!srv->probe_stop &&
-           pthread_cond_timedwait(&srv->probe_cv, &srv->probe_mu, &until) == 0) {
-    }
-    bool stop = srv->probe_stop;
-    pthread_mutex_unlock(&srv->probe_mu);
-    return !stop;
-}
-
-/* The first round one interval after start (a new listener is not wedged,
- * and the first clients' handshakes need not share the CPU with ours); a
- * suspect is probed again soon: it is closed after a second miss, so a
- * wedge costs about an interval and two bounds. */
-static void *rpc_server_probe_main(void *arg)
-{
-    ws_rpc_server *srv = arg;
-    bool missed = false;
-    int wait_ms = srv->probe_interval_ms;
-    while (rpc_server_probe_pause(srv, wait_ms) && rpc_server_probe_round(srv, &missed)) {
-        wait_ms = missed ? srv->probe_bound_ms / 4 : srv->probe_interval_ms;
-    }
-    return NULL;
-}
-
-/* At the end of start: the probe's aio, TLS client config and thread.
- * Returns 0 or an nng error. */
-static int rpc_server_probe_start(ws_rpc_server *srv)
-{
-    int rv;
-    if ((rv = nng_aio_alloc(&srv->probe_aio, NULL, NULL)) != 0) {
-        goto fail;
-    }
-    if (srv->n_tls > 0 &&
-        ((rv = nng_tls_config_alloc(&srv->probe_tls, NNG_TLS_MODE_CLIENT)) != 0 ||
-         (rv = nng_tls_config_auth_mode(srv->probe_tls, NNG_TLS_AUTH_MODE_NONE)) != 0)) {
-        goto fail;
-    }
-    if (pthread_create(&srv->probe_thread, NULL, rpc_server_probe_main, srv) != 0) {
-        rv = NNG_ENOMEM;
-        goto fail;
-    }
-    srv->probe_started = true;
-    return 0;
-
-fail:
-    if (srv->probe_tls != NULL) {
-        nng_tls_config_free(srv->probe_tls);
-        srv->probe_tls = NULL;
-    }
-    nng_aio_free(srv->probe_aio);
-    srv->probe_aio = NULL;
-    return rv;
-}
-
-/* First thing in close: stop the probe (canceling a probe in progress, so
- * that close does not wait out its bound) before any listener goes. */
-static void rpc_server_probe_stop(ws_rpc_server *srv)
-{
-    if (!srv->probe_started) {
-        return;
-    }
-    pthread_mutex_lock(&srv->probe_mu);
-    srv->probe_stop = true;
-    nng_aio_cancel(srv->probe_aio);
-    pthread_cond_broadcast(&srv->probe_cv);
-    pthread_mutex_unlock(&srv->probe_mu);
-    pthread_join(srv->probe_thread, NULL);
-    srv->probe_started = false;
-    nng_aio_free(srv->probe_aio);
-    srv->probe_aio = NULL;
-    if (srv->probe_tls != NULL) {
-        nng_tls_config_free(srv->probe_tls);
-        srv->probe_tls = NULL;
-    }
-}
-
 void ws__rpc_server_set_probe(ws_rpc_server *srv, int interval_ms, int bound_ms)
 {
-    if (srv == NULL || srv->sock_open) {
-        return;
-    }
-    if (interval_ms > 0) {
-        srv->probe_interval_ms = interval_ms;
-    }
-    if (bound_ms > 0) {
-        srv->probe_bound_ms = bound_ms;
+    if (srv != NULL && !srv->sock_open) {
+        rpc_probe_set_pace(&srv->probe, interval_ms, bound_ms);
     }
 }
 
@@ -1623,16 +1245,9 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
         return rpc_server_err_from_nng(rv);
     }
     srv->sock_open = true;
-    if (pthread_mutex_init(&srv->probe_mu, NULL) != 0) {
-        rv = NNG_ENOMEM;
+    if ((rv = rpc_probe_init(&srv->probe)) != 0) {
         goto fail;
     }
-    if (ws_clock_cond_init(&srv->probe_cv) != 0) {
-        pthread_mutex_destroy(&srv->probe_mu);
-        rv = NNG_ENOMEM;
-        goto fail;
-    }
-    srv->probe_sync = true;
     if ((rv = nng_pipe_notify(srv->sock, NNG_PIPE_EV_ADD_POST, rpc_server_pipe_added,
                               srv)) != 0) {
         goto fail;
@@ -1670,7 +1285,12 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
     if ((rv = rpc_server_tls_start(srv)) != 0) {
         goto fail;
     }
-    if ((rv = rpc_server_probe_start(srv)) != 0) {
+    rpc_probe_host host = {.listener_at = rpc_server_listener_at,
+                           .listener_open = rpc_server_listener_reopen,
+                           .ctx = srv,
+                           .metrics = srv->metrics,
+                           .any_tls = srv->n_tls > 0};
+    if ((rv = rpc_probe_start(&srv->probe, &host)) != 0) {
         goto fail;
     }
     pthread_mutex_lock(&srv->mu);
@@ -1699,7 +1319,7 @@ void ws_rpc_server_close(ws_rpc_server *srv)
     if (srv == NULL) {
         return;
     }
-    rpc_server_probe_stop(srv);
+    rpc_probe_stop(&srv->probe);
     if (srv->sock_open) {
         /* Drain: contexts stop receiving once their answer is out, and we
          * wait for every request already received to be answered. Then the
@@ -1749,10 +1369,7 @@ void ws_rpc_server_close(ws_rpc_server *srv)
     rpc_server_stats_fini(&srv->unknown);
     free(srv->ctxs);
     free(srv->threads);
-    if (srv->probe_sync) {
-        pthread_cond_destroy(&srv->probe_cv);
-        pthread_mutex_destroy(&srv->probe_mu);
-    }
+    rpc_probe_fini(&srv->probe);
     pthread_cond_destroy(&srv->work_cv);
     pthread_cond_destroy(&srv->done_cv);
     pthread_mutex_destroy(&srv->mu);
