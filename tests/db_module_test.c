@@ -124,6 +124,9 @@ static harness_broker broker;
 static void svc_up(void)
 {
     tmp_up();
+    /* The services listen and dial on loopback tcp:// here. */
+    setenv("WEBSHOP_INVENTORY_RPC_PLAINTEXT", "true", 1);
+    setenv("WEBSHOP_ORDER_RPC_PLAINTEXT", "true", 1);
     cr_assert_eq(harness_broker_start(&broker, tmpdir, NULL), 0);
 }
 
