@@ -324,6 +324,9 @@ class Unwritable(unittest.TestCase):
                 self.skipTest("chattr +i is not supported here")
             st, _, body = shop.place([{"inventoryId": 1, "count": 1}])
             self.assertEqual(st, 201, body)
+            # Its outcome committed too, so that the event held below is the
+            # second order's OrderSent, not this one's late InStock.
+            shop.wait_status(body["order_id"], FINAL, 10)
             files = [os.path.join(shop.tmp, f) for f in ("order.db", "order.db-wal")]
             subprocess.run(["chattr", "+i", *files], check=True, timeout=30)
             try:
