@@ -349,6 +349,7 @@ int main(int argc, char **argv)
      * alone takes the stop signals. */
     sigset_t stop;
     ws_service_block_signals(&stop);
+    ws_service_limit_arenas();
 
     inv_cfg cfg = {0};
     ws_config_option opts[WS_SERVICE_N_OPTIONS + INV_N_OWN_OPTIONS];

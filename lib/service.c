@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -645,6 +646,11 @@ void ws_service_route_basics(ws_http *h, ws_metrics *m, const ws_service_ready *
     /* The first route that matches wins: this /readyz, not the basic one. */
     ws_http_route(h, "/readyz$", "GET", service_readyz, (void *)r);
     ws_http_route_basics(h, m);
+}
+
+void ws_service_limit_arenas(void)
+{
+    (void)mallopt(M_ARENA_MAX, 2);
 }
 
 void ws_service_block_signals(sigset_t *stop)

@@ -356,6 +356,14 @@ void ws_service_route_basics(ws_http *h, ws_metrics *m, const ws_service_ready *
  * the set to pass to ws_service_wait. */
 void ws_service_block_signals(sigset_t *stop /* OUT */);
 
+/* At most two malloc arenas (glibc's M_ARENA_MAX; default 8 per core),
+ * before any thread exists. For the backends: each arena's heap stays
+ * mapped and touched, and their few threads that allocate at once are
+ * served by the per-thread cache first (measured: idle RSS -0.5 MB, peak
+ * -0.7 MB, the same throughput). Not for the front, whose 64 HTTP threads
+ * allocate at once. */
+void ws_service_limit_arenas(void);
+
 /* Wait for a stop signal; returns its number. */
 int ws_service_wait(const sigset_t *stop);
 

@@ -442,6 +442,7 @@ int main(int argc, char **argv)
      * alone takes the stop signals. */
     sigset_t stop;
     ws_service_block_signals(&stop);
+    ws_service_limit_arenas();
 
     static order_app app = {.kicker = {.mu = PTHREAD_MUTEX_INITIALIZER}};
     int code = order_cfg_parse(&app, argc, argv);
