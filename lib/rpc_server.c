@@ -744,13 +744,9 @@ rpc_server_find(ws_rpc_server *srv, const char *name, rpc_server_service **svc_o
  * dispatch: the caller's) is saved in *outer and restored when the call is
  * answered. */
 static void rpc_server_trace_enter(const Webshop__V1__RpcRequest *env,
-                                   ws_trace *outer /* OUT */, bool *had_outer /* OUT */)
+                                   ws_trace_saved *outer /* OUT */)
 {
-    const ws_trace *cur = ws_trace_current();
-    *had_outer = cur != NULL;
-    if (cur != NULL) {
-        *outer = *cur;
-    }
+    ws_trace_save(outer);
     const char *tp = env->traceparent;
     ws_trace span; /* the server's, a child of the caller's */
     ws_trace_child(ws_trace_adopt(tp, tp != NULL ? strlen(tp) : 0), &span);
@@ -779,8 +775,8 @@ static bool rpc_server_serve(ws_rpc_server *srv, const char *identity,
     uint8_t *payload = NULL;
     ws_rpc_call call = {.arrival = arrival};
     ws_rpc_code code;
-    ws_trace outer; /* the thread's trace before this call, if had_outer */
-    bool answered, had_outer = false;
+    ws_trace_saved outer = {0}; /* the thread's trace before this call */
+    bool answered;
 
     if (len > srv->max_msg) {
         /* Only inproc gets here: stream transports enforce RECVMAXSZ. */
@@ -797,7 +793,7 @@ static bool rpc_server_serve(ws_rpc_server *srv, const char *identity,
     }
     out.request_id = env->request_id;
     call.deadline_ms = env->deadline_ms;
-    rpc_server_trace_enter(env, &outer, &had_outer);
+    rpc_server_trace_enter(env, &outer);
     md = rpc_server_find(srv, env->method, &svc);
     if (md == NULL) {
         code = WS_RPC_UNIMPLEMENTED;
@@ -870,7 +866,7 @@ answer:
         protobuf_c_message_free_unpacked(in, NULL);
     }
     if (env != NULL) {
-        ws_trace_set_current(had_outer ? &outer : NULL);
+        ws_trace_restore(&outer);
         webshop__v1__rpc_request__free_unpacked(env, NULL);
     }
     return answered;

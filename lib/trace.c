@@ -165,6 +165,19 @@ void ws_trace_set_current(const ws_trace *t)
     trace_cur_set = true;
 }
 
+void ws_trace_save(ws_trace_saved *out)
+{
+    out->had = trace_cur_set;
+    if (trace_cur_set) {
+        out->trace = trace_cur;
+    }
+}
+
+void ws_trace_restore(const ws_trace_saved *s)
+{
+    ws_trace_set_current(s->had ? &s->trace : NULL);
+}
+
 const ws_trace *ws_trace_adopt(const char *s, size_t n)
 {
     ws_trace t;

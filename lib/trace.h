@@ -52,6 +52,19 @@ const ws_trace *ws_trace_current(void);
 /* Make t (copied) the calling thread's current trace; NULL clears it. */
 void ws_trace_set_current(const ws_trace *t);
 
+/* The calling thread's current trace (or none), kept to be made current
+ * again later, on this thread or another: ws_trace_save, then
+ * ws_trace_restore. */
+typedef struct ws_trace_saved {
+    ws_trace trace; /* when had */
+    bool had;
+} ws_trace_saved;
+
+void ws_trace_save(ws_trace_saved *out /* OUT */);
+
+/* Make s's trace the current one (none when it had none). */
+void ws_trace_restore(const ws_trace_saved *s);
+
 /* Set the current trace from a traceparent text of n bytes; when it does
  * not parse (or s is NULL) the thread gets a new trace instead. Returns
  * the current trace. For the edges that take work in. */

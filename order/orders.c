@@ -139,11 +139,7 @@ static ws_err orders_queue_status(ws_db_conn *c, orders_txn *t, int status,
         snprintf(o->id, sizeof o->id, "%s", t->id);
         o->status = status;
         memcpy(o->reason, rbuf, reason_len + 1);
-        const ws_trace *tr = ws_trace_current();
-        o->traced = tr != NULL;
-        if (tr != NULL) {
-            o->trace = *tr;
-        }
+        ws_trace_save(&o->trace);
         t->eff.owes = true;
         return WS_OK;
     }
@@ -164,20 +160,16 @@ static ws_err orders_owed_run(ws_db_conn *c, void *ctx)
 {
     orders_owed_txn *x = ctx;
     x->queued = 0;
-    ws_trace saved;
-    const ws_trace *cur = ws_trace_current();
-    bool had = cur != NULL;
-    if (had) {
-        saved = *cur;
-    }
+    ws_trace_saved saved;
+    ws_trace_save(&saved);
     ws_err err = WS_OK;
     for (size_t i = 0; i < x->n && err == WS_OK; i++) {
         const orders_owed *o = &x->owed[i];
-        ws_trace_set_current(o->traced ? &o->trace : NULL);
+        ws_trace_restore(&o->trace);
         err = orders_put_status(c, o->id, o->status, o->reason);
         x->queued += err == WS_OK;
     }
-    ws_trace_set_current(had ? &saved : NULL);
+    ws_trace_restore(&saved);
     return err;
 }
 

@@ -171,8 +171,7 @@ typedef struct orders_owed {
     char id[WS_UUID_TEXT_LEN];
     int status;
     char reason[ORDERS_MAX_REASON + 1];
-    ws_trace trace;
-    bool traced; /* trace is set */
+    ws_trace_saved trace; /* of the event (or none) */
 } orders_owed;
 
 /* Queue owed[0..n) in one transaction on c (a savepoint in a group), each

@@ -46,32 +46,17 @@ typedef struct recovery_due {
 
 /* ---- one trace per order --------------------------------------------------- */
 
-/* The thread's trace before recovery_trace_begin, given back by _end. */
-typedef struct recovery_trace {
-    ws_trace saved;
-    bool had;
-} recovery_trace;
-
 /* Make t (NULL: a new trace) the thread's current trace for the work on one
- * order. */
-static void recovery_trace_begin(recovery_trace *s, const ws_trace *t)
+ * order; what it had is saved in *s, given back by ws_trace_restore. */
+static void recovery_trace_begin(ws_trace_saved *s, const ws_trace *t)
 {
-    const ws_trace *cur = ws_trace_current();
-    s->had = cur != NULL;
-    if (cur != NULL) {
-        s->saved = *cur;
-    }
+    ws_trace_save(s);
     ws_trace fresh;
     if (t == NULL) {
         ws_trace_new(&fresh);
         t = &fresh;
     }
     ws_trace_set_current(t);
-}
-
-static void recovery_trace_end(const recovery_trace *s)
-{
-    ws_trace_set_current(s->had ? &s->saved : NULL);
 }
 
 /* ---- claims ---------------------------------------------------------------- */
@@ -207,10 +192,10 @@ static ws_err recovery_resend_one(ws_db_conn *c, recovery_resend *r,
 static ws_err recovery_resend_traced(ws_db_conn *c, recovery_resend *r,
                                      const order_db_due *d)
 {
-    recovery_trace tr;
+    ws_trace_saved tr;
     recovery_trace_begin(&tr, NULL);
     ws_err err = recovery_resend_one(c, r, d);
-    recovery_trace_end(&tr);
+    ws_trace_restore(&tr);
     return err;
 }
 
@@ -274,7 +259,7 @@ ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
     }
     for (size_t i = 0; i < r.n; i++) {
         recovery_due *d = &r.due[i];
-        recovery_trace tr;
+        ws_trace_saved tr;
         recovery_trace_begin(&tr, &d->trace);
         if (d->gave_up) {
             ws_log_warn("order_resend_gave_up", "order_id=%s attempts=%d", d->id,
@@ -284,7 +269,7 @@ ws_err order_recovery_resend_pending(ws_db_conn *c, const orders_policy *p,
             ws_log_info("order_resent", "order_id=%s attempt=%d", d->id, d->attempts + 1);
             stats->resent++;
         }
-        recovery_trace_end(&tr);
+        ws_trace_restore(&tr);
     }
     free(r.due);
     free(r.rows);
@@ -422,11 +407,11 @@ ws_err order_recovery_check_cancels(ws_db_conn *c, const orders_policy *p,
     bool inventory_down = false;
     size_t i = 0;
     for (; err == WS_OK && i < cl.n; i++) {
-        recovery_trace tr;
+        ws_trace_saved tr;
         recovery_trace_begin(&tr, NULL);
         err = recovery_cancel_order(c, p, lookup, lookup_ctx, now_ms, cl.rows[i].id,
                                     &inventory_down, stats);
-        recovery_trace_end(&tr);
+        ws_trace_restore(&tr);
         if (err != WS_OK) {
             break;
         }
@@ -515,14 +500,14 @@ ws_err order_recovery_fill_items(ws_db_conn *c, const orders_policy *p,
     size_t i = 0;
     for (; err == WS_OK && i < cl.n; i++) {
         Webshop__V1__GetReservationResponse *resp = NULL;
-        recovery_trace tr;
+        ws_trace_saved tr;
         recovery_trace_begin(&tr, NULL);
         bool down = lookup(lookup_ctx, cl.rows[i].id, &resp) != WS_OK;
         if (!down) {
             err = recovery_items_one(c, p, now_ms, &cl.rows[i], resp, stats);
             webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
         }
-        recovery_trace_end(&tr);
+        ws_trace_restore(&tr);
         if (down) {
             stats->lookups_failed += cl.n - i; /* inventory down: try next pass */
             break;
@@ -578,7 +563,7 @@ ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
     for (; err == WS_OK && i < cl.n; i++) {
         const char *id = cl.rows[i].id;
         Webshop__V1__GetReservationResponse *resp = NULL;
-        recovery_trace tr;
+        ws_trace_saved tr;
         recovery_trace_begin(&tr, NULL);
         bool down = lookup(lookup_ctx, id, &resp) != WS_OK;
         if (!down) {
@@ -589,7 +574,7 @@ ws_err order_recovery_check_outcomes(ws_db_conn *c, const orders_policy *p,
             }
             webshop__v1__get_reservation_response__free_unpacked(resp, NULL);
         }
-        recovery_trace_end(&tr);
+        ws_trace_restore(&tr);
         if (down) {
             stats->lookups_failed += cl.n - i; /* inventory down: still due next pass */
             break;

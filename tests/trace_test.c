@@ -83,3 +83,24 @@ Test(trace, current_trace_is_per_thread)
     ws_trace_set_current(NULL);
     cr_assert_null(ws_trace_current());
 }
+
+Test(trace, saved_trace_comes_back_and_so_does_none)
+{
+    ws_trace a;
+    ws_trace_new(&a);
+    ws_trace_set_current(&a);
+    ws_trace_saved s;
+    ws_trace_save(&s);
+    ws_trace_set_current(NULL);
+    ws_trace_restore(&s);
+    cr_assert_not_null(ws_trace_current());
+    cr_expect_str_eq(ws_trace_current()->trace_id, a.trace_id);
+    cr_expect_str_eq(ws_trace_current()->span_id, a.span_id);
+
+    ws_trace_set_current(NULL);
+    ws_trace_saved none;
+    ws_trace_save(&none);
+    ws_trace_set_current(&a);
+    ws_trace_restore(&none);
+    cr_expect_null(ws_trace_current());
+}
