@@ -124,6 +124,25 @@ static ws_err front_on_order_status(void *ctx, const ProtobufCMessage *msg,
 /* --replica as the backends have it, with the front's meaning: the front
  * never shares a subscription (every front must see every event for its
  * streams and its waiting writes), so K only names its client id. */
+/* The RPC client of one backend (every replica in urls; TLS as configured,
+ * verifying server_name); start_failed what=WHAT when it cannot open. */
+static ws_err front_rpc_open(const front_cfg *cfg, const ws_config_list *urls,
+                             const char *server_name, const char *what, ws_metrics *metrics,
+                             ws_rpc_client **out)
+{
+    ws_rpc_client_opts co = {.urls = urls->items,
+                             .n_urls = urls->n,
+                             .max_msg = (size_t)cfg->rpc_max_msg,
+                             .resend_ms = (uint32_t)(cfg->rpc_deadline_ms / 2),
+                             .metrics = metrics};
+    ws_service_rpc_tls_client(&cfg->rpc_tls, server_name, &co);
+    ws_err err = ws_rpc_client_open(&co, out);
+    if (err != WS_OK) {
+        ws_log_error("start_failed", "what=%s error=%s", what, ws_errname(err));
+    }
+    return err;
+}
+
 static ws_config_option front_replica_option(int64_t *target)
 {
     ws_config_option o = ws_service_replica_option(target);
@@ -343,24 +362,10 @@ int main(int argc, char **argv)
         ws_log_error("start_failed", "what=memory error=%s", ws_errname(WS_ENOMEM));
         goto fail;
     }
-    ws_rpc_client_opts co = {.urls = cfg.inventory_urls.items,
-                             .n_urls = cfg.inventory_urls.n,
-                             .max_msg = (size_t)cfg.rpc_max_msg,
-                             .resend_ms = (uint32_t)(cfg.rpc_deadline_ms / 2),
-                             .metrics = metrics};
-    ws_service_rpc_tls_client(&cfg.rpc_tls, "inventory", &co);
-    if ((err = ws_rpc_client_open(&co, &inventory)) != WS_OK) {
-        ws_log_error("start_failed", "what=inventory error=%s", ws_errname(err));
-        goto fail;
-    }
-    ws_rpc_client_opts oco = {.urls = cfg.orders_urls.items,
-                              .n_urls = cfg.orders_urls.n,
-                              .max_msg = (size_t)cfg.rpc_max_msg,
-                              .resend_ms = (uint32_t)(cfg.rpc_deadline_ms / 2),
-                              .metrics = metrics};
-    ws_service_rpc_tls_client(&cfg.rpc_tls, "order", &oco);
-    if ((err = ws_rpc_client_open(&oco, &orders)) != WS_OK) {
-        ws_log_error("start_failed", "what=orders error=%s", ws_errname(err));
+    if ((err = front_rpc_open(&cfg, &cfg.inventory_urls, "inventory", "inventory", metrics,
+                              &inventory)) != WS_OK ||
+        (err = front_rpc_open(&cfg, &cfg.orders_urls, "order", "orders", metrics,
+                              &orders)) != WS_OK) {
         goto fail;
     }
     if (ws_config_hostport_split(cfg.broker, host, sizeof(host), &port) != 0) {
