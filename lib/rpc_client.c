@@ -57,6 +57,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "clock.h"
+#include "rpc_dialer.h"
 #include "rpc_tls.h"
 #include "trace.h"
 #include "webshop/v1/rpc.pb-c.h"
@@ -117,6 +118,7 @@ struct ws_rpc_client {
     pthread_cond_t cv; /* pipes changed or closed (callers waiting for a pipe) */
     uint32_t *pipes;   /* ids of connected pipes, under mu */
     size_t n_pipes, cap_pipes;
+    rpc_dialer_set *dialers;  /* set at open, before any pipe; freed at close */
     atomic_size_t n_up;       /* n_pipes, written under mu, read without it */
     int calls;                /* calls in progress, under mu */
     rpc_client_slot *pending; /* slots of calls in flight, under mu */
@@ -141,6 +143,9 @@ static void rpc_client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
     ws_rpc_client *c = arg;
     uint32_t id = (uint32_t)nng_pipe_id(p);
 
+    if (c->dialers != NULL) {
+        rpc_dialer_set_pipe(c->dialers, p, ev == NNG_PIPE_EV_ADD_POST);
+    }
     pthread_mutex_lock(&c->mu);
     if (ev == NNG_PIPE_EV_ADD_POST) {
         if (c->n_pipes == c->cap_pipes) {
@@ -319,29 +324,6 @@ static ws_err rpc_client_tls_check(const ws_rpc_client_opts *opts)
     return err;
 }
 
-/* Dial url, non-blocking (the peer may come up later; nng keeps redialing),
- * with its own TLS configuration when opts asks for TLS (the dialer holds
- * the reference). Returns 0 or an nng error. */
-static int rpc_client_dial(ws_rpc_client *c, const ws_rpc_client_opts *opts,
-                           const char *url)
-{
-    if (opts->tls_cert == NULL) {
-        return nng_dial(c->sock, url, NULL, NNG_FLAG_NONBLOCK);
-    }
-    nng_tls_config *cfg;
-    nng_dialer d;
-    if (ws__rpc_tls_config_new(0, opts->tls_cert, opts->tls_key, opts->tls_ca,
-                               opts->tls_server_name, &cfg) != WS_OK) {
-        return NNG_EINVAL;
-    }
-    int rv = nng_dialer_create(&d, c->sock, url);
-    if (rv == 0 && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg)) == 0) {
-        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
-    }
-    nng_tls_config_free(cfg);
-    return rv; /* on failure the socket's close ends d */
-}
-
 /* NNG_OPT_REQ_RESENDTIME for opts: off for one URL (see the top). */
 static nng_duration rpc_client_resend_ms(const ws_rpc_client_opts *opts)
 {
@@ -404,17 +386,15 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
             0 ||
         (rv = nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME,
                                 rpc_client_resend_ms(opts))) != 0 ||
+        (rv = rpc_dialer_set_new(c->sock, opts, c->metrics, &c->dialers)) != 0 ||
         (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, rpc_client_pipe_cb, c)) !=
             0 ||
         (rv = nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, rpc_client_pipe_cb, c)) !=
             0) {
         goto fail_opts;
     }
-    for (size_t i = 0; i < opts->n_urls; i++) {
-        /* NONBLOCK: the peer may come up later; nng keeps redialing. */
-        if ((rv = rpc_client_dial(c, opts, opts->urls[i])) != 0) {
-            goto fail_opts;
-        }
+    if ((rv = rpc_dialer_set_start(c->dialers)) != 0) {
+        goto fail_opts;
     }
     *out = c;
     return WS_OK;
@@ -422,6 +402,7 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
 fail_opts:
     nng_close(c->sock);
     free(c->pipes);
+    rpc_dialer_set_free(c->dialers);
 fail_sock:
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -467,6 +448,7 @@ void ws_rpc_client_close(ws_rpc_client *c)
         rpc_client_slot_free(k);
     }
     nng_close(c->sock);
+    rpc_dialer_set_free(c->dialers); /* after the socket's last pipe event */
     for (int i = 0; i < RPC_CLIENT_METHOD_SLOTS; i++) {
         rpc_client_method *m = atomic_load(&c->methods[i]);
         if (m != NULL) {
@@ -613,6 +595,8 @@ static ws_rpc_code rpc_client_roundtrip(ws_rpc_client *c, const char *method,
     }
     webshop__v1__rpc_request__pack(&env, nng_msg_body(m));
 
+    /* A dialer nng stopped redialing is replaced first (rpc_dialer.h). */
+    rpc_dialer_set_check(c->dialers);
     /* One critical section: a connected pipe, then a slot from the free
      * list, linked as pending so that close can cancel it. */
     pthread_mutex_lock(&c->mu);

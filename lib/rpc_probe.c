@@ -7,6 +7,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "rpc_stat.h"
 
 int rpc_probe_init(rpc_probe *p)
 {
@@ -143,20 +144,8 @@ static int64_t probe_listener_results(rpc_server_listener *x)
 {
     static const char *const names[] = {"accept",  "disconnect", "canceled", "other",
                                         "timeout", "proto",      "auth",     "oom"};
-    nng_stat *snap, *st;
-    int64_t n = -1;
-    if (nng_stats_get(&snap) != 0) {
-        return -1;
-    }
-    if ((st = nng_stat_find_listener(snap, x->l)) != NULL) {
-        n = 0;
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-            nng_stat *c = nng_stat_find(st, names[i]);
-            n += c != NULL ? (int64_t)nng_stat_value(c) : 0;
-        }
-    }
-    nng_stats_free(snap);
-    return n;
+    return ws__rpc_stat_sum("listener", nng_listener_id(x->l), names,
+                            sizeof(names) / sizeof(names[0]));
 }
 
 /* A TLS listener's results, polled until they differ from before or

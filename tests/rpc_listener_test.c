@@ -374,3 +374,39 @@ Test(rpc_listener, probe_is_not_a_caller_and_restarts_nothing_healthy)
     cr_expect_lt(now_ms() - t0, PROBE_BOUND_MS, "close took %lld ms", now_ms() - t0);
     ws_metrics_free(m);
 }
+
+/* An idle server with two TLS listeners (front's, admin's): each probe
+ * reads its own listener's results, so neither is restarted although no
+ * call comes. (nng 1.5.2's nng_stat_find_listener returns the first
+ * listener whatever the id asked: the second one's probe read the first's
+ * counters, which its own probe had stopped moving, and restarted it every
+ * other round.) */
+Test(rpc_listener, idle_tls_listeners_are_each_probed_on_their_own_counters)
+{
+    ws_metrics *m = ws_metrics_new();
+    ws_rpc_server_opts o = {.identities_only = true, .metrics = m};
+    ws_rpc_server *srv = NULL;
+    cr_assert_eq(ws_rpc_server_open(&o, &srv), WS_OK);
+    cr_assert_eq(webshop_v1_inventory_register(srv, &inventory_impl), WS_OK);
+    cr_assert_eq(ws_rpc_server_listen_tls(
+                     srv, "tls+tcp://127.0.0.1:0", "front", in_dir("inventory.crt"),
+                     in_dir("inventory.key"), in_dir("front-ca.crt")),
+                 WS_OK);
+    cr_assert_eq(ws_rpc_server_listen_tls(
+                     srv, "tls+tcp://127.0.0.1:0", "admin", in_dir("inventory.crt"),
+                     in_dir("inventory.key"), in_dir("admin-ca.crt")),
+                 WS_OK);
+    ws__rpc_server_set_probe(srv, PROBE_MS, PROBE_BOUND_MS);
+    cr_assert_eq(ws_rpc_server_start(srv), WS_OK);
+    /* Six probe rounds, polled: a wrong restart needs two misses. */
+    long long until = now_ms() + 6 * (PROBE_MS + PROBE_BOUND_MS);
+    while (now_ms() < until && restarts(m, ws_rpc_server_tls_url(srv, "front")) == 0 &&
+           restarts(m, ws_rpc_server_tls_url(srv, "admin")) == 0) {
+        struct timespec ts = {.tv_nsec = 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    cr_expect_eq(restarts(m, ws_rpc_server_tls_url(srv, "front")), 0);
+    cr_expect_eq(restarts(m, ws_rpc_server_tls_url(srv, "admin")), 0);
+    ws_rpc_server_close(srv);
+    ws_metrics_free(m);
+}

@@ -1,0 +1,49 @@
+/* Counters of one nng endpoint; see rpc_stat.h. */
+#include "rpc_stat.h"
+
+#include <string.h>
+
+#include <nng/nng.h>
+
+/* The scope named scope whose value is id, depth first under s and its
+ * siblings, or NULL. */
+static nng_stat *rpc_stat_find_scope(nng_stat *s, const char *scope, int id)
+{
+    for (; s != NULL; s = nng_stat_next(s)) {
+        if (nng_stat_type(s) != NNG_STAT_SCOPE) {
+            continue;
+        }
+        if (strcmp(nng_stat_name(s), scope) == 0 && nng_stat_value(s) == (uint64_t)id) {
+            return s;
+        }
+        nng_stat *found = rpc_stat_find_scope(nng_stat_child(s), scope, id);
+        if (found != NULL) {
+            return found;
+        }
+    }
+    return NULL;
+}
+
+int64_t ws__rpc_stat_sum(const char *scope, int id, const char *const *names, size_t n)
+{
+    nng_stat *snap;
+    int64_t sum = -1;
+
+    if (id <= 0 || nng_stats_get(&snap) != 0) {
+        return -1;
+    }
+    nng_stat *st = rpc_stat_find_scope(snap, scope, id);
+    if (st != NULL) {
+        sum = 0;
+        for (nng_stat *c = nng_stat_child(st); c != NULL; c = nng_stat_next(c)) {
+            for (size_t i = 0; i < n; i++) {
+                if (strcmp(nng_stat_name(c), names[i]) == 0) {
+                    sum += (int64_t)nng_stat_value(c);
+                    break;
+                }
+            }
+        }
+    }
+    nng_stats_free(snap);
+    return sum;
+}
