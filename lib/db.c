@@ -538,6 +538,7 @@ void ws_db_release(ws_db_conn *c)
     }
     c->in_txn = 0;
     c->in_group = 0;
+    c->sp_unreleased = 0;
     db_idle_push(c->pool, c);
 }
 
@@ -670,7 +671,9 @@ static ws_err db_txn_once(ws_db_conn *c, const ws_db_txn_opts *o, ws_db_txn_fn f
     return err;
 }
 
-/* Inside a group: fn as a SAVEPOINT of the group's transaction. */
+/* Inside a group: fn as a SAVEPOINT of the group's transaction. The
+ * previous message's savepoint, when it succeeded, is released in the same
+ * exec as this one's SAVEPOINT (db_int.h). */
 static ws_err db_txn_savepoint(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
 {
     const ws__db_ops *ops = c->pool->ops;
@@ -679,7 +682,9 @@ static ws_err db_txn_savepoint(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
          * SAVEPOINT now would start a transaction of its own. */
         return c->err.err != WS_OK ? c->err.err : WS_ESTORE;
     }
-    ws_err err = ops->exec(c, "SAVEPOINT ws_db_group");
+    ws_err err = ops->exec(c, c->sp_unreleased ? WS__DB_SQL_RELEASE_SAVEPOINT
+                                               : WS__DB_SQL_SAVEPOINT);
+    c->sp_unreleased = 0;
     if (err != WS_OK) {
         db_fault_note(c, err);
         return err;
@@ -696,16 +701,12 @@ static ws_err db_txn_savepoint(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
     if (err != WS_OK) {
         db_fault_note(c, err);
         if (ops->txn_open(c)) {
-            ops->exec(c, "ROLLBACK TO SAVEPOINT ws_db_group");
-            ops->exec(c, "RELEASE SAVEPOINT ws_db_group");
+            ops->exec(c, WS__DB_SQL_ROLLBACK_TO);
         }
         return err;
     }
-    err = ops->exec(c, "RELEASE SAVEPOINT ws_db_group");
-    if (err != WS_OK) {
-        db_fault_note(c, err);
-    }
-    return err;
+    c->sp_unreleased = 1;
+    return WS_OK;
 }
 
 ws_err ws_db_group_begin(ws_db_conn *c)
@@ -729,6 +730,7 @@ ws_err ws_db_group_begin(ws_db_conn *c)
         return err;
     }
     c->in_group = 1;
+    c->sp_unreleased = 0;
     db_txn_owner = c->pool;
     return WS_OK;
 }
@@ -740,6 +742,7 @@ ws_err ws_db_group_end(ws_db_conn *c)
     }
     const ws__db_ops *ops = c->pool->ops;
     c->in_group = 0;
+    c->sp_unreleased = 0; /* COMMIT releases it */
     if (db_txn_owner == c->pool) {
         db_txn_owner = NULL;
     }

@@ -39,6 +39,9 @@ struct ws_db_conn {
     ws_err txn_err;     /* first statement error in the open txn */
     int in_txn;         /* inside a transaction's fn */
     int in_group;       /* a group transaction is open (ws_db_group_begin) */
+    int sp_unreleased;  /* the group's last savepoint succeeded and is not
+                           released yet: released with the next SAVEPOINT,
+                           in the same exec, or by the group's COMMIT */
     int txn_read_only;  /* the open transaction is read-only */
     atomic_int failing; /* 1 while the last write failed for the storage */
     char fail_why[128]; /* why, while failing (written before failing = 1) */
@@ -49,6 +52,17 @@ struct ws_db_conn {
     size_t nbuckets;
     size_t nentries;
 };
+
+/* lib/db's group commit: each message a savepoint of the group's
+ * transaction. The RELEASE of a savepoint that succeeded is sent with the
+ * next SAVEPOINT, as one exec (one round trip on PostgreSQL, instead of
+ * two per message), and the last one is left to COMMIT. Engines that
+ * cannot run two statements in one exec recognise these strings. */
+#define WS__DB_SQL_SAVEPOINT "SAVEPOINT ws_db_group"
+#define WS__DB_SQL_RELEASE_SAVEPOINT                                                     \
+    "RELEASE SAVEPOINT ws_db_group; SAVEPOINT ws_db_group"
+#define WS__DB_SQL_ROLLBACK_TO                                                           \
+    "ROLLBACK TO SAVEPOINT ws_db_group; RELEASE SAVEPOINT ws_db_group"
 
 typedef struct ws__db_ops {
     ws_db_engine engine;

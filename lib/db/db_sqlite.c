@@ -51,7 +51,7 @@ static const char *const sqlite_ctl_sql[CTL_N] = {
     "BEGIN",
     "COMMIT",
     "ROLLBACK",
-    "SAVEPOINT ws_db_group",
+    WS__DB_SQL_SAVEPOINT,
     "RELEASE SAVEPOINT ws_db_group",
     "ROLLBACK TO SAVEPOINT ws_db_group",
 };
@@ -365,6 +365,22 @@ static ws_err sqlite_exec(ws_db_conn *c, const char *sql)
             int rc = sqlite_ctl(sc, i);
             return rc == SQLITE_OK ? WS_OK : sqlite_fail(sc, rc, NULL);
         }
+    }
+    /* lib/db's pairs (db_int.h), as two of the prepared statements. */
+    int pair[2] = {-1, -1};
+    if (strcmp(sql, WS__DB_SQL_RELEASE_SAVEPOINT) == 0) {
+        pair[0] = CTL_RELEASE, pair[1] = CTL_SAVEPOINT;
+    } else if (strcmp(sql, WS__DB_SQL_ROLLBACK_TO) == 0) {
+        pair[0] = CTL_ROLLBACK_TO, pair[1] = CTL_RELEASE;
+    }
+    if (pair[0] >= 0) {
+        for (int i = 0; i < 2; i++) {
+            int rc = sqlite_ctl(sc, pair[i]);
+            if (rc != SQLITE_OK) {
+                return sqlite_fail(sc, rc, NULL);
+            }
+        }
+        return WS_OK;
     }
     if (sc->read_txn) {
         return sqlite_exec_read_only(sc, sql);
