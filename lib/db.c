@@ -630,10 +630,36 @@ bool ws_db_failing(const ws_db *db, char *why, size_t cap)
 
 /* ---- transactions --------------------------------------------------------- */
 
+/* One attempt of a one-statement read (ws_db_txn_opts.one_statement): fn
+ * outside any transaction, its statement in autocommit. */
+static ws_err db_txn_once_bare(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
+{
+    c->txn_read_only = 1;
+    c->in_txn = 1;
+    c->txn_err = WS_OK;
+    const ws_db *outer = db_txn_owner;
+    db_txn_owner = c->pool;
+    ws_err err = fn(c, ctx);
+    db_txn_owner = outer;
+    c->in_txn = 0;
+    if (err == WS_OK && c->txn_err != WS_OK) {
+        err = c->txn_err;
+    }
+    c->txn_err = WS_OK;
+    db_cache_reset_all(c);
+    if (err != WS_OK) {
+        db_fault_note(c, err);
+    }
+    return err;
+}
+
 /* One attempt: BEGIN, fn, COMMIT or ROLLBACK. */
 static ws_err db_txn_once(ws_db_conn *c, const ws_db_txn_opts *o, ws_db_txn_fn fn,
                           void *ctx)
 {
+    if (o->one_statement && o->read_only) {
+        return db_txn_once_bare(c, fn, ctx);
+    }
     const ws__db_ops *ops = c->pool->ops;
     c->txn_read_only = o->read_only;
     ws_err err = ops->begin(c, o);

@@ -180,6 +180,12 @@ typedef struct ws_db_txn_opts {
                                   PRAGMA query_only would expire every prepared
                                   statement at each switch); PostgreSQL: READ ONLY.
                                   A write inside fails on both with WS_EINVAL */
+    bool one_statement;        /* with read_only: fn runs a single statement,
+                                  which is its own snapshot on both engines, so it
+                                  runs outside any transaction: no BEGIN and no
+                                  COMMIT (two round trips fewer on PostgreSQL).
+                                  Writes are not refused then: fn must not write.
+                                  Ignored without read_only */
     int retries;               /* 0 = the pool's txn_retries, < 0 = none */
     ws_db_error *error;        /* OUT, may be NULL: the driver error of the failed
                                   attempt (when the result is not WS_OK) */

@@ -20,6 +20,8 @@ struct order_api {
 };
 
 static const ws_db_txn_opts api_read_only = {.read_only = true};
+/* GetOrder's read is one statement (order_db_get): no transaction. */
+static const ws_db_txn_opts api_one_read = {.read_only = true, .one_statement = true};
 
 typedef struct api_get {
     const char *id;
@@ -41,7 +43,7 @@ static ws_rpc_code api_get_order(void *ctx, const Webshop__V1__GetOrderRequest *
 {
     order_api *a = ctx;
     api_get g = {.id = req->id};
-    ws_err err = ws_db_txn_with(a->db, &api_read_only, api_get_run, &g);
+    ws_err err = ws_db_txn_with(a->db, &api_one_read, api_get_run, &g);
     if (err != WS_OK) {
         if (g.order != NULL) {
             protobuf_c_message_free_unpacked(&g.order->base, NULL);

@@ -699,6 +699,30 @@ static ws_err db_order_load(ws_db_stmt *s, Webshop__V1__Order **out)
     return WS_OK;
 }
 
+/* Append one line to o's items (*cap: their room, grown here). */
+static ws_err db_order_item_add(Webshop__V1__Order *o, size_t *cap, int64_t inventory_id,
+                                int64_t count)
+{
+    if (o->n_items == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        Webshop__V1__OrderItem **ni = realloc(o->items, ncap * sizeof *ni);
+        if (ni == NULL) {
+            return WS_ENOMEM;
+        }
+        o->items = ni;
+        *cap = ncap;
+    }
+    Webshop__V1__OrderItem *it = malloc(sizeof *it);
+    if (it == NULL) {
+        return WS_ENOMEM;
+    }
+    webshop__v1__order_item__init(it);
+    it->inventory_id = (int32_t)inventory_id;
+    it->count = (int32_t)count;
+    o->items[o->n_items++] = it;
+    return WS_OK;
+}
+
 /* The lines of o, appended as malloc'ed items. */
 static ws_err db_order_items(ws_db_conn *c, Webshop__V1__Order *o)
 {
@@ -710,36 +734,29 @@ static ws_err db_order_items(ws_db_conn *c, Webshop__V1__Order *o)
     size_t cap = 0;
     bool r;
     while ((err = ws_db_step(s, &r)) == WS_OK && r) {
-        if (o->n_items == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            Webshop__V1__OrderItem **ni = realloc(o->items, ncap * sizeof *ni);
-            if (ni == NULL) {
-                err = WS_ENOMEM;
-                break;
-            }
-            o->items = ni;
-            cap = ncap;
-        }
-        Webshop__V1__OrderItem *it = malloc(sizeof *it);
-        if (it == NULL) {
-            err = WS_ENOMEM;
+        err = db_order_item_add(o, &cap, ws_db_column_int64(s, 0),
+                                ws_db_column_int64(s, 1));
+        if (err != WS_OK) {
             break;
         }
-        webshop__v1__order_item__init(it);
-        it->inventory_id = (int32_t)ws_db_column_int64(s, 0);
-        it->count = (int32_t)ws_db_column_int64(s, 1);
-        o->items[o->n_items++] = it;
     }
     ws_db_reset(s);
     return err;
 }
 
+/* One statement for an order and its lines (a row per line; one row with
+ * NULL lines for an order without any), so that GetOrder can run it on its
+ * own, outside a transaction: one round trip on PostgreSQL. */
+#define DB_SQL_ORDER_WITH_ITEMS                                                          \
+    "SELECT o.id, o.status, o.reason, o.created_ms, o.updated_ms, o.attempts,"           \
+    " i.inventory_id, i.count FROM orders o"                                             \
+    " LEFT JOIN order_items i ON i.order_id = o.id"                                      \
+    " WHERE o.id = $1 AND o.tombstone = 0 ORDER BY i.line"
+
 ws_err order_db_get(ws_db_conn *c, const char *id, Webshop__V1__Order **out)
 {
     ws_db_stmt *s;
-    ws_err err = db_prep_id(
-        c, "SELECT " DB_ORDER_COLUMNS " FROM orders WHERE id = $1 AND tombstone = 0", id,
-        &s);
+    ws_err err = db_prep_id(c, DB_SQL_ORDER_WITH_ITEMS, id, &s);
     bool r = false;
     if (err == WS_OK) {
         err = ws_db_step(s, &r);
@@ -752,12 +769,20 @@ ws_err order_db_get(ws_db_conn *c, const char *id, Webshop__V1__Order **out)
         return WS_ENOTFOUND;
     }
     Webshop__V1__Order *o;
-    err = db_order_load(s, &o);
-    ws_db_reset(s);
-    if (err != WS_OK) {
+    if ((err = db_order_load(s, &o)) != WS_OK) {
+        ws_db_reset(s);
         return err;
     }
-    if ((err = db_order_items(c, o)) != WS_OK) {
+    size_t cap = 0;
+    while (err == WS_OK && r && !ws_db_column_is_null(s, 6)) {
+        err = db_order_item_add(o, &cap, ws_db_column_int64(s, 6),
+                                ws_db_column_int64(s, 7));
+        if (err == WS_OK) {
+            err = ws_db_step(s, &r);
+        }
+    }
+    ws_db_reset(s);
+    if (err != WS_OK) {
         protobuf_c_message_free_unpacked(&o->base, NULL);
         return err;
     }

@@ -274,9 +274,9 @@ ws_err order_db_count_by_status(ws_db_conn *c, int64_t *counts /* OUT */, size_t
 
 /* The order id with its lines (not a tombstone): WS_OK and *out, a malloc'ed
  * message (free with protobuf_c_message_free_unpacked), or WS_ENOTFOUND.
- * Two statements: run it in a transaction for one snapshot (a read-only
- * one; REPEATABLE READ on PostgreSQL if both must see the same commit, but
- * lines never change once stored, so READ COMMITTED is enough). */
+ * One statement (the order joined with its lines), so one snapshot: it
+ * needs no transaction of its own (GetOrder runs it with
+ * ws_db_txn_opts.one_statement). */
 ws_err order_db_get(ws_db_conn *c, const char *id, Webshop__V1__Order **out /* OUT */);
 
 /* One page of orders (not tombstones), newest first by (created_ms, id)

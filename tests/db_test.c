@@ -1194,6 +1194,47 @@ DB_TEST(read_only_txn_reads_beside_a_writer_and_cannot_write)
     ws_db_close(a);
 }
 
+static ws_err bad_read_fn(ws_db_conn *c, void *arg)
+{
+    (void)arg;
+    return conn_run(c, "SELECT nope FROM counter", 0, NULL, NULL);
+}
+
+static ws_err hold_and_read_bare_fn(ws_db_conn *c, void *arg)
+{
+    reader_ctx *r = arg;
+    cr_assert_eq(conn_run(c, "UPDATE counter SET n = 9 WHERE id = 1", 0, NULL, NULL),
+                 WS_OK);
+    ws_db_txn_opts o = {.read_only = true, .one_statement = true, .retries = -1};
+    r->result = ws_db_txn_with(r->other, &o, read_fn, &r->rows);
+    return WS_OK;
+}
+
+/* A one-statement read (no BEGIN, no COMMIT) reads beside a writer and
+ * sees the last commit; a failing statement fails it, and the connection
+ * works afterwards, for a transaction and for another bare read. */
+DB_TEST(one_statement_read_runs_outside_a_transaction)
+{
+    ws_db *a = pool_open(E.url, counter_migs, 1, 1);
+    ws_db_opts bo = {.url = E.url, .pool_size = 1, .busy_timeout_ms = -1};
+    ws_db *b = NULL;
+    cr_assert_eq(ws_db_open(&bo, &b), WS_OK);
+    reader_ctx r = {.other = b, .rows = -1};
+    cr_assert_eq(ws_db_txn(a, hold_and_read_bare_fn, &r), WS_OK);
+    cr_assert_eq(r.result, WS_OK, "the bare reader failed: %s", ws_errname(r.result));
+    cr_assert_eq(r.rows, 2);
+
+    ws_db_txn_opts o = {.read_only = true, .one_statement = true};
+    cr_assert_neq(ws_db_txn_with(b, &o, bad_read_fn, NULL), WS_OK);
+    int64_t rows = -1;
+    cr_assert_eq(ws_db_txn_with(b, &o, read_fn, &rows), WS_OK);
+    cr_assert_eq(rows, 2);
+    cr_assert_eq(ws_db_txn(b, write_in_read_fn, NULL), WS_OK);
+    cr_assert_eq(sql_int(a, "SELECT n FROM counter WHERE id = 2"), 5);
+    ws_db_close(b);
+    ws_db_close(a);
+}
+
 typedef struct loss_ctx {
     pg_cluster *cluster;
     int calls;
