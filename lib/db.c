@@ -630,23 +630,37 @@ bool ws_db_failing(const ws_db *db, char *why, size_t cap)
 
 /* ---- transactions --------------------------------------------------------- */
 
+/* fn on c as the body of a transaction, of a group's savepoint or of a
+ * one-statement read: c->in_txn while it runs, and a statement that failed
+ * inside fails it even when fn returned WS_OK (*went_on then true, may be
+ * NULL); the statements are reset after. */
+static ws_err db_txn_body(ws_db_conn *c, ws_db_txn_fn fn, void *ctx, bool *went_on)
+{
+    c->in_txn = 1;
+    c->txn_err = WS_OK;
+    ws_err err = fn(c, ctx);
+    c->in_txn = 0;
+    bool late = err == WS_OK && c->txn_err != WS_OK;
+    if (late) {
+        err = c->txn_err;
+    }
+    if (went_on != NULL) {
+        *went_on = late;
+    }
+    c->txn_err = WS_OK;
+    db_cache_reset_all(c);
+    return err;
+}
+
 /* One attempt of a one-statement read (ws_db_txn_opts.one_statement): fn
  * outside any transaction, its statement in autocommit. */
 static ws_err db_txn_once_bare(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
 {
     c->txn_read_only = 1;
-    c->in_txn = 1;
-    c->txn_err = WS_OK;
     const ws_db *outer = db_txn_owner;
     db_txn_owner = c->pool;
-    ws_err err = fn(c, ctx);
+    ws_err err = db_txn_body(c, fn, ctx, NULL);
     db_txn_owner = outer;
-    c->in_txn = 0;
-    if (err == WS_OK && c->txn_err != WS_OK) {
-        err = c->txn_err;
-    }
-    c->txn_err = WS_OK;
-    db_cache_reset_all(c);
     if (err != WS_OK) {
         db_fault_note(c, err);
     }
@@ -667,21 +681,17 @@ static ws_err db_txn_once(ws_db_conn *c, const ws_db_txn_opts *o, ws_db_txn_fn f
         db_fault_note(c, err);
         return err;
     }
-    c->in_txn = 1;
-    c->txn_err = WS_OK;
     const ws_db *outer = db_txn_owner;
     db_txn_owner = c->pool;
-    err = fn(c, ctx);
+    bool went_on = false;
+    err = db_txn_body(c, fn, ctx, &went_on);
     db_txn_owner = outer;
-    c->in_txn = 0;
-    if (err == WS_OK && c->txn_err != WS_OK) {
+    if (went_on) {
         /* fn went on after a failed statement: PostgreSQL has aborted the
          * transaction already; fail it on SQLite too. */
-        err = c->txn_err;
         ws_log_warn("db_txn_statement_failed", "url=%s err=%s msg=%s", c->pool->url_safe,
                     ws_errname(err), c->err.message);
     }
-    db_cache_reset_all(c);
     if (err != WS_OK) {
         db_fault_note(c, err);
         ops->rollback(c);
@@ -715,15 +725,7 @@ static ws_err db_txn_savepoint(ws_db_conn *c, ws_db_txn_fn fn, void *ctx)
         db_fault_note(c, err);
         return err;
     }
-    c->in_txn = 1;
-    c->txn_err = WS_OK;
-    err = fn(c, ctx);
-    c->in_txn = 0;
-    if (err == WS_OK && c->txn_err != WS_OK) {
-        err = c->txn_err;
-    }
-    c->txn_err = WS_OK;
-    db_cache_reset_all(c);
+    err = db_txn_body(c, fn, ctx, NULL);
     if (err != WS_OK) {
         db_fault_note(c, err);
         if (ops->txn_open(c)) {

@@ -22,8 +22,8 @@
 
 #include "metrics.h"
 #include "rpc_client.h"
+#include "rpc_fixture.h"
 #include "rpc_server.h"
-#include "webshop/v1/inventory.rpc.h"
 
 /* A call must be answered this soon after the real server is up: two
  * dialer checks (RPC_DIALER_CHECK_MS apart) and a redial take about 1 s;
@@ -59,23 +59,12 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static ws_rpc_code get_catalog(void *ctx, const Webshop__V1__GetCatalogRequest *req,
-                               Webshop__V1__GetCatalogResponse **resp, ws_rpc_call *call)
-{
-    (void)ctx, (void)req, (void)call;
-    *resp = malloc(sizeof(**resp));
-    webshop__v1__get_catalog_response__init(*resp);
-    return WS_RPC_OK;
-}
-
-static const webshop_v1_inventory_server inventory_impl = {.get_catalog = get_catalog};
-
 static ws_rpc_server *server_new(const char *url)
 {
     ws_rpc_server_opts o = {.url = url};
     ws_rpc_server *srv = NULL;
     cr_assert_eq(ws_rpc_server_open(&o, &srv), WS_OK);
-    cr_assert_eq(webshop_v1_inventory_register(srv, &inventory_impl), WS_OK);
+    cr_assert_eq(webshop_v1_inventory_register(srv, &rpc_fixture_inventory), WS_OK);
     ws_err err = ws_rpc_server_start(srv);
     cr_assert_eq(err, WS_OK, "start: %s", ws_strerror(err));
     return srv;
@@ -89,26 +78,13 @@ static ws_rpc_client *client_new(const char *url, ws_metrics *m)
     return c;
 }
 
-static ws_rpc_code call_once(ws_rpc_client *c, uint32_t deadline_ms)
-{
-    Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    ws_rpc_code code = ws_rpc_client_call(
-        c, WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, &req.base,
-        &webshop__v1__get_catalog_response__descriptor, &resp, deadline_ms, NULL, 0);
-    if (resp != NULL) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-    }
-    return code;
-}
-
 /* Calls until one is answered or BOUND_MS have passed: whether one was. */
 static bool answered_within_bound(ws_rpc_client *c)
 {
     long long until = now_ms() + BOUND_MS;
     ws_rpc_code code;
     do {
-        code = call_once(c, 1000);
+        code = rpc_fixture_get_catalog(c, 1000);
     } while (code != WS_RPC_OK && now_ms() < until);
     return code == WS_RPC_OK;
 }
@@ -200,7 +176,7 @@ Test(rpc_dialer, dialer_to_a_server_not_up_yet_is_left_alone)
     long long until = now_ms() + 3 * 1000;
     int calls = 0;
     do {
-        cr_assert_eq(call_once(c, 500), WS_RPC_UNAVAILABLE);
+        cr_assert_eq(rpc_fixture_get_catalog(c, 500), WS_RPC_UNAVAILABLE);
         calls++;
     } while (now_ms() < until);
     cr_expect_eq(restarts(m, url), 0, "replaced a live dialer (%d calls)", calls);
@@ -230,7 +206,7 @@ Test(rpc_dialer, dialer_follows_a_restarted_server)
     cr_assert(answered_within_bound(c));
     long long until = now_ms() + 1500;
     do {
-        cr_assert_eq(call_once(c, 1000), WS_RPC_OK);
+        cr_assert_eq(rpc_fixture_get_catalog(c, 1000), WS_RPC_OK);
     } while (now_ms() < until);
     cr_log_info("restarts: %llu", (unsigned long long)restarts(m, url));
     ws_rpc_client_close(c);

@@ -32,7 +32,7 @@
 #include "rpc_client.h"
 #include "rpc_server.h"
 #include "rpc_server_int.h"
-#include "webshop/v1/inventory.rpc.h"
+#include "rpc_fixture.h"
 
 /* A call must be answered this soon after the misbehaving peer has gone:
  * the probe (every PROBE_MS, a handshake bound of PROBE_BOUND_MS, two
@@ -117,17 +117,6 @@ static long long now_ms(void)
 
 /* ----------------------------------------------------------------- server */
 
-static ws_rpc_code get_catalog(void *ctx, const Webshop__V1__GetCatalogRequest *req,
-                               Webshop__V1__GetCatalogResponse **resp, ws_rpc_call *call)
-{
-    (void)ctx, (void)req, (void)call;
-    *resp = malloc(sizeof(**resp));
-    webshop__v1__get_catalog_response__init(*resp);
-    return WS_RPC_OK;
-}
-
-static const webshop_v1_inventory_server inventory_impl = {.get_catalog = get_catalog};
-
 /* A started server on plain (NULL: TLS only), with a TLS listener for
  * identity "front" when tls, its metrics in m, probing at test speed. */
 static ws_rpc_server *server_new(const char *plain, bool tls, ws_metrics *m)
@@ -135,7 +124,7 @@ static ws_rpc_server *server_new(const char *plain, bool tls, ws_metrics *m)
     ws_rpc_server_opts o = {.url = plain, .identities_only = plain == NULL, .metrics = m};
     ws_rpc_server *srv = NULL;
     cr_assert_eq(ws_rpc_server_open(&o, &srv), WS_OK);
-    cr_assert_eq(webshop_v1_inventory_register(srv, &inventory_impl), WS_OK);
+    cr_assert_eq(webshop_v1_inventory_register(srv, &rpc_fixture_inventory), WS_OK);
     if (tls) {
         cr_assert_eq(ws_rpc_server_listen_tls(
                          srv, "tls+tcp://127.0.0.1:0", "front", in_dir("inventory.crt"),
@@ -164,15 +153,8 @@ static bool answered_within_bound(const char *url)
     long long until = now_ms() + BOUND_MS;
     ws_rpc_code code;
     do {
-        Webshop__V1__GetCatalogRequest req = WEBSHOP__V1__GET_CATALOG_REQUEST__INIT;
-        ProtobufCMessage *resp = NULL;
         long long left = until - now_ms();
-        code = ws_rpc_client_call(c, WEBSHOP_V1_INVENTORY_GET_CATALOG_METHOD, &req.base,
-                                  &webshop__v1__get_catalog_response__descriptor, &resp,
-                                  (uint32_t)(left > 1 ? left : 1), NULL, 0);
-        if (resp != NULL) {
-            protobuf_c_message_free_unpacked(resp, NULL);
-        }
+        code = rpc_fixture_get_catalog(c, (uint32_t)(left > 1 ? left : 1));
     } while (code != WS_RPC_OK && now_ms() < until);
     ws_rpc_client_close(c);
     return code == WS_RPC_OK;
@@ -387,7 +369,7 @@ Test(rpc_listener, idle_tls_listeners_are_each_probed_on_their_own_counters)
     ws_rpc_server_opts o = {.identities_only = true, .metrics = m};
     ws_rpc_server *srv = NULL;
     cr_assert_eq(ws_rpc_server_open(&o, &srv), WS_OK);
-    cr_assert_eq(webshop_v1_inventory_register(srv, &inventory_impl), WS_OK);
+    cr_assert_eq(webshop_v1_inventory_register(srv, &rpc_fixture_inventory), WS_OK);
     cr_assert_eq(ws_rpc_server_listen_tls(
                      srv, "tls+tcp://127.0.0.1:0", "front", in_dir("inventory.crt"),
                      in_dir("inventory.key"), in_dir("front-ca.crt")),
