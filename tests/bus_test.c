@@ -1190,31 +1190,52 @@ typedef struct share_want {
     int shared, plain;
 } share_want;
 
+/* Every message below w->shared reached the group, and below w->plain the
+ * plain subscriber, at least once (a total would count a redelivery). */
 static bool share_reached(void *ctx)
 {
     share_want *w = ctx;
+    bool ok = true;
     pthread_mutex_lock(&w->t->mu);
-    bool ok = w->t->shared_total >= w->shared && w->t->plain_total >= w->plain;
+    for (int i = 0; ok && i < w->shared; i++) {
+        ok = w->t->seen[i] > 0;
+    }
+    for (int i = 0; ok && i < w->plain; i++) {
+        ok = w->t->plain[i] > 0;
+    }
     pthread_mutex_unlock(&w->t->mu);
     return ok;
 }
 
 /* Every message in [from, to) reached the group exactly once and the plain
- * subscriber exactly once, on the plain topic. */
-static void share_expect_once(share_rig *r, int from, int to)
+ * subscriber exactly once, on the plain topic -- except those below
+ * again_below, which may have come twice: QoS 1 is at least once, and a
+ * broker stopped (SIGTERM) before it read a subscriber's last PUBACKs saves
+ * those messages as in flight and sends them again after its restart (seen
+ * once in CI, under ASan: the last message before the restart, to the plain
+ * subscriber). Messages published after the restart come exactly once. */
+static void share_expect_once(share_rig *r, int from, int to, int again_below)
 {
     share_want w = {&r->t, to, to};
     cr_assert(harness_wait_until(share_reached, &w, WAIT_MS), "shared %d plain %d of %d",
               r->t.shared_total, r->t.plain_total, to);
     pthread_mutex_lock(&r->t.mu);
+    int again_shared = 0, again_plain = 0;
     for (int i = from; i < to; i++) {
-        cr_expect_eq(r->t.seen[i], 1, "message %d reached the group %d times", i,
-                     r->t.seen[i]);
-        cr_expect_eq(r->t.plain[i], 1, "message %d reached the plain subscriber %d times",
-                     i, r->t.plain[i]);
+        int most = i < again_below ? 2 : 1;
+        cr_expect(r->t.seen[i] >= 1 && r->t.seen[i] <= most,
+                  "message %d reached the group %d times", i, r->t.seen[i]);
+        cr_expect(r->t.plain[i] >= 1 && r->t.plain[i] <= most,
+                  "message %d reached the plain subscriber %d times", i, r->t.plain[i]);
+        again_shared += r->t.seen[i] > 1;
+        again_plain += r->t.plain[i] > 1;
     }
-    cr_expect_eq(r->t.shared_total, to);
-    cr_expect_eq(r->t.plain_total, to);
+    if (again_shared + again_plain > 0) {
+        cr_log_info("sent again after the restart: %d to the group, %d to the plain one",
+                    again_shared, again_plain);
+    }
+    cr_expect_eq(r->t.shared_total, to + again_shared);
+    cr_expect_eq(r->t.plain_total, to + again_plain);
     cr_expect_eq(r->t.bad_topic, 0, "delivered with a $share/ topic");
     pthread_mutex_unlock(&r->t.mu);
 }
@@ -1224,7 +1245,7 @@ Test(bus, share_group_members_get_every_message_once_between_them)
     share_rig r;
     share_rig_open(&r);
     share_publish(&r, 0, SHARE_N);
-    share_expect_once(&r, 0, SHARE_N);
+    share_expect_once(&r, 0, SHARE_N, 0);
     cr_expect_gt(r.t.by_member[0], 0);
     cr_expect_gt(r.t.by_member[1], 0);
     cr_log_info("share split %d/%d", r.t.by_member[0], r.t.by_member[1]);
@@ -1252,7 +1273,7 @@ Test(bus, share_group_members_subscribe_again_after_a_broker_restart)
     share_rig r;
     share_rig_open(&r);
     share_publish(&r, 0, SHARE_N / 2);
-    share_expect_once(&r, 0, SHARE_N / 2);
+    share_expect_once(&r, 0, SHARE_N / 2, 0);
     int before[2] = {r.t.by_member[0], r.t.by_member[1]};
     ws_bus *all[4] = {r.member[0], r.member[1], r.plain, r.pub};
     epoch_change e[4];
@@ -1268,7 +1289,7 @@ Test(bus, share_group_members_subscribe_again_after_a_broker_restart)
                   i);
     }
     share_publish(&r, SHARE_N / 2, 2 * SHARE_N);
-    share_expect_once(&r, 0, 2 * SHARE_N);
+    share_expect_once(&r, 0, 2 * SHARE_N, SHARE_N / 2);
     cr_expect_gt(r.t.by_member[0] - before[0], 0,
                  "member 0 got nothing after the restart");
     cr_expect_gt(r.t.by_member[1] - before[1], 0,
