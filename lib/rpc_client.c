@@ -7,7 +7,7 @@
  * its own caller (its own mutex and condition variable): one wake-up per
  * call, not a broadcast to every waiting caller, and neither the callback
  * nor a waiting caller takes the client's mutex, which guards only the
- * slot lists, the pipe set and close: with 64 front threads calling at
+ * slot lists, the pipe waits and close: with 64 front threads calling at
  * once, no caller queues behind another's wake-up.
  *
  * Metrics: the series of each method (latency, calls by code) are looked up
@@ -16,7 +16,8 @@
  * UNAVAILABLE versus DEADLINE_EXCEEDED (what lets the front answer 503 for a
  * backend that is down and 504 for one that is slow): a req0 send with no
  * connected peer does not fail, it waits in nng's queue until the timeout.
- * So the client tracks its connected pipes (nng_pipe_notify) and, before
+ * So the client tracks its connected pipes (nng_pipe_notify, counted per
+ * dialer by rpc_dialer.c) and, before
  * sending, waits for one for at most RPC_CLIENT_CONNECT_GRACE_MS (or the
  * deadline, if shorter): that covers one redial period (RECONNMAXT) and so a
  * peer that has just come up. No pipe by then: UNAVAILABLE without sending.
@@ -116,10 +117,10 @@ struct ws_rpc_client {
 
     pthread_mutex_t mu;
     pthread_cond_t cv; /* pipes changed or closed (callers waiting for a pipe) */
-    uint32_t *pipes;   /* ids of connected pipes, under mu */
-    size_t n_pipes, cap_pipes;
-    rpc_dialer_set *dialers;  /* set at open, before any pipe; freed at close */
-    atomic_size_t n_up;       /* n_pipes, written under mu, read without it */
+    /* Set at open before any pipe, freed at close. It counts the connected
+     * pipes (rpc_dialer_set_any_up), updated by the pipe callback before it
+     * wakes anyone under mu. */
+    rpc_dialer_set *dialers;
     int calls;                /* calls in progress, under mu */
     rpc_client_slot *pending; /* slots of calls in flight, under mu */
     rpc_client_slot *free;    /* idle slots, under mu */
@@ -136,38 +137,14 @@ static int64_t rpc_client_now_ms(void)
     return ws_clock_mono_ms();
 }
 
-/* Pipe events, on an nng thread. A pipe that was never added (rejected by
- * the protocol) is ignored on removal, so the set stays exact. */
+/* Pipe events, on an nng thread: the dialer set counts the pipe, then
+ * whoever waits on a pipe change is woken. */
 static void rpc_client_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     ws_rpc_client *c = arg;
-    uint32_t id = (uint32_t)nng_pipe_id(p);
 
-    if (c->dialers != NULL) {
-        rpc_dialer_set_pipe(c->dialers, p, ev == NNG_PIPE_EV_ADD_POST);
-    }
+    rpc_dialer_set_pipe(c->dialers, p, ev == NNG_PIPE_EV_ADD_POST);
     pthread_mutex_lock(&c->mu);
-    if (ev == NNG_PIPE_EV_ADD_POST) {
-        if (c->n_pipes == c->cap_pipes) {
-            size_t cap = c->cap_pipes ? c->cap_pipes * 2 : 8;
-            uint32_t *grown = realloc(c->pipes, cap * sizeof(*grown));
-            if (grown != NULL) {
-                c->pipes = grown;
-                c->cap_pipes = cap;
-            }
-        }
-        if (c->n_pipes < c->cap_pipes) {
-            c->pipes[c->n_pipes++] = id;
-        }
-    } else if (ev == NNG_PIPE_EV_REM_POST) {
-        for (size_t i = 0; i < c->n_pipes; i++) {
-            if (c->pipes[i] == id) {
-                c->pipes[i] = c->pipes[--c->n_pipes];
-                break;
-            }
-        }
-    }
-    atomic_store(&c->n_up, c->n_pipes);
     pthread_cond_broadcast(&c->cv);
     /* A caller waiting for its answer with no pipe left must start its
      * grace timer now. */
@@ -358,7 +335,6 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
     c->max_msg = opts->max_msg ? opts->max_msg : WS_RPC_DEFAULT_MAX_MSG;
     c->metrics = opts->metrics ? opts->metrics : ws_metrics_default();
     atomic_init(&c->next_id, 1);
-    atomic_init(&c->n_up, 0);
     c->first_url = strdup(opts->urls[0]);
     if (c->first_url == NULL) {
         free(c);
@@ -401,7 +377,6 @@ ws_err ws_rpc_client_open(const ws_rpc_client_opts *opts, ws_rpc_client **out)
 
 fail_opts:
     nng_close(c->sock);
-    free(c->pipes);
     rpc_dialer_set_free(c->dialers);
 fail_sock:
     pthread_cond_destroy(&c->cv);
@@ -458,7 +433,6 @@ void ws_rpc_client_close(ws_rpc_client *c)
     }
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
-    free(c->pipes);
     free(c->first_url);
     free(c);
 }
@@ -475,7 +449,7 @@ static void rpc_client_set_msg(char *msg, size_t msg_len, const char *fmt,
  * until_ms, monotonic) or the client closes. True if a pipe is connected. */
 static bool rpc_client_wait_pipe_locked(ws_rpc_client *c, int64_t until_ms)
 {
-    while (c->n_pipes == 0 && !c->closed) {
+    while (!rpc_dialer_set_any_up(c->dialers) && !c->closed) {
         int64_t now = rpc_client_now_ms();
         if (now >= until_ms) {
             break;
@@ -483,7 +457,7 @@ static bool rpc_client_wait_pipe_locked(ws_rpc_client *c, int64_t until_ms)
         struct timespec ts = ws_clock_mono_after(until_ms - now);
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }
-    return c->n_pipes > 0;
+    return rpc_dialer_set_any_up(c->dialers);
 }
 
 static ws_rpc_code rpc_client_code_from_nng(ws_rpc_client *c, int rv)
@@ -492,7 +466,7 @@ static ws_rpc_code rpc_client_code_from_nng(ws_rpc_client *c, int rv)
 
     pthread_mutex_lock(&c->mu);
     closed = c->closed;
-    no_pipe = c->n_pipes == 0;
+    no_pipe = !rpc_dialer_set_any_up(c->dialers);
     pthread_mutex_unlock(&c->mu);
     if (closed) {
         return WS_RPC_CANCELLED;
@@ -519,9 +493,9 @@ static bool rpc_client_slot_wait_locked(ws_rpc_client *c, rpc_client_slot *k)
     bool lost = false;
 
     while (!k->done) {
-        /* The pipe callback stores n_up before it signals k->cv under
+        /* The pipe callback counts the pipe before it signals k->cv under
          * k->mu, so a loss after this test still wakes the wait below. */
-        if (atomic_load(&c->n_up) > 0 && !lost) {
+        if (rpc_dialer_set_any_up(c->dialers) && !lost) {
             no_pipe_since = -1;
             pthread_cond_wait(&k->cv, &k->mu);
             continue;

@@ -209,6 +209,11 @@ bool rpc_dialer_set_all_up(const rpc_dialer_set *s)
     return atomic_load(&s->n_up) >= s->n;
 }
 
+bool rpc_dialer_set_any_up(const rpc_dialer_set *s)
+{
+    return atomic_load(&s->n_up) > 0;
+}
+
 /* How many connect attempts the dialer id has finished, whatever their
  * result, or -1 when nng keeps no statistics. */
 static int64_t rpc_dialer_attempts(uint32_t id)

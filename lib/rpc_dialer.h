@@ -64,6 +64,10 @@ void rpc_dialer_set_pipe(rpc_dialer_set *s, nng_pipe p, bool added);
 /* Whether every dialer has a pipe: lock-free, for the caller's fast path. */
 bool rpc_dialer_set_all_up(const rpc_dialer_set *s);
 
+/* Whether some dialer has a pipe (the client can send): lock-free; a pipe
+ * event is counted before rpc_dialer_set_pipe returns. */
+bool rpc_dialer_set_any_up(const rpc_dialer_set *s);
+
 /* Replace the dialers that stopped dialing (see the top). Any thread, not
  * holding the client's locks (closing a dialer runs pipe callbacks); cheap
  * when no dialer is due for a check. */
