@@ -771,11 +771,14 @@ static bool outbox_relay_carries_delete(const ws_outbox_relay *r, int room,
 }
 
 /* Relay thread: claim up to room rows and publish them (unless a failing
- * claim is backing off: then WS_EIO, "not drained"). *looked: the table
- * was read; *full: the claim took all the room (more may be waiting);
- * a delete it carried (or ran) sets *last_delete_ms. WS_OK when room is 0. */
-static ws_err outbox_relay_claim_step(ws_outbox_relay *r, int room, int64_t now_ms,
-                                      bool *looked, bool *full, int64_t *last_delete_ms)
+ * claim is backing off: then WS_EIO, "not drained"), with the owed deletes
+ * in the same transaction when carry (outbox_relay_carries_delete, decided
+ * once per pass by the caller). *looked: the table was read; *full: the
+ * claim took all the room (more may be waiting); a delete it carried (or
+ * ran) sets *last_delete_ms. WS_OK when room is 0. */
+static ws_err outbox_relay_claim_step(ws_outbox_relay *r, int room, bool carry,
+                                      int64_t now_ms, bool *looked, bool *full,
+                                      int64_t *last_delete_ms)
 {
     *looked = *full = false;
     if (room <= 0) {
@@ -793,7 +796,7 @@ static ws_err outbox_relay_claim_step(ws_outbox_relay *r, int room, int64_t now_
                            .now_wall_ms = wall,
                            .lease = wall + r->lease_ms,
                            .gauges_due = now_ms - r->gauges_ms >= OUTBOX_GAUGE_MS};
-    if (outbox_relay_carries_delete(r, room, now_ms)) {
+    if (carry) {
         qsort(r->acked, r->nacked, sizeof(r->acked[0]), outbox_id_cmp);
         cc.with_delete = true;
     }
@@ -895,7 +898,7 @@ static void *outbox_relay_main(void *arg)
         }
         bool carried = outbox_relay_carries_delete(r, p.room, p.now_ms);
         outbox_relay_delete_step(r, idle, carried, p.now_ms, &last_delete_ms);
-        p.err = outbox_relay_claim_step(r, p.room, p.now_ms, &p.looked, &p.full,
+        p.err = outbox_relay_claim_step(r, p.room, carried, p.now_ms, &p.looked, &p.full,
                                         &last_delete_ms);
         p.delete_failed = r->del_fail.delay_ms != 0;
 
