@@ -93,8 +93,12 @@ void inv__stock_lines_sort(inv_db_line *lines, size_t n)
     }
 }
 
-void inv__stock_moved_set(const int32_t *ids, size_t n, int32_t *moved, size_t *n_moved)
+ws_err inv__stock_moved(ws_db_conn *c, const int32_t *ids, size_t n, size_t *n_queued,
+                        int32_t *moved, size_t *n_moved)
 {
+    if (moved == NULL) {
+        return inv__stock_queue_changed(c, ids, n, n_queued);
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (k == 0 || moved[k - 1] != ids[i]) {
@@ -102,6 +106,7 @@ void inv__stock_moved_set(const int32_t *ids, size_t n, int32_t *moved, size_t *
         }
     }
     *n_moved = k;
+    return WS_OK;
 }
 
 ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items,
@@ -121,10 +126,8 @@ ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items,
         ids[i] = lines[i].product_id;
     }
     size_t queued = 0;
-    if (err == WS_OK && moved != NULL) {
-        inv__stock_moved_set(ids, n, moved, n_moved);
-    } else if (err == WS_OK) {
-        err = inv__stock_queue_changed(c, ids, n, &queued);
+    if (err == WS_OK) {
+        err = inv__stock_moved(c, ids, n, &queued, moved, n_moved);
     }
     if (err == WS_OK) {
         *n_items = n;
@@ -238,7 +241,7 @@ static ws_err stock_lines_take(ws_db_conn *c, const inv_db_line *in, size_t n,
 typedef struct stock_sent_ctx {
     const Webshop__V1__OrderSent *ev;
     bool defer_changed; /* inv_stock_opts */
-    const char *id; /* ev's order id normalized, or NULL when it is not a UUID */
+    const char *id;     /* ev's order id normalized, or NULL when it is not a UUID */
     inv_order_outcome *out;
 } stock_sent_ctx;
 
@@ -327,11 +330,8 @@ static ws_err stock_sent_decide(ws_db_conn *c, const char *id,
     for (size_t i = 0; i < n; i++) {
         ids[i] = lines[i].product_id;
     }
-    if (defer_changed) {
-        inv__stock_moved_set(ids, n, out->moved, &out->n_moved);
-        return WS_OK;
-    }
-    return inv__stock_queue_changed(c, ids, n, &out->n_queued);
+    return inv__stock_moved(c, ids, n, &out->n_queued, defer_changed ? out->moved : NULL,
+                            &out->n_moved);
 }
 
 static ws_err stock_sent_txn(ws_db_conn *c, void *arg)

@@ -29,9 +29,13 @@ ws_err inv__stock_queue_changed(ws_db_conn *c, const int32_t *ids, size_t n,
 ws_err inv__stock_restore(ws_db_conn *c, const char *order_id, size_t *n_items /* OUT */,
                           size_t *n_queued, int32_t *moved, size_t *n_moved /* OUT */);
 
-/* The distinct ids of the sorted ids[0..n) into moved[0..*n_moved). */
-void inv__stock_moved_set(const int32_t *ids, size_t n, int32_t *moved,
-                          size_t *n_moved /* OUT */);
+/* The balances of the products ids[0..n) (sorted) moved in this
+ * transaction: queue one StockChanged per product (inv__stock_queue_changed,
+ * *n_queued incremented per event) -- or, with moved non-NULL
+ * (inv_stock_opts.defer_changed), list the distinct ids in
+ * moved[0..*n_moved) for the caller to queue. */
+ws_err inv__stock_moved(ws_db_conn *c, const int32_t *ids, size_t n, size_t *n_queued,
+                        int32_t *moved, size_t *n_moved /* OUT */);
 
 /* Sort lines[0..n) by product id, keeping the order of equal ids: the
  * order in which every writer takes or restocks products. */
