@@ -83,11 +83,11 @@ struct order_consumer {
     outcome_park *park;    /* outcomes before their order (replicas) */
 };
 
-/* Queue the owed statuses on the group's connection. */
-static ws_err consumer_owed_queue(order_consumer *c)
+/* Queue the owed statuses on conn, the group's connection. */
+static ws_err consumer_owed_queue(order_consumer *c, ws_db_conn *conn)
 {
     unsigned queued = 0;
-    ws_err err = orders_queue_owed(c->group, c->owed, c->n_owed, &queued);
+    ws_err err = orders_queue_owed(conn, c->owed, c->n_owed, &queued);
     if (err == WS_OK) {
         c->n_owed = 0;
         c->kick_owed = c->kick_owed || queued > 0;
@@ -106,7 +106,7 @@ static ws_err consumer_owed_add(order_consumer *c, const orders_owed *o)
         }
     }
     if (c->n_owed == CONSUMER_OWED_MAX) {
-        ws_err err = consumer_owed_queue(c);
+        ws_err err = consumer_owed_queue(c, c->group);
         if (err != WS_OK) {
             return err;
         }
@@ -139,9 +139,7 @@ static ws_err consumer_group_end(void *ctx)
     if (conn == NULL) {
         return WS_EINVAL;
     }
-    c->group = conn;
-    ws_err err = consumer_owed_queue(c);
-    c->group = NULL;
+    ws_err err = consumer_owed_queue(c, conn);
     c->n_owed = 0;
     if (err != WS_OK) {
         ws_db_release(conn); /* rolls the group back */
