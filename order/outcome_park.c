@@ -2,6 +2,7 @@
 #include "outcome_park.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "clock.h"
@@ -19,8 +20,8 @@ struct outcome_park {
     pthread_cond_t cv;
     park_entry ring[OUTCOME_PARK_MAX];
     size_t head, n;
-    bool on;   /* the thread runs */
-    bool stop; /* the thread applies what is left and ends */
+    atomic_bool on; /* the thread runs; read without mu by running */
+    bool stop;      /* the thread applies what is left and ends */
     pthread_t thread;
     outcome_park_apply_fn apply;
     void *ctx;
@@ -78,7 +79,7 @@ bool outcome_park_put(outcome_park *pk, const outcome_parked *e)
 
 bool outcome_park_running(const outcome_park *pk)
 {
-    return pk != NULL && pk->on;
+    return pk != NULL && atomic_load(&pk->on);
 }
 
 /* Apply one entry outside mu, under its trace; park it again when the
