@@ -866,7 +866,7 @@ static ws_err service_tls_listeners(ws_service_rpc_tls *t, const char *prog)
 
 static bool service_ipc_listening(const char *path);
 
-static bool service_url_tcp(const char *url)
+bool ws_service_url_tcp(const char *url)
 {
     return strncmp(url, "tcp://", 6) == 0 || strncmp(url, "tcp4://", 7) == 0 ||
            strncmp(url, "tcp6://", 7) == 0;
@@ -1052,7 +1052,7 @@ static bool service_ipc_listening(const char *path)
 ws_err ws_service_rpc_url_check(const ws_service_rpc_tls *t, const char *prog,
                                 const char *flag, const char *url)
 {
-    if (service_url_tcp(url)) {
+    if (ws_service_url_tcp(url)) {
         if (!t->plaintext) {
             return service_tls_fail(
                 prog, flag,

@@ -120,6 +120,9 @@ ws_err ws_service_rpc_tls_check(ws_service_rpc_tls *t, const ws_config *c,
                                 const char *prog,
                                 const char **rpc_url /* IN/OUT, may be NULL */);
 
+/* Whether url is plain TCP: tcp://, tcp4:// or tcp6:// (not tls+tcp://). */
+bool ws_service_url_tcp(const char *url);
+
 /* One RPC URL this process listens on or dials (flag names the setting,
  * "rpc-url"): tcp://, tcp4:// and tcp6:// need --rpc-plaintext (logged
  * rpc_plaintext url=... setting=--FLAG, warn), else "PROG: --FLAG: URL is

@@ -206,12 +206,6 @@ static const char *wsctl_service_identity(const char *service)
     return wsctl_server_name(&none, service);
 }
 
-static bool wsctl_url_tcp(const char *u)
-{
-    return strncmp(u, "tcp://", 6) == 0 || strncmp(u, "tcp4://", 7) == 0 ||
-           strncmp(u, "tcp6://", 7) == 0;
-}
-
 /* "inventory" or "order" means that service's default socket,
  * ipc://RUNTIME_DIR/NAME.rpc (ws_service_rpc_default_url), as does no URL
  * (url NULL) for a method of webshop.v1.Inventory or Orders; "host:port"
@@ -245,7 +239,7 @@ static int wsctl_client_open(const wsctl_opts *o, const char *url, const char *s
         }
         u = full;
     }
-    if (wsctl_url_tcp(u) && !o->plaintext && o->cert == NULL) {
+    if (ws_service_url_tcp(u) && !o->plaintext && o->cert == NULL) {
         fprintf(
             stderr,
             "webshopctl: %s is plaintext: use ipc:// (same host; \"inventory\" and "
