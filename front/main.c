@@ -121,9 +121,6 @@ static ws_err front_on_order_status(void *ctx, const ProtobufCMessage *msg,
     return WS_OK;
 }
 
-/* --replica as the backends have it, with the front's meaning: the front
- * never shares a subscription (every front must see every event for its
- * streams and its waiting writes), so K only names its client id. */
 /* The RPC client of one backend (every replica in urls; TLS as configured,
  * verifying server_name); start_failed what=WHAT when it cannot open. */
 static ws_err front_rpc_open(const front_cfg *cfg, const ws_config_list *urls,
@@ -143,6 +140,9 @@ static ws_err front_rpc_open(const front_cfg *cfg, const ws_config_list *urls,
     return err;
 }
 
+/* --replica as the backends have it, with the front's meaning: the front
+ * never shares a subscription (every front must see every event for its
+ * streams and its waiting writes), so K only names its client id. */
 static ws_config_option front_replica_option(int64_t *target)
 {
     ws_config_option o = ws_service_replica_option(target);

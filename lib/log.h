@@ -37,10 +37,10 @@ void ws_log(ws_log_level level, const char *event, const char *fmt, ...)
 /* The same line, but buffered: appended to the calling thread's buffer
  * (8 KB), written when it fills, by a flusher thread every 100 ms, when the
  * thread ends, at exit (atexit), and before any ws_log line of level warn or
- * above. For lines
- * written at a rate where one write(2) each would cost more than the work
- * they describe (the front's access lines). A crash loses at most the last 100 ms of them; each
- * line still reaches the file whole. */
+ * above. For lines written at a rate where one write(2) each would cost
+ * more than the work they describe (the front's access lines). A crash
+ * loses at most the last 100 ms of them; each line still reaches the file
+ * whole. */
 void ws_log_buffered(ws_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
