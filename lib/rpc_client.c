@@ -59,6 +59,7 @@
 
 #include "clock.h"
 #include "rpc_dialer.h"
+#include "rpc_sock.h"
 #include "rpc_tls.h"
 #include "trace.h"
 #include "webshop/v1/rpc.pb-c.h"
@@ -422,7 +423,11 @@ void ws_rpc_client_close(ws_rpc_client *c)
         idle = k->next;
         rpc_client_slot_free(k);
     }
-    nng_close(c->sock);
+    /* If the close hangs (rpc_sock.h), c is kept whole: its pipe callback
+     * may still run. */
+    if (!ws__rpc_sock_close(c->sock, "rpc_client", c, 0)) {
+        return;
+    }
     rpc_dialer_set_free(c->dialers); /* after the socket's last pipe event */
     for (int i = 0; i < RPC_CLIENT_METHOD_SLOTS; i++) {
         rpc_client_method *m = atomic_load(&c->methods[i]);

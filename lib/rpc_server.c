@@ -23,7 +23,9 @@
 #include "rpc_server.h"
 #include "rpc_server_int.h"
 #include "rpc_probe.h"
+#include "rpc_sock.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -49,6 +51,7 @@
 #define RPC_SERVER_DEFAULT_CONTEXTS 16
 #define RPC_SERVER_DEFAULT_WORKERS  4
 #define RPC_SERVER_N_CODES          (WS_RPC_UNAUTHENTICATED + 1)
+#define RPC_SERVER_PARK_MS          50 /* close lets busy pipes park this long */
 /* The envelope around a response payload: request id, status, message and
  * field tags; a response payload may use max_msg minus this. */
 #define RPC_SERVER_ENVELOPE_ROOM (WS_RPC_MSG_LEN + 64)
@@ -143,9 +146,8 @@ struct ws_rpc_server {
 
     pthread_mutex_t mu;
     pthread_cond_t work_cv;      /* workers wait for the queue */
-    pthread_cond_t done_cv;      /* close waits for in_flight and active_ctxs */
+    pthread_cond_t done_cv;      /* close waits for in_flight */
     rpc_server_ctx *head, *tail; /* work queue, under mu */
-    int active_ctxs;             /* contexts whose state machine runs, under mu */
     int in_flight;               /* requests received, answer not yet sent, under mu */
     bool closing;                /* under mu: answer what arrived, take no more */
     bool stop_workers;           /* under mu */
@@ -944,13 +946,6 @@ ws_err ws__rpc_server_dispatch_as(ws_rpc_server *srv, const char *identity,
 
 /* ------------------------------------------------------------ state machine */
 
-/* Under srv->mu: the context's state machine has stopped for good. */
-static void rpc_server_ctx_finish_locked(ws_rpc_server *srv)
-{
-    srv->active_ctxs--;
-    pthread_cond_broadcast(&srv->done_cv);
-}
-
 /* The answer to sc's request is sent (or failed): receive the next request,
  * or stop if the server is closing. */
 static void rpc_server_ctx_answered(rpc_server_ctx *sc)
@@ -962,11 +957,14 @@ static void rpc_server_ctx_answered(rpc_server_ctx *sc)
     srv->in_flight--;
     ws_gauge_add(srv->in_flight_gauge, -1);
     closing = srv->closing;
-    if (closing) {
-        rpc_server_ctx_finish_locked(srv);
+    if (closing && srv->in_flight == 0) {
+        pthread_cond_broadcast(&srv->done_cv);
     }
     pthread_mutex_unlock(&srv->mu);
     if (!closing) {
+        /* Close may begin right here and stop sc->aio: the receive then
+         * never starts and never calls back (nng_aio_begin on a stopped
+         * aio), which close does not wait for. */
         sc->state = RPC_SERVER_CTX_RECV;
         nng_ctx_recv(sc->ctx, sc->aio);
     }
@@ -1012,9 +1010,8 @@ static void rpc_server_ctx_cb(void *arg)
     if (rv != 0) {
         pthread_mutex_lock(&srv->mu);
         if (srv->closing || rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-            rpc_server_ctx_finish_locked(srv);
             pthread_mutex_unlock(&srv->mu);
-            return;
+            return; /* this context's state machine has stopped */
         }
         pthread_mutex_unlock(&srv->mu);
         /* A transient failure (a message too large for the protocol
@@ -1034,7 +1031,6 @@ static void rpc_server_ctx_cb(void *arg)
          * for ever: seen with replicas under load, whose clients keep
          * sending). Dropped unanswered: a client with several servers
          * resends it to another (NNG_OPT_REQ_RESENDTIME). */
-        rpc_server_ctx_finish_locked(srv);
         pthread_mutex_unlock(&srv->mu);
         nng_msg_free(sc->req);
         sc->req = NULL;
@@ -1289,9 +1285,6 @@ ws_err ws_rpc_server_start(ws_rpc_server *srv)
     if ((rv = rpc_probe_start(&srv->probe, &host)) != 0) {
         goto fail;
     }
-    pthread_mutex_lock(&srv->mu);
-    srv->active_ctxs = srv->n_ctxs;
-    pthread_mutex_unlock(&srv->mu);
     for (int i = 0; i < srv->n_ctxs; i++) {
         srv->ctxs[i].state = RPC_SERVER_CTX_RECV;
         nng_ctx_recv(srv->ctxs[i].ctx, srv->ctxs[i].aio);
@@ -1318,11 +1311,17 @@ void ws_rpc_server_close(ws_rpc_server *srv)
     rpc_probe_stop(&srv->probe);
     if (srv->sock_open) {
         /* Drain: contexts stop receiving once their answer is out, and we
-         * wait for every request already received to be answered. Then the
-         * receives still pending are canceled (nng_aio_stop); a request that
-         * slipped in meanwhile is still handled. Only when every context
-         * has stopped and the workers are joined is the socket closed: nng
-         * 1.5 can crash when nng_ctx_send races with nng_close. */
+         * wait for every request already received to be answered (one that
+         * arrives after closing is set is dropped, see rpc_server_ctx_cb).
+         * Then every context's aio is stopped: its pending receive is
+         * canceled, nng_aio_stop waits for a callback still running, and no
+         * operation starts on it again (nng_aio_begin fails on a stopped
+         * aio without calling back). So a context that was just about to
+         * receive again is not waited for: it was stopped too, and counting
+         * contexts down in their callbacks hung close when one was stopped
+         * between its answer and its next receive (CI, under load). Only
+         * when the workers are joined is the socket closed: nng 1.5 can
+         * crash when nng_ctx_send races with nng_close. */
         pthread_mutex_lock(&srv->mu);
         srv->closing = true;
         while (srv->in_flight > 0) {
@@ -1337,16 +1336,26 @@ void ws_rpc_server_close(ws_rpc_server *srv)
             }
         }
         pthread_mutex_lock(&srv->mu);
-        while (srv->active_ctxs > 0) {
-            pthread_cond_wait(&srv->done_cv, &srv->mu);
-        }
         srv->stop_workers = true;
         pthread_cond_broadcast(&srv->work_cv);
         pthread_mutex_unlock(&srv->mu);
         for (int i = 0; i < srv->n_threads; i++) {
             pthread_join(srv->threads[i], NULL);
         }
-        nng_close(srv->sock); /* no pipe callback runs after it */
+        /* Let the pipes park before they are closed. With no context
+         * receiving, rep0 holds the next message a pipe brings and asks it
+         * for no more, so its transport reads nothing; closing a pipe that
+         * is reading is what can hang nng 1.5.2's close for good
+         * (rpc_sock.h). Under load every busy pipe brings its next request
+         * within a millisecond or two; an idle one has nothing coming. */
+        struct timespec park = {.tv_sec = 0, .tv_nsec = RPC_SERVER_PARK_MS * 1000000L};
+        while (nanosleep(&park, &park) != 0 && errno == EINTR) {
+        }
+        /* No pipe callback runs after it. If it hangs all the same, srv is
+         * kept whole: nng still holds its aios and pipe callbacks. */
+        if (!ws__rpc_sock_close(srv->sock, "rpc_server", srv, 0)) {
+            return;
+        }
         if (srv->ctxs != NULL) {
             for (int i = 0; i < srv->n_ctxs; i++) {
                 nng_aio_free(srv->ctxs[i].aio); /* NULL-safe; waits for callbacks */

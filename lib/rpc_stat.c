@@ -1,19 +1,35 @@
 /* Counters of one nng endpoint; see rpc_stat.h. */
 #include "rpc_stat.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include <nng/nng.h>
 
-/* The scope named scope whose value is id, depth first under s and its
- * siblings, or NULL. */
+/* Whether scope s is the one of id: its value (dialers, listeners) or its
+ * "id" statistic (sockets, whose scope has no value) says so. */
+static bool rpc_stat_is(nng_stat *s, int id)
+{
+    if (nng_stat_value(s) == (uint64_t)id) {
+        return true;
+    }
+    for (nng_stat *c = nng_stat_child(s); c != NULL; c = nng_stat_next(c)) {
+        if (strcmp(nng_stat_name(c), "id") == 0) {
+            return nng_stat_value(c) == (uint64_t)id;
+        }
+    }
+    return false;
+}
+
+/* The scope named scope of id, depth first under s and its siblings, or
+ * NULL. */
 static nng_stat *rpc_stat_find_scope(nng_stat *s, const char *scope, int id)
 {
     for (; s != NULL; s = nng_stat_next(s)) {
         if (nng_stat_type(s) != NNG_STAT_SCOPE) {
             continue;
         }
-        if (strcmp(nng_stat_name(s), scope) == 0 && nng_stat_value(s) == (uint64_t)id) {
+        if (strcmp(nng_stat_name(s), scope) == 0 && rpc_stat_is(s, id)) {
             return s;
         }
         nng_stat *found = rpc_stat_find_scope(nng_stat_child(s), scope, id);

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 /* The sum of the counters named in names (n of them; a missing one counts
- * 0) of the endpoint of kind scope ("dialer" or "listener") whose id is id,
+ * 0) of the object of kind scope ("dialer", "listener", "socket") whose id is id,
  * from a fresh snapshot; -1 when nng has no such endpoint or keeps no
  * statistics. Any thread; takes a snapshot of every statistic of the
  * process (cheap for our handful of sockets, not for a hot path). */

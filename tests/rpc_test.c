@@ -33,6 +33,8 @@
 #include "webshop/v1/inventory.rpc.h"
 #include "google/protobuf/descriptor.pb-c.h"
 #include "rpc_server_int.h"
+#include "rpc_sock.h"
+#include "rpc_stat.h"
 #include "json_int.h"
 #include "webshop/v1/inventory.pb-c.h"
 #include "webshop/v1/rpc.pb-c.h"
@@ -1091,13 +1093,21 @@ typedef struct mortal {
     atomic_bool kill; /* set by the test: die, holding the next request */
     atomic_bool held; /* it died holding one */
     atomic_bool dead;
+    atomic_int pipe; /* its one connection's pipe id (one client dials it) */
     pthread_t th;
 } mortal;
+
+static void mortal_pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)ev;
+    atomic_store(&((mortal *)arg)->pipe, nng_pipe_id(p));
+}
 
 static void *mortal_main(void *arg)
 {
     mortal *m = arg;
     long long kill_at = -1;
+    int64_t taken = 0; /* requests received from the socket */
     while (true) {
         nng_msg *req = NULL;
         int rv = nng_recvmsg(m->sock, &req, 0);
@@ -1113,6 +1123,7 @@ static void *mortal_main(void *arg)
         if (rv != 0) {
             break;
         }
+        taken++;
         if (kill_at >= 0) {
             nng_msg_free(req); /* held when it dies: never answered */
             atomic_store(&m->held, true);
@@ -1134,7 +1145,21 @@ static void *mortal_main(void *arg)
             nng_msg_free(req);
         }
     }
-    nng_close(m->sock); /* "SIGKILL": every connection drops at once */
+    /* Its connection parks first: receiving nothing, the socket takes one
+     * more request from it and reads no further, and closing a connection
+     * that is reading can hang nng 1.5.2's close for good (rpc_sock.h;
+     * here 1 run in 30 under load). The condition: the connection brought
+     * more messages (nng's pipe statistics) than the socket gave us. Then
+     * "SIGKILL": every connection drops at once. */
+    static const char *const rx[] = {"rx_msgs"};
+    int id = atomic_load(&m->pipe);
+    long long until = now_ms() + 5000;
+    int64_t got;
+    while ((got = ws__rpc_stat_sum("pipe", id, rx, 1)) >= 0 && got <= taken &&
+           now_ms() < until) {
+        sched_yield();
+    }
+    ws__rpc_sock_close(m->sock, "test_mortal", m, 0);
     atomic_store(&m->dead, true);
     return NULL;
 }
@@ -1146,6 +1171,7 @@ static void mortal_start(mortal *m)
     m->srv = server_new("inproc://unused", 1, 0, 0, NULL);
     cr_assert_eq(nng_rep0_open(&m->sock), 0);
     cr_assert_eq(nng_socket_set_ms(m->sock, NNG_OPT_RECVTIMEO, 20), 0);
+    cr_assert_eq(nng_pipe_notify(m->sock, NNG_PIPE_EV_ADD_POST, mortal_pipe_added, m), 0);
     cr_assert_eq(nng_listen(m->sock, "tcp://127.0.0.1:0", &l, 0), 0);
     cr_assert_eq(nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port), 0);
     snprintf(m->url, sizeof(m->url), "tcp://127.0.0.1:%d", port);
@@ -1320,8 +1346,12 @@ static void *server_closer_main(void *arg)
  * began used to be served on contexts whose aio close had stopped, so their
  * answers never completed and the close waited for ever (5 of 8 runs, and a
  * replica of the order service hung on SIGTERM under load; handlers on
- * worker threads, as the services run them). Now close ends
- * within a second and every call is answered, by B when A dropped it. */
+ * worker threads, as the services run them). Now close ends (within a
+ * second, or nng's bound when nng 1.5.2's own close hangs: rpc_sock.h) and
+ * every call is answered, by B when A dropped it. Close also used to hang
+ * when a context was stopped between its answer and its next receive (the
+ * receive never started, so it never called back to be counted down: CI,
+ * under load). */
 Test(rpc, graceful_close_under_load_ends_and_every_call_is_answered, .timeout = 60)
 {
     char url_a[128], url_b[128];
@@ -1349,7 +1379,9 @@ Test(rpc, graceful_close_under_load_ends_and_every_call_is_answered, .timeout = 
     pthread_join(kt, NULL);
     wait_served(mb, served(mb) + 300);
     load_stop(&ld);
-    cr_expect(took < 1000, "close took %lld ms", took);
+    /* Our drain ends at once; nng's own close may hang under load and is
+     * then given up after its bound (rpc_sock.h). */
+    cr_expect(took < RPC_SOCK_CLOSE_MS + 1000, "close took %lld ms", took);
     cr_expect_eq(ld.failed, 0);
     ws_rpc_client_close(c);
     ws_rpc_server_close(b);
