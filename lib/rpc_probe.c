@@ -172,12 +172,12 @@ static bool probe_wait_results(rpc_probe *p, rpc_server_listener *x, int64_t bef
     }
 }
 
-/* Probe x once: 1 if it completed a handshake in time (or could not be
- * probed for lack of memory: no reason to blame it), 0 if not, -1 when
- * close has begun. */
-static int probe_once(rpc_probe *p, rpc_server_listener *x)
+/* Probe x once, within bound_ms: 1 if it completed a handshake in time (or
+ * could not be probed for lack of memory: no reason to blame it), 0 if
+ * not, -1 when close has begun. */
+static int probe_once(rpc_probe *p, rpc_server_listener *x, int bound_ms)
 {
-    int64_t until = ws_clock_mono_ms() + p->bound_ms;
+    int64_t until = ws_clock_mono_ms() + bound_ms;
     unsigned before = atomic_load_explicit(&x->added, memory_order_acquire);
     int64_t results = x->cfg != NULL ? probe_listener_results(x) : 0;
     if (results < 0) {
@@ -214,7 +214,7 @@ static int probe_once(rpc_probe *p, rpc_server_listener *x)
 /* Close x's listener (with its connections; an ipc socket file goes with
  * it) and listen again on its bound URL. On failure (the port not yet
  * free) x is down and the next round tries again. */
-static void probe_replace(rpc_probe *p, rpc_server_listener *x)
+static void probe_replace(rpc_probe *p, rpc_server_listener *x, const char *reason)
 {
     int old = atomic_load_explicit(&x->id, memory_order_relaxed);
     if (!x->down) {
@@ -236,7 +236,46 @@ static void probe_replace(rpc_probe *p, rpc_server_listener *x)
                                   "Listeners replaced because they stopped completing "
                                   "handshakes (nng#1518).",
                                   labels));
-    ws_log_warn("rpc_listener_restarted", "url=%s reason=no_handshake", x->url);
+    ws_log_warn("rpc_listener_restarted", "url=%s reason=%s", x->url, reason);
+}
+
+/* x's "other" accept results (see rpc_probe.h), -1 when unknown. */
+static int64_t probe_listener_others(rpc_server_listener *x)
+{
+    static const char *const names[] = {"other"};
+    return x->down ? -1 : ws__rpc_stat_sum("listener", nng_listener_id(x->l), names, 1);
+}
+
+/* One look at every listener's "other" errors; a listener where they rose
+ * is probed at once, and replaced when RPC_PROBE_MISSES probes in a row
+ * miss. False once close began. Our own probes and replacements reset the
+ * mark, so only what happened between them counts. */
+static bool probe_watch(rpc_probe *p)
+{
+    rpc_server_listener *x;
+    for (size_t i = 0; (x = p->host.listener_at(p->host.ctx, i)) != NULL; i++) {
+        if (strncmp(x->url, "inproc://", 9) == 0 || x->down) {
+            continue;
+        }
+        int64_t now = probe_listener_others(x);
+        bool rose = now > x->others && x->others >= 0;
+        x->others = now;
+        if (!rose) {
+            continue;
+        }
+        int alive = 0;
+        for (int k = 0; k < RPC_PROBE_MISSES && alive == 0; k++) {
+            alive = probe_once(p, x, RPC_PROBE_SUSPECT_MS);
+        }
+        if (alive < 0) {
+            return false;
+        }
+        if (!alive) {
+            probe_replace(p, x, "accept_stopped");
+        }
+        x->others = probe_listener_others(x);
+    }
+    return true;
 }
 
 /* One round: every listener probed once. Returns false once close began;
@@ -250,21 +289,23 @@ static bool probe_round(rpc_probe *p, bool *missed /* OUT */)
             continue; /* no transport handshake, nothing to wedge */
         }
         if (x->down) {
-            probe_replace(p, x);
+            probe_replace(p, x, "no_handshake");
             *missed = *missed || x->down;
+            x->others = probe_listener_others(x);
             continue;
         }
-        int alive = probe_once(p, x);
+        int alive = probe_once(p, x, p->bound_ms);
         if (alive < 0) {
             return false;
         }
         if (alive) {
             x->misses = 0;
         } else if (++x->misses >= RPC_PROBE_MISSES) {
-            probe_replace(p, x);
+            probe_replace(p, x, "no_handshake");
         } else {
             *missed = true;
         }
+        x->others = probe_listener_others(x);
     }
     return true;
 }
@@ -288,10 +329,26 @@ static bool probe_pause(rpc_probe *p, int ms)
 static void *probe_main(void *arg)
 {
     rpc_probe *p = arg;
+    rpc_server_listener *x;
     bool missed = false;
-    int wait_ms = p->interval_ms;
-    while (probe_pause(p, wait_ms) && probe_round(p, &missed)) {
-        wait_ms = missed ? p->bound_ms / 4 : p->interval_ms;
+    for (size_t i = 0; (x = p->host.listener_at(p->host.ctx, i)) != NULL; i++) {
+        x->others = strncmp(x->url, "inproc://", 9) == 0 ? -1 : probe_listener_others(x);
+    }
+    int64_t next = ws_clock_mono_ms() + p->interval_ms;
+    for (;;) {
+        int64_t left = next - ws_clock_mono_ms();
+        if (!probe_pause(p, left < RPC_PROBE_WATCH_MS ? (left > 0 ? (int)left : 0)
+                                                      : RPC_PROBE_WATCH_MS) ||
+            !probe_watch(p)) {
+            break;
+        }
+        if (ws_clock_mono_ms() < next) {
+            continue;
+        }
+        if (!probe_round(p, &missed)) {
+            break;
+        }
+        next = ws_clock_mono_ms() + (missed ? p->bound_ms / 4 : p->interval_ms);
     }
     return NULL;
 }

@@ -27,6 +27,21 @@
  * server must not suffer for one late probe. Nothing is logged per probe.
  * A wedged listener's negotiated-but-never-taken pipes are leaked by nng
  * when it is closed (about 8 KiB per wedge).
+ *
+ * Between rounds the thread also watches each listener's "other" errors
+ * in nng's statistics every RPC_PROBE_WATCH_MS. The wedge's NNG_ECLOSED is
+ * counted there; so are errors nng backs off from for 100 ms, and the
+ * errors of the listener's pipes (every peer that disconnects raises it:
+ * about 1,200 a second with clients coming and going in a test loop). A
+ * rise is probed at once with RPC_PROBE_SUSPECT_MS as the bound, and
+ * RPC_PROBE_MISSES such misses in a row replace the listener
+ * (reason=accept_stopped): a wedge costs about a watch step and two short
+ * bounds instead of a round and two long ones, and a healthy server pays a
+ * probe (one connection and an 8-byte exchange) per watch step at most
+ * while clients disconnect. That matters for short-lived clients: a
+ * webshopctl that exits while its dialer redials can wedge a server, and
+ * the next webshopctl, with a 1 s deadline, found it deaf (CI,
+ * e2e_security).
  */
 #ifndef WS_RPC_PROBE_H
 #define WS_RPC_PROBE_H
@@ -44,6 +59,8 @@
 #define RPC_PROBE_MS       1000 /* a round of probes every */
 #define RPC_PROBE_BOUND_MS 1000 /* a probe's handshake must complete within */
 #define RPC_PROBE_MISSES   2    /* misses in a row that replace a listener */
+#define RPC_PROBE_WATCH_MS 100  /* the listeners' accept errors are read every */
+#define RPC_PROBE_SUSPECT_MS 300 /* bound of the probe that follows a rise */
 
 /* One nng listener of the server as the probe sees it: set up by the
  * server's start; from then on l, down and misses belong to the probe
@@ -61,6 +78,7 @@ typedef struct rpc_server_listener {
     _Atomic unsigned added; /* pipes the socket took from l (ADD_POST) */
     bool down;              /* l closed, its replacement failed: retry */
     int misses;             /* probes in a row that saw no handshake */
+    int64_t others;         /* its "other" accept results when last read, -1 unknown */
 } rpc_server_listener;
 
 /* What the probe needs of its server. */

@@ -119,7 +119,17 @@ static long long now_ms(void)
 
 /* A started server on plain (NULL: TLS only), with a TLS listener for
  * identity "front" when tls, its metrics in m, probing at test speed. */
+static ws_rpc_server *server_paced(const char *plain, bool tls, ws_metrics *m,
+                                   int interval_ms);
+
 static ws_rpc_server *server_new(const char *plain, bool tls, ws_metrics *m)
+{
+    return server_paced(plain, tls, m, PROBE_MS);
+}
+
+/* As server_new, with rounds of probes every interval_ms. */
+static ws_rpc_server *server_paced(const char *plain, bool tls, ws_metrics *m,
+                                   int interval_ms)
 {
     ws_rpc_server_opts o = {.url = plain, .identities_only = plain == NULL, .metrics = m};
     ws_rpc_server *srv = NULL;
@@ -131,15 +141,23 @@ static ws_rpc_server *server_new(const char *plain, bool tls, ws_metrics *m)
                          in_dir("inventory.key"), in_dir("front-ca.crt")),
                      WS_OK);
     }
-    ws__rpc_server_set_probe(srv, PROBE_MS, PROBE_BOUND_MS);
+    ws__rpc_server_set_probe(srv, interval_ms, PROBE_BOUND_MS);
     ws_err err = ws_rpc_server_start(srv);
     cr_assert_eq(err, WS_OK, "start: %s", ws_strerror(err));
     return srv;
 }
 
+static bool answered_within(const char *url, int bound_ms);
+
 /* One GetCatalog by a new client of url (front's certificate for tls+tcp),
  * retried until answered or BOUND_MS have passed: whether it was answered. */
 static bool answered_within_bound(const char *url)
+{
+    return answered_within(url, BOUND_MS);
+}
+
+/* As answered_within_bound, within bound_ms. */
+static bool answered_within(const char *url, int bound_ms)
 {
     ws_rpc_client_opts o = {.urls = &url, .n_urls = 1};
     if (strncmp(url, "tls+tcp://", 10) == 0) {
@@ -150,7 +168,7 @@ static bool answered_within_bound(const char *url)
     }
     ws_rpc_client *c = NULL;
     cr_assert_eq(ws_rpc_client_open(&o, &c), WS_OK);
-    long long until = now_ms() + BOUND_MS;
+    long long until = now_ms() + bound_ms;
     ws_rpc_code code;
     do {
         long long left = until - now_ms();
@@ -278,6 +296,30 @@ Test(rpc_listener, ipc_peer_closing_before_the_header_does_not_wedge)
 Test(rpc_listener, ipc_peer_closing_mid_header_does_not_wedge)
 {
     ipc_run(PEER_HALF_HEADER);
+}
+
+/* The watch alone (rpc_probe.h): rounds an hour apart, so only the rise
+ * of the listener's error counter can lead to the wedge, which must then
+ * be gone within WATCH_BOUND_MS (a watch step, two short probes, the
+ * client's redial: about 0.8 s; the rest is room for a loaded machine). */
+#define WATCH_BOUND_MS 3000
+Test(rpc_listener, ipc_wedge_is_found_between_rounds_by_the_error_counter)
+{
+    char url[320];
+    snprintf(url, sizeof(url), "ipc://%s", in_dir("w.sock"));
+    ws_metrics *m = ws_metrics_new();
+    ws_rpc_server *srv = server_paced(url, false, m, 3600 * 1000);
+    for (int round = 0; restarts(m, url) == 0 && round < MAX_ROUNDS; round++) {
+        misbehave(url, PEER_CLOSE);
+        long long t0 = now_ms();
+        cr_assert(answered_within(url, WATCH_BOUND_MS), "round %d: %s deaf for %d ms", round,
+                  url, WATCH_BOUND_MS);
+        cr_log_info("round %d: answered after %lld ms", round, now_ms() - t0);
+    }
+    cr_expect_gt(restarts(m, url), 0, "no wedge in %d rounds: the test proved nothing",
+                 MAX_ROUNDS);
+    ws_rpc_server_close(srv);
+    ws_metrics_free(m);
 }
 
 static void tcp_run(peer_kind kind)
