@@ -38,7 +38,9 @@
  * (reason=accept_stopped): a wedge costs about a watch step and two short
  * bounds instead of a round and two long ones, and a healthy server pays a
  * probe (one connection and an 8-byte exchange) per watch step at most
- * while clients disconnect. That matters for short-lived clients: a
+ * while clients disconnect. The probe's own pipe counts one such error when
+ * it closes, and moves the mark by one (an idle ipc server: one rise in
+ * 2 s, not one per step). That matters for short-lived clients: a
  * webshopctl that exits while its dialer redials can wedge a server, and
  * the next webshopctl, with a 1 s deadline, found it deaf (CI,
  * e2e_security).
