@@ -425,7 +425,7 @@ void ws_rpc_client_close(ws_rpc_client *c)
     }
     /* If the close hangs (rpc_sock.h), c is kept whole: its pipe callback
      * may still run. */
-    if (!ws__rpc_sock_close(c->sock, "rpc_client", c, 0)) {
+    if (!ws__rpc_sock_close(c->sock, "rpc_client", c)) {
         return;
     }
     rpc_dialer_set_free(c->dialers); /* after the socket's last pipe event */

@@ -1353,7 +1353,7 @@ void ws_rpc_server_close(ws_rpc_server *srv)
         }
         /* No pipe callback runs after it. If it hangs all the same, srv is
          * kept whole: nng still holds its aios and pipe callbacks. */
-        if (!ws__rpc_sock_close(srv->sock, "rpc_server", srv, 0)) {
+        if (!ws__rpc_sock_close(srv->sock, "rpc_server", srv)) {
             return;
         }
         if (srv->ctxs != NULL) {

@@ -83,39 +83,31 @@ static void rpc_sock_keep(void *keep)
     pthread_mutex_unlock(&rpc_sock_kept_mu);
 }
 
-bool ws__rpc_sock_close(nng_socket sock, const char *what, void *keep, int bound_ms)
+bool ws__rpc_sock_close(nng_socket sock, const char *what, void *keep)
 {
     rpc_sock_closer *k = calloc(1, sizeof(*k));
     pthread_t th;
-    pthread_attr_t attr;
-    bool attr_ok = false;
 
-    if (k == NULL || pthread_mutex_init(&k->mu, NULL) != 0) {
+    if (k == NULL) {
+        goto unbounded;
+    }
+    if (pthread_mutex_init(&k->mu, NULL) != 0) {
         free(k);
-        nng_close(sock);
-        return true;
+        goto unbounded;
     }
     if (ws_clock_cond_init(&k->cv) != 0) {
         pthread_mutex_destroy(&k->mu);
         free(k);
-        nng_close(sock);
-        return true;
+        goto unbounded;
     }
     k->sock = sock;
-    attr_ok = pthread_attr_init(&attr) == 0;
-    if (!attr_ok || pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0 ||
-        pthread_create(&th, &attr, rpc_sock_closer_main, k) != 0) {
-        if (attr_ok) {
-            pthread_attr_destroy(&attr);
-        }
+    if (pthread_create(&th, NULL, rpc_sock_closer_main, k) != 0) {
         rpc_sock_closer_free(k);
-        nng_close(sock);
-        return true;
+        goto unbounded;
     }
-    pthread_attr_destroy(&attr);
+    pthread_detach(th);
 
-    int ms = bound_ms > 0 ? bound_ms : RPC_SOCK_CLOSE_MS;
-    struct timespec until = ws_clock_mono_after(ms);
+    struct timespec until = ws_clock_mono_after(RPC_SOCK_CLOSE_MS);
     pthread_mutex_lock(&k->mu);
     while (!k->done && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0) {
     }
@@ -128,8 +120,13 @@ bool ws__rpc_sock_close(nng_socket sock, const char *what, void *keep, int bound
     }
     rpc_sock_keep(keep);
     pthread_once(&rpc_sock_exit_once, rpc_sock_exit_register);
-    ws_log_error("rpc_socket_close_stuck", "socket=%s bound_ms=%d cause=%s effect=%s", what,
-                 ms, "nng 1.5.2 closed a pipe during a receive (nanomsg/nng#1636)",
+    ws_log_error("rpc_socket_close_stuck", "socket=%s bound_ms=%d cause=%s effect=%s",
+                 what, RPC_SOCK_CLOSE_MS,
+                 "nng 1.5.2 closed a pipe during a receive (nanomsg/nng#1636)",
                  "its memory is kept; later closes in this process may hang too");
     return false;
+
+unbounded:
+    nng_close(sock); /* no memory or thread to spare: waited for as before */
+    return true;
 }

@@ -34,12 +34,12 @@
 
 #define RPC_SOCK_CLOSE_MS 2000 /* nng_close must return within */
 
-/* nng_close(sock), waited for at most bound_ms (RPC_SOCK_CLOSE_MS when 0):
- * true once closed. False when it did not return in time: the thread that
- * runs it is left blocked, the event is logged with what (the socket's
- * role, e.g. "rpc_server") and keep is parked for good; the caller must
- * not free keep nor anything nng holds of it. Falls back to a plain
- * nng_close when no thread can be started. */
-bool ws__rpc_sock_close(nng_socket sock, const char *what, void *keep, int bound_ms);
+/* nng_close(sock), waited for at most RPC_SOCK_CLOSE_MS: true once closed.
+ * False when it did not return in time: the thread that runs it is left
+ * blocked, the event is logged with what (the socket's role, e.g.
+ * "rpc_server") and keep is parked for good; the caller must not free keep
+ * nor anything nng holds of it. Falls back to a plain nng_close when no
+ * thread can be started. */
+bool ws__rpc_sock_close(nng_socket sock, const char *what, void *keep);
 
 #endif

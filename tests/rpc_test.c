@@ -1159,7 +1159,7 @@ static void *mortal_main(void *arg)
            now_ms() < until) {
         sched_yield();
     }
-    ws__rpc_sock_close(m->sock, "test_mortal", m, 0);
+    ws__rpc_sock_close(m->sock, "test_mortal", m);
     atomic_store(&m->dead, true);
     return NULL;
 }
