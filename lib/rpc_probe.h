@@ -58,11 +58,11 @@
 
 #include "metrics.h"
 
-#define RPC_PROBE_MS       1000 /* a round of probes every */
-#define RPC_PROBE_BOUND_MS 1000 /* a probe's handshake must complete within */
-#define RPC_PROBE_MISSES   2    /* misses in a row that replace a listener */
-#define RPC_PROBE_WATCH_MS 100  /* the listeners' accept errors are read every */
-#define RPC_PROBE_SUSPECT_MS 300 /* bound of the probe that follows a rise */
+#define RPC_PROBE_MS         1000 /* a round of probes every */
+#define RPC_PROBE_BOUND_MS   1000 /* a probe's handshake must complete within */
+#define RPC_PROBE_MISSES     2    /* misses in a row that replace a listener */
+#define RPC_PROBE_WATCH_MS   100  /* the listeners' accept errors are read every */
+#define RPC_PROBE_SUSPECT_MS 300  /* bound of the probe that follows a rise */
 
 /* One nng listener of the server as the probe sees it: set up by the
  * server's start; from then on l, down and misses belong to the probe

@@ -118,16 +118,8 @@ static long long now_ms(void)
 /* ----------------------------------------------------------------- server */
 
 /* A started server on plain (NULL: TLS only), with a TLS listener for
- * identity "front" when tls, its metrics in m, probing at test speed. */
-static ws_rpc_server *server_paced(const char *plain, bool tls, ws_metrics *m,
-                                   int interval_ms);
-
-static ws_rpc_server *server_new(const char *plain, bool tls, ws_metrics *m)
-{
-    return server_paced(plain, tls, m, PROBE_MS);
-}
-
-/* As server_new, with rounds of probes every interval_ms. */
+ * identity "front" when tls, its metrics in m, probe rounds every
+ * interval_ms. */
 static ws_rpc_server *server_paced(const char *plain, bool tls, ws_metrics *m,
                                    int interval_ms)
 {
@@ -147,16 +139,14 @@ static ws_rpc_server *server_paced(const char *plain, bool tls, ws_metrics *m,
     return srv;
 }
 
-static bool answered_within(const char *url, int bound_ms);
-
-/* One GetCatalog by a new client of url (front's certificate for tls+tcp),
- * retried until answered or BOUND_MS have passed: whether it was answered. */
-static bool answered_within_bound(const char *url)
+/* As server_paced, probing at test speed. */
+static ws_rpc_server *server_new(const char *plain, bool tls, ws_metrics *m)
 {
-    return answered_within(url, BOUND_MS);
+    return server_paced(plain, tls, m, PROBE_MS);
 }
 
-/* As answered_within_bound, within bound_ms. */
+/* One GetCatalog by a new client of url (front's certificate for tls+tcp),
+ * retried until answered or bound_ms have passed: whether it was answered. */
 static bool answered_within(const char *url, int bound_ms)
 {
     ws_rpc_client_opts o = {.urls = &url, .n_urls = 1};
@@ -176,6 +166,12 @@ static bool answered_within(const char *url, int bound_ms)
     } while (code != WS_RPC_OK && now_ms() < until);
     ws_rpc_client_close(c);
     return code == WS_RPC_OK;
+}
+
+/* As answered_within, within BOUND_MS. */
+static bool answered_within_bound(const char *url)
+{
+    return answered_within(url, BOUND_MS);
 }
 
 /* ------------------------------------------------------- misbehaving peer */
@@ -312,8 +308,8 @@ Test(rpc_listener, ipc_wedge_is_found_between_rounds_by_the_error_counter)
     for (int round = 0; restarts(m, url) == 0 && round < MAX_ROUNDS; round++) {
         misbehave(url, PEER_CLOSE);
         long long t0 = now_ms();
-        cr_assert(answered_within(url, WATCH_BOUND_MS), "round %d: %s deaf for %d ms", round,
-                  url, WATCH_BOUND_MS);
+        cr_assert(answered_within(url, WATCH_BOUND_MS), "round %d: %s deaf for %d ms",
+                  round, url, WATCH_BOUND_MS);
         cr_log_info("round %d: answered after %lld ms", round, now_ms() - t0);
     }
     cr_expect_gt(restarts(m, url), 0, "no wedge in %d rounds: the test proved nothing",
