@@ -1,6 +1,7 @@
 /* The service clocks (clock.h). */
 #include "clock.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 
 /* ws_clock_test_offset's offset: 0 except in tests. */
@@ -26,6 +27,14 @@ double ws_clock_mono_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void ws_clock_sleep_ms(int64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000),
+                          .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 struct timespec ws_clock_mono_after(int64_t ms)

@@ -39,6 +39,11 @@ double ws_clock_mono_seconds(void);
 /* CLOCK_MONOTONIC now plus ms, for pthread_cond_timedwait. */
 struct timespec ws_clock_mono_after(int64_t ms);
 
+/* Sleep ms milliseconds, all of them: a signal that interrupts the sleep
+ * does not shorten it. For pacing a thread that has nothing to wait for;
+ * a wait that something can end early is a cond wait instead. */
+void ws_clock_sleep_ms(int64_t ms);
+
 /* Initialise cv to wait on CLOCK_MONOTONIC. Returns pthread's result. */
 int ws_clock_cond_init(pthread_cond_t *cv);
 

@@ -34,6 +34,7 @@
 #include <wchar.h>
 
 #include "buf.h"
+#include "clock.h"
 
 /* A formatted value longer than this is cut and marked with "...". */
 #define LOG_VALUE_MAX 4096
@@ -573,9 +574,7 @@ static void *log_flusher_main(void *arg)
 {
     (void)arg;
     for (;;) {
-        struct timespec ts = {.tv_sec = 0, .tv_nsec = LOG_FLUSH_MS * 1000000L};
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+        ws_clock_sleep_ms(LOG_FLUSH_MS);
         ws_log_flush();
     }
     return NULL;

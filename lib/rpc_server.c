@@ -25,7 +25,6 @@
 #include "rpc_probe.h"
 #include "rpc_sock.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1348,9 +1347,7 @@ void ws_rpc_server_close(ws_rpc_server *srv)
          * is reading is what can hang nng 1.5.2's close for good
          * (rpc_sock.h). Under load every busy pipe brings its next request
          * within a millisecond or two; an idle one has nothing coming. */
-        struct timespec park = {.tv_sec = 0, .tv_nsec = RPC_SERVER_PARK_MS * 1000000L};
-        while (nanosleep(&park, &park) != 0 && errno == EINTR) {
-        }
+        ws_clock_sleep_ms(RPC_SERVER_PARK_MS);
         /* No pipe callback runs after it. If it hangs all the same, srv is
          * kept whole: nng still holds its aios and pipe callbacks. */
         if (!ws__rpc_sock_close(srv->sock, "rpc_server", srv)) {
