@@ -239,11 +239,13 @@ static void probe_replace(rpc_probe *p, rpc_server_listener *x, const char *reas
     ws_log_warn("rpc_listener_restarted", "url=%s reason=%s", x->url, reason);
 }
 
-/* x's "other" accept results (see rpc_probe.h), -1 when unknown. */
+static const char *const probe_others[] = {"other"};
+
+/* x's "other" errors (see rpc_probe.h), -1 when unknown. */
 static int64_t probe_listener_others(rpc_server_listener *x)
 {
-    static const char *const names[] = {"other"};
-    return x->down ? -1 : ws__rpc_stat_sum("listener", nng_listener_id(x->l), names, 1);
+    return x->down ? -1
+                   : ws__rpc_stat_sum("listener", nng_listener_id(x->l), probe_others, 1);
 }
 
 /* After a probe of x that the socket took: the pipe it closed counts one
@@ -266,11 +268,19 @@ static void probe_own_error(rpc_server_listener *x)
 static bool probe_watch(rpc_probe *p)
 {
     rpc_server_listener *x;
-    for (size_t i = 0; (x = p->host.listener_at(p->host.ctx, i)) != NULL; i++) {
+    nng_stat *snap;
+    if (nng_stats_get(&snap) != 0) {
+        return true; /* nothing to compare at this step */
+    }
+    bool going = true;
+    for (size_t i = 0; going && (x = p->host.listener_at(p->host.ctx, i)) != NULL; i++) {
         if (strncmp(x->url, "inproc://", 9) == 0 || x->down) {
             continue;
         }
-        int64_t now = probe_listener_others(x);
+        /* One copy of nng's statistics per step, not one per listener:
+         * this runs ten times a second in every server. */
+        int64_t now =
+            ws__rpc_stat_sum_in(snap, "listener", nng_listener_id(x->l), probe_others, 1);
         bool rose = now > x->others && x->others >= 0;
         x->others = now;
         if (!rose) {
@@ -281,16 +291,16 @@ static bool probe_watch(rpc_probe *p)
             alive = probe_once(p, x, RPC_PROBE_SUSPECT_MS);
         }
         if (alive < 0) {
-            return false;
-        }
-        if (!alive) {
+            going = false;
+        } else if (!alive) {
             probe_replace(p, x, "accept_stopped");
             x->others = probe_listener_others(x);
         } else {
             probe_own_error(x);
         }
     }
-    return true;
+    nng_stats_free(snap);
+    return going;
 }
 
 /* One round: every listener probed once. Returns false once close began;
@@ -348,7 +358,7 @@ static void *probe_main(void *arg)
     rpc_server_listener *x;
     bool missed = false;
     for (size_t i = 0; (x = p->host.listener_at(p->host.ctx, i)) != NULL; i++) {
-        x->others = strncmp(x->url, "inproc://", 9) == 0 ? -1 : probe_listener_others(x);
+        x->others = probe_listener_others(x); /* inproc ones are never watched */
     }
     int64_t next = ws_clock_mono_ms() + p->interval_ms;
     for (;;) {

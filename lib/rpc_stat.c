@@ -40,26 +40,33 @@ static nng_stat *rpc_stat_find_scope(nng_stat *s, const char *scope, int id)
     return NULL;
 }
 
+int64_t ws__rpc_stat_sum_in(nng_stat *snap, const char *scope, int id,
+                            const char *const *names, size_t n)
+{
+    nng_stat *st = id > 0 ? rpc_stat_find_scope(snap, scope, id) : NULL;
+    if (st == NULL) {
+        return -1;
+    }
+    int64_t sum = 0;
+    for (nng_stat *c = nng_stat_child(st); c != NULL; c = nng_stat_next(c)) {
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(nng_stat_name(c), names[i]) == 0) {
+                sum += (int64_t)nng_stat_value(c);
+                break;
+            }
+        }
+    }
+    return sum;
+}
+
 int64_t ws__rpc_stat_sum(const char *scope, int id, const char *const *names, size_t n)
 {
     nng_stat *snap;
-    int64_t sum = -1;
 
     if (id <= 0 || nng_stats_get(&snap) != 0) {
         return -1;
     }
-    nng_stat *st = rpc_stat_find_scope(snap, scope, id);
-    if (st != NULL) {
-        sum = 0;
-        for (nng_stat *c = nng_stat_child(st); c != NULL; c = nng_stat_next(c)) {
-            for (size_t i = 0; i < n; i++) {
-                if (strcmp(nng_stat_name(c), names[i]) == 0) {
-                    sum += (int64_t)nng_stat_value(c);
-                    break;
-                }
-            }
-        }
-    }
+    int64_t sum = ws__rpc_stat_sum_in(snap, scope, id, names, n);
     nng_stats_free(snap);
     return sum;
 }
