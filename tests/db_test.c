@@ -1155,16 +1155,19 @@ static ws_err write_in_read_fn(ws_db_conn *c, void *arg)
 
 typedef struct reader_ctx {
     ws_db *other;
+    bool one_statement; /* the read runs as ws_db_txn_opts.one_statement */
     ws_err result;
     int64_t rows;
 } reader_ctx;
 
+/* Inside a writing transaction: a read-only read on r->other. */
 static ws_err hold_and_read_fn(ws_db_conn *c, void *arg)
 {
     reader_ctx *r = arg;
     cr_assert_eq(conn_run(c, "UPDATE counter SET n = 9 WHERE id = 1", 0, NULL, NULL),
                  WS_OK);
-    ws_db_txn_opts o = {.read_only = true, .retries = -1};
+    ws_db_txn_opts o = {
+        .read_only = true, .one_statement = r->one_statement, .retries = -1};
     r->result = ws_db_txn_with(r->other, &o, read_fn, &r->rows);
     return WS_OK;
 }
@@ -1200,16 +1203,6 @@ static ws_err bad_read_fn(ws_db_conn *c, void *arg)
     return conn_run(c, "SELECT nope FROM counter", 0, NULL, NULL);
 }
 
-static ws_err hold_and_read_bare_fn(ws_db_conn *c, void *arg)
-{
-    reader_ctx *r = arg;
-    cr_assert_eq(conn_run(c, "UPDATE counter SET n = 9 WHERE id = 1", 0, NULL, NULL),
-                 WS_OK);
-    ws_db_txn_opts o = {.read_only = true, .one_statement = true, .retries = -1};
-    r->result = ws_db_txn_with(r->other, &o, read_fn, &r->rows);
-    return WS_OK;
-}
-
 /* A one-statement read (no BEGIN, no COMMIT) reads beside a writer and
  * sees the last commit; a failing statement fails it, and the connection
  * works afterwards, for a transaction and for another bare read. */
@@ -1219,8 +1212,8 @@ DB_TEST(one_statement_read_runs_outside_a_transaction)
     ws_db_opts bo = {.url = E.url, .pool_size = 1, .busy_timeout_ms = -1};
     ws_db *b = NULL;
     cr_assert_eq(ws_db_open(&bo, &b), WS_OK);
-    reader_ctx r = {.other = b, .rows = -1};
-    cr_assert_eq(ws_db_txn(a, hold_and_read_bare_fn, &r), WS_OK);
+    reader_ctx r = {.other = b, .one_statement = true, .rows = -1};
+    cr_assert_eq(ws_db_txn(a, hold_and_read_fn, &r), WS_OK);
     cr_assert_eq(r.result, WS_OK, "the bare reader failed: %s", ws_errname(r.result));
     cr_assert_eq(r.rows, 2);
 
